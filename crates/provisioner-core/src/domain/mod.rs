@@ -1,0 +1,10 @@
+//! Validated inputs and the rules that do not depend on any cloud call.
+
+pub mod names;
+pub mod requests;
+pub mod stack_status;
+pub mod time;
+
+pub use names::ClusterName;
+pub use requests::{ClusterRequest, ScheduleDestroyRequest};
+pub use stack_status::{StackPhase, StackStatus};

@@ -1,0 +1,122 @@
+//! Names that reach CloudFormation, EventBridge Scheduler, DynamoDB keys and shell scripts. They
+//! can only be built valid, so nothing downstream re-checks or escapes them.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::Error;
+
+/// Longest cluster name: keeps `destroy.<cluster>.<YYYYMMDDTHHMMSS>` within the Scheduler's 64
+/// characters and the stack name well within CloudFormation's 128.
+pub const MAX_CLUSTER_NAME_LEN: usize = 40;
+
+/// Names a SlideRule deployment already uses for its own hosts and stacks.
+pub const RESERVED_CLUSTER_NAMES: &[&str] = &["sliderule", "monitor", "provisioner", "login", "www", "api", "admin"];
+
+/// A cluster name: a lowercase DNS label of at most 40 characters that starts with a letter and
+/// is not reserved.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let shown = shown(raw);
+        if raw.is_empty() {
+            return Err(Error::invalid("the cluster name is empty; give a lowercase DNS label such as 'developers' or 'ci-nightly'"));
+        }
+        if raw.len() > MAX_CLUSTER_NAME_LEN {
+            return Err(Error::invalid(format!(
+                "the cluster name {shown} is longer than {MAX_CLUSTER_NAME_LEN} characters; choose a shorter name"
+            )));
+        }
+        let bytes = raw.as_bytes();
+        let well_formed = bytes[0].is_ascii_lowercase()
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes[bytes.len() - 1] != b'-';
+        if !well_formed {
+            return Err(Error::invalid(format!(
+                "the cluster name {shown} is not a lowercase DNS label; use a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+            )));
+        }
+        if RESERVED_CLUSTER_NAMES.contains(&raw) {
+            return Err(Error::invalid(format!("the cluster name {shown} is reserved; choose another name")));
+        }
+        Ok(ClusterName(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        ClusterName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Quotes untrusted input for an error message, cut short and with control characters escaped,
+/// so a hostile name cannot forge log lines or flood a response.
+pub fn shown(raw: &str) -> String {
+    const LIMIT: usize = 64;
+    let mut text: String = raw.chars().take(LIMIT).flat_map(char::escape_debug).collect();
+    if raw.chars().count() > LIMIT {
+        text.push('…');
+    }
+    format!("'{text}'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_lowercase_dns_labels() {
+        for name in ["developers", "ci-nightly", "ci-1", "a", "a1-b2", &"a".repeat(40)] {
+            assert_eq!(ClusterName::parse(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else_with_a_reason() {
+        let cases = [
+            ("", "empty"),
+            (&*"a".repeat(41), "longer than 40"),
+            ("Developers", "lowercase DNS label"),
+            ("1cluster", "lowercase DNS label"),
+            ("-ci", "lowercase DNS label"),
+            ("ci-", "lowercase DNS label"),
+            ("ci_nightly", "lowercase DNS label"),
+            ("ci.nightly", "lowercase DNS label"),
+            ("ci nightly", "lowercase DNS label"),
+            ("ci;rm -rf /", "lowercase DNS label"),
+            ("$(reboot)", "lowercase DNS label"),
+            ("ci-`id`", "lowercase DNS label"),
+            ("ci-é", "lowercase DNS label"),
+            ("sliderule", "reserved"),
+            ("monitor", "reserved"),
+            ("provisioner", "reserved"),
+            ("login", "reserved"),
+        ];
+        for (name, reason) in cases {
+            let error = ClusterName::parse(name).unwrap_err();
+            assert_eq!(error.code(), "InvalidRequest");
+            assert!(error.to_string().contains(reason), "{name:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn shown_escapes_control_characters_and_truncates() {
+        assert_eq!(shown("a\nb"), "'a\\nb'");
+        assert!(shown(&"x".repeat(500)).len() < 80);
+    }
+}

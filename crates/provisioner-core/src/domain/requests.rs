@@ -1,0 +1,121 @@
+//! The events each function accepts. Unknown fields are rejected, and every field is parsed into
+//! a validated type before any AWS call.
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::names::ClusterName;
+use crate::domain::time::parse_future_time;
+use crate::error::Error;
+
+/// `deploy` and `destroy`: `{"cluster": NAME}`. Also the input of every destroy schedule, so a
+/// fired schedule and a manual destroy are the same call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRequest {
+    pub cluster: ClusterName,
+}
+
+/// `schedule_destroy`: `{"cluster": NAME, "time_to_destroy": RFC3339}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleDestroyRequest {
+    pub cluster: ClusterName,
+    pub time_to_destroy: Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduleDestroy {
+    cluster: ClusterName,
+    time_to_destroy: String,
+}
+
+impl ClusterRequest {
+    pub fn parse(event: serde_json::Value) -> Result<Self, Error> {
+        from_event(event, r#"{"cluster": "NAME"}"#)
+    }
+
+    /// The event a destroy schedule carries.
+    pub fn to_event(&self) -> String {
+        serde_json::json!({ "cluster": self.cluster }).to_string()
+    }
+}
+
+impl ScheduleDestroyRequest {
+    pub fn parse(event: serde_json::Value, now: Timestamp) -> Result<Self, Error> {
+        let raw: RawScheduleDestroy = from_event(event, r#"{"cluster": "NAME", "time_to_destroy": "2026-11-23T18:00:00Z"}"#)?;
+        Ok(ScheduleDestroyRequest { cluster: raw.cluster, time_to_destroy: parse_future_time(&raw.time_to_destroy, now)? })
+    }
+}
+
+/// Deserializes an event, turning serde's complaint into a request error that shows the
+/// expected shape.
+pub fn from_event<T: DeserializeOwned>(event: serde_json::Value, shape: &str) -> Result<T, Error> {
+    if !event.is_object() {
+        return Err(Error::invalid(format!("the event must be a JSON object like {shape}")));
+    }
+    serde_json::from_value(event).map_err(|error| {
+        let reason = error.to_string();
+        // Validation errors of our own types are already full sentences.
+        if reason.starts_with("the ") {
+            Error::invalid(reason)
+        } else {
+            Error::invalid(format!("the event is malformed ({reason}); send {shape}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-23T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_cluster_event_round_trips_through_the_schedule_input() {
+        let request = ClusterRequest::parse(json!({"cluster": "ci-nightly"})).unwrap();
+        assert_eq!(request.to_event(), r#"{"cluster":"ci-nightly"}"#);
+        let again = ClusterRequest::parse(serde_json::from_str(&request.to_event()).unwrap()).unwrap();
+        assert_eq!(again, request);
+    }
+
+    #[test]
+    fn malformed_cluster_events_are_invalid_requests() {
+        let cases = [
+            (json!(null), "JSON object"),
+            (json!("developers"), "JSON object"),
+            (json!([]), "JSON object"),
+            (json!({}), "missing field `cluster`"),
+            (json!({"cluster": 7}), "malformed"),
+            (json!({"cluster": "developers", "force": true}), "unknown field `force`"),
+            (json!({"cluster": "Developers"}), "lowercase DNS label"),
+            (json!({"cluster": "ci-$(id)"}), "lowercase DNS label"),
+        ];
+        for (event, reason) in cases {
+            let error = ClusterRequest::parse(event.clone()).unwrap_err();
+            assert_eq!(error.code(), "InvalidRequest");
+            assert!(error.to_string().contains(reason), "{event}: {error}");
+        }
+    }
+
+    #[test]
+    fn schedule_destroy_events_need_a_future_time() {
+        let ok = ScheduleDestroyRequest::parse(json!({"cluster": "developers", "time_to_destroy": "2026-11-23T13:00:00Z"}), now()).unwrap();
+        assert_eq!(ok.time_to_destroy, "2026-11-23T13:00:00Z".parse::<Timestamp>().unwrap());
+        let cases = [
+            json!({"cluster": "developers"}),
+            json!({"cluster": "developers", "time_to_destroy": "2026-11-23T11:00:00Z"}),
+            json!({"cluster": "developers", "time_to_destroy": "soon"}),
+            json!({"cluster": "developers", "time_to_destroy": 1700000000}),
+            json!({"cluster": "developers", "time_to_destroy": "2026-11-23T13:00:00Z", "ttl": 5}),
+        ];
+        for event in cases {
+            assert_eq!(ScheduleDestroyRequest::parse(event.clone(), now()).unwrap_err().code(), "InvalidRequest", "{event}");
+        }
+    }
+}

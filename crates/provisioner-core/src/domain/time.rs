@@ -1,0 +1,85 @@
+//! Times callers give us: RFC 3339 with an offset, in the future, kept to whole seconds because
+//! that is the resolution of a one-time schedule.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::domain::names::shown;
+use crate::error::Error;
+
+/// How long before a scheduled destroy the schedule can no longer be moved (the spec's guard).
+pub const RESCHEDULE_GUARD: SignedDuration = SignedDuration::from_mins(5);
+
+/// Parses `time_to_destroy`: RFC 3339 with an offset, strictly after `now`. Fractions of a
+/// second round up, so the cluster never goes earlier than asked.
+pub fn parse_future_time(raw: &str, now: Timestamp) -> Result<Timestamp, Error> {
+    let parsed: Timestamp = raw.parse().map_err(|_| {
+        Error::invalid(format!(
+            "time_to_destroy {} is not an RFC 3339 time with an offset; write it like 2026-11-23T18:00:00Z",
+            shown(raw)
+        ))
+    })?;
+    let whole = if parsed.subsec_nanosecond() == 0 {
+        parsed
+    } else {
+        Timestamp::from_second(parsed.as_second() + 1).map_err(|_| Error::invalid("time_to_destroy is out of range"))?
+    };
+    if whole <= now {
+        return Err(Error::invalid(format!(
+            "time_to_destroy {} is not in the future (now is {}); give a later time",
+            shown(raw),
+            whole_seconds(now)
+        )));
+    }
+    Ok(whole)
+}
+
+/// Whether a destroy scheduled at `scheduled` can still be moved at `now`: only while now is
+/// more than five minutes before it.
+pub fn can_reschedule(scheduled: Timestamp, now: Timestamp) -> bool {
+    now < scheduled - RESCHEDULE_GUARD
+}
+
+/// `now` without its fraction of a second, for messages and records.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(raw: &str) -> Timestamp {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn accepts_rfc3339_in_the_future_with_any_offset() {
+        let now = at("2026-11-23T12:00:00Z");
+        assert_eq!(parse_future_time("2026-11-23T13:00:00Z", now).unwrap(), at("2026-11-23T13:00:00Z"));
+        assert_eq!(parse_future_time("2026-11-23T15:00:00+02:00", now).unwrap(), at("2026-11-23T13:00:00Z"));
+    }
+
+    #[test]
+    fn rounds_fractions_of_a_second_up() {
+        let now = at("2026-11-23T12:00:00Z");
+        assert_eq!(parse_future_time("2026-11-23T13:00:00.001Z", now).unwrap(), at("2026-11-23T13:00:01Z"));
+    }
+
+    #[test]
+    fn rejects_past_present_and_unparsable_times() {
+        let now = at("2026-11-23T12:00:00Z");
+        for raw in ["2026-11-23T12:00:00Z", "2026-11-23T11:59:59Z", "2020-01-01T00:00:00Z", "tomorrow", "2026-11-23 13:00", "2026-11-23T13:00:00", ""] {
+            let error = parse_future_time(raw, now).unwrap_err();
+            assert_eq!(error.code(), "InvalidRequest", "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_guard_is_exactly_five_minutes() {
+        let scheduled = at("2026-11-23T12:00:00Z");
+        assert!(can_reschedule(scheduled, at("2026-11-23T11:54:59Z")), "5:01 before");
+        assert!(!can_reschedule(scheduled, at("2026-11-23T11:55:00Z")), "5:00 before");
+        assert!(!can_reschedule(scheduled, at("2026-11-23T11:55:01Z")), "4:59 before");
+        assert!(!can_reschedule(scheduled, at("2026-11-23T12:30:00Z")), "after");
+    }
+}

@@ -1,0 +1,171 @@
+//! The one error type. Each variant maps to a stable `errorType` code of the outside contract;
+//! its message is one sentence saying what happened and what to do.
+
+use std::fmt;
+
+/// How an AWS failure behaves, so callers can react without knowing service error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// The resource does not exist.
+    NotFound,
+    /// The resource already exists, or is in a state that forbids the call.
+    Conflict,
+    /// Rate limited (still failing after the SDK's retries).
+    Throttled,
+    /// A service quota or capacity limit.
+    Quota,
+    /// The caller is not allowed.
+    AccessDenied,
+    /// Anything else: invalid parameters, 5xx after retries, transport failures.
+    Other,
+}
+
+/// An AWS call that failed, with enough context to find it in CloudTrail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsFailure {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+    pub kind: AwsErrorKind,
+}
+
+impl fmt::Display for AwsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} failed with {}", self.service, self.operation, self.code)?;
+        if !self.message.is_empty() {
+            write!(f, " ({})", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no cluster profile in the catalog matches '{0}'; use 'developers' or a 'ci-*' name, or add a profile to clusters/catalog.yaml")]
+    UnknownCluster(String),
+    #[error("cluster '{cluster}' is not running and is scheduled for delete at {at}; wait for the destroy, or run destroy now, then deploy again")]
+    ScheduledForDelete { cluster: String, at: String },
+    #[error("cluster '{cluster}' is scheduled for delete at {at}, which is 5 minutes away or less, so it can no longer be moved; deploy it again after it is destroyed")]
+    TooLateToReschedule { cluster: String, at: String },
+    #[error("cluster '{cluster}' is held by a {operation} that started at {since} and did not finish in time; try again in a few minutes")]
+    Busy { cluster: String, operation: String, since: String },
+    #[error("{0}")]
+    DeployFailed(String),
+    #[error("{0}")]
+    DeployTimedOut(String),
+    #[error("{0}")]
+    DestroyFailed(String),
+    #[error("{0}")]
+    DestroyTimedOut(String),
+    #[error("{0}")]
+    TestsFailed(String),
+    #[error("{0}")]
+    BuildFailed(String),
+    #[error("{0}")]
+    RunLost(String),
+    #[error("{0}")]
+    CapacityUnavailable(String),
+    #[error("{0}; retry later, and check the provisioner's permissions if it persists")]
+    Aws(AwsFailure),
+}
+
+impl Error {
+    /// The contract's stable `errorType` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "InvalidRequest",
+            Error::UnknownCluster(_) => "UnknownCluster",
+            Error::ScheduledForDelete { .. } => "ScheduledForDelete",
+            Error::TooLateToReschedule { .. } => "TooLateToReschedule",
+            Error::Busy { .. } => "Busy",
+            Error::DeployFailed(_) => "DeployFailed",
+            Error::DeployTimedOut(_) => "DeployTimedOut",
+            Error::DestroyFailed(_) => "DestroyFailed",
+            Error::DestroyTimedOut(_) => "DestroyTimedOut",
+            Error::TestsFailed(_) => "TestsFailed",
+            Error::BuildFailed(_) => "BuildFailed",
+            Error::RunLost(_) => "RunLost",
+            Error::CapacityUnavailable(_) => "CapacityUnavailable",
+            Error::Aws(_) => "AwsError",
+        }
+    }
+
+    pub fn aws_kind(&self) -> Option<AwsErrorKind> {
+        match self {
+            Error::Aws(failure) => Some(failure.kind),
+            _ => None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_one_of_the_contract_codes() {
+        let contract = [
+            "InvalidRequest",
+            "UnknownCluster",
+            "ScheduledForDelete",
+            "TooLateToReschedule",
+            "Busy",
+            "DeployFailed",
+            "DeployTimedOut",
+            "DestroyFailed",
+            "DestroyTimedOut",
+            "TestsFailed",
+            "BuildFailed",
+            "RunLost",
+            "CapacityUnavailable",
+            "AwsError",
+        ];
+        let samples = [
+            Error::invalid("x"),
+            Error::UnknownCluster("x".into()),
+            Error::ScheduledForDelete { cluster: "x".into(), at: "t".into() },
+            Error::TooLateToReschedule { cluster: "x".into(), at: "t".into() },
+            Error::Busy { cluster: "x".into(), operation: "deploy".into(), since: "t".into() },
+            Error::DeployFailed("x".into()),
+            Error::DeployTimedOut("x".into()),
+            Error::DestroyFailed("x".into()),
+            Error::DestroyTimedOut("x".into()),
+            Error::TestsFailed("x".into()),
+            Error::BuildFailed("x".into()),
+            Error::RunLost("x".into()),
+            Error::CapacityUnavailable("x".into()),
+            Error::Aws(AwsFailure {
+                service: "s",
+                operation: "o",
+                code: "c".into(),
+                message: String::new(),
+                kind: AwsErrorKind::Other,
+            }),
+        ];
+        let codes: Vec<_> = samples.iter().map(Error::code).collect();
+        assert_eq!(codes, contract);
+    }
+
+    #[test]
+    fn an_aws_error_names_service_operation_and_code() {
+        let error = Error::Aws(AwsFailure {
+            service: "CloudFormation",
+            operation: "CreateStack",
+            code: "LimitExceededException".into(),
+            message: "too many stacks".into(),
+            kind: AwsErrorKind::Quota,
+        });
+        let text = error.to_string();
+        assert!(text.contains("CloudFormation CreateStack failed with LimitExceededException"), "{text}");
+        assert!(text.contains("too many stacks"), "{text}");
+    }
+}

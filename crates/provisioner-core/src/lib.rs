@@ -1,0 +1,34 @@
+//! The SlideRule Provisioner's domain: validated inputs, the decision tables of the spec, the
+//! ports they run over, and the AWS adapters behind those ports.
+//!
+//! # Layout
+//!
+//! | spec behaviour | where |
+//! | --- | --- |
+//! | DEPLOY(cluster) | [`service`] `deploy.rs` |
+//! | SCHEDULE_DESTROY(cluster, time_to_destroy), the 5-minute guard | [`service`] `schedule_destroy.rs`, [`domain::time`] |
+//! | DESTROY(cluster) | [`service`] `destroy.rs` |
+//! | waiting up to 10 minutes for a stack | [`service`] `wait.rs` ([`service::STACK_WAIT_LIMIT`]) |
+//! | one operation per cluster at a time | [`service`] `lock.rs` |
+//! | what each CloudFormation status means | [`domain::stack_status`] |
+//! | valid cluster names and events | [`domain::names`], [`domain::requests`] |
+//! | which clusters exist and their templates | [`catalog`], `clusters/` |
+//! | error codes of the contract | [`error`] |
+//! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`) |
+//! | the Lambda glue (events in, responses and `errorType` out) | `lambda.rs` (feature `lambda`) |
+//! | fakes for tests | `testing.rs` (feature `testing`) |
+
+pub mod catalog;
+pub mod domain;
+pub mod error;
+pub mod ports;
+pub mod service;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{Error, Result};

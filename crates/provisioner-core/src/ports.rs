@@ -1,0 +1,105 @@
+//! The ports: what the services ask of the cloud and of time. AWS adapters live in `aws/`,
+//! in-memory fakes in `testing`. Each method states what "not found" and repeats mean.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::domain::StackStatus;
+use crate::error::Result;
+
+/// A stack as last described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSnapshot {
+    pub id: String,
+    pub status: StackStatus,
+    pub status_reason: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    pub name: String,
+    pub template_body: String,
+    pub parameters: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// CloudFormation stacks.
+#[async_trait]
+pub trait Stacks: Send + Sync {
+    /// The stack named `name`, or `None` when there is none (never created, or deleted).
+    async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>>;
+    /// Starts creating the stack and returns its id without waiting. A stack of that name that
+    /// already exists is an error of kind `Conflict`.
+    async fn create(&self, spec: &StackSpec) -> Result<String>;
+    /// Starts deleting the stack without waiting. Deleting an absent stack succeeds.
+    async fn delete(&self, name: &str) -> Result<()>;
+    /// Why resources of the stack failed, newest first, at most a few: the status reasons of
+    /// its `*_FAILED` events. Empty for an absent stack.
+    async fn failure_reasons(&self, name: &str) -> Result<Vec<String>>;
+}
+
+/// A one-time schedule in the provisioner's schedule group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEntry {
+    pub name: String,
+    pub at: Timestamp,
+}
+
+/// EventBridge Scheduler one-time schedules that invoke the destroy function. The adapter knows
+/// the group, target, role, retry policy and dead-letter queue.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Every schedule in the group whose name starts with `prefix`, with the time it fires.
+    async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>>;
+    /// Creates a schedule that invokes the destroy function once at `at` with `input` as the
+    /// event, and deletes itself afterwards. An existing schedule of that name is a `Conflict`.
+    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()>;
+    /// Deletes the schedule. Deleting an absent schedule succeeds.
+    async fn delete(&self, name: &str) -> Result<()>;
+}
+
+/// Who holds a lock, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub operation: String,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Per-cluster locks with leases, in the DynamoDB table.
+#[async_trait]
+pub trait Locks: Send + Sync {
+    /// Takes the lock `key` with `lease` when it is free or its lease ended before `now`.
+    /// Returns `Ok(None)` when taken, `Ok(Some(holder))` when someone else holds it. Taking a
+    /// lock one already holds renews it.
+    async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>>;
+    /// Releases the lock if `owner` still holds it; otherwise does nothing.
+    async fn release(&self, key: &str, owner: &str) -> Result<()>;
+}
+
+/// Time, so tests can move it.
+#[async_trait]
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+    async fn sleep(&self, duration: Duration);
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+#[async_trait]
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}

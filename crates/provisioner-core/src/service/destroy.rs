@@ -1,0 +1,106 @@
+//! DESTROY(cluster), in the spec's order:
+//! 1. destroy and wait up to 10 minutes;
+//! 2. still there → `DestroyFailed` / `DestroyTimedOut` (schedules are kept as a safety net);
+//! 3. remove every destroy schedule of the cluster; 4. success.
+
+use serde::Serialize;
+
+use super::deploy::status_text;
+use super::lock::with_lock;
+use super::wait::{phase_of, wait_for_stack, Until};
+use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
+use crate::catalog::stack_name;
+use crate::domain::{ClusterName, ClusterRequest, StackPhase};
+use crate::error::{Error, Result};
+
+/// A DELETE_FAILED stack gets one more delete before destroy gives up: a second try often
+/// succeeds once dependent resources are gone.
+const MAX_DELETE_CALLS: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestroyAction {
+    /// The stack was deleted.
+    Deleted,
+    /// There was no stack.
+    AlreadyAbsent,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestroyResponse {
+    pub status: &'static str,
+    pub cluster: ClusterName,
+    pub action: DestroyAction,
+    pub stack_name: String,
+    pub schedules_removed: Vec<String>,
+    pub elapsed_seconds: f64,
+}
+
+impl Provisioner {
+    pub async fn destroy(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
+        let started = self.clock.now();
+        let cluster = request.cluster;
+        self.catalog.profile_for(&cluster)?;
+        with_lock(self, invocation, &cluster, "destroy", async {
+            let stack_name = stack_name(&cluster);
+            let limit = self.stack_wait_until(invocation, started);
+            let mut stack = self.stacks.describe(&stack_name).await?;
+            let mut seen = stack.as_ref().map(|s| s.status.as_str().to_owned());
+            let action = if stack.is_none() { DestroyAction::AlreadyAbsent } else { DestroyAction::Deleted };
+            let mut delete_calls = 0;
+            // Step 1.
+            loop {
+                let waited = match phase_of(&stack) {
+                    StackPhase::Absent => break,
+                    // CloudFormation refuses to delete a stack mid-update: let it settle first.
+                    StackPhase::InProgress => wait_for_stack(self, &stack_name, Until::Settled, limit, &mut seen).await?,
+                    StackPhase::Deleting => wait_for_stack(self, &stack_name, Until::DeleteEnded, limit, &mut seen).await?,
+                    StackPhase::Running | StackPhase::FailedReplaceable | StackPhase::FailedNeedsAttention => {
+                        if delete_calls == MAX_DELETE_CALLS {
+                            // Step 2: it could not be deleted.
+                            let reasons = self.reasons(&stack_name, &stack).await;
+                            return Err(Error::DestroyFailed(format!(
+                                "cluster '{cluster}' could not be destroyed: stack {stack_name} is {}{reasons}; remove what blocks the delete and destroy again",
+                                status_text(&stack)
+                            )));
+                        }
+                        self.stacks.delete(&stack_name).await?;
+                        delete_calls += 1;
+                        tracing::info!(stack = %stack_name, attempt = delete_calls, "stack delete started");
+                        wait_for_stack(self, &stack_name, Until::DeleteEnded, limit, &mut seen).await?
+                    }
+                };
+                stack = waited.last;
+                if !waited.done {
+                    // Step 2: still there after the wait.
+                    return Err(Error::DestroyTimedOut(format!(
+                        "cluster '{cluster}' was not destroyed in time (stack {stack_name} is still {}); destroy again to keep waiting",
+                        status_text(&stack)
+                    )));
+                }
+            }
+            // Step 3.
+            let schedules_removed = self.remove_destroy_schedules(&cluster).await?;
+            Ok(DestroyResponse {
+                status: "success",
+                cluster: cluster.clone(),
+                action,
+                stack_name,
+                schedules_removed,
+                elapsed_seconds: seconds_between(started, self.clock.now()),
+            })
+        })
+        .await
+    }
+
+    /// Deletes every destroy schedule of `cluster`, whatever its name suffix.
+    pub(super) async fn remove_destroy_schedules(&self, cluster: &ClusterName) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for schedule in self.schedules.list(&schedule_prefix(cluster)).await? {
+            self.schedules.delete(&schedule.name).await?;
+            tracing::info!(cluster = %cluster, schedule = %schedule.name, at = %schedule.at, "destroy schedule removed");
+            removed.push(schedule.name);
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,112 @@
+//! The functions of the spec, as orchestration over the ports. Each file holds one function's
+//! decision table in the spec's order; `wait` and `lock` are shared by all of them.
+
+mod deploy;
+mod destroy;
+mod lock;
+mod schedule_destroy;
+mod wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use deploy::DeployResponse;
+pub use destroy::DestroyResponse;
+pub use schedule_destroy::ScheduleDestroyResponse;
+
+use crate::catalog::Catalog;
+use crate::domain::ClusterName;
+use crate::ports::{Clock, Locks, Schedules, Stacks};
+
+/// The spec's limit on waiting for a stack to be created or deleted.
+pub const STACK_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// How often a wait describes the stack: notices completion within 4 s, 15 calls a minute.
+pub const STACK_POLL_INTERVAL: Duration = Duration::from_secs(4);
+/// How often a contender checks whether a cluster's lock is free.
+pub const LOCK_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Time kept back from the invocation's deadline to release the lock and answer.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+/// How long a lock outlives its holder's deadline, so a crashed holder frees it soon after.
+pub const LEASE_SLACK: Duration = Duration::from_secs(30);
+
+/// Named timeouts; tests and benchmarks shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub stack_wait: Duration,
+    pub stack_poll: Duration,
+    pub lock_poll: Duration,
+    pub deadline_margin: Duration,
+    pub lease_slack: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stack_wait: STACK_WAIT_LIMIT,
+            stack_poll: STACK_POLL_INTERVAL,
+            lock_poll: LOCK_POLL_INTERVAL,
+            deadline_margin: DEADLINE_MARGIN,
+            lease_slack: LEASE_SLACK,
+        }
+    }
+}
+
+/// One Lambda invocation: who is asking and when it must have answered.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub deadline: Timestamp,
+}
+
+/// Everything the functions need, built once per process.
+#[derive(Clone)]
+pub struct Provisioner {
+    pub catalog: Arc<Catalog>,
+    pub stacks: Arc<dyn Stacks>,
+    pub schedules: Arc<dyn Schedules>,
+    pub locks: Arc<dyn Locks>,
+    pub clock: Arc<dyn Clock>,
+    pub timeouts: Timeouts,
+}
+
+impl Provisioner {
+    /// The last moment work may go on in this invocation.
+    fn work_deadline(&self, invocation: &Invocation) -> Timestamp {
+        invocation.deadline - signed(self.timeouts.deadline_margin)
+    }
+
+    /// When a stack wait that starts now must stop: 10 minutes, or the invocation's deadline
+    /// less the margin, whichever comes first.
+    fn stack_wait_until(&self, invocation: &Invocation, started: Timestamp) -> Timestamp {
+        (started + signed(self.timeouts.stack_wait)).min(self.work_deadline(invocation))
+    }
+}
+
+/// Prefix of every destroy schedule of `cluster`. The dot cannot occur in a cluster name, so
+/// `destroy.ci-a.` never matches the schedules of `ci-ab`.
+pub fn schedule_prefix(cluster: &ClusterName) -> String {
+    format!("destroy.{cluster}.")
+}
+
+/// The schedule that destroys `cluster` at `at`.
+pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
+    format!("{}{}", schedule_prefix(cluster), at.strftime("%Y%m%dT%H%M%S"))
+}
+
+/// The lock item of `cluster`.
+pub fn lock_key(cluster: &ClusterName) -> String {
+    format!("lock#{cluster}")
+}
+
+fn signed(duration: Duration) -> SignedDuration {
+    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
+}
+
+#[cfg(test)]
+mod tests;

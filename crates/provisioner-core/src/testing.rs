@@ -1,0 +1,344 @@
+//! In-memory fakes of every port that record what was asked of them, and a clock that follows
+//! tokio's (pausable) time. Stacks and locks read the clock, so a test moves time, not sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::catalog::Catalog;
+use crate::domain::{StackPhase, StackStatus};
+use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
+use crate::ports::{Clock, Lease, Locks, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::service::{Invocation, Provisioner, Timeouts};
+
+/// Wall-clock time that moves with `tokio::time`: under `start_paused` it jumps as tasks sleep.
+pub struct TestClock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TestClock {
+    pub fn starting_at(base: Timestamp) -> Arc<Self> {
+        Arc::new(TestClock { base, start: tokio::time::Instant::now() })
+    }
+}
+
+#[async_trait]
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = SignedDuration::try_from(self.start.elapsed()).unwrap_or(SignedDuration::MAX);
+        self.base + elapsed
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn fake_failure(operation: &'static str, code: &str, kind: AwsErrorKind) -> Error {
+    Error::Aws(AwsFailure { service: "Fake", operation, code: code.into(), message: String::new(), kind })
+}
+
+/// A call made to a fake, for assertions on what was asked of the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    DescribeStack(String),
+    CreateStack(String),
+    DeleteStack(String),
+    StackEvents(String),
+    ListSchedules(String),
+    CreateSchedule(String),
+    DeleteSchedule(String),
+}
+
+/// How the fake CloudFormation behaves when asked to create or delete.
+#[derive(Debug, Clone)]
+pub struct StackBehaviour {
+    pub create_takes: Duration,
+    pub create_ends_in: &'static str,
+    pub delete_takes: Duration,
+    pub delete_ends_in: &'static str,
+    pub failure_reasons: Vec<String>,
+}
+
+impl Default for StackBehaviour {
+    fn default() -> Self {
+        StackBehaviour {
+            create_takes: Duration::from_secs(90),
+            create_ends_in: "CREATE_COMPLETE",
+            delete_takes: Duration::from_secs(60),
+            delete_ends_in: "DELETE_COMPLETE",
+            failure_reasons: Vec::new(),
+        }
+    }
+}
+
+struct FakeStack {
+    id: String,
+    /// Statuses from the time each takes effect, in order.
+    timeline: Vec<(Timestamp, String)>,
+}
+
+impl FakeStack {
+    fn status_at(&self, now: Timestamp) -> &str {
+        self.timeline.iter().rev().find(|(from, _)| *from <= now).map_or("CREATE_IN_PROGRESS", |(_, s)| s.as_str())
+    }
+}
+
+/// CloudFormation in memory. A stack moves through its timeline as the clock passes.
+pub struct FakeStacks {
+    clock: Arc<dyn Clock>,
+    stacks: Mutex<HashMap<String, FakeStack>>,
+    pub behaviour: Mutex<StackBehaviour>,
+    calls: Mutex<Vec<Call>>,
+    created: Mutex<Vec<StackSpec>>,
+    next_id: Mutex<u32>,
+}
+
+impl FakeStacks {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(FakeStacks {
+            clock,
+            stacks: Mutex::default(),
+            behaviour: Mutex::default(),
+            calls: Mutex::default(),
+            created: Mutex::default(),
+            next_id: Mutex::new(0),
+        })
+    }
+
+    fn new_id(&self, name: &str) -> String {
+        let mut next = self.next_id.lock().unwrap();
+        *next += 1;
+        format!("arn:aws:cloudformation:us-east-1:000000000000:stack/{name}/fake-{next}")
+    }
+
+    /// Puts a stack in `status` now, optionally moving to `then` after `after`.
+    pub fn seed(&self, name: &str, status: &str, then: Option<(Duration, &str)>) {
+        let now = self.clock.now();
+        let mut timeline = vec![(now, status.to_owned())];
+        if let Some((after, next)) = then {
+            timeline.push((now + SignedDuration::try_from(after).unwrap(), next.to_owned()));
+        }
+        let id = self.new_id(name);
+        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, timeline });
+    }
+
+    pub fn set_behaviour(&self, behaviour: StackBehaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn status(&self, name: &str) -> Option<String> {
+        let now = self.clock.now();
+        self.stacks.lock().unwrap().get(name).map(|s| s.status_at(now).to_owned()).filter(|s| s != "DELETE_COMPLETE")
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, wanted: fn(&Call) -> bool) -> usize {
+        self.calls.lock().unwrap().iter().filter(|c| wanted(c)).count()
+    }
+
+    pub fn created(&self) -> Vec<StackSpec> {
+        self.created.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait]
+impl Stacks for FakeStacks {
+    async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>> {
+        self.record(Call::DescribeStack(name.to_owned()));
+        let now = self.clock.now();
+        let stacks = self.stacks.lock().unwrap();
+        Ok(stacks.get(name).and_then(|stack| {
+            let status = stack.status_at(now);
+            (status != "DELETE_COMPLETE").then(|| StackSnapshot {
+                id: stack.id.clone(),
+                status: StackStatus::new(status),
+                status_reason: None,
+                outputs: BTreeMap::from([("ClusterName".to_owned(), name.to_owned())]),
+            })
+        }))
+    }
+
+    async fn create(&self, spec: &StackSpec) -> Result<String> {
+        self.record(Call::CreateStack(spec.name.clone()));
+        let now = self.clock.now();
+        let behaviour = self.behaviour.lock().unwrap().clone();
+        let mut stacks = self.stacks.lock().unwrap();
+        if stacks.get(&spec.name).is_some_and(|s| s.status_at(now) != "DELETE_COMPLETE") {
+            return Err(fake_failure("CreateStack", "AlreadyExistsException", AwsErrorKind::Conflict));
+        }
+        let id = self.new_id(&spec.name);
+        let done = now + SignedDuration::try_from(behaviour.create_takes).unwrap();
+        let mut timeline = vec![(now, "CREATE_IN_PROGRESS".to_owned())];
+        if behaviour.create_ends_in == "ROLLBACK_COMPLETE" {
+            timeline.push((done - SignedDuration::from_secs(1), "ROLLBACK_IN_PROGRESS".to_owned()));
+        }
+        timeline.push((done, behaviour.create_ends_in.to_owned()));
+        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), timeline });
+        self.created.lock().unwrap().push(spec.clone());
+        Ok(id)
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.record(Call::DeleteStack(name.to_owned()));
+        let now = self.clock.now();
+        let behaviour = self.behaviour.lock().unwrap().clone();
+        let mut stacks = self.stacks.lock().unwrap();
+        let Some(stack) = stacks.get_mut(name) else { return Ok(()) };
+        let status = stack.status_at(now).to_owned();
+        if status == "DELETE_COMPLETE" || status == "DELETE_IN_PROGRESS" {
+            return Ok(());
+        }
+        if StackStatus::new(status.as_str()).phase() == StackPhase::InProgress {
+            return Err(fake_failure("DeleteStack", "ValidationError", AwsErrorKind::Other));
+        }
+        stack.timeline.retain(|(from, _)| *from <= now);
+        stack.timeline.push((now, "DELETE_IN_PROGRESS".to_owned()));
+        stack.timeline.push((now + SignedDuration::try_from(behaviour.delete_takes).unwrap(), behaviour.delete_ends_in.to_owned()));
+        Ok(())
+    }
+
+    async fn failure_reasons(&self, name: &str) -> Result<Vec<String>> {
+        self.record(Call::StackEvents(name.to_owned()));
+        Ok(self.behaviour.lock().unwrap().failure_reasons.clone())
+    }
+}
+
+/// EventBridge Scheduler in memory: name → (time, input).
+#[derive(Default)]
+pub struct FakeSchedules {
+    schedules: Mutex<BTreeMap<String, (Timestamp, String)>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl FakeSchedules {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeSchedules::default())
+    }
+
+    pub fn all(&self) -> BTreeMap<String, (Timestamp, String)> {
+        self.schedules.lock().unwrap().clone()
+    }
+
+    pub fn insert(&self, name: &str, at: Timestamp) {
+        self.schedules.lock().unwrap().insert(name.to_owned(), (at, "{}".to_owned()));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Schedules for FakeSchedules {
+    async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
+        self.calls.lock().unwrap().push(Call::ListSchedules(prefix.to_owned()));
+        let schedules = self.schedules.lock().unwrap();
+        Ok(schedules.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at }).collect())
+    }
+
+    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
+        self.calls.lock().unwrap().push(Call::CreateSchedule(name.to_owned()));
+        let mut schedules = self.schedules.lock().unwrap();
+        if schedules.contains_key(name) {
+            return Err(fake_failure("CreateSchedule", "ConflictException", AwsErrorKind::Conflict));
+        }
+        schedules.insert(name.to_owned(), (at, input.to_owned()));
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.calls.lock().unwrap().push(Call::DeleteSchedule(name.to_owned()));
+        self.schedules.lock().unwrap().remove(name);
+        Ok(())
+    }
+}
+
+/// Leased locks in memory, with the DynamoDB adapter's semantics.
+#[derive(Default)]
+pub struct FakeLocks {
+    leases: Mutex<HashMap<String, Lease>>,
+}
+
+impl FakeLocks {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeLocks::default())
+    }
+
+    pub fn holder(&self, key: &str) -> Option<Lease> {
+        self.leases.lock().unwrap().get(key).cloned()
+    }
+
+    pub fn put(&self, key: &str, lease: Lease) {
+        self.leases.lock().unwrap().insert(key.to_owned(), lease);
+    }
+}
+
+#[async_trait]
+impl Locks for FakeLocks {
+    async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>> {
+        let mut leases = self.leases.lock().unwrap();
+        match leases.get(key) {
+            Some(holder) if holder.owner != lease.owner && holder.expires_at >= now => Ok(Some(holder.clone())),
+            _ => {
+                leases.insert(key.to_owned(), lease.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+        let mut leases = self.leases.lock().unwrap();
+        if leases.get(key).is_some_and(|l| l.owner == owner) {
+            leases.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// A provisioner over fresh fakes and the shipped catalog.
+pub struct World {
+    pub clock: Arc<TestClock>,
+    pub stacks: Arc<FakeStacks>,
+    pub schedules: Arc<FakeSchedules>,
+    pub locks: Arc<FakeLocks>,
+    pub provisioner: Provisioner,
+}
+
+impl World {
+    pub fn new(now: &str) -> World {
+        let clock = TestClock::starting_at(now.parse().expect("a test time"));
+        let stacks = FakeStacks::new(clock.clone());
+        let schedules = FakeSchedules::new();
+        let locks = FakeLocks::new();
+        let provisioner = Provisioner {
+            catalog: Arc::new(Catalog::shipped().expect("the shipped catalog loads")),
+            stacks: stacks.clone(),
+            schedules: schedules.clone(),
+            locks: locks.clone(),
+            clock: clock.clone(),
+            timeouts: Timeouts::default(),
+        };
+        World { clock, stacks, schedules, locks, provisioner }
+    }
+
+    /// An invocation with the Lambda maximum of 15 minutes left.
+    pub fn invocation(&self, request_id: &str) -> Invocation {
+        self.invocation_with(request_id, Duration::from_secs(15 * 60))
+    }
+
+    pub fn invocation_with(&self, request_id: &str, left: Duration) -> Invocation {
+        Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::try_from(left).unwrap() }
+    }
+}
