@@ -1,1 +1,5 @@
-fn main() {}
+//! The `schedule_destroy` Lambda function: see provisioner_core::service.
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    provisioner_core::lambda::serve(provisioner_core::lambda::Function::ScheduleDestroy).await
+}

@@ -1,0 +1,127 @@
+//! AWS adapters behind the ports: the only place SDK types appear. Every SDK error becomes an
+//! [`Error::Aws`] classified by its code, so services react to kinds, not strings.
+
+#[cfg(feature = "cloudformation")]
+pub mod cloudformation;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "scheduler")]
+pub mod scheduler;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::error::{AwsErrorKind, AwsFailure, Error};
+
+/// Attempts per call, including the first: throttling and 5xx are retried with backoff.
+const MAX_ATTEMPTS: u32 = 5;
+/// No single call may eat the invocation's deadline.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for the
+/// local emulator), with our retry and timeout policy.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())
+        .load()
+        .await
+}
+
+/// Sorts an AWS error code into how the provisioner reacts to it.
+pub fn kind_of(code: &str) -> AwsErrorKind {
+    match code {
+        "ResourceNotFoundException" | "NotFoundException" | "NoSuchEntity" | "NoSuchKey" | "NoSuchBucket" => AwsErrorKind::NotFound,
+        "AlreadyExistsException" | "ConflictException" | "ConditionalCheckFailedException" | "TransactionConflictException"
+        | "ResourceInUseException" | "IdempotentParameterMismatch" => AwsErrorKind::Conflict,
+        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "ProvisionedThroughputExceededException"
+        | "RequestLimitExceeded" | "RequestThrottled" | "SlowDown" => AwsErrorKind::Throttled,
+        "LimitExceededException" | "ServiceQuotaExceededException" | "InsufficientInstanceCapacity" | "MaxSpotInstanceCountExceeded"
+        | "InstanceLimitExceeded" | "VcpuLimitExceeded" | "SpotMaxPriceTooLow" | "InsufficientCapacity" | "Unsupported" => AwsErrorKind::Quota,
+        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "ExpiredToken" | "ExpiredTokenException"
+        | "UnrecognizedClientException" | "InvalidClientTokenId" => AwsErrorKind::AccessDenied,
+        _ => AwsErrorKind::Other,
+    }
+}
+
+/// Converts an SDK error into our error, naming service, operation and code.
+pub fn aws_error<E, R>(service: &'static str, operation: &'static str, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (code, message) = match &error {
+        SdkError::ServiceError(service_error) => {
+            let inner = service_error.err();
+            (inner.code().unwrap_or("Unknown").to_owned(), inner.message().unwrap_or_default().to_owned())
+        }
+        SdkError::TimeoutError(_) => ("Timeout".to_owned(), "the call did not answer in time".to_owned()),
+        SdkError::DispatchFailure(_) => ("DispatchFailure".to_owned(), DisplayErrorContext(&error).to_string()),
+        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_owned(), DisplayErrorContext(&error).to_string()),
+        _ => ("ResponseError".to_owned(), DisplayErrorContext(&error).to_string()),
+    };
+    let kind = kind_of(&code);
+    let failure = AwsFailure { service, operation, code, message: one_line(&message), kind };
+    tracing::warn!(service, operation, code = %failure.code, kind = ?kind, message = %failure.message, "AWS call failed");
+    Error::Aws(failure)
+}
+
+fn one_line(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(300).collect()
+}
+
+/// A required setting from the environment.
+pub fn setting(name: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value),
+        _ => Err(format!("the environment variable {name} is not set; the provisioner's template sets it")),
+    }
+}
+
+/// An optional setting: unset or empty is `None`.
+pub fn optional_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_sort_into_kinds() {
+        let table = [
+            ("ResourceNotFoundException", AwsErrorKind::NotFound),
+            ("AlreadyExistsException", AwsErrorKind::Conflict),
+            ("ConflictException", AwsErrorKind::Conflict),
+            ("ConditionalCheckFailedException", AwsErrorKind::Conflict),
+            ("Throttling", AwsErrorKind::Throttled),
+            ("ThrottlingException", AwsErrorKind::Throttled),
+            ("RequestLimitExceeded", AwsErrorKind::Throttled),
+            ("ProvisionedThroughputExceededException", AwsErrorKind::Throttled),
+            ("LimitExceededException", AwsErrorKind::Quota),
+            ("ServiceQuotaExceededException", AwsErrorKind::Quota),
+            ("InsufficientInstanceCapacity", AwsErrorKind::Quota),
+            ("MaxSpotInstanceCountExceeded", AwsErrorKind::Quota),
+            ("AccessDeniedException", AwsErrorKind::AccessDenied),
+            ("UnauthorizedOperation", AwsErrorKind::AccessDenied),
+            ("ValidationError", AwsErrorKind::Other),
+            ("InternalFailure", AwsErrorKind::Other),
+        ];
+        for (code, kind) in table {
+            assert_eq!(kind_of(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn messages_are_flattened_and_bounded() {
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+        assert_eq!(one_line(&"x".repeat(1000)).len(), 300);
+    }
+}

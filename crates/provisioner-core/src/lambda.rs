@@ -1,0 +1,163 @@
+//! The Lambda glue shared by every function binary: build clients once, parse each event into a
+//! validated request, run the service, and answer with its response or a contract `errorType`.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+use crate::catalog::Catalog;
+use crate::domain::{ClusterRequest, ScheduleDestroyRequest};
+use crate::error::Error;
+use crate::ports::SystemClock;
+use crate::service::{Invocation, Provisioner, Timeouts};
+
+/// The functions of the spec, by their logical names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Deploy,
+    ScheduleDestroy,
+    Destroy,
+}
+
+impl Function {
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Deploy => "deploy",
+            Function::ScheduleDestroy => "schedule_destroy",
+            Function::Destroy => "destroy",
+        }
+    }
+}
+
+/// A failure as Lambda reports it: `errorType` is the contract code.
+#[derive(Debug)]
+pub struct Failure(pub Error);
+
+impl From<Failure> for Diagnostic {
+    fn from(failure: Failure) -> Diagnostic {
+        Diagnostic { error_type: failure.0.code().to_owned(), error_message: failure.0.to_string() }
+    }
+}
+
+/// Runs one function until the Lambda service stops the process.
+pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let provisioner = provisioner_from_env().await.map_err(|why| {
+        tracing::error!(function = function.name(), %why, "cannot start");
+        why
+    })?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let provisioner = provisioner.clone();
+        async move { handle(&provisioner, function, event.payload, invocation_of(&event.context)).await }
+    }))
+    .await
+}
+
+fn invocation_of(context: &lambda_runtime::Context) -> Invocation {
+    let deadline = i64::try_from(context.deadline).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(Timestamp::now);
+    Invocation { request_id: context.request_id.clone(), deadline }
+}
+
+/// Parses `event` for `function`, runs it, and logs the outcome once.
+pub async fn handle(provisioner: &Provisioner, function: Function, event: Value, invocation: Invocation) -> Result<Value, Failure> {
+    let outcome = run(provisioner, function, event, &invocation).await;
+    match &outcome {
+        Ok(response) => tracing::info!(function = function.name(), request_id = %invocation.request_id, %response, "succeeded"),
+        Err(error) => tracing::warn!(function = function.name(), request_id = %invocation.request_id, error_type = error.code(), %error, "failed"),
+    }
+    outcome.map_err(Failure)
+}
+
+async fn run(provisioner: &Provisioner, function: Function, event: Value, invocation: &Invocation) -> Result<Value, Error> {
+    let response = match function {
+        Function::Deploy => to_value(provisioner.deploy(ClusterRequest::parse(event)?, invocation).await?),
+        Function::Destroy => to_value(provisioner.destroy(ClusterRequest::parse(event)?, invocation).await?),
+        Function::ScheduleDestroy => {
+            let request = ScheduleDestroyRequest::parse(event, provisioner.clock.now())?;
+            to_value(provisioner.schedule_destroy(request, invocation).await?)
+        }
+    };
+    Ok(response)
+}
+
+fn to_value<T: serde::Serialize>(response: T) -> Value {
+    serde_json::to_value(response).unwrap_or_else(|e| serde_json::json!({"status": "success", "note": e.to_string()}))
+}
+
+/// Settings read from the environment (set by template.yaml, or by the local stack).
+pub const TABLE_ENV: &str = "PROVISIONER_TABLE";
+pub const SCHEDULE_GROUP_ENV: &str = "PROVISIONER_SCHEDULE_GROUP";
+pub const DESTROY_FUNCTION_ARN_ENV: &str = "PROVISIONER_DESTROY_FUNCTION_ARN";
+pub const SCHEDULER_ROLE_ARN_ENV: &str = "PROVISIONER_SCHEDULER_ROLE_ARN";
+pub const DEAD_LETTER_ARN_ENV: &str = "PROVISIONER_DEAD_LETTER_ARN";
+
+/// Builds the provisioner over AWS, from the environment.
+pub async fn provisioner_from_env() -> Result<Provisioner, String> {
+    use crate::aws::{cloudformation::CloudFormationStacks, dynamodb::DynamoStore, optional_setting, scheduler::*, sdk_config, setting};
+
+    let catalog = Catalog::shipped().map_err(|e| e.to_string())?;
+    let table = setting(TABLE_ENV)?;
+    let target = ScheduleTarget {
+        group: setting(SCHEDULE_GROUP_ENV)?,
+        destroy_function_arn: setting(DESTROY_FUNCTION_ARN_ENV)?,
+        role_arn: setting(SCHEDULER_ROLE_ARN_ENV)?,
+        dead_letter_arn: optional_setting(DEAD_LETTER_ARN_ENV),
+    };
+    let config = sdk_config().await;
+    Ok(Provisioner {
+        catalog: Arc::new(catalog),
+        stacks: Arc::new(CloudFormationStacks::new(aws_sdk_cloudformation::Client::new(&config))),
+        schedules: Arc::new(EventBridgeSchedules::new(aws_sdk_scheduler::Client::new(&config), target)),
+        locks: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)),
+        clock: Arc::new(SystemClock),
+        timeouts: Timeouts::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::World;
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_carry_the_contract_code_and_a_sentence() {
+        let world = World::new("2026-11-23T12:00:00Z");
+        let cases = [
+            (Function::Deploy, json!({"cluster": "ci-1", "extra": 1}), "InvalidRequest"),
+            (Function::Deploy, json!("ci-1"), "InvalidRequest"),
+            (Function::Destroy, json!({"cluster": "ci;reboot"}), "InvalidRequest"),
+            (Function::Destroy, json!({"cluster": "other"}), "UnknownCluster"),
+            (Function::ScheduleDestroy, json!({"cluster": "ci-1", "time_to_destroy": "2020-01-01T00:00:00Z"}), "InvalidRequest"),
+        ];
+        for (function, event, code) in cases {
+            let failure = handle(&world.provisioner, function, event.clone(), world.invocation("r")).await.unwrap_err();
+            let diagnostic = Diagnostic::from(failure);
+            assert_eq!(diagnostic.error_type, code, "{event}");
+            let message = &diagnostic.error_message;
+            assert!(!message.is_empty() && !message.contains('\n') && message.len() < 400, "{message}");
+        }
+        assert!(world.stacks.calls().is_empty() && world.schedules.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn responses_follow_the_contract() {
+        let world = World::new("2026-11-23T12:00:00Z");
+        let deployed = handle(&world.provisioner, Function::Deploy, json!({"cluster": "developers"}), world.invocation("r1")).await.unwrap();
+        assert_eq!((deployed["status"].as_str(), deployed["cluster"].as_str()), (Some("success"), Some("developers")));
+        let scheduled = handle(
+            &world.provisioner,
+            Function::ScheduleDestroy,
+            json!({"cluster": "developers", "time_to_destroy": "2026-11-23T16:00:00+02:00"}),
+            world.invocation("r2"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(scheduled["time_to_destroy"], "2026-11-23T14:00:00Z");
+        let destroyed = handle(&world.provisioner, Function::Destroy, json!({"cluster": "developers"}), world.invocation("r3")).await.unwrap();
+        assert_eq!((destroyed["status"].as_str(), destroyed["cluster"].as_str()), (Some("success"), Some("developers")));
+    }
+}
