@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use lambda_runtime::layers::TracingLayer;
+use lambda_runtime::tower::util::MapRequestLayer;
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent, LambdaInvocation, Runtime};
 use serde_json::Value;
 
 use crate::catalog::Catalog;
+use crate::domain::requests::MALFORMED_JSON_KEY;
 use crate::domain::{ClusterRequest, ScheduleDestroyRequest};
 use crate::error::Error;
 use crate::ports::SystemClock;
@@ -48,11 +51,24 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
         tracing::error!(function = function.name(), %why, "cannot start");
         why
     })?;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    let handler = service_fn(move |event: LambdaEvent<Value>| {
         let provisioner = provisioner.clone();
         async move { handle(&provisioner, function, event.payload, invocation_of(&event.context)).await }
-    }))
-    .await
+    });
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(MapRequestLayer::new(flag_malformed_json))
+        .run()
+        .await
+}
+
+/// Real Lambda refuses a payload that is not JSON; emulators pass it on, and the runtime would
+/// answer with its own error type. Turn it into an event our parser refuses as InvalidRequest.
+fn flag_malformed_json(mut invocation: LambdaInvocation) -> LambdaInvocation {
+    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&invocation.body) {
+        invocation.body = serde_json::json!({ MALFORMED_JSON_KEY: error.to_string() }).to_string().into_bytes().into();
+    }
+    invocation
 }
 
 fn invocation_of(context: &lambda_runtime::Context) -> Invocation {

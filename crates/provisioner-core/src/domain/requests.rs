@@ -49,9 +49,15 @@ impl ScheduleDestroyRequest {
     }
 }
 
+/// Marks an event whose payload was not JSON at all (see `lambda::flag_malformed_json`).
+pub const MALFORMED_JSON_KEY: &str = "__payload_is_not_json__";
+
 /// Deserializes an event, turning serde's complaint into a request error that shows the
 /// expected shape.
 pub fn from_event<T: DeserializeOwned>(event: serde_json::Value, shape: &str) -> Result<T, Error> {
+    if let Some(reason) = event.get(MALFORMED_JSON_KEY).and_then(serde_json::Value::as_str) {
+        return Err(Error::invalid(format!("the event is not valid JSON ({reason}); send {shape}")));
+    }
     if !event.is_object() {
         return Err(Error::invalid(format!("the event must be a JSON object like {shape}")));
     }

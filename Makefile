@@ -1,0 +1,103 @@
+# SlideRule Provisioner. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+LOCAL_AWS_PORT ?= 5000
+LOCAL_LAMBDA_PORT ?= 9000
+export LOCAL_AWS_PORT LOCAL_LAMBDA_PORT
+
+# Single-quotes a value for the shell.
+quote = '$(subst ','\'',$(1))'
+
+# ---- Invoking the functions -------------------------------------------------------------------
+# The contract's exit codes are 0 (success), 1 (function error) and 2 (invocation failed). GNU make
+# exits 2 for any failed recipe, so these goals invoke while the Makefile is read: the answer is
+# printed, and a function error switches make to question mode (-q), whose exit status is 1.
+INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build
+invoke_goal := $(filter $(INVOKE_GOALS),$(MAKECMDGOALS))
+
+invoke_function_invoke := $(FUNCTION)
+invoke_function_cluster-deploy := deploy
+invoke_function_cluster-schedule-destroy := schedule_destroy
+invoke_function_cluster-destroy := destroy
+invoke_function_cluster-test := test
+invoke_function_cluster-build := build
+
+ifneq ($(invoke_goal),)
+ifneq ($(words $(invoke_goal)),1)
+$(error give one of $(INVOKE_GOALS) at a time)
+endif
+invoke_function := $(invoke_function_$(invoke_goal))
+invoke_args := $(invoke_function)
+invoke_args += $(if $(LOCAL),--local)
+invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(PAYLOAD)))
+invoke_args += $(if $(filter-out invoke,$(invoke_goal)),--cluster $(call quote,$(CLUSTER)))
+invoke_args += $(if $(VERSION),--version $(call quote,$(VERSION)))
+invoke_args += $(if $(AT),--at $(call quote,$(AT)))
+invoke_args += $(if $(TTL),--ttl $(call quote,$(TTL)))
+invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
+invoke_answer_file := $(shell mktemp)
+invoke_status := $(shell python3 tools/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)
+$(info $(file < $(invoke_answer_file)))
+$(shell rm -f $(invoke_answer_file))
+ifeq ($(invoke_status),1)
+MAKEFLAGS += -q
+else ifneq ($(invoke_status),0)
+$(error the invocation failed (exit $(invoke_status)))
+endif
+endif
+
+.PHONY: $(INVOKE_GOALS)
+$(INVOKE_GOALS):
+	@:
+
+# ---- Local stack ------------------------------------------------------------------------------
+
+$(VENV)/.installed: tools/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tools/requirements.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Install the local AWS and Lambda emulators and the AWS CLI into .venv
+
+.PHONY: local-up
+local-up: venv ## Start the local AWS emulator and Lambda emulator on 127.0.0.1 (idempotent)
+	@tools/local-stack up
+
+.PHONY: local-down
+local-down: ## Stop what local-up started
+	@tools/local-stack down
+
+# ---- Demo, tests, tools -----------------------------------------------------------------------
+
+.PHONY: demo
+demo: venv ## Walk deploy -> schedule_destroy -> fired schedule -> destroy on the local stack
+	@tools/demo
+
+.PHONY: test
+test: venv ## Run every test: unit, adapters against the AWS emulator, end to end through Lambda
+	@tools/run-tests
+
+.PHONY: unit
+unit: ## Run the unit tests only (no emulator)
+	cargo test --workspace --lib --bins
+
+.PHONY: schema
+schema: ## Refresh clusters/catalog.schema.json from the catalog types
+	cargo run --quiet -p provisioner-core --no-default-features --example catalog_schema > clusters/catalog.schema.json
+
+.PHONY: help
+help: ## List the targets
+	@echo "Targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-26s %s\n", $$1, $$2}'
+	@echo "  invoke FUNCTION= PAYLOAD=    Invoke one function (LOCAL=1: on the local stack)"
+	@echo "  cluster-deploy CLUSTER=      Deploy a cluster"
+	@echo "  cluster-schedule-destroy CLUSTER= AT=|TTL=   Schedule its destroy (RFC 3339, or minutes from now)"
+	@echo "  cluster-destroy CLUSTER=     Destroy a cluster now"
+	@echo "  cluster-test CLUSTER= VERSION=   Run the test suites against a cluster"
+	@echo "  cluster-build CLUSTER= VERSION=  Build and push the cluster's images"

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Invokes one provisioner function and prints its response, or its error object, as JSON.
+
+Exit status (the contract): 0 success, 1 function error, 2 the invocation itself failed.
+With --local it calls the local Lambda emulator; otherwise the deployed function via
+`aws lambda invoke`. With --follow, a `test` or `build` answer of "running" is invoked again
+with its run_id until the run ends; progress goes to stderr. Standard library only."""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+FUNCTIONS = ["deploy", "schedule_destroy", "destroy", "test", "build"]
+# Output keys of template.yaml naming each function.
+OUTPUT_KEYS = {f: "".join(p.capitalize() for p in f.split("_")) + "FunctionName" for f in FUNCTIONS}
+LOCAL_READ_TIMEOUT = 900
+POLL_WAIT_SECONDS = 60
+
+
+class InvocationFailed(Exception):
+    """The function could not be reached or did not answer."""
+
+
+def binary_name(function: str) -> str:
+    return "provisioner-" + function.replace("_", "-")
+
+
+def invoke_local(function: str, payload: bytes) -> tuple[bool, object]:
+    port = os.environ.get("LOCAL_LAMBDA_PORT", "9000")
+    url = f"http://127.0.0.1:{port}/2015-03-31/functions/{binary_name(function)}/invocations"
+    request = urllib.request.Request(url, data=payload, method="POST", headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=LOCAL_READ_TIMEOUT) as response:
+            return True, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        # The emulator answers a function error with HTTP 500 and the error object.
+        body = error.read()
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise InvocationFailed(f"the local Lambda emulator answered HTTP {error.code}: {body[:300]!r}") from None
+        if isinstance(answer, dict) and "errorType" in answer:
+            return False, answer
+        raise InvocationFailed(f"the local Lambda emulator answered HTTP {error.code}: {answer}")
+    except (urllib.error.URLError, OSError) as error:
+        raise InvocationFailed(f"the local Lambda emulator at 127.0.0.1:{port} did not answer ({error}); run `make local-up`") from None
+
+
+def aws_cli() -> str:
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv", "bin", "aws")
+    return here if os.path.exists(here) else (shutil.which("aws") or "aws")
+
+
+def deployed_function_name(function: str) -> str:
+    override = os.environ.get("PROVISIONER_" + function.upper() + "_FUNCTION")
+    if override:
+        return override
+    stack = os.environ.get("PROVISIONER_STACK", "sliderule-provisioner")
+    query = f"Stacks[0].Outputs[?OutputKey=='{OUTPUT_KEYS[function]}'].OutputValue | [0]"
+    result = subprocess.run(
+        [aws_cli(), "cloudformation", "describe-stacks", "--stack-name", stack, "--query", query, "--output", "text"],
+        capture_output=True, text=True, check=False,
+    )
+    name = result.stdout.strip()
+    if result.returncode != 0 or not name or name == "None":
+        raise InvocationFailed(f"cannot find the {function} function in stack {stack}: {result.stderr.strip() or 'no such output'}")
+    return name
+
+
+def invoke_aws(function: str, payload: bytes) -> tuple[bool, object]:
+    name = deployed_function_name(function)
+    with tempfile.TemporaryDirectory() as scratch:
+        payload_file = os.path.join(scratch, "payload.json")
+        answer_file = os.path.join(scratch, "answer.json")
+        with open(payload_file, "wb") as out:
+            out.write(payload)
+        # fileb:// works with AWS CLI v1 and v2; no retries, so an error is reported once.
+        env = dict(os.environ, AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+        result = subprocess.run(
+            [aws_cli(), "lambda", "invoke", "--function-name", name, "--payload", f"fileb://{payload_file}",
+             "--cli-read-timeout", "910", "--cli-connect-timeout", "10", "--output", "json", answer_file],
+            capture_output=True, text=True, check=False, env=env,
+        )
+        if result.returncode != 0:
+            raise InvocationFailed(f"aws lambda invoke {name} failed: {result.stderr.strip()}")
+        meta = json.loads(result.stdout or "{}")
+        with open(answer_file, "rb") as answer:
+            body = json.loads(answer.read() or b"null")
+        return "FunctionError" not in meta, body
+
+
+def build_payload(args) -> bytes:
+    if args.payload is not None:
+        return args.payload.encode()
+    event: dict = {}
+    if args.run_id:
+        event["run_id"] = args.run_id
+    else:
+        if not args.cluster:
+            raise InvocationFailed("give PAYLOAD=, or CLUSTER= for the cluster targets")
+        event["cluster"] = args.cluster
+        if args.function in ("test", "build"):
+            if not args.version:
+                raise InvocationFailed("give VERSION= (a git branch, tag or commit)")
+            event["version"] = args.version
+        if args.function == "schedule_destroy":
+            if args.at:
+                event["time_to_destroy"] = args.at
+            elif args.ttl:
+                if not args.ttl.isdigit() or int(args.ttl) < 1:
+                    raise InvocationFailed("TTL= must be a whole number of minutes")
+                minutes = int(args.ttl)
+                at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=minutes)
+                event["time_to_destroy"] = at.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+            else:
+                raise InvocationFailed("give AT= (RFC 3339) or TTL= (minutes)")
+    if args.wait_seconds is not None:
+        event["wait_seconds"] = int(args.wait_seconds)
+    return json.dumps(event).encode()
+
+
+def report_progress(answer: dict, printed: set) -> None:
+    for step in answer.get("steps", []) or []:
+        key = (step.get("name"), step.get("status"))
+        if step.get("status") in ("passed", "failed", "skipped") and key not in printed:
+            printed.add(key)
+            print(f"  {step.get('status'):>7}  {step.get('name')}  ({step.get('duration_seconds', '?')} s)", file=sys.stderr)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("function", choices=FUNCTIONS)
+    parser.add_argument("--payload")
+    parser.add_argument("--cluster")
+    parser.add_argument("--version")
+    parser.add_argument("--at")
+    parser.add_argument("--ttl")
+    parser.add_argument("--run-id")
+    parser.add_argument("--wait-seconds")
+    parser.add_argument("--local", action="store_true")
+    parser.add_argument("--follow", action="store_true")
+    args = parser.parse_args()
+    call = invoke_local if args.local else invoke_aws
+    try:
+        payload = build_payload(args)
+        ok, answer = call(args.function, payload)
+        printed: set = set()
+        while args.follow and ok and isinstance(answer, dict) and answer.get("status") == "running":
+            report_progress(answer, printed)
+            print(f"run {answer.get('run_id')} is still running; waiting", file=sys.stderr)
+            event = {"run_id": answer["run_id"], "wait_seconds": POLL_WAIT_SECONDS}
+            ok, answer = call(args.function, json.dumps(event).encode())
+        if args.follow and isinstance(answer, dict):
+            report_progress(answer, printed)
+    except InvocationFailed as error:
+        print(json.dumps({"errorType": "InvocationFailed", "errorMessage": str(error)}, indent=2))
+        return 2
+    except ValueError as error:
+        print(json.dumps({"errorType": "InvocationFailed", "errorMessage": f"the answer is not JSON: {error}"}, indent=2))
+        return 2
+    print(json.dumps(answer, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
