@@ -1,1 +1,82 @@
+//! Helpers for tests against the local stack: SDK clients pointed at the AWS emulator, unique
+//! names so tests never share state, and `make invoke` as callers use it.
 
+use std::path::PathBuf;
+use std::process::Command;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use serde_json::Value;
+
+/// The repository root, where the Makefile is.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn endpoint() -> String {
+    let port = std::env::var("LOCAL_AWS_PORT").unwrap_or_else(|_| "5000".into());
+    format!("http://127.0.0.1:{port}")
+}
+
+/// SDK configuration for the emulator. Fails the test, rather than skipping it, when the
+/// emulator is not running: `make test` starts it.
+pub async fn emulator() -> SdkConfig {
+    let url = endpoint();
+    let address = url.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&address).is_ok(),
+        "the local AWS emulator is not answering at {url}; run the tests with `make test` (or `make local-up` first)"
+    );
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A name no other test uses: `prefix` plus 8 random lowercase hex characters.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// The outcome of `make invoke`: its exit status and the JSON it printed.
+#[derive(Debug)]
+pub struct Invoked {
+    pub exit: i32,
+    pub answer: Value,
+    pub stderr: String,
+}
+
+/// Runs `make invoke LOCAL=1 FUNCTION=… PAYLOAD=…` the way a developer would.
+pub fn make_invoke(function: &str, payload: &str) -> Invoked {
+    make(&["invoke", "LOCAL=1", &format!("FUNCTION={function}"), &format!("PAYLOAD={payload}")])
+}
+
+/// Runs a make target in the repository root, with make's own chatter silenced.
+pub fn make(args: &[&str]) -> Invoked {
+    let output = Command::new("make").arg("-s").arg("--no-print-directory").args(args).current_dir(repo_root()).output().expect("make runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let answer = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("make {args:?} printed no JSON ({e}): {stdout}"));
+    Invoked { exit: output.status.code().unwrap_or(-1), answer, stderr: String::from_utf8_lossy(&output.stderr).to_string() }
+}
+
+impl Invoked {
+    pub fn error_type(&self) -> &str {
+        self.answer["errorType"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Value {
+        assert_eq!(self.exit, 0, "expected success: {:#} {}", self.answer, self.stderr);
+        assert_eq!(self.answer["status"], "success", "{:#}", self.answer);
+        &self.answer
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, error_type: &str) {
+        assert_eq!(self.exit, 1, "expected a function error: {:#} {}", self.answer, self.stderr);
+        assert_eq!(self.error_type(), error_type, "{:#}", self.answer);
+        let message = self.answer["errorMessage"].as_str().unwrap_or("");
+        assert!(!message.is_empty() && !message.contains('\n'), "one sentence: {message:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The AWS adapters against the local AWS emulator, over HTTP with the real SDK clients. Each
+//! test uses its own names, so tests run in parallel on one emulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use provisioner_core::aws::cloudformation::CloudFormationStacks;
+use provisioner_core::aws::dynamodb::DynamoStore;
+use provisioner_core::aws::scheduler::{EventBridgeSchedules, ScheduleTarget};
+use provisioner_core::catalog::Catalog;
+use provisioner_core::domain::{ClusterName, ClusterRequest, ScheduleDestroyRequest};
+use provisioner_core::error::AwsErrorKind;
+use provisioner_core::ports::{Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::service::{Invocation, Provisioner, Timeouts};
+use provisioner_e2e::{emulator, unique};
+
+const TEMPLATE: &str = include_str!("../../clusters/sliderule-cluster.yaml");
+
+async fn stacks() -> CloudFormationStacks {
+    CloudFormationStacks::new(aws_sdk_cloudformation::Client::new(&emulator().await))
+}
+
+async fn schedules(group: &str) -> EventBridgeSchedules {
+    let config = emulator().await;
+    let client = aws_sdk_scheduler::Client::new(&config);
+    client.create_schedule_group().name(group).send().await.unwrap();
+    EventBridgeSchedules::new(
+        client,
+        ScheduleTarget {
+            group: group.to_owned(),
+            destroy_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:provisioner-destroy".into(),
+            role_arn: "arn:aws:iam::123456789012:role/scheduler".into(),
+            dead_letter_arn: Some("arn:aws:sqs:us-east-1:123456789012:dlq".into()),
+        },
+    )
+}
+
+async fn table() -> (aws_sdk_dynamodb::Client, String) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let name = unique("locks-");
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    (client, name)
+}
+
+fn spec(name: &str) -> StackSpec {
+    StackSpec {
+        name: name.to_owned(),
+        template_body: TEMPLATE.to_owned(),
+        parameters: vec![("ClusterName".into(), "ci-adapter".into()), ("NodeCapacity".into(), "2".into())],
+        tags: vec![("sliderule:cluster".into(), "ci-adapter".into())],
+    }
+}
+
+#[tokio::test]
+async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
+    let stacks = stacks().await;
+    let name = unique("sliderule-cluster-ci-");
+    assert!(stacks.describe(&name).await.unwrap().is_none(), "absent before");
+    let id = stacks.create(&spec(&name)).await.unwrap();
+    assert!(id.contains(&name), "{id}");
+    let stack = stacks.describe(&name).await.unwrap().expect("created");
+    assert_eq!(stack.status.as_str(), "CREATE_COMPLETE");
+    assert_eq!(stack.outputs["ClusterName"], "ci-adapter");
+    assert_eq!(stack.outputs["NodeCapacity"], "2");
+    assert_eq!(stack.outputs["ClusterDomain"], "ci-adapter.slideruleearth.io");
+
+    let again = stacks.create(&spec(&name)).await.unwrap_err();
+    assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");
+
+    stacks.delete(&name).await.unwrap();
+    assert!(stacks.describe(&name).await.unwrap().is_none(), "deleted");
+    stacks.delete(&name).await.unwrap();
+    assert!(stacks.failure_reasons(&name).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn aws_errors_name_service_operation_and_code_and_are_classified() {
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&emulator().await), unique("no-such-table-"));
+    let now = Timestamp::now();
+    let error = store.try_acquire("lock#ci-1", &lease("a", now, 60), now).await.unwrap_err();
+    assert_eq!(error.code(), "AwsError");
+    assert_eq!(error.aws_kind(), Some(AwsErrorKind::NotFound));
+    let text = error.to_string();
+    assert!(text.starts_with("DynamoDB PutItem failed with ResourceNotFoundException"), "{text}");
+}
+
+#[tokio::test]
+async fn scheduler_creates_lists_by_prefix_and_deletes_one_time_schedules() {
+    let group = unique("group-");
+    let schedules = schedules(&group).await;
+    let at: Timestamp = "2030-01-02T03:04:05Z".parse().unwrap();
+    let input = r#"{"cluster":"ci-1"}"#;
+    schedules.create("destroy.ci-1.20300102T030405", at, input).await.unwrap();
+    schedules.create("destroy.ci-10.20300102T030405", at, input).await.unwrap();
+
+    let listed = schedules.list("destroy.ci-1.").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "destroy.ci-1.20300102T030405");
+    assert_eq!(listed[0].at, at);
+
+    let conflict = schedules.create("destroy.ci-1.20300102T030405", at, input).await.unwrap_err();
+    assert_eq!(conflict.aws_kind(), Some(AwsErrorKind::Conflict), "{conflict}");
+
+    // What EventBridge will do when it fires.
+    let client = aws_sdk_scheduler::Client::new(&emulator().await);
+    let raw = client.get_schedule().group_name(&group).name("destroy.ci-1.20300102T030405").send().await.unwrap();
+    assert_eq!(raw.schedule_expression(), Some("at(2030-01-02T03:04:05)"));
+    assert_eq!(raw.schedule_expression_timezone(), Some("UTC"));
+    let target = raw.target().unwrap();
+    assert_eq!(target.arn(), "arn:aws:lambda:us-east-1:123456789012:function:provisioner-destroy");
+    assert_eq!(target.role_arn(), "arn:aws:iam::123456789012:role/scheduler");
+    assert_eq!(target.input(), Some(input));
+    assert!(target.retry_policy().is_some_and(|p| p.maximum_retry_attempts() == Some(20)));
+    assert_eq!(target.dead_letter_config().and_then(|d| d.arn()), Some("arn:aws:sqs:us-east-1:123456789012:dlq"));
+    assert_eq!(raw.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+
+    schedules.delete("destroy.ci-1.20300102T030405").await.unwrap();
+    schedules.delete("destroy.ci-1.20300102T030405").await.unwrap();
+    assert!(schedules.list("destroy.ci-1.").await.unwrap().is_empty());
+    assert_eq!(schedules.list("destroy.").await.unwrap().len(), 1);
+}
+
+fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
+    Lease { owner: owner.into(), operation: "deploy".into(), acquired_at: now, expires_at: now + SignedDuration::from_secs(seconds) }
+}
+
+#[tokio::test]
+async fn dynamodb_locks_admit_one_holder_until_release_or_expiry() {
+    let (client, name) = table().await;
+    let store = DynamoStore::new(client, &name);
+    let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 60), now).await.unwrap(), None);
+    let holder = store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap().expect("held by a");
+    assert_eq!(holder, lease("a", now, 60));
+    assert_eq!(store.try_acquire("lock#ci-2", &lease("b", now, 60), now).await.unwrap(), None, "other clusters are free");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 120), now).await.unwrap(), None, "the holder renews");
+
+    store.release("lock#ci-1", "b").await.unwrap();
+    assert!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap().is_some(), "only the holder releases");
+    store.release("lock#ci-1", "a").await.unwrap();
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap(), None);
+
+    let later = now + SignedDuration::from_secs(61);
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", later, 60), later).await.unwrap(), None, "an expired lease is taken over");
+}
+
+async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {
+    let config = emulator().await;
+    Provisioner {
+        catalog: Arc::new(Catalog::shipped().unwrap()),
+        stacks: Arc::new(stacks().await),
+        schedules: Arc::new(schedules(group).await),
+        locks: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table_name)),
+        clock: Arc::new(SystemClock),
+        timeouts: Timeouts { stack_poll: Duration::from_millis(200), lock_poll: Duration::from_millis(100), ..Timeouts::default() },
+    }
+}
+
+fn invocation(id: &str) -> Invocation {
+    Invocation { request_id: id.into(), deadline: Timestamp::now() + SignedDuration::from_mins(2) }
+}
+
+#[tokio::test]
+async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
+    let (_, table_name) = table().await;
+    let group = unique("group-");
+    let first = provisioner_over_emulator(&table_name, &group).await;
+    // A second process: its own clients, the same table.
+    let second = Provisioner { stacks: Arc::new(stacks().await), ..first.clone() };
+    let cluster = ClusterName::parse(&unique("ci-")).unwrap();
+    let request = ClusterRequest { cluster: cluster.clone() };
+    let (one, two) = (invocation("one"), invocation("two"));
+    let (a, b) = tokio::join!(first.deploy(request.clone(), &one), second.deploy(request.clone(), &two));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.stack_id, b.stack_id, "one stack");
+
+    let at = Timestamp::now() + SignedDuration::from_hours(2);
+    let scheduled = first.schedule_destroy(ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at }, &invocation("three")).await.unwrap();
+    assert!(scheduled.schedule_name.starts_with(&format!("destroy.{cluster}.")));
+    let destroyed = first.destroy(request, &invocation("four")).await.unwrap();
+    assert_eq!(destroyed.schedules_removed, vec![scheduled.schedule_name]);
+    assert!(first.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
+}

@@ -1,0 +1,46 @@
+"""The local AWS emulator: moto's server, with the CloudFormation deletes it lacks.
+
+moto's CloudFormation cannot delete route tables, internet gateways, NAT gateways or Elastic IPs,
+so deleting any stack with a routed VPC fails with DependencyViolation, where real CloudFormation
+succeeds. The methods below delete them the way CloudFormation does, so the cluster template
+deploys and destroys locally exactly as on AWS. Nothing else is changed."""
+
+import sys
+
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.elastic_ip_addresses import ElasticAddress
+from moto.ec2.models.internet_gateways import InternetGateway
+from moto.ec2.models.nat_gateways import NatGateway
+from moto.ec2.models.route_tables import RouteTable
+from moto.server import main
+
+
+def _delete_route_table(self, account_id, region_name):
+    backend = ec2_backends[account_id][region_name]
+    for association_id in list(self._associations):
+        backend.disassociate_route_table(association_id)
+    backend.delete_route_table(self.id)
+
+
+def _delete_internet_gateway(self, account_id, region_name):
+    backend = ec2_backends[account_id][region_name]
+    if self.vpc is not None:
+        backend.detach_internet_gateway(self.id, self.vpc.id)
+    backend.delete_internet_gateway(self.id)
+
+
+def _delete_nat_gateway(self, account_id, region_name):
+    ec2_backends[account_id][region_name].delete_nat_gateway(self.id)
+
+
+def _delete_address(self, account_id, region_name):
+    ec2_backends[account_id][region_name].release_address(allocation_id=self.allocation_id)
+
+
+RouteTable.delete = _delete_route_table
+InternetGateway.delete = _delete_internet_gateway
+NatGateway.delete = _delete_nat_gateway
+ElasticAddress.delete = _delete_address
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
