@@ -1,0 +1,145 @@
+//! End to end through the Lambda emulator, driven by `make invoke LOCAL=1` exactly as callers do.
+//! Each test uses its own `ci-…` cluster, so tests share the local stack without interfering.
+
+use jiff::{SignedDuration, Timestamp};
+use provisioner_e2e::{emulator, make, make_invoke, unique};
+use serde_json::json;
+
+const GROUP: &str = "sliderule-provisioner";
+
+fn future(minutes: i64) -> String {
+    let at = Timestamp::now() + SignedDuration::from_mins(minutes);
+    Timestamp::from_second(at.as_second()).unwrap().to_string()
+}
+
+async fn stack_status(cluster: &str) -> Option<String> {
+    let client = aws_sdk_cloudformation::Client::new(&emulator().await);
+    let stacks = client.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await.ok()?;
+    let status = stacks.stacks()[0].stack_status()?.as_str().to_owned();
+    (status != "DELETE_COMPLETE").then_some(status)
+}
+
+async fn schedules_of(cluster: &str) -> Vec<aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput> {
+    let client = aws_sdk_scheduler::Client::new(&emulator().await);
+    let listed = client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
+    let mut schedules = Vec::new();
+    for summary in listed.schedules() {
+        schedules.push(client.get_schedule().group_name(GROUP).name(summary.name().unwrap()).send().await.unwrap());
+    }
+    schedules
+}
+
+#[tokio::test]
+async fn a_cluster_lives_from_deploy_to_a_fired_schedule() {
+    let cluster = unique("ci-e2e-");
+    let event = json!({ "cluster": cluster }).to_string();
+
+    let deployed = make_invoke("deploy", &event);
+    let answer = deployed.assert_success();
+    assert_eq!(answer["cluster"], cluster.as_str());
+    assert_eq!(answer["action"], "created");
+    assert_eq!(answer["stack_status"], "CREATE_COMPLETE");
+    assert_eq!(answer["outputs"]["ClusterName"], cluster.as_str());
+    assert_eq!(stack_status(&cluster).await.as_deref(), Some("CREATE_COMPLETE"));
+
+    let again = make_invoke("deploy", &event);
+    assert_eq!(again.assert_success()["action"], "already_running");
+
+    let at = future(120);
+    let scheduled = make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": at }).to_string());
+    assert_eq!(scheduled.assert_success()["time_to_destroy"], at.as_str());
+
+    // Moving it while more than 5 minutes remain replaces it.
+    let later = future(180);
+    let moved = make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": later }).to_string());
+    assert_eq!(moved.assert_success()["replaced"].as_array().unwrap().len(), 1);
+    let schedules = schedules_of(&cluster).await;
+    assert_eq!(schedules.len(), 1);
+    let schedule = &schedules[0];
+    let target = schedule.target().unwrap();
+    assert!(target.arn().ends_with(":function:provisioner-destroy"), "{}", target.arn());
+    assert!(target.role_arn().ends_with(":role/sliderule-provisioner-scheduler"));
+    assert!(target.dead_letter_config().is_some());
+    assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+
+    // A running cluster deploys fine while a delete is scheduled.
+    make_invoke("deploy", &event).assert_success();
+
+    // The emulator never fires schedules: fire it as EventBridge would, with its own input.
+    let fired = make_invoke("destroy", target.input().unwrap());
+    let answer = fired.assert_success();
+    assert_eq!(answer["action"], "deleted");
+    assert_eq!(answer["schedules_removed"].as_array().unwrap().len(), 1);
+    assert_eq!(stack_status(&cluster).await, None);
+    assert!(schedules_of(&cluster).await.is_empty());
+
+    // Destroying again finds nothing and succeeds.
+    assert_eq!(make_invoke("destroy", &event).assert_success()["action"], "already_absent");
+}
+
+#[tokio::test]
+async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails() {
+    let cluster = unique("ci-e2e-");
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string()).assert_success();
+    make_invoke("deploy", &json!({ "cluster": cluster }).to_string()).assert_error("ScheduledForDelete");
+    assert_eq!(stack_status(&cluster).await, None, "nothing was created");
+    make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
+    assert!(schedules_of(&cluster).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_schedule_due_within_five_minutes_cannot_be_moved() {
+    let cluster = unique("ci-e2e-");
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(4) }).to_string()).assert_success();
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string()).assert_error("TooLateToReschedule");
+    assert_eq!(schedules_of(&cluster).await.len(), 1, "the due schedule is kept");
+    make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
+}
+
+#[test]
+fn bad_events_are_refused_before_any_aws_call() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("deploy", r#"{"cluster":"#, "InvalidRequest"),
+        ("deploy", "", "InvalidRequest"),
+        ("deploy", "[]", "InvalidRequest"),
+        ("deploy", r#"{"cluster":"ci-1","force":true}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"CI-1"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"ci-1; rm -rf /"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"$(reboot)"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"sliderule"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"other"}"#, "UnknownCluster"),
+        ("destroy", r#"{"cluster":"ci-`id`"}"#, "InvalidRequest"),
+        ("destroy", r#"{"cluster":"ci-1","time_to_destroy":"2030-01-01T00:00:00Z"}"#, "InvalidRequest"),
+        ("destroy", r#"{"cluster":"developers2"}"#, "UnknownCluster"),
+        ("schedule_destroy", r#"{"cluster":"ci-1"}"#, "InvalidRequest"),
+        ("schedule_destroy", r#"{"cluster":"ci-1","time_to_destroy":"2020-01-01T00:00:00Z"}"#, "InvalidRequest"),
+        ("schedule_destroy", r#"{"cluster":"ci-1","time_to_destroy":"in an hour"}"#, "InvalidRequest"),
+        ("schedule_destroy", r#"{"cluster":"ci-1","time_to_destroy":"2030-01-01T00:00:00Z","x":1}"#, "InvalidRequest"),
+        ("schedule_destroy", r#"{"cluster":"ci-1\n","time_to_destroy":"2030-01-01T00:00:00Z"}"#, "InvalidRequest"),
+        ("schedule_destroy", r#"{"cluster":"other","time_to_destroy":"2030-01-01T00:00:00Z"}"#, "UnknownCluster"),
+    ];
+    for (function, payload, error_type) in cases {
+        let invoked = make_invoke(function, payload);
+        assert_eq!((invoked.exit, invoked.error_type()), (1, *error_type), "{function} {payload}: {:#}", invoked.answer);
+    }
+}
+
+#[test]
+fn the_cluster_targets_wrap_invoke_with_the_contract_exit_codes() {
+    let cluster = unique("ci-e2e-");
+    let deployed = make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}")]);
+    deployed.assert_success();
+    let scheduled = make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), "TTL=90"]);
+    scheduled.assert_success();
+    let at = make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), &format!("AT={}", future(100))]);
+    at.assert_success();
+    let destroyed = make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]);
+    assert_eq!(destroyed.assert_success()["schedules_removed"].as_array().unwrap().len(), 1);
+
+    let refused = make(&["cluster-deploy", "LOCAL=1", "CLUSTER=x'; touch /tmp/provisioner-pwned; '"]);
+    assert_eq!((refused.exit, refused.error_type()), (1, "InvalidRequest"));
+    assert!(!std::path::Path::new("/tmp/provisioner-pwned").exists());
+
+    let unreachable = make(&["invoke", "LOCAL=1", "LOCAL_LAMBDA_PORT=1", "FUNCTION=deploy", r#"PAYLOAD={"cluster":"ci-1"}"#]);
+    assert_eq!(unreachable.exit, 2, "{:#}", unreachable.answer);
+}
