@@ -54,7 +54,8 @@ pub fn make_invoke(function: &str, payload: &str) -> Invoked {
 
 /// Runs a make target in the repository root, with make's own chatter silenced.
 pub fn make(args: &[&str]) -> Invoked {
-    let output = Command::new("make").arg("-s").arg("--no-print-directory").args(args).current_dir(repo_root()).output().expect("make runs");
+    let output =
+        Command::new("make").arg("-s").arg("--no-print-directory").args(args).current_dir(repo_root()).output().expect("make runs");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let answer = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("make {args:?} printed no JSON ({e}): {stdout}"));
     Invoked { exit: output.status.code().unwrap_or(-1), answer, stderr: String::from_utf8_lossy(&output.stderr).to_string() }

@@ -185,7 +185,10 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     assert_eq!(a.stack_id, b.stack_id, "one stack");
 
     let at = Timestamp::now() + SignedDuration::from_hours(2);
-    let scheduled = first.schedule_destroy(ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at }, &invocation("three")).await.unwrap();
+    let scheduled = first
+        .schedule_destroy(ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at }, &invocation("three"))
+        .await
+        .unwrap();
     assert!(scheduled.schedule_name.starts_with(&format!("destroy.{cluster}.")));
     let destroyed = first.destroy(request, &invocation("four")).await.unwrap();
     assert_eq!(destroyed.schedules_removed, vec![scheduled.schedule_name]);

@@ -91,7 +91,8 @@ async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails() {
 async fn a_schedule_due_within_five_minutes_cannot_be_moved() {
     let cluster = unique("ci-e2e-");
     make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(4) }).to_string()).assert_success();
-    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string()).assert_error("TooLateToReschedule");
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string())
+        .assert_error("TooLateToReschedule");
     assert_eq!(schedules_of(&cluster).await.len(), 1, "the due schedule is kept");
     make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::domain::ClusterName;
 use crate::error::Error;
+use crate::runner::Plan;
 
 /// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
 pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";
@@ -27,6 +28,16 @@ const TEMPLATES: &[(&str, &str)] = &[("sliderule-cluster.yaml", include_str!("..
 pub struct CatalogFile {
     /// Profiles, tried in order; the first whose `match` accepts a cluster name is used.
     pub profiles: Vec<ProfileFile>,
+    /// What TEST and BUILD instances run.
+    pub plans: Plans,
+}
+
+/// The plans of the two kinds of run.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plans {
+    pub test: Plan,
+    pub build: Plan,
 }
 
 /// One profile as written in the catalog.
@@ -64,6 +75,7 @@ pub struct Profile {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     profiles: Vec<Profile>,
+    plans: Plans,
 }
 
 impl Catalog {
@@ -96,8 +108,8 @@ impl Catalog {
                 return Err(bad(format!("profile '{name}' matches no names")));
             }
             for pattern in &raw.patterns {
-                let valid = !pattern.is_empty()
-                    && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
+                let valid =
+                    !pattern.is_empty() && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
                 if !valid || pattern.bytes().all(|b| b == b'*') {
                     return Err(bad(format!(
                         "profile '{name}' has pattern '{pattern}'; use lowercase names with '*' wildcards, and no catch-all"
@@ -126,15 +138,15 @@ impl Catalog {
             if !declared.contains_key("ClusterName") {
                 return Err(bad(format!("template '{}' does not declare the ClusterName parameter", raw.template)));
             }
-            profiles.push(Profile {
-                name,
-                patterns: raw.patterns,
-                template_name: raw.template,
-                template_body,
-                parameters: raw.parameters,
-            });
+            profiles.push(Profile { name, patterns: raw.patterns, template_name: raw.template, template_body, parameters: raw.parameters });
         }
-        Ok(Catalog { profiles })
+        file.plans.test.check("test")?;
+        file.plans.build.check("build")?;
+        Ok(Catalog { profiles, plans: file.plans })
+    }
+
+    pub fn plans(&self) -> &Plans {
+        &self.plans
     }
 
     /// The first profile that accepts `cluster`.
@@ -173,10 +185,7 @@ pub fn json_schema() -> String {
 /// The template's parameters, each with whether it has a default.
 fn template_parameters(body: &str) -> Result<BTreeMap<String, bool>, String> {
     let template: serde_yaml::Value = serde_yaml::from_str(body).map_err(|e| e.to_string())?;
-    let parameters = template
-        .get("Parameters")
-        .and_then(serde_yaml::Value::as_mapping)
-        .ok_or("it has no Parameters section")?;
+    let parameters = template.get("Parameters").and_then(serde_yaml::Value::as_mapping).ok_or("it has no Parameters section")?;
     parameters
         .iter()
         .map(|(key, spec)| {
@@ -244,10 +253,13 @@ mod tests {
         assert!(!glob_matches("ab*ba", "aba"));
     }
 
-    const TEMPLATE: &str = "Parameters:\n  ClusterName: {Type: String}\n  Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
+    const TEMPLATE: &str =
+        "Parameters:\n  ClusterName: {Type: String}\n  Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
+
+    const PLANS: &str = "plans:\n  test: [{name: a, run: 'true'}]\n  build: [{name: b, run: 'true'}]\n";
 
     fn load(yaml: &str) -> Result<Catalog, Error> {
-        Catalog::from_yaml(yaml, &[("t.yaml", TEMPLATE)])
+        Catalog::from_yaml(&format!("{yaml}{PLANS}"), &[("t.yaml", TEMPLATE)])
     }
 
     #[test]

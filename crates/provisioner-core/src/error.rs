@@ -44,7 +44,9 @@ impl fmt::Display for AwsFailure {
 pub enum Error {
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("no cluster profile in the catalog matches '{0}'; use 'developers' or a 'ci-*' name, or add a profile to clusters/catalog.yaml")]
+    #[error(
+        "no cluster profile in the catalog matches '{0}'; use 'developers' or a 'ci-*' name, or add a profile to clusters/catalog.yaml"
+    )]
     UnknownCluster(String),
     #[error("cluster '{cluster}' is not running and is scheduled for delete at {at}; wait for the destroy, or run destroy now, then deploy again")]
     ScheduledForDelete { cluster: String, at: String },
@@ -143,13 +145,7 @@ mod tests {
             Error::BuildFailed("x".into()),
             Error::RunLost("x".into()),
             Error::CapacityUnavailable("x".into()),
-            Error::Aws(AwsFailure {
-                service: "s",
-                operation: "o",
-                code: "c".into(),
-                message: String::new(),
-                kind: AwsErrorKind::Other,
-            }),
+            Error::Aws(AwsFailure { service: "s", operation: "o", code: "c".into(), message: String::new(), kind: AwsErrorKind::Other }),
         ];
         let codes: Vec<_> = samples.iter().map(Error::code).collect();
         assert_eq!(codes, contract);

@@ -55,11 +55,7 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
         let provisioner = provisioner.clone();
         async move { handle(&provisioner, function, event.payload, invocation_of(&event.context)).await }
     });
-    Runtime::new(handler)
-        .layer(TracingLayer::new())
-        .layer(MapRequestLayer::new(flag_malformed_json))
-        .run()
-        .await
+    Runtime::new(handler).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
 }
 
 /// Real Lambda refuses a payload that is not JSON; emulators pass it on, and the runtime would
@@ -81,7 +77,9 @@ pub async fn handle(provisioner: &Provisioner, function: Function, event: Value,
     let outcome = run(provisioner, function, event, &invocation).await;
     match &outcome {
         Ok(response) => tracing::info!(function = function.name(), request_id = %invocation.request_id, %response, "succeeded"),
-        Err(error) => tracing::warn!(function = function.name(), request_id = %invocation.request_id, error_type = error.code(), %error, "failed"),
+        Err(error) => {
+            tracing::warn!(function = function.name(), request_id = %invocation.request_id, error_type = error.code(), %error, "failed")
+        }
     }
     outcome.map_err(Failure)
 }
@@ -162,7 +160,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn responses_follow_the_contract() {
         let world = World::new("2026-11-23T12:00:00Z");
-        let deployed = handle(&world.provisioner, Function::Deploy, json!({"cluster": "developers"}), world.invocation("r1")).await.unwrap();
+        let deployed =
+            handle(&world.provisioner, Function::Deploy, json!({"cluster": "developers"}), world.invocation("r1")).await.unwrap();
         assert_eq!((deployed["status"].as_str(), deployed["cluster"].as_str()), (Some("success"), Some("developers")));
         let scheduled = handle(
             &world.provisioner,
@@ -173,7 +172,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(scheduled["time_to_destroy"], "2026-11-23T14:00:00Z");
-        let destroyed = handle(&world.provisioner, Function::Destroy, json!({"cluster": "developers"}), world.invocation("r3")).await.unwrap();
+        let destroyed =
+            handle(&world.provisioner, Function::Destroy, json!({"cluster": "developers"}), world.invocation("r3")).await.unwrap();
         assert_eq!((destroyed["status"].as_str(), destroyed["cluster"].as_str()), (Some("success"), Some("developers")));
     }
 }

@@ -13,6 +13,8 @@
 //! | what each CloudFormation status means | [`domain::stack_status`] |
 //! | valid cluster names and events | [`domain::names`], [`domain::requests`] |
 //! | which clusters exist and their templates | [`catalog`], `clusters/` |
+//! | TEST/BUILD: the steps an instance runs, and its user-data | [`runner::plan`], [`runner::script`] |
+//! | valid versions (git refs) | [`domain::names::GitRef`] |
 //! | error codes of the contract | [`error`] |
 //! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`) |
 //! | the Lambda glue (events in, responses and `errorType` out) | `lambda.rs` (feature `lambda`) |
@@ -22,6 +24,7 @@ pub mod catalog;
 pub mod domain;
 pub mod error;
 pub mod ports;
+pub mod runner;
 pub mod service;
 
 #[cfg(feature = "aws")]

@@ -245,7 +245,11 @@ impl Schedules for FakeSchedules {
     async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
         self.calls.lock().unwrap().push(Call::ListSchedules(prefix.to_owned()));
         let schedules = self.schedules.lock().unwrap();
-        Ok(schedules.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at }).collect())
+        Ok(schedules
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at })
+            .collect())
     }
 
     async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {

@@ -38,14 +38,35 @@ pub async fn sdk_config() -> SdkConfig {
 pub fn kind_of(code: &str) -> AwsErrorKind {
     match code {
         "ResourceNotFoundException" | "NotFoundException" | "NoSuchEntity" | "NoSuchKey" | "NoSuchBucket" => AwsErrorKind::NotFound,
-        "AlreadyExistsException" | "ConflictException" | "ConditionalCheckFailedException" | "TransactionConflictException"
-        | "ResourceInUseException" | "IdempotentParameterMismatch" => AwsErrorKind::Conflict,
-        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "ProvisionedThroughputExceededException"
-        | "RequestLimitExceeded" | "RequestThrottled" | "SlowDown" => AwsErrorKind::Throttled,
-        "LimitExceededException" | "ServiceQuotaExceededException" | "InsufficientInstanceCapacity" | "MaxSpotInstanceCountExceeded"
-        | "InstanceLimitExceeded" | "VcpuLimitExceeded" | "SpotMaxPriceTooLow" | "InsufficientCapacity" | "Unsupported" => AwsErrorKind::Quota,
-        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "ExpiredToken" | "ExpiredTokenException"
-        | "UnrecognizedClientException" | "InvalidClientTokenId" => AwsErrorKind::AccessDenied,
+        "AlreadyExistsException"
+        | "ConflictException"
+        | "ConditionalCheckFailedException"
+        | "TransactionConflictException"
+        | "ResourceInUseException"
+        | "IdempotentParameterMismatch" => AwsErrorKind::Conflict,
+        "Throttling"
+        | "ThrottlingException"
+        | "TooManyRequestsException"
+        | "ProvisionedThroughputExceededException"
+        | "RequestLimitExceeded"
+        | "RequestThrottled"
+        | "SlowDown" => AwsErrorKind::Throttled,
+        "LimitExceededException"
+        | "ServiceQuotaExceededException"
+        | "InsufficientInstanceCapacity"
+        | "MaxSpotInstanceCountExceeded"
+        | "InstanceLimitExceeded"
+        | "VcpuLimitExceeded"
+        | "SpotMaxPriceTooLow"
+        | "InsufficientCapacity"
+        | "Unsupported" => AwsErrorKind::Quota,
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "UnauthorizedOperation"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId" => AwsErrorKind::AccessDenied,
         _ => AwsErrorKind::Other,
     }
 }

@@ -80,13 +80,21 @@ impl Schedules for EventBridgeSchedules {
 
     async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
         let build = |what: &str, error: aws_sdk_scheduler::error::BuildError| {
-            Error::Aws(AwsFailure { service: SERVICE, operation: "CreateSchedule", code: "ConstructionFailure".into(), message: format!("{what}: {error}"), kind: AwsErrorKind::Other })
+            Error::Aws(AwsFailure {
+                service: SERVICE,
+                operation: "CreateSchedule",
+                code: "ConstructionFailure".into(),
+                message: format!("{what}: {error}"),
+                kind: AwsErrorKind::Other,
+            })
         };
-        let mut target = Target::builder()
-            .arn(&self.target.destroy_function_arn)
-            .role_arn(&self.target.role_arn)
-            .input(input)
-            .retry_policy(RetryPolicy::builder().maximum_retry_attempts(RETRY_ATTEMPTS).maximum_event_age_in_seconds(RETRY_MAX_EVENT_AGE_SECONDS).build());
+        let mut target =
+            Target::builder().arn(&self.target.destroy_function_arn).role_arn(&self.target.role_arn).input(input).retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(RETRY_ATTEMPTS)
+                    .maximum_event_age_in_seconds(RETRY_MAX_EVENT_AGE_SECONDS)
+                    .build(),
+            );
         if let Some(queue) = &self.target.dead_letter_arn {
             target = target.dead_letter_config(DeadLetterConfig::builder().arn(queue).build());
         }

@@ -64,6 +64,62 @@ impl<'de> Deserialize<'de> for ClusterName {
     }
 }
 
+/// Longest version we accept: enough for any branch, tag or full commit.
+pub const MAX_GIT_REF_LEN: usize = 128;
+
+/// A git branch, tag or commit to check out. Only characters no shell interprets, never a leading
+/// `-` (an option to git), and none of the forms git itself refuses in a ref name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct GitRef(String);
+
+impl GitRef {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let shown = shown(raw);
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+        let problem = if raw.is_empty() {
+            Some("is empty")
+        } else if raw.len() > MAX_GIT_REF_LEN {
+            Some("is longer than 128 characters")
+        } else if !raw.chars().all(allowed) {
+            Some("may hold only letters, digits, '.', '_', '-' and '/'")
+        } else if !raw.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            Some("must start with a letter or digit")
+        } else if raw.contains("..")
+            || raw.contains("//")
+            || raw.contains("/.")
+            || raw.ends_with('/')
+            || raw.ends_with('.')
+            || raw.ends_with(".lock")
+        {
+            Some("is not a valid git ref name")
+        } else {
+            None
+        };
+        match problem {
+            Some(why) => Err(Error::invalid(format!("the version {shown} {why}; give a branch, tag or commit such as 'main' or 'v4.5.1'"))),
+            None => Ok(GitRef(raw.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for GitRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        GitRef::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Quotes untrusted input for an error message, cut short and with control characters escaped,
 /// so a hostile name cannot forge log lines or flood a response.
 pub fn shown(raw: &str) -> String {
@@ -111,6 +167,51 @@ mod tests {
             let error = ClusterName::parse(name).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest");
             assert!(error.to_string().contains(reason), "{name:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn accepts_branches_tags_and_commits() {
+        for raw in ["main", "v4.5.1", "release/4.x", "feature/ams-2_fix", "3f2a9c1", &"a".repeat(40), "HEAD"] {
+            assert_eq!(GitRef::parse(raw).unwrap().as_str(), raw);
+        }
+    }
+
+    #[test]
+    fn refuses_versions_a_shell_or_git_would_interpret() {
+        let cases = [
+            "",
+            "-c",
+            "--upload-pack=touch x",
+            "main;reboot",
+            "$(id)",
+            "`id`",
+            "a b",
+            "a\nb",
+            "main\n",
+            "a'b",
+            "a\"b",
+            "a|b",
+            "a&b",
+            "a>b",
+            "~1",
+            "main^",
+            "a:b",
+            "a..b",
+            "a//b",
+            "a/.b",
+            "main/",
+            "main.",
+            "main.lock",
+            "a@{1}",
+            "*",
+            "?",
+            "é",
+            &*"a".repeat(129),
+        ];
+        for raw in cases {
+            let error = GitRef::parse(raw).unwrap_err();
+            assert_eq!(error.code(), "InvalidRequest", "{raw:?}");
         }
     }
 

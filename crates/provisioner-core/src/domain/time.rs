@@ -13,10 +13,7 @@ pub const RESCHEDULE_GUARD: SignedDuration = SignedDuration::from_mins(5);
 /// second round up, so the cluster never goes earlier than asked.
 pub fn parse_future_time(raw: &str, now: Timestamp) -> Result<Timestamp, Error> {
     let parsed: Timestamp = raw.parse().map_err(|_| {
-        Error::invalid(format!(
-            "time_to_destroy {} is not an RFC 3339 time with an offset; write it like 2026-11-23T18:00:00Z",
-            shown(raw)
-        ))
+        Error::invalid(format!("time_to_destroy {} is not an RFC 3339 time with an offset; write it like 2026-11-23T18:00:00Z", shown(raw)))
     })?;
     let whole = if parsed.subsec_nanosecond() == 0 {
         parsed
@@ -68,7 +65,15 @@ mod tests {
     #[test]
     fn rejects_past_present_and_unparsable_times() {
         let now = at("2026-11-23T12:00:00Z");
-        for raw in ["2026-11-23T12:00:00Z", "2026-11-23T11:59:59Z", "2020-01-01T00:00:00Z", "tomorrow", "2026-11-23 13:00", "2026-11-23T13:00:00", ""] {
+        for raw in [
+            "2026-11-23T12:00:00Z",
+            "2026-11-23T11:59:59Z",
+            "2020-01-01T00:00:00Z",
+            "tomorrow",
+            "2026-11-23 13:00",
+            "2026-11-23T13:00:00",
+            "",
+        ] {
             let error = parse_future_time(raw, now).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest", "{raw}");
         }

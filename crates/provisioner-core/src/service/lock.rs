@@ -58,7 +58,13 @@ impl Held {
 }
 
 /// Runs `work` under the cluster's lock and releases the lock whatever the outcome.
-pub(super) async fn with_lock<T, F>(provisioner: &Provisioner, invocation: &Invocation, cluster: &ClusterName, operation: &str, work: F) -> Result<T>
+pub(super) async fn with_lock<T, F>(
+    provisioner: &Provisioner,
+    invocation: &Invocation,
+    cluster: &ClusterName,
+    operation: &str,
+    work: F,
+) -> Result<T>
 where
     F: std::future::Future<Output = Result<T>>,
 {

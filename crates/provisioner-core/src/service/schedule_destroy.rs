@@ -28,7 +28,9 @@ impl Provisioner {
         with_lock(self, invocation, &cluster, "schedule_destroy", async {
             let now = self.clock.now();
             if time_to_destroy <= now {
-                return Err(Error::invalid(format!("time_to_destroy {time_to_destroy} passed while waiting for the cluster; give a later time")));
+                return Err(Error::invalid(format!(
+                    "time_to_destroy {time_to_destroy} passed while waiting for the cluster; give a later time"
+                )));
             }
             let existing = self.schedules.list(&super::schedule_prefix(&cluster)).await?;
             // Step 1.

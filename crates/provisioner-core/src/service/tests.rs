@@ -218,10 +218,7 @@ async fn two_deploys_at_once_create_one_stack_and_both_succeed() {
     let world = World::new(NOW);
     let first = world.invocation("r1");
     let second = world.invocation("r2");
-    let (a, b) = tokio::join!(
-        world.provisioner.deploy(request("ci-1"), &first),
-        world.provisioner.deploy(request("ci-1"), &second)
-    );
+    let (a, b) = tokio::join!(world.provisioner.deploy(request("ci-1"), &first), world.provisioner.deploy(request("ci-1"), &second));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(world.stacks.count(is_create), 1);
     let mut actions = [a.action, b.action];
@@ -250,7 +247,12 @@ async fn an_expired_lease_is_taken_over() {
     let key = lock_key(&cluster("ci-1"));
     world.locks.put(
         &key,
-        Lease { owner: "crashed".into(), operation: "deploy".into(), acquired_at: at("2026-11-23T11:30:00Z"), expires_at: at("2026-11-23T11:59:59Z") },
+        Lease {
+            owner: "crashed".into(),
+            operation: "deploy".into(),
+            acquired_at: at("2026-11-23T11:30:00Z"),
+            expires_at: at("2026-11-23T11:59:59Z"),
+        },
     );
     let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
@@ -287,7 +289,8 @@ fn schedule_request(name: &str, when: &str) -> ScheduleDestroyRequest {
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_creates_a_schedule_whose_input_is_the_destroy_event() {
     let world = World::new(NOW);
-    let response = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r1")).await.unwrap();
+    let response =
+        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.time_to_destroy, "2026-11-23T15:00:00Z");
     assert_eq!(response.schedule_name, "destroy.ci-1.20261123T150000");
     let all = world.schedules.all();
@@ -349,7 +352,8 @@ async fn schedule_destroy_to_the_same_time_again_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_of_an_unknown_cluster_is_refused() {
     let world = World::new(NOW);
-    let error = world.provisioner.schedule_destroy(schedule_request("other", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap_err();
+    let error =
+        world.provisioner.schedule_destroy(schedule_request("other", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "UnknownCluster");
     assert!(world.schedules.calls().is_empty());
 }

@@ -1,0 +1,8 @@
+//! TEST and BUILD runs on time-limited spot instances: the plan of named steps an instance runs,
+//! and the user-data script rendered from it.
+
+pub mod plan;
+pub mod script;
+
+pub use plan::{Plan, Step, StepPlace};
+pub use script::{render, shell_quote, RunValues};
