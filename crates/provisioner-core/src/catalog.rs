@@ -60,6 +60,76 @@ pub struct ProfileFile {
     /// Template parameters. `ClusterName` is set by the provisioner.
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// The spot instances that run this cluster's TEST and BUILD.
+    #[serde(default)]
+    pub runner: RunnerProfile,
+}
+
+/// The instances of a profile's runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerProfile {
+    /// `arm64` or `x86_64`: picks the Amazon Linux 2023 AMI.
+    #[serde(default = "default_architecture")]
+    pub architecture: String,
+    /// Tried in order until one has spot capacity.
+    #[serde(default = "default_instance_types")]
+    #[schemars(length(min = 1))]
+    pub instance_types: Vec<String>,
+    /// Size of the encrypted root volume.
+    #[serde(default = "default_volume_gb")]
+    pub volume_gb: i32,
+    /// The deadman: the instance powers off (and terminates) this long after boot.
+    #[serde(default = "default_time_limit_minutes")]
+    pub time_limit_minutes: u32,
+}
+
+fn default_architecture() -> String {
+    "arm64".into()
+}
+
+fn default_instance_types() -> Vec<String> {
+    vec!["c7g.2xlarge".into(), "m7g.2xlarge".into(), "c6g.2xlarge".into()]
+}
+
+fn default_volume_gb() -> i32 {
+    100
+}
+
+fn default_time_limit_minutes() -> u32 {
+    180
+}
+
+impl Default for RunnerProfile {
+    fn default() -> Self {
+        RunnerProfile {
+            architecture: default_architecture(),
+            instance_types: default_instance_types(),
+            volume_gb: default_volume_gb(),
+            time_limit_minutes: default_time_limit_minutes(),
+        }
+    }
+}
+
+impl RunnerProfile {
+    fn check(&self, profile: &str) -> Result<(), String> {
+        if !matches!(self.architecture.as_str(), "arm64" | "x86_64") {
+            return Err(format!("profile '{profile}' has runner architecture '{}'; use arm64 or x86_64", self.architecture));
+        }
+        let instance_type = |t: &String| {
+            !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        };
+        if self.instance_types.is_empty() || !self.instance_types.iter().all(instance_type) {
+            return Err(format!("profile '{profile}' needs runner instance types such as c7g.2xlarge"));
+        }
+        if !(8..=2000).contains(&self.volume_gb) {
+            return Err(format!("profile '{profile}' has a runner volume of {} GB; use 8 to 2000", self.volume_gb));
+        }
+        if !(10..=720).contains(&self.time_limit_minutes) {
+            return Err(format!("profile '{profile}' has a runner time limit of {} minutes; use 10 to 720", self.time_limit_minutes));
+        }
+        Ok(())
+    }
 }
 
 /// A checked profile.
@@ -70,6 +140,7 @@ pub struct Profile {
     pub template_name: String,
     pub template_body: &'static str,
     pub parameters: BTreeMap<String, String>,
+    pub runner: RunnerProfile,
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +209,15 @@ impl Catalog {
             if !declared.contains_key("ClusterName") {
                 return Err(bad(format!("template '{}' does not declare the ClusterName parameter", raw.template)));
             }
-            profiles.push(Profile { name, patterns: raw.patterns, template_name: raw.template, template_body, parameters: raw.parameters });
+            raw.runner.check(&name).map_err(bad)?;
+            profiles.push(Profile {
+                name,
+                patterns: raw.patterns,
+                template_name: raw.template,
+                template_body,
+                parameters: raw.parameters,
+                runner: raw.runner,
+            });
         }
         file.plans.test.check("test")?;
         file.plans.build.check("build")?;

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use crate::domain::StackStatus;
 use crate::error::Result;
+use crate::runner::run::{RunId, RunRecord};
 
 /// A stack as last described.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,4 +103,49 @@ impl Clock for SystemClock {
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
+}
+
+/// Run records, and the pointer from each kind, cluster and version to its active run.
+#[async_trait]
+pub trait Runs: Send + Sync {
+    /// Writes `record` and makes it the active run of its kind, cluster and version, unless
+    /// another run is active there and its deadline has not passed at `now`: then writes nothing
+    /// and returns that run's id.
+    async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>>;
+    /// The record, with what the instance reported; `None` when there is no such run.
+    async fn get(&self, id: &RunId) -> Result<Option<RunRecord>>;
+    /// Writes the function's fields (state, instance id, end, failure); leaves the instance's.
+    async fn update(&self, record: &RunRecord) -> Result<()>;
+    /// Ends `record` being the active run of its kind, cluster and version, if it still is.
+    async fn release(&self, record: &RunRecord) -> Result<()>;
+}
+
+/// One spot instance to launch for a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub user_data: String,
+    pub volume_gb: i32,
+    pub tags: Vec<(String, String)>,
+    /// Idempotency token: a retried launch with the same token starts no second instance.
+    pub client_token: String,
+}
+
+/// EC2 instances (and the AMI they boot).
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// The current AWS-provided Amazon Linux 2023 AMI for `architecture` (`arm64`, `x86_64`).
+    async fn latest_image(&self, architecture: &str) -> Result<String>;
+    /// Launches one one-time spot instance that terminates when it shuts down or is interrupted,
+    /// and returns its id. A capacity or quota refusal is an error of kind `Quota`.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
+    /// The instance's state (`pending`, `running`, `shutting-down`, `terminated`, `stopping`,
+    /// `stopped`), or `None` when EC2 no longer knows it.
+    async fn state(&self, instance_id: &str) -> Result<Option<String>>;
+    /// Terminates the instance. Terminating a gone instance succeeds.
+    async fn terminate(&self, instance_id: &str) -> Result<()>;
 }

@@ -11,7 +11,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::catalog::Catalog;
 use crate::domain::{StackPhase, StackStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
-use crate::ports::{Clock, Lease, Locks, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::ports::{Clock, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::runner::{RunId, RunRecord};
+use crate::service::run::{RunSettings, Runner};
 use crate::service::{Invocation, Provisioner, Timeouts};
 
 /// Wall-clock time that moves with `tokio::time`: under `start_paused` it jumps as tasks sleep.
@@ -344,5 +346,185 @@ impl World {
 
     pub fn invocation_with(&self, request_id: &str, left: Duration) -> Invocation {
         Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::try_from(left).unwrap() }
+    }
+}
+
+/// Run records in memory, with the DynamoDB adapter's semantics.
+#[derive(Default)]
+pub struct FakeRuns {
+    records: Mutex<HashMap<String, RunRecord>>,
+    active: Mutex<HashMap<String, (RunId, Timestamp)>>,
+}
+
+fn active_key(record: &RunRecord) -> String {
+    format!("{}#{}#{}", record.kind, record.cluster, record.version)
+}
+
+impl FakeRuns {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeRuns::default())
+    }
+
+    pub fn record(&self, id: &RunId) -> Option<RunRecord> {
+        self.records.lock().unwrap().get(id.as_str()).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Plays the instance: reports each step's status, then the outcome.
+    pub fn report(&self, id: &RunId, steps: &[(&str, &str)], outcome: Option<&str>) {
+        let mut records = self.records.lock().unwrap();
+        let record = records.get_mut(id.as_str()).expect("a run");
+        for (name, status) in steps {
+            let step = record.steps.iter_mut().find(|s| s.name == *name).expect("a step of the plan");
+            step.status = (*status).to_owned();
+            step.exit_code = Some(if *status == "failed" { 2 } else { 0 });
+        }
+        record.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
+        if let Some(outcome) = outcome {
+            record.outcome = Some(outcome.to_owned());
+            record.instance_state = Some("finished".into());
+        }
+    }
+}
+
+#[async_trait]
+impl Runs for FakeRuns {
+    async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let mut active = self.active.lock().unwrap();
+        if let Some((id, deadline)) = active.get(&active_key(record)) {
+            if *deadline >= now {
+                return Ok(Some(id.clone()));
+            }
+        }
+        active.insert(active_key(record), (record.run_id.clone(), record.deadline));
+        self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
+        Ok(None)
+    }
+
+    async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
+        Ok(self.record(id))
+    }
+
+    async fn update(&self, record: &RunRecord) -> Result<()> {
+        let mut records = self.records.lock().unwrap();
+        let stored = records.get_mut(record.run_id.as_str()).expect("an updated run exists");
+        stored.state = record.state;
+        stored.instance_id = record.instance_id.clone();
+        stored.ended_at = record.ended_at;
+        stored.failure = record.failure.clone();
+        Ok(())
+    }
+
+    async fn release(&self, record: &RunRecord) -> Result<()> {
+        let mut active = self.active.lock().unwrap();
+        if active.get(&active_key(record)).is_some_and(|(id, _)| *id == record.run_id) {
+            active.remove(&active_key(record));
+        }
+        Ok(())
+    }
+}
+
+/// EC2 in memory: records launches, refuses instance types listed in `no_capacity`.
+#[derive(Default)]
+pub struct FakeInstances {
+    pub no_capacity: Mutex<Vec<String>>,
+    launches: Mutex<Vec<LaunchSpec>>,
+    states: Mutex<HashMap<String, String>>,
+    terminated: Mutex<Vec<String>>,
+}
+
+impl FakeInstances {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeInstances::default())
+    }
+
+    pub fn launches(&self) -> Vec<LaunchSpec> {
+        self.launches.lock().unwrap().clone()
+    }
+
+    pub fn terminated(&self) -> Vec<String> {
+        self.terminated.lock().unwrap().clone()
+    }
+
+    /// What happens to an instance outside the provisioner (spot interruption, the deadman).
+    pub fn set_state(&self, instance_id: &str, state: Option<&str>) {
+        let mut states = self.states.lock().unwrap();
+        match state {
+            Some(state) => states.insert(instance_id.to_owned(), state.to_owned()),
+            None => states.remove(instance_id),
+        };
+    }
+}
+
+#[async_trait]
+impl Instances for FakeInstances {
+    async fn latest_image(&self, architecture: &str) -> Result<String> {
+        Ok(format!("ami-al2023-{architecture}"))
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        self.launches.lock().unwrap().push(spec.clone());
+        if self.no_capacity.lock().unwrap().contains(&spec.instance_type) {
+            return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Quota));
+        }
+        let id = format!("i-{:08}", self.launches.lock().unwrap().len());
+        self.states.lock().unwrap().insert(id.clone(), "running".into());
+        Ok(id)
+    }
+
+    async fn state(&self, instance_id: &str) -> Result<Option<String>> {
+        Ok(self.states.lock().unwrap().get(instance_id).cloned())
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
+        self.terminated.lock().unwrap().push(instance_id.to_owned());
+        if let Some(state) = self.states.lock().unwrap().get_mut(instance_id) {
+            *state = "terminated".into();
+        }
+        Ok(())
+    }
+}
+
+/// A runner over fresh fakes and the shipped catalog.
+pub struct RunWorld {
+    pub clock: Arc<TestClock>,
+    pub runs: Arc<FakeRuns>,
+    pub instances: Arc<FakeInstances>,
+    pub runner: Runner,
+}
+
+impl RunWorld {
+    pub fn new(now: &str) -> RunWorld {
+        let clock = TestClock::starting_at(now.parse().expect("a test time"));
+        let runs = FakeRuns::new();
+        let instances = FakeInstances::new();
+        let runner = Runner {
+            catalog: Arc::new(Catalog::shipped().expect("the shipped catalog loads")),
+            runs: runs.clone(),
+            instances: instances.clone(),
+            clock: clock.clone(),
+            settings: RunSettings {
+                region: "us-west-2".into(),
+                table: "sliderule-provisioner".into(),
+                log_bucket: "sliderule-provisioner-runs".into(),
+                repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
+                build_image: "123456789012.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
+                registry: "123456789012.dkr.ecr.us-west-2.amazonaws.com".into(),
+                domain: "slideruleearth.io".into(),
+                instance_profile: Some("sliderule-provisioner-runner".into()),
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                security_groups: vec![],
+            },
+            poll: crate::service::run::RUN_POLL_INTERVAL,
+            deadline_margin: crate::service::DEADLINE_MARGIN,
+        };
+        RunWorld { clock, runs, instances, runner }
+    }
+
+    pub fn invocation(&self, request_id: &str) -> Invocation {
+        Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::from_mins(15) }
     }
 }

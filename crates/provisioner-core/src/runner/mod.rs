@@ -2,7 +2,9 @@
 //! and the user-data script rendered from it.
 
 pub mod plan;
+pub mod run;
 pub mod script;
 
 pub use plan::{Plan, Step, StepPlace};
+pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 pub use script::{render, shell_quote, RunValues};

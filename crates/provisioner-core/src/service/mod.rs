@@ -4,6 +4,7 @@
 mod deploy;
 mod destroy;
 mod lock;
+pub mod run;
 mod schedule_destroy;
 mod wait;
 
@@ -108,5 +109,7 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64().max(0.0)
 }
 
+#[cfg(test)]
+mod run_tests;
 #[cfg(test)]
 mod tests;

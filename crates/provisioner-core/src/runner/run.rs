@@ -1,0 +1,269 @@
+//! A run: one TEST or BUILD of a version against a cluster, on one spot instance. Its record
+//! lives in the table under `run#<id>`; the instance reports steps into it, the function the rest.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::names::shown;
+use crate::domain::requests::from_event;
+use crate::domain::{ClusterName, GitRef};
+use crate::error::Error;
+
+/// The longest a caller may ask one invocation to wait (the contract's 840 s: 14 minutes).
+pub const MAX_WAIT_SECONDS: u64 = 840;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Test,
+    Build,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Test => "test",
+            RunKind::Build => "build",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<RunKind> {
+        match raw {
+            "test" => Some(RunKind::Test),
+            "build" => Some(RunKind::Build),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn new(kind: RunKind, cluster: &ClusterName, now: Timestamp) -> RunId {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+        RunId(format!("{kind}-{cluster}-{}-{suffix}", now.strftime("%Y%m%dt%H%M%S")))
+    }
+
+    pub fn parse(raw: &str) -> Result<RunId, Error> {
+        let valid = raw.len() <= 100
+            && (raw.starts_with("test-") || raw.starts_with("build-"))
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(RunId(raw.to_owned()))
+        } else {
+            Err(Error::invalid(format!("the run_id {} is not a run id; use the run_id a test or build answered with", shown(raw))))
+        }
+    }
+
+    pub fn kind(&self) -> RunKind {
+        if self.0.starts_with("test-") {
+            RunKind::Test
+        } else {
+            RunKind::Build
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        RunId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a `test` or `build` event asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRequest {
+    Start { cluster: ClusterName, version: GitRef, wait_seconds: Option<u64> },
+    Resume { run_id: RunId, wait_seconds: Option<u64> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStart {
+    cluster: ClusterName,
+    version: GitRef,
+    wait_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResume {
+    run_id: RunId,
+    wait_seconds: Option<u64>,
+}
+
+impl RunRequest {
+    pub fn parse(event: serde_json::Value) -> Result<RunRequest, Error> {
+        let request = if event.get("run_id").is_some() {
+            let raw: RawResume = from_event(event, r#"{"run_id": "ID"}"#)?;
+            RunRequest::Resume { run_id: raw.run_id, wait_seconds: raw.wait_seconds }
+        } else {
+            let raw: RawStart = from_event(event, r#"{"cluster": "NAME", "version": "GIT_REF"}"#)?;
+            RunRequest::Start { cluster: raw.cluster, version: raw.version, wait_seconds: raw.wait_seconds }
+        };
+        let wait = match &request {
+            RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
+        };
+        if wait.is_some_and(|w| w > MAX_WAIT_SECONDS) {
+            return Err(Error::invalid(format!("wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")));
+        }
+        Ok(request)
+    }
+
+    pub fn wait_seconds(&self) -> Option<u64> {
+        match self {
+            RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
+        }
+    }
+}
+
+/// Where a run is, as the function sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Launching,
+    Running,
+    Succeeded,
+    Failed,
+    Lost,
+    CapacityUnavailable,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Launching => "launching",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Lost => "lost",
+            RunState::CapacityUnavailable => "capacity_unavailable",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<RunState> {
+        [RunState::Launching, RunState::Running, RunState::Succeeded, RunState::Failed, RunState::Lost, RunState::CapacityUnavailable]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn ended(self) -> bool {
+        !matches!(self, RunState::Launching | RunState::Running)
+    }
+}
+
+/// One step as the instance reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    pub name: String,
+    /// pending, running, passed, failed or skipped.
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// A run's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    pub cluster: ClusterName,
+    pub version: GitRef,
+    /// The commit the version resolved to, as the instance reported it.
+    pub commit: Option<String>,
+    pub instance_id: Option<String>,
+    pub state: RunState,
+    /// Step results in plan order.
+    pub steps: Vec<StepResult>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// When the run's instance must be gone: its time limit.
+    pub deadline: Timestamp,
+    /// When the record may be removed (DynamoDB TTL).
+    pub expires_at: Timestamp,
+    pub log_location: String,
+    /// Images a build pushed.
+    pub images: Vec<String>,
+    /// What the instance last said: `running`, then `finished` with an `outcome`.
+    pub instance_state: Option<String>,
+    pub outcome: Option<String>,
+    /// Why the run failed, for a function-side failure (capacity, lost instance).
+    pub failure: Option<String>,
+}
+
+impl RunRecord {
+    pub fn failed_steps(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.status == "failed").map(|s| s.name.as_str()).collect()
+    }
+
+    pub fn skipped_steps(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.status == "skipped").map(|s| s.name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn run_ids_are_unique_safe_and_know_their_kind() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let cluster = ClusterName::parse("ci-1").unwrap();
+        let a = RunId::new(RunKind::Test, &cluster, now);
+        let b = RunId::new(RunKind::Build, &cluster, now);
+        assert!(a.as_str().starts_with("test-ci-1-20261123t120000-"), "{a}");
+        assert_eq!((a.kind(), b.kind()), (RunKind::Test, RunKind::Build));
+        assert_eq!(RunId::parse(a.as_str()).unwrap(), a);
+        for bad in ["", "x-1", "test-$(id)", "test-A", "build-a b", &format!("test-{}", "a".repeat(100))] {
+            assert_eq!(RunId::parse(bad).unwrap_err().code(), "InvalidRequest", "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_events_start_or_resume() {
+        assert_eq!(
+            RunRequest::parse(json!({"cluster": "ci-1", "version": "main"})).unwrap(),
+            RunRequest::Start { cluster: ClusterName::parse("ci-1").unwrap(), version: GitRef::parse("main").unwrap(), wait_seconds: None }
+        );
+        let resume = RunRequest::parse(json!({"run_id": "test-ci-1-20261123t120000-ab12", "wait_seconds": 30})).unwrap();
+        assert_eq!(resume.wait_seconds(), Some(30));
+        let bad = [
+            json!({"cluster": "ci-1"}),
+            json!({"cluster": "ci-1", "version": "main;id"}),
+            json!({"cluster": "ci-1", "version": "main", "wait_seconds": 841}),
+            json!({"cluster": "ci-1", "version": "main", "wait_seconds": -1}),
+            json!({"cluster": "ci-1", "version": "main", "extra": 1}),
+            json!({"run_id": "test-x", "cluster": "ci-1"}),
+            json!({"run_id": "nope"}),
+        ];
+        for event in bad {
+            assert_eq!(RunRequest::parse(event.clone()).unwrap_err().code(), "InvalidRequest", "{event}");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! TEST(cluster, version) and BUILD(cluster, version): launch a unique time-limited spot
+//! instance that runs the plan and reports each step, wait for it while the invocation allows,
+//! terminate it when the run ends, and answer success, `running`, or the contract's error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::{seconds_between, signed, Invocation};
+use crate::catalog::{Catalog, Profile};
+use crate::domain::{ClusterName, GitRef};
+use crate::error::{AwsErrorKind, Error, Result};
+use crate::ports::{Clock, Instances, LaunchSpec, Runs};
+use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult};
+
+/// How often a waiting invocation reads the run record and the instance.
+pub const RUN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a run record is kept after the run's deadline.
+pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// Account-specific settings of runs (template.yaml sets them).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub region: String,
+    pub table: String,
+    pub log_bucket: String,
+    pub repository: String,
+    pub build_image: String,
+    pub registry: String,
+    pub domain: String,
+    pub instance_profile: Option<String>,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+}
+
+/// Everything TEST and BUILD need, built once per process.
+#[derive(Clone)]
+pub struct Runner {
+    pub catalog: Arc<Catalog>,
+    pub runs: Arc<dyn Runs>,
+    pub instances: Arc<dyn Instances>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: RunSettings,
+    pub poll: Duration,
+    pub deadline_margin: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResponse {
+    /// `success` or `running`.
+    pub status: &'static str,
+    pub run_id: RunId,
+    pub kind: RunKind,
+    pub cluster: ClusterName,
+    pub version: GitRef,
+    pub commit: Option<String>,
+    pub state: RunState,
+    pub instance_id: Option<String>,
+    pub steps: Vec<StepResult>,
+    pub images: Vec<String>,
+    pub log_location: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub elapsed_seconds: f64,
+}
+
+impl Runner {
+    pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
+        let started = self.clock.now();
+        let wait_until = {
+            let by_deadline = invocation.deadline - signed(self.deadline_margin);
+            match request.wait_seconds() {
+                Some(seconds) => by_deadline.min(started + SignedDuration::from_secs(seconds as i64)),
+                None => by_deadline,
+            }
+        };
+        let run_id = match request {
+            RunRequest::Start { cluster, version, .. } => self.start(kind, cluster, version).await?,
+            RunRequest::Resume { run_id, .. } => {
+                if run_id.kind() != kind {
+                    return Err(Error::invalid(format!(
+                        "run {run_id} is a {} run; resume it with the {} function",
+                        run_id.kind(),
+                        run_id.kind()
+                    )));
+                }
+                run_id
+            }
+        };
+        self.wait(&run_id, wait_until).await
+    }
+
+    /// Starts a run, or finds the active run of the same kind, cluster and version.
+    async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
+        let profile = self.catalog.profile_for(&cluster)?;
+        let plan = match kind {
+            RunKind::Test => &self.catalog.plans().test,
+            RunKind::Build => &self.catalog.plans().build,
+        };
+        let now = self.clock.now();
+        let run_id = RunId::new(kind, &cluster, now);
+        let deadline = now + SignedDuration::from_mins(i64::from(profile.runner.time_limit_minutes));
+        let values = RunValues {
+            run_id: run_id.to_string(),
+            kind: kind.as_str(),
+            cluster: cluster.clone(),
+            version: version.clone(),
+            region: self.settings.region.clone(),
+            table: self.settings.table.clone(),
+            log_bucket: self.settings.log_bucket.clone(),
+            repository: self.settings.repository.clone(),
+            build_image: self.settings.build_image.clone(),
+            registry: self.settings.registry.clone(),
+            domain: self.settings.domain.clone(),
+            time_limit_minutes: profile.runner.time_limit_minutes,
+        };
+        // Rendering checks every value: nothing is written or launched for a bad one.
+        let user_data = render(plan, &values)?;
+        let mut record = RunRecord {
+            run_id: run_id.clone(),
+            kind,
+            cluster,
+            version,
+            commit: None,
+            instance_id: None,
+            state: RunState::Launching,
+            steps: plan
+                .step_names()
+                .into_iter()
+                .map(|name| StepResult {
+                    name,
+                    status: "pending".into(),
+                    exit_code: None,
+                    started_at: None,
+                    ended_at: None,
+                    duration_seconds: None,
+                })
+                .collect(),
+            started_at: now,
+            ended_at: None,
+            deadline,
+            expires_at: deadline + RUN_RECORD_RETENTION,
+            log_location: format!("s3://{}/runs/{run_id}/", self.settings.log_bucket),
+            images: Vec::new(),
+            instance_state: None,
+            outcome: None,
+            failure: None,
+        };
+        for _ in 0..2 {
+            match self.runs.start(&record, now).await? {
+                None => {
+                    self.launch(&mut record, profile, user_data).await?;
+                    return Ok(run_id);
+                }
+                Some(active) => match self.runs.get(&active).await? {
+                    // A run that ended but was not released (its invocation crashed): release it and start ours.
+                    Some(old) if old.state.ended() => self.runs.release(&old).await?,
+                    _ => {
+                        tracing::info!(run_id = %active, "the same run is active; answering with it");
+                        return Ok(active);
+                    }
+                },
+            }
+        }
+        Err(Error::Busy { cluster: record.cluster.to_string(), operation: format!("{kind} run"), since: now.to_string() })
+    }
+
+    /// Launches the run's instance, moving on to the next instance type or subnet when one has
+    /// no capacity.
+    async fn launch(&self, record: &mut RunRecord, profile: &Profile, user_data: String) -> Result<()> {
+        let image_id = match self.instances.latest_image(&profile.runner.architecture).await {
+            Ok(image) => image,
+            Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
+        };
+        let subnets: Vec<Option<&String>> =
+            if self.settings.subnets.is_empty() { vec![None] } else { self.settings.subnets.iter().map(Some).collect() };
+        let expires = record.deadline.to_string();
+        let mut refused = Vec::new();
+        for (attempt, (instance_type, subnet)) in
+            profile.runner.instance_types.iter().flat_map(|t| subnets.iter().map(move |s| (t, *s))).enumerate()
+        {
+            let spec = LaunchSpec {
+                image_id: image_id.clone(),
+                instance_type: instance_type.clone(),
+                subnet_id: subnet.cloned(),
+                security_group_ids: self.settings.security_groups.clone(),
+                instance_profile: self.settings.instance_profile.clone(),
+                user_data: user_data.clone(),
+                volume_gb: profile.runner.volume_gb,
+                tags: vec![
+                    ("Name".into(), format!("sliderule-{}", record.run_id)),
+                    ("sliderule:run-id".into(), record.run_id.to_string()),
+                    ("sliderule:kind".into(), record.kind.to_string()),
+                    ("sliderule:cluster".into(), record.cluster.to_string()),
+                    ("sliderule:expires-at".into(), expires.clone()),
+                    ("sliderule:provisioner".into(), "true".into()),
+                ],
+                client_token: format!("{}-{attempt}", record.run_id),
+            };
+            match self.instances.launch(&spec).await {
+                Ok(instance_id) => {
+                    tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, "run instance launched");
+                    record.instance_id = Some(instance_id);
+                    record.state = RunState::Running;
+                    self.runs.update(record).await?;
+                    return Ok(());
+                }
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Quota) => {
+                    let code = match &error {
+                        Error::Aws(failure) => failure.code.clone(),
+                        other => other.code().to_owned(),
+                    };
+                    tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, "no capacity; trying the next choice");
+                    refused.push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
+                }
+                Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
+            }
+        }
+        let error = Error::CapacityUnavailable(format!(
+            "no spot capacity for {} run {} ({}); try again later or add instance types to the profile",
+            record.kind,
+            record.run_id,
+            refused.join(", ")
+        ));
+        Err(self.abandon(record, RunState::CapacityUnavailable, error).await)
+    }
+
+    /// Marks a run that never got an instance as ended, and returns `error`.
+    async fn abandon(&self, record: &mut RunRecord, state: RunState, error: Error) -> Error {
+        record.state = state;
+        record.failure = Some(error.to_string());
+        record.ended_at = Some(self.clock.now());
+        if let Err(write) = self.runs.update(record).await {
+            tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch");
+        }
+        if let Err(write) = self.runs.release(record).await {
+            tracing::warn!(run_id = %record.run_id, %write, "could not release the run");
+        }
+        error
+    }
+
+    /// Waits for the run to end, until `wait_until`.
+    async fn wait(&self, run_id: &RunId, wait_until: Timestamp) -> Result<RunResponse> {
+        let mut last_reported = String::new();
+        loop {
+            let mut record = self
+                .runs
+                .get(run_id)
+                .await?
+                .ok_or_else(|| Error::invalid(format!("there is no run {run_id}; start one with a cluster and a version")))?;
+            let progress = record.steps.iter().map(|s| format!("{}={}", s.name, s.status)).collect::<Vec<_>>().join(",");
+            if progress != last_reported {
+                tracing::info!(run_id = %run_id, steps = %progress, "run progress");
+                last_reported = progress;
+            }
+            if !record.state.ended() {
+                self.check_progress(&mut record).await?;
+            }
+            if record.state.ended() {
+                return self.answer(record);
+            }
+            let now = self.clock.now();
+            if now >= wait_until {
+                return Ok(self.response("running", record));
+            }
+            let left = wait_until.duration_since(now).unsigned_abs();
+            self.clock.sleep(self.poll.min(left)).await;
+        }
+    }
+
+    /// Ends the run when its instance finished, vanished, or outlived its time limit.
+    async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
+        if let Some(outcome) = record.outcome.clone() {
+            let passed = outcome == "succeeded" && record.failed_steps().is_empty();
+            return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
+        }
+        let Some(instance_id) = record.instance_id.clone() else {
+            // Still launching in another invocation; its deadline bounds this.
+            if self.clock.now() >= record.deadline {
+                return self.conclude(record, RunState::Lost, Some("it never got an instance".into())).await;
+            }
+            return Ok(());
+        };
+        let state = self.instances.state(&instance_id).await?;
+        let gone = matches!(state.as_deref(), None | Some("shutting-down" | "terminated" | "stopping" | "stopped"));
+        if gone {
+            // It may have reported just before going: read once more.
+            if let Some(fresh) = self.runs.get(&record.run_id).await? {
+                if fresh.outcome.is_some() {
+                    *record = fresh;
+                    return Box::pin(self.check_progress(record)).await;
+                }
+            }
+            let why = format!("its instance {instance_id} is {} and never reported an outcome", state.as_deref().unwrap_or("gone"));
+            return self.conclude(record, RunState::Lost, Some(why)).await;
+        }
+        if self.clock.now() >= record.deadline {
+            let why = format!("it passed its time limit at {} and its instance {instance_id} was terminated", record.deadline);
+            return self.conclude(record, RunState::Lost, Some(why)).await;
+        }
+        Ok(())
+    }
+
+    async fn conclude(&self, record: &mut RunRecord, state: RunState, failure: Option<String>) -> Result<()> {
+        if let Some(instance_id) = &record.instance_id {
+            self.instances.terminate(instance_id).await?;
+        }
+        record.state = state;
+        record.failure = failure;
+        record.ended_at = Some(self.clock.now());
+        self.runs.update(record).await?;
+        self.runs.release(record).await?;
+        tracing::info!(run_id = %record.run_id, state = state.as_str(), "run ended");
+        Ok(())
+    }
+
+    fn answer(&self, record: RunRecord) -> Result<RunResponse> {
+        let run = format!("{} run {} of {} on {}", record.kind, record.run_id, record.version, record.cluster);
+        match record.state {
+            RunState::Succeeded => Ok(self.response("success", record)),
+            RunState::Failed => {
+                let failed = record.failed_steps();
+                let skipped = record.skipped_steps();
+                let mut what =
+                    if failed.is_empty() { "it did not complete".to_owned() } else { format!("steps failed: {}", failed.join(", ")) };
+                if !skipped.is_empty() {
+                    what.push_str(&format!(" (skipped: {})", skipped.join(", ")));
+                }
+                if let Some(failure) = &record.failure {
+                    what.push_str(&format!("; {failure}"));
+                }
+                let message = format!("{run} failed: {what}; read the logs at {}", record.log_location);
+                Err(match record.kind {
+                    RunKind::Test => Error::TestsFailed(message),
+                    RunKind::Build => Error::BuildFailed(message),
+                })
+            }
+            RunState::Lost => Err(Error::RunLost(format!(
+                "{run} was lost: {}; start it again",
+                record.failure.as_deref().unwrap_or("its instance vanished before it reported")
+            ))),
+            RunState::CapacityUnavailable => {
+                Err(Error::CapacityUnavailable(record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later"))))
+            }
+            RunState::Launching | RunState::Running => Ok(self.response("running", record)),
+        }
+    }
+
+    fn response(&self, status: &'static str, record: RunRecord) -> RunResponse {
+        let end = record.ended_at.unwrap_or_else(|| self.clock.now());
+        RunResponse {
+            status,
+            elapsed_seconds: seconds_between(record.started_at, end),
+            run_id: record.run_id,
+            kind: record.kind,
+            cluster: record.cluster,
+            version: record.version,
+            commit: record.commit,
+            state: record.state,
+            instance_id: record.instance_id,
+            steps: record.steps,
+            images: record.images,
+            log_location: record.log_location,
+            started_at: record.started_at.to_string(),
+            ended_at: record.ended_at.map(|t| t.to_string()),
+        }
+    }
+}
+
+/// Step results from what the instance wrote: `name -> {status, exit_code, started_at, ended_at}`,
+/// in plan order.
+pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<StepResult> {
+    order
+        .iter()
+        .map(|name| {
+            let fields = reported.get(name);
+            let field = |key: &str| fields.and_then(|f| f.get(key)).cloned();
+            let started = field("started_at");
+            let ended = field("ended_at");
+            let duration = match (&started, &ended) {
+                (Some(a), Some(b)) => match (a.parse::<Timestamp>(), b.parse::<Timestamp>()) {
+                    (Ok(a), Ok(b)) => Some(seconds_between(a, b)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            StepResult {
+                name: name.clone(),
+                status: field("status").unwrap_or_else(|| "pending".into()),
+                exit_code: field("exit_code").and_then(|c| c.parse().ok()).filter(|c: &i64| *c >= 0),
+                duration_seconds: duration.filter(|_| ended.is_some() && field("status").is_some_and(|s| s != "running")),
+                started_at: started,
+                ended_at: ended,
+            }
+        })
+        .collect()
+}

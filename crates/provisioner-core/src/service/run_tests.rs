@@ -1,0 +1,183 @@
+//! TEST and BUILD on fakes with paused time: launching, finding the active run, waiting,
+//! concluding, and every way a run can end.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::domain::{ClusterName, GitRef};
+use crate::ports::Clock;
+use crate::runner::{RunId, RunKind, RunRequest, RunState};
+use crate::testing::RunWorld;
+
+const NOW: &str = "2026-11-23T12:00:00Z";
+
+fn start(cluster: &str, version: &str, wait: u64) -> RunRequest {
+    RunRequest::Start { cluster: ClusterName::parse(cluster).unwrap(), version: GitRef::parse(version).unwrap(), wait_seconds: Some(wait) }
+}
+
+fn resume(run_id: &RunId, wait: u64) -> RunRequest {
+    RunRequest::Resume { run_id: run_id.clone(), wait_seconds: Some(wait) }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_test_run_launches_one_tagged_spot_instance_and_answers_running() {
+    let world = RunWorld::new(NOW);
+    let response = world.runner.run(RunKind::Test, start("ci-1", "v4.5.1", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.status, "running");
+    assert_eq!(response.state, RunState::Running);
+    assert!(response.run_id.as_str().starts_with("test-ci-1-20261123t120000-"));
+    assert_eq!(response.steps[0].name, "checkout");
+    assert!(response.steps.iter().all(|s| s.status == "pending"));
+
+    let launches = world.instances.launches();
+    assert_eq!(launches.len(), 1);
+    let launch = &launches[0];
+    assert_eq!(launch.image_id, "ami-al2023-arm64");
+    assert_eq!(launch.instance_type, "c7g.2xlarge");
+    assert_eq!(launch.subnet_id.as_deref(), Some("subnet-a"));
+    assert_eq!(launch.volume_gb, 100);
+    assert_eq!(launch.client_token, format!("{}-0", response.run_id));
+    assert!(launch.user_data.contains("\nshutdown -h +180\n"));
+    assert!(launch.user_data.contains("VERSION='v4.5.1'"));
+    let tags: std::collections::BTreeMap<_, _> = launch.tags.iter().cloned().collect();
+    assert_eq!(tags["sliderule:run-id"], response.run_id.as_str());
+    assert_eq!(tags["sliderule:kind"], "test");
+    assert_eq!(tags["sliderule:cluster"], "ci-1");
+    assert_eq!(tags["sliderule:expires-at"], "2026-11-23T15:00:00Z");
+}
+
+#[tokio::test(start_paused = true)]
+async fn starting_the_same_run_twice_returns_the_active_run_and_launches_nothing() {
+    let world = RunWorld::new(NOW);
+    let first = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let again = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
+    assert_eq!(again.run_id, first.run_id);
+    assert_eq!(world.instances.launches().len(), 1);
+    // Another version, kind or cluster is another run.
+    world.runner.run(RunKind::Test, start("ci-1", "v1", 0), &world.invocation("r3")).await.unwrap();
+    world.runner.run(RunKind::Build, start("ci-1", "main", 0), &world.invocation("r4")).await.unwrap();
+    world.runner.run(RunKind::Test, start("ci-2", "main", 0), &world.invocation("r5")).await.unwrap();
+    assert_eq!(world.instances.launches().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_steps_all_pass_succeeds_and_its_instance_is_terminated() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let names: Vec<String> = started.steps.iter().map(|s| s.name.clone()).collect();
+    let passed: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "passed")).collect();
+    world.runs.report(&started.run_id, &passed, Some("succeeded"));
+
+    let done = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap();
+    assert_eq!((done.status, done.state), ("success", RunState::Succeeded));
+    assert_eq!(done.commit.as_deref(), Some("0123456789abcdef0123456789abcdef01234567"));
+    assert_eq!(world.instances.terminated(), vec![started.instance_id.clone().unwrap()]);
+    // Asking again answers the same, and a new start is a new run.
+    let again = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r3")).await.unwrap();
+    assert_eq!(again.status, "success");
+    let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r4")).await.unwrap();
+    assert_ne!(next.run_id, started.run_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_step_fails_the_run_naming_the_steps_and_the_logs() {
+    for kind in [RunKind::Test, RunKind::Build] {
+        let world = RunWorld::new(NOW);
+        let started = world.runner.run(kind, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+        let failing = started.steps[2].name.clone();
+        let skipped = started.steps[3].name.clone();
+        world.runs.report(&started.run_id, &[("checkout", "passed"), (&failing, "failed"), (&skipped, "skipped")], Some("failed"));
+        let error = world.runner.run(kind, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
+        let expected = if kind == RunKind::Test { "TestsFailed" } else { "BuildFailed" };
+        assert_eq!(error.code(), expected);
+        let text = error.to_string();
+        assert!(text.contains(&format!("steps failed: {failing}")) && text.contains(&skipped), "{text}");
+        assert!(text.contains(&format!("s3://sliderule-provisioner-runs/runs/{}/", started.run_id)), "{text}");
+        assert_eq!(world.instances.terminated().len(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_instance_vanishes_before_reporting_is_lost() {
+    for vanished in [None, Some("terminated"), Some("shutting-down"), Some("stopped")] {
+        let world = RunWorld::new(NOW);
+        let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+        world.instances.set_state(started.instance_id.as_deref().unwrap(), vanished);
+        let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
+        assert_eq!(error.code(), "RunLost", "{vanished:?}");
+        assert_eq!(world.runs.record(&started.run_id).unwrap().state, RunState::Lost);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_time_limit_is_terminated_and_lost() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    tokio::time::advance(std::time::Duration::from_secs(181 * 60)).await;
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "RunLost");
+    assert!(error.to_string().contains("time limit"), "{error}");
+    assert_eq!(world.instances.terminated(), vec![started.instance_id.unwrap()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_invocation_answers_running_after_wait_seconds() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Build, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let before = world.clock.now();
+    let response = world.runner.run(RunKind::Build, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
+    assert_eq!(response.status, "running");
+    assert_eq!(world.clock.now().duration_since(before), SignedDuration::from_secs(30));
+    // Without wait_seconds it waits until the deadline less the margin.
+    let before = world.clock.now();
+    let invocation = world.invocation("r3");
+    let response =
+        world.runner.run(RunKind::Build, RunRequest::Resume { run_id: started.run_id, wait_seconds: None }, &invocation).await.unwrap();
+    assert_eq!(response.status, "running");
+    assert_eq!(world.clock.now().duration_since(before), SignedDuration::from_secs(15 * 60 - 15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_errors_move_on_to_the_next_subnet_and_instance_type() {
+    let world = RunWorld::new(NOW);
+    world.instances.no_capacity.lock().unwrap().push("c7g.2xlarge".into());
+    let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let tried: Vec<(String, Option<String>, String)> =
+        world.instances.launches().into_iter().map(|l| (l.instance_type, l.subnet_id, l.client_token)).collect();
+    let id = response.run_id.as_str();
+    assert_eq!(
+        tried,
+        vec![
+            ("c7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
+            ("c7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-2")),
+        ]
+    );
+    assert_eq!(response.state, RunState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
+    let world = RunWorld::new(NOW);
+    world.instances.no_capacity.lock().unwrap().extend(["c7g.2xlarge".into(), "m7g.2xlarge".into(), "c6g.2xlarge".into()]);
+    let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "CapacityUnavailable");
+    assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
+    assert_eq!(world.instances.launches().len(), 6);
+    // Nothing is left active: the next start tries again.
+    world.instances.no_capacity.lock().unwrap().clear();
+    let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
+    assert_eq!(next.state, RunState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_run_requests_launch_nothing() {
+    let world = RunWorld::new(NOW);
+    let unknown = world.runner.run(RunKind::Test, start("other", "main", 0), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(unknown.code(), "UnknownCluster");
+    let missing = RunId::parse("test-ci-1-20261123t120000-dead").unwrap();
+    assert_eq!(world.runner.run(RunKind::Test, resume(&missing, 0), &world.invocation("r2")).await.unwrap_err().code(), "InvalidRequest");
+    assert_eq!(world.runner.run(RunKind::Build, resume(&missing, 0), &world.invocation("r3")).await.unwrap_err().code(), "InvalidRequest");
+    assert!(world.instances.launches().is_empty());
+    assert_eq!(world.runs.count(), 0);
+    let _ = Timestamp::now();
+}
