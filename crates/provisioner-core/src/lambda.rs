@@ -11,12 +11,20 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
+#[cfg(feature = "lambda")]
 use crate::domain::{ClusterRequest, ScheduleDestroyRequest};
 use crate::error::Error;
 use crate::ports::SystemClock;
-use crate::service::{Invocation, Provisioner, Timeouts};
+#[cfg(feature = "lambda-runs")]
+use crate::runner::{RunKind, RunRequest};
+#[cfg(feature = "lambda-runs")]
+use crate::service::run::{RunSettings, Runner};
+use crate::service::Invocation;
+#[cfg(feature = "lambda")]
+use crate::service::{Provisioner, Timeouts};
 
-/// The functions of the spec, by their logical names.
+/// The cluster-lifecycle functions of the spec, by their logical names.
+#[cfg(feature = "lambda")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     Deploy,
@@ -24,6 +32,7 @@ pub enum Function {
     Destroy,
 }
 
+#[cfg(feature = "lambda")]
 impl Function {
     pub fn name(self) -> &'static str {
         match self {
@@ -44,7 +53,8 @@ impl From<Failure> for Diagnostic {
     }
 }
 
-/// Runs one function until the Lambda service stops the process.
+/// Runs one cluster-lifecycle function until the Lambda service stops the process.
+#[cfg(feature = "lambda")]
 pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let provisioner = provisioner_from_env().await.map_err(|why| {
@@ -56,6 +66,39 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
         async move { handle(&provisioner, function, event.payload, invocation_of(&event.context)).await }
     });
     Runtime::new(handler).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
+}
+
+/// Runs the `test` or `build` function until the Lambda service stops the process.
+#[cfg(feature = "lambda-runs")]
+pub async fn serve_run(kind: RunKind) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let runner = runner_from_env().await.map_err(|why| {
+        tracing::error!(function = kind.as_str(), %why, "cannot start");
+        why
+    })?;
+    let handler = service_fn(move |event: LambdaEvent<Value>| {
+        let runner = runner.clone();
+        async move { handle_run(&runner, kind, event.payload, invocation_of(&event.context)).await }
+    });
+    Runtime::new(handler).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
+}
+
+/// Parses a `test` or `build` event, runs it, and logs the outcome once.
+#[cfg(feature = "lambda-runs")]
+pub async fn handle_run(runner: &Runner, kind: RunKind, event: Value, invocation: Invocation) -> Result<Value, Failure> {
+    let outcome = match RunRequest::parse(event) {
+        Ok(request) => runner.run(kind, request, &invocation).await.map(to_value),
+        Err(error) => Err(error),
+    };
+    log_outcome(kind.as_str(), &invocation, &outcome);
+    outcome.map_err(Failure)
+}
+
+fn log_outcome(function: &str, invocation: &Invocation, outcome: &Result<Value, Error>) {
+    match outcome {
+        Ok(response) => tracing::info!(function, request_id = %invocation.request_id, %response, "succeeded"),
+        Err(error) => tracing::warn!(function, request_id = %invocation.request_id, error_type = error.code(), %error, "failed"),
+    }
 }
 
 /// Real Lambda refuses a payload that is not JSON; emulators pass it on, and the runtime would
@@ -73,17 +116,14 @@ fn invocation_of(context: &lambda_runtime::Context) -> Invocation {
 }
 
 /// Parses `event` for `function`, runs it, and logs the outcome once.
+#[cfg(feature = "lambda")]
 pub async fn handle(provisioner: &Provisioner, function: Function, event: Value, invocation: Invocation) -> Result<Value, Failure> {
     let outcome = run(provisioner, function, event, &invocation).await;
-    match &outcome {
-        Ok(response) => tracing::info!(function = function.name(), request_id = %invocation.request_id, %response, "succeeded"),
-        Err(error) => {
-            tracing::warn!(function = function.name(), request_id = %invocation.request_id, error_type = error.code(), %error, "failed")
-        }
-    }
+    log_outcome(function.name(), &invocation, &outcome);
     outcome.map_err(Failure)
 }
 
+#[cfg(feature = "lambda")]
 async fn run(provisioner: &Provisioner, function: Function, event: Value, invocation: &Invocation) -> Result<Value, Error> {
     let response = match function {
         Function::Deploy => to_value(provisioner.deploy(ClusterRequest::parse(event)?, invocation).await?),
@@ -107,7 +147,52 @@ pub const DESTROY_FUNCTION_ARN_ENV: &str = "PROVISIONER_DESTROY_FUNCTION_ARN";
 pub const SCHEDULER_ROLE_ARN_ENV: &str = "PROVISIONER_SCHEDULER_ROLE_ARN";
 pub const DEAD_LETTER_ARN_ENV: &str = "PROVISIONER_DEAD_LETTER_ARN";
 
+/// Settings of the TEST and BUILD functions.
+pub const RUN_LOG_BUCKET_ENV: &str = "PROVISIONER_RUN_LOG_BUCKET";
+pub const REPOSITORY_URL_ENV: &str = "PROVISIONER_REPOSITORY_URL";
+pub const BUILD_IMAGE_ENV: &str = "PROVISIONER_BUILD_IMAGE";
+pub const CONTAINER_REGISTRY_ENV: &str = "PROVISIONER_CONTAINER_REGISTRY";
+pub const DOMAIN_ENV: &str = "PROVISIONER_DOMAIN";
+pub const RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_RUNNER_INSTANCE_PROFILE";
+pub const RUNNER_SUBNETS_ENV: &str = "PROVISIONER_RUNNER_SUBNETS";
+pub const RUNNER_SECURITY_GROUPS_ENV: &str = "PROVISIONER_RUNNER_SECURITY_GROUPS";
+
+/// Builds the runner of TEST and BUILD over AWS, from the environment.
+#[cfg(feature = "lambda-runs")]
+pub async fn runner_from_env() -> Result<Runner, String> {
+    use crate::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, optional_setting, sdk_config, setting};
+
+    let list = |name: &str| -> Vec<String> {
+        optional_setting(name).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+    };
+    let config = sdk_config().await;
+    let region = config.region().map(|r| r.to_string()).ok_or("no AWS region is configured (AWS_REGION)")?;
+    let table = setting(TABLE_ENV)?;
+    let settings = RunSettings {
+        region,
+        table: table.clone(),
+        log_bucket: setting(RUN_LOG_BUCKET_ENV)?,
+        repository: optional_setting(REPOSITORY_URL_ENV).unwrap_or_else(|| "https://github.com/SlideRuleEarth/sliderule.git".into()),
+        build_image: setting(BUILD_IMAGE_ENV)?,
+        registry: setting(CONTAINER_REGISTRY_ENV)?,
+        domain: optional_setting(DOMAIN_ENV).unwrap_or_else(|| "slideruleearth.io".into()),
+        instance_profile: optional_setting(RUNNER_INSTANCE_PROFILE_ENV),
+        subnets: list(RUNNER_SUBNETS_ENV),
+        security_groups: list(RUNNER_SECURITY_GROUPS_ENV),
+    };
+    Ok(Runner {
+        catalog: Arc::new(Catalog::shipped().map_err(|e| e.to_string())?),
+        runs: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)),
+        instances: Arc::new(Ec2Instances::new(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))),
+        clock: Arc::new(SystemClock),
+        settings,
+        poll: crate::service::run::RUN_POLL_INTERVAL,
+        deadline_margin: crate::service::DEADLINE_MARGIN,
+    })
+}
+
 /// Builds the provisioner over AWS, from the environment.
+#[cfg(feature = "lambda")]
 pub async fn provisioner_from_env() -> Result<Provisioner, String> {
     use crate::aws::{cloudformation::CloudFormationStacks, dynamodb::DynamoStore, optional_setting, scheduler::*, sdk_config, setting};
 
@@ -130,7 +215,7 @@ pub async fn provisioner_from_env() -> Result<Provisioner, String> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lambda"))]
 mod tests {
     use serde_json::json;
 

@@ -13,10 +13,12 @@
 //! | what each CloudFormation status means | [`domain::stack_status`] |
 //! | valid cluster names and events | [`domain::names`], [`domain::requests`] |
 //! | which clusters exist and their templates | [`catalog`], `clusters/` |
+//! | TEST(cluster, version), BUILD(cluster, version) | [`service::run`] |
 //! | TEST/BUILD: the steps an instance runs, and its user-data | [`runner::plan`], [`runner::script`] |
+//! | run ids, run records, `run_id` resumes | [`runner::run`] |
 //! | valid versions (git refs) | [`domain::names::GitRef`] |
 //! | error codes of the contract | [`error`] |
-//! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`) |
+//! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`, `ec2`) |
 //! | the Lambda glue (events in, responses and `errorType` out) | `lambda.rs` (feature `lambda`) |
 //! | fakes for tests | `testing.rs` (feature `testing`) |
 
@@ -29,7 +31,7 @@ pub mod service;
 
 #[cfg(feature = "aws")]
 pub mod aws;
-#[cfg(feature = "lambda")]
+#[cfg(any(feature = "lambda", feature = "lambda-runs"))]
 pub mod lambda;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

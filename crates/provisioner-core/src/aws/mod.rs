@@ -5,6 +5,8 @@
 pub mod cloudformation;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 #[cfg(feature = "scheduler")]
 pub mod scheduler;
 
@@ -37,7 +39,13 @@ pub async fn sdk_config() -> SdkConfig {
 /// Sorts an AWS error code into how the provisioner reacts to it.
 pub fn kind_of(code: &str) -> AwsErrorKind {
     match code {
-        "ResourceNotFoundException" | "NotFoundException" | "NoSuchEntity" | "NoSuchKey" | "NoSuchBucket" => AwsErrorKind::NotFound,
+        "ResourceNotFoundException"
+        | "NotFoundException"
+        | "InvalidInstanceID.NotFound"
+        | "ParameterNotFound"
+        | "NoSuchEntity"
+        | "NoSuchKey"
+        | "NoSuchBucket" => AwsErrorKind::NotFound,
         "AlreadyExistsException"
         | "ConflictException"
         | "ConditionalCheckFailedException"
@@ -59,7 +67,9 @@ pub fn kind_of(code: &str) -> AwsErrorKind {
         | "VcpuLimitExceeded"
         | "SpotMaxPriceTooLow"
         | "InsufficientCapacity"
-        | "Unsupported" => AwsErrorKind::Quota,
+        | "Unsupported"
+        | "InsufficientFreeAddressesInSubnet"
+        | "InsufficientHostCapacity" => AwsErrorKind::Quota,
         "AccessDenied"
         | "AccessDeniedException"
         | "UnauthorizedOperation"

@@ -1,0 +1,130 @@
+//! [`Instances`] on EC2, with the AMI from the public SSM parameter of Amazon Linux 2023.
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType,
+    ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
+};
+
+use super::aws_error;
+use crate::error::Result;
+use crate::ports::{Instances, LaunchSpec};
+
+const SERVICE: &str = "EC2";
+
+pub struct Ec2Instances {
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl Ec2Instances {
+    pub fn new(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Self {
+        Ec2Instances { ec2, ssm }
+    }
+}
+
+/// The public parameter that names the current AWS-provided Amazon Linux 2023 AMI.
+pub fn image_parameter(architecture: &str) -> String {
+    format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}")
+}
+
+fn is_missing_instance<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code().is_some_and(|c| c.starts_with("InvalidInstanceID"))
+}
+
+#[async_trait]
+impl Instances for Ec2Instances {
+    async fn latest_image(&self, architecture: &str) -> Result<String> {
+        let output = self
+            .ssm
+            .get_parameter()
+            .name(image_parameter(architecture))
+            .send()
+            .await
+            .map_err(|error| aws_error("SSM", "GetParameter", error))?;
+        Ok(output.parameter().and_then(|p| p.value()).unwrap_or_default().to_owned())
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let tagged = |resource: ResourceType| TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build();
+        let mut request = self
+            .ec2
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .user_data(aws_smithy_types::base64::encode(spec.user_data.as_bytes()))
+            .instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(spec.volume_gb)
+                            .volume_type(VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .tag_specifications(tagged(ResourceType::Instance))
+            .tag_specifications(tagged(ResourceType::Volume))
+            .client_token(&spec.client_token);
+        if let Some(subnet) = &spec.subnet_id {
+            request = request.subnet_id(subnet);
+        }
+        if !spec.security_group_ids.is_empty() {
+            request = request.set_security_group_ids(Some(spec.security_group_ids.clone()));
+        }
+        if let Some(profile) = &spec.instance_profile {
+            request = request.iam_instance_profile(IamInstanceProfileSpecification::builder().name(profile).build());
+        }
+        let output = request.send().await.map_err(|error| aws_error(SERVICE, "RunInstances", error))?;
+        Ok(output.instances().first().and_then(|i| i.instance_id()).unwrap_or_default().to_owned())
+    }
+
+    async fn state(&self, instance_id: &str) -> Result<Option<String>> {
+        let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
+            Err(error) => return Err(aws_error(SERVICE, "DescribeInstances", error)),
+        };
+        Ok(output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .and_then(|i| i.state())
+            .and_then(|s| s.name())
+            .map(|name| name.as_str().to_owned()))
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
+        match self.ec2.terminate_instances().instance_ids(instance_id).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => Ok(()),
+            Err(error) => Err(aws_error(SERVICE, "TerminateInstances", error)),
+        }
+    }
+}
