@@ -38,6 +38,7 @@ invoke_args += $(if $(filter-out invoke,$(invoke_goal)),--cluster $(call quote,$
 invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
 invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
 invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
+invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
 invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
 invoke_answer_file := $(shell mktemp)
 invoke_status := $(shell LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)

@@ -122,7 +122,12 @@ def build_payload(args) -> bytes:
             else:
                 raise InvocationFailed("give AT= (RFC 3339) or TTL= (minutes)")
     if args.wait_seconds is not None:
+        if not args.wait_seconds.isdigit():
+            raise InvocationFailed("WAIT= must be a whole number of seconds")
         event["wait_seconds"] = int(args.wait_seconds)
+    elif args.follow:
+        # Answer "running" now and then, so progress can be printed.
+        event["wait_seconds"] = POLL_WAIT_SECONDS
     return json.dumps(event).encode()
 
 
@@ -152,10 +157,11 @@ def main() -> int:
         payload = build_payload(args)
         ok, answer = call(args.function, payload)
         printed: set = set()
+        poll = int(args.wait_seconds) if args.wait_seconds is not None else POLL_WAIT_SECONDS
         while args.follow and ok and isinstance(answer, dict) and answer.get("status") == "running":
             report_progress(answer, printed)
             print(f"run {answer.get('run_id')} is still running; waiting", file=sys.stderr)
-            event = {"run_id": answer["run_id"], "wait_seconds": POLL_WAIT_SECONDS}
+            event = {"run_id": answer["run_id"], "wait_seconds": poll}
             ok, answer = call(args.function, json.dumps(event).encode())
         if args.follow and isinstance(answer, dict):
             report_progress(answer, printed)

@@ -13,7 +13,8 @@ TABLE = "sliderule-provisioner"
 SCHEDULE_GROUP = "sliderule-provisioner"
 DEAD_LETTER_QUEUE = "sliderule-provisioner-dlq"
 SCHEDULER_ROLE = "sliderule-provisioner-scheduler"
-FUNCTIONS = ["deploy", "schedule_destroy", "destroy"]
+RUN_LOG_BUCKET = "sliderule-provisioner-runs"
+RUNNER_PROFILE = "sliderule-provisioner-runner"
 
 
 def exists_already(error: ClientError) -> bool:
@@ -57,6 +58,8 @@ def main(env_file: str) -> None:
     queue_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
+    ensure(lambda: client("s3").create_bucket(Bucket=RUN_LOG_BUCKET))
+
     iam = client("iam")
     trust = {
         "Version": "2012-10-17",
@@ -64,6 +67,10 @@ def main(env_file: str) -> None:
     }
     ensure(lambda: iam.create_role(RoleName=SCHEDULER_ROLE, AssumeRolePolicyDocument=json.dumps(trust)))
     role_arn = iam.get_role(RoleName=SCHEDULER_ROLE)["Role"]["Arn"]
+    ec2_trust = dict(trust, Statement=[dict(trust["Statement"][0], Principal={"Service": "ec2.amazonaws.com"})])
+    ensure(lambda: iam.create_role(RoleName=RUNNER_PROFILE, AssumeRolePolicyDocument=json.dumps(ec2_trust)))
+    if ensure(lambda: iam.create_instance_profile(InstanceProfileName=RUNNER_PROFILE)) is not None:
+        iam.add_role_to_instance_profile(InstanceProfileName=RUNNER_PROFILE, RoleName=RUNNER_PROFILE)
     account = role_arn.split(":")[4]
 
     environment = {
@@ -77,12 +84,17 @@ def main(env_file: str) -> None:
         "PROVISIONER_DESTROY_FUNCTION_ARN": f"arn:aws:lambda:{region}:{account}:function:provisioner-destroy",
         "PROVISIONER_SCHEDULER_ROLE_ARN": role_arn,
         "PROVISIONER_DEAD_LETTER_ARN": queue_arn,
+        "PROVISIONER_RUN_LOG_BUCKET": RUN_LOG_BUCKET,
+        "PROVISIONER_BUILD_IMAGE": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
+        "PROVISIONER_CONTAINER_REGISTRY": f"{account}.dkr.ecr.{region}.amazonaws.com",
+        "PROVISIONER_RUNNER_INSTANCE_PROFILE": RUNNER_PROFILE,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
     }
     with open(env_file, "w", encoding="utf-8") as out:
         for key, value in environment.items():
             out.write(f"{key}={value}\n")
-    print(f"local resources ready: table {TABLE}, schedule group {SCHEDULE_GROUP}, queue {DEAD_LETTER_QUEUE}, role {SCHEDULER_ROLE}")
+    print(f"local resources ready: table {TABLE}, schedule group {SCHEDULE_GROUP}, queue {DEAD_LETTER_QUEUE}, "
+          f"role {SCHEDULER_ROLE}, bucket {RUN_LOG_BUCKET}, instance profile {RUNNER_PROFILE}")
 
 
 if __name__ == "__main__":

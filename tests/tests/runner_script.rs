@@ -13,8 +13,6 @@ use provisioner_core::domain::{ClusterName, GitRef};
 use provisioner_core::runner::{render, Plan, RunValues, Step, StepPlace};
 use provisioner_e2e::{emulator, endpoint, repo_root, unique};
 
-const STUBS: &[&str] = &["git", "conda", "mamba", "npm", "npx", "docker", "make", "shutdown", "dnf", "systemctl", "curl"];
-
 fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunValues {
     RunValues {
         run_id: unique(&format!("{kind}-ci-1-")),
@@ -32,8 +30,9 @@ fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunVa
     }
 }
 
-/// A temporary directory with stub commands. A stub fails when its arguments contain a line of
-/// `fail-when`, sleeps when they contain a line of `sleep-when`, and records every call.
+/// A temporary directory with the stub commands of `tools/simulate-instance`. A stub fails when
+/// its arguments contain a line of `fail-when`, sleeps when they contain a line of `sleep-when`,
+/// and records every call.
 struct Sandbox {
     dir: PathBuf,
 }
@@ -41,25 +40,8 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Sandbox {
         let dir = std::env::temp_dir().join(unique("provisioner-sandbox-"));
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        for stub in STUBS {
-            let body = format!(
-                r#"#!/bin/bash
-printf '%s\n' "{stub} $*" >>"$SANDBOX/calls.log"
-args="{stub} $*"
-if [[ "{stub}" == git && "$1" == clone ]]; then mkdir -p "${{@: -1}}"; fi
-if [[ "{stub}" == git && "$1" == rev-parse ]]; then echo 0123456789abcdef0123456789abcdef01234567; fi
-while IFS= read -r pattern; do [[ -n $pattern && $args == *"$pattern"* ]] && sleep 60; done <"$SANDBOX/sleep-when"
-while IFS= read -r pattern; do [[ -n $pattern && $args == *"$pattern"* ]] && exit 3; done <"$SANDBOX/fail-when"
-exit 0
-"#
-            );
-            let path = dir.join("bin").join(stub);
-            std::fs::write(&path, body).unwrap();
-            Command::new("chmod").arg("+x").arg(&path).status().unwrap();
-        }
-        std::fs::write(dir.join("fail-when"), "").unwrap();
-        std::fs::write(dir.join("sleep-when"), "").unwrap();
+        let written = Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
+        assert!(written.success(), "stubs written");
         Sandbox { dir }
     }
 

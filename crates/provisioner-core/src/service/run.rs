@@ -100,7 +100,7 @@ impl Runner {
             RunKind::Test => &self.catalog.plans().test,
             RunKind::Build => &self.catalog.plans().build,
         };
-        let now = self.clock.now();
+        let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
         let deadline = now + SignedDuration::from_mins(i64::from(profile.runner.time_limit_minutes));
         let values = RunValues {

@@ -1,0 +1,158 @@
+//! TEST and BUILD end to end on the local stack: `make invoke` launches an instance in the AWS
+//! emulator, `tools/simulate-instance` plays it by running its user-data in a sandbox, and the
+//! function then answers from what the instance reported.
+
+use std::process::Command;
+
+use aws_sdk_ec2::types::InstanceAttributeName;
+use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
+use serde_json::{json, Value};
+
+fn start(kind: &str, cluster: &str, version: &str) -> Value {
+    let started = make_invoke(kind, &json!({"cluster": cluster, "version": version, "wait_seconds": 0}).to_string());
+    assert_eq!(started.exit, 0, "{:#} {}", started.answer, started.stderr);
+    assert_eq!(started.answer["status"], "running", "{:#}", started.answer);
+    started.answer
+}
+
+fn simulate(instance_id: &str, fail: Option<&str>) {
+    let mut command = Command::new(repo_root().join("tools/simulate-instance"));
+    command.arg(instance_id);
+    if let Some(pattern) = fail {
+        command.args(["--fail", pattern]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+}
+
+fn resume(kind: &str, run_id: &str) -> provisioner_e2e::Invoked {
+    make_invoke(kind, &json!({"run_id": run_id, "wait_seconds": 30}).to_string())
+}
+
+async fn instance_state(instance_id: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2.describe_instances().instance_ids(instance_id).send().await.unwrap();
+    described.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_owned()
+}
+
+#[tokio::test]
+async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_steps_pass() {
+    let cluster = unique("ci-run-");
+    let started = start("test", &cluster, "v4.5.1");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let instance_id = started["instance_id"].as_str().unwrap().to_owned();
+
+    // The same run again while it is active: the same run, no second instance.
+    let again = start("test", &cluster, "v4.5.1");
+    assert_eq!(again["run_id"], run_id.as_str());
+    assert_eq!(again["instance_id"], instance_id.as_str());
+
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2.describe_instances().instance_ids(&instance_id).send().await.unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert_eq!(instance.instance_lifecycle().map(|l| l.as_str()), Some("spot"));
+    assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()), Some("required"));
+    assert!(instance.iam_instance_profile().and_then(|p| p.arn()).is_some_and(|a| a.ends_with("/sliderule-provisioner-runner")));
+    let tags: std::collections::BTreeMap<&str, &str> = instance.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert_eq!(tags["sliderule:run-id"], run_id);
+    assert_eq!(tags["sliderule:kind"], "test");
+    assert_eq!(tags["sliderule:cluster"], cluster);
+    assert!(tags["sliderule:expires-at"].ends_with('Z'));
+    let shutdown = ec2
+        .describe_instance_attribute()
+        .instance_id(&instance_id)
+        .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shutdown.instance_initiated_shutdown_behavior().and_then(|v| v.value()), Some("terminate"));
+    let volumes = ec2
+        .describe_volumes()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("attachment.instance-id").values(&instance_id).build())
+        .send()
+        .await
+        .unwrap();
+    assert!(!volumes.volumes().is_empty() && volumes.volumes().iter().all(|v| v.encrypted() == Some(true)));
+
+    simulate(&instance_id, None);
+    let done = resume("test", &run_id);
+    let answer = done.assert_success();
+    assert_eq!(answer["state"], "succeeded");
+    assert_eq!(answer["commit"], "0123456789abcdef0123456789abcdef01234567");
+    assert!(answer["steps"].as_array().unwrap().iter().all(|s| s["status"] == "passed"), "{answer:#}");
+    assert_eq!(instance_state(&instance_id).await, "terminated", "the function terminates the instance");
+}
+
+#[tokio::test]
+async fn a_test_run_with_a_failing_step_answers_tests_failed() {
+    let cluster = unique("ci-run-");
+    let started = start("test", &cluster, "main");
+    simulate(started["instance_id"].as_str().unwrap(), Some("make selftest"));
+    let failed = resume("test", started["run_id"].as_str().unwrap());
+    failed.assert_error("TestsFailed");
+    let message = failed.answer["errorMessage"].as_str().unwrap();
+    assert!(message.contains("lua-selftests") && message.contains("s3://sliderule-provisioner-runs/runs/"), "{message}");
+}
+
+#[tokio::test]
+async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
+    let cluster = unique("ci-run-");
+    let started = start("build", &cluster, "v4.5.1");
+    simulate(started["instance_id"].as_str().unwrap(), None);
+    let done = resume("build", started["run_id"].as_str().unwrap());
+    let answer = done.assert_success();
+    let images: Vec<&str> = answer["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    assert!(images.iter().any(|i| i.ends_with("/sliderule:v4.5.1")), "{images:?}");
+    assert!(images.iter().any(|i| i.ends_with("/sliderule:0123456789abcdef0123456789abcdef01234567")), "{images:?}");
+}
+
+#[tokio::test]
+async fn a_run_whose_instance_is_terminated_before_it_reports_is_lost() {
+    let cluster = unique("ci-run-");
+    let started = start("build", &cluster, "main");
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    ec2.terminate_instances().instance_ids(started["instance_id"].as_str().unwrap()).send().await.unwrap();
+    resume("build", started["run_id"].as_str().unwrap()).assert_error("RunLost");
+}
+
+#[test]
+fn bad_run_events_are_refused() {
+    let cases = [
+        ("test", r#"{"cluster":"ci-1"}"#),
+        ("test", r#"{"cluster":"ci-1","version":"main; reboot"}"#),
+        ("test", r#"{"cluster":"ci-1","version":"$(id)"}"#),
+        ("test", r#"{"cluster":"ci-1","version":"--upload-pack=x"}"#),
+        ("build", r#"{"cluster":"ci-1","version":"main","wait_seconds":900}"#),
+        ("build", r#"{"run_id":"build-x; id"}"#),
+        ("build", r#"{"run_id":"build-ci-1-20200101t000000-abcd"}"#),
+        ("test", r#"{"run_id":"build-ci-1-20200101t000000-abcd"}"#),
+        ("build", r#"{"cluster":"ci-1","version":"main","force":true}"#),
+    ];
+    for (function, payload) in cases {
+        make_invoke(function, payload).assert_error("InvalidRequest");
+    }
+    make_invoke("test", r#"{"cluster":"other","version":"main"}"#).assert_error("UnknownCluster");
+}
+
+#[test]
+fn cluster_test_keeps_invoking_until_the_run_ends() {
+    let cluster = unique("ci-run-");
+    let target = {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || make(&["cluster-test", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=main", "WAIT=2"]))
+    };
+    // Play the instance once the target has started the run and answered "running" at least once.
+    let started = loop {
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let active = start("test", &cluster, "main");
+        if active["instance_id"].is_string() {
+            break active;
+        }
+    };
+    simulate(started["instance_id"].as_str().unwrap(), None);
+    let followed = target.join().unwrap();
+    let answer = followed.assert_success();
+    assert_eq!(answer["run_id"], started["run_id"]);
+    assert!(followed.stderr.contains("still running"), "progress is printed: {}", followed.stderr);
+    assert!(followed.stderr.contains("passed  checkout"), "each step is printed: {}", followed.stderr);
+}
