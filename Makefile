@@ -81,8 +81,17 @@ demo: venv ## Walk deploy -> schedule_destroy -> fired schedule -> destroy on th
 	@tools/demo
 
 .PHONY: test
-test: venv ## Run every test: unit, adapters against the AWS emulator, end to end through Lambda
+test: venv lint ## Run the linters, then every test: unit, adapters against the AWS emulator, end to end
 	@tools/run-tests
+
+SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance .ci/run
+
+.PHONY: lint
+lint: venv ## Check formatting, clippy, the CloudFormation templates and the shell scripts
+	cargo fmt --all --check
+	cargo clippy --quiet --workspace --all-targets -- -D warnings
+	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 
 .PHONY: unit
 unit: ## Run the unit tests only (no emulator)

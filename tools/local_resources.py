@@ -13,7 +13,6 @@ TABLE = "sliderule-provisioner"
 SCHEDULE_GROUP = "sliderule-provisioner"
 DEAD_LETTER_QUEUE = "sliderule-provisioner-dlq"
 SCHEDULER_ROLE = "sliderule-provisioner-scheduler"
-RUN_LOG_BUCKET = "sliderule-provisioner-runs"
 RUNNER_PROFILE = "sliderule-provisioner-runner"
 
 
@@ -21,6 +20,7 @@ def exists_already(error: ClientError) -> bool:
     return error.response["Error"]["Code"] in {
         "ResourceInUseException",
         "ConflictException",
+        "BucketAlreadyOwnedByYou",
         "EntityAlreadyExists",
         "QueueAlreadyExists",
     }
@@ -58,8 +58,6 @@ def main(env_file: str) -> None:
     queue_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    ensure(lambda: client("s3").create_bucket(Bucket=RUN_LOG_BUCKET))
-
     iam = client("iam")
     trust = {
         "Version": "2012-10-17",
@@ -72,6 +70,8 @@ def main(env_file: str) -> None:
     if ensure(lambda: iam.create_instance_profile(InstanceProfileName=RUNNER_PROFILE)) is not None:
         iam.add_role_to_instance_profile(InstanceProfileName=RUNNER_PROFILE, RoleName=RUNNER_PROFILE)
     account = role_arn.split(":")[4]
+    run_log_bucket = f"{TABLE}-runs-{account}-{region}"
+    ensure(lambda: client("s3").create_bucket(Bucket=run_log_bucket))
 
     environment = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -84,7 +84,7 @@ def main(env_file: str) -> None:
         "PROVISIONER_DESTROY_FUNCTION_ARN": f"arn:aws:lambda:{region}:{account}:function:provisioner-destroy",
         "PROVISIONER_SCHEDULER_ROLE_ARN": role_arn,
         "PROVISIONER_DEAD_LETTER_ARN": queue_arn,
-        "PROVISIONER_RUN_LOG_BUCKET": RUN_LOG_BUCKET,
+        "PROVISIONER_RUN_LOG_BUCKET": run_log_bucket,
         "PROVISIONER_BUILD_IMAGE": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
         "PROVISIONER_CONTAINER_REGISTRY": f"{account}.dkr.ecr.{region}.amazonaws.com",
         "PROVISIONER_RUNNER_INSTANCE_PROFILE": RUNNER_PROFILE,
@@ -94,7 +94,7 @@ def main(env_file: str) -> None:
         for key, value in environment.items():
             out.write(f"{key}={value}\n")
     print(f"local resources ready: table {TABLE}, schedule group {SCHEDULE_GROUP}, queue {DEAD_LETTER_QUEUE}, "
-          f"role {SCHEDULER_ROLE}, bucket {RUN_LOG_BUCKET}, instance profile {RUNNER_PROFILE}")
+          f"role {SCHEDULER_ROLE}, bucket {run_log_bucket}, instance profile {RUNNER_PROFILE}")
 
 
 if __name__ == "__main__":

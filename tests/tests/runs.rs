@@ -91,7 +91,10 @@ async fn a_test_run_with_a_failing_step_answers_tests_failed() {
     let failed = resume("test", started["run_id"].as_str().unwrap());
     failed.assert_error("TestsFailed");
     let message = failed.answer["errorMessage"].as_str().unwrap();
-    assert!(message.contains("lua-selftests") && message.contains("s3://sliderule-provisioner-runs/runs/"), "{message}");
+    assert!(
+        message.contains("lua-selftests") && message.contains("s3://sliderule-provisioner-runs-123456789012-us-east-1/runs/"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn values_that_could_reach_a_shell_are_refused() {
-        let attempts: [(&str, fn(&mut RunValues)); 9] = [
+        type Spoil = fn(&mut RunValues);
+        let attempts: [(&str, Spoil); 9] = [
             ("run id", |v| v.run_id = "x; reboot".into()),
             ("region", |v| v.region = "us-west-2$(id)".into()),
             ("table", |v| v.table = "t'b".into()),
