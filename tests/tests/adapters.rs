@@ -37,18 +37,9 @@ async fn schedules(group: &str) -> EventBridgeSchedules {
 }
 
 async fn table() -> (aws_sdk_dynamodb::Client, String) {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     let client = aws_sdk_dynamodb::Client::new(&emulator().await);
     let name = unique("locks-");
-    client
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    provisioner_e2e::create_table(&client, &name).await;
     (client, name)
 }
 

@@ -95,18 +95,9 @@ impl Drop for Sandbox {
 
 /// A table and a bucket of this test's own, and a run record with every step pending.
 async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     let config = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    dynamodb
-        .create_table()
-        .table_name(&values.table)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    provisioner_e2e::create_table(&dynamodb, &values.table).await;
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build())
         .create_bucket()
         .bucket(&values.log_bucket)

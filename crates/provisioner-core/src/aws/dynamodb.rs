@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use jiff::Timestamp;
@@ -49,6 +52,38 @@ fn lease_from(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
     Some(Lease { owner: text("owner")?, operation: text("operation")?, acquired_at: time("acquired_at")?, expires_at: time("expires_at")? })
 }
 
+type PutOutcome = std::result::Result<PutItemOutput, SdkError<PutItemError, HttpResponse>>;
+
+impl DynamoStore {
+    /// For a conditional put: `None` when it was written, else the item that stood in its way
+    /// (read back when the endpoint did not return it; empty when it is gone since).
+    async fn refused_by(&self, outcome: PutOutcome, key: AttributeValue) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let error = match outcome {
+            Ok(_) => return Ok(None),
+            Err(error) => error,
+        };
+        let Some(returned) = error.as_service_error().and_then(|e| match e {
+            PutItemError::ConditionalCheckFailedException(failed) => Some(failed.item.clone()),
+            _ => None,
+        }) else {
+            return Err(aws_error(SERVICE, "PutItem", error));
+        };
+        if let Some(item) = returned {
+            return Ok(Some(item));
+        }
+        let current = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, key)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
+        Ok(Some(current.item().cloned().unwrap_or_default()))
+    }
+}
+
 #[async_trait]
 impl Locks for DynamoStore {
     async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>> {
@@ -71,33 +106,12 @@ impl Locks for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let error = match outcome {
-            Ok(_) => return Ok(None),
-            Err(error) => error,
-        };
-        let Some(held) = error.as_service_error().and_then(|e| match e {
-            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => Some(failed.item.clone()),
-            _ => None,
-        }) else {
-            return Err(aws_error(SERVICE, "PutItem", error));
-        };
-        if let Some(holder) = held.as_ref().and_then(lease_from) {
-            return Ok(Some(holder));
-        }
-        // Not every endpoint returns the old item: read it.
-        let current = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
-        match current.item().and_then(lease_from) {
-            Some(holder) => Ok(Some(holder)),
-            // Released in between: try again on the next poll.
-            None => Ok(Some(Lease { owner: "unknown".into(), operation: "unknown operation".into(), acquired_at: now, expires_at: now })),
+        match self.refused_by(outcome, s(key)).await? {
+            None => Ok(None),
+            Some(held) => Ok(Some(lease_from(&held).unwrap_or_else(|| {
+                // Released in between: try again on the next poll.
+                Lease { owner: "unknown".into(), operation: "unknown operation".into(), acquired_at: now, expires_at: now }
+            }))),
         }
     }
 
@@ -219,16 +233,7 @@ impl Runs for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let error = match pointer {
-            Ok(_) => return Ok(None),
-            Err(error) => error,
-        };
-        let Some(old) = error.as_service_error().and_then(|e| match e {
-            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => Some(failed.item.clone()),
-            _ => None,
-        }) else {
-            return Err(aws_error(SERVICE, "PutItem", error));
-        };
+        let Some(active) = self.refused_by(pointer, active_key(record)).await? else { return Ok(None) };
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -236,21 +241,7 @@ impl Runs for DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DeleteItem", error))?;
-        let active = match old.and_then(|item| text_of(&item, "run_id")) {
-            Some(id) => Some(id),
-            None => self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key(KEY, active_key(record))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|error| aws_error(SERVICE, "GetItem", error))?
-                .item()
-                .and_then(|item| text_of(item, "run_id")),
-        };
-        Ok(active.and_then(|id| RunId::parse(&id).ok()))
+        Ok(text_of(&active, "run_id").and_then(|id| RunId::parse(&id).ok()))
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
