@@ -126,6 +126,8 @@ REPO_DIR="$WORK_DIR/sliderule"
 LOG_DIR="$WORK_DIR/logs"
 export WORK_DIR REPO_DIR LOG_DIR
 mkdir -p "$LOG_DIR"
+# The AMI has no git; the checkout needs it before any step can install tools.
+command -v git >/dev/null || dnf install -y -q git >>"$LOG_DIR/report.log" 2>&1
 declare -A STATUS=()
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }

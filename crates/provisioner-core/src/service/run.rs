@@ -158,7 +158,9 @@ impl Runner {
                 Some(active) => match self.runs.get(&active).await? {
                     // A run that ended but was not released (its invocation crashed): release it and start ours.
                     Some(old) if old.state.ended() => self.runs.release(&old).await?,
-                    _ => {
+                    // A pointer to a record that was never written: drop it.
+                    None => self.runs.release(&RunRecord { run_id: active, ..record.clone() }).await?,
+                    Some(_) => {
                         tracing::info!(run_id = %active, "the same run is active; answering with it");
                         return Ok(active);
                     }
