@@ -222,6 +222,8 @@ impl Stacks for FakeStacks {
 pub struct FakeSchedules {
     schedules: Mutex<BTreeMap<String, (Timestamp, String)>>,
     calls: Mutex<Vec<Call>>,
+    /// When set, every create fails with this AWS error code.
+    pub failing_creates: Mutex<Option<&'static str>>,
 }
 
 impl FakeSchedules {
@@ -256,6 +258,9 @@ impl Schedules for FakeSchedules {
 
     async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
         self.calls.lock().unwrap().push(Call::CreateSchedule(name.to_owned()));
+        if let Some(code) = *self.failing_creates.lock().unwrap() {
+            return Err(fake_failure("CreateSchedule", code, AwsErrorKind::Other));
+        }
         let mut schedules = self.schedules.lock().unwrap();
         if schedules.contains_key(name) {
             return Err(fake_failure("CreateSchedule", "ConflictException", AwsErrorKind::Conflict));

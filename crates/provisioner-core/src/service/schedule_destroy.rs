@@ -2,6 +2,9 @@
 //! 1. a schedule exists and now ≥ its time − 5 minutes → `TooLateToReschedule`;
 //! 2. a schedule exists and now < its time − 5 minutes → remove it;
 //! 3. schedule the destroy at `time_to_destroy`; 4. success.
+//!
+//! Step 3 runs before step 2 removes the old schedules, so a failed call never leaves a cluster
+//! without a destroy schedule; a schedule already at `time_to_destroy` is kept as it is.
 
 use serde::Serialize;
 
@@ -10,6 +13,7 @@ use super::{schedule_name, Invocation, Provisioner};
 use crate::domain::time::can_reschedule;
 use crate::domain::{ClusterName, ClusterRequest, ScheduleDestroyRequest};
 use crate::error::{Error, Result};
+use crate::ports::ScheduleEntry;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleDestroyResponse {
@@ -37,16 +41,19 @@ impl Provisioner {
             if let Some(due) = existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
                 return Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() });
             }
-            // Step 2.
-            let mut replaced = Vec::new();
-            for schedule in &existing {
-                self.schedules.delete(&schedule.name).await?;
-                replaced.push(format!("{}@{}", schedule.name, schedule.at));
-            }
-            // Step 3.
+            // Steps 2 and 3, creating before removing: should a call fail, the cluster keeps a
+            // destroy schedule (the old one or both), never none.
             let name = schedule_name(&cluster, time_to_destroy);
             let input = ClusterRequest { cluster: cluster.clone() }.to_event();
-            self.schedules.create(&name, time_to_destroy, &input).await?;
+            let (same, others): (Vec<_>, Vec<_>) = existing.iter().partition(|s| s.name == name);
+            let kept = same.iter().any(|s| s.at == time_to_destroy);
+            let mut replaced = Vec::new();
+            if !kept {
+                // A schedule of this name at another time can only be hand-made; it must go first.
+                self.remove_schedules(&same, &mut replaced).await?;
+                self.schedules.create(&name, time_to_destroy, &input).await?;
+            }
+            self.remove_schedules(&others, &mut replaced).await?;
             tracing::info!(cluster = %cluster, schedule = %name, at = %time_to_destroy, replaced = replaced.len(), "destroy scheduled");
             Ok(ScheduleDestroyResponse {
                 status: "success",
@@ -57,5 +64,13 @@ impl Provisioner {
             })
         })
         .await
+    }
+
+    async fn remove_schedules(&self, schedules: &[&ScheduleEntry], removed: &mut Vec<String>) -> Result<()> {
+        for schedule in schedules {
+            self.schedules.delete(&schedule.name).await?;
+            removed.push(format!("{}@{}", schedule.name, schedule.at));
+        }
+        Ok(())
     }
 }

@@ -350,6 +350,38 @@ async fn schedule_destroy_to_the_same_time_again_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn schedule_destroy_creates_the_new_schedule_before_removing_the_old() {
+    let world = World::new(NOW);
+    let old = "destroy.ci-1.20261123T130000";
+    world.schedules.insert(old, at("2026-11-23T13:00:00Z"));
+    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
+    let changes: Vec<Call> = world.schedules.calls().into_iter().filter(|c| !matches!(c, Call::ListSchedules(_))).collect();
+    assert_eq!(changes, vec![Call::CreateSchedule("destroy.ci-1.20261123T180000".into()), Call::DeleteSchedule(old.into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_destroy_that_cannot_create_keeps_the_old_schedule() {
+    let world = World::new(NOW);
+    let old = "destroy.ci-1.20261123T130000";
+    world.schedules.insert(old, at("2026-11-23T13:00:00Z"));
+    *world.schedules.failing_creates.lock().unwrap() = Some("ServiceQuotaExceededException");
+    let error =
+        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "AwsError");
+    assert_eq!(world.schedules.all().into_keys().collect::<Vec<_>>(), vec![old.to_string()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_destroy_keeps_a_schedule_already_at_the_time() {
+    let world = World::new(NOW);
+    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
+    let again =
+        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r2")).await.unwrap();
+    assert!(again.replaced.is_empty());
+    assert_eq!(world.schedules.calls().iter().filter(|c| matches!(c, Call::CreateSchedule(_) | Call::DeleteSchedule(_))).count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn schedule_destroy_of_an_unknown_cluster_is_refused() {
     let world = World::new(NOW);
     let error =
