@@ -13,7 +13,8 @@ TABLE = "sliderule-provisioner"
 SCHEDULE_GROUP = "sliderule-provisioner"
 DEAD_LETTER_QUEUE = "sliderule-provisioner-dlq"
 SCHEDULER_ROLE = "sliderule-provisioner-scheduler"
-RUNNER_PROFILE = "sliderule-provisioner-runner"
+TEST_RUNNER_PROFILE = "sliderule-provisioner-runner"
+BUILD_RUNNER_PROFILE = "sliderule-provisioner-build-runner"
 
 
 def exists_already(error: ClientError) -> bool:
@@ -66,9 +67,10 @@ def main(env_file: str) -> None:
     ensure(lambda: iam.create_role(RoleName=SCHEDULER_ROLE, AssumeRolePolicyDocument=json.dumps(trust)))
     role_arn = iam.get_role(RoleName=SCHEDULER_ROLE)["Role"]["Arn"]
     ec2_trust = dict(trust, Statement=[dict(trust["Statement"][0], Principal={"Service": "ec2.amazonaws.com"})])
-    ensure(lambda: iam.create_role(RoleName=RUNNER_PROFILE, AssumeRolePolicyDocument=json.dumps(ec2_trust)))
-    if ensure(lambda: iam.create_instance_profile(InstanceProfileName=RUNNER_PROFILE)) is not None:
-        iam.add_role_to_instance_profile(InstanceProfileName=RUNNER_PROFILE, RoleName=RUNNER_PROFILE)
+    for profile in (TEST_RUNNER_PROFILE, BUILD_RUNNER_PROFILE):
+        ensure(lambda: iam.create_role(RoleName=profile, AssumeRolePolicyDocument=json.dumps(ec2_trust)))
+        if ensure(lambda: iam.create_instance_profile(InstanceProfileName=profile)) is not None:
+            iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
     account = role_arn.split(":")[4]
     run_log_bucket = f"{TABLE}-runs-{account}-{region}"
     ensure(lambda: client("s3").create_bucket(Bucket=run_log_bucket))
@@ -87,14 +89,15 @@ def main(env_file: str) -> None:
         "PROVISIONER_RUN_LOG_BUCKET": run_log_bucket,
         "PROVISIONER_BUILD_IMAGE": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
         "PROVISIONER_CONTAINER_REGISTRY": f"{account}.dkr.ecr.{region}.amazonaws.com",
-        "PROVISIONER_RUNNER_INSTANCE_PROFILE": RUNNER_PROFILE,
+        "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE": TEST_RUNNER_PROFILE,
+        "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE": BUILD_RUNNER_PROFILE,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
     }
     with open(env_file, "w", encoding="utf-8") as out:
         for key, value in environment.items():
             out.write(f"{key}={value}\n")
     print(f"local resources ready: table {TABLE}, schedule group {SCHEDULE_GROUP}, queue {DEAD_LETTER_QUEUE}, "
-          f"role {SCHEDULER_ROLE}, bucket {run_log_bucket}, instance profile {RUNNER_PROFILE}")
+          f"role {SCHEDULER_ROLE}, bucket {run_log_bucket}, instance profiles {TEST_RUNNER_PROFILE} {BUILD_RUNNER_PROFILE}")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,10 @@ async fn a_test_run_with_a_failing_step_answers_tests_failed() {
 async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
     let cluster = unique("ci-run-");
     let started = start("build", &cluster, "v4.5.1");
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2.describe_instances().instance_ids(started["instance_id"].as_str().unwrap()).send().await.unwrap();
+    let profile = described.reservations()[0].instances()[0].iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default();
+    assert!(profile.ends_with("/sliderule-provisioner-build-runner"), "BUILD launches with the profile that may push: {profile}");
     simulate(started["instance_id"].as_str().unwrap(), None);
     let done = resume("build", started["run_id"].as_str().unwrap());
     let answer = done.assert_success();
