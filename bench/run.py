@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+SAM_VENV_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 RELEASE = ROOT / "target" / "release"
 # Two cargo invocations, so each binary links only the SDKs its own features ask for.
 BUILD_GROUPS = [
@@ -252,7 +253,7 @@ def start_emulator() -> tuple[subprocess.Popen, dict, Path]:
         raise SystemExit(f"bench: the AWS emulator did not start; see {state / 'moto.log'}")
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_DEFAULT_REGION="us-east-1")
-    run([str(VENV_PYTHON), "tools/local_resources.py", str(state / "lambda.env")], env=env, stdout=subprocess.DEVNULL)
+    run([str(SAM_VENV_PYTHON), "tools/local_resources.py", str(state / "lambda.env")], env=env, stdout=subprocess.DEVNULL)
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for line in (state / "lambda.env").read_text().splitlines():
         key, _, value = line.partition("=")

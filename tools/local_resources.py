@@ -1,39 +1,95 @@
-"""Creates, in the local AWS emulator, every resource the functions need, and writes the
-environment the local Lambda emulator gives them. Idempotent: existing resources are kept."""
+"""Creates the provisioner's own stack in the local AWS emulator from template.yaml, and writes
+the environment the local Lambda emulator gives the functions.
 
+template.yaml is translated offline with the SAM translator and created as the stack
+`sliderule-provisioner`, so the table, queue, bucket, roles, instance profiles and functions carry
+the names and configuration AWS would give them, and the functions' environment is what the
+template resolves to: a wiring mistake in the template fails locally too. Added by hand is only
+what the emulator's CloudFormation lacks: the schedule group, and an S3 object standing in for the
+functions' code (the Lambda emulator serves the real binaries). Idempotent: an existing stack is
+kept.
+
+Runs with the SAM venv's Python (samtranslator, cfn-lint's YAML loader, boto3)."""
+
+import io
 import json
 import os
 import sys
+import zipfile
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
+from cfnlint.decode import decode
+from samtranslator.public.exceptions import InvalidDocumentException
+from samtranslator.translator.transform import transform
 
-# The same names template.yaml gives these resources for a stack named sliderule-provisioner.
-TABLE = "sliderule-provisioner"
-SCHEDULE_GROUP = "sliderule-provisioner"
-DEAD_LETTER_QUEUE = "sliderule-provisioner-dlq"
-SCHEDULER_ROLE = "sliderule-provisioner-scheduler"
-TEST_RUNNER_PROFILE = "sliderule-provisioner-runner"
-BUILD_RUNNER_PROFILE = "sliderule-provisioner-build-runner"
-
-
-def exists_already(error: ClientError) -> bool:
-    return error.response["Error"]["Code"] in {
-        "ResourceInUseException",
-        "ConflictException",
-        "BucketAlreadyOwnedByYou",
-        "EntityAlreadyExists",
-        "QueueAlreadyExists",
-    }
+ROOT = Path(__file__).resolve().parent.parent
+STACK = "sliderule-provisioner"
+CODE_BUCKET = f"{STACK}-local-code"
+CODE_KEY = "bootstrap.zip"
+FUNCTIONS = ["DeployFunction", "ScheduleDestroyFunction", "DestroyFunction", "TestFunction", "BuildFunction"]
 
 
-def ensure(create):
+class NoManagedPolicies:
+    """The translator looks up managed policies named in SAM `Policies`; the template names none."""
+
+    def load(self) -> dict:
+        return {}
+
+
+def translate(parameters: dict) -> dict:
+    template, problems = decode(str(ROOT / "template.yaml"))
+    if problems:
+        raise SystemExit(f"local-resources: template.yaml does not parse: {problems}")
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://{CODE_BUCKET}/{CODE_KEY}"
     try:
-        return create()
-    except ClientError as error:
-        if not exists_already(error):
-            raise
-        return None
+        return transform(template, parameters, NoManagedPolicies())
+    except InvalidDocumentException as error:
+        raise SystemExit(f"local-resources: the SAM translator refused template.yaml: {[str(c) for c in error.causes]}")
+
+
+def replace_references(node, logical_id: str, physical_name: str):
+    """Replaces Ref and ${…} of a resource created by hand with its name."""
+    if isinstance(node, dict):
+        if node == {"Ref": logical_id}:
+            return physical_name
+        if isinstance(node.get("Fn::Sub"), str):
+            return {"Fn::Sub": node["Fn::Sub"].replace("${" + logical_id + "}", physical_name)}
+        return {key: replace_references(value, logical_id, physical_name) for key, value in node.items()}
+    if isinstance(node, list):
+        return [replace_references(value, logical_id, physical_name) for value in node]
+    return node
+
+
+def schedule_groups_by_hand(template: dict, scheduler) -> dict:
+    """The emulator's CloudFormation has no AWS::Scheduler::ScheduleGroup: create those directly."""
+    for logical_id, resource in list(template["Resources"].items()):
+        if resource["Type"] != "AWS::Scheduler::ScheduleGroup":
+            continue
+        name = resource.get("Properties", {}).get("Name")
+        if name == {"Ref": "AWS::StackName"}:
+            name = STACK
+        if not isinstance(name, str):
+            raise SystemExit(f"local-resources: schedule group {logical_id} needs a literal Name or !Ref AWS::StackName")
+        try:
+            scheduler.create_schedule_group(Name=name)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConflictException":
+                raise
+        del template["Resources"][logical_id]
+        template = replace_references(template, logical_id, name)
+    return template
+
+
+def stack_exists(cloudformation) -> bool:
+    try:
+        stacks = cloudformation.describe_stacks(StackName=STACK)["Stacks"]
+    except ClientError:
+        return False
+    return any(s["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE") for s in stacks)
 
 
 def main(env_file: str) -> None:
@@ -41,63 +97,50 @@ def main(env_file: str) -> None:
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     session = boto3.session.Session(region_name=region)
     client = lambda name: session.client(name, endpoint_url=endpoint)
+    account = client("sts").get_caller_identity()["Account"]
+    parameters = {"BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest"}
 
-    dynamodb = client("dynamodb")
-    ensure(lambda: dynamodb.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    ))
-    ensure(lambda: dynamodb.update_time_to_live(
-        TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_ttl"}
-    ))
+    cloudformation = client("cloudformation")
+    if not stack_exists(cloudformation):
+        template = schedule_groups_by_hand(translate(parameters), client("scheduler"))
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("bootstrap", "#!/bin/sh\n# served by the local Lambda emulator\n")
+        s3 = client("s3")
+        s3.create_bucket(Bucket=CODE_BUCKET)
+        s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=code.getvalue())
+        cloudformation.create_stack(
+            StackName=STACK,
+            TemplateBody=json.dumps(template),
+            Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        )
+        status = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+        if status["StackStatus"] != "CREATE_COMPLETE":
+            raise SystemExit(f"local-resources: stack {STACK} is {status['StackStatus']}: {status.get('StackStatusReason')}")
 
-    ensure(lambda: client("scheduler").create_schedule_group(Name=SCHEDULE_GROUP))
-
-    sqs = client("sqs")
-    queue_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-    iam = client("iam")
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-    }
-    ensure(lambda: iam.create_role(RoleName=SCHEDULER_ROLE, AssumeRolePolicyDocument=json.dumps(trust)))
-    role_arn = iam.get_role(RoleName=SCHEDULER_ROLE)["Role"]["Arn"]
-    ec2_trust = dict(trust, Statement=[dict(trust["Statement"][0], Principal={"Service": "ec2.amazonaws.com"})])
-    for profile in (TEST_RUNNER_PROFILE, BUILD_RUNNER_PROFILE):
-        ensure(lambda: iam.create_role(RoleName=profile, AssumeRolePolicyDocument=json.dumps(ec2_trust)))
-        if ensure(lambda: iam.create_instance_profile(InstanceProfileName=profile)) is not None:
-            iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
-    account = role_arn.split(":")[4]
-    run_log_bucket = f"{TABLE}-runs-{account}-{region}"
-    ensure(lambda: client("s3").create_bucket(Bucket=run_log_bucket))
-
-    environment = {
+    # Every function's environment, as the template resolved it; they share the Globals.
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]}
+    lambda_client = client("lambda")
+    environment: dict[str, str] = {}
+    for function in FUNCTIONS:
+        configuration = lambda_client.get_function_configuration(FunctionName=outputs[f"{function}Name"])
+        for key, value in configuration.get("Environment", {}).get("Variables", {}).items():
+            if environment.setdefault(key, value) != value:
+                raise SystemExit(f"local-resources: functions disagree on {key}; the local Lambda emulator has one environment")
+    environment.update({
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
-        "PROVISIONER_TABLE": TABLE,
-        "PROVISIONER_SCHEDULE_GROUP": SCHEDULE_GROUP,
-        "PROVISIONER_DESTROY_FUNCTION_ARN": f"arn:aws:lambda:{region}:{account}:function:provisioner-destroy",
-        "PROVISIONER_SCHEDULER_ROLE_ARN": role_arn,
-        "PROVISIONER_DEAD_LETTER_ARN": queue_arn,
-        "PROVISIONER_RUN_LOG_BUCKET": run_log_bucket,
-        "PROVISIONER_BUILD_IMAGE": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
-        "PROVISIONER_CONTAINER_REGISTRY": f"{account}.dkr.ecr.{region}.amazonaws.com",
-        "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE": TEST_RUNNER_PROFILE,
-        "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE": BUILD_RUNNER_PROFILE,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-    }
+    })
     with open(env_file, "w", encoding="utf-8") as out:
-        for key, value in environment.items():
+        for key, value in sorted(environment.items()):
             out.write(f"{key}={value}\n")
-    print(f"local resources ready: table {TABLE}, schedule group {SCHEDULE_GROUP}, queue {DEAD_LETTER_QUEUE}, "
-          f"role {SCHEDULER_ROLE}, bucket {run_log_bucket}, instance profiles {TEST_RUNNER_PROFILE} {BUILD_RUNNER_PROFILE}")
+    print(f"local resources ready: stack {STACK} from template.yaml ({len(outputs)} outputs), "
+          f"table {environment['PROVISIONER_TABLE']}, schedule group {environment['PROVISIONER_SCHEDULE_GROUP']}")
 
 
 if __name__ == "__main__":

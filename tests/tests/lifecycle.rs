@@ -57,7 +57,8 @@ async fn a_cluster_lives_from_deploy_to_a_fired_schedule() {
     assert_eq!(schedules.len(), 1);
     let schedule = &schedules[0];
     let target = schedule.target().unwrap();
-    assert!(target.arn().ends_with(":function:provisioner-destroy"), "{}", target.arn());
+    // The name template.yaml gives the destroy function: the local stack is created from it.
+    assert!(target.arn().ends_with(":function:sliderule-provisioner-destroy"), "{}", target.arn());
     assert!(target.role_arn().ends_with(":role/sliderule-provisioner-scheduler"));
     assert!(target.dead_letter_config().is_some());
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
