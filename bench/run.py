@@ -310,7 +310,9 @@ def main() -> None:
 
     rows = []
     for name, results in cold.items():
-        calls = results[0]["calls"][0] if results[0]["calls"] else []
+        if not results[0]["calls"]:
+            raise SystemExit(f"bench: {name} logged no 'AWS calls' event; the call counts would be wrong")
+        calls = results[0]["calls"][0]
         rows.append({
             "scenario": name,
             "init_ms": median([r["init_ms"] for r in results]),
