@@ -122,12 +122,12 @@ unit: ## Run the unit tests only (no emulator)
 # should link only the SDKs it calls.
 CLUSTER_FUNCTION_PACKAGES := provisioner-deploy provisioner-schedule-destroy provisioner-destroy
 RUN_FUNCTION_PACKAGES := provisioner-test provisioner-build
+
 .PHONY: package
 package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda, into target/lambda/
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(CLUSTER_FUNCTION_PACKAGES))
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(RUN_FUNCTION_PACKAGES))
 	@ls -l target/lambda/*/bootstrap
-
 
 .PHONY: deploy-stack
 deploy-stack: venv ## sam build + sam deploy of template.yaml (guided the first time)

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SAM_VENV_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 RELEASE = ROOT / "target" / "release"
-# Two cargo invocations, so each binary links only the SDKs its own features ask for.
+# Two cargo invocations, so each binary links only the SDKs its own features ask for (the same
+# groups as `make package`).
 BUILD_GROUPS = [
     ["provisioner-deploy", "provisioner-schedule-destroy", "provisioner-destroy"],
     ["provisioner-test", "provisioner-build"],
@@ -214,7 +215,8 @@ class Bench:
 
 
 def scenario_events(index: int) -> dict:
-    """The cold-invocation scenarios: (function, event, setup), each run on a fresh cluster name."""
+    """The cold-invocation scenarios, in order, as (function, event) on a fresh cluster name: each
+    scenario sets up the next (deploy creates the cluster that destroy then deletes)."""
     cluster = f"ci-bench-{index}"
     later = lambda hours: datetime.fromtimestamp(time.time() + hours * 3600, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
@@ -274,9 +276,6 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB"
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
 
 def main() -> None:
     for group in BUILD_GROUPS:
@@ -315,9 +314,9 @@ def main() -> None:
         calls = results[0]["calls"][0]
         rows.append({
             "scenario": name,
-            "init_ms": median([r["init_ms"] for r in results]),
-            "invoke_ms": median([r["invoke_ms"] for r in results]),
-            "total_ms": median([r["total_ms"] for r in results]),
+            "init_ms": statistics.median([r["init_ms"] for r in results]),
+            "invoke_ms": statistics.median([r["invoke_ms"] for r in results]),
+            "total_ms": statistics.median([r["total_ms"] for r in results]),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
             "aws_calls": len(calls),
             "operations": calls,

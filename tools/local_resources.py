@@ -84,12 +84,11 @@ def schedule_groups_by_hand(template: dict, scheduler) -> dict:
     return template
 
 
-def stack_exists(cloudformation) -> bool:
+def described_stack(cloudformation) -> dict | None:
     try:
-        stacks = cloudformation.describe_stacks(StackName=STACK)["Stacks"]
+        return cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
     except ClientError:
-        return False
-    return any(s["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE") for s in stacks)
+        return None
 
 
 def main(env_file: str) -> None:
@@ -101,7 +100,8 @@ def main(env_file: str) -> None:
     parameters = {"BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest"}
 
     cloudformation = client("cloudformation")
-    if not stack_exists(cloudformation):
+    stack = described_stack(cloudformation)
+    if stack is None or stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
         template = schedule_groups_by_hand(translate(parameters), client("scheduler"))
         code = io.BytesIO()
         with zipfile.ZipFile(code, "w") as archive:
@@ -115,12 +115,12 @@ def main(env_file: str) -> None:
             Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
         )
-        status = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
-        if status["StackStatus"] != "CREATE_COMPLETE":
-            raise SystemExit(f"local-resources: stack {STACK} is {status['StackStatus']}: {status.get('StackStatusReason')}")
+        stack = described_stack(cloudformation) or {"StackStatus": "ABSENT"}
+        if stack["StackStatus"] != "CREATE_COMPLETE":
+            raise SystemExit(f"local-resources: stack {STACK} is {stack['StackStatus']}: {stack.get('StackStatusReason')}")
 
     # Every function's environment, as the template resolved it; they share the Globals.
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     lambda_client = client("lambda")
     environment: dict[str, str] = {}
     for function in FUNCTIONS:

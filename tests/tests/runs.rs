@@ -29,10 +29,14 @@ fn resume(kind: &str, run_id: &str) -> provisioner_e2e::Invoked {
     make_invoke(kind, &json!({"run_id": run_id, "wait_seconds": 30}).to_string())
 }
 
-async fn instance_state(instance_id: &str) -> String {
+async fn described_instance(instance_id: &str) -> aws_sdk_ec2::types::Instance {
     let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
     let described = ec2.describe_instances().instance_ids(instance_id).send().await.unwrap();
-    described.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_owned()
+    described.reservations()[0].instances()[0].clone()
+}
+
+async fn instance_state(instance_id: &str) -> String {
+    described_instance(instance_id).await.state().unwrap().name().unwrap().as_str().to_owned()
 }
 
 #[tokio::test]
@@ -47,9 +51,8 @@ async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_s
     assert_eq!(again["run_id"], run_id.as_str());
     assert_eq!(again["instance_id"], instance_id.as_str());
 
+    let instance = &described_instance(&instance_id).await;
     let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
-    let described = ec2.describe_instances().instance_ids(&instance_id).send().await.unwrap();
-    let instance = &described.reservations()[0].instances()[0];
     assert_eq!(instance.instance_lifecycle().map(|l| l.as_str()), Some("spot"));
     assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()), Some("required"));
     assert!(instance.iam_instance_profile().and_then(|p| p.arn()).is_some_and(|a| a.ends_with("/sliderule-provisioner-runner")));
@@ -101,9 +104,8 @@ async fn a_test_run_with_a_failing_step_answers_tests_failed() {
 async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
     let cluster = unique("ci-run-");
     let started = start("build", &cluster, "v4.5.1");
-    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
-    let described = ec2.describe_instances().instance_ids(started["instance_id"].as_str().unwrap()).send().await.unwrap();
-    let profile = described.reservations()[0].instances()[0].iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default();
+    let instance = described_instance(started["instance_id"].as_str().unwrap()).await;
+    let profile = instance.iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default();
     assert!(profile.ends_with("/sliderule-provisioner-build-runner"), "BUILD launches with the profile that may push: {profile}");
     simulate(started["instance_id"].as_str().unwrap(), None);
     let done = resume("build", started["run_id"].as_str().unwrap());
