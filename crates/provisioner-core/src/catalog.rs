@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::domain::ClusterName;
 use crate::error::Error;
-use crate::runner::Plan;
+use crate::runner::{Layout, Plan, RunKind};
 
 /// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
 pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";
@@ -32,12 +32,23 @@ pub struct CatalogFile {
     pub plans: Plans,
 }
 
-/// The plans of the two kinds of run.
+/// The plans of the two kinds of run, and the repository layouts they run on.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plans {
+    /// The layouts the SlideRule repository has had, tried in order on each checkout.
+    pub layouts: Vec<Layout>,
     pub test: Plan,
     pub build: Plan,
+}
+
+impl Plans {
+    pub fn of(&self, kind: RunKind) -> &Plan {
+        match kind {
+            RunKind::Test => &self.test,
+            RunKind::Build => &self.build,
+        }
+    }
 }
 
 /// One profile as written in the catalog.
@@ -219,8 +230,9 @@ impl Catalog {
                 runner: raw.runner,
             });
         }
-        file.plans.test.check("test")?;
-        file.plans.build.check("build")?;
+        let components = crate::runner::plan::check_layouts(&file.plans.layouts)?;
+        file.plans.test.check("test", &components)?;
+        file.plans.build.check("build", &components)?;
         Ok(Catalog { profiles, plans: file.plans })
     }
 
@@ -335,7 +347,7 @@ mod tests {
     const TEMPLATE: &str =
         "Parameters:\n  ClusterName: {Type: String}\n  Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
 
-    const PLANS: &str = "plans:\n  test: [{name: a, run: 'true'}]\n  build: [{name: b, run: 'true'}]\n";
+    const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: 'true'}]\n  build: [{name: b, run: 'true'}]\n";
 
     fn load(yaml: &str) -> Result<Catalog, Error> {
         Catalog::from_yaml(&format!("{yaml}{PLANS}"), &[("t.yaml", TEMPLATE)])

@@ -170,6 +170,10 @@ pub const REPOSITORY_URL_ENV: &str = "PROVISIONER_REPOSITORY_URL";
 pub const BUILD_IMAGE_ENV: &str = "PROVISIONER_BUILD_IMAGE";
 pub const CONTAINER_REGISTRY_ENV: &str = "PROVISIONER_CONTAINER_REGISTRY";
 pub const DOMAIN_ENV: &str = "PROVISIONER_DOMAIN";
+pub const PROJECT_BUCKET_ENV: &str = "PROVISIONER_PROJECT_BUCKET";
+pub const PROJECT_FOLDER_ENV: &str = "PROVISIONER_PROJECT_FOLDER";
+/// The Secrets Manager secret (name or ARN) holding the GitHub token of the client tests.
+pub const GITHUB_TOKEN_SECRET_ENV: &str = "PROVISIONER_GITHUB_TOKEN_SECRET";
 /// Each run kind launches with its own instance profile: only BUILD's may push images.
 pub const TEST_RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE";
 pub const BUILD_RUNNER_INSTANCE_PROFILE_ENV: &str = "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE";
@@ -202,6 +206,9 @@ pub async fn runner_from_env(kind: RunKind, calls: &CallLog) -> Result<Runner, S
         build_image: setting(BUILD_IMAGE_ENV)?,
         registry: setting(CONTAINER_REGISTRY_ENV)?,
         domain: optional_setting(DOMAIN_ENV).unwrap_or_else(|| "slideruleearth.io".into()),
+        project_bucket: optional_setting(PROJECT_BUCKET_ENV).unwrap_or_default(),
+        project_folder: optional_setting(PROJECT_FOLDER_ENV).unwrap_or_default(),
+        github_token_secret: optional_setting(GITHUB_TOKEN_SECRET_ENV),
         instance_profile: optional_setting(match kind {
             RunKind::Test => TEST_RUNNER_INSTANCE_PROFILE_ENV,
             RunKind::Build => BUILD_RUNNER_INSTANCE_PROFILE_ENV,

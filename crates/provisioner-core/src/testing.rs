@@ -386,8 +386,10 @@ impl FakeRuns {
             let step = record.steps.iter_mut().find(|s| s.name == *name).expect("a step of the plan");
             step.status = (*status).to_owned();
             step.exit_code = Some(if *status == "failed" { 2 } else { 0 });
+            step.reason = (*status == "not_applicable").then(|| format!("this version has no {name}"));
         }
         record.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
+        record.layout = Some("D".into());
         if let Some(outcome) = outcome {
             record.outcome = Some(outcome.to_owned());
             record.instance_state = Some("finished".into());
@@ -519,6 +521,9 @@ impl RunWorld {
                 build_image: "123456789012.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
                 registry: "123456789012.dkr.ecr.us-west-2.amazonaws.com".into(),
                 domain: "slideruleearth.io".into(),
+                project_bucket: "sliderule".into(),
+                project_folder: "cf".into(),
+                github_token_secret: Some("ci/github-token".into()),
                 instance_profile: Some("sliderule-provisioner-runner".into()),
                 subnets: vec!["subnet-a".into(), "subnet-b".into()],
                 security_groups: vec![],

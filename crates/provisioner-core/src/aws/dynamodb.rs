@@ -173,6 +173,7 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
         cluster: ClusterName::parse(&text_of(item, "cluster")?).ok()?,
         version: GitRef::parse(&text_of(item, "version")?).ok()?,
         commit: text_of(item, "commit").filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())),
+        layout: text_of(item, "layout"),
         instance_id: text_of(item, "instance_id"),
         state: RunState::parse(&text_of(item, "state")?)?,
         steps: step_results(&order, &reported),

@@ -5,6 +5,6 @@ pub mod requests;
 pub mod stack_status;
 pub mod time;
 
-pub use names::{ClusterName, GitRef};
+pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, ScheduleDestroyRequest};
 pub use stack_status::{StackPhase, StackStatus};

@@ -120,6 +120,44 @@ impl<'de> Deserialize<'de> for GitRef {
     }
 }
 
+/// The Docker tag a version's images carry, as the SlideRule repository tags them: `main` builds
+/// `unstable`, a release tag or a branch without '/' builds its own name. A Docker tag cannot hold
+/// '/', and `unstable` and `latest` name images rather than versions, so those are refused rather
+/// than guessed at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ImageTag(String);
+
+/// The tag the repository gives images built from `main`.
+pub const MAIN_IMAGE_TAG: &str = "unstable";
+
+impl ImageTag {
+    pub fn for_version(version: &GitRef) -> Result<ImageTag, Error> {
+        let raw = version.as_str();
+        if raw == "main" {
+            return Ok(ImageTag(MAIN_IMAGE_TAG.to_owned()));
+        }
+        let why = if raw.contains('/') {
+            "cannot name a Docker image tag, which cannot hold '/'; give a release tag such as 'v5.5.0', 'main', or a branch without '/'"
+        } else if raw == MAIN_IMAGE_TAG || raw == "latest" {
+            "is an image tag of the repository's conventions, not a version; give 'main' or a release tag such as 'v5.5.0'"
+        } else {
+            return Ok(ImageTag(raw.to_owned()));
+        };
+        Err(Error::invalid(format!("the version {} {why}", shown(raw))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Quotes untrusted input for an error message, cut short and with control characters escaped,
 /// so a hostile name cannot forge log lines or flood a response.
 pub fn shown(raw: &str) -> String {
@@ -212,6 +250,19 @@ mod tests {
         for raw in cases {
             let error = GitRef::parse(raw).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn versions_map_to_the_image_tags_the_repository_uses_or_are_refused() {
+        let tag = |raw: &str| ImageTag::for_version(&GitRef::parse(raw).unwrap());
+        for (version, expected) in
+            [("main", "unstable"), ("v5.5.0", "v5.5.0"), ("v4.8.0", "v4.8.0"), ("develop", "develop"), ("0123abc", "0123abc")]
+        {
+            assert_eq!(tag(version).unwrap().as_str(), expected, "{version}");
+        }
+        for version in ["release/4.x", "feature/a-b", "unstable", "latest"] {
+            assert_eq!(tag(version).unwrap_err().code(), "InvalidRequest", "{version}");
         }
     }
 

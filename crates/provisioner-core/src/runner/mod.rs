@@ -5,6 +5,6 @@ pub mod plan;
 pub mod run;
 pub mod script;
 
-pub use plan::{Plan, Step, StepPlace};
+pub use plan::{Condition, Layout, Plan, Step, StepPlace};
 pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 pub use script::{render, shell_quote, RunValues};

@@ -1,25 +1,47 @@
-//! Plans: the named steps a TEST or BUILD instance runs, kept in the catalog so a profile (or an
-//! old version whose paths differ) can change them without code changes.
+//! Plans: the named steps a TEST or BUILD instance runs, and the repository layouts it tells apart,
+//! kept in the catalog so a new layout of the SlideRule repository is a catalog change, not a code
+//! change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// The step every plan starts with: clone the repository and check out the version.
+/// The step every plan starts with: clone the repository, check out the version, detect its layout.
 pub const CHECKOUT_STEP: &str = "checkout";
 
 /// Where a step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPlace {
-    /// On the instance, in the repository.
+    /// On the instance.
     #[default]
     Host,
-    /// Inside the SlideRule build-environment container, with the repository mounted.
+    /// Inside the SlideRule build-environment container, with the repository mounted at the same
+    /// path and the data directory at `/data`.
     Container,
+}
+
+/// What makes a step not applicable to the checked-out version, besides a missing component.
+/// Paths are relative to the step's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Condition {
+    /// `{missing: PATH, reason}`: the path does not exist.
+    Missing { missing: String, reason: String },
+    /// `{path: PATH, matches: REGEX, reason}`: a file under the path matches the extended regular
+    /// expression.
+    Matches { path: String, matches: String, reason: String },
+}
+
+impl Condition {
+    pub fn reason(&self) -> &str {
+        match self {
+            Condition::Missing { reason, .. } | Condition::Matches { reason, .. } => reason,
+        }
+    }
 }
 
 /// One named step of a plan.
@@ -29,15 +51,29 @@ pub struct Step {
     /// Lowercase words joined by '-'; reported and logged under this name.
     #[schemars(regex(pattern = r"^[a-z][a-z0-9-]{0,47}$"))]
     pub name: String,
-    /// Bash commands, run with `set -euo pipefail` in the repository. They may use $CLUSTER,
-    /// $VERSION, $COMMIT, $DOMAIN, $ORGANIZATION, $REGION, $REGISTRY and $LOG_DIR.
+    /// Bash commands, run with `set -euo pipefail` in the step's directory. They may use $CLUSTER,
+    /// $ORGANIZATION, $VERSION, $IMAGE_TAG, $COMMIT, $DOMAIN, $REGION, $REGISTRY, $BUILD_IMAGE,
+    /// $PROJECT_BUCKET, $PROJECT_FOLDER, $LAYOUT, $REPO_DIR, $WORK_DIR, $DATA_DIR, $CONDA_DIR,
+    /// $LOG_DIR and $STEP_LOG (this step's log, finished).
     pub run: String,
     #[serde(default)]
     pub place: StepPlace,
-    /// Steps that must pass first; when one did not, this step is skipped. Independent steps
-    /// run even after a failure.
+    /// Steps that must pass first; when one failed or was skipped this step is skipped, and when
+    /// one is not applicable so is this step. Independent steps run even after a failure.
     #[serde(default)]
     pub needs: Vec<String>,
+    /// The component of the layout the step runs in (`server`, `ams`, ...); the step is not
+    /// applicable when the checked-out version has no such directory. Without it, the step runs at
+    /// the repository's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Further reasons the step does not apply to the checked-out version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applicable_if: Vec<Condition>,
+    /// The step gets SLIDERULE_GITHUB_TOKEN, read from Secrets Manager when it starts and given to
+    /// it alone (never written to the script, the record or a log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub github_token: bool,
 }
 
 /// The steps of one kind of run, in order, after the checkout.
@@ -47,9 +83,87 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
+/// One layout the SlideRule repository has had: how to recognise it in a checkout, and where each
+/// component lives in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// A short name, recorded in the run and its response.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"))]
+    pub name: String,
+    /// Which versions have it.
+    #[serde(default)]
+    pub description: String,
+    /// Paths that all exist in a checkout of this layout.
+    #[schemars(length(min = 1))]
+    pub present: Vec<String>,
+    /// Paths that do not exist in a checkout of this layout.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// Component name to directory. A component a layout does not name, or whose directory the
+    /// checkout lacks, makes the steps that run in it not applicable.
+    pub components: BTreeMap<String, String>,
+}
+
+/// A path relative to the repository: no leading '/', no '..', nothing a shell would interpret.
+pub fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 200
+        && !path.starts_with('/')
+        && !path.starts_with('-')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+fn is_component_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks the layouts, so a bad catalog fails when it loads; returns every component they name.
+pub fn check_layouts(layouts: &[Layout]) -> Result<BTreeSet<String>, Error> {
+    let bad = |why: String| Error::invalid(format!("the repository layouts are invalid: {why}"));
+    if layouts.is_empty() {
+        return Err(bad("there are none".into()));
+    }
+    let mut names = BTreeSet::new();
+    let mut components = BTreeSet::new();
+    for layout in layouts {
+        let name = layout.name.as_str();
+        let well_formed = !name.is_empty()
+            && name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !well_formed {
+            return Err(bad(format!("layout name '{name}' is not letters, digits, '_', '.' or '-'")));
+        }
+        if !names.insert(name) {
+            return Err(bad(format!("layout '{name}' appears twice")));
+        }
+        if layout.present.is_empty() {
+            return Err(bad(format!("layout '{name}' names no path that identifies it")));
+        }
+        for path in layout.present.iter().chain(&layout.absent).chain(layout.components.values()) {
+            if !is_relative_path(path) {
+                return Err(bad(format!("layout '{name}' has path '{path}'; use a relative path of letters, digits, '.', '_', '-'")));
+            }
+        }
+        for component in layout.components.keys() {
+            if !is_component_name(component) {
+                return Err(bad(format!("layout '{name}' has component '{component}'; use lowercase words joined by '_'")));
+            }
+            components.insert(component.clone());
+        }
+    }
+    Ok(components)
+}
+
 impl Plan {
-    /// Checks names, order and commands, so a bad plan fails when the catalog loads.
-    pub fn check(&self, what: &str) -> Result<(), Error> {
+    /// Checks names, order, commands and the components steps run in, so a bad plan fails when
+    /// the catalog loads.
+    pub fn check(&self, what: &str, components: &BTreeSet<String>) -> Result<(), Error> {
         let bad = |why: String| Error::invalid(format!("the {what} plan is invalid: {why}"));
         if self.steps.is_empty() {
             return Err(bad("it has no steps".into()));
@@ -74,6 +188,27 @@ impl Plan {
                     return Err(bad(format!("step '{name}' needs '{need}', which is not an earlier step")));
                 }
             }
+            if step.github_token && step.place != StepPlace::Host {
+                return Err(bad(format!("step '{name}' runs in the container, where the GitHub token is not given")));
+            }
+            if let Some(component) = &step.component {
+                if !components.contains(component) {
+                    return Err(bad(format!("step '{name}' runs in component '{component}', which no layout names")));
+                }
+            }
+            for condition in &step.not_applicable_if {
+                let (path, pattern) = match condition {
+                    Condition::Missing { missing, .. } => (missing, None),
+                    Condition::Matches { path, matches, .. } => (path, Some(matches)),
+                };
+                if !is_relative_path(path) {
+                    return Err(bad(format!("step '{name}' has a condition on path '{path}', which is not a relative path")));
+                }
+                let printable = |text: &str| !text.trim().is_empty() && text.len() <= 300 && !text.chars().any(char::is_control);
+                if pattern.is_some_and(|p| !printable(p)) || !printable(condition.reason()) {
+                    return Err(bad(format!("step '{name}' has a condition without a one-line pattern and reason")));
+                }
+            }
             earlier.insert(name);
         }
         Ok(())
@@ -89,19 +224,42 @@ impl Plan {
 mod tests {
     use super::*;
 
-    fn step(name: &str, needs: &[&str]) -> Step {
-        Step { name: name.into(), run: "true".into(), place: StepPlace::Host, needs: needs.iter().map(|s| s.to_string()).collect() }
+    pub fn step(name: &str, needs: &[&str]) -> Step {
+        Step {
+            name: name.into(),
+            run: "true".into(),
+            place: StepPlace::Host,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            component: None,
+            not_applicable_if: Vec::new(),
+            github_token: false,
+        }
+    }
+
+    fn components() -> BTreeSet<String> {
+        BTreeSet::from(["server".to_owned()])
+    }
+
+    fn layout(name: &str) -> Layout {
+        Layout {
+            name: name.into(),
+            description: String::new(),
+            present: vec!["targets/slideruleearth".into()],
+            absent: vec![],
+            components: BTreeMap::from([("server".to_owned(), "targets/slideruleearth".to_owned())]),
+        }
     }
 
     #[test]
     fn a_plan_names_its_steps_after_the_checkout() {
         let plan = Plan { steps: vec![step("build", &["checkout"]), step("selftest", &["build"])] };
-        plan.check("test").unwrap();
+        plan.check("test", &components()).unwrap();
         assert_eq!(plan.step_names(), vec!["checkout", "build", "selftest"]);
     }
 
     #[test]
     fn bad_plans_are_refused() {
+        let missing = |path: &str| Condition::Missing { missing: path.into(), reason: "none here".into() };
         let cases = [
             (Plan { steps: vec![] }, "no steps"),
             (Plan { steps: vec![step("Build", &[])] }, "lowercase"),
@@ -110,9 +268,37 @@ mod tests {
             (Plan { steps: vec![step("a", &[]), step("a", &[])] }, "twice"),
             (Plan { steps: vec![step("a", &["b"]), step("b", &[])] }, "not an earlier step"),
             (Plan { steps: vec![Step { run: "  ".into(), ..step("a", &[]) }] }, "no command"),
+            (Plan { steps: vec![Step { component: Some("srever".into()), ..step("a", &[]) }] }, "no layout names"),
+            (Plan { steps: vec![Step { not_applicable_if: vec![missing("../etc")], ..step("a", &[]) }] }, "relative path"),
+            (Plan { steps: vec![Step { not_applicable_if: vec![missing("$(id)")], ..step("a", &[]) }] }, "relative path"),
+            (
+                Plan {
+                    steps: vec![Step {
+                        not_applicable_if: vec![Condition::Matches { path: "a".into(), matches: "x\ny".into(), reason: "r".into() }],
+                        ..step("a", &[])
+                    }],
+                },
+                "one-line",
+            ),
         ];
         for (plan, reason) in cases {
-            let error = plan.check("test").unwrap_err();
+            let error = plan.check("test", &components()).unwrap_err();
+            assert!(error.to_string().contains(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_layouts_are_refused() {
+        assert_eq!(check_layouts(&[layout("D")]).unwrap(), components());
+        let cases: [(Vec<Layout>, &str); 5] = [
+            (vec![], "none"),
+            (vec![layout("D"), layout("D")], "twice"),
+            (vec![Layout { present: vec![], ..layout("D") }], "identifies"),
+            (vec![Layout { absent: vec!["/etc".into()], ..layout("D") }], "relative path"),
+            (vec![Layout { components: BTreeMap::from([("Server".into(), "x".into())]), ..layout("D") }], "lowercase"),
+        ];
+        for (layouts, reason) in cases {
+            let error = check_layouts(&layouts).unwrap_err();
             assert!(error.to_string().contains(reason), "{error}");
         }
     }

@@ -178,8 +178,11 @@ impl RunState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepResult {
     pub name: String,
-    /// pending, running, passed, failed or skipped.
+    /// pending, running, passed, failed, skipped (a step it needs did not pass) or not_applicable
+    /// (the checked-out version has no such component; `reason` says why).
     pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub exit_code: Option<i64>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
@@ -195,6 +198,8 @@ pub struct RunRecord {
     pub version: GitRef,
     /// The commit the version resolved to, as the instance reported it.
     pub commit: Option<String>,
+    /// The repository layout the instance found in the checkout (see the catalog's `layouts`).
+    pub layout: Option<String>,
     pub instance_id: Option<String>,
     pub state: RunState,
     /// Step results in plan order.
@@ -222,6 +227,10 @@ impl RunRecord {
 
     pub fn skipped_steps(&self) -> Vec<&str> {
         self.steps.iter().filter(|s| s.status == "skipped").map(|s| s.name.as_str()).collect()
+    }
+
+    pub fn not_applicable_steps(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.status == "not_applicable").map(|s| s.name.as_str()).collect()
     }
 }
 

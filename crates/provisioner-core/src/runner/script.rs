@@ -1,8 +1,9 @@
 //! Renders an instance's user-data from a plan. Every value that reaches the script is checked
-//! against a narrow pattern and single-quoted; step commands come from the reviewed catalog. The
-//! script holds no secret: the instance's role gives it what it needs.
+//! against a narrow pattern and single-quoted; step commands and layouts come from the reviewed
+//! catalog. The script holds no secret: the instance's role reads the one secret a step needs when
+//! that step starts.
 
-use super::plan::{Plan, StepPlace, CHECKOUT_STEP};
+use super::plan::{Condition, Layout, Plan, StepPlace, CHECKOUT_STEP};
 use crate::domain::names::{shown, ClusterName, GitRef};
 use crate::error::Error;
 
@@ -13,6 +14,8 @@ pub struct RunValues {
     pub kind: &'static str,
     pub cluster: ClusterName,
     pub version: GitRef,
+    /// The Docker tag the version's images carry; empty when the version names none (TEST only).
+    pub image_tag: String,
     pub region: String,
     pub table: String,
     pub log_bucket: String,
@@ -20,6 +23,11 @@ pub struct RunValues {
     pub build_image: String,
     pub registry: String,
     pub domain: String,
+    /// Where the clusters' data lives (`s3://<bucket>/<folder>/ams/`, `.../server/`); may be empty.
+    pub project_bucket: String,
+    pub project_folder: String,
+    /// The name or ARN of the Secrets Manager secret holding the tests' GitHub token; not the token.
+    pub github_token_secret: Option<String>,
     /// The deadman: the instance powers off (and so terminates) this many minutes after boot.
     pub time_limit_minutes: u32,
 }
@@ -36,6 +44,13 @@ fn check(name: &str, value: &str, allowed: fn(char) -> bool, max: usize) -> Resu
     Ok(())
 }
 
+fn check_optional(name: &str, value: &str, allowed: fn(char) -> bool, max: usize) -> Result<(), Error> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check(name, value, allowed, max)
+}
+
 impl RunValues {
     /// Checks every value against what it may hold, whatever its source.
     pub fn check(&self) -> Result<(), Error> {
@@ -45,6 +60,9 @@ impl RunValues {
         let url = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_');
         let image = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_' | '@');
         let host = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
+        let folder = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+        let secret = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '=' | '.' | '@' | ':' | '-');
+        let tag = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
         check("run id", &self.run_id, id, 100)?;
         check("region", &self.region, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-', 32)?;
         check("table", &self.table, aws_name, 255)?;
@@ -56,6 +74,18 @@ impl RunValues {
         check("build image", &self.build_image, image, 255)?;
         check("registry", &self.registry, image, 255)?;
         check("domain", &self.domain, host, 253)?;
+        check_optional("image tag", &self.image_tag, tag, 128)?;
+        if self.image_tag.starts_with('.') {
+            return Err(Error::invalid(format!("the image tag {} cannot start with '.'", shown(&self.image_tag))));
+        }
+        check_optional("project bucket", &self.project_bucket, bucket, 63)?;
+        check_optional("project folder", &self.project_folder, folder, 200)?;
+        if self.project_folder.split('/').any(|part| part == "..") {
+            return Err(Error::invalid(format!("the project folder {} cannot hold '..'", shown(&self.project_folder))));
+        }
+        if let Some(name) = &self.github_token_secret {
+            check("GitHub token secret", name, secret, 2048)?;
+        }
         if !(self.kind == "test" || self.kind == "build") {
             return Err(Error::invalid(format!("the run kind {} is unknown", shown(self.kind))));
         }
@@ -67,8 +97,9 @@ impl RunValues {
 }
 
 /// The bash user-data of a run.
-pub fn render(plan: &Plan, values: &RunValues) -> Result<String, Error> {
-    plan.check(values.kind)?;
+pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<String, Error> {
+    let components = super::plan::check_layouts(layouts)?;
+    plan.check(values.kind, &components)?;
     values.check()?;
     let q = shell_quote;
     let mut script = String::new();
@@ -89,6 +120,7 @@ pub fn render(plan: &Plan, values: &RunValues) -> Result<String, Error> {
     line(&format!("CLUSTER={}", q(values.cluster.as_str())));
     line(&format!("ORGANIZATION={}", q(values.cluster.as_str())));
     line(&format!("VERSION={}", q(values.version.as_str())));
+    line(&format!("IMAGE_TAG={}", q(&values.image_tag)));
     line(&format!("REGION={}", q(&values.region)));
     line(&format!("TABLE={}", q(&values.table)));
     line(&format!("LOG_BUCKET={}", q(&values.log_bucket)));
@@ -96,41 +128,100 @@ pub fn render(plan: &Plan, values: &RunValues) -> Result<String, Error> {
     line(&format!("BUILD_IMAGE={}", q(&values.build_image)));
     line(&format!("REGISTRY={}", q(&values.registry)));
     line(&format!("DOMAIN={}", q(&values.domain)));
+    line(&format!("PROJECT_BUCKET={}", q(&values.project_bucket)));
+    line(&format!("PROJECT_FOLDER={}", q(&values.project_folder)));
+    line("# The secret's name: the token itself is read when a step that needs it starts.");
+    line(&format!("GITHUB_TOKEN_SECRET={}", q(values.github_token_secret.as_deref().unwrap_or(""))));
     line("COMMIT=unknown");
-    line("export RUN_ID KIND CLUSTER ORGANIZATION VERSION REGION TABLE LOG_BUCKET REPOSITORY BUILD_IMAGE REGISTRY DOMAIN COMMIT");
+    line("LAYOUT=unknown");
+    line("export RUN_ID KIND CLUSTER ORGANIZATION VERSION IMAGE_TAG REGION TABLE LOG_BUCKET REPOSITORY BUILD_IMAGE REGISTRY DOMAIN \\");
+    line("  PROJECT_BUCKET PROJECT_FOLDER COMMIT LAYOUT");
     line(RUNTIME);
+    line(&render_layouts(layouts));
     line(&format!("STEPS=({})", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" ")));
     line("trap finish EXIT");
     line("trap 'exit 143' TERM INT HUP");
     line("record_state running");
     line("");
-    let checkout = r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && git -c advice.detachedHead=false checkout --quiet "$VERSION" && git rev-parse HEAD > "$LOG_DIR/commit""#;
-    line(&format!("run_step {} host '' {}", q(CHECKOUT_STEP), q(checkout)));
-    line("read_commit");
+    let checkout = r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && git -c advice.detachedHead=false checkout --quiet "$VERSION" && git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#;
+    line(&format!("run_step {} host '' '' 0 {}", q(CHECKOUT_STEP), q(checkout)));
+    line("read_checkout");
     for step in &plan.steps {
         let place = match step.place {
             StepPlace::Host => "host",
             StepPlace::Container => "container",
         };
         let needs: Vec<&str> = std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect();
-        line(&format!("run_step {} {} {} {}", q(&step.name), place, q(&needs.join(",")), q(&step.run)));
+        let mut call = format!(
+            "run_step {} {} {} {} {} {}",
+            q(&step.name),
+            place,
+            q(&needs.join(",")),
+            q(step.component.as_deref().unwrap_or("")),
+            u8::from(step.github_token),
+            q(&step.run)
+        );
+        for condition in &step.not_applicable_if {
+            let (kind, path, pattern) = match condition {
+                Condition::Missing { missing, .. } => ("missing", missing, ""),
+                Condition::Matches { path, matches, .. } => ("matches", path, matches.as_str()),
+            };
+            call.push_str(&format!(" \\\n  {kind} {} {} {}", q(path), q(pattern), q(condition.reason())));
+        }
+        line(&call);
     }
     Ok(script)
 }
 
+/// `detect_layout`, which prints the first layout whose paths a checkout has, and `load_layout`,
+/// which sets the component directories of a layout.
+fn render_layouts(layouts: &[Layout]) -> String {
+    let q = shell_quote;
+    let mut detect = String::from("# Which layout the checkout in the current directory has: the first that fits.\ndetect_layout() {\n");
+    let mut load = String::from("# Where each component lives in a layout.\nload_layout() {\n  case $1 in\n");
+    for layout in layouts {
+        let tests: Vec<String> =
+            layout.present.iter().map(|p| format!("-e {}", q(p))).chain(layout.absent.iter().map(|p| format!("! -e {}", q(p)))).collect();
+        detect.push_str(&format!("  if [[ {} ]]; then echo {}; return 0; fi\n", tests.join(" && "), q(&layout.name)));
+        let entries: Vec<String> = layout.components.iter().map(|(c, d)| format!("[{}]={}", q(c), q(d))).collect();
+        load.push_str(&format!("    {}) COMPONENTS=({}) ;;\n", q(&layout.name), entries.join(" ")));
+    }
+    let known: Vec<&str> = layouts.iter().map(|l| l.name.as_str()).collect();
+    detect.push_str(&format!(
+        "  echo \"this checkout fits none of the repository layouts ({}); describe its layout in clusters/catalog.yaml\" >&2\n  return 1\n}}\nexport -f detect_layout\n",
+        known.join(", ")
+    ));
+    load.push_str("    *) COMPONENTS=() ;;\n  esac\n}\n");
+    detect + &load
+}
+
 /// The fixed part of every script: reporting, step running and the exit trap. Reports go to the
-/// run's record (`run#<id>` in the table) and logs to `s3://<bucket>/runs/<id>/`.
+/// run's record (`run#<id>` in the table, laid out as `aws/dynamodb.rs` reads it) and logs to
+/// `s3://<bucket>/runs/<id>/`.
 const RUNTIME: &str = r##"
 WORK_DIR=${PROVISIONER_WORK_DIR:-/var/lib/sliderule-run}
+DATA_DIR=${PROVISIONER_DATA_DIR:-/data}
 REPO_DIR="$WORK_DIR/sliderule"
 LOG_DIR="$WORK_DIR/logs"
-export WORK_DIR REPO_DIR LOG_DIR
-mkdir -p "$LOG_DIR"
+CONDA_DIR="$WORK_DIR/miniforge"
+# How long the client steps wait for the cluster to report nodes.
+DISCOVERY_TIMEOUT_SECONDS=${PROVISIONER_DISCOVERY_TIMEOUT_SECONDS:-900}
+export HOME=${HOME:-/root}
+export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
+export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
+mkdir -p "$LOG_DIR" "$WORK_DIR/bin" "$DATA_DIR"
 # The AMI has no git; the checkout needs it before any step can install tools.
 command -v git >/dev/null || dnf install -y -q git >>"$LOG_DIR/report.log" 2>&1
-declare -A STATUS=()
+declare -A STATUS=() REASONS=() COMPONENTS=()
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# A JSON string of $1.
+json_string() {
+  local text=${1//\\/\\\\}
+  text=${text//\"/\\\"}
+  printf '"%s"' "$text"
+}
 
 # Updates the run record; a failed report is logged, never fatal.
 record() {
@@ -145,10 +236,12 @@ record_state() {
     "{\":state\":{\"S\":\"$1\"},\":now\":{\"S\":\"$(now)\"}}"
 }
 
-# report_step NAME STATUS EXIT_CODE STARTED ENDED
+# report_step NAME STATUS EXIT_CODE STARTED ENDED [REASON]
 report_step() {
+  local reason=""
+  [[ -n ${6:-} ]] && reason=",\"reason\":{\"S\":$(json_string "$6")}"
   record 'SET #steps.#step = :step' "{\"#steps\":\"steps\",\"#step\":\"$1\"}" \
-    "{\":step\":{\"M\":{\"status\":{\"S\":\"$2\"},\"exit_code\":{\"N\":\"$3\"},\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}}}}"
+    "{\":step\":{\"M\":{\"status\":{\"S\":\"$2\"},\"exit_code\":{\"N\":\"$3\"},\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}$reason}}}"
 }
 
 upload_log() {
@@ -157,39 +250,104 @@ upload_log() {
     2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
 }
 
-# run_step NAME host|container NEEDS COMMANDS: skipped when a needed step did not pass.
+# Replaces $1 in what passes through with [redacted].
+redact() {
+  local line
+  while IFS= read -r line || [[ -n $line ]]; do printf '%s\n' "${line//"$1"/[redacted]}"; done
+}
+
+# Runs a command with SLIDERULE_GITHUB_TOKEN read from Secrets Manager: the token exists only in
+# this command's environment and never reaches a log.
+with_github_token() {
+  local token
+  if [[ -z $GITHUB_TOKEN_SECRET ]]; then
+    echo "no GitHub token secret is configured (the provisioner's GitHubTokenSecretArn): running without a token"
+    "$@"
+    return
+  fi
+  if ! token=$(aws secretsmanager get-secret-value --region "$REGION" --secret-id "$GITHUB_TOKEN_SECRET" \
+    --query SecretString --output text 2>/dev/null) || [[ -z $token ]]; then
+    echo "could not read the GitHub token from secret $GITHUB_TOKEN_SECRET: does the TEST runner role allow it?"
+    return 1
+  fi
+  SLIDERULE_GITHUB_TOKEN=$token "$@" 2>&1 | redact "$token"
+}
+
+# run_step NAME host|container NEEDS COMPONENT TOKEN COMMANDS [missing|matches PATH PATTERN REASON]...
+# A step is skipped when a step it needs failed or was skipped, and not applicable when one it
+# needs is, when the checked-out version has no directory for its component, or when one of its
+# conditions holds.
 run_step() {
-  local name=$1 place=$2 needs=$3 commands=$4 started code need
+  local name=$1 place=$2 needs=$3 component=$4 token=$5 commands=$6 started code need dir reason=""
+  shift 6
   started=$(now)
   for need in ${needs//,/ }; do
-    if [[ ${STATUS[$need]:-} != passed ]]; then
-      STATUS[$name]=skipped
-      report_step "$name" skipped -1 "$started" "$(now)"
-      return 0
-    fi
+    case ${STATUS[$need]:-} in
+      passed) ;;
+      not_applicable) [[ -n $reason ]] || reason=${REASONS[$need]} ;;
+      *)
+        STATUS[$name]=skipped
+        report_step "$name" skipped -1 "$started" "$(now)"
+        return 0
+        ;;
+    esac
   done
+  dir=$REPO_DIR
+  if [[ -z $reason && -n $component ]]; then
+    if [[ -z ${COMPONENTS[$component]:-} ]]; then
+      reason="layout $LAYOUT has no $component"
+    elif [[ ! -d $REPO_DIR/${COMPONENTS[$component]} ]]; then
+      reason="this version has no $component (no ${COMPONENTS[$component]})"
+    else
+      dir=$REPO_DIR/${COMPONENTS[$component]}
+    fi
+  fi
+  while [[ -z $reason ]] && (($# >= 4)); do
+    case $1 in
+      missing) [[ -e $dir/$2 ]] || reason=$4 ;;
+      matches) grep -rqsE -- "$3" "$dir/$2" && reason=$4 ;;
+    esac
+    shift 4
+  done
+  if [[ -n $reason ]]; then
+    STATUS[$name]=not_applicable
+    REASONS[$name]=$reason
+    printf '%s is not applicable: %s\n' "$name" "$reason" >"$LOG_DIR/$name.log"
+    report_step "$name" not_applicable -1 "$started" "$(now)" "$reason"
+    upload_log "$name"
+    return 0
+  fi
   STATUS[$name]=running
   report_step "$name" running -1 "$started" "$started"
-  mkdir -p "$REPO_DIR"
+  mkdir -p "$dir"
+  local runner=(bash -euo pipefail -c "$commands")
   if [[ $place == container ]]; then
-    (cd "$REPO_DIR" && docker run --rm --network host -v "$REPO_DIR:/sliderule" -w /sliderule \
-      -e CLUSTER -e ORGANIZATION -e VERSION -e COMMIT -e DOMAIN -e REGION \
-      "$BUILD_IMAGE" bash -euo pipefail -c "$commands") >"$LOG_DIR/$name.log" 2>&1
-  else
-    (cd "$REPO_DIR" && bash -euo pipefail -c "$commands") >"$LOG_DIR/$name.log" 2>&1
+    # The repository at the same path as outside (its make files use absolute paths), and the data.
+    runner=(docker run --rm --network host -v "$REPO_DIR:$REPO_DIR" -v "$DATA_DIR:/data" -w "$dir"
+      -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT -e DOMAIN -e REGION -e LAYOUT
+      -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" "$BUILD_IMAGE" "${runner[@]}")
   fi
+  if ((token)); then runner=(with_github_token "${runner[@]}"); fi
+  (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
   if ((code == 0)); then STATUS[$name]=passed; else STATUS[$name]=failed; fi
   report_step "$name" "${STATUS[$name]}" "$code" "$started" "$(now)"
   upload_log "$name"
 }
 
-read_commit() {
-  local commit
+# After the checkout: the commit it resolved to, and the layout it has.
+read_checkout() {
+  local commit layout
   commit=$(cat "$LOG_DIR/commit" 2>/dev/null || true)
   if [[ $commit =~ ^[0-9a-f]{40}$ ]]; then
     COMMIT=$commit
     record 'SET #commit = :commit' '{"#commit":"commit"}' "{\":commit\":{\"S\":\"$COMMIT\"}}"
+  fi
+  layout=$(cat "$LOG_DIR/layout" 2>/dev/null || true)
+  if [[ $layout =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+    LAYOUT=$layout
+    load_layout "$LAYOUT"
+    record 'SET #layout = :layout' '{"#layout":"layout"}' "{\":layout\":{\"S\":\"$LAYOUT\"}}"
   fi
 }
 
@@ -199,7 +357,7 @@ finish() {
   trap - EXIT TERM INT HUP
   for name in "${STEPS[@]}"; do
     case ${STATUS[$name]:-} in
-      passed) ;;
+      passed | not_applicable) ;;
       running) outcome=failed; report_step "$name" failed "$code" "$(now)" "$(now)" ;;
       "") outcome=failed; report_step "$name" skipped -1 "$(now)" "$(now)" ;;
       *) outcome=failed ;;
@@ -222,6 +380,8 @@ finish() {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::runner::plan::Step;
 
@@ -231,6 +391,7 @@ mod tests {
             kind: "test",
             cluster: ClusterName::parse("ci-1").unwrap(),
             version: GitRef::parse("main").unwrap(),
+            image_tag: "unstable".into(),
             region: "us-west-2".into(),
             table: "sliderule-provisioner".into(),
             log_bucket: "sliderule-provisioner-runs".into(),
@@ -238,19 +399,43 @@ mod tests {
             build_image: "742127912612.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
             registry: "742127912612.dkr.ecr.us-west-2.amazonaws.com".into(),
             domain: "slideruleearth.io".into(),
+            project_bucket: "sliderule".into(),
+            project_folder: "cf".into(),
+            github_token_secret: Some("arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into()),
             time_limit_minutes: 120,
+        }
+    }
+
+    fn layouts() -> Vec<Layout> {
+        vec![Layout {
+            name: "D".into(),
+            description: String::new(),
+            present: vec!["apps".into()],
+            absent: vec!["Makefile".into()],
+            components: BTreeMap::from([("server".to_owned(), "targets/slideruleearth".to_owned())]),
+        }]
+    }
+
+    fn step(name: &str, run: &str, place: StepPlace, needs: &[&str]) -> Step {
+        Step {
+            name: name.into(),
+            run: run.into(),
+            place,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            component: None,
+            not_applicable_if: Vec::new(),
+            github_token: false,
         }
     }
 
     fn plan() -> Plan {
         Plan {
             steps: vec![
-                Step { name: "lint".into(), run: "make lint".into(), place: StepPlace::Host, needs: vec![] },
+                step("lint", "make lint", StepPlace::Host, &[]),
                 Step {
-                    name: "selftest".into(),
-                    run: "echo 'it''s' && make selftest".into(),
-                    place: StepPlace::Container,
-                    needs: vec!["lint".into()],
+                    component: Some("server".into()),
+                    not_applicable_if: vec![Condition::Matches { path: "a".into(), matches: "x'y".into(), reason: "it's old".into() }],
+                    ..step("selftest", "echo 'it''s' && make selftest", StepPlace::Container, &["lint"])
                 },
             ],
         }
@@ -258,25 +443,39 @@ mod tests {
 
     #[test]
     fn the_deadman_is_the_first_command() {
-        let script = render(&plan(), &values()).unwrap();
+        let script = render(&plan(), &layouts(), &values()).unwrap();
         let first_command = script.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
         assert_eq!(first_command, "shutdown -h +120");
     }
 
     #[test]
-    fn steps_are_rendered_in_order_with_their_needs_and_quoted_commands() {
-        let script = render(&plan(), &values()).unwrap();
-        let checkout = script.find("run_step 'checkout' host ''").unwrap();
-        let lint = script.find("run_step 'lint' host 'checkout' 'make lint'").unwrap();
-        let selftest = script.find(r#"run_step 'selftest' container 'checkout,lint' 'echo '\''it'\'''\''s'\'' && make selftest'"#).unwrap();
+    fn steps_are_rendered_in_order_with_their_needs_components_conditions_and_quoted_commands() {
+        let script = render(&plan(), &layouts(), &values()).unwrap();
+        let checkout = script.find("run_step 'checkout' host '' '' 0").unwrap();
+        let lint = script.find("run_step 'lint' host 'checkout' '' 0 'make lint'").unwrap();
+        let selftest = script
+            .find(concat!(
+                r#"run_step 'selftest' container 'checkout,lint' 'server' 0 'echo '\''it'\'''\''s'\'' && make selftest' \"#,
+                "\n",
+                r#"  matches 'a' 'x'\''y' 'it'\''s old'"#
+            ))
+            .unwrap();
         assert!(checkout < lint && lint < selftest);
         assert!(script.contains("STEPS=('checkout' 'lint' 'selftest')"));
     }
 
     #[test]
+    fn layouts_are_detected_from_the_checkout_and_name_their_components() {
+        let script = render(&plan(), &layouts(), &values()).unwrap();
+        assert!(script.contains("  if [[ -e 'apps' && ! -e 'Makefile' ]]; then echo 'D'; return 0; fi\n"), "{script}");
+        assert!(script.contains("    'D') COMPONENTS=(['server']='targets/slideruleearth') ;;\n"), "{script}");
+    }
+
+    #[test]
     fn values_are_single_quoted() {
-        let script = render(&plan(), &values()).unwrap();
+        let script = render(&plan(), &layouts(), &values()).unwrap();
         assert!(script.contains("VERSION='main'\n"));
+        assert!(script.contains("IMAGE_TAG='unstable'\n"));
         assert!(script.contains("CLUSTER='ci-1'\n"));
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
@@ -284,7 +483,7 @@ mod tests {
     #[test]
     fn values_that_could_reach_a_shell_are_refused() {
         type Spoil = fn(&mut RunValues);
-        let attempts: [(&str, Spoil); 9] = [
+        let attempts: [(&str, Spoil); 14] = [
             ("run id", |v| v.run_id = "x; reboot".into()),
             ("region", |v| v.region = "us-west-2$(id)".into()),
             ("table", |v| v.table = "t'b".into()),
@@ -293,19 +492,24 @@ mod tests {
             ("repository", |v| v.repository = "file:///etc".into()),
             ("build image", |v| v.build_image = "img;id".into()),
             ("domain", |v| v.domain = "a b".into()),
+            ("image tag", |v| v.image_tag = "a/b".into()),
+            ("image tag", |v| v.image_tag = ".hidden".into()),
+            ("project bucket", |v| v.project_bucket = "B$x".into()),
+            ("project folder", |v| v.project_folder = "../x".into()),
+            ("secret", |v| v.github_token_secret = Some("x;id".into())),
             ("time limit", |v| v.time_limit_minutes = 0),
         ];
         for (what, spoil) in attempts {
             let mut spoiled = values();
             spoil(&mut spoiled);
-            let error = render(&plan(), &spoiled).unwrap_err();
+            let error = render(&plan(), &layouts(), &spoiled).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest", "{what}");
         }
     }
 
     #[test]
     fn no_secret_reaches_the_script() {
-        let script = render(&plan(), &values()).unwrap();
+        let script = render(&plan(), &layouts(), &values()).unwrap();
         for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "aws_secret", "password="] {
             assert!(!script.contains(secret), "{secret}");
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{seconds_between, signed, Invocation};
 use crate::catalog::{Catalog, Profile};
-use crate::domain::{ClusterName, GitRef};
+use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{Clock, Instances, LaunchSpec, Runs};
 use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult};
@@ -31,6 +31,9 @@ pub struct RunSettings {
     pub build_image: String,
     pub registry: String,
     pub domain: String,
+    pub project_bucket: String,
+    pub project_folder: String,
+    pub github_token_secret: Option<String>,
     pub instance_profile: Option<String>,
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
@@ -57,6 +60,8 @@ pub struct RunResponse {
     pub cluster: ClusterName,
     pub version: GitRef,
     pub commit: Option<String>,
+    /// The repository layout found in the checkout.
+    pub layout: Option<String>,
     pub state: RunState,
     pub instance_id: Option<String>,
     pub steps: Vec<StepResult>,
@@ -96,9 +101,13 @@ impl Runner {
     /// Starts a run, or finds the active run of the same kind, cluster and version.
     async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
-        let plan = match kind {
-            RunKind::Test => &self.catalog.plans().test,
-            RunKind::Build => &self.catalog.plans().build,
+        let plans = self.catalog.plans();
+        let plan = plans.of(kind);
+        // BUILD pushes under this tag, so a version that maps to none is refused; TEST only passes it on.
+        let image_tag = match (kind, ImageTag::for_version(&version)) {
+            (_, Ok(tag)) => tag.to_string(),
+            (RunKind::Build, Err(error)) => return Err(error),
+            (RunKind::Test, Err(_)) => String::new(),
         };
         let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
@@ -108,6 +117,7 @@ impl Runner {
             kind: kind.as_str(),
             cluster: cluster.clone(),
             version: version.clone(),
+            image_tag,
             region: self.settings.region.clone(),
             table: self.settings.table.clone(),
             log_bucket: self.settings.log_bucket.clone(),
@@ -115,16 +125,20 @@ impl Runner {
             build_image: self.settings.build_image.clone(),
             registry: self.settings.registry.clone(),
             domain: self.settings.domain.clone(),
+            project_bucket: self.settings.project_bucket.clone(),
+            project_folder: self.settings.project_folder.clone(),
+            github_token_secret: self.settings.github_token_secret.clone(),
             time_limit_minutes: profile.runner.time_limit_minutes,
         };
         // Rendering checks every value: nothing is written or launched for a bad one.
-        let user_data = render(plan, &values)?;
+        let user_data = render(plan, &plans.layouts, &values)?;
         let mut record = RunRecord {
             run_id: run_id.clone(),
             kind,
             cluster,
             version,
             commit: None,
+            layout: None,
             instance_id: None,
             state: RunState::Launching,
             steps: plan
@@ -133,6 +147,7 @@ impl Runner {
                 .map(|name| StepResult {
                     name,
                     status: "pending".into(),
+                    reason: None,
                     exit_code: None,
                     started_at: None,
                     ended_at: None,
@@ -361,6 +376,7 @@ impl Runner {
             cluster: record.cluster,
             version: record.version,
             commit: record.commit,
+            layout: record.layout,
             state: record.state,
             instance_id: record.instance_id,
             steps: record.steps,
@@ -392,6 +408,7 @@ pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<Strin
             StepResult {
                 name: name.clone(),
                 status: field("status").unwrap_or_else(|| "pending".into()),
+                reason: field("reason"),
                 exit_code: field("exit_code").and_then(|c| c.parse().ok()).filter(|c: &i64| *c >= 0),
                 duration_seconds: duration.filter(|_| ended.is_some() && field("status").is_some_and(|s| s != "running")),
                 started_at: started,

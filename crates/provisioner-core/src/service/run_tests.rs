@@ -32,12 +32,13 @@ async fn a_test_run_launches_one_tagged_spot_instance_and_answers_running() {
     assert_eq!(launches.len(), 1);
     let launch = &launches[0];
     assert_eq!(launch.image_id, "ami-al2023-arm64");
-    assert_eq!(launch.instance_type, "c7g.2xlarge");
+    assert_eq!(launch.instance_type, "m7g.2xlarge", "32 GiB first, for the debug build");
     assert_eq!(launch.subnet_id.as_deref(), Some("subnet-a"));
     assert_eq!(launch.volume_gb, 100);
     assert_eq!(launch.client_token, format!("{}-0", response.run_id));
     assert!(launch.user_data.contains("\nshutdown -h +180\n"));
     assert!(launch.user_data.contains("VERSION='v4.5.1'"));
+    assert!(launch.user_data.contains("IMAGE_TAG='v4.5.1'"));
     let tags: std::collections::BTreeMap<_, _> = launch.tags.iter().cloned().collect();
     assert_eq!(tags["sliderule:run-id"], response.run_id.as_str());
     assert_eq!(tags["sliderule:kind"], "test");
@@ -139,7 +140,7 @@ async fn a_waiting_invocation_answers_running_after_wait_seconds() {
 #[tokio::test(start_paused = true)]
 async fn capacity_errors_move_on_to_the_next_subnet_and_instance_type() {
     let world = RunWorld::new(NOW);
-    world.instances.no_capacity.lock().unwrap().push("c7g.2xlarge".into());
+    world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let tried: Vec<(String, Option<String>, String)> =
         world.instances.launches().into_iter().map(|l| (l.instance_type, l.subnet_id, l.client_token)).collect();
@@ -147,9 +148,9 @@ async fn capacity_errors_move_on_to_the_next_subnet_and_instance_type() {
     assert_eq!(
         tried,
         vec![
-            ("c7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
-            ("c7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
-            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-2")),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
+            ("m7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
+            ("m6g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-2")),
         ]
     );
     assert_eq!(response.state, RunState::Running);
@@ -158,11 +159,12 @@ async fn capacity_errors_move_on_to_the_next_subnet_and_instance_type() {
 #[tokio::test(start_paused = true)]
 async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
     let world = RunWorld::new(NOW);
-    world.instances.no_capacity.lock().unwrap().extend(["c7g.2xlarge".into(), "m7g.2xlarge".into(), "c6g.2xlarge".into()]);
+    let types = world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
+    world.instances.no_capacity.lock().unwrap().extend(types.iter().cloned());
     let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
-    assert_eq!(world.instances.launches().len(), 6);
+    assert_eq!(world.instances.launches().len(), types.len() * 2, "every type in both subnets");
     // Nothing is left active: the next start tries again.
     world.instances.no_capacity.lock().unwrap().clear();
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
@@ -177,7 +179,43 @@ async fn bad_run_requests_launch_nothing() {
     let missing = RunId::parse("test-ci-1-20261123t120000-dead").unwrap();
     assert_eq!(world.runner.run(RunKind::Test, resume(&missing, 0), &world.invocation("r2")).await.unwrap_err().code(), "InvalidRequest");
     assert_eq!(world.runner.run(RunKind::Build, resume(&missing, 0), &world.invocation("r3")).await.unwrap_err().code(), "InvalidRequest");
+    for version in ["release/4.x", "unstable", "latest"] {
+        let untaggable = world.runner.run(RunKind::Build, start("ci-1", version, 0), &world.invocation("r4")).await.unwrap_err();
+        assert_eq!(untaggable.code(), "InvalidRequest", "{version}");
+        assert!(untaggable.to_string().contains(version), "{untaggable}");
+    }
     assert!(world.instances.launches().is_empty());
     assert_eq!(world.runs.count(), 0);
     let _ = Timestamp::now();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_of_main_pushes_under_the_unstable_tag_and_a_test_of_any_branch_runs() {
+    let world = RunWorld::new(NOW);
+    let build = world.runner.run(RunKind::Build, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!(build.state, RunState::Running);
+    let test = world.runner.run(RunKind::Test, start("ci-1", "release/4.x", 0), &world.invocation("r2")).await.unwrap();
+    assert_eq!(test.state, RunState::Running);
+    let launches = world.instances.launches();
+    assert!(launches[0].user_data.contains("\nIMAGE_TAG='unstable'\n"));
+    assert!(launches[1].user_data.contains("\nIMAGE_TAG=''\n"), "a test passes no tag it cannot name");
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_applicable_steps_neither_fail_nor_pass_a_run_and_say_why() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let names: Vec<String> = started.steps.iter().map(|s| s.name.clone()).collect();
+    let reports: Vec<(&str, &str)> =
+        names.iter().map(|n| (n.as_str(), if n == "manager-pytests" { "not_applicable" } else { "passed" })).collect();
+    world.runs.report(&started.run_id, &reports, Some("succeeded"));
+    let done = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
+    assert_eq!(done.status, "success");
+    assert_eq!(done.layout.as_deref(), Some("D"));
+    let manager = done.steps.iter().find(|s| s.name == "manager-pytests").unwrap();
+    assert_eq!(manager.status, "not_applicable");
+    assert!(manager.reason.as_deref().is_some_and(|r| r.contains("manager")));
+    let json = serde_json::to_value(&done).unwrap();
+    assert_eq!(json["layout"], "D");
+    assert_eq!(json["steps"].as_array().unwrap().iter().find(|s| s["name"] == "manager-pytests").unwrap()["status"], "not_applicable");
 }
