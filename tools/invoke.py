@@ -132,11 +132,22 @@ def build_payload(args) -> bytes:
 
 
 def report_progress(answer: dict, printed: set) -> None:
+    layout = answer.get("layout")
+    if layout and ("layout", layout) not in printed:
+        printed.add(("layout", layout))
+        print(f"  the checkout has repository layout {layout}", file=sys.stderr)
     for step in answer.get("steps", []) or []:
-        key = (step.get("name"), step.get("status"))
-        if step.get("status") in ("passed", "failed", "skipped") and key not in printed:
+        status = step.get("status")
+        key = (step.get("name"), status)
+        if key in printed:
+            continue
+        if status in ("passed", "failed", "skipped"):
             printed.add(key)
-            print(f"  {step.get('status'):>7}  {step.get('name')}  ({step.get('duration_seconds', '?')} s)", file=sys.stderr)
+            print(f"  {status:>14}  {step.get('name')}  ({step.get('duration_seconds', '?')} s)", file=sys.stderr)
+        elif status == "not_applicable":
+            printed.add(key)
+            print(f"  {'not applicable':>14}  {step.get('name')}: {step.get('reason', 'this version has no such component')}",
+                  file=sys.stderr)
 
 
 def main() -> int:

@@ -6,7 +6,9 @@ template.yaml is translated offline with the SAM translator and created as the s
 the names and configuration AWS would give them, and the functions' environment is what the
 template resolves to: a wiring mistake in the template fails locally too. Added by hand is only
 what the emulator's CloudFormation lacks: the schedule group, and an S3 object standing in for the
-functions' code (the Lambda emulator serves the real binaries). Idempotent: an existing stack is
+functions' code (the Lambda emulator serves the real binaries). Standing in for what the SlideRule
+project's account holds: a project bucket with the data folders, the client tests' GitHub token
+secret (a fake), and the build environment image in the registry. Idempotent: an existing stack is
 kept.
 
 Runs with the SAM venv's Python (samtranslator, cfn-lint's YAML loader, boto3)."""
@@ -84,6 +86,42 @@ def schedule_groups_by_hand(template: dict, scheduler) -> dict:
     return template
 
 
+PROJECT_BUCKET = "sliderule-local-project"
+PROJECT_FOLDER = "cf"
+TOKEN_SECRET = "sliderule-provisioner-local/github-token"
+# A minimal image manifest: the emulator's registry stores it as an image.
+MANIFEST = json.dumps({
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:" + "0" * 64},
+    "layers": [],
+})
+
+
+def ignore(error_codes: tuple, call, **arguments):
+    try:
+        return call(**arguments)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in error_codes:
+            raise
+        return None
+
+
+def project_stand_ins(client) -> str:
+    """What the SlideRule project's account holds and runs read; returns the token secret's ARN."""
+    s3 = client("s3")
+    ignore(("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), s3.create_bucket, Bucket=PROJECT_BUCKET)
+    for folder in ("server", "ams"):
+        s3.put_object(Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{folder}/README", Body=b"local stand-in data\n")
+    secrets = client("secretsmanager")
+    ignore(("ResourceExistsException",), secrets.create_secret, Name=TOKEN_SECRET, SecretString="local-not-a-real-token")
+    ecr = client("ecr")
+    ignore(("RepositoryAlreadyExistsException",), ecr.create_repository, repositoryName="sliderule-buildenv")
+    ignore(("ImageAlreadyExistsException",), ecr.put_image, repositoryName="sliderule-buildenv", imageTag="latest",
+           imageManifest=MANIFEST)
+    return secrets.describe_secret(SecretId=TOKEN_SECRET)["ARN"]
+
+
 def described_stack(cloudformation) -> dict | None:
     try:
         return cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
@@ -97,7 +135,12 @@ def main(env_file: str) -> None:
     session = boto3.session.Session(region_name=region)
     client = lambda name: session.client(name, endpoint_url=endpoint)
     account = client("sts").get_caller_identity()["Account"]
-    parameters = {"BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest"}
+    parameters = {
+        "BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
+        "ProjectBucket": PROJECT_BUCKET,
+        "ProjectFolder": PROJECT_FOLDER,
+        "GitHubTokenSecretArn": project_stand_ins(client),
+    }
 
     cloudformation = client("cloudformation")
     stack = described_stack(cloudformation)

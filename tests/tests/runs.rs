@@ -82,7 +82,12 @@ async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_s
     let answer = done.assert_success();
     assert_eq!(answer["state"], "succeeded");
     assert_eq!(answer["commit"], "0123456789abcdef0123456789abcdef01234567");
-    assert!(answer["steps"].as_array().unwrap().iter().all(|s| s["status"] == "passed"), "{answer:#}");
+    assert_eq!(answer["layout"], "D", "the layout the instance found in the checkout");
+    let steps = answer["steps"].as_array().unwrap();
+    let manager = steps.iter().find(|s| s["name"] == "manager-pytests").unwrap();
+    assert_eq!(manager["status"], "not_applicable", "layout D has no manager: {answer:#}");
+    assert!(manager["reason"].as_str().is_some_and(|r| r.contains("manager")), "{manager:#}");
+    assert!(steps.iter().filter(|s| s["name"] != "manager-pytests").all(|s| s["status"] == "passed"), "{answer:#}");
     assert_eq!(instance_state(&instance_id).await, "terminated", "the function terminates the instance");
 }
 
@@ -110,9 +115,13 @@ async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
     simulate(started["instance_id"].as_str().unwrap(), None);
     let done = resume("build", started["run_id"].as_str().unwrap());
     let answer = done.assert_success();
-    let images: Vec<&str> = answer["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
-    assert!(images.iter().any(|i| i.ends_with("/sliderule:v4.5.1")), "{images:?}");
-    assert!(images.iter().any(|i| i.ends_with("/sliderule:0123456789abcdef0123456789abcdef01234567")), "{images:?}");
+    let mut images: Vec<&str> = answer["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    images.sort();
+    let registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let mut expected: Vec<String> =
+        ["sliderule", "ilb", "monitor", "monitor-agent", "ams"].iter().map(|i| format!("{registry}/{i}:v4.5.1")).collect();
+    expected.sort();
+    assert_eq!(images, expected, "the images layout D pushes, under the version's tag");
 }
 
 #[tokio::test]
@@ -136,6 +145,8 @@ fn bad_run_events_are_refused() {
         ("build", r#"{"run_id":"build-ci-1-20200101t000000-abcd"}"#),
         ("test", r#"{"run_id":"build-ci-1-20200101t000000-abcd"}"#),
         ("build", r#"{"cluster":"ci-1","version":"main","force":true}"#),
+        ("build", r#"{"cluster":"ci-1","version":"release/4.x"}"#),
+        ("build", r#"{"cluster":"ci-1","version":"latest"}"#),
     ];
     for (function, payload) in cases {
         make_invoke(function, payload).assert_error("InvalidRequest");
@@ -164,4 +175,9 @@ fn cluster_test_keeps_invoking_until_the_run_ends() {
     assert_eq!(answer["run_id"], started["run_id"]);
     assert!(followed.stderr.contains("still running"), "progress is printed: {}", followed.stderr);
     assert!(followed.stderr.contains("passed  checkout"), "each step is printed: {}", followed.stderr);
+    assert!(
+        followed.stderr.contains("not applicable  manager-pytests: layout D has no manager"),
+        "a step the version lacks is shown as such: {}",
+        followed.stderr
+    );
 }
