@@ -360,7 +360,7 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
     for target in ["config-debug", "all", "selftest"] {
         assert!(targets.contains(&(server.to_owned(), target.to_owned())), "{target} in {server}: {targets:?}");
     }
-    assert!(targets.iter().all(|(dir, _)| dir != ""), "nothing ran at the repository root: {targets:?}");
+    assert!(targets.iter().all(|(dir, _)| !dir.is_empty()), "nothing ran at the repository root: {targets:?}");
     let debug = targets.iter().position(|t| t.1 == "config-debug").unwrap();
     assert!(debug < targets.iter().position(|t| t.1 == "all").unwrap(), "configure, then build: {targets:?}");
 

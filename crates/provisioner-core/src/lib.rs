@@ -15,6 +15,8 @@
 //! | which clusters exist and their templates | [`catalog`], `clusters/` |
 //! | TEST(cluster, version), BUILD(cluster, version) | [`service::run`] |
 //! | TEST/BUILD: the steps an instance runs, and its user-data | [`runner::plan`], [`runner::script`] |
+//! | TEST/BUILD: repository layouts, steps that are not applicable | [`runner::plan::Layout`], [`runner::plan::Condition`], `clusters/catalog.yaml` |
+//! | BUILD: the image tag of a version | [`domain::names::ImageTag`] |
 //! | run ids, run records, `run_id` resumes | [`runner::run`] |
 //! | valid versions (git refs) | [`domain::names::GitRef`] |
 //! | error codes of the contract | [`error`] |
