@@ -247,15 +247,7 @@ fn layouts() -> Vec<Layout> {
 }
 
 fn test_plan() -> Plan {
-    let step = |name: &str, run: &str, place: StepPlace, needs: &[&str]| Step {
-        name: name.into(),
-        run: run.into(),
-        place,
-        needs: needs.iter().map(|s| s.to_string()).collect(),
-        component: None,
-        not_applicable_if: Vec::new(),
-        github_token: false,
-    };
+    let step = Step::command;
     Plan {
         steps: vec![
             step("conda-environment", "conda env create --name sliderule_env", StepPlace::Host, &[]),
@@ -443,18 +435,22 @@ async fn a_test_run_on_layout_d_has_no_root_makefile_and_tests_the_clients_again
     the_clients_test_the_cluster_under_test("D").await;
 }
 
+/// Runs the shipped plan of `values.kind` in the sandbox; answers the run's record.
+async fn run_shipped_plan(values: &RunValues, sandbox: &Sandbox) -> HashMap<String, AttributeValue> {
+    let catalog = Catalog::shipped().unwrap();
+    let plan = if values.kind == "build" { &catalog.plans().build } else { &catalog.plans().test };
+    let dynamodb = run_record(values, &plan.step_names()).await;
+    sandbox.run(&render(plan, &layouts(), values).unwrap());
+    record(&dynamodb, values).await
+}
+
 /// A BUILD run of the shipped plan on a fixture of `layout`: it builds, then pushes, in the
 /// server make directory, and records exactly the images the layout's Makefile pushes.
 async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
     let tag = unique("v9.");
     let values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
-    let catalog = Catalog::shipped().unwrap();
-    let plan = &catalog.plans().build;
-    let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = Sandbox::with_layout(layout);
-    sandbox.run(&render(plan, &layouts(), &values).unwrap());
-
-    let record = record(&dynamodb, &values).await;
+    let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert!(statuses.values().all(|s| s == "passed"), "{statuses:?}; {}", sandbox.log("verify-images"));
     assert_eq!(text(&record, "layout"), layout);
@@ -501,13 +497,8 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
     let tag = unique("v9.");
     let mut values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
     values.registry = EMPTY_REGISTRY.into();
-    let catalog = Catalog::shipped().unwrap();
-    let plan = &catalog.plans().build;
-    let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = Sandbox::with_layout("D");
-    sandbox.run(&render(plan, &layouts(), &values).unwrap());
-
-    let record = record(&dynamodb, &values).await;
+    let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert_eq!(statuses["check-build-environment"], "failed");
     assert!(
@@ -525,14 +516,9 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
 #[tokio::test]
 async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and_skips_the_clients() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
-    let catalog = Catalog::shipped().unwrap();
-    let plan = &catalog.plans().test;
-    let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = Sandbox::with_layout("D");
     std::fs::write(sandbox.dir.join("discovery-nodes"), "0").unwrap();
-    sandbox.run(&render(plan, &layouts(), &values).unwrap());
-
-    let statuses = step_statuses(&record(&dynamodb, &values).await);
+    let statuses = step_statuses(&run_shipped_plan(&values, &sandbox).await);
     assert_eq!(statuses["wait-for-cluster"], "failed");
     assert!(sandbox.log("wait-for-cluster").contains("reported no nodes"), "{}", sandbox.log("wait-for-cluster"));
     assert_eq!(statuses["python-client-pytests"], "skipped");
@@ -543,13 +529,8 @@ async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and
 #[tokio::test]
 async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
-    let catalog = Catalog::shipped().unwrap();
-    let plan = &catalog.plans().test;
-    let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = Sandbox::new();
-    sandbox.run(&render(plan, &layouts(), &values).unwrap());
-
-    let record = record(&dynamodb, &values).await;
+    let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert_eq!(statuses["checkout"], "failed");
     assert!(sandbox.log("checkout").contains("fits none of the repository layouts"), "{}", sandbox.log("checkout"));

@@ -160,6 +160,21 @@ pub fn check_layouts(layouts: &[Layout]) -> Result<BTreeSet<String>, Error> {
     Ok(components)
 }
 
+impl Step {
+    /// A step that runs `run` at the repository's root, with no condition and no token.
+    pub fn command(name: &str, run: &str, place: StepPlace, needs: &[&str]) -> Step {
+        Step {
+            name: name.into(),
+            run: run.into(),
+            place,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            component: None,
+            not_applicable_if: Vec::new(),
+            github_token: false,
+        }
+    }
+}
+
 impl Plan {
     /// Checks names, order, commands and the components steps run in, so a bad plan fails when
     /// the catalog loads.
@@ -225,15 +240,7 @@ mod tests {
     use super::*;
 
     pub fn step(name: &str, needs: &[&str]) -> Step {
-        Step {
-            name: name.into(),
-            run: "true".into(),
-            place: StepPlace::Host,
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            component: None,
-            not_applicable_if: Vec::new(),
-            github_token: false,
-        }
+        Step::command(name, "true", StepPlace::Host, needs)
     }
 
     fn components() -> BTreeSet<String> {

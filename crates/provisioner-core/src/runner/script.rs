@@ -423,15 +423,7 @@ mod tests {
     }
 
     fn step(name: &str, run: &str, place: StepPlace, needs: &[&str]) -> Step {
-        Step {
-            name: name.into(),
-            run: run.into(),
-            place,
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            component: None,
-            not_applicable_if: Vec::new(),
-            github_token: false,
-        }
+        Step::command(name, run, place, needs)
     }
 
     fn plan() -> Plan {
