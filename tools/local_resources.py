@@ -66,6 +66,15 @@ def replace_references(node, logical_id: str, physical_name: str):
     return node
 
 
+def ignore(error_codes: tuple, call, **arguments):
+    try:
+        return call(**arguments)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in error_codes:
+            raise
+        return None
+
+
 def schedule_groups_by_hand(template: dict, scheduler) -> dict:
     """The emulator's CloudFormation has no AWS::Scheduler::ScheduleGroup: create those directly."""
     for logical_id, resource in list(template["Resources"].items()):
@@ -76,11 +85,7 @@ def schedule_groups_by_hand(template: dict, scheduler) -> dict:
             name = STACK
         if not isinstance(name, str):
             raise SystemExit(f"local-resources: schedule group {logical_id} needs a literal Name or !Ref AWS::StackName")
-        try:
-            scheduler.create_schedule_group(Name=name)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConflictException":
-                raise
+        ignore(("ConflictException",), scheduler.create_schedule_group, Name=name)
         del template["Resources"][logical_id]
         template = replace_references(template, logical_id, name)
     return template
@@ -96,15 +101,6 @@ MANIFEST = json.dumps({
     "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:" + "0" * 64},
     "layers": [],
 })
-
-
-def ignore(error_codes: tuple, call, **arguments):
-    try:
-        return call(**arguments)
-    except ClientError as error:
-        if error.response["Error"]["Code"] not in error_codes:
-            raise
-        return None
 
 
 def project_stand_ins(client) -> str:

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::domain::{ClusterName, GitRef};
+use provisioner_core::domain::{ClusterName, GitRef, ImageTag};
 use provisioner_core::runner::{render, Layout, Plan, RunValues, Step, StepPlace};
 use provisioner_e2e::{emulator, endpoint, repo_root, unique};
 
@@ -24,7 +24,7 @@ fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunVa
         kind,
         cluster: ClusterName::parse("ci-1").unwrap(),
         version: GitRef::parse(version).unwrap(),
-        image_tag: if version == "main" { "unstable".into() } else { version.replace('/', "-") },
+        image_tag: ImageTag::for_version(&GitRef::parse(version).unwrap()).map(|t| t.to_string()).unwrap_or_default(),
         region: "us-east-1".into(),
         table: table.into(),
         log_bucket: bucket.into(),

@@ -228,10 +228,6 @@ impl RunRecord {
     pub fn skipped_steps(&self) -> Vec<&str> {
         self.steps.iter().filter(|s| s.status == "skipped").map(|s| s.name.as_str()).collect()
     }
-
-    pub fn not_applicable_steps(&self) -> Vec<&str> {
-        self.steps.iter().filter(|s| s.status == "not_applicable").map(|s| s.name.as_str()).collect()
-    }
 }
 
 #[cfg(test)]
