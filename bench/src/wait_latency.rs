@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jiff::SignedDuration;
-use provisioner_core::domain::{ClusterName, ClusterRequest};
+use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest};
 use provisioner_core::ports::Clock;
 use provisioner_core::testing::{Call, StackBehaviour, World};
 use serde_json::json;
@@ -40,12 +40,14 @@ fn trial(operation: Operation, takes: Duration) -> (f64, usize, f64) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime");
     runtime.block_on(async {
         let world = World::new(NOW);
-        let request = ClusterRequest { cluster: ClusterName::parse(CLUSTER).expect("a valid name") };
+        let cluster = ClusterName::parse(CLUSTER).expect("a valid name");
+        let request = ClusterRequest { cluster: cluster.clone() };
         world.stacks.set_behaviour(StackBehaviour { create_takes: takes, delete_takes: takes, ..StackBehaviour::default() });
         let started = world.clock.now();
         match operation {
             Operation::Deploy => {
-                world.provisioner.deploy(request, &world.invocation("bench")).await.expect("deploy succeeds");
+                let deploy = DeployRequest { cluster, version: None };
+                world.provisioner.deploy(deploy, &world.invocation("bench")).await.expect("deploy succeeds");
             }
             Operation::Destroy => {
                 world.stacks.seed(STACK, "CREATE_COMPLETE", None);

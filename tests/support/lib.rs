@@ -34,6 +34,24 @@ pub async fn emulator() -> SdkConfig {
         .await
 }
 
+/// The environment the local stack gives the functions (`.local/lambda.env`, resolved from
+/// template.yaml), so tests build what the functions build.
+pub fn local_function_env() -> std::collections::BTreeMap<String, String> {
+    let path = repo_root().join(".local/lambda.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} is unreadable ({e}); run `make local-up`", path.display()));
+    text.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// The account settings the deploy function passes to cluster stacks on the local stack.
+pub fn local_cluster_settings() -> provisioner_core::catalog::ClusterSettings {
+    let env = local_function_env();
+    provisioner_core::lambda::CLUSTER_SETTING_ENVS
+        .iter()
+        .filter_map(|(parameter, name)| Some(((*parameter).to_owned(), env.get(*name)?.clone())))
+        .filter(|(_, value)| !value.is_empty())
+        .collect()
+}
+
 /// A name no other test uses: `prefix` plus 8 random lowercase hex characters.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])

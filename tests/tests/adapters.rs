@@ -7,13 +7,15 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use provisioner_core::aws::cloudformation::CloudFormationStacks;
 use provisioner_core::aws::dynamodb::DynamoStore;
+use provisioner_core::aws::ecr::EcrImages;
 use provisioner_core::aws::scheduler::{EventBridgeSchedules, ScheduleTarget};
+use provisioner_core::aws::CallLog;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::domain::{ClusterName, ClusterRequest, ScheduleDestroyRequest};
+use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{Images, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
-use provisioner_e2e::{emulator, unique};
+use provisioner_e2e::{emulator, local_cluster_settings, unique};
 
 const TEMPLATE: &str = include_str!("../../clusters/sliderule-cluster.yaml");
 
@@ -152,8 +154,10 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         stacks: Arc::new(stacks().await),
         schedules: Arc::new(schedules(group).await),
         locks: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table_name)),
+        images: Arc::new(EcrImages::new(config.clone(), CallLog::default())),
         clock: Arc::new(SystemClock),
         timeouts: Timeouts { stack_poll: Duration::from_millis(200), lock_poll: Duration::from_millis(100), ..Timeouts::default() },
+        settings: local_cluster_settings(),
     }
 }
 
@@ -170,8 +174,9 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     let second = Provisioner { stacks: Arc::new(stacks().await), ..first.clone() };
     let cluster = ClusterName::parse(&unique("ci-")).unwrap();
     let request = ClusterRequest { cluster: cluster.clone() };
+    let deploy = DeployRequest { cluster: cluster.clone(), version: None };
     let (one, two) = (invocation("one"), invocation("two"));
-    let (a, b) = tokio::join!(first.deploy(request.clone(), &one), second.deploy(request.clone(), &two));
+    let (a, b) = tokio::join!(first.deploy(deploy.clone(), &one), second.deploy(deploy.clone(), &two));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.stack_id, b.stack_id, "one stack");
 
@@ -196,4 +201,26 @@ async fn the_call_log_records_each_call_once_by_service_and_operation() {
     assert!(stacks.failure_reasons(&name).await.unwrap().is_empty());
     assert_eq!(calls.take(), vec!["CloudFormation.DescribeStacks", "CloudFormation.DescribeStackEvents"]);
     assert!(calls.take().is_empty(), "take empties the log");
+}
+
+#[tokio::test]
+async fn the_registry_adapter_reports_exactly_the_repositories_without_the_tag() {
+    let config = emulator().await;
+    let ecr = aws_sdk_ecr::Client::new(&config);
+    let (held, other, absent) = (unique("held-"), unique("other-"), unique("absent-"));
+    for repository in [&held, &other] {
+        ecr.create_repository().repository_name(repository).send().await.unwrap();
+    }
+    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    ecr.put_image().repository_name(&held).image_tag("v5.5.0").image_manifest(manifest).send().await.unwrap();
+    ecr.put_image().repository_name(&other).image_tag("v5.4.0").image_manifest(manifest).send().await.unwrap();
+    let account =
+        ecr.describe_repositories().repository_names(&held).send().await.unwrap().repositories()[0].registry_id().unwrap().to_owned();
+    let registry = format!("{account}.dkr.ecr.us-east-1.amazonaws.com");
+    let images = EcrImages::new(config, CallLog::default());
+    let tag = ImageTag::to_deploy(&provisioner_core::domain::GitRef::parse("v5.5.0").unwrap()).unwrap();
+    let missing = images.missing(&registry, &[held.clone(), other.clone(), absent.clone()], &tag).await.unwrap();
+    assert_eq!(missing, vec![other, absent]);
+    let not_ecr = images.missing("ghcr.io/sliderule", &[held], &tag).await.unwrap_err();
+    assert!(not_ecr.to_string().contains("not an Amazon ECR registry"), "{not_ecr}");
 }

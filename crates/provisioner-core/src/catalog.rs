@@ -7,15 +7,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::domain::ClusterName;
+use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::Error;
 use crate::runner::{Layout, Plan, RunKind};
 
 /// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
 pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";
 
-/// Parameters the provisioner sets itself; a profile may not set them.
-pub const PROVIDED_PARAMETERS: &[&str] = &["ClusterName"];
+/// Parameters the provisioner sets itself; a profile may not set them. `ClusterName` and
+/// `Version` (the image tag) come from the request; the others are the account's settings (the
+/// provisioner template's parameters, passed on in [`ClusterSettings`]).
+pub const PROVIDED_PARAMETERS: &[&str] = &[
+    "ClusterName",
+    "Version",
+    "Domain",
+    "HostedZoneId",
+    "ContainerRegistry",
+    "ProjectBucket",
+    "ProjectFolder",
+    "JwtIssuer",
+    "PublicDataBuckets",
+    "AlertStream",
+    "TelemetryStream",
+    "EnvironmentVersion",
+];
+
+/// Every template must take these: the stack is useless without either.
+const REQUIRED_PARAMETERS: &[&str] = &["ClusterName", "Version"];
+
+/// The account's settings that cluster stacks take as parameters, by parameter name; an empty
+/// value leaves the template's default.
+pub type ClusterSettings = BTreeMap<String, String>;
 
 const CATALOG_YAML: &str = include_str!("../../../clusters/catalog.yaml");
 
@@ -68,7 +90,14 @@ pub struct ProfileFile {
     pub patterns: Vec<String>,
     /// File name of a CloudFormation template under `clusters/`.
     pub template: String,
-    /// Template parameters. `ClusterName` is set by the provisioner.
+    /// The version a deploy without one runs: a git ref or one of the repository's image tags
+    /// (`latest` for the newest release, `unstable` for main).
+    pub version: String,
+    /// The image repositories the template runs at the version's tag: a deploy checks that each
+    /// holds the tag before it creates anything.
+    #[schemars(length(min = 1))]
+    pub images: Vec<String>,
+    /// Template parameters, besides those the provisioner sets (see `PROVIDED_PARAMETERS`).
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     /// The spot instances that run this cluster's TEST and BUILD.
@@ -150,6 +179,10 @@ pub struct Profile {
     pub patterns: Vec<String>,
     pub template_name: String,
     pub template_body: &'static str,
+    /// The template's parameters, each with whether it has a default.
+    pub declared: BTreeMap<String, bool>,
+    pub default_version: ImageTag,
+    pub images: Vec<String>,
     pub parameters: BTreeMap<String, String>,
     pub runner: RunnerProfile,
 }
@@ -217,8 +250,18 @@ impl Catalog {
                     return Err(bad(format!("profile '{name}' does not set '{key}', which template '{}' requires", raw.template)));
                 }
             }
-            if !declared.contains_key("ClusterName") {
-                return Err(bad(format!("template '{}' does not declare the ClusterName parameter", raw.template)));
+            for key in REQUIRED_PARAMETERS {
+                if !declared.contains_key(*key) {
+                    return Err(bad(format!("template '{}' does not declare the {key} parameter", raw.template)));
+                }
+            }
+            let default_version = GitRef::parse(&raw.version)
+                .and_then(|version| ImageTag::to_deploy(&version))
+                .map_err(|why| bad(format!("profile '{name}' has default version '{}': {why}", raw.version)))?;
+            let repository =
+                |r: &String| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b));
+            if raw.images.is_empty() || !raw.images.iter().all(repository) {
+                return Err(bad(format!("profile '{name}' needs the image repositories its template runs, such as 'sliderule'")));
             }
             raw.runner.check(&name).map_err(bad)?;
             profiles.push(Profile {
@@ -226,6 +269,9 @@ impl Catalog {
                 patterns: raw.patterns,
                 template_name: raw.template,
                 template_body,
+                declared,
+                default_version,
+                images: raw.images,
                 parameters: raw.parameters,
                 runner: raw.runner,
             });
@@ -254,11 +300,34 @@ impl Catalog {
 }
 
 impl Profile {
-    /// The stack's parameters for `cluster`: the profile's, plus the ones the provisioner sets.
-    pub fn stack_parameters(&self, cluster: &ClusterName) -> Vec<(String, String)> {
-        let mut parameters: Vec<(String, String)> = vec![("ClusterName".into(), cluster.to_string())];
+    /// The stack's parameters for `cluster` running `version`: the name and tag, the account's
+    /// settings the template declares, and the profile's own. A setting the template needs but the
+    /// provisioner was not given is refused here, before anything is created.
+    pub fn stack_parameters(
+        &self,
+        cluster: &ClusterName,
+        version: &ImageTag,
+        settings: &ClusterSettings,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut parameters: Vec<(String, String)> =
+            vec![("ClusterName".into(), cluster.to_string()), ("Version".into(), version.to_string())];
+        for (key, has_default) in &self.declared {
+            if REQUIRED_PARAMETERS.contains(&key.as_str()) || !PROVIDED_PARAMETERS.contains(&key.as_str()) {
+                continue;
+            }
+            match settings.get(key).filter(|value| !value.is_empty()) {
+                Some(value) => parameters.push((key.clone(), value.clone())),
+                None if *has_default => {}
+                None => {
+                    return Err(Error::DeployFailed(format!(
+                        "the provisioner has no setting for the cluster template's {key} parameter; \
+                         set {key} when deploying the provisioner's template, then deploy again"
+                    )))
+                }
+            }
+        }
         parameters.extend(self.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
-        parameters
+        Ok(parameters)
     }
 }
 
@@ -344,10 +413,15 @@ mod tests {
         assert!(!glob_matches("ab*ba", "aba"));
     }
 
-    const TEMPLATE: &str =
-        "Parameters:\n  ClusterName: {Type: String}\n  Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
+    const TEMPLATE: &str = "Parameters:\n  ClusterName: {Type: String}\n  Version: {Type: String}\n  Domain: {Type: String}\n  \
+                            Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
 
     const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: 'true'}]\n  build: [{name: b, run: 'true'}]\n";
+
+    /// A profile `p` for `match`, with `extra` YAML fields (flow style) added.
+    fn profile(patterns: &str, extra: &str) -> String {
+        format!("- {{name: p, match: {patterns}, template: t.yaml, version: latest, images: [sliderule]{extra}}}\n")
+    }
 
     fn load(yaml: &str) -> Result<Catalog, Error> {
         Catalog::from_yaml(&format!("{yaml}{PLANS}"), &[("t.yaml", TEMPLATE)])
@@ -355,30 +429,42 @@ mod tests {
 
     #[test]
     fn a_good_catalog_loads() {
-        let catalog = load("profiles:\n- name: p\n  match: [a, 'b-*']\n  template: t.yaml\n  parameters: {Size: '3'}\n").unwrap();
+        let catalog = load(&format!("profiles:\n{}", profile("[a, 'b-*']", ", parameters: {Size: '3'}"))).unwrap();
         let profile = catalog.profile_for(&name("b-7")).unwrap();
+        assert_eq!(profile.default_version.as_str(), "latest");
+        let settings = ClusterSettings::from([("Domain".into(), "example.org".into()), ("HostedZoneId".into(), "Z1".into())]);
+        let tag = ImageTag::to_deploy(&GitRef::parse("main").unwrap()).unwrap();
+        let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         assert_eq!(
-            profile.stack_parameters(&name("b-7")),
-            vec![("ClusterName".to_string(), "b-7".to_string()), ("Size".to_string(), "3".to_string())]
+            profile.stack_parameters(&name("b-7"), &tag, &settings).unwrap(),
+            pairs(&[("ClusterName", "b-7"), ("Version", "unstable"), ("Domain", "example.org"), ("Size", "3")])
         );
+        let error = profile.stack_parameters(&name("b-7"), &tag, &ClusterSettings::new()).unwrap_err();
+        assert!(error.to_string().contains("Domain parameter"), "{error}");
     }
 
     #[test]
     fn bad_catalogs_are_refused_with_the_reason() {
+        let one = |extra: &str| format!("profiles:\n{}", profile("[a]", extra));
         let cases = [
-            ("profiles: []\n", "no profiles"),
-            ("profiles:\n- name: p\n  match: [a]\n  template: t.yaml\n  parameters: {Size: '1'}\n  extra: 1\n", "unknown field"),
-            ("profiles:\n- name: p\n  match: [a]\n  template: missing.yaml\n", "not shipped"),
-            ("profiles:\n- name: p\n  match: ['*']\n  template: t.yaml\n  parameters: {Size: '1'}\n", "catch-all"),
-            ("profiles:\n- name: p\n  match: ['A*']\n  template: t.yaml\n  parameters: {Size: '1'}\n", "pattern"),
-            ("profiles:\n- name: p\n  match: []\n  template: t.yaml\n  parameters: {Size: '1'}\n", "matches no names"),
-            ("profiles:\n- name: p\n  match: [a]\n  template: t.yaml\n", "requires"),
-            ("profiles:\n- name: p\n  match: [a]\n  template: t.yaml\n  parameters: {Size: '1', Nope: x}\n", "does not declare"),
-            ("profiles:\n- name: p\n  match: [a]\n  template: t.yaml\n  parameters: {Size: '1', ClusterName: x}\n", "provisioner sets"),
-            ("profiles:\n- {name: p, match: [a], template: t.yaml, parameters: {Size: '1'}}\n- {name: p, match: [b], template: t.yaml, parameters: {Size: '1'}}\n", "twice"),
+            ("profiles: []\n".to_owned(), "no profiles"),
+            (one(", parameters: {Size: '1'}, extra: 1"), "unknown field"),
+            (one(", parameters: {Size: '1'}").replace("t.yaml", "missing.yaml"), "not shipped"),
+            (format!("profiles:\n{}", profile("['*']", ", parameters: {Size: '1'}")), "catch-all"),
+            (format!("profiles:\n{}", profile("['A*']", ", parameters: {Size: '1'}")), "pattern"),
+            (format!("profiles:\n{}", profile("[]", ", parameters: {Size: '1'}")), "matches no names"),
+            (one(""), "requires"),
+            (one(", parameters: {Size: '1', Nope: x}"), "does not declare"),
+            (one(", parameters: {Size: '1', ClusterName: x}"), "provisioner sets"),
+            (one(", parameters: {Size: '1', Version: x}"), "provisioner sets"),
+            (one(", parameters: {Size: '1', Domain: x}"), "provisioner sets"),
+            (one(", parameters: {Size: '1'}").replace("version: latest", "version: release/5.x"), "default version"),
+            (one(", parameters: {Size: '1'}").replace("images: [sliderule]", "images: []"), "image repositories"),
+            (one(", parameters: {Size: '1'}").replace("images: [sliderule]", "images: ['Bad Name']"), "image repositories"),
+            (format!("profiles:\n{}{}", profile("[a]", ", parameters: {Size: '1'}"), profile("[b]", ", parameters: {Size: '1'}")), "twice"),
         ];
         for (yaml, reason) in cases {
-            let error = load(yaml).unwrap_err();
+            let error = load(&yaml).unwrap_err();
             assert!(error.to_string().contains(reason), "{yaml}: {error}");
         }
     }

@@ -70,6 +70,8 @@ pub enum Error {
     RunLost(String),
     #[error("{0}")]
     CapacityUnavailable(String),
+    #[error("{0}")]
+    ImagesMissing(String),
     #[error("{0}; retry later, and check the provisioner's permissions if it persists")]
     Aws(AwsFailure),
 }
@@ -91,6 +93,7 @@ impl Error {
             Error::BuildFailed(_) => "BuildFailed",
             Error::RunLost(_) => "RunLost",
             Error::CapacityUnavailable(_) => "CapacityUnavailable",
+            Error::ImagesMissing(_) => "ImagesMissing",
             Error::Aws(_) => "AwsError",
         }
     }
@@ -129,6 +132,7 @@ mod tests {
             "BuildFailed",
             "RunLost",
             "CapacityUnavailable",
+            "ImagesMissing",
             "AwsError",
         ];
         let samples = [
@@ -145,6 +149,7 @@ mod tests {
             Error::BuildFailed("x".into()),
             Error::RunLost("x".into()),
             Error::CapacityUnavailable("x".into()),
+            Error::ImagesMissing("x".into()),
             Error::Aws(AwsFailure { service: "s", operation: "o", code: "c".into(), message: String::new(), kind: AwsErrorKind::Other }),
         ];
         let codes: Vec<_> = samples.iter().map(Error::code).collect();

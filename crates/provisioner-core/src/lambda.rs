@@ -13,7 +13,7 @@ use crate::aws::CallLog;
 use crate::catalog::Catalog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
 #[cfg(feature = "lambda")]
-use crate::domain::{ClusterRequest, ScheduleDestroyRequest};
+use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::error::Error;
 use crate::ports::SystemClock;
 #[cfg(feature = "lambda-runs")]
@@ -143,7 +143,7 @@ pub async fn handle(provisioner: &Provisioner, function: Function, event: Value,
 #[cfg(feature = "lambda")]
 async fn run(provisioner: &Provisioner, function: Function, event: Value, invocation: &Invocation) -> Result<Value, Error> {
     let response = match function {
-        Function::Deploy => to_value(provisioner.deploy(ClusterRequest::parse(event)?, invocation).await?),
+        Function::Deploy => to_value(provisioner.deploy(DeployRequest::parse(event)?, invocation).await?),
         Function::Destroy => to_value(provisioner.destroy(ClusterRequest::parse(event)?, invocation).await?),
         Function::ScheduleDestroy => {
             let request = ScheduleDestroyRequest::parse(event, provisioner.clock.now())?;
@@ -172,6 +172,25 @@ pub const CONTAINER_REGISTRY_ENV: &str = "PROVISIONER_CONTAINER_REGISTRY";
 pub const DOMAIN_ENV: &str = "PROVISIONER_DOMAIN";
 pub const PROJECT_BUCKET_ENV: &str = "PROVISIONER_PROJECT_BUCKET";
 pub const PROJECT_FOLDER_ENV: &str = "PROVISIONER_PROJECT_FOLDER";
+pub const HOSTED_ZONE_ID_ENV: &str = "PROVISIONER_HOSTED_ZONE_ID";
+pub const JWT_ISSUER_ENV: &str = "PROVISIONER_JWT_ISSUER";
+pub const PUBLIC_DATA_BUCKETS_ENV: &str = "PROVISIONER_PUBLIC_DATA_BUCKETS";
+pub const ALERT_STREAM_ENV: &str = "PROVISIONER_ALERT_STREAM";
+pub const TELEMETRY_STREAM_ENV: &str = "PROVISIONER_TELEMETRY_STREAM";
+
+/// The account's settings that cluster stacks take as parameters, by the environment variable
+/// (set from the provisioner template's parameters) that carries each.
+pub const CLUSTER_SETTING_ENVS: &[(&str, &str)] = &[
+    ("Domain", DOMAIN_ENV),
+    ("HostedZoneId", HOSTED_ZONE_ID_ENV),
+    ("ContainerRegistry", CONTAINER_REGISTRY_ENV),
+    ("ProjectBucket", PROJECT_BUCKET_ENV),
+    ("ProjectFolder", PROJECT_FOLDER_ENV),
+    ("JwtIssuer", JWT_ISSUER_ENV),
+    ("PublicDataBuckets", PUBLIC_DATA_BUCKETS_ENV),
+    ("AlertStream", ALERT_STREAM_ENV),
+    ("TelemetryStream", TELEMETRY_STREAM_ENV),
+];
 /// The Secrets Manager secret (name or ARN) holding the GitHub token of the client tests.
 pub const GITHUB_TOKEN_SECRET_ENV: &str = "PROVISIONER_GITHUB_TOKEN_SECRET";
 /// Each run kind launches with its own instance profile: only BUILD's may push images.
@@ -202,10 +221,10 @@ pub async fn runner_from_env(kind: RunKind, calls: &CallLog) -> Result<Runner, S
         region,
         table: table.clone(),
         log_bucket: setting(RUN_LOG_BUCKET_ENV)?,
-        repository: optional_setting(REPOSITORY_URL_ENV).unwrap_or_else(|| "https://github.com/SlideRuleEarth/sliderule.git".into()),
+        repository: setting(REPOSITORY_URL_ENV)?,
         build_image: setting(BUILD_IMAGE_ENV)?,
         registry: setting(CONTAINER_REGISTRY_ENV)?,
-        domain: optional_setting(DOMAIN_ENV).unwrap_or_else(|| "slideruleearth.io".into()),
+        domain: setting(DOMAIN_ENV)?,
         project_bucket: optional_setting(PROJECT_BUCKET_ENV).unwrap_or_default(),
         project_folder: optional_setting(PROJECT_FOLDER_ENV).unwrap_or_default(),
         github_token_secret: optional_setting(GITHUB_TOKEN_SECRET_ENV),
@@ -240,15 +259,37 @@ pub async fn provisioner_from_env(calls: &CallLog) -> Result<Provisioner, String
         role_arn: setting(SCHEDULER_ROLE_ARN_ENV)?,
         dead_letter_arn: optional_setting(DEAD_LETTER_ARN_ENV),
     };
+    let mut settings: crate::catalog::ClusterSettings =
+        CLUSTER_SETTING_ENVS.iter().filter_map(|(parameter, env)| Some(((*parameter).to_owned(), optional_setting(env)?))).collect();
+    settings.insert("EnvironmentVersion".into(), concat!("sliderule-provisioner-", env!("CARGO_PKG_VERSION")).into());
     let config = sdk_config().await;
+    #[cfg(feature = "ecr")]
+    let images = Arc::new(crate::aws::ecr::EcrImages::new(config.clone(), calls.clone()));
+    #[cfg(not(feature = "ecr"))]
+    let images = Arc::new(NoRegistry);
     Ok(Provisioner {
         catalog: Arc::new(catalog),
         stacks: Arc::new(CloudFormationStacks::new(logged_client!(aws_sdk_cloudformation, &config, calls))),
         schedules: Arc::new(EventBridgeSchedules::new(logged_client!(aws_sdk_scheduler, &config, calls), target)),
         locks: Arc::new(DynamoStore::new(logged_client!(aws_sdk_dynamodb, &config, calls), table)),
+        images,
         clock: Arc::new(SystemClock),
         timeouts: Timeouts::default(),
+        settings,
     })
+}
+
+/// What the functions other than `deploy` have for a registry: they never ask it anything, and
+/// link no registry client.
+#[cfg(all(feature = "lambda", not(feature = "ecr")))]
+struct NoRegistry;
+
+#[cfg(all(feature = "lambda", not(feature = "ecr")))]
+#[async_trait::async_trait]
+impl crate::ports::Images for NoRegistry {
+    async fn missing(&self, _: &str, _: &[String], _: &crate::domain::ImageTag) -> crate::Result<Vec<String>> {
+        Err(Error::DeployFailed("this function links no registry client; only deploy checks images".into()))
+    }
 }
 
 #[cfg(all(test, feature = "lambda"))]
@@ -264,6 +305,10 @@ mod tests {
         let cases = [
             (Function::Deploy, json!({"cluster": "ci-1", "extra": 1}), "InvalidRequest"),
             (Function::Deploy, json!("ci-1"), "InvalidRequest"),
+            (Function::Deploy, json!({"cluster": "ci-1", "version": "a;b"}), "InvalidRequest"),
+            (Function::Deploy, json!({"cluster": "ci-1", "version": "feature/x"}), "InvalidRequest"),
+            (Function::Deploy, json!({"cluster": "ci-1", "version": "v0.0.1"}), "ImagesMissing"),
+            (Function::Destroy, json!({"cluster": "ci-1", "version": "main"}), "InvalidRequest"),
             (Function::Destroy, json!({"cluster": "ci;reboot"}), "InvalidRequest"),
             (Function::Destroy, json!({"cluster": "other"}), "UnknownCluster"),
             (Function::ScheduleDestroy, json!({"cluster": "ci-1", "time_to_destroy": "2020-01-01T00:00:00Z"}), "InvalidRequest"),
@@ -275,7 +320,9 @@ mod tests {
             let message = &diagnostic.error_message;
             assert!(!message.is_empty() && !message.contains('\n') && message.len() < 400, "{message}");
         }
-        assert!(world.stacks.calls().is_empty() && world.schedules.calls().is_empty());
+        // Nothing was created: bad events make no call at all, missing images only look.
+        assert!(world.stacks.created().is_empty() && world.schedules.all().is_empty());
+        assert_eq!(world.stacks.calls().len(), 2, "one describe before and one under the lock: {:?}", world.stacks.calls());
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,6 +331,7 @@ mod tests {
         let deployed =
             handle(&world.provisioner, Function::Deploy, json!({"cluster": "developers"}), world.invocation("r1")).await.unwrap();
         assert_eq!((deployed["status"].as_str(), deployed["cluster"].as_str()), (Some("success"), Some("developers")));
+        assert_eq!(deployed["version"], "latest");
         let scheduled = handle(
             &world.provisioner,
             Function::ScheduleDestroy,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::StackStatus;
+use crate::domain::{ImageTag, StackStatus};
 use crate::error::Result;
 use crate::runner::run::{RunId, RunRecord};
 
@@ -17,6 +17,8 @@ pub struct StackSnapshot {
     pub id: String,
     pub status: StackStatus,
     pub status_reason: Option<String>,
+    /// The parameters it was created with (a cluster's `Version` among them).
+    pub parameters: BTreeMap<String, String>,
     pub outputs: BTreeMap<String, String>,
 }
 
@@ -42,6 +44,14 @@ pub trait Stacks: Send + Sync {
     /// Why resources of the stack failed, newest first, at most a few: the status reasons of
     /// its `*_FAILED` events. Empty for an absent stack.
     async fn failure_reasons(&self, name: &str) -> Result<Vec<String>>;
+}
+
+/// The container registry that holds the images clusters run.
+#[async_trait]
+pub trait Images: Send + Sync {
+    /// Those of `repositories` in `registry` (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`) that hold no
+    /// image tagged `tag`, in the order given. A repository that does not exist holds none.
+    async fn missing(&self, registry: &str, repositories: &[String], tag: &ImageTag) -> Result<Vec<String>>;
 }
 
 /// A one-time schedule in the provisioner's schedule group.

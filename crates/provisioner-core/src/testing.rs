@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::catalog::Catalog;
-use crate::domain::{StackPhase, StackStatus};
+use crate::catalog::{Catalog, ClusterSettings};
+use crate::domain::{ImageTag, StackPhase, StackStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
-use crate::ports::{Clock, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::ports::{Clock, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
 use crate::runner::{RunId, RunRecord};
 use crate::service::run::{RunSettings, Runner};
 use crate::service::{Invocation, Provisioner, Timeouts};
@@ -54,6 +54,8 @@ pub enum Call {
     ListSchedules(String),
     CreateSchedule(String),
     DeleteSchedule(String),
+    /// Which repositories were asked for which tag.
+    MissingImages(Vec<String>, String),
 }
 
 /// How the fake CloudFormation behaves when asked to create or delete.
@@ -80,6 +82,7 @@ impl Default for StackBehaviour {
 
 struct FakeStack {
     id: String,
+    parameters: BTreeMap<String, String>,
     /// Statuses from the time each takes effect, in order.
     timeline: Vec<(Timestamp, String)>,
 }
@@ -118,15 +121,22 @@ impl FakeStacks {
         format!("arn:aws:cloudformation:us-east-1:000000000000:stack/{name}/fake-{next}")
     }
 
-    /// Puts a stack in `status` now, optionally moving to `then` after `after`.
+    /// Puts a stack of the shipped profiles' default version in `status` now, optionally moving to
+    /// `then` after `after`.
     pub fn seed(&self, name: &str, status: &str, then: Option<(Duration, &str)>) {
+        self.seed_version(name, SEEDED_VERSION, status, then);
+    }
+
+    /// Puts a stack running `version` in `status` now, optionally moving to `then` after `after`.
+    pub fn seed_version(&self, name: &str, version: &str, status: &str, then: Option<(Duration, &str)>) {
         let now = self.clock.now();
         let mut timeline = vec![(now, status.to_owned())];
         if let Some((after, next)) = then {
             timeline.push((now + SignedDuration::try_from(after).unwrap(), next.to_owned()));
         }
         let id = self.new_id(name);
-        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, timeline });
+        let parameters = BTreeMap::from([("Version".to_owned(), version.to_owned())]);
+        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, parameters, timeline });
     }
 
     pub fn set_behaviour(&self, behaviour: StackBehaviour) {
@@ -167,6 +177,7 @@ impl Stacks for FakeStacks {
                 id: stack.id.clone(),
                 status: StackStatus::new(status),
                 status_reason: None,
+                parameters: stack.parameters.clone(),
                 outputs: BTreeMap::from([("ClusterName".to_owned(), name.to_owned())]),
             })
         }))
@@ -187,7 +198,8 @@ impl Stacks for FakeStacks {
             timeline.push((done - SignedDuration::from_secs(1), "ROLLBACK_IN_PROGRESS".to_owned()));
         }
         timeline.push((done, behaviour.create_ends_in.to_owned()));
-        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), timeline });
+        let parameters = spec.parameters.iter().cloned().collect();
+        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), parameters, timeline });
         self.created.lock().unwrap().push(spec.clone());
         Ok(id)
     }
@@ -276,6 +288,40 @@ impl Schedules for FakeSchedules {
     }
 }
 
+/// The version the shipped catalog's profiles run by default, as `seed` records it.
+pub const SEEDED_VERSION: &str = "latest";
+
+/// A registry in memory: the `repository:tag` pairs it holds.
+#[derive(Default)]
+pub struct FakeImages {
+    held: Mutex<std::collections::BTreeSet<String>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl FakeImages {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeImages::default())
+    }
+
+    /// Puts `repository:tag` for each repository.
+    pub fn push(&self, repositories: &[String], tag: &str) {
+        self.held.lock().unwrap().extend(repositories.iter().map(|r| format!("{r}:{tag}")));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Images for FakeImages {
+    async fn missing(&self, _registry: &str, repositories: &[String], tag: &ImageTag) -> Result<Vec<String>> {
+        self.calls.lock().unwrap().push(Call::MissingImages(repositories.to_vec(), tag.to_string()));
+        let held = self.held.lock().unwrap();
+        Ok(repositories.iter().filter(|r| !held.contains(&format!("{r}:{tag}"))).cloned().collect())
+    }
+}
+
 /// Leased locks in memory, with the DynamoDB adapter's semantics.
 #[derive(Default)]
 pub struct FakeLocks {
@@ -318,12 +364,30 @@ impl Locks for FakeLocks {
     }
 }
 
+/// The account settings of the tests: every setting the shipped cluster template takes.
+pub fn test_settings() -> ClusterSettings {
+    [
+        ("Domain", "slideruleearth.io"),
+        ("HostedZoneId", "Z0000000000000000TEST"),
+        ("ContainerRegistry", "000000000000.dkr.ecr.us-west-2.amazonaws.com"),
+        ("ProjectBucket", "sliderule"),
+        ("ProjectFolder", "cf"),
+        ("JwtIssuer", "https://login.slideruleearth.io"),
+        ("PublicDataBuckets", "sliderule-public,prd-tnm"),
+        ("EnvironmentVersion", "test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// A provisioner over fresh fakes and the shipped catalog.
 pub struct World {
     pub clock: Arc<TestClock>,
     pub stacks: Arc<FakeStacks>,
     pub schedules: Arc<FakeSchedules>,
     pub locks: Arc<FakeLocks>,
+    pub images: Arc<FakeImages>,
     pub provisioner: Provisioner,
 }
 
@@ -333,15 +397,23 @@ impl World {
         let stacks = FakeStacks::new(clock.clone());
         let schedules = FakeSchedules::new();
         let locks = FakeLocks::new();
+        let catalog = Catalog::shipped().expect("the shipped catalog loads");
+        // As in an account after a release: each profile's default version is in the registry.
+        let images = FakeImages::new();
+        for profile in catalog.profiles() {
+            images.push(&profile.images, profile.default_version.as_str());
+        }
         let provisioner = Provisioner {
-            catalog: Arc::new(Catalog::shipped().expect("the shipped catalog loads")),
+            catalog: Arc::new(catalog),
             stacks: stacks.clone(),
             schedules: schedules.clone(),
             locks: locks.clone(),
+            images: images.clone(),
             clock: clock.clone(),
             timeouts: Timeouts::default(),
+            settings: test_settings(),
         };
-        World { clock, stacks, schedules, locks, provisioner }
+        World { clock, stacks, schedules, locks, images, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.

@@ -45,6 +45,11 @@ impl Stacks for CloudFormationStacks {
             id: stack.stack_id().unwrap_or(name).to_owned(),
             status: StackStatus::new(status),
             status_reason: stack.stack_status_reason().map(str::to_owned),
+            parameters: stack
+                .parameters()
+                .iter()
+                .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned())))
+                .collect(),
             outputs: stack
                 .outputs()
                 .iter()

@@ -7,6 +7,8 @@ pub mod cloudformation;
 pub mod dynamodb;
 #[cfg(feature = "ec2")]
 pub mod ec2;
+#[cfg(feature = "ecr")]
+pub mod ecr;
 #[cfg(feature = "scheduler")]
 pub mod scheduler;
 
@@ -84,7 +86,9 @@ pub fn kind_of(code: &str) -> AwsErrorKind {
         | "ParameterNotFound"
         | "NoSuchEntity"
         | "NoSuchKey"
-        | "NoSuchBucket" => AwsErrorKind::NotFound,
+        | "NoSuchBucket"
+        | "ImageNotFoundException"
+        | "RepositoryNotFoundException" => AwsErrorKind::NotFound,
         "AlreadyExistsException"
         | "ConflictException"
         | "ConditionalCheckFailedException"

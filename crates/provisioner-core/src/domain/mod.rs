@@ -6,5 +6,5 @@ pub mod stack_status;
 pub mod time;
 
 pub use names::{ClusterName, GitRef, ImageTag};
-pub use requests::{ClusterRequest, ScheduleDestroyRequest};
+pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 pub use stack_status::{StackPhase, StackStatus};

@@ -11,8 +11,11 @@ use crate::error::Error;
 /// characters and the stack name well within CloudFormation's 128.
 pub const MAX_CLUSTER_NAME_LEN: usize = 40;
 
-/// Names a SlideRule deployment already uses for its own hosts and stacks.
-pub const RESERVED_CLUSTER_NAMES: &[&str] = &["sliderule", "monitor", "provisioner", "login", "www", "api", "admin"];
+/// Names a SlideRule deployment already uses for its own hosts and services under the domain: those
+/// the repository's own provisioner reserves (its services and the `docs` and `ps` hosts), and
+/// common host names.
+pub const RESERVED_CLUSTER_NAMES: &[&str] =
+    &["login", "provisioner", "client", "recorder", "runner", "mcp", "sliderule", "monitor", "docs", "ps", "www", "api", "admin"];
 
 /// A cluster name: a lowercase DNS label of at most 40 characters that starts with a letter and
 /// is not reserved.
@@ -130,6 +133,8 @@ pub struct ImageTag(String);
 
 /// The tag the repository gives images built from `main`.
 pub const MAIN_IMAGE_TAG: &str = "unstable";
+/// The tag the repository gives the images of its newest release.
+pub const RELEASE_IMAGE_TAG: &str = "latest";
 
 impl ImageTag {
     pub fn for_version(version: &GitRef) -> Result<ImageTag, Error> {
@@ -139,12 +144,21 @@ impl ImageTag {
         }
         let why = if raw.contains('/') {
             "cannot name a Docker image tag, which cannot hold '/'; give a release tag such as 'v5.5.0', 'main', or a branch without '/'"
-        } else if raw == MAIN_IMAGE_TAG || raw == "latest" {
+        } else if raw == MAIN_IMAGE_TAG || raw == RELEASE_IMAGE_TAG {
             "is an image tag of the repository's conventions, not a version; give 'main' or a release tag such as 'v5.5.0'"
         } else {
             return Ok(ImageTag(raw.to_owned()));
         };
         Err(Error::invalid(format!("the version {} {why}", shown(raw))))
+    }
+
+    /// The tag a cluster runs for `version`: a version maps exactly as [`ImageTag::for_version`]
+    /// maps it for BUILD, and the repository's own tags `unstable` and `latest` name themselves.
+    pub fn to_deploy(version: &GitRef) -> Result<ImageTag, Error> {
+        match version.as_str() {
+            tag @ (MAIN_IMAGE_TAG | RELEASE_IMAGE_TAG) => Ok(ImageTag(tag.to_owned())),
+            _ => ImageTag::for_version(version),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -200,6 +214,12 @@ mod tests {
             ("monitor", "reserved"),
             ("provisioner", "reserved"),
             ("login", "reserved"),
+            ("client", "reserved"),
+            ("recorder", "reserved"),
+            ("runner", "reserved"),
+            ("mcp", "reserved"),
+            ("docs", "reserved"),
+            ("ps", "reserved"),
         ];
         for (name, reason) in cases {
             let error = ClusterName::parse(name).unwrap_err();
@@ -264,6 +284,15 @@ mod tests {
         for version in ["release/4.x", "feature/a-b", "unstable", "latest"] {
             assert_eq!(tag(version).unwrap_err().code(), "InvalidRequest", "{version}");
         }
+    }
+
+    #[test]
+    fn deploys_run_the_tag_build_pushes_or_a_tag_of_the_repository() {
+        let tag = |raw: &str| ImageTag::to_deploy(&GitRef::parse(raw).unwrap());
+        for (version, expected) in [("main", "unstable"), ("unstable", "unstable"), ("latest", "latest"), ("v5.5.0", "v5.5.0")] {
+            assert_eq!(tag(version).unwrap().as_str(), expected, "{version}");
+        }
+        assert_eq!(tag("release/5.x").unwrap_err().code(), "InvalidRequest");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::names::ClusterName;
+use crate::domain::names::{ClusterName, GitRef};
 use crate::domain::time::parse_future_time;
 use crate::error::Error;
 
@@ -15,6 +15,22 @@ use crate::error::Error;
 #[serde(deny_unknown_fields)]
 pub struct ClusterRequest {
     pub cluster: ClusterName,
+}
+
+/// `deploy`: `{"cluster": NAME}` or `{"cluster": NAME, "version": GIT_REF}`; without a version the
+/// profile's default runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub cluster: ClusterName,
+    #[serde(default)]
+    pub version: Option<GitRef>,
+}
+
+impl DeployRequest {
+    pub fn parse(event: serde_json::Value) -> Result<Self, Error> {
+        from_event(event, r#"{"cluster": "NAME"} or {"cluster": "NAME", "version": "v5.5.0"}"#)
+    }
 }
 
 /// `schedule_destroy`: `{"cluster": NAME, "time_to_destroy": RFC3339}`.
@@ -106,6 +122,22 @@ mod tests {
             let error = ClusterRequest::parse(event.clone()).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest");
             assert!(error.to_string().contains(reason), "{event}: {error}");
+        }
+    }
+
+    #[test]
+    fn deploy_events_take_an_optional_valid_version() {
+        let plain = DeployRequest::parse(json!({"cluster": "developers"})).unwrap();
+        assert_eq!(plain.version, None);
+        let pinned = DeployRequest::parse(json!({"cluster": "ci-1", "version": "v5.5.0"})).unwrap();
+        assert_eq!(pinned.version.unwrap().as_str(), "v5.5.0");
+        for event in [
+            json!({"cluster": "ci-1", "version": "$(id)"}),
+            json!({"cluster": "ci-1", "version": ""}),
+            json!({"cluster": "ci-1", "version": 5}),
+            json!({"cluster": "ci-1", "version": "main", "nodes": 3}),
+        ] {
+            assert_eq!(DeployRequest::parse(event.clone()).unwrap_err().code(), "InvalidRequest", "{event}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! DEPLOY(cluster), in the spec's order:
 //! 1. running → success (even when a delete is scheduled);
 //! 2. scheduled for delete → `ScheduledForDelete`;
-//! 3. deploy and wait up to 10 minutes;
+//! 3. deploy and wait up to 10 minutes: before anything is created, every image the profile runs
+//!    must be in the registry at the version's tag, or the answer is `ImagesMissing`;
 //! 4. running → success; 5. else `DeployFailed` / `DeployTimedOut`.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use super::lock::with_lock;
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
 use crate::catalog::{stack_name, Profile};
-use crate::domain::{ClusterName, ClusterRequest, StackPhase};
+use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
+use crate::domain::{ClusterName, DeployRequest, ImageTag, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
 
@@ -39,37 +41,52 @@ pub struct DeployResponse {
     pub stack_name: String,
     pub stack_id: String,
     pub stack_status: String,
+    /// The image tag the cluster runs.
+    pub version: String,
+    /// The tag this deploy asked for (the profile's default when the event named none).
+    pub requested_version: ImageTag,
+    /// The cluster was already running (or being created) at another version, and still is.
+    pub version_differs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub outputs: BTreeMap<String, String>,
     pub elapsed_seconds: f64,
 }
 
+/// What one deploy asks for.
+struct Target<'a> {
+    cluster: &'a ClusterName,
+    profile: &'a Profile,
+    version: ImageTag,
+    stack_name: String,
+    started: Timestamp,
+}
+
 impl Provisioner {
-    pub async fn deploy(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DeployResponse> {
+    pub async fn deploy(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
         let started = self.clock.now();
         let cluster = request.cluster;
         let profile = self.catalog.profile_for(&cluster)?;
-        let stack_name = stack_name(&cluster);
+        let version = match &request.version {
+            Some(version) => ImageTag::to_deploy(version)?,
+            None => profile.default_version.clone(),
+        };
+        let target = Target { cluster: &cluster, profile, version, stack_name: stack_name(&cluster), started };
         // Step 1 before the lock: a running cluster answers in one call.
-        if let Some(stack) = self.stacks.describe(&stack_name).await? {
+        if let Some(stack) = self.stacks.describe(&target.stack_name).await? {
             if stack.status.phase() == StackPhase::Running {
-                return Ok(self.deploy_response(&cluster, profile, stack_name, stack, DeployAction::AlreadyRunning, started));
+                return Ok(self.deploy_response(&target, stack, DeployAction::AlreadyRunning));
             }
         }
-        with_lock(self, invocation, &cluster, "deploy", self.deploy_locked(&cluster, profile, &stack_name, invocation, started)).await
+        with_lock(self, invocation, &cluster, "deploy", self.deploy_locked(&target, invocation)).await
     }
 
-    async fn deploy_locked(
-        &self,
-        cluster: &ClusterName,
-        profile: &Profile,
-        stack_name: &str,
-        invocation: &Invocation,
-        started: Timestamp,
-    ) -> Result<DeployResponse> {
+    async fn deploy_locked(&self, target: &Target<'_>, invocation: &Invocation) -> Result<DeployResponse> {
+        let (cluster, stack_name) = (target.cluster, target.stack_name.as_str());
         // The table again under the lock: another deploy may have finished while we waited.
         let mut stack = self.stacks.describe(stack_name).await?;
         if let Some(running) = stack.clone().filter(|s| s.status.phase() == StackPhase::Running) {
-            return Ok(self.deploy_response(cluster, profile, stack_name.to_owned(), running, DeployAction::AlreadyRunning, started));
+            return Ok(self.deploy_response(target, running, DeployAction::AlreadyRunning));
         }
         // Step 2.
         let scheduled = self.schedules.list(&schedule_prefix(cluster)).await?;
@@ -77,7 +94,7 @@ impl Provisioner {
             return Err(Error::ScheduledForDelete { cluster: cluster.to_string(), at: first.at.to_string() });
         }
         // Step 3: bring the stack to running, whatever state it is in, within one time limit.
-        let limit = self.stack_wait_until(invocation, started);
+        let limit = self.stack_wait_until(invocation, target.started);
         let mut seen = stack.as_ref().map(|s| s.status.as_str().to_owned());
         let mut action = if stack.is_some() { DeployAction::Waited } else { DeployAction::Created };
         let mut created = false;
@@ -87,16 +104,20 @@ impl Provisioner {
                 // Step 4.
                 StackPhase::Running => {
                     let stack = stack.expect("a running stack exists");
-                    return Ok(self.deploy_response(cluster, profile, stack_name.to_owned(), stack, action, started));
+                    return Ok(self.deploy_response(target, stack, action));
                 }
                 StackPhase::Absent if created => {
                     return Err(self.deploy_failed(cluster, stack_name, &stack).await);
                 }
                 StackPhase::Absent => {
+                    let spec = self.stack_spec(target)?;
+                    if !replaced {
+                        self.check_images(target).await?;
+                    }
                     created = true;
-                    match self.stacks.create(&self.stack_spec(cluster, profile, stack_name)).await {
+                    match self.stacks.create(&spec).await {
                         Ok(stack_id) => {
-                            tracing::info!(stack = stack_name, %stack_id, "stack create started");
+                            tracing::info!(stack = stack_name, %stack_id, version = %target.version, "stack create started");
                             if !replaced {
                                 action = DeployAction::Created;
                             }
@@ -109,8 +130,11 @@ impl Provisioner {
                 }
                 StackPhase::InProgress => wait_for_stack(self, stack_name, Until::Settled, limit, &mut seen).await?,
                 StackPhase::Deleting => wait_for_stack(self, stack_name, Until::DeleteEnded, limit, &mut seen).await?,
-                // A failed stack that left nothing behind is replaced, once, unless we made it.
+                // A failed stack that left nothing behind is replaced, once, unless we made it;
+                // only when its replacement can be created.
                 StackPhase::FailedReplaceable if !created && !replaced => {
+                    self.stack_spec(target)?;
+                    self.check_images(target).await?;
                     replaced = true;
                     action = DeployAction::Replaced;
                     tracing::info!(stack = stack_name, status = %status_text(&stack), "replacing failed stack");
@@ -129,38 +153,68 @@ impl Provisioner {
         }
     }
 
-    fn stack_spec(&self, cluster: &ClusterName, profile: &Profile, stack_name: &str) -> StackSpec {
-        StackSpec {
-            name: stack_name.to_owned(),
+    /// `ImagesMissing` unless every image the profile runs is in the registry at the tag.
+    async fn check_images(&self, target: &Target<'_>) -> Result<()> {
+        let registry = self.settings.get("ContainerRegistry").filter(|r| !r.is_empty()).ok_or_else(|| {
+            Error::DeployFailed("the provisioner has no container registry setting; set ContainerRegistry in its template".into())
+        })?;
+        let missing = self.images.missing(registry, &target.profile.images, &target.version).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (cluster, tag) = (target.cluster, &target.version);
+        let build = match tag.as_str() {
+            MAIN_IMAGE_TAG => format!("build them with `make cluster-build CLUSTER={cluster} VERSION=main`, then deploy again"),
+            RELEASE_IMAGE_TAG => "'latest' is pushed by the repository's release process; or build a release with \
+                                  `make cluster-build CLUSTER=CLUSTER VERSION=vX.Y.Z` and deploy that version"
+                .replace("CLUSTER=CLUSTER", &format!("CLUSTER={cluster}")),
+            _ => format!("build them with `make cluster-build CLUSTER={cluster} VERSION={tag}`, then deploy again"),
+        };
+        Err(Error::ImagesMissing(format!(
+            "cluster '{cluster}' was not deployed: {registry} has no image tagged '{tag}' in {}; nothing was created; {build}",
+            missing.join(", ")
+        )))
+    }
+
+    fn stack_spec(&self, target: &Target<'_>) -> Result<StackSpec> {
+        let (cluster, profile) = (target.cluster, target.profile);
+        Ok(StackSpec {
+            name: target.stack_name.clone(),
             template_body: profile.template_body.to_owned(),
-            parameters: profile.stack_parameters(cluster),
+            parameters: profile.stack_parameters(cluster, &target.version, &self.settings)?,
             tags: vec![
                 ("sliderule:cluster".into(), cluster.to_string()),
                 ("sliderule:profile".into(), profile.name.clone()),
+                ("sliderule:version".into(), target.version.to_string()),
                 ("sliderule:provisioner".into(), "true".into()),
             ],
-        }
+        })
     }
 
-    fn deploy_response(
-        &self,
-        cluster: &ClusterName,
-        profile: &Profile,
-        stack_name: String,
-        stack: StackSnapshot,
-        action: DeployAction,
-        started: Timestamp,
-    ) -> DeployResponse {
+    fn deploy_response(&self, target: &Target<'_>, stack: StackSnapshot, action: DeployAction) -> DeployResponse {
+        let cluster = target.cluster;
+        let version = stack.parameters.get("Version").cloned().unwrap_or_else(|| "unknown".to_owned());
+        let version_differs = version != target.version.as_str();
+        let note = version_differs.then(|| {
+            format!(
+                "cluster '{cluster}' runs version '{version}', not '{}'; destroy it and deploy again to run '{}'",
+                target.version, target.version
+            )
+        });
         DeployResponse {
             status: "success",
             cluster: cluster.clone(),
-            profile: profile.name.clone(),
+            profile: target.profile.name.clone(),
             action,
-            stack_name,
+            stack_name: target.stack_name.clone(),
             stack_id: stack.id,
             stack_status: stack.status.to_string(),
+            version,
+            requested_version: target.version.clone(),
+            version_differs,
+            note,
             outputs: stack.outputs,
-            elapsed_seconds: seconds_between(started, self.clock.now()),
+            elapsed_seconds: seconds_between(target.started, self.clock.now()),
         }
     }
 

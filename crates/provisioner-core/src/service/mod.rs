@@ -17,9 +17,9 @@ pub use deploy::DeployResponse;
 pub use destroy::DestroyResponse;
 pub use schedule_destroy::ScheduleDestroyResponse;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ClusterSettings};
 use crate::domain::ClusterName;
-use crate::ports::{Clock, Locks, Schedules, Stacks};
+use crate::ports::{Clock, Images, Locks, Schedules, Stacks};
 
 /// The spec's limit on waiting for a stack to be created or deleted.
 pub const STACK_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
@@ -68,8 +68,12 @@ pub struct Provisioner {
     pub stacks: Arc<dyn Stacks>,
     pub schedules: Arc<dyn Schedules>,
     pub locks: Arc<dyn Locks>,
+    /// Only `deploy` asks it anything.
+    pub images: Arc<dyn Images>,
     pub clock: Arc<dyn Clock>,
     pub timeouts: Timeouts,
+    /// The account's settings that cluster stacks take as parameters.
+    pub settings: ClusterSettings,
 }
 
 impl Provisioner {

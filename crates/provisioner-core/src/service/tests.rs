@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::domain::stack_status::KNOWN_STATUSES;
-use crate::domain::{ClusterRequest, ScheduleDestroyRequest, StackPhase, StackStatus};
+use crate::domain::{ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest, StackPhase, StackStatus};
 use crate::error::Error;
 use crate::ports::Lease;
 use crate::testing::{Call, StackBehaviour, World};
@@ -22,6 +22,17 @@ fn cluster(name: &str) -> ClusterName {
 fn request(name: &str) -> ClusterRequest {
     ClusterRequest { cluster: cluster(name) }
 }
+
+/// A deploy of the profile's default version.
+fn deploy_request(name: &str) -> DeployRequest {
+    DeployRequest { cluster: cluster(name), version: None }
+}
+
+fn deploy_version(name: &str, version: &str) -> DeployRequest {
+    DeployRequest { cluster: cluster(name), version: Some(GitRef::parse(version).unwrap()) }
+}
+
+const IMAGES: [&str; 5] = ["sliderule", "ilb", "monitor", "monitor-agent", "ams"];
 
 fn at(raw: &str) -> Timestamp {
     raw.parse().unwrap()
@@ -42,10 +53,81 @@ fn is_describe(call: &Call) -> bool {
 // ---- DEPLOY ----
 
 #[tokio::test(start_paused = true)]
+async fn deploy_runs_the_profile_default_version_when_none_is_asked() {
+    let world = World::new(NOW);
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
+    assert_eq!((response.version.as_str(), response.version_differs), ("latest", false));
+    let created = world.stacks.created();
+    assert!(created[0].parameters.contains(&("Version".into(), "latest".into())), "{:?}", created[0].parameters);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deploy_of_a_version_whose_images_exist_runs_that_tag() {
+    let world = World::new(NOW);
+    let images: Vec<String> = IMAGES.iter().map(|i| i.to_string()).collect();
+    world.images.push(&images, "unstable");
+    let response = world.provisioner.deploy(deploy_version("ci-1", "main"), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.action, deploy::DeployAction::Created);
+    assert_eq!((response.version.as_str(), response.requested_version.as_str(), response.version_differs), ("unstable", "unstable", false));
+    let spec = &world.stacks.created()[0];
+    assert!(spec.parameters.contains(&("Version".into(), "unstable".into())));
+    assert!(spec.parameters.contains(&("ClusterName".into(), "ci-1".into())));
+    assert!(spec.tags.contains(&("sliderule:version".into(), "unstable".into())));
+    // Every image the profile runs was asked for, at the tag.
+    assert_eq!(world.images.calls(), vec![Call::MissingImages(images, "unstable".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deploy_of_a_version_with_missing_images_creates_nothing_and_names_them() {
+    let world = World::new(NOW);
+    world.images.push(&["sliderule".to_string(), "ilb".to_string()], "v5.5.0");
+    let error = world.provisioner.deploy(deploy_version("ci-1", "v5.5.0"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "ImagesMissing");
+    let message = error.to_string();
+    for expected in ["monitor, monitor-agent, ams", "'v5.5.0'", "make cluster-build CLUSTER=ci-1 VERSION=v5.5.0", "nothing was created"] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    assert!(!message.contains("sliderule,"), "{message}");
+    assert_eq!(world.stacks.count(is_create), 0);
+    assert!(world.locks.holder(&lock_key(&cluster("ci-1"))).is_none(), "the lock is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deploy_does_not_replace_a_failed_stack_with_one_whose_images_are_missing() {
+    let world = World::new(NOW);
+    world.stacks.seed(STACK, "ROLLBACK_COMPLETE", None);
+    let error = world.provisioner.deploy(deploy_version("ci-1", "v9.9.9"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "ImagesMissing");
+    assert_eq!((world.stacks.count(is_create), world.stacks.count(is_delete)), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deploy_of_a_running_cluster_at_another_version_succeeds_and_says_which_runs() {
+    let world = World::new(NOW);
+    world.stacks.seed_version(STACK, "v5.4.0", "CREATE_COMPLETE", None);
+    let response = world.provisioner.deploy(deploy_version("ci-1", "v5.5.0"), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.action, deploy::DeployAction::AlreadyRunning);
+    assert_eq!((response.version.as_str(), response.requested_version.as_str(), response.version_differs), ("v5.4.0", "v5.5.0", true));
+    let note = response.note.unwrap();
+    assert!(note.contains("runs version 'v5.4.0', not 'v5.5.0'"), "{note}");
+    // Running answers without asking the registry: nothing would be created.
+    assert!(world.images.calls().is_empty());
+    assert_eq!(world.stacks.count(is_create), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deploy_of_a_bad_version_is_an_invalid_request_before_any_call() {
+    let world = World::new(NOW);
+    let error = world.provisioner.deploy(deploy_version("ci-1", "release/5.x"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "InvalidRequest");
+    assert!(world.stacks.calls().is_empty() && world.images.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn deploy_of_a_running_cluster_succeeds_with_one_call_and_no_lock() {
     let world = World::new(NOW);
     world.stacks.seed(STACK, "CREATE_COMPLETE", None);
-    let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::AlreadyRunning);
     assert_eq!(response.stack_status, "CREATE_COMPLETE");
     assert_eq!(world.stacks.calls(), vec![Call::DescribeStack(STACK.into())]);
@@ -57,7 +139,7 @@ async fn deploy_of_a_running_cluster_succeeds_even_when_a_delete_is_scheduled() 
     let world = World::new(NOW);
     world.stacks.seed(STACK, "UPDATE_COMPLETE", None);
     world.schedules.insert("destroy.ci-1.20261123T130000", at("2026-11-23T13:00:00Z"));
-    let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::AlreadyRunning);
 }
 
@@ -65,7 +147,7 @@ async fn deploy_of_a_running_cluster_succeeds_even_when_a_delete_is_scheduled() 
 async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails_without_creating() {
     let world = World::new(NOW);
     world.schedules.insert("destroy.ci-1.20261123T130000", at("2026-11-23T13:00:00Z"));
-    let error = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "ScheduledForDelete");
     assert!(error.to_string().contains("2026-11-23T13:00:00Z"), "{error}");
     assert_eq!(world.stacks.count(is_create), 0);
@@ -76,14 +158,14 @@ async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails_without_creating
 async fn deploy_ignores_schedules_of_other_clusters_sharing_a_prefix() {
     let world = World::new(NOW);
     world.schedules.insert("destroy.ci-10.20261123T130000", at("2026-11-23T13:00:00Z"));
-    let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
 }
 
 #[tokio::test(start_paused = true)]
 async fn deploy_of_an_absent_cluster_creates_the_stack_and_waits_for_it() {
     let world = World::new(NOW);
-    let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
     assert_eq!(response.stack_status, "CREATE_COMPLETE");
     assert!((90.0..=94.0).contains(&response.elapsed_seconds), "noticed within a poll: {}", response.elapsed_seconds);
@@ -99,7 +181,7 @@ async fn deploy_of_an_absent_cluster_creates_the_stack_and_waits_for_it() {
 async fn deploy_polls_no_more_than_every_four_seconds() {
     let world = World::new(NOW);
     world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(120), ..Default::default() });
-    world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     let describes = world.stacks.count(is_describe);
     // 2 before creating, then one every 4 s over 120 s.
     assert!((30..=34).contains(&describes), "{describes} describes");
@@ -113,7 +195,7 @@ async fn deploy_that_fails_reports_the_status_and_reasons() {
         failure_reasons: vec!["NodeGroup: You have requested more vCPU capacity than your current vCPU limit".into()],
         ..Default::default()
     });
-    let error = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "DeployFailed");
     let text = error.to_string();
     assert!(text.contains("ROLLBACK_COMPLETE") && text.contains("vCPU limit"), "{text}");
@@ -125,7 +207,7 @@ async fn deploy_that_fails_reports_the_status_and_reasons() {
 async fn deploy_times_out_after_ten_minutes() {
     let world = World::new(NOW);
     world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(3600), ..Default::default() });
-    let error = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "DeployTimedOut");
     assert!(error.to_string().contains("CREATE_IN_PROGRESS"), "{error}");
     let waited = world.clock.now().duration_since(at(NOW));
@@ -137,7 +219,7 @@ async fn the_wait_stops_before_the_invocation_deadline() {
     let world = World::new(NOW);
     world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(3600), ..Default::default() });
     let invocation = world.invocation_with("r1", Duration::from_secs(120));
-    let error = world.provisioner.deploy(request("ci-1"), &invocation).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &invocation).await.unwrap_err();
     assert_eq!(error.code(), "DeployTimedOut");
     let waited = world.clock.now().duration_since(at(NOW));
     assert_eq!(waited, SignedDuration::from_secs(120) - SignedDuration::try_from(DEADLINE_MARGIN).unwrap());
@@ -159,7 +241,7 @@ async fn deploy_handles_every_stack_status() {
         };
         world.stacks.seed(STACK, status, then.map(|next| (Duration::from_secs(45), next)));
         world.stacks.set_behaviour(StackBehaviour { failure_reasons: vec!["resource X failed".into()], ..Default::default() });
-        let outcome = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await;
+        let outcome = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await;
         let creates = world.stacks.count(is_create);
         let deletes = world.stacks.count(is_delete);
         match StackStatus::new(*status).phase() {
@@ -200,7 +282,7 @@ async fn deploy_handles_every_stack_status() {
 async fn deploy_waits_for_a_stack_stuck_in_progress_and_then_times_out() {
     let world = World::new(NOW);
     world.stacks.seed(STACK, "UPDATE_IN_PROGRESS", None);
-    let error = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "DeployTimedOut");
     assert_eq!(world.stacks.count(is_create), 0);
 }
@@ -208,7 +290,7 @@ async fn deploy_waits_for_a_stack_stuck_in_progress_and_then_times_out() {
 #[tokio::test(start_paused = true)]
 async fn deploy_of_an_unknown_or_invalid_cluster_makes_no_call() {
     let world = World::new(NOW);
-    let error = world.provisioner.deploy(request("other"), &world.invocation("r1")).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("other"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "UnknownCluster");
     assert!(world.stacks.calls().is_empty());
 }
@@ -218,7 +300,8 @@ async fn two_deploys_at_once_create_one_stack_and_both_succeed() {
     let world = World::new(NOW);
     let first = world.invocation("r1");
     let second = world.invocation("r2");
-    let (a, b) = tokio::join!(world.provisioner.deploy(request("ci-1"), &first), world.provisioner.deploy(request("ci-1"), &second));
+    let (a, b) =
+        tokio::join!(world.provisioner.deploy(deploy_request("ci-1"), &first), world.provisioner.deploy(deploy_request("ci-1"), &second));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(world.stacks.count(is_create), 1);
     let mut actions = [a.action, b.action];
@@ -234,7 +317,7 @@ async fn a_contender_answers_busy_when_the_holder_outlasts_its_deadline() {
         &key,
         Lease { owner: "other".into(), operation: "destroy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:15:00Z") },
     );
-    let error = world.provisioner.deploy(request("ci-1"), &world.invocation_with("r1", Duration::from_secs(60))).await.unwrap_err();
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation_with("r1", Duration::from_secs(60))).await.unwrap_err();
     assert_eq!(error.code(), "Busy");
     assert!(error.to_string().contains("destroy"), "{error}");
     assert_eq!(world.stacks.count(is_create), 0);
@@ -254,7 +337,7 @@ async fn an_expired_lease_is_taken_over() {
             expires_at: at("2026-11-23T11:59:59Z"),
         },
     );
-    let response = world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
     assert!(world.locks.holder(&key).is_none());
 }
@@ -269,7 +352,7 @@ async fn a_contender_proceeds_when_the_holder_releases_in_time() {
     let destroying = world.provisioner.destroy(request("ci-1"), &destroy);
     let deploying = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        world.provisioner.deploy(request("ci-1"), &deploy).await
+        world.provisioner.deploy(deploy_request("ci-1"), &deploy).await
     };
     let (destroyed, deployed) = tokio::join!(destroying, deploying);
     assert_eq!(destroyed.unwrap().action, destroy::DestroyAction::Deleted);
@@ -475,7 +558,7 @@ async fn destroy_handles_every_stack_status() {
 #[tokio::test(start_paused = true)]
 async fn a_fired_schedule_destroys_the_cluster() {
     let world = World::new(NOW);
-    world.provisioner.deploy(request("ci-1"), &world.invocation("r1")).await.unwrap();
+    world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r2")).await.unwrap();
     let (_, input) = world.schedules.all().into_values().next().unwrap();
     let fired = ClusterRequest::parse(serde_json::from_str(&input).unwrap()).unwrap();
