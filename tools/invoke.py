@@ -110,6 +110,8 @@ def build_payload(args) -> bytes:
             if not args.version:
                 raise InvocationFailed("give VERSION= (a git branch, tag or commit)")
             event["version"] = args.version
+        elif args.function == "deploy" and args.version:
+            event["version"] = args.version
         if args.function == "schedule_destroy":
             if args.at:
                 event["time_to_destroy"] = args.at

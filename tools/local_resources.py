@@ -7,9 +7,10 @@ the names and configuration AWS would give them, and the functions' environment 
 template resolves to: a wiring mistake in the template fails locally too. Added by hand is only
 what the emulator's CloudFormation lacks: the schedule group, and an S3 object standing in for the
 functions' code (the Lambda emulator serves the real binaries). Standing in for what the SlideRule
-project's account holds: a project bucket with the data folders, the client tests' GitHub token
-secret (a fake), and the build environment image in the registry. Idempotent: an existing stack is
-kept.
+project's account holds: a project bucket with the data folders and the domain's TLS certificate
+(a fake), the domain's hosted zone, the client tests' GitHub token secret (a fake), and in the
+registry the build environment image and the images of each cluster profile's default version (as
+after a release). Idempotent: an existing stack is kept.
 
 Runs with the SAM venv's Python (samtranslator, cfn-lint's YAML loader, boto3)."""
 
@@ -21,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import yaml
 from botocore.exceptions import ClientError
 from cfnlint.decode import decode
 from samtranslator.public.exceptions import InvalidDocumentException
@@ -91,6 +93,7 @@ def schedule_groups_by_hand(template: dict, scheduler) -> dict:
     return template
 
 
+DOMAIN = "slideruleearth.io"
 PROJECT_BUCKET = "sliderule-local-project"
 PROJECT_FOLDER = "cf"
 TOKEN_SECRET = "sliderule-provisioner-local/github-token"
@@ -103,18 +106,44 @@ MANIFEST = json.dumps({
 })
 
 
+def push_stand_in(ecr, repository: str, tag: str) -> None:
+    ignore(("RepositoryAlreadyExistsException",), ecr.create_repository, repositoryName=repository)
+    ignore(("ImageAlreadyExistsException",), ecr.put_image, repositoryName=repository, imageTag=tag, imageManifest=MANIFEST)
+
+
+def profile_default_images() -> set[tuple[str, str]]:
+    """(repository, tag) of each catalog profile's default version. Defaults that are git refs
+    would need the provisioner's tag mapping; the shipped ones are image tags."""
+    catalog = yaml.safe_load((ROOT / "clusters" / "catalog.yaml").read_text())
+    images = set()
+    for profile in catalog["profiles"]:
+        tag = {"main": "unstable"}.get(profile["version"], profile["version"])
+        images.update((repository, tag) for repository in profile["images"])
+    return images
+
+
+def hosted_zone(client) -> str:
+    """The domain's public hosted zone, created once; returns its id without the /hostedzone/ prefix."""
+    route53 = client("route53")
+    zones = route53.list_hosted_zones_by_name(DNSName=DOMAIN)["HostedZones"]
+    zone = next((z for z in zones if z["Name"] == DOMAIN + "."), None)
+    if zone is None:
+        zone = route53.create_hosted_zone(Name=DOMAIN, CallerReference="sliderule-provisioner-local")["HostedZone"]
+    return zone["Id"].split("/")[-1]
+
+
 def project_stand_ins(client) -> str:
     """What the SlideRule project's account holds and runs read; returns the token secret's ARN."""
     s3 = client("s3")
     ignore(("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), s3.create_bucket, Bucket=PROJECT_BUCKET)
     for folder in ("server", "ams"):
         s3.put_object(Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{folder}/README", Body=b"local stand-in data\n")
+    s3.put_object(Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{DOMAIN}.pem", Body=b"local stand-in, not a certificate\n")
     secrets = client("secretsmanager")
     ignore(("ResourceExistsException",), secrets.create_secret, Name=TOKEN_SECRET, SecretString="local-not-a-real-token")
     ecr = client("ecr")
-    ignore(("RepositoryAlreadyExistsException",), ecr.create_repository, repositoryName="sliderule-buildenv")
-    ignore(("ImageAlreadyExistsException",), ecr.put_image, repositoryName="sliderule-buildenv", imageTag="latest",
-           imageManifest=MANIFEST)
+    for repository, tag in {("sliderule-buildenv", "latest")} | profile_default_images():
+        push_stand_in(ecr, repository, tag)
     return secrets.describe_secret(SecretId=TOKEN_SECRET)["ARN"]
 
 
@@ -133,6 +162,8 @@ def main(env_file: str) -> None:
     account = client("sts").get_caller_identity()["Account"]
     parameters = {
         "BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
+        "ClusterDomain": DOMAIN,
+        "HostedZoneId": hosted_zone(client),
         "ProjectBucket": PROJECT_BUCKET,
         "ProjectFolder": PROJECT_FOLDER,
         "GitHubTokenSecretArn": project_stand_ins(client),

@@ -1,9 +1,11 @@
-"""The local AWS emulator: moto's server, with the CloudFormation deletes it lacks.
+"""The local AWS emulator: moto's server, with the CloudFormation behaviour it lacks.
 
 moto's CloudFormation cannot delete route tables, internet gateways, NAT gateways or Elastic IPs,
 so deleting any stack with a routed VPC fails with DependencyViolation, where real CloudFormation
 succeeds. The methods below delete them the way CloudFormation does, so the cluster template
-deploys and destroys locally exactly as on AWS. Nothing else is changed."""
+deploys and destroys locally exactly as on AWS. It also leaves the default of a list parameter
+(CommaDelimitedList) a string, so `!Join` over it joins characters: defaults are split as given
+values are. Nothing else is changed."""
 
 import sys
 
@@ -12,6 +14,7 @@ from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.models.internet_gateways import InternetGateway
 from moto.ec2.models.nat_gateways import NatGateway
 from moto.ec2.models.route_tables import RouteTable
+from moto.cloudformation.parsing import ResourceMap
 from moto.server import main
 
 
@@ -37,6 +40,19 @@ def _delete_address(self, account_id, region_name):
     ec2_backends[account_id][region_name].release_address(allocation_id=self.allocation_id)
 
 
+_load_parameters = ResourceMap.load_parameters
+
+
+def _load_parameters_with_list_defaults(self):
+    _load_parameters(self)
+    for name, slot in self._template.get("Parameters", {}).items():
+        value = self.resolved_parameters.get(name)
+        listed = slot.get("Type") == "CommaDelimitedList" or slot.get("Type", "").startswith("List<")
+        if listed and isinstance(value, str) and name not in self.input_parameters:
+            self.resolved_parameters[name] = self._parsed_resources[name] = value.split(",")
+
+
+ResourceMap.load_parameters = _load_parameters_with_list_defaults
 RouteTable.delete = _delete_route_table
 InternetGateway.delete = _delete_internet_gateway
 NatGateway.delete = _delete_nat_gateway
