@@ -45,11 +45,18 @@ async fn table() -> (aws_sdk_dynamodb::Client, String) {
     (client, name)
 }
 
+/// The shipped ci-* profile's stack, as deploy would create it on the local stack.
 fn spec(name: &str) -> StackSpec {
+    let cluster = ClusterName::parse("ci-adapter").unwrap();
+    let catalog = Catalog::shipped().unwrap();
+    let profile = catalog.profile_for(&cluster).unwrap();
+    let mut parameters = profile.stack_parameters(&cluster, &profile.default_version, &local_cluster_settings()).unwrap();
+    parameters.retain(|(key, _)| key != "NodeCapacity");
+    parameters.push(("NodeCapacity".into(), "2".into()));
     StackSpec {
         name: name.to_owned(),
         template_body: TEMPLATE.to_owned(),
-        parameters: vec![("ClusterName".into(), "ci-adapter".into()), ("NodeCapacity".into(), "2".into())],
+        parameters,
         tags: vec![("sliderule:cluster".into(), "ci-adapter".into())],
     }
 }
@@ -65,7 +72,8 @@ async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
     assert_eq!(stack.status.as_str(), "CREATE_COMPLETE");
     assert_eq!(stack.outputs["ClusterName"], "ci-adapter");
     assert_eq!(stack.outputs["NodeCapacity"], "2");
-    assert_eq!(stack.outputs["ClusterDomain"], "ci-adapter.slideruleearth.io");
+    assert_eq!(stack.outputs["Url"], "https://ci-adapter.slideruleearth.io");
+    assert_eq!(stack.parameters["Version"], "latest");
 
     let again = stacks.create(&spec(&name)).await.unwrap_err();
     assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");

@@ -110,6 +110,10 @@ fn bad_events_are_refused_before_any_aws_call() {
         ("deploy", r#"{"cluster":"$(reboot)"}"#, "InvalidRequest"),
         ("deploy", r#"{"cluster":"sliderule"}"#, "InvalidRequest"),
         ("deploy", r#"{"cluster":"other"}"#, "UnknownCluster"),
+        ("deploy", r#"{"cluster":"runner"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"ci-1","version":"$(id)"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"ci-1","version":"release/5.x"}"#, "InvalidRequest"),
+        ("deploy", r#"{"cluster":"ci-1","version":7}"#, "InvalidRequest"),
         ("destroy", r#"{"cluster":"ci-`id`"}"#, "InvalidRequest"),
         ("destroy", r#"{"cluster":"ci-1","time_to_destroy":"2030-01-01T00:00:00Z"}"#, "InvalidRequest"),
         ("destroy", r#"{"cluster":"developers2"}"#, "UnknownCluster"),
@@ -144,4 +148,30 @@ fn the_cluster_targets_wrap_invoke_with_the_contract_exit_codes() {
 
     let unreachable = make(&["invoke", "LOCAL=1", "LOCAL_LAMBDA_PORT=1", "FUNCTION=deploy", r#"PAYLOAD={"cluster":"ci-1"}"#]);
     assert_eq!(unreachable.exit, 2, "{:#}", unreachable.answer);
+}
+
+#[tokio::test]
+async fn a_version_without_images_creates_nothing_and_a_running_cluster_says_which_version_runs() {
+    let cluster = unique("ci-version-");
+    let missing = make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=v0.0.1"]);
+    missing.assert_error("ImagesMissing");
+    let message = missing.answer["errorMessage"].as_str().unwrap();
+    assert!(message.contains("sliderule, ilb, monitor, monitor-agent, ams"), "{message}");
+    assert!(message.contains(&format!("make cluster-build CLUSTER={cluster} VERSION=v0.0.1")), "{message}");
+    assert_eq!(stack_status(&cluster).await, None, "nothing was created");
+
+    // The local registry holds the profile's default version, as an account does after a release.
+    let deployed = make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}")]);
+    let answer = deployed.assert_success();
+    assert_eq!((answer["version"].as_str(), answer["version_differs"].as_bool()), (Some("latest"), Some(false)));
+    assert_eq!(answer["outputs"]["Url"], format!("https://{cluster}.slideruleearth.io"));
+    assert_eq!(answer["outputs"]["IsPublic"], "true", "ci-* clusters are public");
+
+    let other = make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=main"]);
+    let answer = other.assert_success();
+    assert_eq!(answer["action"], "already_running");
+    assert_eq!((answer["version"].as_str(), answer["requested_version"].as_str()), (Some("latest"), Some("unstable")));
+    assert_eq!(answer["version_differs"], true);
+    assert!(answer["note"].as_str().unwrap().contains("runs version 'latest'"), "{answer:#}");
+    make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }

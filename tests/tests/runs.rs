@@ -122,6 +122,11 @@ async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
         ["sliderule", "ilb", "monitor", "monitor-agent", "ams"].iter().map(|i| format!("{registry}/{i}:v4.5.1")).collect();
     expected.sort();
     assert_eq!(images, expected, "the images layout D pushes, under the version's tag");
+
+    // What BUILD pushed is what deploy checks: the version deploys now.
+    let deployed = provisioner_e2e::make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=v4.5.1"]);
+    assert_eq!(deployed.assert_success()["version"], "v4.5.1");
+    provisioner_e2e::make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }
 
 #[tokio::test]
