@@ -118,13 +118,14 @@ unit: ## Run the unit tests only (no emulator)
 
 # ---- Shipping to AWS ---------------------------------------------------------------------------
 
-# Built in two groups: cargo unifies features across the packages of one build, and each binary
-# should link only the SDKs it calls.
-CLUSTER_FUNCTION_PACKAGES := provisioner-deploy provisioner-schedule-destroy provisioner-destroy
+# Built in groups: cargo unifies features across the packages of one build, and each binary
+# should link only the SDKs it calls (only deploy links ECR).
+CLUSTER_FUNCTION_PACKAGES := provisioner-schedule-destroy provisioner-destroy
 RUN_FUNCTION_PACKAGES := provisioner-test provisioner-build
 
 .PHONY: package
 package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda, into target/lambda/
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 -p provisioner-deploy
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(CLUSTER_FUNCTION_PACKAGES))
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(RUN_FUNCTION_PACKAGES))
 	@ls -l target/lambda/*/bootstrap
@@ -144,7 +145,7 @@ help: ## List the targets
 	@echo "Targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-26s %s\n", $$1, $$2}'
 	@echo "  invoke FUNCTION= PAYLOAD=    Invoke one function (LOCAL=1: on the local stack)"
-	@echo "  cluster-deploy CLUSTER=      Deploy a cluster"
+	@echo "  cluster-deploy CLUSTER= [VERSION=]   Deploy a cluster (at a version whose images were built)"
 	@echo "  cluster-schedule-destroy CLUSTER= AT=|TTL=   Schedule its destroy (RFC 3339, or minutes from now)"
 	@echo "  cluster-destroy CLUSTER=     Destroy a cluster now"
 	@echo "  cluster-test CLUSTER= VERSION=   Run the test suites against a cluster"

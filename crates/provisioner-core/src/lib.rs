@@ -6,12 +6,15 @@
 //! | spec behaviour | where |
 //! | --- | --- |
 //! | DEPLOY(cluster) | [`service`] `deploy.rs` |
+//! | DEPLOY of a version: its image tag, `ImagesMissing`, the version a running cluster answers with | [`service`] `deploy.rs`, [`domain::names::ImageTag::to_deploy`], [`ports::Images`] (adapter `aws/ecr.rs`, feature `ecr`) |
+//! | what a cluster is (network, ILB, monitor, nodes, DNS, roles, bootstrap per role) | `clusters/sliderule-cluster.yaml` |
+//! | the account's settings cluster stacks take | [`catalog::PROVIDED_PARAMETERS`], `lambda.rs` `CLUSTER_SETTING_ENVS` |
 //! | SCHEDULE_DESTROY(cluster, time_to_destroy), the 5-minute guard | [`service`] `schedule_destroy.rs`, [`domain::time`] |
 //! | DESTROY(cluster) | [`service`] `destroy.rs` |
 //! | waiting up to 10 minutes for a stack | [`service`] `wait.rs` ([`service::STACK_WAIT_LIMIT`]) |
 //! | one operation per cluster at a time | [`service`] `lock.rs` |
 //! | what each CloudFormation status means | [`domain::stack_status`] |
-//! | valid cluster names and events | [`domain::names`], [`domain::requests`] |
+//! | valid cluster names (reserved names) and events | [`domain::names`], [`domain::requests`] |
 //! | which clusters exist and their templates | [`catalog`], `clusters/` |
 //! | TEST(cluster, version), BUILD(cluster, version) | [`service::run`] |
 //! | TEST/BUILD: the steps an instance runs, and its user-data | [`runner::plan`], [`runner::script`] |
@@ -20,7 +23,7 @@
 //! | run ids, run records, `run_id` resumes | [`runner::run`] |
 //! | valid versions (git refs) | [`domain::names::GitRef`] |
 //! | error codes of the contract | [`error`] |
-//! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`, `ec2`) |
+//! | what is asked of AWS | [`ports`]; adapters in `aws/` (features `cloudformation`, `scheduler`, `dynamodb`, `ec2`, `ecr`) |
 //! | the Lambda glue (events in, responses and `errorType` out) | `lambda.rs` (feature `lambda`) |
 //! | fakes for tests | `testing.rs` (feature `testing`) |
 
