@@ -99,6 +99,8 @@ impl Provisioner {
         let mut action = if stack.is_some() { DeployAction::Waited } else { DeployAction::Created };
         let mut created = false;
         let mut replaced = false;
+        // The stack to create, once its parameters and images are known to be good.
+        let mut ready: Option<StackSpec> = None;
         loop {
             let waited = match phase_of(&stack) {
                 // Step 4.
@@ -110,10 +112,10 @@ impl Provisioner {
                     return Err(self.deploy_failed(cluster, stack_name, &stack).await);
                 }
                 StackPhase::Absent => {
-                    let spec = self.stack_spec(target)?;
-                    if !replaced {
-                        self.check_images(target).await?;
-                    }
+                    let spec = match ready.take() {
+                        Some(spec) => spec,
+                        None => self.ready_to_create(target).await?,
+                    };
                     created = true;
                     match self.stacks.create(&spec).await {
                         Ok(stack_id) => {
@@ -133,8 +135,7 @@ impl Provisioner {
                 // A failed stack that left nothing behind is replaced, once, unless we made it;
                 // only when its replacement can be created.
                 StackPhase::FailedReplaceable if !created && !replaced => {
-                    self.stack_spec(target)?;
-                    self.check_images(target).await?;
+                    ready = Some(self.ready_to_create(target).await?);
                     replaced = true;
                     action = DeployAction::Replaced;
                     tracing::info!(stack = stack_name, status = %status_text(&stack), "replacing failed stack");
@@ -153,7 +154,14 @@ impl Provisioner {
         }
     }
 
-    /// `ImagesMissing` unless every image the profile runs is in the registry at the tag.
+    /// The stack to create, after checking that it can be: its parameters are all set, and every
+    /// image the profile runs is in the registry at the tag (`ImagesMissing` otherwise).
+    async fn ready_to_create(&self, target: &Target<'_>) -> Result<StackSpec> {
+        let spec = self.stack_spec(target)?;
+        self.check_images(target).await?;
+        Ok(spec)
+    }
+
     async fn check_images(&self, target: &Target<'_>) -> Result<()> {
         let registry = self.settings.get("ContainerRegistry").filter(|r| !r.is_empty()).ok_or_else(|| {
             Error::DeployFailed("the provisioner has no container registry setting; set ContainerRegistry in its template".into())
@@ -165,9 +173,10 @@ impl Provisioner {
         let (cluster, tag) = (target.cluster, &target.version);
         let build = match tag.as_str() {
             MAIN_IMAGE_TAG => format!("build them with `make cluster-build CLUSTER={cluster} VERSION=main`, then deploy again"),
-            RELEASE_IMAGE_TAG => "'latest' is pushed by the repository's release process; or build a release with \
-                                  `make cluster-build CLUSTER=CLUSTER VERSION=vX.Y.Z` and deploy that version"
-                .replace("CLUSTER=CLUSTER", &format!("CLUSTER={cluster}")),
+            RELEASE_IMAGE_TAG => format!(
+                "'latest' is pushed by the repository's release process; or build a release with \
+                 `make cluster-build CLUSTER={cluster} VERSION=vX.Y.Z` and deploy that version"
+            ),
             _ => format!("build them with `make cluster-build CLUSTER={cluster} VERSION={tag}`, then deploy again"),
         };
         Err(Error::ImagesMissing(format!(
