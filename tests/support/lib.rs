@@ -1,7 +1,7 @@
 //! Helpers for tests against the local stack: SDK clients pointed at the AWS emulator, unique
 //! names so tests never share state, and `make invoke` as callers use it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -112,4 +112,79 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .send()
         .await
         .expect("the table is created");
+}
+
+/// A temporary directory with the stub commands of `tools/simulate-instance` in `bin/`, for
+/// running an instance's script: every stub records its call in `calls.log`, fails (exit 3) when
+/// its call contains a line of `fail-when` and sleeps when it contains a line of `sleep-when`.
+/// Removed when dropped, unless `KEEP_SANDBOX` is set.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(prefix: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        let written = Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
+        assert!(written.success(), "stubs written");
+        Sandbox { dir }
+    }
+
+    pub fn fail_when(&self, pattern: &str) {
+        std::fs::write(self.dir.join("fail-when"), format!("{pattern}\n")).unwrap();
+    }
+
+    pub fn sleep_when(&self, pattern: &str) {
+        std::fs::write(self.dir.join("sleep-when"), format!("{pattern}\n")).unwrap();
+    }
+
+    /// The lines of one of the sandbox's files; none when it does not exist.
+    pub fn lines(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// Every stub call, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.lines("calls.log")
+    }
+
+    /// A `bash` of `script` in a session of its own, with an empty environment but the stubs, then
+    /// the real AWS CLI (of the venv), then the system on `PATH`, and the AWS emulator's endpoint
+    /// and credentials.
+    pub fn bash(&self, script: &str) -> Command {
+        let path = self.dir.join("user-data.sh");
+        std::fs::write(&path, script).unwrap();
+        let mut command = Command::new("setsid");
+        command
+            .arg("bash")
+            .arg(&path)
+            .env_clear()
+            .env("PATH", format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), repo_root().join(".venv/bin").display()))
+            .env("HOME", &self.dir)
+            .env("SANDBOX", &self.dir)
+            .env("AWS_ENDPOINT_URL", endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+        command
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_SANDBOX").is_some() {
+            eprintln!("sandbox kept at {}", self.dir.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Fails the test with shellcheck's findings unless `script` (a bash script) passes it.
+pub fn shellcheck(script: &str, name: &str) {
+    let path: &Path = &std::env::temp_dir().join(unique(name));
+    std::fs::write(path, script).unwrap();
+    let output =
+        Command::new(repo_root().join(".venv/bin/shellcheck")).arg("--shell=bash").arg(path).output().expect("shellcheck runs (make venv)");
+    let _ = std::fs::remove_file(path);
+    assert!(output.status.success(), "shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
 }

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use provisioner_e2e::{emulator, endpoint, repo_root, unique};
+use provisioner_e2e::{emulator, repo_root, shellcheck, unique, Sandbox};
 use serde_yaml::Value;
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -93,69 +93,49 @@ fn rendered(parameters: &HashMap<String, String>) -> String {
     substitute(sub[0].as_str().unwrap(), &values)
 }
 
-struct Sandbox {
-    dir: PathBuf,
+/// A sandbox whose instance has `address`, which decides its role.
+fn sandbox(address: &str) -> Sandbox {
+    let sandbox = Sandbox::new("cluster-sandbox-");
+    std::fs::write(sandbox.dir.join("address"), format!("{address} 172.17.0.1\n")).unwrap();
+    sandbox
 }
 
-impl Sandbox {
-    fn new(address: &str) -> Sandbox {
-        let dir = std::env::temp_dir().join(unique("cluster-sandbox-"));
-        let written = Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
-        assert!(written.success(), "stubs written");
-        std::fs::write(dir.join("address"), format!("{address} 172.17.0.1\n")).unwrap();
-        Sandbox { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.join("root")
-    }
-
-    fn fail_when(&self, pattern: &str) {
-        std::fs::write(self.dir.join("fail-when"), format!("{pattern}\n")).unwrap();
-    }
-
-    fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("calls.log")).unwrap_or_default().lines().map(str::to_owned).collect()
-    }
-
-    fn called(&self, call: &str) -> bool {
-        self.calls().iter().any(|c| c == call)
-    }
-
-    /// Runs the bootstrap; returns whether it succeeded, and its error output.
-    fn run(&self, script: &str) -> (bool, String) {
-        let path = self.dir.join("user-data.sh");
-        std::fs::write(&path, script).unwrap();
-        let output = Command::new("bash")
-            .arg(&path)
-            .env_clear()
-            .env("PATH", format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), repo_root().join(".venv/bin").display()))
-            .env("HOME", &self.dir)
-            .env("SANDBOX", &self.dir)
-            .env("SLIDERULE_CLUSTER_ROOT", self.root())
-            .env("SLIDERULE_CLUSTER_RETRY_SECONDS", "0")
-            .env("AWS_ENDPOINT_URL", endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-
-    fn compose(&self) -> Value {
-        let text = std::fs::read_to_string(self.root().join("opt/sliderule/docker-compose.yml")).expect("a compose file");
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("the compose file is not YAML ({e}):\n{text}"))
-    }
+/// Where the bootstrap's host paths hang off in a sandbox.
+fn host_root(sandbox: &Sandbox) -> PathBuf {
+    sandbox.dir.join("root")
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if std::env::var_os("KEEP_SANDBOX").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+fn called(sandbox: &Sandbox, call: &str) -> bool {
+    sandbox.calls().iter().any(|c| c == call)
+}
+
+/// Runs the bootstrap; returns whether it succeeded, and its error output.
+fn boot(sandbox: &Sandbox, script: &str) -> (bool, String) {
+    let output = sandbox
+        .bash(script)
+        .env("SLIDERULE_CLUSTER_ROOT", host_root(sandbox))
+        .env("SLIDERULE_CLUSTER_RETRY_SECONDS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn compose(sandbox: &Sandbox) -> Value {
+    let text = std::fs::read_to_string(host_root(sandbox).join("opt/sliderule/docker-compose.yml")).expect("a compose file");
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("the compose file is not YAML ({e}):\n{text}"))
+}
+
+/// An instance at `address` booted with a project bucket of its own (with the certificate): its
+/// sandbox, the bucket and the compose file it wrote.
+async fn booted(address: &str, alert_stream: &str) -> (Sandbox, String, Value) {
+    let bucket = project_bucket(true).await;
+    let sandbox = sandbox(address);
+    let (ok, stderr) = boot(&sandbox, &rendered(&parameters(&bucket, alert_stream)));
+    assert!(ok, "bootstrap failed: {stderr}");
+    let compose = compose(&sandbox);
+    (sandbox, bucket, compose)
 }
 
 /// A project bucket of this test's own with the data folders and, unless told not to, the
@@ -210,20 +190,12 @@ fn ingress(group: &str) -> Vec<(i64, String)> {
 fn the_rendered_bootstrap_passes_shellcheck() {
     let script = rendered(&parameters("sliderule", "alerts"));
     assert!(!script.contains("${Version}") && script.contains(&format!("version='{VERSION}'")));
-    let mut shellcheck =
-        Command::new(repo_root().join(".venv/bin/shellcheck")).arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(&mut shellcheck.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    let output = shellcheck.wait_with_output().unwrap();
-    assert!(output.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&output.stdout));
+    shellcheck(&script, "cluster-user-data-");
 }
 
 #[tokio::test]
 async fn the_ilb_fetches_its_key_and_certificate_and_runs_the_load_balancer() {
-    let bucket = project_bucket(true).await;
-    let sandbox = Sandbox::new(ILB);
-    let (ok, stderr) = sandbox.run(&rendered(&parameters(&bucket, "")));
-    assert!(ok, "bootstrap failed: {stderr}");
-    let compose = sandbox.compose();
+    let (sandbox, _, compose) = booted(ILB, "").await;
     assert_eq!(service_names(&compose), ["autoheal", "ilb", "monitor-agent"]);
     assert_eq!(image(&compose, "ilb"), format!("{REGISTRY}/ilb:{VERSION}"));
     assert_eq!(image(&compose, "monitor-agent"), format!("{REGISTRY}/monitor-agent:{VERSION}"));
@@ -234,39 +206,31 @@ async fn the_ilb_fetches_its_key_and_certificate_and_runs_the_load_balancer() {
         ["IS_PUBLIC=true", "DOMAIN=slideruleearth.io", "CLUSTER=ci-1", "JWT_ISSUER=https://login.slideruleearth.io"]
     );
     assert!(strings(&ilb["healthcheck"]["test"]).contains(&"http://localhost:8050/discovery/health".to_owned()));
-    let root = sandbox.root().display().to_string();
+    let root = host_root(&sandbox).display().to_string();
     assert!(strings(&ilb["volumes"]).contains(&format!("{root}/etc/ssl/private:/etc/ssl/private")));
-    assert!(sandbox.root().join("etc/ssl/private/slideruleearth.io.pem").is_file(), "the certificate came from the project bucket");
-    assert!(sandbox.root().join("etc/haproxy/pem/pubkey.pem").is_file(), "the token key came from the issuer");
-    assert!(sandbox.called(&format!("curl -fsS -o {root}/etc/haproxy/pem/pubkey.pem https://login.slideruleearth.io/auth/pem")));
-    assert!(sandbox.called(&format!("docker login --username AWS --password-stdin {REGISTRY}")));
-    assert!(sandbox.called(&format!("docker compose --project-name cluster --file {root}/opt/sliderule/docker-compose.yml up --detach")));
-    assert!(sandbox.called("cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
+    assert!(host_root(&sandbox).join("etc/ssl/private/slideruleearth.io.pem").is_file(), "the certificate came from the project bucket");
+    assert!(host_root(&sandbox).join("etc/haproxy/pem/pubkey.pem").is_file(), "the token key came from the issuer");
+    assert!(called(&sandbox, &format!("curl -fsS -o {root}/etc/haproxy/pem/pubkey.pem https://login.slideruleearth.io/auth/pem")));
+    assert!(called(&sandbox, &format!("docker login --username AWS --password-stdin {REGISTRY}")));
+    assert!(called(&sandbox, &format!("docker compose --project-name cluster --file {root}/opt/sliderule/docker-compose.yml up --detach")));
+    assert!(called(&sandbox, "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
     assert_eq!(ingress("IlbSecurityGroup"), [(443, "0.0.0.0/0".into()), (8050, "10.0.0.0/16".into()), (9100, "10.0.0.0/16".into())]);
 }
 
 #[tokio::test]
 async fn the_monitor_runs_the_monitor_and_an_agent_that_ships_no_logs() {
-    let bucket = project_bucket(true).await;
-    let sandbox = Sandbox::new(MONITOR);
-    let (ok, stderr) = sandbox.run(&rendered(&parameters(&bucket, "")));
-    assert!(ok, "bootstrap failed: {stderr}");
-    let compose = sandbox.compose();
+    let (sandbox, _, compose) = booted(MONITOR, "").await;
     assert_eq!(service_names(&compose), ["autoheal", "monitor", "monitor-agent"]);
     assert_eq!(image(&compose, "monitor"), format!("{REGISTRY}/monitor:{VERSION}"));
     assert_eq!(strings(&compose["services"]["monitor-agent"]["environment"]), ["DISABLE_PROMTAIL=true"]);
-    assert!(sandbox.called("cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource MonitorInstance --region us-east-1"));
-    assert!(!sandbox.root().join("data").exists(), "the monitor copies no data");
+    assert!(called(&sandbox, "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource MonitorInstance --region us-east-1"));
+    assert!(!host_root(&sandbox).join("data").exists(), "the monitor copies no data");
     assert_eq!(ingress("MonitorSecurityGroup"), [(3000, "10.0.0.0/16".into()), (3100, "10.0.0.0/16".into())]);
 }
 
 #[tokio::test]
 async fn a_node_copies_its_data_and_runs_the_server_registered_with_the_ilb() {
-    let bucket = project_bucket(true).await;
-    let sandbox = Sandbox::new(NODE);
-    let (ok, stderr) = sandbox.run(&rendered(&parameters(&bucket, "recorder-firehose-alerts")));
-    assert!(ok, "bootstrap failed: {stderr}");
-    let compose = sandbox.compose();
+    let (sandbox, bucket, compose) = booted(NODE, "recorder-firehose-alerts").await;
     assert_eq!(service_names(&compose), ["ams", "autoheal", "monitor-agent", "sliderule"]);
     assert_eq!(image(&compose, "sliderule"), format!("{REGISTRY}/sliderule:{VERSION}"));
     assert_eq!(image(&compose, "ams"), format!("{REGISTRY}/ams:{VERSION}"));
@@ -289,7 +253,7 @@ async fn a_node_copies_its_data_and_runs_the_server_registered_with_the_ilb() {
         assert!(environment.contains(&expected), "{expected} in {environment:?}");
     }
     assert!(!environment.iter().any(|e| e.starts_with("TELEMETRY_STREAM")), "no telemetry stream was given: {environment:?}");
-    let root = sandbox.root().display().to_string();
+    let root = host_root(&sandbox).display().to_string();
     let volumes = strings(&server["volumes"]);
     for expected in
         [format!("{root}/data:/data"), format!("{root}/etc/ssl/certs:/etc/ssl/certs"), "/var/run/docker.sock:/var/run/docker.sock".into()]
@@ -299,7 +263,7 @@ async fn a_node_copies_its_data_and_runs_the_server_registered_with_the_ilb() {
     assert!(strings(&server["healthcheck"]["test"]).contains(&"http://localhost:9081/source/health".to_owned()));
     assert_eq!(compose["services"]["ams"]["entrypoint"], "/docker-entrypoint.sh");
     for copied in ["GeoLite2-City.mmdb", "atl13.db"] {
-        assert!(sandbox.root().join("data").join(copied).is_file(), "{copied} copied into /data");
+        assert!(host_root(&sandbox).join("data").join(copied).is_file(), "{copied} copied into /data");
     }
     assert!(!sandbox.calls().iter().any(|c| c.starts_with("cfn-signal")), "nodes are not signalled resources");
     assert_eq!(ingress("NodeSecurityGroup"), [(9081, "10.0.0.0/16".into()), (9100, "10.0.0.0/16".into())]);
@@ -308,22 +272,22 @@ async fn a_node_copies_its_data_and_runs_the_server_registered_with_the_ilb() {
 #[tokio::test]
 async fn an_ilb_without_its_certificate_fails_and_tells_cloudformation() {
     let bucket = project_bucket(false).await;
-    let sandbox = Sandbox::new(ILB);
-    let (ok, _) = sandbox.run(&rendered(&parameters(&bucket, "")));
+    let sandbox = sandbox(ILB);
+    let (ok, _) = boot(&sandbox, &rendered(&parameters(&bucket, "")));
     assert!(!ok, "the bootstrap fails");
-    assert!(sandbox.called("cfn-signal --exit-code 1 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
+    assert!(called(&sandbox, "cfn-signal --exit-code 1 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
     assert!(!sandbox.calls().iter().any(|c| c.starts_with("docker compose") && c.ends_with("up --detach")), "nothing started");
 }
 
 #[tokio::test]
 async fn a_compose_download_that_fails_its_checksum_is_not_installed() {
     let bucket = project_bucket(true).await;
-    let sandbox = Sandbox::new(NODE);
+    let sandbox = sandbox(NODE);
     // No Compose yet: the bootstrap downloads it, and the stub's download is not the pinned binary.
     sandbox.fail_when("docker compose version");
-    let (ok, stderr) = sandbox.run(&rendered(&parameters(&bucket, "")));
+    let (ok, stderr) = boot(&sandbox, &rendered(&parameters(&bucket, "")));
     assert!(!ok, "the bootstrap fails");
     assert!(stderr.contains("did NOT match"), "sha256sum reports the mismatch: {stderr}");
-    assert!(!sandbox.root().join("usr/local/lib/docker/cli-plugins/docker-compose").exists());
+    assert!(!host_root(&sandbox).join("usr/local/lib/docker/cli-plugins/docker-compose").exists());
     assert!(!sandbox.calls().iter().any(|c| c.ends_with("up --detach")));
 }

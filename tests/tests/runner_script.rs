@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, GitRef, ImageTag};
 use provisioner_core::runner::{render, Layout, Plan, RunValues, Step, StepPlace};
-use provisioner_e2e::{emulator, endpoint, repo_root, unique};
+use provisioner_e2e::{emulator, endpoint, repo_root, shellcheck, unique, Sandbox};
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 /// A registry in a region where nothing was ever pushed.
@@ -39,54 +39,40 @@ fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunVa
     }
 }
 
-/// A temporary directory with the stub commands of `tools/simulate-instance` and, when asked, a
-/// fixture checkout. A stub fails when its call contains a line of `fail-when`, sleeps when it
-/// contains a line of `sleep-when`, and records every call.
-struct Sandbox {
-    dir: PathBuf,
+fn sandbox() -> Sandbox {
+    Sandbox::new("provisioner-sandbox-")
 }
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = std::env::temp_dir().join(unique("provisioner-sandbox-"));
-        let written = Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
-        assert!(written.success(), "stubs written");
-        Sandbox { dir }
-    }
+/// A sandbox whose `git clone` copies a fixture checkout of `layout`.
+fn sandbox_with_layout(layout: &str) -> Sandbox {
+    let sandbox = sandbox();
+    let written = Command::new(repo_root().join("tools/sandbox/fixture-repo"))
+        .arg(layout)
+        .arg(sandbox.dir.join("fixture"))
+        .env("SANDBOX", &sandbox.dir)
+        .status()
+        .unwrap();
+    assert!(written.success(), "fixture of layout {layout} written");
+    sandbox
+}
 
-    fn with_layout(layout: &str) -> Sandbox {
-        let sandbox = Sandbox::new();
-        let written = Command::new(repo_root().join("tools/sandbox/fixture-repo"))
-            .arg(layout)
-            .arg(sandbox.dir.join("fixture"))
-            .env("SANDBOX", &sandbox.dir)
-            .status()
-            .unwrap();
-        assert!(written.success(), "fixture of layout {layout} written");
-        sandbox
-    }
+/// What a run's script does in a sandbox: where it checks out, where it ran what, its logs.
+trait RunSandbox {
+    fn repo(&self) -> PathBuf;
+    /// (directory relative to the checkout, call) of every stub call made inside the checkout.
+    fn calls_where(&self) -> Vec<(String, String)>;
+    /// (directory relative to the checkout, target) of every fixture make target that ran.
+    fn targets(&self) -> Vec<(String, String)>;
+    fn command(&self, script: &str) -> Command;
+    fn run(&self, script: &str);
+    fn log(&self, step: &str) -> String;
+}
 
+impl RunSandbox for Sandbox {
     fn repo(&self) -> PathBuf {
         self.dir.join("work/sliderule")
     }
 
-    fn fail_when(&self, pattern: &str) {
-        std::fs::write(self.dir.join("fail-when"), format!("{pattern}\n")).unwrap();
-    }
-
-    fn sleep_when(&self, pattern: &str) {
-        std::fs::write(self.dir.join("sleep-when"), format!("{pattern}\n")).unwrap();
-    }
-
-    fn lines(&self, file: &str) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default().lines().map(str::to_owned).collect()
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.lines("calls.log")
-    }
-
-    /// (directory relative to the checkout, call) of every stub call made inside the checkout.
     fn calls_where(&self) -> Vec<(String, String)> {
         let repo = self.repo().display().to_string();
         self.lines("calls-where.log")
@@ -99,7 +85,6 @@ impl Sandbox {
             .collect()
     }
 
-    /// (directory relative to the checkout, target) of every fixture make target that ran.
     fn targets(&self) -> Vec<(String, String)> {
         let repo = self.repo().display().to_string();
         self.lines("targets.log")
@@ -114,23 +99,11 @@ impl Sandbox {
     }
 
     fn command(&self, script: &str) -> Command {
-        let path = self.dir.join("user-data.sh");
-        std::fs::write(&path, script).unwrap();
-        let venv_bin = repo_root().join(".venv/bin");
-        let mut command = Command::new("setsid");
+        let mut command = self.bash(script);
         command
-            .arg("bash")
-            .arg(&path)
-            .env_clear()
-            .env("PATH", format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), venv_bin.display()))
-            .env("HOME", &self.dir)
-            .env("SANDBOX", &self.dir)
             .env("PROVISIONER_WORK_DIR", self.dir.join("work"))
             .env("PROVISIONER_DATA_DIR", self.dir.join("data"))
             .env("PROVISIONER_DISCOVERY_TIMEOUT_SECONDS", "0")
-            .env("AWS_ENDPOINT_URL", endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         command
@@ -143,16 +116,6 @@ impl Sandbox {
 
     fn log(&self, step: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("work/logs/{step}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if std::env::var_os("KEEP_SANDBOX").is_some() {
-            eprintln!("sandbox kept at {}", self.dir.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -265,18 +228,6 @@ fn test_plan() -> Plan {
     }
 }
 
-fn shellcheck(script: &str, name: &str) {
-    let path = std::env::temp_dir().join(unique(name));
-    std::fs::write(&path, script).unwrap();
-    let output = Command::new(repo_root().join(".venv/bin/shellcheck"))
-        .arg("--shell=bash")
-        .arg(&path)
-        .output()
-        .expect("shellcheck runs (make venv)");
-    let _ = std::fs::remove_file(&path);
-    assert!(output.status.success(), "shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
-}
-
 fn position(calls: &[String], prefix: &str) -> usize {
     calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call starting with {prefix:?}: {calls:?}"))
 }
@@ -317,7 +268,7 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let catalog = Catalog::shipped().unwrap();
     let plan = &catalog.plans().test;
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::with_layout(layout);
+    let sandbox = sandbox_with_layout(layout);
     let user_data = render(plan, &layouts(), &values).unwrap();
     sandbox.run(&user_data);
     let record = record(&dynamodb, &values).await;
@@ -449,7 +400,7 @@ async fn run_shipped_plan(values: &RunValues, sandbox: &Sandbox) -> HashMap<Stri
 async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
     let tag = unique("v9.");
     let values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
-    let sandbox = Sandbox::with_layout(layout);
+    let sandbox = sandbox_with_layout(layout);
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert!(statuses.values().all(|s| s == "passed"), "{statuses:?}; {}", sandbox.log("verify-images"));
@@ -497,7 +448,7 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
     let tag = unique("v9.");
     let mut values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
     values.registry = EMPTY_REGISTRY.into();
-    let sandbox = Sandbox::with_layout("D");
+    let sandbox = sandbox_with_layout("D");
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert_eq!(statuses["check-build-environment"], "failed");
@@ -516,7 +467,7 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
 #[tokio::test]
 async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and_skips_the_clients() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
-    let sandbox = Sandbox::with_layout("D");
+    let sandbox = sandbox_with_layout("D");
     std::fs::write(sandbox.dir.join("discovery-nodes"), "0").unwrap();
     let statuses = step_statuses(&run_shipped_plan(&values, &sandbox).await);
     assert_eq!(statuses["wait-for-cluster"], "failed");
@@ -529,7 +480,7 @@ async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and
 #[tokio::test]
 async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
-    let sandbox = Sandbox::new();
+    let sandbox = sandbox();
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert_eq!(statuses["checkout"], "failed");
@@ -543,7 +494,7 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "release/4.x");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::with_layout("D");
+    let sandbox = sandbox_with_layout("D");
     sandbox.run(&render(&plan, &layouts(), &values).unwrap());
 
     let calls = sandbox.calls();
@@ -575,7 +526,7 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::with_layout("D");
+    let sandbox = sandbox_with_layout("D");
     sandbox.fail_when("make config-debug");
     sandbox.run(&render(&plan, &layouts(), &values).unwrap());
 
@@ -596,7 +547,7 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
     let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = Sandbox::with_layout("D");
+    let sandbox = sandbox_with_layout("D");
     sandbox.sleep_when("npm test");
     let mut child = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).spawn().unwrap();
 
