@@ -16,7 +16,11 @@ pub enum AwsErrorKind {
     Quota,
     /// The caller is not allowed.
     AccessDenied,
-    /// Anything else: invalid parameters, 5xx after retries, transport failures.
+    /// The call may or may not have taken effect: no answer came (timeout, connection reset), or
+    /// the service failed (5xx) after the SDK's retries. Callers that create things look before
+    /// trying again.
+    Indeterminate,
+    /// Anything else: a definite refusal such as invalid parameters.
     Other,
 }
 

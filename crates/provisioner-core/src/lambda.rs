@@ -118,13 +118,85 @@ fn log_outcome(function: &str, invocation: &Invocation, outcome: &Result<Value, 
     }
 }
 
-/// Real Lambda refuses a payload that is not JSON; emulators pass it on, and the runtime would
-/// answer with its own error type. Turn it into an event our parser refuses as InvalidRequest.
+/// The runtime parses each payload itself and answers what it cannot parse with its own error
+/// type (a payload that is not JSON on emulators, one nested beyond serde_json's 128 levels
+/// anywhere), and silently keeps the last of duplicate keys. Turn each into an event our parser
+/// refuses as InvalidRequest.
 fn flag_malformed_json(mut invocation: LambdaInvocation) -> LambdaInvocation {
-    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&invocation.body) {
-        invocation.body = serde_json::json!({ MALFORMED_JSON_KEY: error.to_string() }).to_string().into_bytes().into();
+    if let Some(flagged) = screen_payload(&invocation.body) {
+        invocation.body = flagged.into();
     }
     invocation
+}
+
+/// `None` for a payload the runtime parses as it is; otherwise the event that says why not.
+pub(crate) fn screen_payload(body: &[u8]) -> Option<Vec<u8>> {
+    let error = serde_json::from_slice::<StrictJson>(body).err()?;
+    let reason = if error.to_string().starts_with("recursion limit exceeded") {
+        "it is nested more than 127 levels deep".to_owned()
+    } else {
+        error.to_string()
+    };
+    Some(serde_json::json!({ MALFORMED_JSON_KEY: reason }).to_string().into_bytes())
+}
+
+/// Any JSON value with no object holding the same key twice, parsed as the runtime parses events
+/// (the same parser, so the same depth limit).
+struct StrictJson;
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictJson {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<StrictJson, A::Error> {
+        while items.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<StrictJson, A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                let key = crate::domain::names::shown(&key);
+                return Err(serde::de::Error::custom(format_args!("the key {key} appears twice in one object")));
+            }
+            entries.next_value::<StrictJson>()?;
+        }
+        Ok(StrictJson)
+    }
 }
 
 fn invocation_of(context: &lambda_runtime::Context) -> Invocation {
@@ -323,6 +395,43 @@ mod tests {
         // Nothing was created: bad events make no call at all, missing images only look.
         assert!(world.stacks.created().is_empty() && world.schedules.all().is_empty());
         assert_eq!(world.stacks.calls().len(), 2, "one describe before and one under the lock: {:?}", world.stacks.calls());
+    }
+
+    /// What the runtime does with a payload: our screen, then its own parse into a `Value`.
+    fn as_the_runtime_parses(payload: &str) -> Value {
+        let body = screen_payload(payload.as_bytes()).unwrap_or_else(|| payload.as_bytes().to_vec());
+        serde_json::from_slice(&body).expect("the runtime parses every screened payload")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn payloads_the_runtime_cannot_take_as_they_are_answer_invalid_request() {
+        let world = World::new("2026-11-23T12:00:00Z");
+        let nested = |depth: usize, inner: &str| format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth));
+        let deep_object = format!(r#"{{"cluster": {}"developers"{}}}"#, r#"{"a":"#.repeat(130), "}".repeat(130));
+        let cases = [
+            (nested(200, "1"), "127 levels"),
+            (nested(127, r#"{"cluster":"developers"}"#), "127 levels"),
+            (deep_object, "127 levels"),
+            (r#"{"cluster":"developers","cluster":"ci-1"}"#.to_owned(), "'cluster' appears twice"),
+            (r#"{"cluster":"developers","x":{"a":1,"a":2}}"#.to_owned(), "'a' appears twice"),
+            ("{\"cluster\":".to_owned(), "not valid JSON"),
+        ];
+        for (payload, reason) in cases {
+            for function in [Function::Deploy, Function::ScheduleDestroy, Function::Destroy] {
+                let event = as_the_runtime_parses(&payload);
+                let failure = handle(&world.provisioner, function, event, world.invocation("r")).await.unwrap_err();
+                let diagnostic = Diagnostic::from(failure);
+                assert_eq!(diagnostic.error_type, "InvalidRequest", "{payload:.60}");
+                assert!(diagnostic.error_message.contains(reason), "{}", diagnostic.error_message);
+            }
+            // TEST and BUILD parse their events the same way.
+            let refused = crate::runner::RunRequest::parse(as_the_runtime_parses(&payload)).unwrap_err();
+            assert_eq!(refused.code(), "InvalidRequest", "{payload:.60}");
+        }
+        // Nesting within the limit, and the same key in different objects, are fine.
+        assert!(screen_payload(nested(100, "1").as_bytes()).is_none());
+        assert!(screen_payload(br#"{"cluster":"developers","x":{"cluster":1}}"#).is_none());
+        assert!(world.stacks.calls().is_empty(), "nothing was asked of AWS: {:?}", world.stacks.calls());
     }
 
     #[tokio::test(start_paused = true)]

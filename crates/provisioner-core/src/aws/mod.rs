@@ -120,6 +120,16 @@ pub fn kind_of(code: &str) -> AwsErrorKind {
         | "ExpiredTokenException"
         | "UnrecognizedClientException"
         | "InvalidClientTokenId" => AwsErrorKind::AccessDenied,
+        "InternalError"
+        | "InternalFailure"
+        | "InternalServerError"
+        | "InternalServiceError"
+        | "InternalServerException"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "Unavailable"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => AwsErrorKind::Indeterminate,
         _ => AwsErrorKind::Other,
     }
 }
@@ -130,20 +140,32 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let (code, message) = match &error {
+    // Transport failures get a fixed phrase: their error chains are long and say little more.
+    let (code, message, kind) = match &error {
         SdkError::ServiceError(service_error) => {
             let inner = service_error.err();
-            (inner.code().unwrap_or("Unknown").to_owned(), inner.message().unwrap_or_default().to_owned())
+            let code = inner.code().unwrap_or("Unknown").to_owned();
+            let kind = kind_of(&code);
+            (code, one_line(inner.message().unwrap_or_default()), kind)
         }
-        SdkError::TimeoutError(_) => ("Timeout".to_owned(), "the call did not answer in time".to_owned()),
-        SdkError::DispatchFailure(_) => ("DispatchFailure".to_owned(), DisplayErrorContext(&error).to_string()),
-        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_owned(), DisplayErrorContext(&error).to_string()),
-        _ => ("ResponseError".to_owned(), DisplayErrorContext(&error).to_string()),
+        SdkError::TimeoutError(_) => fixed("Timeout", "no answer came in time", AwsErrorKind::Indeterminate),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            fixed("ConnectionTimeout", "the connection timed out", AwsErrorKind::Indeterminate)
+        }
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            fixed("ConnectionFailure", "the connection failed or was reset", AwsErrorKind::Indeterminate)
+        }
+        SdkError::DispatchFailure(_) => fixed("DispatchFailure", "the request could not be sent", AwsErrorKind::Indeterminate),
+        SdkError::ConstructionFailure(_) => fixed("ConstructionFailure", "the request could not be built", AwsErrorKind::Other),
+        _ => fixed("ResponseError", "the answer could not be read", AwsErrorKind::Indeterminate),
     };
-    let kind = kind_of(&code);
-    let failure = AwsFailure { service, operation, code, message: one_line(&message), kind };
-    tracing::warn!(service, operation, code = %failure.code, kind = ?kind, message = %failure.message, "AWS call failed");
-    Error::Aws(failure)
+    // The whole chain goes to the log only.
+    tracing::warn!(service, operation, %code, ?kind, detail = %DisplayErrorContext(&error), "AWS call failed");
+    Error::Aws(AwsFailure { service, operation, code, message, kind })
+}
+
+fn fixed(code: &str, message: &str, kind: AwsErrorKind) -> (String, String, AwsErrorKind) {
+    (code.to_owned(), message.to_owned(), kind)
 }
 
 fn one_line(text: &str) -> String {
@@ -186,11 +208,39 @@ mod tests {
             ("AccessDeniedException", AwsErrorKind::AccessDenied),
             ("UnauthorizedOperation", AwsErrorKind::AccessDenied),
             ("ValidationError", AwsErrorKind::Other),
-            ("InternalFailure", AwsErrorKind::Other),
+            ("InternalFailure", AwsErrorKind::Indeterminate),
+            ("ServiceUnavailable", AwsErrorKind::Indeterminate),
         ];
         for (code, kind) in table {
             assert_eq!(kind_of(code), kind, "{code}");
         }
+    }
+
+    /// A refused connection answers one sentence naming service, operation and code, not the
+    /// SDK's error chain.
+    #[cfg(feature = "dynamodb")]
+    #[tokio::test]
+    async fn a_connection_failure_is_one_sentence() {
+        use crate::ports::Runs;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-west-2"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("a", "b", None, None, "test"))
+            .endpoint_url(format!("http://{closed}"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let store = dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), "table");
+        let error = store.get(&crate::runner::RunId::parse("test-ci-1-20261123t120000z").unwrap()).await.unwrap_err();
+        assert_eq!(error.aws_kind(), Some(AwsErrorKind::Indeterminate));
+        assert_eq!(
+            error.to_string(),
+            "DynamoDB GetItem failed with ConnectionFailure (the connection failed or was reset); \
+             retry later, and check the provisioner's permissions if it persists"
+        );
     }
 
     #[test]
