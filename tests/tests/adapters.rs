@@ -88,7 +88,7 @@ async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
 async fn aws_errors_name_service_operation_and_code_and_are_classified() {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&emulator().await), unique("no-such-table-"));
     let now = Timestamp::now();
-    let error = store.try_acquire("lock#ci-1", &lease("a", now, 60), now).await.unwrap_err();
+    let error = store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap_err();
     assert_eq!(error.code(), "AwsError");
     assert_eq!(error.aws_kind(), Some(AwsErrorKind::NotFound));
     let text = error.to_string();
@@ -140,19 +140,56 @@ async fn dynamodb_locks_admit_one_holder_until_release_or_expiry() {
     let (client, name) = table().await;
     let store = DynamoStore::new(client, &name);
     let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 60), now).await.unwrap(), None);
-    let holder = store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap().expect("held by a");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap(), None);
+    let holder = store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().expect("held by a");
     assert_eq!(holder, lease("a", now, 60));
-    assert_eq!(store.try_acquire("lock#ci-2", &lease("b", now, 60), now).await.unwrap(), None, "other clusters are free");
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 120), now).await.unwrap(), None, "the holder renews");
+    assert_eq!(store.try_acquire("lock#ci-2", &lease("b", now, 60), now, now).await.unwrap(), None, "other clusters are free");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 120), now, now).await.unwrap(), None, "the holder takes it again");
+
+    assert_eq!(store.renew("lock#ci-1", &lease("a", now, 180)).await.unwrap(), None, "the holder renews");
+    let taken = store.renew("lock#ci-1", &lease("b", now, 180)).await.unwrap().expect("b holds nothing");
+    assert_eq!((taken.owner.as_str(), taken.expires_at), ("a", now + SignedDuration::from_secs(180)));
 
     store.release("lock#ci-1", "b").await.unwrap();
-    assert!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap().is_some(), "only the holder releases");
+    assert!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().is_some(), "only the holder releases");
     store.release("lock#ci-1", "a").await.unwrap();
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now).await.unwrap(), None);
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap(), None, "b waited longest");
+    assert_eq!(store.renew("lock#ci-1", &lease("a", now, 60)).await.unwrap().map(|h| h.owner), Some("b".into()));
 
     let later = now + SignedDuration::from_secs(61);
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", later, 60), later).await.unwrap(), None, "an expired lease is taken over");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", later, 60), later, later).await.unwrap(), None, "an expired lease is taken over");
+    store.release("lock#ci-1", "c").await.unwrap();
+    let free = store.renew("lock#ci-1", &lease("c", later, 60)).await.unwrap().expect("released");
+    assert_eq!(free.owner, "", "nobody holds a released lock");
+}
+
+#[tokio::test]
+async fn dynamodb_locks_go_to_the_contender_that_waited_longest() {
+    let (client, name) = table().await;
+    let store = DynamoStore::new(client, &name);
+    let t0: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+    let t = |seconds: i64| t0 + SignedDuration::from_secs(seconds);
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", t(0), 30), t(0), t(0)).await.unwrap(), None);
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", t(1), 30), t(1), t(1)).await.unwrap().unwrap().owner, "a");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(2), 30), t(2), t(2)).await.unwrap().unwrap().owner, "a");
+    store.release("lock#ci-1", "a").await.unwrap();
+    // Free, but b waits longer than c.
+    let ahead = store.try_acquire("lock#ci-1", &lease("c", t(3), 30), t(2), t(3)).await.unwrap().expect("b goes first");
+    assert_eq!((ahead.owner.as_str(), ahead.acquired_at), ("b", t(1)));
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", t(4), 30), t(1), t(4)).await.unwrap(), None);
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(4), 30), t(2), t(4)).await.unwrap().unwrap().owner, "b");
+    store.release("lock#ci-1", "b").await.unwrap();
+    // c asked again while b held the lock, so it is next.
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("d", t(5), 30), t(5), t(5)).await.unwrap().unwrap().owner, "c");
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(6), 30), t(2), t(6)).await.unwrap(), None);
+    store.release("lock#ci-1", "c").await.unwrap();
+    // d stopped asking at 5 s: at 16 s its place has lapsed.
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("e", t(16), 30), t(16), t(16)).await.unwrap(), None);
+    // A contender that gives up leaves the line at once.
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("f", t(17), 30), t(17), t(17)).await.unwrap().unwrap().owner, "e");
+    store.release("lock#ci-1", "f").await.unwrap();
+    store.release("lock#ci-1", "e").await.unwrap();
+    assert_eq!(store.try_acquire("lock#ci-1", &lease("g", t(18), 30), t(18), t(18)).await.unwrap(), None);
 }
 
 async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {

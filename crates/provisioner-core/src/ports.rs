@@ -83,14 +83,27 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
-/// Per-cluster locks with leases, in the DynamoDB table.
+/// A contender that has not asked for a lock for this long loses its place in line (contenders
+/// ask every few seconds; one that gave up or crashed stops asking).
+pub const WAITING_LAPSES_AFTER: Duration = Duration::from_secs(10);
+
+/// Per-cluster locks in the DynamoDB table, with short leases the holder renews while it works,
+/// so a crashed holder's lock ends within a lease. Contenders take turns: while the one that has
+/// waited longest keeps asking, a free lock goes to it, not to a later one.
 #[async_trait]
 pub trait Locks: Send + Sync {
-    /// Takes the lock `key` with `lease` when it is free or its lease ended before `now`.
-    /// Returns `Ok(None)` when taken, `Ok(Some(holder))` when someone else holds it. Taking a
-    /// lock one already holds renews it.
-    async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>>;
-    /// Releases the lock if `owner` still holds it; otherwise does nothing.
+    /// Takes the lock `key` for `lease` when `lease.owner` holds it already, or when it is free
+    /// (never taken, released, or its lease ended before `now`) and no contender that has waited
+    /// longer than `lease.owner` (since `waiting_since`) asked within [`WAITING_LAPSES_AFTER`].
+    /// Returns `Ok(None)` when taken. Otherwise notes the caller as waiting since `waiting_since`
+    /// (unless one that waited longer is noted) and returns `Ok(Some(..))`: the holder, or the
+    /// contender ahead (its `acquired_at` is when it began to wait).
+    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>>;
+    /// Moves the end of the lease `lease.owner` holds to `lease.expires_at`. `Ok(None)` when
+    /// renewed; `Ok(Some(holder))` when the owner no longer holds the lock (`holder.owner` is
+    /// empty when nobody does).
+    async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>>;
+    /// Releases the lock if `owner` still holds it; otherwise does nothing. Who waits keeps its place.
     async fn release(&self, key: &str, owner: &str) -> Result<()>;
 }
 

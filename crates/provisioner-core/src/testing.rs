@@ -44,6 +44,113 @@ fn fake_failure(operation: &'static str, code: &str, kind: AwsErrorKind) -> Erro
     Error::Aws(AwsFailure { service: "Fake", operation, code: code.into(), message: String::new(), kind })
 }
 
+/// How a call to AWS goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Throttled after the SDK's retries: nothing happened.
+    Throttled,
+    /// A 5xx answer: nothing happened, but the caller cannot know that.
+    ServerError,
+    /// The connection was reset before the request arrived: nothing happened.
+    Reset,
+    /// The call took effect and its answer was lost.
+    LostAnswer,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [Fault::Throttled, Fault::ServerError, Fault::Reset, Fault::LostAnswer];
+
+    fn error(self, operation: &'static str) -> Error {
+        match self {
+            Fault::Throttled => fake_failure(operation, "ThrottlingException", AwsErrorKind::Throttled),
+            Fault::ServerError => fake_failure(operation, "InternalFailure", AwsErrorKind::Indeterminate),
+            Fault::Reset => fake_failure(operation, "ConnectionFailure", AwsErrorKind::Indeterminate),
+            Fault::LostAnswer => fake_failure(operation, "Timeout", AwsErrorKind::Indeterminate),
+        }
+    }
+}
+
+#[derive(Default)]
+struct FaultState {
+    /// Faults at a rate: the generator (seeded, so a run can be replayed) and the rate.
+    random: Option<(fastrand::Rng, f64)>,
+    /// The next calls of an operation fail with a fault, once per entry.
+    scripted: Vec<(&'static str, Fault)>,
+    injected: usize,
+    /// Faults injected into each task, so a storm can tell which operations they hit.
+    by_task: HashMap<tokio::task::Id, usize>,
+}
+
+/// Faults the fakes inject into calls, by script or at a rate. One is shared by the fakes of a
+/// world; by default it injects nothing.
+#[derive(Default)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+}
+
+/// The rest of a call that a fault may still fail after it took effect.
+#[must_use]
+pub struct Effect(Option<Error>);
+
+impl Effect {
+    /// The call's answer: `value`, or the lost-answer error.
+    pub fn answer<T>(self, value: T) -> Result<T> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
+    }
+}
+
+impl Faults {
+    pub fn none() -> Arc<Self> {
+        Arc::new(Faults::default())
+    }
+
+    /// From now on, each call fails with probability `rate`, with a fault drawn at random.
+    pub fn at_rate(&self, seed: u64, rate: f64) {
+        self.state.lock().unwrap().random = Some((fastrand::Rng::with_seed(seed), rate));
+    }
+
+    /// Stops the faults at a rate.
+    pub fn calm(&self) {
+        self.state.lock().unwrap().random = None;
+    }
+
+    /// The next `times` calls of `operation` (a fake's operation name) fail with `fault`.
+    pub fn script(&self, operation: &'static str, fault: Fault, times: usize) {
+        self.state.lock().unwrap().scripted.extend(std::iter::repeat_n((operation, fault), times));
+    }
+
+    pub fn injected(&self) -> usize {
+        self.state.lock().unwrap().injected
+    }
+
+    /// Faults injected into the task `task` so far.
+    pub fn injected_into(&self, task: tokio::task::Id) -> usize {
+        self.state.lock().unwrap().by_task.get(&task).copied().unwrap_or(0)
+    }
+
+    /// Decides the fate of one call of `operation`: `Err` when it fails before taking effect;
+    /// otherwise what to answer once it has.
+    pub fn draw(&self, operation: &'static str) -> Result<Effect> {
+        let mut state = self.state.lock().unwrap();
+        let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
+            Some(index) => Some(state.scripted.remove(index).1),
+            None => state.random.as_mut().and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
+        };
+        let Some(fault) = fault else { return Ok(Effect(None)) };
+        state.injected += 1;
+        if let Some(task) = tokio::task::try_id() {
+            *state.by_task.entry(task).or_default() += 1;
+        }
+        match fault {
+            Fault::LostAnswer => Ok(Effect(Some(fault.error(operation)))),
+            before => Err(before.error(operation)),
+        }
+    }
+}
+
 /// A call made to a fake, for assertions on what was asked of the cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -96,6 +203,7 @@ impl FakeStack {
 /// CloudFormation in memory. A stack moves through its timeline as the clock passes.
 pub struct FakeStacks {
     clock: Arc<dyn Clock>,
+    faults: Arc<Faults>,
     stacks: Mutex<HashMap<String, FakeStack>>,
     pub behaviour: Mutex<StackBehaviour>,
     calls: Mutex<Vec<Call>>,
@@ -104,9 +212,10 @@ pub struct FakeStacks {
 }
 
 impl FakeStacks {
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(clock: Arc<dyn Clock>, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(FakeStacks {
             clock,
+            faults,
             stacks: Mutex::default(),
             behaviour: Mutex::default(),
             calls: Mutex::default(),
@@ -169,9 +278,10 @@ impl FakeStacks {
 impl Stacks for FakeStacks {
     async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>> {
         self.record(Call::DescribeStack(name.to_owned()));
+        let effect = self.faults.draw("DescribeStacks")?;
         let now = self.clock.now();
         let stacks = self.stacks.lock().unwrap();
-        Ok(stacks.get(name).and_then(|stack| {
+        effect.answer(stacks.get(name).and_then(|stack| {
             let status = stack.status_at(now);
             (status != "DELETE_COMPLETE").then(|| StackSnapshot {
                 id: stack.id.clone(),
@@ -185,6 +295,7 @@ impl Stacks for FakeStacks {
 
     async fn create(&self, spec: &StackSpec) -> Result<String> {
         self.record(Call::CreateStack(spec.name.clone()));
+        let effect = self.faults.draw("CreateStack")?;
         let now = self.clock.now();
         let behaviour = self.behaviour.lock().unwrap().clone();
         let mut stacks = self.stacks.lock().unwrap();
@@ -201,18 +312,19 @@ impl Stacks for FakeStacks {
         let parameters = spec.parameters.iter().cloned().collect();
         stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), parameters, timeline });
         self.created.lock().unwrap().push(spec.clone());
-        Ok(id)
+        effect.answer(id)
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
         self.record(Call::DeleteStack(name.to_owned()));
+        let effect = self.faults.draw("DeleteStack")?;
         let now = self.clock.now();
         let behaviour = self.behaviour.lock().unwrap().clone();
         let mut stacks = self.stacks.lock().unwrap();
-        let Some(stack) = stacks.get_mut(name) else { return Ok(()) };
+        let Some(stack) = stacks.get_mut(name) else { return effect.answer(()) };
         let status = stack.status_at(now).to_owned();
         if status == "DELETE_COMPLETE" || status == "DELETE_IN_PROGRESS" {
-            return Ok(());
+            return effect.answer(());
         }
         if StackStatus::new(status.as_str()).phase() == StackPhase::InProgress {
             return Err(fake_failure("DeleteStack", "ValidationError", AwsErrorKind::Other));
@@ -220,11 +332,12 @@ impl Stacks for FakeStacks {
         stack.timeline.retain(|(from, _)| *from <= now);
         stack.timeline.push((now, "DELETE_IN_PROGRESS".to_owned()));
         stack.timeline.push((now + SignedDuration::try_from(behaviour.delete_takes).unwrap(), behaviour.delete_ends_in.to_owned()));
-        Ok(())
+        effect.answer(())
     }
 
     async fn failure_reasons(&self, name: &str) -> Result<Vec<String>> {
         self.record(Call::StackEvents(name.to_owned()));
+        self.faults.draw("DescribeStackEvents")?.answer(())?;
         Ok(self.behaviour.lock().unwrap().failure_reasons.clone())
     }
 }
@@ -232,6 +345,7 @@ impl Stacks for FakeStacks {
 /// EventBridge Scheduler in memory: name → (time, input).
 #[derive(Default)]
 pub struct FakeSchedules {
+    faults: Arc<Faults>,
     schedules: Mutex<BTreeMap<String, (Timestamp, String)>>,
     calls: Mutex<Vec<Call>>,
     /// When set, every create fails with this AWS error code.
@@ -239,8 +353,8 @@ pub struct FakeSchedules {
 }
 
 impl FakeSchedules {
-    pub fn new() -> Arc<Self> {
-        Arc::new(FakeSchedules::default())
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeSchedules { faults, ..FakeSchedules::default() })
     }
 
     pub fn all(&self) -> BTreeMap<String, (Timestamp, String)> {
@@ -260,16 +374,20 @@ impl FakeSchedules {
 impl Schedules for FakeSchedules {
     async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
         self.calls.lock().unwrap().push(Call::ListSchedules(prefix.to_owned()));
+        let effect = self.faults.draw("ListSchedules")?;
         let schedules = self.schedules.lock().unwrap();
-        Ok(schedules
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at })
-            .collect())
+        effect.answer(
+            schedules
+                .iter()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at })
+                .collect(),
+        )
     }
 
     async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
         self.calls.lock().unwrap().push(Call::CreateSchedule(name.to_owned()));
+        let effect = self.faults.draw("CreateSchedule")?;
         if let Some(code) = *self.failing_creates.lock().unwrap() {
             return Err(fake_failure("CreateSchedule", code, AwsErrorKind::Other));
         }
@@ -278,13 +396,14 @@ impl Schedules for FakeSchedules {
             return Err(fake_failure("CreateSchedule", "ConflictException", AwsErrorKind::Conflict));
         }
         schedules.insert(name.to_owned(), (at, input.to_owned()));
-        Ok(())
+        effect.answer(())
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
         self.calls.lock().unwrap().push(Call::DeleteSchedule(name.to_owned()));
+        let effect = self.faults.draw("DeleteSchedule")?;
         self.schedules.lock().unwrap().remove(name);
-        Ok(())
+        effect.answer(())
     }
 }
 
@@ -294,13 +413,14 @@ pub const SEEDED_VERSION: &str = "latest";
 /// A registry in memory: the `repository:tag` pairs it holds.
 #[derive(Default)]
 pub struct FakeImages {
+    faults: Arc<Faults>,
     held: Mutex<std::collections::BTreeSet<String>>,
     calls: Mutex<Vec<Call>>,
 }
 
 impl FakeImages {
-    pub fn new() -> Arc<Self> {
-        Arc::new(FakeImages::default())
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeImages { faults, ..FakeImages::default() })
     }
 
     /// Puts `repository:tag` for each repository.
@@ -317,50 +437,93 @@ impl FakeImages {
 impl Images for FakeImages {
     async fn missing(&self, _registry: &str, repositories: &[String], tag: &ImageTag) -> Result<Vec<String>> {
         self.calls.lock().unwrap().push(Call::MissingImages(repositories.to_vec(), tag.to_string()));
+        self.faults.draw("DescribeImages")?.answer(())?;
         let held = self.held.lock().unwrap();
         Ok(repositories.iter().filter(|r| !held.contains(&format!("{r}:{tag}"))).cloned().collect())
     }
 }
 
+/// One lock: who holds it, and who waits longest for it (with when it last asked).
+#[derive(Debug, Clone, Default)]
+struct FakeLock {
+    holder: Option<Lease>,
+    waiting: Option<(Lease, Timestamp)>,
+}
+
 /// Leased locks in memory, with the DynamoDB adapter's semantics.
 #[derive(Default)]
 pub struct FakeLocks {
-    leases: Mutex<HashMap<String, Lease>>,
+    faults: Arc<Faults>,
+    locks: Mutex<HashMap<String, FakeLock>>,
 }
 
 impl FakeLocks {
-    pub fn new() -> Arc<Self> {
-        Arc::new(FakeLocks::default())
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeLocks { faults, ..FakeLocks::default() })
     }
 
+    /// Who holds `key`, whether or not the lease has ended.
     pub fn holder(&self, key: &str) -> Option<Lease> {
-        self.leases.lock().unwrap().get(key).cloned()
+        self.locks.lock().unwrap().get(key).and_then(|l| l.holder.clone())
+    }
+
+    /// Who holds `key` at `now`: a lease that ended counts as free.
+    pub fn holder_at(&self, key: &str, now: Timestamp) -> Option<Lease> {
+        self.holder(key).filter(|lease| lease.expires_at >= now)
     }
 
     pub fn put(&self, key: &str, lease: Lease) {
-        self.leases.lock().unwrap().insert(key.to_owned(), lease);
+        self.locks.lock().unwrap().entry(key.to_owned()).or_default().holder = Some(lease);
     }
 }
 
 #[async_trait]
 impl Locks for FakeLocks {
-    async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>> {
-        let mut leases = self.leases.lock().unwrap();
-        match leases.get(key) {
-            Some(holder) if holder.owner != lease.owner && holder.expires_at >= now => Ok(Some(holder.clone())),
-            _ => {
-                leases.insert(key.to_owned(), lease.clone());
-                Ok(None)
+    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>> {
+        let effect = self.faults.draw("AcquireLock")?;
+        let mut locks = self.locks.lock().unwrap();
+        let lock = locks.entry(key.to_owned()).or_default();
+        let mine = lock.holder.as_ref().is_some_and(|h| h.owner == lease.owner);
+        let held = lock.holder.clone().filter(|h| h.owner != lease.owner && h.expires_at >= now);
+        let lapse = SignedDuration::try_from(crate::ports::WAITING_LAPSES_AFTER).unwrap();
+        let ahead = lock.waiting.clone().filter(|(w, asked)| w.owner != lease.owner && *asked + lapse >= now).map(|(w, _)| w);
+        if mine || (held.is_none() && ahead.is_none()) {
+            // As DynamoDB's put: the item is replaced, and who waited asks again.
+            *lock = FakeLock { holder: Some(lease.clone()), waiting: None };
+            return effect.answer(None);
+        }
+        if ahead.as_ref().is_none_or(|w| w.acquired_at > waiting_since) {
+            let me = Lease { acquired_at: waiting_since, ..lease.clone() };
+            lock.waiting = Some((me, now));
+        }
+        effect.answer(held.or(ahead))
+    }
+
+    async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>> {
+        let effect = self.faults.draw("RenewLock")?;
+        let mut locks = self.locks.lock().unwrap();
+        let lock = locks.entry(key.to_owned()).or_default();
+        match &mut lock.holder {
+            Some(holder) if holder.owner == lease.owner => {
+                holder.expires_at = lease.expires_at;
+                effect.answer(None)
             }
+            Some(holder) => effect.answer(Some(holder.clone())),
+            None => effect.answer(Some(Lease { owner: String::new(), ..lease.clone() })),
         }
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<()> {
-        let mut leases = self.leases.lock().unwrap();
-        if leases.get(key).is_some_and(|l| l.owner == owner) {
-            leases.remove(key);
+        let effect = self.faults.draw("ReleaseLock")?;
+        let mut locks = self.locks.lock().unwrap();
+        if let Some(lock) = locks.get_mut(key) {
+            if lock.holder.as_ref().is_some_and(|l| l.owner == owner) {
+                lock.holder = None;
+            } else if lock.waiting.as_ref().is_some_and(|(w, _)| w.owner == owner) {
+                lock.waiting = None;
+            }
         }
-        Ok(())
+        effect.answer(())
     }
 }
 
@@ -384,6 +547,8 @@ pub fn test_settings() -> ClusterSettings {
 /// A provisioner over fresh fakes and the shipped catalog.
 pub struct World {
     pub clock: Arc<TestClock>,
+    /// Shared by every fake of the world; injects nothing until told to.
+    pub faults: Arc<Faults>,
     pub stacks: Arc<FakeStacks>,
     pub schedules: Arc<FakeSchedules>,
     pub locks: Arc<FakeLocks>,
@@ -394,12 +559,13 @@ pub struct World {
 impl World {
     pub fn new(now: &str) -> World {
         let clock = TestClock::starting_at(now.parse().expect("a test time"));
-        let stacks = FakeStacks::new(clock.clone());
-        let schedules = FakeSchedules::new();
-        let locks = FakeLocks::new();
+        let faults = Faults::none();
+        let stacks = FakeStacks::new(clock.clone(), faults.clone());
+        let schedules = FakeSchedules::new(faults.clone());
+        let locks = FakeLocks::new(faults.clone());
         let catalog = Catalog::shipped().expect("the shipped catalog loads");
         // As in an account after a release: each profile's default version is in the registry.
-        let images = FakeImages::new();
+        let images = FakeImages::new(faults.clone());
         for profile in catalog.profiles() {
             images.push(&profile.images, profile.default_version.as_str());
         }
@@ -413,7 +579,7 @@ impl World {
             timeouts: Timeouts::default(),
             settings: test_settings(),
         };
-        World { clock, stacks, schedules, locks, images, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use super::aws_error;
 use crate::domain::{ClusterName, GitRef};
 use crate::error::Result;
-use crate::ports::{Lease, Locks, Runs};
+use crate::ports::{Lease, Locks, Runs, WAITING_LAPSES_AFTER};
 use crate::runner::{RunId, RunKind, RunRecord, RunState};
 use crate::service::run::step_results;
 
@@ -84,9 +84,81 @@ impl DynamoStore {
     }
 }
 
+/// The contender noted as waiting longest for a lock (its `acquired_at` is when it began to wait),
+/// unless it stopped asking.
+fn waiting_from(item: &HashMap<String, AttributeValue>, now: Timestamp) -> Option<Lease> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let asked: i64 = item.get("next_asked")?.as_n().ok()?.parse().ok()?;
+    if asked < lapsed_before(now) {
+        return None;
+    }
+    Some(Lease {
+        owner: text("next_owner")?,
+        operation: text("next_operation")?,
+        acquired_at: text("next_since")?.parse().ok()?,
+        expires_at: now,
+    })
+}
+
+/// Epoch seconds before which a waiting contender's last ask has lapsed.
+fn lapsed_before(now: Timestamp) -> i64 {
+    now.as_second() - WAITING_LAPSES_AFTER.as_secs() as i64
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
+}
+
+impl DynamoStore {
+    async fn read(&self, key: &str) -> Result<HashMap<String, AttributeValue>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
+        Ok(output.item().cloned().unwrap_or_default())
+    }
+
+    /// Notes `lease.owner` as the contender waiting longest, unless one that waited longer still asks.
+    async fn wait_in_line(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) {
+        let since_ms = waiting_since.as_millisecond();
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .update_expression(
+                "SET next_owner = :owner, next_operation = :operation, next_since = :since, next_since_ms = :since_ms, next_asked = :now",
+            )
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < :lapsed \
+                 OR next_since_ms > :since_ms)",
+            )
+            .expression_attribute_names("#pk", KEY)
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":operation", s(&lease.operation))
+            .expression_attribute_values(":since", s(&waiting_since.to_string()))
+            .expression_attribute_values(":since_ms", n(since_ms))
+            .expression_attribute_values(":now", n(now.as_second()))
+            .expression_attribute_values(":lapsed", n(lapsed_before(now)))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => {}
+            Err(error) if is_condition_failure(&error) => {}
+            // Only the turn is at stake; the next ask notes it again.
+            Err(error) => tracing::warn!(key, error = %aws_error(SERVICE, "UpdateItem", error), "could not wait in line"),
+        }
+    }
+}
+
 #[async_trait]
 impl Locks for DynamoStore {
-    async fn try_acquire(&self, key: &str, lease: &Lease, now: Timestamp) -> Result<Option<Lease>> {
+    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>> {
         let outcome = self
             .client
             .put_item()
@@ -98,38 +170,90 @@ impl Locks for DynamoStore {
             .item("expires_at", s(&lease.expires_at.to_string()))
             .item("expires_epoch", n(lease.expires_at.as_second()))
             .item(TTL_ATTRIBUTE, n(lease.expires_at.as_second() + KEEP_EXPIRED_SECONDS))
-            .condition_expression("attribute_not_exists(#pk) OR expires_epoch < :now OR #owner = :owner")
+            .condition_expression(
+                "#owner = :owner OR ((attribute_not_exists(#pk) OR expires_epoch < :now) \
+                 AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < :lapsed))",
+            )
             .expression_attribute_names("#pk", KEY)
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":now", n(now.as_second()))
             .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":lapsed", n(lapsed_before(now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match self.refused_by(outcome, s(key)).await? {
-            None => Ok(None),
-            Some(held) => Ok(Some(lease_from(&held).unwrap_or_else(|| {
-                // Released in between: try again on the next poll.
-                Lease { owner: "unknown".into(), operation: "unknown operation".into(), acquired_at: now, expires_at: now }
-            }))),
+        let Some(item) = self.refused_by(outcome, s(key)).await? else { return Ok(None) };
+        let holder = lease_from(&item).filter(|h| h.owner != lease.owner && h.expires_at >= now);
+        let ahead = waiting_from(&item, now).filter(|w| w.owner != lease.owner);
+        if ahead.as_ref().is_none_or(|w| w.acquired_at > waiting_since) {
+            self.wait_in_line(key, lease, waiting_since, now).await;
+        }
+        Ok(Some(holder.or(ahead).unwrap_or_else(|| {
+            // Released in between: try again on the next ask.
+            Lease { owner: "unknown".into(), operation: "unknown operation".into(), acquired_at: now, expires_at: now }
+        })))
+    }
+
+    async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .update_expression("SET expires_at = :expires_at, expires_epoch = :expires_epoch, #ttl = :ttl")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":expires_at", s(&lease.expires_at.to_string()))
+            .expression_attribute_values(":expires_epoch", n(lease.expires_at.as_second()))
+            .expression_attribute_values(":ttl", n(lease.expires_at.as_second() + KEEP_EXPIRED_SECONDS))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(None),
+            Err(error) if is_condition_failure(&error) => {
+                let item = self.read(key).await?;
+                Ok(Some(lease_from(&item).unwrap_or_else(|| Lease { owner: String::new(), ..lease.clone() })))
+            }
+            Err(error) => Err(aws_error(SERVICE, "UpdateItem", error)),
         }
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<()> {
-        let outcome = self
+        // The item stays, free, so that who waits in line keeps its place.
+        let released = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key(KEY, s(key))
+            .update_expression("SET expires_epoch = :zero REMOVE #owner, operation, acquired_at, expires_at")
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match outcome {
+        match released {
+            Ok(_) => return Ok(()),
+            Err(error) if is_condition_failure(&error) => {}
+            Err(error) => return Err(aws_error(SERVICE, "UpdateItem", error)),
+        }
+        // Not the holder: leave the line if it waits in it.
+        let left = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .update_expression("REMOVE next_owner, next_operation, next_since, next_since_ms, next_asked")
+            .condition_expression("next_owner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match left {
             Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(error) => Err(aws_error(SERVICE, "DeleteItem", error)),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(aws_error(SERVICE, "UpdateItem", error)),
         }
     }
 }

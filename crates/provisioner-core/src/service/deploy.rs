@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::lock::with_lock;
+use super::lock::with_lock_or;
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
 use crate::catalog::{stack_name, Profile};
@@ -78,7 +78,16 @@ impl Provisioner {
                 return Ok(self.deploy_response(&target, stack, DeployAction::AlreadyRunning));
             }
         }
-        with_lock(self, invocation, &cluster, "deploy", self.deploy_locked(&target, invocation)).await
+        // While another operation holds the cluster, a stack that becomes running is the answer.
+        let running_now = || async {
+            match self.stacks.describe(&target.stack_name).await {
+                Ok(Some(stack)) if stack.status.phase() == StackPhase::Running => {
+                    Some(self.deploy_response(&target, stack, DeployAction::Waited))
+                }
+                _ => None,
+            }
+        };
+        with_lock_or(self, invocation, &cluster, "deploy", running_now, self.deploy_locked(&target, invocation)).await
     }
 
     async fn deploy_locked(&self, target: &Target<'_>, invocation: &Invocation) -> Result<DeployResponse> {

@@ -29,8 +29,11 @@ pub const STACK_POLL_INTERVAL: Duration = Duration::from_secs(4);
 pub const LOCK_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Time kept back from the invocation's deadline to release the lock and answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
-/// How long a lock outlives its holder's deadline, so a crashed holder frees it soon after.
-pub const LEASE_SLACK: Duration = Duration::from_secs(30);
+/// How long a lock's lease lasts unless its holder renews it: how long a crashed holder blocks
+/// its cluster at most.
+pub const LOCK_LEASE: Duration = Duration::from_secs(60);
+/// How often a holder renews its lease: two renewals can fail before it ends.
+pub const LOCK_RENEW_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Named timeouts; tests and benchmarks shorten them.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +42,8 @@ pub struct Timeouts {
     pub stack_poll: Duration,
     pub lock_poll: Duration,
     pub deadline_margin: Duration,
-    pub lease_slack: Duration,
+    pub lock_lease: Duration,
+    pub lock_renew: Duration,
 }
 
 impl Default for Timeouts {
@@ -49,7 +53,8 @@ impl Default for Timeouts {
             stack_poll: STACK_POLL_INTERVAL,
             lock_poll: LOCK_POLL_INTERVAL,
             deadline_margin: DEADLINE_MARGIN,
-            lease_slack: LEASE_SLACK,
+            lock_lease: LOCK_LEASE,
+            lock_renew: LOCK_RENEW_INTERVAL,
         }
     }
 }

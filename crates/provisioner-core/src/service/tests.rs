@@ -10,7 +10,7 @@ use crate::domain::stack_status::KNOWN_STATUSES;
 use crate::domain::{ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest, StackPhase, StackStatus};
 use crate::error::Error;
 use crate::ports::Lease;
-use crate::testing::{Call, StackBehaviour, World};
+use crate::testing::{Call, Fault, StackBehaviour, World};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 const STACK: &str = "sliderule-cluster-ci-1";
@@ -304,9 +304,11 @@ async fn two_deploys_at_once_create_one_stack_and_both_succeed() {
         tokio::join!(world.provisioner.deploy(deploy_request("ci-1"), &first), world.provisioner.deploy(deploy_request("ci-1"), &second));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(world.stacks.count(is_create), 1);
+    // The second waits for the lock and answers as soon as the first's stack runs.
     let mut actions = [a.action, b.action];
     actions.sort_by_key(|a| format!("{a:?}"));
-    assert_eq!(actions, [deploy::DeployAction::AlreadyRunning, deploy::DeployAction::Created]);
+    assert_eq!(actions, [deploy::DeployAction::Created, deploy::DeployAction::Waited]);
+    assert!((a.elapsed_seconds - b.elapsed_seconds).abs() <= 4.0, "{} {}", a.elapsed_seconds, b.elapsed_seconds);
 }
 
 #[tokio::test(start_paused = true)]
@@ -361,6 +363,118 @@ async fn a_contender_proceeds_when_the_holder_releases_in_time() {
     let delete_at = calls.iter().position(is_delete).unwrap();
     let create_at = calls.iter().position(is_create).unwrap();
     assert!(delete_at < create_at, "the create comes after the delete finished: {calls:?}");
+}
+
+/// A holder killed midway (its invocation crashed) blocks its cluster for one lease at most.
+#[tokio::test(start_paused = true)]
+async fn a_crashed_holder_blocks_its_cluster_for_one_lease_at_most() {
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(9 * 60), ..StackBehaviour::default() });
+    let (provisioner, crashed) = (world.provisioner.clone(), world.invocation("r-crashed"));
+    let holder = tokio::spawn(async move { provisioner.deploy(deploy_request("ci-1"), &crashed).await });
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    let key = lock_key(&cluster("ci-1"));
+    assert_eq!(world.locks.holder(&key).unwrap().owner, "r-crashed", "the crashed holder's lock is left behind");
+    let died = world.clock.now();
+    let next = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r-next")).await;
+    next.unwrap();
+    let blocked = world.clock.now().duration_since(died);
+    // Renewed at 20 s and 40 s, the lease ends at 100 s.
+    assert!(blocked >= SignedDuration::from_secs(50) && blocked <= SignedDuration::from_secs(60), "blocked for {blocked:?}");
+}
+
+/// While another operation holds the cluster, a deploy answers once the stack runs.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_deploy_answers_as_soon_as_the_stack_runs() {
+    let world = World::new(NOW);
+    world.stacks.seed(STACK, "CREATE_IN_PROGRESS", Some((Duration::from_secs(90), "CREATE_COMPLETE")));
+    let key = lock_key(&cluster("ci-1"));
+    let working = Lease { owner: "other".into(), operation: "deploy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:14:00Z") };
+    world.locks.put(&key, working);
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.action, deploy::DeployAction::Waited);
+    assert!((90.0..=96.0).contains(&response.elapsed_seconds), "{}", response.elapsed_seconds);
+    assert_eq!(world.locks.holder(&key).unwrap().owner, "other", "the holder keeps its lock");
+    assert_eq!(world.stacks.count(is_create), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_fails_is_tried_again() {
+    for fault in [Fault::Throttled, Fault::ServerError, Fault::Reset, Fault::LostAnswer] {
+        let world = World::new(NOW);
+        world.faults.script("ReleaseLock", fault, 6);
+        world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
+        let key = lock_key(&cluster("ci-1"));
+        assert_eq!(world.locks.holder_at(&key, world.clock.now()), None, "{fault:?}: released after the answer");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_end() {
+    let key = lock_key(&cluster("ci-1"));
+    // Two failed renewals are absorbed: the deploy finishes.
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    world.faults.script("RenewLock", Fault::Throttled, 2);
+    let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.action, deploy::DeployAction::Created);
+    // Renewals that keep failing stop the work while the lease still holds, and the lock is released.
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    world.faults.script("RenewLock", Fault::Throttled, 1000);
+    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "AwsError", "{error}");
+    let stopped = world.clock.now();
+    assert!(stopped < at(NOW) + SignedDuration::from_secs(60), "stopped at {stopped}, before the lease ended");
+    assert_eq!(world.locks.holder_at(&key, stopped), None);
+    // A holder whose lock was taken over stops.
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    let taking_over = async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let thief = Lease {
+            owner: "thief".into(),
+            operation: "destroy".into(),
+            acquired_at: world.clock.now(),
+            expires_at: at("2026-11-23T13:00:00Z"),
+        };
+        world.locks.put(&key, thief);
+    };
+    let invocation = world.invocation("r3");
+    let (deployed, ()) = tokio::join!(world.provisioner.deploy(deploy_request("ci-1"), &invocation), taking_over);
+    let error = deployed.unwrap_err();
+    assert_eq!(error.code(), "Busy", "{error}");
+    assert!(world.clock.now() <= at(NOW) + SignedDuration::from_secs(41), "it stopped at the next renewal");
+    assert_eq!(world.locks.holder(&key).unwrap().owner, "thief", "and left the new holder's lock alone");
+}
+
+/// The contender that has waited longest gets a freed lock, not one that comes just after.
+#[tokio::test(start_paused = true)]
+async fn the_contender_that_waited_longest_goes_next() {
+    let world = World::new(NOW);
+    let key = lock_key(&cluster("ci-1"));
+    let holder =
+        Lease { owner: "holder".into(), operation: "destroy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:00:30Z") };
+    world.locks.put(&key, holder);
+    let clock = world.clock.clone();
+    // The early one asks at 0, 2, ... 30, 32 s; the late one comes at 31 s, when the lease has ended.
+    let early = async {
+        let outcome =
+            world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("early")).await;
+        outcome.map(|_| clock.now())
+    };
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let outcome = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T19:00:00Z"), &world.invocation("late")).await;
+        outcome.map(|_| clock.now())
+    };
+    let (early, late) = tokio::join!(early, late);
+    let (early, late) = (early.unwrap(), late.unwrap());
+    assert!(early < late, "the early one answered at {early}, the late one at {late}");
+    let names: Vec<String> = world.schedules.all().into_keys().collect();
+    assert_eq!(names, ["destroy.ci-1.20261123T190000"], "the late one ran last");
 }
 
 // ---- SCHEDULE_DESTROY ----
