@@ -138,6 +138,7 @@ pub trait Runs: Send + Sync {
     /// The record, with what the instance reported; `None` when there is no such run.
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>>;
     /// Writes the function's fields (state, instance id, end, failure); leaves the instance's.
+    /// A run that has ended (or does not exist) is not written: that is an error of kind `Conflict`.
     async fn update(&self, record: &RunRecord) -> Result<()>;
     /// Ends `record` being the active run of its kind, cluster and version, if it still is.
     async fn release(&self, record: &RunRecord) -> Result<()>;
@@ -164,8 +165,11 @@ pub trait Instances: Send + Sync {
     /// The current AWS-provided Amazon Linux 2023 AMI for `architecture` (`arm64`, `x86_64`).
     async fn latest_image(&self, architecture: &str) -> Result<String>;
     /// Launches one one-time spot instance that terminates when it shuts down or is interrupted,
-    /// and returns its id. A capacity or quota refusal is an error of kind `Quota`.
+    /// and returns its id. A capacity or quota refusal is an error of kind `Quota`. Launching again
+    /// with the same client token starts no second instance and returns the first one's id.
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
+    /// The instances tagged with run id `run_id` that have not begun to terminate.
+    async fn of_run(&self, run_id: &str) -> Result<Vec<String>>;
     /// The instance's state (`pending`, `running`, `shutting-down`, `terminated`, `stopping`,
     /// `stopped`), or `None` when EC2 no longer knows it.
     async fn state(&self, instance_id: &str) -> Result<Option<String>>;

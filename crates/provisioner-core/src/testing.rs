@@ -595,6 +595,7 @@ impl World {
 /// Run records in memory, with the DynamoDB adapter's semantics.
 #[derive(Default)]
 pub struct FakeRuns {
+    faults: Arc<Faults>,
     records: Mutex<HashMap<String, RunRecord>>,
     active: Mutex<HashMap<String, (RunId, Timestamp)>>,
 }
@@ -604,8 +605,15 @@ fn active_key(record: &RunRecord) -> String {
 }
 
 impl FakeRuns {
-    pub fn new() -> Arc<Self> {
-        Arc::new(FakeRuns::default())
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeRuns { faults, ..FakeRuns::default() })
+    }
+
+    /// Every run record, oldest first.
+    pub fn all(&self) -> Vec<RunRecord> {
+        let mut all: Vec<RunRecord> = self.records.lock().unwrap().values().cloned().collect();
+        all.sort_by_key(|r| (r.started_at, r.run_id.to_string()));
+        all
     }
 
     pub fn record(&self, id: &RunId) -> Option<RunRecord> {
@@ -638,56 +646,88 @@ impl FakeRuns {
 #[async_trait]
 impl Runs for FakeRuns {
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let effect = self.faults.draw("StartRun")?;
         let mut active = self.active.lock().unwrap();
         if let Some((id, deadline)) = active.get(&active_key(record)) {
             if *deadline >= now {
-                return Ok(Some(id.clone()));
+                return effect.answer(Some(id.clone()));
             }
         }
         active.insert(active_key(record), (record.run_id.clone(), record.deadline));
         self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
-        Ok(None)
+        effect.answer(None)
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
-        Ok(self.record(id))
+        self.faults.draw("GetRun")?.answer(self.record(id))
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
+        let effect = self.faults.draw("UpdateRun")?;
         let mut records = self.records.lock().unwrap();
-        let stored = records.get_mut(record.run_id.as_str()).expect("an updated run exists");
+        let Some(stored) = records.get_mut(record.run_id.as_str()).filter(|stored| !stored.state.ended()) else {
+            return Err(fake_failure("UpdateRun", "ConditionalCheckFailedException", AwsErrorKind::Conflict));
+        };
         stored.state = record.state;
         stored.instance_id = record.instance_id.clone();
         stored.ended_at = record.ended_at;
         stored.failure = record.failure.clone();
-        Ok(())
+        effect.answer(())
     }
 
     async fn release(&self, record: &RunRecord) -> Result<()> {
+        let effect = self.faults.draw("ReleaseRun")?;
         let mut active = self.active.lock().unwrap();
         if active.get(&active_key(record)).is_some_and(|(id, _)| *id == record.run_id) {
             active.remove(&active_key(record));
         }
-        Ok(())
+        effect.answer(())
     }
 }
 
-/// EC2 in memory: records launches, refuses instance types listed in `no_capacity`.
+/// One instance EC2 knows.
+#[derive(Debug, Clone)]
+pub struct FakeInstance {
+    pub state: String,
+    pub tags: Vec<(String, String)>,
+    pub client_token: String,
+}
+
+impl FakeInstance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Not yet terminating: it costs money.
+    pub fn live(&self) -> bool {
+        !matches!(self.state.as_str(), "shutting-down" | "terminated")
+    }
+}
+
+/// EC2 in memory: records launches (one instance per client token), refuses instance types listed
+/// in `no_capacity`.
 #[derive(Default)]
 pub struct FakeInstances {
+    faults: Arc<Faults>,
     pub no_capacity: Mutex<Vec<String>>,
     launches: Mutex<Vec<LaunchSpec>>,
-    states: Mutex<HashMap<String, String>>,
+    instances: Mutex<BTreeMap<String, FakeInstance>>,
     terminated: Mutex<Vec<String>>,
 }
 
 impl FakeInstances {
-    pub fn new() -> Arc<Self> {
-        Arc::new(FakeInstances::default())
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeInstances { faults, ..FakeInstances::default() })
     }
 
+    /// Every launch asked for, including those refused.
     pub fn launches(&self) -> Vec<LaunchSpec> {
         self.launches.lock().unwrap().clone()
+    }
+
+    /// Every instance started, by id.
+    pub fn instances(&self) -> BTreeMap<String, FakeInstance> {
+        self.instances.lock().unwrap().clone()
     }
 
     pub fn terminated(&self) -> Vec<String> {
@@ -696,46 +736,67 @@ impl FakeInstances {
 
     /// What happens to an instance outside the provisioner (spot interruption, the deadman).
     pub fn set_state(&self, instance_id: &str, state: Option<&str>) {
-        let mut states = self.states.lock().unwrap();
+        let mut instances = self.instances.lock().unwrap();
         match state {
-            Some(state) => states.insert(instance_id.to_owned(), state.to_owned()),
-            None => states.remove(instance_id),
-        };
+            Some(state) => {
+                if let Some(instance) = instances.get_mut(instance_id) {
+                    instance.state = state.to_owned();
+                }
+            }
+            None => {
+                instances.remove(instance_id);
+            }
+        }
     }
 }
 
 #[async_trait]
 impl Instances for FakeInstances {
     async fn latest_image(&self, architecture: &str) -> Result<String> {
-        Ok(format!("ami-al2023-{architecture}"))
+        self.faults.draw("GetParameter")?.answer(format!("ami-al2023-{architecture}"))
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
         self.launches.lock().unwrap().push(spec.clone());
+        let effect = self.faults.draw("RunInstances")?;
         if self.no_capacity.lock().unwrap().contains(&spec.instance_type) {
             return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Quota));
         }
-        let id = format!("i-{:08}", self.launches.lock().unwrap().len());
-        self.states.lock().unwrap().insert(id.clone(), "running".into());
-        Ok(id)
+        let mut instances = self.instances.lock().unwrap();
+        if let Some((id, _)) = instances.iter().find(|(_, i)| i.client_token == spec.client_token) {
+            return effect.answer(id.clone());
+        }
+        let id = format!("i-{:08}", instances.len() + 1);
+        let instance = FakeInstance { state: "running".into(), tags: spec.tags.clone(), client_token: spec.client_token.clone() };
+        instances.insert(id.clone(), instance);
+        effect.answer(id)
+    }
+
+    async fn of_run(&self, run_id: &str) -> Result<Vec<String>> {
+        let effect = self.faults.draw("DescribeInstances")?;
+        let instances = self.instances.lock().unwrap();
+        let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(crate::runner::RUN_ID_TAG) == Some(run_id));
+        effect.answer(of_run.map(|(id, _)| id.clone()).collect())
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<String>> {
-        Ok(self.states.lock().unwrap().get(instance_id).cloned())
+        self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state.clone()))
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {
+        let effect = self.faults.draw("TerminateInstances")?;
         self.terminated.lock().unwrap().push(instance_id.to_owned());
-        if let Some(state) = self.states.lock().unwrap().get_mut(instance_id) {
-            *state = "terminated".into();
+        if let Some(instance) = self.instances.lock().unwrap().get_mut(instance_id) {
+            instance.state = "terminated".into();
         }
-        Ok(())
+        effect.answer(())
     }
 }
 
 /// A runner over fresh fakes and the shipped catalog.
 pub struct RunWorld {
     pub clock: Arc<TestClock>,
+    pub faults: Arc<Faults>,
     pub runs: Arc<FakeRuns>,
     pub instances: Arc<FakeInstances>,
     pub runner: Runner,
@@ -744,8 +805,9 @@ pub struct RunWorld {
 impl RunWorld {
     pub fn new(now: &str) -> RunWorld {
         let clock = TestClock::starting_at(now.parse().expect("a test time"));
-        let runs = FakeRuns::new();
-        let instances = FakeInstances::new();
+        let faults = Faults::none();
+        let runs = FakeRuns::new(faults.clone());
+        let instances = FakeInstances::new(faults.clone());
         let runner = Runner {
             catalog: Arc::new(Catalog::shipped().expect("the shipped catalog loads")),
             runs: runs.clone(),
@@ -769,7 +831,7 @@ impl RunWorld {
             poll: crate::service::run::RUN_POLL_INTERVAL,
             deadline_margin: crate::service::DEADLINE_MARGIN,
         };
-        RunWorld { clock, runs, instances, runner }
+        RunWorld { clock, faults, runs, instances, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {

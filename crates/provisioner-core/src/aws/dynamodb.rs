@@ -403,8 +403,13 @@ impl Runs for DynamoStore {
             sets.push("failure = :failure");
             request = request.expression_attribute_values(":failure", s(failure));
         }
+        // An ended run is final: a late writer must not bring it back.
         request
             .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(#pk) AND (#state = :launching OR #state = :running)")
+            .expression_attribute_names("#pk", KEY)
+            .expression_attribute_values(":launching", s(RunState::Launching.as_str()))
+            .expression_attribute_values(":running", s(RunState::Running.as_str()))
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;

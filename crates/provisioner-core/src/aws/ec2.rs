@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType,
     ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
@@ -10,8 +10,11 @@ use aws_sdk_ec2::types::{
 use super::aws_error;
 use crate::error::Result;
 use crate::ports::{Instances, LaunchSpec};
+use crate::runner::RUN_ID_TAG;
 
 const SERVICE: &str = "EC2";
+/// The states of an instance that has not begun to terminate.
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 pub struct Ec2Instances {
     ec2: aws_sdk_ec2::Client,
@@ -102,6 +105,18 @@ impl Instances for Ec2Instances {
         }
         let output = request.send().await.map_err(|error| aws_error(SERVICE, "RunInstances", error))?;
         Ok(output.instances().first().and_then(|i| i.instance_id()).unwrap_or_default().to_owned())
+    }
+
+    async fn of_run(&self, run_id: &str) -> Result<Vec<String>> {
+        let output = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name(format!("tag:{RUN_ID_TAG}")).values(run_id).build())
+            .filters(Filter::builder().name("instance-state-name").set_values(Some(LIVE_STATES.map(String::from).to_vec())).build())
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
+        Ok(output.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id().map(str::to_owned)).collect())
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<String>> {

@@ -44,6 +44,9 @@ impl fmt::Display for RunKind {
     }
 }
 
+/// The tag that names the run an instance belongs to: how a run finds an instance it lost track of.
+pub const RUN_ID_TAG: &str = "sliderule:run-id";
+
 /// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]

@@ -18,6 +18,24 @@ use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, Run
 
 /// How often a waiting invocation reads the run record and the instance.
 pub const RUN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after a run started a wait keeps looking for an instance it has no record of, before
+/// it ends the run as lost: longer than any launch (with its retries) takes.
+pub const LAUNCH_GRACE: SignedDuration = SignedDuration::from_mins(3);
+/// Launch calls per choice of instance type and subnet while the outcome is unclear.
+const LAUNCH_ATTEMPTS: u32 = 3;
+const LAUNCH_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// Writes of a launched instance's id before leaving it to the wait.
+const RECORD_ATTEMPTS: u32 = 3;
+/// Writes of a new run before answering an error.
+const START_ATTEMPTS: u32 = 3;
+
+/// How a launch ended that was not refused.
+enum Launched {
+    Instance(String),
+    /// It may or may not have launched, and no instance is seen yet.
+    Unknown,
+}
+
 /// How long a run record is kept after the run's deadline.
 pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
 
@@ -164,9 +182,22 @@ impl Runner {
             outcome: None,
             failure: None,
         };
-        for _ in 0..2 {
-            match self.runs.start(&record, now).await? {
+        for attempt in 1..=START_ATTEMPTS {
+            let active = match self.runs.start(&record, now).await {
+                Ok(active) => active,
+                // It may have been written: asking again tells, as the pointer then names this run.
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Indeterminate) && attempt < START_ATTEMPTS => {
+                    tracing::warn!(run_id = %run_id, %error, "could not tell whether the run was recorded; asking again");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match active {
                 None => {
+                    self.launch(&mut record, profile, user_data).await?;
+                    return Ok(run_id);
+                }
+                Some(active) if active == run_id => {
                     self.launch(&mut record, profile, user_data).await?;
                     return Ok(run_id);
                 }
@@ -217,12 +248,15 @@ impl Runner {
                 ],
                 client_token: format!("{}-{attempt}", record.run_id),
             };
-            match self.instances.launch(&spec).await {
-                Ok(instance_id) => {
+            match self.launch_resolved(record, &spec).await {
+                Ok(Launched::Instance(instance_id)) => {
                     tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, "run instance launched");
-                    record.instance_id = Some(instance_id);
-                    record.state = RunState::Running;
-                    self.runs.update(record).await?;
+                    self.adopt(record, instance_id).await;
+                    return Ok(());
+                }
+                Ok(Launched::Unknown) => {
+                    // The wait finds the instance by its tag, or ends the run when none appears.
+                    tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; looking for it by tag");
                     return Ok(());
                 }
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Quota) => {
@@ -243,6 +277,82 @@ impl Runner {
             refused.join(", ")
         ));
         Err(self.abandon(record, RunState::CapacityUnavailable, error).await)
+    }
+
+    /// Launches `spec`. A failure that does not prove nothing was launched (no answer, a 5xx) is
+    /// resolved: the same client token launches no second instance, so the launch is asked again;
+    /// then the instance is looked for by its run-id tag. An error is a definite refusal.
+    async fn launch_resolved(&self, record: &RunRecord, spec: &LaunchSpec) -> Result<Launched> {
+        let mut pause = LAUNCH_RETRY_PAUSE;
+        for attempt in 1..=LAUNCH_ATTEMPTS {
+            match self.instances.launch(spec).await {
+                Ok(instance_id) => return Ok(Launched::Instance(instance_id)),
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Indeterminate) => {
+                    tracing::warn!(run_id = %record.run_id, attempt, %error, "launch answered nothing definite; asking again with the same token");
+                }
+                // Throttled: nothing was launched, but it may go through in a moment.
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Throttled) && attempt < LAUNCH_ATTEMPTS => {
+                    tracing::warn!(run_id = %record.run_id, attempt, %error, "launch throttled; asking again");
+                }
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Throttled) => {
+                    // Earlier attempts may have been the ambiguous kind.
+                    return Ok(self.find_instance(record).await.map_or(Launched::Unknown, Launched::Instance));
+                }
+                Err(error) => return Err(error),
+            }
+            self.clock.sleep(pause).await;
+            pause *= 2;
+        }
+        Ok(self.find_instance(record).await.map_or(Launched::Unknown, Launched::Instance))
+    }
+
+    /// The run's instance found by tag (the others of the run, if any, are terminated).
+    async fn find_instance(&self, record: &RunRecord) -> Option<String> {
+        let mut found = match self.instances.of_run(record.run_id.as_str()).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(run_id = %record.run_id, %error, "could not look for the run's instance");
+                return None;
+            }
+        };
+        found.sort();
+        let kept = found.first().cloned()?;
+        for extra in &found[1..] {
+            tracing::warn!(run_id = %record.run_id, instance_id = %extra, "a second instance of the run; terminating it");
+            if let Err(error) = self.instances.terminate(extra).await {
+                tracing::warn!(run_id = %record.run_id, instance_id = %extra, %error, "could not terminate it; it stops at its time limit");
+            }
+        }
+        Some(kept)
+    }
+
+    /// Records `instance_id` as the run's instance. When the record cannot be written, the wait
+    /// (this invocation's or the next's) finds the instance by its tag; when the run has ended
+    /// meanwhile, the instance is terminated.
+    async fn adopt(&self, record: &mut RunRecord, instance_id: String) {
+        record.instance_id = Some(instance_id.clone());
+        record.state = RunState::Running;
+        let mut pause = LAUNCH_RETRY_PAUSE;
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match self.runs.update(record).await {
+                Ok(()) => return,
+                Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
+                    tracing::warn!(run_id = %record.run_id, %instance_id, "the run ended before its instance was recorded; terminating it");
+                    if let Err(error) = self.instances.terminate(&instance_id).await {
+                        tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not terminate it; it stops at its time limit");
+                    }
+                    return;
+                }
+                Err(error) if attempt < RECORD_ATTEMPTS => {
+                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; trying again");
+                    self.clock.sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; the wait finds it by its tag");
+                }
+            }
+        }
     }
 
     /// Marks a run that never got an instance as ended, and returns `error`.
@@ -295,8 +405,14 @@ impl Runner {
             return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
         }
         let Some(instance_id) = record.instance_id.clone() else {
-            // Still launching in another invocation; its deadline bounds this.
-            if self.clock.now() >= record.deadline {
+            // Launching, here or in another invocation, or launched and not recorded: look by tag.
+            if let Some(found) = self.find_instance(record).await {
+                tracing::info!(run_id = %record.run_id, instance_id = %found, "found the run's instance by its tag");
+                self.adopt(record, found).await;
+                return Ok(());
+            }
+            let now = self.clock.now();
+            if now >= record.started_at + LAUNCH_GRACE || now >= record.deadline {
                 return self.conclude(record, RunState::Lost, Some("it never got an instance".into())).await;
             }
             return Ok(());
@@ -322,13 +438,27 @@ impl Runner {
     }
 
     async fn conclude(&self, record: &mut RunRecord, state: RunState, failure: Option<String>) -> Result<()> {
-        if let Some(instance_id) = &record.instance_id {
+        // Every instance of the run goes, also one that was never recorded.
+        let mut instances = self.instances.of_run(record.run_id.as_str()).await?;
+        instances.extend(record.instance_id.clone());
+        instances.sort();
+        instances.dedup();
+        for instance_id in &instances {
             self.instances.terminate(instance_id).await?;
         }
         record.state = state;
         record.failure = failure;
         record.ended_at = Some(self.clock.now());
-        self.runs.update(record).await?;
+        match self.runs.update(record).await {
+            Ok(()) => {}
+            // Another invocation ended it first: its ending stands.
+            Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
+                if let Some(ended) = self.runs.get(&record.run_id).await? {
+                    *record = ended;
+                }
+            }
+            Err(error) => return Err(error),
+        }
         self.runs.release(record).await?;
         tracing::info!(run_id = %record.run_id, state = state.as_str(), "run ended");
         Ok(())

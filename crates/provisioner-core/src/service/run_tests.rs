@@ -4,9 +4,9 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::{ClusterName, GitRef};
-use crate::ports::Clock;
+use crate::ports::{Clock, Instances};
 use crate::runner::{RunId, RunKind, RunRequest, RunState};
-use crate::testing::RunWorld;
+use crate::testing::{Fault, RunWorld};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 
@@ -218,4 +218,94 @@ async fn not_applicable_steps_neither_fail_nor_pass_a_run_and_say_why() {
     let json = serde_json::to_value(&done).unwrap();
     assert_eq!(json["layout"], "D");
     assert_eq!(json["steps"].as_array().unwrap().iter().find(|s| s["name"] == "manager-pytests").unwrap()["status"], "not_applicable");
+}
+
+// ---- Faults: a run never loses track of an instance ----
+
+/// A launch that took effect but whose answer was lost (on every attempt too) is found and
+/// adopted: the run keeps its one instance, and starting it again launches no second.
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_launch_that_did_launch_is_adopted_not_repeated() {
+    for lost_answers in [1, 3] {
+        let world = RunWorld::new(NOW);
+        world.faults.script("RunInstances", Fault::LostAnswer, lost_answers);
+        let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+        let instances = world.instances.instances();
+        assert_eq!(instances.len(), 1, "{lost_answers} lost answers: {instances:?}");
+        let instance_id = instances.keys().next().unwrap().clone();
+        assert_eq!((started.state, started.instance_id.as_deref()), (RunState::Running, Some(instance_id.as_str())));
+        let again = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
+        assert_eq!(again.run_id, started.run_id);
+        assert_eq!(world.instances.instances().len(), 1, "no second instance");
+    }
+}
+
+/// A launch that failed without an answer each time, and launched nothing, leaves the run
+/// looking for its instance; when none appears, the run ends lost and a new start is free.
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_launch_that_launched_nothing_ends_the_run_once_no_instance_appears() {
+    let world = RunWorld::new(NOW);
+    world.faults.script("RunInstances", Fault::Reset, 3);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!((started.status, started.state, started.instance_id.as_deref()), ("running", RunState::Launching, None));
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 600), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "RunLost", "{error}");
+    let lost_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
+    assert!(lost_after <= crate::service::run::LAUNCH_GRACE + SignedDuration::from_secs(10), "{lost_after:?}");
+    assert!(world.instances.instances().is_empty());
+    let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r3")).await.unwrap();
+    assert_ne!(next.run_id, started.run_id);
+    assert_eq!(world.instances.instances().len(), 1);
+}
+
+/// The instance launched but its id could not be written to the record: the next invocation
+/// finds it by its tag, records it, and ends the run with it.
+#[tokio::test(start_paused = true)]
+async fn an_instance_whose_record_update_failed_is_found_by_its_tag() {
+    let world = RunWorld::new(NOW);
+    // Every write this invocation tries: after the launch, and after finding it by tag in its wait.
+    world.faults.script("UpdateRun", Fault::Throttled, 6);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!(started.status, "running");
+    assert_eq!(world.instances.instances().len(), 1);
+    assert_eq!(world.runs.record(&started.run_id).unwrap().instance_id, None, "the update failed");
+
+    let resumed = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
+    let instance_id = world.instances.instances().keys().next().unwrap().clone();
+    assert_eq!((resumed.state, resumed.instance_id.as_deref()), (RunState::Running, Some(instance_id.as_str())));
+    assert_eq!(world.runs.record(&started.run_id).unwrap().instance_id.as_deref(), Some(instance_id.as_str()));
+
+    world.runs.report(&started.run_id, &[], Some("failed"));
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r3")).await.unwrap_err();
+    assert_eq!(error.code(), "TestsFailed");
+    assert!(world.instances.instances().values().all(|i| !i.live()), "its instance is terminated");
+}
+
+/// A run recorded by a call whose answer was lost is launched once, not refused as a duplicate
+/// of itself.
+#[tokio::test(start_paused = true)]
+async fn a_run_recorded_without_an_answer_is_launched_once() {
+    let world = RunWorld::new(NOW);
+    world.faults.script("StartRun", Fault::LostAnswer, 1);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!(started.state, RunState::Running);
+    assert_eq!(world.instances.instances().len(), 1);
+    assert_eq!(world.runs.count(), 1);
+}
+
+/// An instance that comes up after its run ended (a launch whose answer came late) is terminated.
+#[tokio::test(start_paused = true)]
+async fn ending_a_run_terminates_every_instance_tagged_with_it() {
+    let world = RunWorld::new(NOW);
+    world.faults.script("RunInstances", Fault::Reset, 3);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!(started.instance_id, None);
+    world.runs.report(&started.run_id, &[], Some("failed"));
+    // Ends without an instance on record; one tagged with the run appears meanwhile.
+    let mut spec = world.instances.launches()[0].clone();
+    spec.client_token = "elsewhere".into();
+    let late = world.instances.launch(&spec).await.unwrap();
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "TestsFailed");
+    assert!(!world.instances.instances()[&late].live(), "the late instance is terminated");
 }
