@@ -227,9 +227,11 @@ impl Runner {
             if self.settings.subnets.is_empty() { vec![None] } else { self.settings.subnets.iter().map(Some).collect() };
         let expires = record.deadline.to_string();
         let mut refused = Vec::new();
-        for (attempt, (instance_type, subnet)) in
-            profile.runner.instance_types.iter().flat_map(|t| subnets.iter().map(move |s| (t, *s))).enumerate()
-        {
+        // Collected first: an iterator of closures held across the awaits below would keep the
+        // future from being sent between threads.
+        let choices: Vec<(&String, Option<&String>)> =
+            profile.runner.instance_types.iter().flat_map(|t| subnets.iter().map(move |s| (t, *s))).collect();
+        for (attempt, (instance_type, subnet)) in choices.into_iter().enumerate() {
             let spec = LaunchSpec {
                 image_id: image_id.clone(),
                 instance_type: instance_type.clone(),
@@ -319,11 +321,27 @@ impl Runner {
         let kept = found.first().cloned()?;
         for extra in &found[1..] {
             tracing::warn!(run_id = %record.run_id, instance_id = %extra, "a second instance of the run; terminating it");
-            if let Err(error) = self.instances.terminate(extra).await {
-                tracing::warn!(run_id = %record.run_id, instance_id = %extra, %error, "could not terminate it; it stops at its time limit");
-            }
+            self.terminate_stray(record, extra).await;
         }
         Some(kept)
+    }
+
+    /// Terminates an instance the run does not keep, trying again on failure; one that still
+    /// cannot be terminated stops at the run's time limit, and ending the run terminates it.
+    async fn terminate_stray(&self, record: &RunRecord, instance_id: &str) {
+        let mut pause = LAUNCH_RETRY_PAUSE;
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match self.instances.terminate(instance_id).await {
+                Ok(()) => return,
+                Err(error) if attempt == RECORD_ATTEMPTS => {
+                    tracing::warn!(run_id = %record.run_id, instance_id, %error, "could not terminate it; it stops at its time limit");
+                }
+                Err(_) => {
+                    self.clock.sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
     }
 
     /// Records `instance_id` as the run's instance. When the record cannot be written, the wait
@@ -338,9 +356,7 @@ impl Runner {
                 Ok(()) => return,
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
                     tracing::warn!(run_id = %record.run_id, %instance_id, "the run ended before its instance was recorded; terminating it");
-                    if let Err(error) = self.instances.terminate(&instance_id).await {
-                        tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not terminate it; it stops at its time limit");
-                    }
+                    self.terminate_stray(record, &instance_id).await;
                     return;
                 }
                 Err(error) if attempt < RECORD_ATTEMPTS => {

@@ -1,0 +1,365 @@
+//! A storm of concurrent operations on a few clusters while every AWS call may fail (throttled,
+//! 5xx, connection reset, or its answer lost after it took effect), on fakes with paused time and
+//! seeded faults, so a run can be replayed. After every operation it checks that:
+//! - every change to a cluster (stack created or deleted, schedule created or deleted) is made by
+//!   the holder of the cluster's lock, so a cluster never has two stacks or two writers;
+//! - a successful destroy leaves no stack and no schedule;
+//! - no lock outlives its operation's answer;
+//! - no instance outlives its run (a live instance belongs to a run that has not ended).
+//!
+//! `tools/run-tests` runs it with its figures shown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::run::Runner;
+use super::{lock_key, Invocation, Provisioner};
+use crate::catalog::stack_name;
+use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
+use crate::error::Result;
+use crate::ports::{Clock, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::runner::{RunId, RunKind, RunRequest, RUN_ID_TAG};
+use crate::testing::{FakeLocks, RunWorld, World};
+
+const NOW: &str = "2026-11-23T12:00:00Z";
+const CLUSTERS: [&str; 3] = ["ci-1", "ci-2", "ci-3"];
+const OPERATIONS: usize = 200;
+/// Operations start at random over this time, so many overlap (stacks take 60 to 90 s).
+const SPREAD: Duration = Duration::from_secs(20 * 60);
+
+tokio::task_local! {
+    /// The request id of the operation a task runs.
+    static CALLER: String;
+}
+
+/// Each violation once, however many checks see it.
+type Violations = Arc<Mutex<BTreeSet<String>>>;
+
+/// Checks that whoever changes a cluster holds its lock.
+struct Witness {
+    locks: Arc<FakeLocks>,
+    clock: Arc<dyn Clock>,
+    violations: Violations,
+}
+
+impl Witness {
+    fn check(&self, cluster: &str, change: &str) {
+        let Ok(cluster) = ClusterName::parse(cluster) else { return };
+        let caller = CALLER.try_with(Clone::clone).unwrap_or_default();
+        let holder = self.locks.holder_at(&lock_key(&cluster), self.clock.now()).map(|lease| lease.owner);
+        if holder.as_deref() != Some(caller.as_str()) {
+            self.violations.lock().unwrap().insert(format!("{caller} made {change} on {cluster} while {holder:?} held its lock"));
+        }
+    }
+}
+
+struct WitnessedStacks {
+    inner: Arc<dyn Stacks>,
+    witness: Arc<Witness>,
+}
+
+#[async_trait]
+impl Stacks for WitnessedStacks {
+    async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>> {
+        self.inner.describe(name).await
+    }
+
+    async fn create(&self, spec: &StackSpec) -> Result<String> {
+        self.witness.check(spec.name.trim_start_matches("sliderule-cluster-"), "CreateStack");
+        self.inner.create(spec).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.witness.check(name.trim_start_matches("sliderule-cluster-"), "DeleteStack");
+        self.inner.delete(name).await
+    }
+
+    async fn failure_reasons(&self, name: &str) -> Result<Vec<String>> {
+        self.inner.failure_reasons(name).await
+    }
+}
+
+struct WitnessedSchedules {
+    inner: Arc<dyn Schedules>,
+    witness: Arc<Witness>,
+}
+
+fn cluster_of_schedule(name: &str) -> &str {
+    name.split('.').nth(1).unwrap_or_default()
+}
+
+#[async_trait]
+impl Schedules for WitnessedSchedules {
+    async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
+        self.inner.list(prefix).await
+    }
+
+    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
+        self.witness.check(cluster_of_schedule(name), "CreateSchedule");
+        self.inner.create(name, at, input).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.witness.check(cluster_of_schedule(name), "DeleteSchedule");
+        self.inner.delete(name).await
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Operation {
+    Deploy(&'static str),
+    ScheduleDestroy(&'static str, Duration),
+    Destroy(&'static str),
+    Start(RunKind, &'static str, &'static str, u64),
+    Resume(usize, u64),
+    /// The instance's side: a run's instance reports, or spot takes it back.
+    Instance(usize, &'static str),
+}
+
+/// What one storm saw.
+#[derive(Debug, Default)]
+struct Figures {
+    operations: usize,
+    answers: BTreeMap<String, usize>,
+    faults_injected: usize,
+    faults_absorbed: usize,
+    violations: Vec<String>,
+}
+
+struct Storm {
+    world: World,
+    runs: RunWorld,
+    provisioner: Provisioner,
+    runner: Runner,
+    violations: Violations,
+    run_ids: Mutex<Vec<RunId>>,
+}
+
+impl Storm {
+    fn new() -> Storm {
+        let world = World::new(NOW);
+        let runs = RunWorld::new(NOW);
+        let violations = Violations::default();
+        let witness = Arc::new(Witness { locks: world.locks.clone(), clock: world.clock.clone(), violations: violations.clone() });
+        let provisioner = Provisioner {
+            stacks: Arc::new(WitnessedStacks { inner: world.stacks.clone(), witness: witness.clone() }),
+            schedules: Arc::new(WitnessedSchedules { inner: world.schedules.clone(), witness }),
+            ..world.provisioner.clone()
+        };
+        let runner = runs.runner.clone();
+        Storm { world, runs, provisioner, runner, violations, run_ids: Mutex::default() }
+    }
+
+    fn violation(&self, text: String) {
+        self.violations.lock().unwrap().insert(text);
+    }
+
+    fn invocation(&self, request_id: &str) -> Invocation {
+        self.world.invocation(request_id)
+    }
+
+    /// Runs one operation as its own request, then checks what must hold once it has answered.
+    async fn run(&self, request_id: String, operation: Operation) -> Option<String> {
+        let invocation = self.invocation(&request_id);
+        let answer = match operation.clone() {
+            Operation::Deploy(cluster) => {
+                let request = DeployRequest { cluster: ClusterName::parse(cluster).unwrap(), version: None };
+                self.provisioner.deploy(request, &invocation).await.map(|_| ())
+            }
+            Operation::ScheduleDestroy(cluster, after) => {
+                let at = crate::domain::time::whole_seconds(self.world.clock.now()) + jiff::SignedDuration::try_from(after).unwrap();
+                let request = ScheduleDestroyRequest { cluster: ClusterName::parse(cluster).unwrap(), time_to_destroy: at };
+                self.provisioner.schedule_destroy(request, &invocation).await.map(|_| ())
+            }
+            Operation::Destroy(cluster) => {
+                let outcome = self.provisioner.destroy(ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() }, &invocation).await;
+                if outcome.is_ok() {
+                    self.check_destroyed(cluster, &request_id);
+                }
+                outcome.map(|_| ())
+            }
+            Operation::Start(kind, cluster, version, wait) => {
+                let request = RunRequest::Start {
+                    cluster: ClusterName::parse(cluster).unwrap(),
+                    version: GitRef::parse(version).unwrap(),
+                    wait_seconds: Some(wait),
+                };
+                let outcome = self.runner.run(kind, request, &invocation).await;
+                if let Ok(response) = &outcome {
+                    let mut ids = self.run_ids.lock().unwrap();
+                    if !ids.contains(&response.run_id) {
+                        ids.push(response.run_id.clone());
+                    }
+                }
+                outcome.map(|_| ())
+            }
+            Operation::Resume(index, wait) => {
+                let Some(run_id) = self.run_id(index) else { return None };
+                self.runner.run(run_id.kind(), RunRequest::Resume { run_id, wait_seconds: Some(wait) }, &invocation).await.map(|_| ())
+            }
+            Operation::Instance(index, what) => {
+                let run_id = self.run_id(index)?;
+                match what {
+                    "interrupted" => {
+                        let record = self.runs.runs.record(&run_id)?;
+                        self.runs.instances.set_state(record.instance_id.as_deref()?, Some("terminated"));
+                    }
+                    outcome => self.runs.runs.report(&run_id, &[], Some(outcome)),
+                }
+                return None;
+            }
+        };
+        self.check_lock_released(&request_id);
+        self.check_instances();
+        Some(answer.err().map_or_else(|| "success".to_owned(), |e| e.code().to_owned()))
+    }
+
+    fn run_id(&self, index: usize) -> Option<RunId> {
+        let ids = self.run_ids.lock().unwrap();
+        (!ids.is_empty()).then(|| ids[index % ids.len()].clone())
+    }
+
+    fn check_destroyed(&self, cluster: &str, request_id: &str) {
+        let name = ClusterName::parse(cluster).unwrap();
+        if let Some(status) = self.world.stacks.status(&stack_name(&name)) {
+            self.violation(format!("{request_id}: destroy of {cluster} answered success with its stack {status}"));
+        }
+        let prefix = super::schedule_prefix(&name);
+        let left: Vec<String> = self.world.schedules.all().into_keys().filter(|s| s.starts_with(&prefix)).collect();
+        if !left.is_empty() {
+            self.violation(format!("{request_id}: destroy of {cluster} answered success leaving schedules {left:?}"));
+        }
+    }
+
+    fn check_lock_released(&self, request_id: &str) {
+        for cluster in CLUSTERS {
+            let key = lock_key(&ClusterName::parse(cluster).unwrap());
+            if self.world.locks.holder_at(&key, self.world.clock.now()).is_some_and(|lease| lease.owner == request_id) {
+                self.violation(format!("{request_id} answered and still holds the lock of {cluster}"));
+            }
+        }
+    }
+
+    fn check_instances(&self) {
+        for (instance_id, instance) in self.runs.instances.instances() {
+            if !instance.live() {
+                continue;
+            }
+            let run = instance.tag(RUN_ID_TAG).and_then(|id| RunId::parse(id).ok()).and_then(|id| self.runs.runs.record(&id));
+            match run {
+                Some(run) if !run.state.ended() => {}
+                Some(run) => {
+                    self.violation(format!("instance {instance_id} is live after its run {} ended {}", run.run_id, run.state.as_str()))
+                }
+                None => self.violation(format!("instance {instance_id} is live and belongs to no run")),
+            }
+        }
+    }
+
+    /// Draws the storm: operations and the time each starts.
+    fn plan(seed: u64) -> Vec<(Duration, Operation)> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut plan: Vec<(Duration, Operation)> = (0..OPERATIONS)
+            .map(|_| {
+                let cluster = CLUSTERS[rng.usize(..CLUSTERS.len())];
+                let operation = match rng.u32(..100) {
+                    0..35 => Operation::Deploy(cluster),
+                    35..50 => Operation::ScheduleDestroy(cluster, Duration::from_secs(rng.u64(60..4 * 3600))),
+                    50..70 => Operation::Destroy(cluster),
+                    70..80 => {
+                        let kind = if rng.bool() { RunKind::Test } else { RunKind::Build };
+                        Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], rng.u64(0..300))
+                    }
+                    80..90 => Operation::Resume(rng.usize(..1000), rng.u64(0..300)),
+                    _ => Operation::Instance(rng.usize(..1000), ["succeeded", "failed", "interrupted"][rng.usize(..3)]),
+                };
+                (Duration::from_millis(rng.u64(..SPREAD.as_millis() as u64)), operation)
+            })
+            .collect();
+        plan.sort_by_key(|(at, _)| *at);
+        plan
+    }
+
+    async fn blow(self: Arc<Self>, seed: u64, rate: f64) -> Figures {
+        self.world.faults.at_rate(seed, rate);
+        self.runs.faults.at_rate(seed.wrapping_add(1), rate);
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for (index, (at, operation)) in Storm::plan(seed).into_iter().enumerate() {
+            tokio::time::sleep_until(start + at).await;
+            let storm = self.clone();
+            let request_id = format!("op-{index:03}");
+            tasks.push(tokio::spawn(CALLER.scope(request_id.clone(), async move {
+                let answer = storm.run(request_id, operation).await;
+                let task = tokio::task::id();
+                (answer, storm.world.faults.injected_into(task) + storm.runs.faults.injected_into(task))
+            })));
+        }
+        let mut figures = Figures::default();
+        for task in tasks {
+            let (answer, faults) = task.await.expect("no operation panics");
+            let Some(answer) = answer else { continue };
+            figures.operations += 1;
+            if answer != "AwsError" {
+                figures.faults_absorbed += faults;
+            }
+            *figures.answers.entry(answer).or_default() += 1;
+        }
+        figures.faults_injected = self.world.faults.injected() + self.runs.faults.injected();
+        self.settle().await;
+        figures.violations = self.violations.lock().unwrap().iter().cloned().collect();
+        figures
+    }
+
+    /// After the storm, without faults: every run ends, every cluster is destroyed, and nothing is
+    /// left running, held or scheduled.
+    async fn settle(&self) {
+        self.world.faults.calm();
+        self.runs.faults.calm();
+        tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+        // Every run recorded, also those whose start answered an error: as a later ask would.
+        for run_id in self.runs.runs.all().into_iter().map(|run| run.run_id) {
+            let request = RunRequest::Resume { run_id: run_id.clone(), wait_seconds: Some(0) };
+            let _ = self.runner.run(run_id.kind(), request, &self.invocation("settle")).await;
+        }
+        for cluster in CLUSTERS {
+            let request = ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() };
+            match CALLER.scope("settle".into(), self.provisioner.destroy(request, &self.invocation("settle"))).await {
+                Ok(_) => self.check_destroyed(cluster, "settle"),
+                Err(error) => self.violation(format!("destroying {cluster} after the storm failed: {error}")),
+            }
+        }
+        self.check_lock_released("settle");
+        let live: BTreeSet<String> = self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
+        if !live.is_empty() {
+            self.violation(format!("instances live after every run ended: {live:?}"));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_storm_breaks_no_invariant() {
+    println!("fault storm: {OPERATIONS} operations on {} clusters over {} min of simulated time", CLUSTERS.len(), SPREAD.as_secs() / 60);
+    println!("| seed | fault rate | operations | answers | faults injected | faults absorbed | violations |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut violations = Vec::new();
+    for (seed, rate) in [(11, 0.0), (23, 0.1), (37, 0.3)] {
+        let figures = Arc::new(Storm::new()).blow(seed, rate).await;
+        let answers: Vec<String> = figures.answers.iter().map(|(code, count)| format!("{code} {count}")).collect();
+        println!(
+            "| {seed} | {:.0} % | {} | {} | {} | {} | {} |",
+            rate * 100.0,
+            figures.operations,
+            answers.join(", "),
+            figures.faults_injected,
+            figures.faults_absorbed,
+            figures.violations.len()
+        );
+        violations.extend(figures.violations.into_iter().map(|v| format!("seed {seed}: {v}")));
+    }
+    assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
+}
