@@ -198,7 +198,7 @@ impl Storm {
                 outcome.map(|_| ())
             }
             Operation::Resume(index, wait) => {
-                let Some(run_id) = self.run_id(index) else { return None };
+                let run_id = self.run_id(index)?;
                 self.runner.run(run_id.kind(), RunRequest::Resume { run_id, wait_seconds: Some(wait) }, &invocation).await.map(|_| ())
             }
             Operation::Instance(index, what) => {
