@@ -130,6 +130,32 @@ fn bad_events_are_refused_before_any_aws_call() {
     }
 }
 
+/// What the runtime would parse its own way (nesting past its limit, a key twice) and times that
+/// are not RFC 3339 to the letter are refused by every function as InvalidRequest.
+#[test]
+fn events_beyond_the_json_and_rfc3339_the_contract_allows_are_refused() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let deep_value = format!(r#"{{"cluster":"ci-1","version":{}"main"{}}}"#, "[".repeat(127), "]".repeat(127));
+    let at = |time: &str| format!(r#"{{"cluster":"ci-1","time_to_destroy":"{time}"}}"#);
+    let cases = [
+        ("deploy", deep.clone()),
+        ("destroy", deep.clone()),
+        ("schedule_destroy", deep.clone()),
+        ("test", deep.clone()),
+        ("build", deep),
+        ("deploy", deep_value),
+        ("destroy", r#"{"cluster":"ci-1","cluster":"developers"}"#.to_owned()),
+        ("test", r#"{"cluster":"ci-1","version":"main","version":"v1.0.0"}"#.to_owned()),
+        ("schedule_destroy", at("2030-01-01T16:17Z")),
+        ("schedule_destroy", at("2030-01-01T16:17:00+24:00")),
+        ("schedule_destroy", at("2030-01-01T16:17:00+05")),
+    ];
+    for (function, payload) in cases {
+        let invoked = make_invoke(function, &payload);
+        assert_eq!((invoked.exit, invoked.error_type()), (1, "InvalidRequest"), "{function} {payload:.80}: {:#}", invoked.answer);
+    }
+}
+
 #[test]
 fn the_cluster_targets_wrap_invoke_with_the_contract_exit_codes() {
     let cluster = unique("ci-e2e-");
