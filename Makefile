@@ -13,47 +13,9 @@ export LOCAL_AWS_PORT LOCAL_LAMBDA_PORT
 quote = '$(subst ','\'',$(1))'
 
 # ---- Invoking the functions -------------------------------------------------------------------
-# The contract's exit codes are 0 (success), 1 (function error) and 2 (invocation failed). GNU make
-# exits 2 for any failed recipe, so these goals invoke while the Makefile is read: the answer is
-# printed, and a function error switches make to question mode (-q), whose exit status is 1.
-INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build
-invoke_goal := $(filter $(INVOKE_GOALS),$(MAKECMDGOALS))
-
-invoke_function_invoke := $(FUNCTION)
-invoke_function_cluster-deploy := deploy
-invoke_function_cluster-schedule-destroy := schedule_destroy
-invoke_function_cluster-destroy := destroy
-invoke_function_cluster-test := test
-invoke_function_cluster-build := build
-
-ifneq ($(invoke_goal),)
-ifneq ($(words $(invoke_goal)),1)
-$(error give one of $(INVOKE_GOALS) at a time)
-endif
-invoke_function := $(invoke_function_$(invoke_goal))
-invoke_args := $(invoke_function)
-invoke_args += $(if $(LOCAL),--local)
-invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(value PAYLOAD)))
-invoke_args += $(if $(filter-out invoke,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
-invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
-invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
-invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
-invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
-invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
-invoke_answer_file := $(shell mktemp)
-invoke_status := $(shell LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)
-$(info $(file < $(invoke_answer_file)))
-$(shell rm -f $(invoke_answer_file))
-ifeq ($(invoke_status),1)
-MAKEFLAGS += -q
-else ifneq ($(invoke_status),0)
-$(error the invocation failed (exit $(invoke_status)))
-endif
-endif
-
-.PHONY: $(INVOKE_GOALS)
-$(INVOKE_GOALS):
-	@:
+# The invoke goals run while this file is read, and print what they would run under -n, -q or -t:
+# tools/invoke.mk says why.
+include tools/invoke.mk
 
 # ---- Local stack ------------------------------------------------------------------------------
 

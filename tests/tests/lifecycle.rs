@@ -2,7 +2,9 @@
 //! Each test uses its own `ci-…` cluster, so tests share the local stack without interfering.
 
 use jiff::{SignedDuration, Timestamp};
-use provisioner_e2e::{emulator, make, make_invoke, unique};
+use std::process::Command;
+
+use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
 use serde_json::json;
 
 const GROUP: &str = "sliderule-provisioner";
@@ -154,6 +156,29 @@ fn events_beyond_the_json_and_rfc3339_the_contract_allows_are_refused() {
         let invoked = make_invoke(function, &payload);
         assert_eq!((invoked.exit, invoked.error_type()), (1, "InvalidRequest"), "{function} {payload:.80}: {:#}", invoked.answer);
     }
+}
+
+/// `make -n` (and -q, -t) of an invoke goal prints what it would run and changes nothing.
+#[test]
+fn a_dry_run_of_an_invoke_goal_changes_nothing() {
+    let cluster = unique("ci-e2e-");
+    make_invoke("deploy", &json!({ "cluster": cluster }).to_string()).assert_success();
+    let cluster_arg = format!("CLUSTER={cluster}");
+    let payload_arg = format!("PAYLOAD={}", json!({ "cluster": cluster }));
+    let dry_runs: [&[&str]; 4] = [
+        &["-n", "cluster-destroy", "LOCAL=1", &cluster_arg],
+        &["--dry-run", "invoke", "LOCAL=1", "FUNCTION=destroy", &payload_arg],
+        &["-q", "cluster-destroy", "LOCAL=1", &cluster_arg],
+        &["-t", "cluster-destroy", "LOCAL=1", &cluster_arg],
+    ];
+    for args in dry_runs {
+        let output = Command::new("make").args(args).current_dir(repo_root()).output().expect("make runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("would run: ") && stdout.contains("tools/invoke.py destroy --local"), "{args:?}: {stdout}");
+        let again = make_invoke("deploy", &json!({ "cluster": cluster }).to_string());
+        assert_eq!(again.assert_success()["action"], "already_running", "{args:?} destroyed nothing");
+    }
+    make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
 }
 
 #[test]

@@ -1,0 +1,56 @@
+# The goals that invoke a function: `invoke` and the cluster-* wrappers (included by the Makefile).
+#
+# Why they run while make reads the Makefile, not in a recipe: the contract's exit codes are 0
+# (success), 1 (function error) and 2 (invocation failed), and GNU make exits 2 for any failed
+# recipe. So the invocation happens here, its answer is printed, and a function error switches make
+# to question mode (-q), whose exit status is 1.
+#
+# Running at parse time also escapes make's own dry-run modes, so they are honoured here: with -n,
+# -q or -t (also --dry-run, --just-print, --recon, --question, --touch) nothing is invoked, and the
+# command that would run is printed instead.
+
+INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build
+invoke_goal := $(filter $(INVOKE_GOALS),$(MAKECMDGOALS))
+# The single-letter flags make was given (the documented way to test them while reading).
+invoke_modes := $(firstword -$(MAKEFLAGS))
+
+invoke_function_invoke := $(FUNCTION)
+invoke_function_cluster-deploy := deploy
+invoke_function_cluster-schedule-destroy := schedule_destroy
+invoke_function_cluster-destroy := destroy
+invoke_function_cluster-test := test
+invoke_function_cluster-build := build
+
+ifneq ($(invoke_goal),)
+ifneq ($(words $(invoke_goal)),1)
+$(error give one of $(INVOKE_GOALS) at a time)
+endif
+invoke_function := $(invoke_function_$(invoke_goal))
+invoke_args := $(invoke_function)
+invoke_args += $(if $(LOCAL),--local)
+invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(value PAYLOAD)))
+invoke_args += $(if $(filter-out invoke,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
+invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
+invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
+invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
+invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
+invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
+ifneq ($(findstring n,$(invoke_modes))$(findstring q,$(invoke_modes))$(findstring t,$(invoke_modes)),)
+$(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(strip $(invoke_args)))
+else
+invoke_answer_file := $(shell mktemp)
+invoke_status := $(shell LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)
+$(info $(file < $(invoke_answer_file)))
+$(shell rm -f $(invoke_answer_file))
+ifeq ($(invoke_status),1)
+MAKEFLAGS += -q
+else ifneq ($(invoke_status),0)
+$(error the invocation failed (exit $(invoke_status)))
+endif
+endif
+endif
+
+.PHONY: $(INVOKE_GOALS)
+$(INVOKE_GOALS):
+	@:
+
