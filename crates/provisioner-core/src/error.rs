@@ -12,7 +12,11 @@ pub enum AwsErrorKind {
     Conflict,
     /// Rate limited (still failing after the SDK's retries).
     Throttled,
-    /// A service quota or capacity limit.
+    /// No capacity for what was asked (an instance type in a zone): another type may have it.
+    Capacity,
+    /// The subnet cannot take it (no free addresses, or gone): another subnet may.
+    Subnet,
+    /// An account-wide quota or limit: nothing else asked now does better.
     Quota,
     /// The caller is not allowed.
     AccessDenied,

@@ -200,7 +200,11 @@ impl<'de> serde::de::Visitor<'de> for StrictJson {
 }
 
 fn invocation_of(context: &lambda_runtime::Context) -> Invocation {
-    let deadline = i64::try_from(context.deadline).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(Timestamp::now);
+    let deadline = i64::try_from(context.deadline).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(|| {
+        // Not a reason to give up at once; a short deadline still answers in time.
+        tracing::warn!(deadline_ms = context.deadline, "the invocation's deadline is unreadable; assuming one minute");
+        Timestamp::now() + jiff::SignedDuration::from_mins(1)
+    });
     Invocation { request_id: context.request_id.clone(), deadline }
 }
 

@@ -165,7 +165,8 @@ pub trait Instances: Send + Sync {
     /// The current AWS-provided Amazon Linux 2023 AMI for `architecture` (`arm64`, `x86_64`).
     async fn latest_image(&self, architecture: &str) -> Result<String>;
     /// Launches one one-time spot instance that terminates when it shuts down or is interrupted,
-    /// and returns its id. A capacity or quota refusal is an error of kind `Quota`. Launching again
+    /// and returns its id. Refusals are errors of kind `Capacity` (the instance type in that zone),
+    /// `Subnet` (the subnet) or `Quota` (the account). Launching again
     /// with the same client token starts no second instance and returns the first one's id.
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.

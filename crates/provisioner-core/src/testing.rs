@@ -705,11 +705,13 @@ impl FakeInstance {
 }
 
 /// EC2 in memory: records launches (one instance per client token), refuses instance types listed
-/// in `no_capacity`.
+/// in `no_capacity`, subnets listed in `full_subnets`, and everything once `quota_reached`.
 #[derive(Default)]
 pub struct FakeInstances {
     faults: Arc<Faults>,
     pub no_capacity: Mutex<Vec<String>>,
+    pub full_subnets: Mutex<Vec<String>>,
+    pub quota_reached: Mutex<bool>,
     launches: Mutex<Vec<LaunchSpec>>,
     instances: Mutex<BTreeMap<String, FakeInstance>>,
     terminated: Mutex<Vec<String>>,
@@ -759,8 +761,14 @@ impl Instances for FakeInstances {
     async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
         self.launches.lock().unwrap().push(spec.clone());
         let effect = self.faults.draw("RunInstances")?;
+        if *self.quota_reached.lock().unwrap() {
+            return Err(fake_failure("RunInstances", "VcpuLimitExceeded", AwsErrorKind::Quota));
+        }
+        if spec.subnet_id.as_ref().is_some_and(|subnet| self.full_subnets.lock().unwrap().contains(subnet)) {
+            return Err(fake_failure("RunInstances", "InsufficientFreeAddressesInSubnet", AwsErrorKind::Subnet));
+        }
         if self.no_capacity.lock().unwrap().contains(&spec.instance_type) {
-            return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Quota));
+            return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Capacity));
         }
         let mut instances = self.instances.lock().unwrap();
         if let Some((id, _)) = instances.iter().find(|(_, i)| i.client_token == spec.client_token) {

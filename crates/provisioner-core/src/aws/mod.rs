@@ -102,17 +102,15 @@ pub fn kind_of(code: &str) -> AwsErrorKind {
         | "RequestLimitExceeded"
         | "RequestThrottled"
         | "SlowDown" => AwsErrorKind::Throttled,
+        "InsufficientInstanceCapacity" | "InsufficientCapacity" | "InsufficientHostCapacity" | "SpotMaxPriceTooLow" | "Unsupported" => {
+            AwsErrorKind::Capacity
+        }
+        "InsufficientFreeAddressesInSubnet" | "InvalidSubnetID.NotFound" | "InvalidSubnetID.Malformed" => AwsErrorKind::Subnet,
         "LimitExceededException"
         | "ServiceQuotaExceededException"
-        | "InsufficientInstanceCapacity"
         | "MaxSpotInstanceCountExceeded"
         | "InstanceLimitExceeded"
-        | "VcpuLimitExceeded"
-        | "SpotMaxPriceTooLow"
-        | "InsufficientCapacity"
-        | "Unsupported"
-        | "InsufficientFreeAddressesInSubnet"
-        | "InsufficientHostCapacity" => AwsErrorKind::Quota,
+        | "VcpuLimitExceeded" => AwsErrorKind::Quota,
         "AccessDenied"
         | "AccessDeniedException"
         | "UnauthorizedOperation"
@@ -203,8 +201,15 @@ mod tests {
             ("ProvisionedThroughputExceededException", AwsErrorKind::Throttled),
             ("LimitExceededException", AwsErrorKind::Quota),
             ("ServiceQuotaExceededException", AwsErrorKind::Quota),
-            ("InsufficientInstanceCapacity", AwsErrorKind::Quota),
             ("MaxSpotInstanceCountExceeded", AwsErrorKind::Quota),
+            ("VcpuLimitExceeded", AwsErrorKind::Quota),
+            ("InstanceLimitExceeded", AwsErrorKind::Quota),
+            ("InsufficientInstanceCapacity", AwsErrorKind::Capacity),
+            ("InsufficientHostCapacity", AwsErrorKind::Capacity),
+            ("SpotMaxPriceTooLow", AwsErrorKind::Capacity),
+            ("Unsupported", AwsErrorKind::Capacity),
+            ("InsufficientFreeAddressesInSubnet", AwsErrorKind::Subnet),
+            ("InvalidSubnetID.NotFound", AwsErrorKind::Subnet),
             ("AccessDeniedException", AwsErrorKind::AccessDenied),
             ("UnauthorizedOperation", AwsErrorKind::AccessDenied),
             ("ValidationError", AwsErrorKind::Other),

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, Profile};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{Clock, Instances, LaunchSpec, Runs};
-use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult};
+use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult, RUN_ID_TAG};
 
 /// How often a waiting invocation reads the run record and the instance.
 pub const RUN_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -227,49 +227,65 @@ impl Runner {
             if self.settings.subnets.is_empty() { vec![None] } else { self.settings.subnets.iter().map(Some).collect() };
         let expires = record.deadline.to_string();
         let mut refused = Vec::new();
-        // Collected first: an iterator of closures held across the awaits below would keep the
-        // future from being sent between threads.
-        let choices: Vec<(&String, Option<&String>)> =
-            profile.runner.instance_types.iter().flat_map(|t| subnets.iter().map(move |s| (t, *s))).collect();
-        for (attempt, (instance_type, subnet)) in choices.into_iter().enumerate() {
-            let spec = LaunchSpec {
-                image_id: image_id.clone(),
-                instance_type: instance_type.clone(),
-                subnet_id: subnet.cloned(),
-                security_group_ids: self.settings.security_groups.clone(),
-                instance_profile: self.settings.instance_profile.clone(),
-                user_data: user_data.clone(),
-                volume_gb: profile.runner.volume_gb,
-                tags: vec![
-                    ("Name".into(), format!("sliderule-{}", record.run_id)),
-                    ("sliderule:run-id".into(), record.run_id.to_string()),
-                    ("sliderule:kind".into(), record.kind.to_string()),
-                    ("sliderule:cluster".into(), record.cluster.to_string()),
-                    ("sliderule:expires-at".into(), expires.clone()),
-                    ("sliderule:provisioner".into(), "true".into()),
-                ],
-                client_token: format!("{}-{attempt}", record.run_id),
-            };
-            match self.launch_resolved(record, &spec).await {
-                Ok(Launched::Instance(instance_id)) => {
-                    tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, "run instance launched");
-                    self.adopt(record, instance_id).await;
-                    return Ok(());
+        let mut attempt = 0;
+        // Zone by zone (subnet), the profile's instance types in order: a capacity refusal moves on
+        // to the next type, a subnet refusal to the next subnet, a quota stops at once.
+        for subnet in subnets {
+            for instance_type in &profile.runner.instance_types {
+                let spec = LaunchSpec {
+                    image_id: image_id.clone(),
+                    instance_type: instance_type.clone(),
+                    subnet_id: subnet.cloned(),
+                    security_group_ids: self.settings.security_groups.clone(),
+                    instance_profile: self.settings.instance_profile.clone(),
+                    user_data: user_data.clone(),
+                    volume_gb: profile.runner.volume_gb,
+                    tags: vec![
+                        ("Name".into(), format!("sliderule-{}", record.run_id)),
+                        (RUN_ID_TAG.into(), record.run_id.to_string()),
+                        ("sliderule:kind".into(), record.kind.to_string()),
+                        ("sliderule:cluster".into(), record.cluster.to_string()),
+                        ("sliderule:expires-at".into(), expires.clone()),
+                        ("sliderule:provisioner".into(), "true".into()),
+                    ],
+                    client_token: format!("{}-{attempt}", record.run_id),
+                };
+                attempt += 1;
+                let error = match self.launch_resolved(record, &spec).await {
+                    Ok(Launched::Instance(instance_id)) => {
+                        tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, "run instance launched");
+                        self.adopt(record, instance_id).await;
+                        return Ok(());
+                    }
+                    Ok(Launched::Unknown) => {
+                        // The wait finds the instance by its tag, or ends the run when none appears.
+                        tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; looking for it by tag");
+                        return Ok(());
+                    }
+                    Err(error) => error,
+                };
+                let kind = error.aws_kind();
+                if !matches!(kind, Some(AwsErrorKind::Capacity | AwsErrorKind::Subnet | AwsErrorKind::Quota)) {
+                    return Err(self.abandon(record, RunState::Failed, error).await);
                 }
-                Ok(Launched::Unknown) => {
-                    // The wait finds the instance by its tag, or ends the run when none appears.
-                    tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; looking for it by tag");
-                    return Ok(());
+                let code = match &error {
+                    Error::Aws(failure) => failure.code.clone(),
+                    other => other.code().to_owned(),
+                };
+                tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, ?kind, "launch refused");
+                refused.push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
+                match kind {
+                    Some(AwsErrorKind::Quota) => {
+                        let error = Error::CapacityUnavailable(format!(
+                            "{} run {} was not started: the account reached a quota ({code}); wait for other instances to \
+                             end, or raise the quota",
+                            record.kind, record.run_id
+                        ));
+                        return Err(self.abandon(record, RunState::CapacityUnavailable, error).await);
+                    }
+                    Some(AwsErrorKind::Subnet) => break,
+                    _ => continue,
                 }
-                Err(error) if error.aws_kind() == Some(AwsErrorKind::Quota) => {
-                    let code = match &error {
-                        Error::Aws(failure) => failure.code.clone(),
-                        other => other.code().to_owned(),
-                    };
-                    tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, "no capacity; trying the next choice");
-                    refused.push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
-                }
-                Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
             }
         }
         let error = Error::CapacityUnavailable(format!(

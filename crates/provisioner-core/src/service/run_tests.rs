@@ -137,23 +137,59 @@ async fn a_waiting_invocation_answers_running_after_wait_seconds() {
     assert_eq!(world.clock.now().duration_since(before), SignedDuration::from_secs(15 * 60 - 15));
 }
 
+fn tried(world: &RunWorld) -> Vec<(String, Option<String>, String)> {
+    world.instances.launches().into_iter().map(|l| (l.instance_type, l.subnet_id, l.client_token)).collect()
+}
+
+/// A type without capacity in a zone gives way to the profile's next type in that zone.
 #[tokio::test(start_paused = true)]
-async fn capacity_errors_move_on_to_the_next_subnet_and_instance_type() {
+async fn a_capacity_refusal_moves_on_to_the_next_instance_type() {
     let world = RunWorld::new(NOW);
     world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
-    let tried: Vec<(String, Option<String>, String)> =
-        world.instances.launches().into_iter().map(|l| (l.instance_type, l.subnet_id, l.client_token)).collect();
     let id = response.run_id.as_str();
     assert_eq!(
-        tried,
+        tried(&world),
         vec![
             ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
-            ("m7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
-            ("m6g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-2")),
+            ("m6g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-1")),
         ]
     );
     assert_eq!(response.state, RunState::Running);
+}
+
+/// A subnet that cannot take the instance gives way to the next subnet, and is not asked again
+/// for the other types.
+#[tokio::test(start_paused = true)]
+async fn a_subnet_refusal_moves_on_to_the_next_subnet() {
+    let world = RunWorld::new(NOW);
+    world.instances.full_subnets.lock().unwrap().push("subnet-a".into());
+    world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
+    let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let id = response.run_id.as_str();
+    assert_eq!(
+        tried(&world),
+        vec![
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
+            ("m7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
+            ("m6g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-2")),
+        ]
+    );
+    assert_eq!(response.state, RunState::Running);
+}
+
+/// An account quota stops at once: no other type or subnet can do better.
+#[tokio::test(start_paused = true)]
+async fn a_quota_refusal_stops_at_once() {
+    let world = RunWorld::new(NOW);
+    *world.instances.quota_reached.lock().unwrap() = true;
+    let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "CapacityUnavailable");
+    assert!(error.to_string().contains("quota (VcpuLimitExceeded)"), "{error}");
+    assert_eq!(world.instances.launches().len(), 1, "one launch asked: {:?}", tried(&world));
+    *world.instances.quota_reached.lock().unwrap() = false;
+    let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
+    assert_eq!(next.state, RunState::Running, "nothing is left active");
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,6 +201,8 @@ async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
     assert_eq!(world.instances.launches().len(), types.len() * 2, "every type in both subnets");
+    let order: Vec<(String, Option<String>)> = tried(&world).into_iter().map(|(t, s, _)| (t, s)).collect();
+    assert_eq!(order[..2], [(types[0].clone(), Some("subnet-a".into())), (types[1].clone(), Some("subnet-a".into()))], "zone by zone");
     // Nothing is left active: the next start tries again.
     world.instances.no_capacity.lock().unwrap().clear();
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
@@ -186,7 +224,6 @@ async fn bad_run_requests_launch_nothing() {
     }
     assert!(world.instances.launches().is_empty());
     assert_eq!(world.runs.count(), 0);
-    let _ = Timestamp::now();
 }
 
 #[tokio::test(start_paused = true)]
