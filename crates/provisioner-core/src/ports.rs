@@ -159,6 +159,9 @@ pub struct LaunchSpec {
     pub client_token: String,
 }
 
+/// The states of an instance that has not begun to terminate: it still costs money.
+pub const LIVE_INSTANCE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
 /// EC2 instances (and the AMI they boot).
 #[async_trait]
 pub trait Instances: Send + Sync {

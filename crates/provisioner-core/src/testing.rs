@@ -700,7 +700,7 @@ impl FakeInstance {
 
     /// Not yet terminating: it costs money.
     pub fn live(&self) -> bool {
-        !matches!(self.state.as_str(), "shutting-down" | "terminated")
+        crate::ports::LIVE_INSTANCE_STATES.contains(&self.state.as_str())
     }
 }
 

@@ -47,7 +47,7 @@ fn n(value: i64) -> AttributeValue {
 }
 
 fn lease_from(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let text = |key: &str| text_of(item, key);
     let time = |k: &str| text(k).and_then(|t| t.parse::<Timestamp>().ok());
     Some(Lease { owner: text("owner")?, operation: text("operation")?, acquired_at: time("acquired_at")?, expires_at: time("expires_at")? })
 }
@@ -71,7 +71,12 @@ impl DynamoStore {
         if let Some(item) = returned {
             return Ok(Some(item));
         }
-        let current = self
+        Ok(Some(self.read(key).await?.unwrap_or_default()))
+    }
+
+    /// The item under `key`, read consistently; `None` when there is none.
+    async fn read(&self, key: AttributeValue) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let output = self
             .client
             .get_item()
             .table_name(&self.table)
@@ -80,14 +85,14 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
-        Ok(Some(current.item().cloned().unwrap_or_default()))
+        Ok(output.item)
     }
 }
 
 /// The contender noted as waiting longest for a lock (its `acquired_at` is when it began to wait),
 /// unless it stopped asking.
 fn waiting_from(item: &HashMap<String, AttributeValue>, now: Timestamp) -> Option<Lease> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let text = |key: &str| text_of(item, key);
     let asked: i64 = item.get("next_asked")?.as_n().ok()?.parse().ok()?;
     if asked < lapsed_before(now) {
         return None;
@@ -110,19 +115,6 @@ fn is_condition_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpRespons
 }
 
 impl DynamoStore {
-    async fn read(&self, key: &str) -> Result<HashMap<String, AttributeValue>> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
-        Ok(output.item().cloned().unwrap_or_default())
-    }
-
     /// Notes `lease.owner` as the contender waiting longest, unless one that waited longer still asks.
     async fn wait_in_line(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) {
         let since_ms = waiting_since.as_millisecond();
@@ -213,7 +205,7 @@ impl Locks for DynamoStore {
         match outcome {
             Ok(_) => Ok(None),
             Err(error) if is_condition_failure(&error) => {
-                let item = self.read(key).await?;
+                let item = self.read(s(key)).await?.unwrap_or_default();
                 Ok(Some(lease_from(&item).unwrap_or_else(|| Lease { owner: String::new(), ..lease.clone() })))
             }
             Err(error) => Err(aws_error(SERVICE, "UpdateItem", error)),
@@ -370,16 +362,7 @@ impl Runs for DynamoStore {
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, run_key(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| aws_error(SERVICE, "GetItem", error))?;
-        Ok(output.item().and_then(run_from))
+        Ok(self.read(run_key(id)).await?.as_ref().and_then(run_from))
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
@@ -428,7 +411,7 @@ impl Runs for DynamoStore {
             .await;
         match outcome {
             Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
             Err(error) => Err(aws_error(SERVICE, "DeleteItem", error)),
         }
     }

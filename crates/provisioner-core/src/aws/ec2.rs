@@ -9,12 +9,10 @@ use aws_sdk_ec2::types::{
 
 use super::aws_error;
 use crate::error::Result;
-use crate::ports::{Instances, LaunchSpec};
+use crate::ports::{Instances, LaunchSpec, LIVE_INSTANCE_STATES};
 use crate::runner::RUN_ID_TAG;
 
 const SERVICE: &str = "EC2";
-/// The states of an instance that has not begun to terminate.
-const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 pub struct Ec2Instances {
     ec2: aws_sdk_ec2::Client,
@@ -112,7 +110,9 @@ impl Instances for Ec2Instances {
             .ec2
             .describe_instances()
             .filters(Filter::builder().name(format!("tag:{RUN_ID_TAG}")).values(run_id).build())
-            .filters(Filter::builder().name("instance-state-name").set_values(Some(LIVE_STATES.map(String::from).to_vec())).build())
+            .filters(
+                Filter::builder().name("instance-state-name").set_values(Some(LIVE_INSTANCE_STATES.map(String::from).to_vec())).build(),
+            )
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;

@@ -89,13 +89,8 @@ where
             // Leave the line; and an attempt whose answer was lost may have taken the lock.
             let _ = provisioner.locks.release(&key, &lease.owner).await;
             return Err(match (holder, failure) {
-                (Some(holder), _) => Error::Busy {
-                    cluster: cluster.to_string(),
-                    operation: holder.operation,
-                    since: whole_seconds(holder.acquired_at).to_string(),
-                },
                 (None, Some(error)) => error,
-                (None, None) => Error::Busy { cluster: cluster.to_string(), operation: "another operation".into(), since: now.to_string() },
+                (holder, _) => busy(cluster, holder, now),
             });
         }
         clock.sleep(timeouts.lock_poll).await;
@@ -108,6 +103,16 @@ where
             }
         }
     }
+}
+
+/// `Busy`, naming the operation that holds the cluster, or "another operation" when no holder is
+/// known (`None`, or a lease without an owner).
+fn busy(cluster: &ClusterName, holder: Option<Lease>, now: Timestamp) -> Error {
+    let (operation, since) = match holder.filter(|h| !h.owner.is_empty()) {
+        Some(holder) => (holder.operation, holder.acquired_at),
+        None => ("another operation".to_owned(), now),
+    };
+    Error::Busy { cluster: cluster.to_string(), operation, since: whole_seconds(since).to_string() }
 }
 
 impl Held {
@@ -128,11 +133,7 @@ impl Held {
                 }
                 Ok(Some(holder)) => {
                     tracing::error!(cluster = %cluster, holder = %holder.owner, "lock lost; stopping");
-                    return Error::Busy {
-                        cluster: cluster.to_string(),
-                        operation: if holder.owner.is_empty() { "another operation".into() } else { holder.operation },
-                        since: whole_seconds(holder.acquired_at).to_string(),
-                    };
+                    return busy(cluster, Some(holder), now);
                 }
                 Err(error) => {
                     pause = timeouts.lock_poll;

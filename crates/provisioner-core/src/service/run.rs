@@ -192,12 +192,9 @@ impl Runner {
                 }
                 Err(error) => return Err(error),
             };
-            match active {
+            match active.filter(|active| *active != run_id) {
+                // Free, or ours already: an earlier attempt whose answer was lost wrote it.
                 None => {
-                    self.launch(&mut record, profile, user_data).await?;
-                    return Ok(run_id);
-                }
-                Some(active) if active == run_id => {
                     self.launch(&mut record, profile, user_data).await?;
                     return Ok(run_id);
                 }
@@ -305,22 +302,18 @@ impl Runner {
         for attempt in 1..=LAUNCH_ATTEMPTS {
             match self.instances.launch(spec).await {
                 Ok(instance_id) => return Ok(Launched::Instance(instance_id)),
-                Err(error) if error.aws_kind() == Some(AwsErrorKind::Indeterminate) => {
+                // Throttled launched nothing but may go through in a moment; the same token keeps
+                // an indeterminate one from launching twice.
+                Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Indeterminate | AwsErrorKind::Throttled)) => {
                     tracing::warn!(run_id = %record.run_id, attempt, %error, "launch answered nothing definite; asking again with the same token");
-                }
-                // Throttled: nothing was launched, but it may go through in a moment.
-                Err(error) if error.aws_kind() == Some(AwsErrorKind::Throttled) && attempt < LAUNCH_ATTEMPTS => {
-                    tracing::warn!(run_id = %record.run_id, attempt, %error, "launch throttled; asking again");
-                }
-                Err(error) if error.aws_kind() == Some(AwsErrorKind::Throttled) => {
-                    // Earlier attempts may have been the ambiguous kind.
-                    return Ok(self.find_instance(record).await.map_or(Launched::Unknown, Launched::Instance));
                 }
                 Err(error) => return Err(error),
             }
+            // Also after the last attempt: an instance it launched takes a moment to be listed.
             self.clock.sleep(pause).await;
             pause *= 2;
         }
+        // Any attempt may have been the indeterminate kind.
         Ok(self.find_instance(record).await.map_or(Launched::Unknown, Launched::Instance))
     }
 
