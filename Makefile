@@ -80,16 +80,12 @@ unit: ## Run the unit tests only (no emulator)
 
 # ---- Shipping to AWS ---------------------------------------------------------------------------
 
-# Built in groups: cargo unifies features across the packages of one build, and each binary
-# should link only the SDKs it calls (only deploy links ECR).
-CLUSTER_FUNCTION_PACKAGES := provisioner-schedule-destroy provisioner-destroy
-RUN_FUNCTION_PACKAGES := provisioner-test provisioner-build
+# Every directory under functions/ is one function, its package named provisioner-<name with dashes>.
+FUNCTION_PACKAGES := $(foreach function,$(notdir $(wildcard functions/*)),provisioner-$(subst _,-,$(function)))
 
 .PHONY: package
 package: venv ## Build the release binaries for Lambda (arm64) with cargo-lambda, into target/lambda/
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 -p provisioner-deploy
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(CLUSTER_FUNCTION_PACKAGES))
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(RUN_FUNCTION_PACKAGES))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(FUNCTION_PACKAGES))
 	@ls -l target/lambda/*/bootstrap
 
 .PHONY: deploy-stack
@@ -100,15 +96,9 @@ deploy-stack: venv ## sam build + sam deploy of template.yaml (guided the first 
 
 .PHONY: schema
 schema: ## Refresh clusters/catalog.schema.json from the catalog types
-	cargo run --quiet -p provisioner-core --no-default-features --example catalog_schema > clusters/catalog.schema.json
+	cargo run --quiet -p provisioner-core --example catalog_schema > clusters/catalog.schema.json
 
 .PHONY: help
-help: ## List the targets
+help: ## List the targets: every `target: ## text` line of the makefiles
 	@echo "Targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-26s %s\n", $$1, $$2}'
-	@echo "  invoke FUNCTION= PAYLOAD=    Invoke one function (LOCAL=1: on the local stack)"
-	@echo "  cluster-deploy CLUSTER= [VERSION=]   Deploy a cluster (at a version whose images were built)"
-	@echo "  cluster-schedule-destroy CLUSTER= AT=|TTL=   Schedule its destroy (RFC 3339, or minutes from now)"
-	@echo "  cluster-destroy CLUSTER=     Destroy a cluster now"
-	@echo "  cluster-test CLUSTER= VERSION=   Run the test suites against a cluster"
-	@echo "  cluster-build CLUSTER= VERSION=  Build and push the cluster's images"

@@ -31,13 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SAM_VENV_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 RELEASE = ROOT / "target" / "release"
-# Two cargo invocations, so each binary links only the SDKs its own features ask for (the same
-# groups as `make package`).
-BUILD_GROUPS = [
-    ["provisioner-deploy", "provisioner-schedule-destroy", "provisioner-destroy"],
-    ["provisioner-test", "provisioner-build"],
-]
-FUNCTIONS = [name for group in BUILD_GROUPS for name in group]
+# Every directory under functions/ is one function, its binary named provisioner-<name with dashes>.
+FUNCTIONS = sorted(f"provisioner-{path.name.replace('_', '-')}" for path in (ROOT / "functions").iterdir() if path.is_dir())
 COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "7"))
 WARM_INVOCATIONS = int(os.environ.get("BENCH_WARM_INVOCATIONS", "300"))
 RUNTIME_PREFIX = "/2018-06-01/runtime"
@@ -236,31 +231,21 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, check=True, **kwargs)
 
 
-def start_emulator() -> tuple[subprocess.Popen, dict, Path]:
-    port = free_port()
-    state = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
-    emulator = subprocess.Popen(
-        [str(VENV_PYTHON), str(ROOT / "tools" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=open(state / "moto.log", "w"), stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        stop(emulator)
-        raise SystemExit(f"bench: the AWS emulator did not start; see {state / 'moto.log'}")
-    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1")
-    run([str(SAM_VENV_PYTHON), "tools/local_resources.py", str(state / "lambda.env")], env=env, stdout=subprocess.DEVNULL)
+def start_emulator() -> tuple[dict, dict]:
+    """The AWS emulator alone, on a port and state directory of the bench's own (tools/local-stack)."""
+    stack = dict(os.environ, LOCAL_AWS_PORT=str(free_port()),
+                 LOCAL_STACK_STATE=tempfile.mkdtemp(prefix="provisioner-bench-"))
+    run(["tools/local-stack", "aws-up"], env=stack, stdout=subprocess.DEVNULL)
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    for line in (state / "lambda.env").read_text().splitlines():
+    for line in (Path(stack["LOCAL_STACK_STATE"]) / "lambda.env").read_text().splitlines():
         key, _, value = line.partition("=")
         environment[key] = value
-    return emulator, environment, state
+    return stack, environment
+
+
+def stop_emulator(stack: dict) -> None:
+    run(["tools/local-stack", "down"], env=stack, stdout=subprocess.DEVNULL)
+    shutil.rmtree(stack["LOCAL_STACK_STATE"], ignore_errors=True)
 
 
 def machine() -> str:
@@ -278,12 +263,11 @@ def machine() -> str:
 
 
 def main() -> None:
-    for group in BUILD_GROUPS:
-        run(["cargo", "build", "--release", "--quiet", *[arg for name in group for arg in ("-p", name)]])
+    run(["cargo", "build", "--release", "--quiet", *[arg for name in FUNCTIONS for arg in ("-p", name)]])
     run(["cargo", "build", "--quiet", "-p", "provisioner-bench", "--bin", "wait-latency"])
 
     sizes = {name: (RELEASE / name).stat().st_size / 1e6 for name in FUNCTIONS}
-    emulator, environment, state = start_emulator()
+    stack, environment = start_emulator()
     bench = Bench(environment)
     cold: dict[str, list[dict]] = {}
     try:
@@ -299,8 +283,7 @@ def main() -> None:
         if any(r.get("action") != "already_running" for r in warm["responses"][1:]):
             raise SystemExit("bench: warm deploys did not all find the cluster running")
     finally:
-        stop(emulator)
-        shutil.rmtree(state, ignore_errors=True)
+        stop_emulator(stack)
 
     warm_seconds = (warm["last_ms"] - warm["total_ms"]) / 1000
     warm_rate = WARM_INVOCATIONS / warm_seconds if warm_seconds > 0 else float("nan")

@@ -50,6 +50,14 @@ endif
 endif
 endif
 
+# What `make help` shows of them.
+invoke: ## FUNCTION= PAYLOAD=: invoke one function (LOCAL=1: on the local stack)
+cluster-deploy: ## CLUSTER= [VERSION=]: deploy a cluster (at a version whose images were built)
+cluster-schedule-destroy: ## CLUSTER= AT=|TTL=: schedule its destroy (RFC 3339, or minutes from now)
+cluster-destroy: ## CLUSTER=: destroy a cluster now
+cluster-test: ## CLUSTER= VERSION=: run the test suites against a cluster
+cluster-build: ## CLUSTER= VERSION=: build and push the cluster's images
+
 .PHONY: $(INVOKE_GOALS)
 $(INVOKE_GOALS):
 	@:

@@ -37,12 +37,17 @@ enum Operation {
 
 /// One trial: (lag in seconds, DescribeStacks calls after the create or delete, seconds waited).
 fn trial(operation: Operation, takes: Duration) -> (f64, usize, f64) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime");
     runtime.block_on(async {
         let world = World::new(NOW);
         let cluster = ClusterName::parse(CLUSTER).expect("a valid name");
         let request = ClusterRequest { cluster: cluster.clone() };
-        world.stacks.set_behaviour(StackBehaviour { create_takes: takes, delete_takes: takes, ..StackBehaviour::default() });
+        world.stacks.set_behaviour(StackBehaviour {
+            create_takes: takes,
+            delete_takes: takes,
+            ..StackBehaviour::default()
+        });
         let started = world.clock.now();
         match operation {
             Operation::Deploy => {
@@ -57,7 +62,8 @@ fn trial(operation: Operation, takes: Duration) -> (f64, usize, f64) {
         let waited = world.clock.now().duration_since(started);
         let lag = waited - SignedDuration::try_from(takes).expect("a short duration");
         let calls = world.stacks.calls();
-        let started_change = calls.iter().position(|c| matches!(c, Call::CreateStack(_) | Call::DeleteStack(_))).expect("a change");
+        let started_change =
+            calls.iter().position(|c| matches!(c, Call::CreateStack(_) | Call::DeleteStack(_))).expect("a change");
         let describes = calls[started_change..].iter().filter(|c| matches!(c, Call::DescribeStack(_))).count();
         (lag.as_secs_f64(), describes, waited.as_secs_f64())
     })
@@ -87,7 +93,11 @@ fn main() {
             name.to_owned(),
             json!({
                 "trials": TRIALS,
-                "lag_seconds": {"median": percentile(&lags, 0.5), "p95": percentile(&lags, 0.95), "max": percentile(&lags, 1.0)},
+                "lag_seconds": {
+                    "median": percentile(&lags, 0.5),
+                    "p95": percentile(&lags, 0.95),
+                    "max": percentile(&lags, 1.0),
+                },
                 "describe_calls_per_minute": {
                     "overall": all_describes as f64 / (all_waited / 60.0),
                     "median": percentile(&rates, 0.5),

@@ -38,18 +38,15 @@ pub async fn emulator() -> SdkConfig {
 /// template.yaml), so tests build what the functions build.
 pub fn local_function_env() -> std::collections::BTreeMap<String, String> {
     let path = repo_root().join(".local/lambda.env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} is unreadable ({e}); run `make local-up`", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is unreadable ({e}); run `make local-up`", path.display()));
     text.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
 /// The account settings the deploy function passes to cluster stacks on the local stack.
 pub fn local_cluster_settings() -> provisioner_core::catalog::ClusterSettings {
     let env = local_function_env();
-    provisioner_core::lambda::CLUSTER_SETTING_ENVS
-        .iter()
-        .filter_map(|(parameter, name)| Some(((*parameter).to_owned(), env.get(*name)?.clone())))
-        .filter(|(_, value)| !value.is_empty())
-        .collect()
+    provisioner_core::settings::Settings::from_lookup(|name| env.get(name).cloned()).cluster_parameters()
 }
 
 /// A name no other test uses: `prefix` plus 8 random lowercase hex characters.
@@ -72,11 +69,21 @@ pub fn make_invoke(function: &str, payload: &str) -> Invoked {
 
 /// Runs a make target in the repository root, with make's own chatter silenced.
 pub fn make(args: &[&str]) -> Invoked {
-    let output =
-        Command::new("make").arg("-s").arg("--no-print-directory").args(args).current_dir(repo_root()).output().expect("make runs");
+    let output = Command::new("make")
+        .arg("-s")
+        .arg("--no-print-directory")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("make runs");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let answer = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("make {args:?} printed no JSON ({e}): {stdout}"));
-    Invoked { exit: output.status.code().unwrap_or(-1), answer, stderr: String::from_utf8_lossy(&output.stderr).to_string() }
+    let answer =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("make {args:?} printed no JSON ({e}): {stdout}"));
+    Invoked {
+        exit: output.status.code().unwrap_or(-1),
+        answer,
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
 }
 
 impl Invoked {
@@ -106,8 +113,20 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
     client
         .create_table()
         .table_name(name)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(provisioner_core::table::KEY)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(provisioner_core::table::KEY)
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -125,7 +144,8 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(prefix: &str) -> Sandbox {
         let dir = std::env::temp_dir().join(unique(prefix));
-        let written = Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
+        let written =
+            Command::new(repo_root().join("tools/simulate-instance")).arg("--stubs").arg(&dir).status().unwrap();
         assert!(written.success(), "stubs written");
         Sandbox { dir }
     }
@@ -159,7 +179,10 @@ impl Sandbox {
             .arg("bash")
             .arg(&path)
             .env_clear()
-            .env("PATH", format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), repo_root().join(".venv/bin").display()))
+            .env(
+                "PATH",
+                format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), repo_root().join(".venv/bin").display()),
+            )
             .env("HOME", &self.dir)
             .env("SANDBOX", &self.dir)
             .env("AWS_ENDPOINT_URL", endpoint())
@@ -183,8 +206,82 @@ impl Drop for Sandbox {
 pub fn shellcheck(script: &str, name: &str) {
     let path: &Path = &std::env::temp_dir().join(unique(name));
     std::fs::write(path, script).unwrap();
-    let output =
-        Command::new(repo_root().join(".venv/bin/shellcheck")).arg("--shell=bash").arg(path).output().expect("shellcheck runs (make venv)");
+    let output = Command::new(repo_root().join(".venv/bin/shellcheck"))
+        .arg("--shell=bash")
+        .arg(path)
+        .output()
+        .expect("shellcheck runs (make venv)");
     let _ = std::fs::remove_file(path);
     assert!(output.status.success(), "shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// The AWS CLI of the venv, against the emulator.
+pub fn aws_cli(args: &[&str]) -> std::process::Output {
+    aws_cli_with_input(args, "")
+}
+
+fn aws_cli_with_input(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(repo_root().join(".venv/bin/aws"))
+        .args(args)
+        .args(["--region", "us-east-1", "--output", "json"])
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the AWS CLI runs (make venv)");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("the AWS CLI reads its input");
+    child.wait_with_output().expect("the AWS CLI ends")
+}
+
+/// S3 on the emulator, through the AWS CLI (the tests link no S3 SDK, so every build of the
+/// workspace resolves the SDK crates with the same features and compiles them once).
+pub mod s3 {
+    use super::aws_cli_with_input;
+
+    fn ok(args: &[&str], input: &str) -> String {
+        let output = aws_cli_with_input(args, input);
+        assert!(output.status.success(), "aws {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn create_bucket(bucket: &str) {
+        ok(&["s3api", "create-bucket", "--bucket", bucket], "");
+    }
+
+    pub fn put(bucket: &str, key: &str, body: &str) {
+        ok(&["s3", "cp", "-", &format!("s3://{bucket}/{key}")], body);
+    }
+
+    /// The keys under `prefix`.
+    pub fn keys(bucket: &str, prefix: &str) -> Vec<String> {
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(&["s3api", "list-objects-v2", "--bucket", bucket, "--prefix", prefix], ""))
+                .unwrap_or(serde_json::Value::Null);
+        listed["Contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["Key"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The objects under `prefix` as text, by key, in one call.
+    pub fn texts(bucket: &str, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let dir = std::env::temp_dir().join(super::unique("provisioner-s3-"));
+        let target = dir.to_string_lossy().into_owned();
+        ok(&["s3", "cp", "--recursive", "--quiet", &format!("s3://{bucket}/{prefix}"), &target], "");
+        let texts = keys(bucket, prefix)
+            .into_iter()
+            .map(|key| {
+                let text = std::fs::read_to_string(dir.join(&key[prefix.len()..])).unwrap_or_default();
+                (key, text)
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        texts
+    }
 }

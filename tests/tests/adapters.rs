@@ -9,7 +9,7 @@ use provisioner_core::aws::cloudformation::CloudFormationStacks;
 use provisioner_core::aws::dynamodb::DynamoStore;
 use provisioner_core::aws::ecr::EcrImages;
 use provisioner_core::aws::scheduler::{EventBridgeSchedules, ScheduleTarget};
-use provisioner_core::aws::CallLog;
+use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
@@ -20,7 +20,7 @@ use provisioner_e2e::{emulator, local_cluster_settings, unique};
 const TEMPLATE: &str = include_str!("../../clusters/sliderule-cluster.yaml");
 
 async fn stacks() -> CloudFormationStacks {
-    CloudFormationStacks::new(aws_sdk_cloudformation::Client::new(&emulator().await))
+    CloudFormationStacks::new(&Aws::from_config(emulator().await))
 }
 
 async fn schedules(group: &str) -> EventBridgeSchedules {
@@ -28,7 +28,7 @@ async fn schedules(group: &str) -> EventBridgeSchedules {
     let client = aws_sdk_scheduler::Client::new(&config);
     client.create_schedule_group().name(group).send().await.unwrap();
     EventBridgeSchedules::new(
-        client,
+        &Aws::from_config(config),
         ScheduleTarget {
             group: group.to_owned(),
             destroy_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:provisioner-destroy".into(),
@@ -50,7 +50,8 @@ fn spec(name: &str) -> StackSpec {
     let cluster = ClusterName::parse("ci-adapter").unwrap();
     let catalog = Catalog::shipped().unwrap();
     let profile = catalog.profile_for(&cluster).unwrap();
-    let mut parameters = profile.stack_parameters(&cluster, &profile.default_version, &local_cluster_settings()).unwrap();
+    let mut parameters =
+        profile.stack_parameters(&cluster, &profile.default_version, &local_cluster_settings()).unwrap();
     parameters.retain(|(key, _)| key != "NodeCapacity");
     parameters.push(("NodeCapacity".into(), "2".into()));
     StackSpec {
@@ -86,7 +87,7 @@ async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
 
 #[tokio::test]
 async fn aws_errors_name_service_operation_and_code_and_are_classified() {
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&emulator().await), unique("no-such-table-"));
+    let store = DynamoStore::new(&Aws::from_config(emulator().await), unique("no-such-table-"));
     let now = Timestamp::now();
     let error = store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap_err();
     assert_eq!(error.code(), "AwsError");
@@ -132,32 +133,52 @@ async fn scheduler_creates_lists_by_prefix_and_deletes_one_time_schedules() {
 }
 
 fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
-    Lease { owner: owner.into(), operation: "deploy".into(), acquired_at: now, expires_at: now + SignedDuration::from_secs(seconds) }
+    Lease {
+        owner: owner.into(),
+        operation: "deploy".into(),
+        acquired_at: now,
+        expires_at: now + SignedDuration::from_secs(seconds),
+    }
 }
 
 #[tokio::test]
 async fn dynamodb_locks_admit_one_holder_until_release_or_expiry() {
-    let (client, name) = table().await;
-    let store = DynamoStore::new(client, &name);
+    let (_, name) = table().await;
+    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
     let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap(), None);
     let holder = store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().expect("held by a");
     assert_eq!(holder, lease("a", now, 60));
-    assert_eq!(store.try_acquire("lock#ci-2", &lease("b", now, 60), now, now).await.unwrap(), None, "other clusters are free");
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 120), now, now).await.unwrap(), None, "the holder takes it again");
+    assert_eq!(
+        store.try_acquire("lock#ci-2", &lease("b", now, 60), now, now).await.unwrap(),
+        None,
+        "other clusters are free"
+    );
+    assert_eq!(
+        store.try_acquire("lock#ci-1", &lease("a", now, 120), now, now).await.unwrap(),
+        None,
+        "the holder takes it again"
+    );
 
     assert_eq!(store.renew("lock#ci-1", &lease("a", now, 180)).await.unwrap(), None, "the holder renews");
     let taken = store.renew("lock#ci-1", &lease("b", now, 180)).await.unwrap().expect("b holds nothing");
     assert_eq!((taken.owner.as_str(), taken.expires_at), ("a", now + SignedDuration::from_secs(180)));
 
     store.release("lock#ci-1", "b").await.unwrap();
-    assert!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().is_some(), "only the holder releases");
+    assert!(
+        store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().is_some(),
+        "only the holder releases"
+    );
     store.release("lock#ci-1", "a").await.unwrap();
     assert_eq!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap(), None, "b waited longest");
     assert_eq!(store.renew("lock#ci-1", &lease("a", now, 60)).await.unwrap().map(|h| h.owner), Some("b".into()));
 
     let later = now + SignedDuration::from_secs(61);
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", later, 60), later, later).await.unwrap(), None, "an expired lease is taken over");
+    assert_eq!(
+        store.try_acquire("lock#ci-1", &lease("c", later, 60), later, later).await.unwrap(),
+        None,
+        "an expired lease is taken over"
+    );
     store.release("lock#ci-1", "c").await.unwrap();
     let free = store.renew("lock#ci-1", &lease("c", later, 60)).await.unwrap().expect("released");
     assert_eq!(free.owner, "", "nobody holds a released lock");
@@ -165,8 +186,8 @@ async fn dynamodb_locks_admit_one_holder_until_release_or_expiry() {
 
 #[tokio::test]
 async fn dynamodb_locks_go_to_the_contender_that_waited_longest() {
-    let (client, name) = table().await;
-    let store = DynamoStore::new(client, &name);
+    let (_, name) = table().await;
+    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
     let t0: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     let t = |seconds: i64| t0 + SignedDuration::from_secs(seconds);
     assert_eq!(store.try_acquire("lock#ci-1", &lease("a", t(0), 30), t(0), t(0)).await.unwrap(), None);
@@ -198,10 +219,14 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         catalog: Arc::new(Catalog::shipped().unwrap()),
         stacks: Arc::new(stacks().await),
         schedules: Arc::new(schedules(group).await),
-        locks: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table_name)),
-        images: Arc::new(EcrImages::new(config.clone(), CallLog::default())),
+        locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
+        images: Arc::new(EcrImages::new(&Aws::from_config(config))),
         clock: Arc::new(SystemClock),
-        timeouts: Timeouts { stack_poll: Duration::from_millis(200), lock_poll: Duration::from_millis(100), ..Timeouts::default() },
+        timeouts: Timeouts {
+            stack_poll: Duration::from_millis(200),
+            lock_poll: Duration::from_millis(100),
+            ..Timeouts::default()
+        },
         settings: local_cluster_settings(),
     }
 }
@@ -227,7 +252,10 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
 
     let at = Timestamp::now() + SignedDuration::from_hours(2);
     let scheduled = first
-        .schedule_destroy(ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at }, &invocation("three"))
+        .schedule_destroy(
+            ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at },
+            &invocation("three"),
+        )
         .await
         .unwrap();
     assert!(scheduled.schedule_name.starts_with(&format!("destroy.{cluster}.")));
@@ -238,9 +266,8 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
 
 #[tokio::test]
 async fn the_call_log_records_each_call_once_by_service_and_operation() {
-    let calls = provisioner_core::aws::CallLog::default();
-    let config = aws_sdk_cloudformation::config::Builder::from(&emulator().await).interceptor(calls.clone()).build();
-    let stacks = CloudFormationStacks::new(aws_sdk_cloudformation::Client::from_conf(config));
+    let aws = Aws::from_config(emulator().await);
+    let (stacks, calls) = (CloudFormationStacks::new(&aws), aws.calls);
     let name = unique("sliderule-cluster-calls-");
     assert!(stacks.describe(&name).await.unwrap().is_none());
     assert!(stacks.failure_reasons(&name).await.unwrap().is_empty());
@@ -256,13 +283,19 @@ async fn the_registry_adapter_reports_exactly_the_repositories_without_the_tag()
     for repository in [&held, &other] {
         ecr.create_repository().repository_name(repository).send().await.unwrap();
     }
-    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let manifest = concat!(
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","#,
+        r#""config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"#,
+        r#""digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#
+    );
     ecr.put_image().repository_name(&held).image_tag("v5.5.0").image_manifest(manifest).send().await.unwrap();
     ecr.put_image().repository_name(&other).image_tag("v5.4.0").image_manifest(manifest).send().await.unwrap();
-    let account =
-        ecr.describe_repositories().repository_names(&held).send().await.unwrap().repositories()[0].registry_id().unwrap().to_owned();
+    let account = ecr.describe_repositories().repository_names(&held).send().await.unwrap().repositories()[0]
+        .registry_id()
+        .unwrap()
+        .to_owned();
     let registry = format!("{account}.dkr.ecr.us-east-1.amazonaws.com");
-    let images = EcrImages::new(config, CallLog::default());
+    let images = EcrImages::new(&Aws::from_config(config));
     let tag = ImageTag::to_deploy(&provisioner_core::domain::GitRef::parse("v5.5.0").unwrap()).unwrap();
     let missing = images.missing(&registry, &[held.clone(), other.clone(), absent.clone()], &tag).await.unwrap();
     assert_eq!(missing, vec![other, absent]);

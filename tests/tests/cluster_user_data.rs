@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use provisioner_e2e::{emulator, repo_root, shellcheck, unique, Sandbox};
+use provisioner_e2e::{repo_root, shellcheck, unique, Sandbox};
 use serde_yaml::Value;
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -41,7 +41,9 @@ fn substitute(text: &str, values: &HashMap<String, String>) -> String {
         let name = &after[..end];
         match name.strip_prefix('!') {
             Some(literal) => out.push_str(&format!("${{{literal}}}")),
-            None => out.push_str(values.get(name).unwrap_or_else(|| panic!("the user-data refers to ${{{name}}}, which nothing gives"))),
+            None => out.push_str(
+                values.get(name).unwrap_or_else(|| panic!("the user-data refers to ${{{name}}}, which nothing gives")),
+            ),
         }
         rest = &after[end + 1..];
     }
@@ -76,7 +78,10 @@ fn parameters(bucket: &str, alert_stream: &str) -> HashMap<String, String> {
     ];
     let values: HashMap<String, String> = given.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     for name in template()["Parameters"].as_mapping().unwrap().keys() {
-        assert!(values.contains_key(name.as_str().unwrap()), "give the template's parameter {name:?} a value in this test");
+        assert!(
+            values.contains_key(name.as_str().unwrap()),
+            "give the template's parameter {name:?} a value in this test"
+        );
     }
     values
 }
@@ -123,7 +128,8 @@ fn boot(sandbox: &Sandbox, script: &str) -> (bool, String) {
 }
 
 fn compose(sandbox: &Sandbox) -> Value {
-    let text = std::fs::read_to_string(host_root(sandbox).join("opt/sliderule/docker-compose.yml")).expect("a compose file");
+    let text =
+        std::fs::read_to_string(host_root(sandbox).join("opt/sliderule/docker-compose.yml")).expect("a compose file");
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("the compose file is not YAML ({e}):\n{text}"))
 }
 
@@ -141,22 +147,21 @@ async fn booted(address: &str, alert_stream: &str) -> (Sandbox, String, Value) {
 /// A project bucket of this test's own with the data folders and, unless told not to, the
 /// domain's TLS certificate.
 async fn project_bucket(with_certificate: bool) -> String {
-    let config = emulator().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
     let bucket = unique("project-");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    provisioner_e2e::s3::create_bucket(&bucket);
     let mut keys = vec!["cf/server/GeoLite2-City.mmdb".to_owned(), "cf/ams/atl13.db".to_owned()];
     if with_certificate {
         keys.push(format!("cf/{DOMAIN}.pem"));
     }
     for key in keys {
-        s3.put_object().bucket(&bucket).key(key).body(b"data".to_vec().into()).send().await.unwrap();
+        provisioner_e2e::s3::put(&bucket, &key, "data");
     }
     bucket
 }
 
 fn service_names(compose: &Value) -> Vec<String> {
-    let mut names: Vec<String> = compose["services"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
+    let mut names: Vec<String> =
+        compose["services"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
     names.sort();
     names
 }
@@ -208,13 +213,28 @@ async fn the_ilb_fetches_its_key_and_certificate_and_runs_the_load_balancer() {
     assert!(strings(&ilb["healthcheck"]["test"]).contains(&"http://localhost:8050/discovery/health".to_owned()));
     let root = host_root(&sandbox).display().to_string();
     assert!(strings(&ilb["volumes"]).contains(&format!("{root}/etc/ssl/private:/etc/ssl/private")));
-    assert!(host_root(&sandbox).join("etc/ssl/private/slideruleearth.io.pem").is_file(), "the certificate came from the project bucket");
+    assert!(
+        host_root(&sandbox).join("etc/ssl/private/slideruleearth.io.pem").is_file(),
+        "the certificate came from the project bucket"
+    );
     assert!(host_root(&sandbox).join("etc/haproxy/pem/pubkey.pem").is_file(), "the token key came from the issuer");
-    assert!(called(&sandbox, &format!("curl -fsS -o {root}/etc/haproxy/pem/pubkey.pem https://login.slideruleearth.io/auth/pem")));
+    assert!(called(
+        &sandbox,
+        &format!("curl -fsS -o {root}/etc/haproxy/pem/pubkey.pem https://login.slideruleearth.io/auth/pem")
+    ));
     assert!(called(&sandbox, &format!("docker login --username AWS --password-stdin {REGISTRY}")));
-    assert!(called(&sandbox, &format!("docker compose --project-name cluster --file {root}/opt/sliderule/docker-compose.yml up --detach")));
-    assert!(called(&sandbox, "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
-    assert_eq!(ingress("IlbSecurityGroup"), [(443, "0.0.0.0/0".into()), (8050, "10.0.0.0/16".into()), (9100, "10.0.0.0/16".into())]);
+    assert!(called(
+        &sandbox,
+        &format!("docker compose --project-name cluster --file {root}/opt/sliderule/docker-compose.yml up --detach")
+    ));
+    assert!(called(
+        &sandbox,
+        "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"
+    ));
+    assert_eq!(
+        ingress("IlbSecurityGroup"),
+        [(443, "0.0.0.0/0".into()), (8050, "10.0.0.0/16".into()), (9100, "10.0.0.0/16".into())]
+    );
 }
 
 #[tokio::test]
@@ -223,7 +243,10 @@ async fn the_monitor_runs_the_monitor_and_an_agent_that_ships_no_logs() {
     assert_eq!(service_names(&compose), ["autoheal", "monitor", "monitor-agent"]);
     assert_eq!(image(&compose, "monitor"), format!("{REGISTRY}/monitor:{VERSION}"));
     assert_eq!(strings(&compose["services"]["monitor-agent"]["environment"]), ["DISABLE_PROMTAIL=true"]);
-    assert!(called(&sandbox, "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource MonitorInstance --region us-east-1"));
+    assert!(called(
+        &sandbox,
+        "cfn-signal --exit-code 0 --stack sliderule-cluster-ci-1 --resource MonitorInstance --region us-east-1"
+    ));
     assert!(!host_root(&sandbox).join("data").exists(), "the monitor copies no data");
     assert_eq!(ingress("MonitorSecurityGroup"), [(3000, "10.0.0.0/16".into()), (3100, "10.0.0.0/16".into())]);
 }
@@ -252,12 +275,17 @@ async fn a_node_copies_its_data_and_runs_the_server_registered_with_the_ilb() {
     ] {
         assert!(environment.contains(&expected), "{expected} in {environment:?}");
     }
-    assert!(!environment.iter().any(|e| e.starts_with("TELEMETRY_STREAM")), "no telemetry stream was given: {environment:?}");
+    assert!(
+        !environment.iter().any(|e| e.starts_with("TELEMETRY_STREAM")),
+        "no telemetry stream was given: {environment:?}"
+    );
     let root = host_root(&sandbox).display().to_string();
     let volumes = strings(&server["volumes"]);
-    for expected in
-        [format!("{root}/data:/data"), format!("{root}/etc/ssl/certs:/etc/ssl/certs"), "/var/run/docker.sock:/var/run/docker.sock".into()]
-    {
+    for expected in [
+        format!("{root}/data:/data"),
+        format!("{root}/etc/ssl/certs:/etc/ssl/certs"),
+        "/var/run/docker.sock:/var/run/docker.sock".into(),
+    ] {
         assert!(volumes.contains(&expected), "{expected} in {volumes:?}");
     }
     assert!(strings(&server["healthcheck"]["test"]).contains(&"http://localhost:9081/source/health".to_owned()));
@@ -275,8 +303,14 @@ async fn an_ilb_without_its_certificate_fails_and_tells_cloudformation() {
     let sandbox = sandbox(ILB);
     let (ok, _) = boot(&sandbox, &rendered(&parameters(&bucket, "")));
     assert!(!ok, "the bootstrap fails");
-    assert!(called(&sandbox, "cfn-signal --exit-code 1 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"));
-    assert!(!sandbox.calls().iter().any(|c| c.starts_with("docker compose") && c.ends_with("up --detach")), "nothing started");
+    assert!(called(
+        &sandbox,
+        "cfn-signal --exit-code 1 --stack sliderule-cluster-ci-1 --resource IlbInstance --region us-east-1"
+    ));
+    assert!(
+        !sandbox.calls().iter().any(|c| c.starts_with("docker compose") && c.ends_with("up --detach")),
+        "nothing started"
+    );
 }
 
 #[tokio::test]

@@ -23,7 +23,8 @@ async fn stack_status(cluster: &str) -> Option<String> {
 
 async fn schedules_of(cluster: &str) -> Vec<aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput> {
     let client = aws_sdk_scheduler::Client::new(&emulator().await);
-    let listed = client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
+    let listed =
+        client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
     let mut schedules = Vec::new();
     for summary in listed.schedules() {
         schedules.push(client.get_schedule().group_name(GROUP).name(summary.name().unwrap()).send().await.unwrap());
@@ -83,7 +84,8 @@ async fn a_cluster_lives_from_deploy_to_a_fired_schedule() {
 #[tokio::test]
 async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails() {
     let cluster = unique("ci-e2e-");
-    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string()).assert_success();
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string())
+        .assert_success();
     make_invoke("deploy", &json!({ "cluster": cluster }).to_string()).assert_error("ScheduledForDelete");
     assert_eq!(stack_status(&cluster).await, None, "nothing was created");
     make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
@@ -93,7 +95,8 @@ async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails() {
 #[tokio::test]
 async fn a_schedule_due_within_five_minutes_cannot_be_moved() {
     let cluster = unique("ci-e2e-");
-    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(4) }).to_string()).assert_success();
+    make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(4) }).to_string())
+        .assert_success();
     make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string())
         .assert_error("TooLateToReschedule");
     assert_eq!(schedules_of(&cluster).await.len(), 1, "the due schedule is kept");
@@ -128,7 +131,12 @@ fn bad_events_are_refused_before_any_aws_call() {
     ];
     for (function, payload, error_type) in cases {
         let invoked = make_invoke(function, payload);
-        assert_eq!((invoked.exit, invoked.error_type()), (1, *error_type), "{function} {payload}: {:#}", invoked.answer);
+        assert_eq!(
+            (invoked.exit, invoked.error_type()),
+            (1, *error_type),
+            "{function} {payload}: {:#}",
+            invoked.answer
+        );
     }
 }
 
@@ -154,7 +162,12 @@ fn events_beyond_the_json_and_rfc3339_the_contract_allows_are_refused() {
     ];
     for (function, payload) in cases {
         let invoked = make_invoke(function, &payload);
-        assert_eq!((invoked.exit, invoked.error_type()), (1, "InvalidRequest"), "{function} {payload:.80}: {:#}", invoked.answer);
+        assert_eq!(
+            (invoked.exit, invoked.error_type()),
+            (1, "InvalidRequest"),
+            "{function} {payload:.80}: {:#}",
+            invoked.answer
+        );
     }
 }
 
@@ -174,7 +187,10 @@ fn a_dry_run_of_an_invoke_goal_changes_nothing() {
     for args in dry_runs {
         let output = Command::new("make").args(args).current_dir(repo_root()).output().expect("make runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("would run: ") && stdout.contains("tools/invoke.py destroy --local"), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("would run: ") && stdout.contains("tools/invoke.py destroy --local"),
+            "{args:?}: {stdout}"
+        );
         let again = make_invoke("deploy", &json!({ "cluster": cluster }).to_string());
         assert_eq!(again.assert_success()["action"], "already_running", "{args:?} destroyed nothing");
     }
@@ -188,7 +204,8 @@ fn the_cluster_targets_wrap_invoke_with_the_contract_exit_codes() {
     deployed.assert_success();
     let scheduled = make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), "TTL=90"]);
     scheduled.assert_success();
-    let at = make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), &format!("AT={}", future(100))]);
+    let at =
+        make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), &format!("AT={}", future(100))]);
     at.assert_success();
     let destroyed = make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]);
     assert_eq!(destroyed.assert_success()["schedules_removed"].as_array().unwrap().len(), 1);
@@ -197,7 +214,8 @@ fn the_cluster_targets_wrap_invoke_with_the_contract_exit_codes() {
     assert_eq!((refused.exit, refused.error_type()), (1, "InvalidRequest"));
     assert!(!std::path::Path::new("/tmp/provisioner-pwned").exists());
 
-    let unreachable = make(&["invoke", "LOCAL=1", "LOCAL_LAMBDA_PORT=1", "FUNCTION=deploy", r#"PAYLOAD={"cluster":"ci-1"}"#]);
+    let unreachable =
+        make(&["invoke", "LOCAL=1", "LOCAL_LAMBDA_PORT=1", "FUNCTION=deploy", r#"PAYLOAD={"cluster":"ci-1"}"#]);
     assert_eq!(unreachable.exit, 2, "{:#}", unreachable.answer);
 }
 

@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, GitRef, ImageTag};
 use provisioner_core::runner::{render, Layout, Plan, RunValues, Step, StepPlace};
-use provisioner_e2e::{emulator, endpoint, repo_root, shellcheck, unique, Sandbox};
+use provisioner_core::table::run;
+use provisioner_e2e::{aws_cli, emulator, repo_root, s3, shellcheck, unique, Sandbox};
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 /// A registry in a region where nothing was ever pushed.
@@ -119,58 +120,41 @@ impl RunSandbox for Sandbox {
     }
 }
 
-fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
-}
-
 /// A table and a bucket of this test's own (run logs, and the project's data folders), the
 /// build environment in the registry, and a run record with every step pending.
 async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::Client {
     let config = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     provisioner_e2e::create_table(&dynamodb, &values.table).await;
-    let s3 = s3_client(&config);
-    s3.create_bucket().bucket(&values.log_bucket).send().await.unwrap();
+    s3::create_bucket(&values.log_bucket);
     for key in ["server/GeoLite2-City.mmdb", "ams/ATL13/atl13.db"] {
-        s3.put_object()
-            .bucket(&values.log_bucket)
-            .key(format!("{PROJECT_FOLDER}/{key}"))
-            .body(b"data".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        s3::put(&values.log_bucket, &format!("{PROJECT_FOLDER}/{key}"), "data");
     }
     push_image("sliderule-buildenv", "latest").await;
     let pending: HashMap<String, AttributeValue> = steps
         .iter()
-        .map(|s| (s.clone(), AttributeValue::M(HashMap::from([("status".to_owned(), AttributeValue::S("pending".into()))]))))
+        .map(|s| {
+            (s.clone(), AttributeValue::M(HashMap::from([("status".to_owned(), AttributeValue::S("pending".into()))])))
+        })
         .collect();
     dynamodb
         .put_item()
         .table_name(&values.table)
-        .item("pk", AttributeValue::S(format!("run#{}", values.run_id)))
-        .item("steps", AttributeValue::M(pending))
+        .item(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
+        .item(run::STEPS, AttributeValue::M(pending))
         .send()
         .await
         .unwrap();
     dynamodb
 }
 
-/// The AWS CLI against the emulator, as the instance's script uses it.
-fn aws_cli(args: &[&str]) -> std::process::Output {
-    Command::new(repo_root().join(".venv/bin/aws"))
-        .args(args)
-        .args(["--region", "us-east-1", "--output", "json"])
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .expect("the AWS CLI runs (make venv)")
-}
-
 async fn push_image(repository: &str, tag: &str) {
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:{}"}},"layers":[]}}"#,
+        concat!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","#,
+            r#""config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"#,
+            r#""digest":"sha256:{}"}},"layers":[]}}"#
+        ),
         "0".repeat(64)
     );
     aws_cli(&["ecr", "create-repository", "--repository-name", repository]);
@@ -179,17 +163,24 @@ async fn push_image(repository: &str, tag: &str) {
 }
 
 async fn registry_has(repository: &str, tag: &str) -> bool {
-    aws_cli(&["ecr", "describe-images", "--repository-name", repository, "--image-ids", &format!("imageTag={tag}")]).status.success()
+    aws_cli(&["ecr", "describe-images", "--repository-name", repository, "--image-ids", &format!("imageTag={tag}")])
+        .status
+        .success()
 }
 
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
-    let item =
-        dynamodb.get_item().table_name(&values.table).key("pk", AttributeValue::S(format!("run#{}", values.run_id))).send().await.unwrap();
+    let item = dynamodb
+        .get_item()
+        .table_name(&values.table)
+        .key(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
+        .send()
+        .await
+        .unwrap();
     item.item().cloned().unwrap()
 }
 
 fn step_field(record: &HashMap<String, AttributeValue>, field: &str) -> HashMap<String, String> {
-    record["steps"]
+    record[run::STEPS]
         .as_m()
         .unwrap()
         .iter()
@@ -229,7 +220,10 @@ fn test_plan() -> Plan {
 }
 
 fn position(calls: &[String], prefix: &str) -> usize {
-    calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call starting with {prefix:?}: {calls:?}"))
+    calls
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no call starting with {prefix:?}: {calls:?}"))
 }
 
 #[test]
@@ -259,7 +253,6 @@ struct TestRun {
 const FAKE_TOKEN: &str = "ghp_FAKEtoken0123456789abcdefNEVERLOGGED";
 
 async fn run_shipped_test_plan(layout: &str) -> TestRun {
-    let config = emulator().await;
     let secret_name = unique("ci/github-token-");
     let created = aws_cli(&["secretsmanager", "create-secret", "--name", &secret_name, "--secret-string", FAKE_TOKEN]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
@@ -272,13 +265,7 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let user_data = render(plan, &layouts(), &values).unwrap();
     sandbox.run(&user_data);
     let record = record(&dynamodb, &values).await;
-    let s3 = s3_client(&config);
-    let listed = s3.list_objects_v2().bucket(&values.log_bucket).prefix(format!("runs/{}/", values.run_id)).send().await.unwrap();
-    let mut logs = Vec::new();
-    for key in listed.contents().iter().filter_map(|o| o.key()) {
-        let object = s3.get_object().bucket(&values.log_bucket).key(key).send().await.unwrap();
-        logs.push(String::from_utf8_lossy(&object.body.collect().await.unwrap().into_bytes()).to_string());
-    }
+    let logs = s3::texts(&values.log_bucket, &format!("runs/{}/", values.run_id)).into_values().collect();
     TestRun { sandbox, record, user_data, logs }
 }
 
@@ -288,7 +275,7 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
     let sandbox = &run.sandbox;
     let statuses = step_statuses(&run.record);
     let reasons = step_field(&run.record, "reason");
-    assert_eq!(text(&run.record, "layout"), layout, "the layout is detected from the checkout");
+    assert_eq!(text(&run.record, run::LAYOUT), layout, "the layout is detected from the checkout");
     for (step, status) in &statuses {
         let expected = if not_applicable.contains(&step.as_str()) { "not_applicable" } else { "passed" };
         assert_eq!(status, expected, "{step} on layout {layout}: {statuses:?}; log: {}", sandbox.log(step));
@@ -296,7 +283,7 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
             assert!(reasons.get(step).is_some_and(|r| !r.is_empty()), "{step} says why: {reasons:?}");
         }
     }
-    assert_eq!(text(&run.record, "outcome"), "succeeded", "not-applicable steps neither fail nor pass the run");
+    assert_eq!(text(&run.record, run::OUTCOME), "succeeded", "not-applicable steps neither fail nor pass the run");
 
     // The debug build and the selftests in the layout's server make directory, never at the root.
     let targets = sandbox.targets();
@@ -313,17 +300,25 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
     let container = calls.iter().find(|c| c.starts_with("docker run")).expect("a container step");
     assert!(container.contains(&format!("-v {repo}:{repo} ")), "{container}");
     assert!(container.contains(&format!("-v {}:/data ", sandbox.dir.join("data").display())), "{container}");
-    assert!(position(&calls, "docker login") < position(&calls, "docker pull"), "the login precedes the pull: {calls:?}");
+    assert!(
+        position(&calls, "docker login") < position(&calls, "docker pull"),
+        "the login precedes the pull: {calls:?}"
+    );
 
     // The AMS pytests on the host, in the layout's AMS directory, with the project's data in place.
     let where_ = sandbox.calls_where();
-    assert!(where_.contains(&(ams.to_owned(), "conda run --no-capture-output --name ams pytest".to_owned())), "{where_:?}");
+    assert!(
+        where_.contains(&(ams.to_owned(), "conda run --no-capture-output --name ams pytest".to_owned())),
+        "{where_:?}"
+    );
     assert!(sandbox.dir.join("data/ATL13/atl13.db").exists() && sandbox.dir.join("data/GeoLite2-City.mmdb").exists());
 
     // The GitHub token reaches the client suites alone, and nothing records it.
     let token_calls = sandbox.lines("token-calls.log");
     let client_suite_call = |c: &String| {
-        c.starts_with("conda run --no-capture-output --name sliderule pytest") || c.starts_with("npm ci") || c.starts_with("npx ")
+        c.starts_with("conda run --no-capture-output --name sliderule pytest")
+            || c.starts_with("npm ci")
+            || c.starts_with("npx ")
     };
     assert!(token_calls.iter().all(client_suite_call), "only the client suites get the token: {token_calls:?}");
     let mut everything = vec![run.user_data.clone(), format!("{:?}", run.record)];
@@ -346,14 +341,21 @@ async fn the_clients_test_the_cluster_under_test(layout: &str) {
     let pytest = "conda run --no-capture-output --name sliderule pytest --domain slideruleearth.io --organization ci-1";
     assert!(where_.contains(&("clients/python".to_owned(), pytest.to_owned())), "{where_:?}");
     assert!(
-        where_.contains(&("clients/python".to_owned(), "conda run --no-capture-output --name sliderule pip install --quiet .".to_owned())),
+        where_.contains(&(
+            "clients/python".to_owned(),
+            "conda run --no-capture-output --name sliderule pip install --quiet .".to_owned()
+        )),
         "the checked-out client is installed: {where_:?}"
     );
-    let configured = std::fs::read_to_string(sandbox.dir.join("nodejs-client-config.json")).expect("the Node.js client was configured");
+    let configured = std::fs::read_to_string(sandbox.dir.join("nodejs-client-config.json"))
+        .expect("the Node.js client was configured");
     let configured: serde_json::Value = serde_json::from_str(&configured).unwrap();
     assert_eq!(configured, serde_json::json!({"domain": "slideruleearth.io", "organization": "ci-1"}));
     let token_calls = sandbox.lines("token-calls.log");
-    assert!(token_calls.iter().any(|c| c.contains("pytest")) && token_calls.iter().any(|c| c.starts_with("npx jest")), "{token_calls:?}");
+    assert!(
+        token_calls.iter().any(|c| c.contains("pytest")) && token_calls.iter().any(|c| c.starts_with("npx jest")),
+        "{token_calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +373,13 @@ async fn a_test_run_on_layout_a_uses_targets_slideruleearth_aws_and_has_no_provi
 #[tokio::test]
 async fn a_test_run_on_layout_b_runs_the_manager_and_skips_the_retired_login() {
     let retired = ["python-environment", "python-client-pytests", "nodejs-client-jests"];
-    a_test_run_on_layout("B", "targets/slideruleearth", "applications/ams", &[&retired[..], &["provisioner-pytests"]].concat()).await;
+    a_test_run_on_layout(
+        "B",
+        "targets/slideruleearth",
+        "applications/ams",
+        &[&retired[..], &["provisioner-pytests"]].concat(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -404,7 +412,7 @@ async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
     assert!(statuses.values().all(|s| s == "passed"), "{statuses:?}; {}", sandbox.log("verify-images"));
-    assert_eq!(text(&record, "layout"), layout);
+    assert_eq!(text(&record, run::LAYOUT), layout);
     let targets = sandbox.targets();
     let expected_targets: Vec<(String, String)> =
         ["cluster-docker", "cluster-docker-push"].iter().map(|t| (server.to_owned(), t.to_string())).collect();
@@ -415,7 +423,8 @@ async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
         assert!(calls.iter().any(|c| c.starts_with(&make)), "{make}: {calls:?}");
     }
     assert!(position(&calls, "docker login") < position(&calls, "docker build"), "{calls:?}");
-    let mut recorded: Vec<String> = record["images"].as_l().unwrap().iter().map(|v| v.as_s().unwrap().clone()).collect::<Vec<_>>();
+    let mut recorded: Vec<String> =
+        record[run::IMAGES].as_l().unwrap().iter().map(|v| v.as_s().unwrap().clone()).collect::<Vec<_>>();
     recorded.sort();
     let mut expected: Vec<String> = images.iter().map(|i| format!("{REGISTRY}/{i}:{tag}")).collect();
     expected.sort();
@@ -427,19 +436,33 @@ async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
 
 #[tokio::test]
 async fn a_build_run_on_layout_a_pushes_its_six_images() {
-    a_build_run_on_layout("A", "targets/slideruleearth-aws", &["sliderule", "ilb", "proxy", "monitor", "manager", "ams"]).await;
+    a_build_run_on_layout(
+        "A",
+        "targets/slideruleearth-aws",
+        &["sliderule", "ilb", "proxy", "monitor", "manager", "ams"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_build_run_on_layout_b_pushes_its_seven_images() {
-    a_build_run_on_layout("B", "targets/slideruleearth", &["sliderule", "ilb", "proxy", "monitor", "monitor-agent", "manager", "ams"])
-        .await;
+    a_build_run_on_layout(
+        "B",
+        "targets/slideruleearth",
+        &["sliderule", "ilb", "proxy", "monitor", "monitor-agent", "manager", "ams"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_build_run_on_layouts_c_and_d_pushes_the_five_images_of_v5() {
     for layout in ["C", "D"] {
-        a_build_run_on_layout(layout, "targets/slideruleearth", &["sliderule", "ilb", "monitor", "monitor-agent", "ams"]).await;
+        a_build_run_on_layout(
+            layout,
+            "targets/slideruleearth",
+            &["sliderule", "ilb", "monitor", "monitor-agent", "ams"],
+        )
+        .await;
     }
 }
 
@@ -460,7 +483,7 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
     for step in ["build-images", "push-images", "verify-images"] {
         assert_eq!(statuses[step], "skipped", "{step}");
     }
-    assert_eq!(text(&record, "outcome"), "failed");
+    assert_eq!(text(&record, run::OUTCOME), "failed");
     assert!(sandbox.calls().iter().all(|c| !c.starts_with("docker push")));
 }
 
@@ -486,7 +509,7 @@ async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
     assert_eq!(statuses["checkout"], "failed");
     assert!(sandbox.log("checkout").contains("fits none of the repository layouts"), "{}", sandbox.log("checkout"));
     assert!(statuses.iter().filter(|(name, _)| *name != "checkout").all(|(_, s)| s == "skipped"), "{statuses:?}");
-    assert_eq!(text(&record, "outcome"), "failed");
+    assert_eq!(text(&record, run::OUTCOME), "failed");
 }
 
 #[tokio::test]
@@ -500,25 +523,29 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     let calls = sandbox.calls();
     assert_eq!(calls.first().map(String::as_str), Some("shutdown -h +90"), "the deadman comes first: {calls:?}");
     assert_eq!(calls.last().map(String::as_str), Some("shutdown -h now"), "{calls:?}");
-    let clone = format!("git clone --quiet https://github.com/SlideRuleEarth/sliderule.git {}", sandbox.repo().display());
+    let clone =
+        format!("git clone --quiet https://github.com/SlideRuleEarth/sliderule.git {}", sandbox.repo().display());
     assert!(calls.contains(&clone), "{calls:?}");
     assert!(calls.contains(&"git -c advice.detachedHead=false checkout --quiet release/4.x".to_owned()), "{calls:?}");
     assert!(
-        calls.contains(&"conda run --name sliderule_env pytest --domain slideruleearth.io --organization ci-1".to_owned()),
+        calls.contains(
+            &"conda run --name sliderule_env pytest --domain slideruleearth.io --organization ci-1".to_owned()
+        ),
         "{calls:?}"
     );
-    assert!(calls.iter().any(|c| c.starts_with("docker run --rm") && c.ends_with("bash -euo pipefail -c make selftest")), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("docker run --rm") && c.ends_with("bash -euo pipefail -c make selftest")),
+        "{calls:?}"
+    );
 
     let record = record(&dynamodb, &values).await;
     let statuses = step_statuses(&record);
     assert!(plan.step_names().iter().all(|s| statuses[s] == "passed"), "{statuses:?}");
-    assert_eq!(text(&record, "outcome"), "succeeded");
-    assert_eq!(text(&record, "commit"), "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(text(&record, run::OUTCOME), "succeeded");
+    assert_eq!(text(&record, run::COMMIT), "0123456789abcdef0123456789abcdef01234567");
 
-    let s3 = s3_client(&emulator().await);
-    let logs = s3.list_objects_v2().bucket(&values.log_bucket).prefix(format!("runs/{}/", values.run_id)).send().await.unwrap();
-    let keys: Vec<&str> = logs.contents().iter().filter_map(|o| o.key()).collect();
-    assert!(keys.contains(&format!("runs/{}/lua-selftests.log", values.run_id).as_str()), "{keys:?}");
+    let keys = s3::keys(&values.log_bucket, &format!("runs/{}/", values.run_id));
+    assert!(keys.contains(&format!("runs/{}/lua-selftests.log", values.run_id)), "{keys:?}");
 }
 
 #[tokio::test]
@@ -536,8 +563,9 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
     assert_eq!(statuses["lua-selftests"], "skipped", "it needs the build");
     assert_eq!(statuses["manager-pytests"], "passed", "independent steps still run");
     assert_eq!(statuses["python-client-pytests"], "passed");
-    assert_eq!(text(&record, "outcome"), "failed");
-    let exit_code = record["steps"].as_m().unwrap()["debug-build"].as_m().unwrap()["exit_code"].as_n().unwrap().clone();
+    assert_eq!(text(&record, run::OUTCOME), "failed");
+    let exit_code =
+        record[run::STEPS].as_m().unwrap()["debug-build"].as_m().unwrap()[run::STEP_EXIT_CODE].as_n().unwrap().clone();
     assert_eq!(exit_code, "3");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
@@ -570,8 +598,8 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
     let statuses = step_statuses(&record);
     assert_eq!(statuses["nodejs-client-jests"], "failed", "{statuses:?}");
     assert_eq!(statuses["manager-pytests"], "skipped", "never ran: {statuses:?}");
-    assert_eq!(text(&record, "outcome"), "failed");
-    assert_eq!(text(&record, "instance_state"), "finished");
+    assert_eq!(text(&record, run::OUTCOME), "failed");
+    assert_eq!(text(&record, run::INSTANCE_STATE), "finished");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
 

@@ -22,7 +22,12 @@ fn simulate(instance_id: &str, fail: Option<&str>) {
         command.args(["--fail", pattern]);
     }
     let output = command.output().unwrap();
-    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn resume(kind: &str, run_id: &str) -> provisioner_e2e::Invoked {
@@ -55,8 +60,12 @@ async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_s
     let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
     assert_eq!(instance.instance_lifecycle().map(|l| l.as_str()), Some("spot"));
     assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()), Some("required"));
-    assert!(instance.iam_instance_profile().and_then(|p| p.arn()).is_some_and(|a| a.ends_with("/sliderule-provisioner-runner")));
-    let tags: std::collections::BTreeMap<&str, &str> = instance.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(instance
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .is_some_and(|a| a.ends_with("/sliderule-provisioner-runner")));
+    let tags: std::collections::BTreeMap<&str, &str> =
+        instance.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
     assert_eq!(tags["sliderule:run-id"], run_id);
     assert_eq!(tags["sliderule:kind"], "test");
     assert_eq!(tags["sliderule:cluster"], cluster);
@@ -100,7 +109,8 @@ async fn a_test_run_with_a_failing_step_answers_tests_failed() {
     failed.assert_error("TestsFailed");
     let message = failed.answer["errorMessage"].as_str().unwrap();
     assert!(
-        message.contains("lua-selftests") && message.contains("s3://sliderule-provisioner-runs-123456789012-us-east-1/runs/"),
+        message.contains("lua-selftests")
+            && message.contains("s3://sliderule-provisioner-runs-123456789012-us-east-1/runs/"),
         "{message}"
     );
 }
@@ -111,20 +121,26 @@ async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
     let started = start("build", &cluster, "v4.5.1");
     let instance = described_instance(started["instance_id"].as_str().unwrap()).await;
     let profile = instance.iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default();
-    assert!(profile.ends_with("/sliderule-provisioner-build-runner"), "BUILD launches with the profile that may push: {profile}");
+    assert!(
+        profile.ends_with("/sliderule-provisioner-build-runner"),
+        "BUILD launches with the profile that may push: {profile}"
+    );
     simulate(started["instance_id"].as_str().unwrap(), None);
     let done = resume("build", started["run_id"].as_str().unwrap());
     let answer = done.assert_success();
     let mut images: Vec<&str> = answer["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
     images.sort();
     let registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-    let mut expected: Vec<String> =
-        ["sliderule", "ilb", "monitor", "monitor-agent", "ams"].iter().map(|i| format!("{registry}/{i}:v4.5.1")).collect();
+    let mut expected: Vec<String> = ["sliderule", "ilb", "monitor", "monitor-agent", "ams"]
+        .iter()
+        .map(|i| format!("{registry}/{i}:v4.5.1"))
+        .collect();
     expected.sort();
     assert_eq!(images, expected, "the images layout D pushes, under the version's tag");
 
     // What BUILD pushed is what deploy checks: the version deploys now.
-    let deployed = provisioner_e2e::make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=v4.5.1"]);
+    let deployed =
+        provisioner_e2e::make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=v4.5.1"]);
     assert_eq!(deployed.assert_success()["version"], "v4.5.1");
     provisioner_e2e::make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }
@@ -164,7 +180,9 @@ fn cluster_test_keeps_invoking_until_the_run_ends() {
     let cluster = unique("ci-run-");
     let target = {
         let cluster = cluster.clone();
-        std::thread::spawn(move || make(&["cluster-test", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=main", "WAIT=2"]))
+        std::thread::spawn(move || {
+            make(&["cluster-test", "LOCAL=1", &format!("CLUSTER={cluster}"), "VERSION=main", "WAIT=2"])
+        })
     };
     // Play the instance once the target has started the run and answered "running" at least once.
     let started = loop {

@@ -14,23 +14,14 @@ use crate::runner::{Layout, Plan, RunKind};
 /// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
 pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";
 
-/// Parameters the provisioner sets itself; a profile may not set them. `ClusterName` and
-/// `Version` (the image tag) come from the request; the others are the account's settings (the
-/// provisioner template's parameters, passed on in [`ClusterSettings`]).
-pub const PROVIDED_PARAMETERS: &[&str] = &[
-    "ClusterName",
-    "Version",
-    "Domain",
-    "HostedZoneId",
-    "ContainerRegistry",
-    "ProjectBucket",
-    "ProjectFolder",
-    "JwtIssuer",
-    "PublicDataBuckets",
-    "AlertStream",
-    "TelemetryStream",
-    "EnvironmentVersion",
-];
+/// Parameters the provisioner sets from the request (`ClusterName`, `Version`, the image tag) or
+/// itself; besides these it sets the account's settings ([`crate::settings::CLUSTER_SETTINGS`]).
+const REQUEST_PARAMETERS: &[&str] = &["ClusterName", "Version", "EnvironmentVersion"];
+
+/// Whether the provisioner sets `parameter` itself: a profile may not set it.
+pub fn is_provided(parameter: &str) -> bool {
+    REQUEST_PARAMETERS.contains(&parameter) || crate::settings::is_cluster_setting(parameter)
+}
 
 /// Every template must take these: the stack is useless without either.
 const REQUIRED_PARAMETERS: &[&str] = &["ClusterName", "Version"];
@@ -42,7 +33,8 @@ pub type ClusterSettings = BTreeMap<String, String>;
 const CATALOG_YAML: &str = include_str!("../../../clusters/catalog.yaml");
 
 /// Templates a profile may name, compiled in.
-const TEMPLATES: &[(&str, &str)] = &[("sliderule-cluster.yaml", include_str!("../../../clusters/sliderule-cluster.yaml"))];
+const TEMPLATES: &[(&str, &str)] =
+    &[("sliderule-cluster.yaml", include_str!("../../../clusters/sliderule-cluster.yaml"))];
 
 /// The catalog file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -97,7 +89,7 @@ pub struct ProfileFile {
     /// holds the tag before it creates anything.
     #[schemars(length(min = 1))]
     pub images: Vec<String>,
-    /// Template parameters, besides those the provisioner sets (see `PROVIDED_PARAMETERS`).
+    /// Template parameters, besides those the provisioner sets (`is_provided`).
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     /// The spot instances that run this cluster's TEST and BUILD.
@@ -154,10 +146,15 @@ impl Default for RunnerProfile {
 impl RunnerProfile {
     fn check(&self, profile: &str) -> Result<(), String> {
         if !matches!(self.architecture.as_str(), "arm64" | "x86_64") {
-            return Err(format!("profile '{profile}' has runner architecture '{}'; use arm64 or x86_64", self.architecture));
+            return Err(format!(
+                "profile '{profile}' has runner architecture '{}'; use arm64 or x86_64",
+                self.architecture
+            ));
         }
         let instance_type = |t: &String| {
-            !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            !t.is_empty()
+                && t.len() <= 32
+                && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         };
         if self.instance_types.is_empty() || !self.instance_types.iter().all(instance_type) {
             return Err(format!("profile '{profile}' needs runner instance types such as c7g.2xlarge"));
@@ -166,7 +163,10 @@ impl RunnerProfile {
             return Err(format!("profile '{profile}' has a runner volume of {} GB; use 8 to 2000", self.volume_gb));
         }
         if !(10..=720).contains(&self.time_limit_minutes) {
-            return Err(format!("profile '{profile}' has a runner time limit of {} minutes; use 10 to 720", self.time_limit_minutes));
+            return Err(format!(
+                "profile '{profile}' has a runner time limit of {} minutes; use 10 to 720",
+                self.time_limit_minutes
+            ));
         }
         Ok(())
     }
@@ -223,31 +223,38 @@ impl Catalog {
                 return Err(bad(format!("profile '{name}' matches no names")));
             }
             for pattern in &raw.patterns {
-                let valid =
-                    !pattern.is_empty() && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
+                let valid = !pattern.is_empty()
+                    && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
                 if !valid || pattern.bytes().all(|b| b == b'*') {
                     return Err(bad(format!(
-                        "profile '{name}' has pattern '{pattern}'; use lowercase names with '*' wildcards, and no catch-all"
+                        "profile '{name}' has pattern '{pattern}'; use lowercase names with '*' wildcards, and no \
+                            catch-all"
                     )));
                 }
             }
-            let template_body = templates
-                .iter()
-                .find(|(file, _)| *file == raw.template)
-                .map(|(_, body)| *body)
-                .ok_or_else(|| bad(format!("profile '{name}' names template '{}', which is not shipped", raw.template)))?;
-            let declared = template_parameters(template_body).map_err(|why| bad(format!("template '{}': {why}", raw.template)))?;
+            let template_body =
+                templates.iter().find(|(file, _)| *file == raw.template).map(|(_, body)| *body).ok_or_else(|| {
+                    bad(format!("profile '{name}' names template '{}', which is not shipped", raw.template))
+                })?;
+            let declared =
+                template_parameters(template_body).map_err(|why| bad(format!("template '{}': {why}", raw.template)))?;
             for key in raw.parameters.keys() {
-                if PROVIDED_PARAMETERS.contains(&key.as_str()) {
+                if is_provided(key) {
                     return Err(bad(format!("profile '{name}' sets '{key}', which the provisioner sets")));
                 }
                 if !declared.contains_key(key) {
-                    return Err(bad(format!("profile '{name}' sets '{key}', which template '{}' does not declare", raw.template)));
+                    return Err(bad(format!(
+                        "profile '{name}' sets '{key}', which template '{}' does not declare",
+                        raw.template
+                    )));
                 }
             }
             for (key, has_default) in &declared {
-                if !has_default && !raw.parameters.contains_key(key) && !PROVIDED_PARAMETERS.contains(&key.as_str()) {
-                    return Err(bad(format!("profile '{name}' does not set '{key}', which template '{}' requires", raw.template)));
+                if !has_default && !raw.parameters.contains_key(key) && !is_provided(key) {
+                    return Err(bad(format!(
+                        "profile '{name}' does not set '{key}', which template '{}' requires",
+                        raw.template
+                    )));
                 }
             }
             for key in REQUIRED_PARAMETERS {
@@ -258,10 +265,13 @@ impl Catalog {
             let default_version = GitRef::parse(&raw.version)
                 .and_then(|version| ImageTag::to_deploy(&version))
                 .map_err(|why| bad(format!("profile '{name}' has default version '{}': {why}", raw.version)))?;
-            let repository =
-                |r: &String| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b));
+            let repository = |r: &String| {
+                !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b))
+            };
             if raw.images.is_empty() || !raw.images.iter().all(repository) {
-                return Err(bad(format!("profile '{name}' needs the image repositories its template runs, such as 'sliderule'")));
+                return Err(bad(format!(
+                    "profile '{name}' needs the image repositories its template runs, such as 'sliderule'"
+                )));
             }
             raw.runner.check(&name).map_err(bad)?;
             profiles.push(Profile {
@@ -312,7 +322,7 @@ impl Profile {
         let mut parameters: Vec<(String, String)> =
             vec![("ClusterName".into(), cluster.to_string()), ("Version".into(), version.to_string())];
         for (key, has_default) in &self.declared {
-            if REQUIRED_PARAMETERS.contains(&key.as_str()) || !PROVIDED_PARAMETERS.contains(&key.as_str()) {
+            if REQUIRED_PARAMETERS.contains(&key.as_str()) || !is_provided(key) {
                 continue;
             }
             match settings.get(key).filter(|value| !value.is_empty()) {
@@ -345,7 +355,8 @@ pub fn json_schema() -> String {
 /// The template's parameters, each with whether it has a default.
 fn template_parameters(body: &str) -> Result<BTreeMap<String, bool>, String> {
     let template: serde_yaml::Value = serde_yaml::from_str(body).map_err(|e| e.to_string())?;
-    let parameters = template.get("Parameters").and_then(serde_yaml::Value::as_mapping).ok_or("it has no Parameters section")?;
+    let parameters =
+        template.get("Parameters").and_then(serde_yaml::Value::as_mapping).ok_or("it has no Parameters section")?;
     parameters
         .iter()
         .map(|(key, spec)| {
@@ -413,10 +424,12 @@ mod tests {
         assert!(!glob_matches("ab*ba", "aba"));
     }
 
-    const TEMPLATE: &str = "Parameters:\n  ClusterName: {Type: String}\n  Version: {Type: String}\n  Domain: {Type: String}\n  \
+    const TEMPLATE: &str =
+        "Parameters:\n  ClusterName: {Type: String}\n  Version: {Type: String}\n  Domain: {Type: String}\n  \
                             Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
 
-    const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: 'true'}]\n  build: [{name: b, run: 'true'}]\n";
+    const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: \
+        'true'}]\n  build: [{name: b, run: 'true'}]\n";
 
     /// A profile `p` for `match`, with `extra` YAML fields (flow style) added.
     fn profile(patterns: &str, extra: &str) -> String {
@@ -432,9 +445,11 @@ mod tests {
         let catalog = load(&format!("profiles:\n{}", profile("[a, 'b-*']", ", parameters: {Size: '3'}"))).unwrap();
         let profile = catalog.profile_for(&name("b-7")).unwrap();
         assert_eq!(profile.default_version.as_str(), "latest");
-        let settings = ClusterSettings::from([("Domain".into(), "example.org".into()), ("HostedZoneId".into(), "Z1".into())]);
+        let settings =
+            ClusterSettings::from([("Domain".into(), "example.org".into()), ("HostedZoneId".into(), "Z1".into())]);
         let tag = ImageTag::to_deploy(&GitRef::parse("main").unwrap()).unwrap();
-        let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let pairs =
+            |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         assert_eq!(
             profile.stack_parameters(&name("b-7"), &tag, &settings).unwrap(),
             pairs(&[("ClusterName", "b-7"), ("Version", "unstable"), ("Domain", "example.org"), ("Size", "3")])
@@ -460,8 +475,18 @@ mod tests {
             (one(", parameters: {Size: '1', Domain: x}"), "provisioner sets"),
             (one(", parameters: {Size: '1'}").replace("version: latest", "version: release/5.x"), "default version"),
             (one(", parameters: {Size: '1'}").replace("images: [sliderule]", "images: []"), "image repositories"),
-            (one(", parameters: {Size: '1'}").replace("images: [sliderule]", "images: ['Bad Name']"), "image repositories"),
-            (format!("profiles:\n{}{}", profile("[a]", ", parameters: {Size: '1'}"), profile("[b]", ", parameters: {Size: '1'}")), "twice"),
+            (
+                one(", parameters: {Size: '1'}").replace("images: [sliderule]", "images: ['Bad Name']"),
+                "image repositories",
+            ),
+            (
+                format!(
+                    "profiles:\n{}{}",
+                    profile("[a]", ", parameters: {Size: '1'}"),
+                    profile("[b]", ", parameters: {Size: '1'}")
+                ),
+                "twice",
+            ),
         ];
         for (yaml, reason) in cases {
             let error = load(&yaml).unwrap_err();

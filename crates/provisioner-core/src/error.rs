@@ -53,14 +53,24 @@ pub enum Error {
     #[error("{0}")]
     InvalidRequest(String),
     #[error(
-        "no cluster profile in the catalog matches '{0}'; use 'developers' or a 'ci-*' name, or add a profile to clusters/catalog.yaml"
+        "no cluster profile in the catalog matches '{0}'; use 'developers' or a 'ci-*' name, or add a profile to \
+            clusters/catalog.yaml"
     )]
     UnknownCluster(String),
-    #[error("cluster '{cluster}' is not running and is scheduled for delete at {at}; wait for the destroy, or run destroy now, then deploy again")]
+    #[error(
+        "cluster '{cluster}' is not running and is scheduled for delete at {at}; wait for the destroy, or run \
+        destroy now, then deploy again"
+    )]
     ScheduledForDelete { cluster: String, at: String },
-    #[error("cluster '{cluster}' is scheduled for delete at {at}, which is 5 minutes away or less, so it can no longer be moved; deploy it again after it is destroyed")]
+    #[error(
+        "cluster '{cluster}' is scheduled for delete at {at}, which is 5 minutes away or less, so it can no \
+        longer be moved; deploy it again after it is destroyed"
+    )]
     TooLateToReschedule { cluster: String, at: String },
-    #[error("cluster '{cluster}' is held by a {operation} that started at {since} and did not finish in time; try again in a few minutes")]
+    #[error(
+        "cluster '{cluster}' is held by a {operation} that started at {since} and did not finish in time; try \
+        again in a few minutes"
+    )]
     Busy { cluster: String, operation: String, since: String },
     #[error("{0}")]
     DeployFailed(String),
@@ -120,6 +130,13 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How Lambda reports a failed invocation: `errorType` is the contract code.
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        lambda_runtime::Diagnostic { error_type: error.code().to_owned(), error_message: error.to_string() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +175,13 @@ mod tests {
             Error::RunLost("x".into()),
             Error::CapacityUnavailable("x".into()),
             Error::ImagesMissing("x".into()),
-            Error::Aws(AwsFailure { service: "s", operation: "o", code: "c".into(), message: String::new(), kind: AwsErrorKind::Other }),
+            Error::Aws(AwsFailure {
+                service: "s",
+                operation: "o",
+                code: "c".into(),
+                message: String::new(),
+                kind: AwsErrorKind::Other,
+            }),
         ];
         let codes: Vec<_> = samples.iter().map(Error::code).collect();
         assert_eq!(codes, contract);

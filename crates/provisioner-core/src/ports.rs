@@ -98,7 +98,13 @@ pub trait Locks: Send + Sync {
     /// Returns `Ok(None)` when taken. Otherwise notes the caller as waiting since `waiting_since`
     /// (unless one that waited longer is noted) and returns `Ok(Some(..))`: the holder, or the
     /// contender ahead (its `acquired_at` is when it began to wait).
-    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>>;
+    async fn try_acquire(
+        &self,
+        key: &str,
+        lease: &Lease,
+        waiting_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Lease>>;
     /// Moves the end of the lease `lease.owner` holds to `lease.expires_at`. `Ok(None)` when
     /// renewed; `Ok(Some(holder))` when the owner no longer holds the lock (`holder.owner` is
     /// empty when nobody does).
@@ -159,8 +165,52 @@ pub struct LaunchSpec {
     pub client_token: String,
 }
 
-/// The states of an instance that has not begun to terminate: it still costs money.
-pub const LIVE_INSTANCE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+/// An EC2 instance's state, by EC2's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    pub const ALL: [InstanceState; 6] = [
+        InstanceState::Pending,
+        InstanceState::Running,
+        InstanceState::ShuttingDown,
+        InstanceState::Terminated,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<InstanceState> {
+        InstanceState::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+
+    /// Not begun to terminate: it still costs money.
+    pub fn is_live(self) -> bool {
+        !matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+    }
+
+    /// Running or about to: a run's instance in any other state will not report again.
+    pub fn is_working(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+}
 
 /// EC2 instances (and the AMI they boot).
 #[async_trait]
@@ -174,9 +224,8 @@ pub trait Instances: Send + Sync {
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.
     async fn of_run(&self, run_id: &str) -> Result<Vec<String>>;
-    /// The instance's state (`pending`, `running`, `shutting-down`, `terminated`, `stopping`,
-    /// `stopped`), or `None` when EC2 no longer knows it.
-    async fn state(&self, instance_id: &str) -> Result<Option<String>>;
+    /// The instance's state, or `None` when EC2 no longer knows it.
+    async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>>;
     /// Terminates the instance. Terminating a gone instance succeeds.
     async fn terminate(&self, instance_id: &str) -> Result<()>;
 }

@@ -11,8 +11,11 @@ use jiff::{SignedDuration, Timestamp};
 use crate::catalog::{Catalog, ClusterSettings};
 use crate::domain::{ImageTag, StackPhase, StackStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
-use crate::ports::{Clock, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
-use crate::runner::{RunId, RunRecord};
+use crate::ports::{
+    Clock, Images, InstanceState, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot,
+    StackSpec, Stacks,
+};
+use crate::runner::{RunId, RunRecord, StepStatus};
 use crate::service::run::{RunSettings, Runner};
 use crate::service::{Invocation, Provisioner, Timeouts};
 
@@ -137,7 +140,10 @@ impl Faults {
         let mut state = self.state.lock().unwrap();
         let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
             Some(index) => Some(state.scripted.remove(index).1),
-            None => state.random.as_mut().and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
+            None => state
+                .random
+                .as_mut()
+                .and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
         };
         let Some(fault) = fault else { return Ok(Effect(None)) };
         state.injected += 1;
@@ -331,7 +337,10 @@ impl Stacks for FakeStacks {
         }
         stack.timeline.retain(|(from, _)| *from <= now);
         stack.timeline.push((now, "DELETE_IN_PROGRESS".to_owned()));
-        stack.timeline.push((now + SignedDuration::try_from(behaviour.delete_takes).unwrap(), behaviour.delete_ends_in.to_owned()));
+        stack.timeline.push((
+            now + SignedDuration::try_from(behaviour.delete_takes).unwrap(),
+            behaviour.delete_ends_in.to_owned(),
+        ));
         effect.answer(())
     }
 
@@ -479,14 +488,21 @@ impl FakeLocks {
 
 #[async_trait]
 impl Locks for FakeLocks {
-    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>> {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        lease: &Lease,
+        waiting_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Lease>> {
         let effect = self.faults.draw("AcquireLock")?;
         let mut locks = self.locks.lock().unwrap();
         let lock = locks.entry(key.to_owned()).or_default();
         let mine = lock.holder.as_ref().is_some_and(|h| h.owner == lease.owner);
         let held = lock.holder.clone().filter(|h| h.owner != lease.owner && h.expires_at >= now);
         let lapse = SignedDuration::try_from(crate::ports::WAITING_LAPSES_AFTER).unwrap();
-        let ahead = lock.waiting.clone().filter(|(w, asked)| w.owner != lease.owner && *asked + lapse >= now).map(|(w, _)| w);
+        let ahead =
+            lock.waiting.clone().filter(|(w, asked)| w.owner != lease.owner && *asked + lapse >= now).map(|(w, _)| w);
         if mine || (held.is_none() && ahead.is_none()) {
             // As DynamoDB's put: the item is replaced, and who waited asks again.
             *lock = FakeLock { holder: Some(lease.clone()), waiting: None };
@@ -588,7 +604,10 @@ impl World {
     }
 
     pub fn invocation_with(&self, request_id: &str, left: Duration) -> Invocation {
-        Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::try_from(left).unwrap() }
+        Invocation {
+            request_id: request_id.to_owned(),
+            deadline: self.clock.now() + SignedDuration::try_from(left).unwrap(),
+        }
     }
 }
 
@@ -625,20 +644,19 @@ impl FakeRuns {
     }
 
     /// Plays the instance: reports each step's status, then the outcome.
-    pub fn report(&self, id: &RunId, steps: &[(&str, &str)], outcome: Option<&str>) {
+    pub fn report(&self, id: &RunId, steps: &[(&str, StepStatus)], outcome: Option<&str>) {
         let mut records = self.records.lock().unwrap();
         let record = records.get_mut(id.as_str()).expect("a run");
         for (name, status) in steps {
             let step = record.steps.iter_mut().find(|s| s.name == *name).expect("a step of the plan");
-            step.status = (*status).to_owned();
-            step.exit_code = Some(if *status == "failed" { 2 } else { 0 });
-            step.reason = (*status == "not_applicable").then(|| format!("this version has no {name}"));
+            step.status = *status;
+            step.exit_code = Some(if *status == StepStatus::Failed { 2 } else { 0 });
+            step.reason = (*status == StepStatus::NotApplicable).then(|| format!("this version has no {name}"));
         }
         record.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
         record.layout = Some("D".into());
         if let Some(outcome) = outcome {
             record.outcome = Some(outcome.to_owned());
-            record.instance_state = Some("finished".into());
         }
     }
 }
@@ -688,7 +706,7 @@ impl Runs for FakeRuns {
 /// One instance EC2 knows.
 #[derive(Debug, Clone)]
 pub struct FakeInstance {
-    pub state: String,
+    pub state: InstanceState,
     pub tags: Vec<(String, String)>,
     pub client_token: String,
 }
@@ -700,7 +718,7 @@ impl FakeInstance {
 
     /// Not yet terminating: it costs money.
     pub fn live(&self) -> bool {
-        crate::ports::LIVE_INSTANCE_STATES.contains(&self.state.as_str())
+        self.state.is_live()
     }
 }
 
@@ -737,12 +755,12 @@ impl FakeInstances {
     }
 
     /// What happens to an instance outside the provisioner (spot interruption, the deadman).
-    pub fn set_state(&self, instance_id: &str, state: Option<&str>) {
+    pub fn set_state(&self, instance_id: &str, state: Option<InstanceState>) {
         let mut instances = self.instances.lock().unwrap();
         match state {
             Some(state) => {
                 if let Some(instance) = instances.get_mut(instance_id) {
-                    instance.state = state.to_owned();
+                    instance.state = state;
                 }
             }
             None => {
@@ -775,7 +793,11 @@ impl Instances for FakeInstances {
             return effect.answer(id.clone());
         }
         let id = format!("i-{:08}", instances.len() + 1);
-        let instance = FakeInstance { state: "running".into(), tags: spec.tags.clone(), client_token: spec.client_token.clone() };
+        let instance = FakeInstance {
+            state: InstanceState::Running,
+            tags: spec.tags.clone(),
+            client_token: spec.client_token.clone(),
+        };
         instances.insert(id.clone(), instance);
         effect.answer(id)
     }
@@ -787,15 +809,15 @@ impl Instances for FakeInstances {
         effect.answer(of_run.map(|(id, _)| id.clone()).collect())
     }
 
-    async fn state(&self, instance_id: &str) -> Result<Option<String>> {
-        self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state.clone()))
+    async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
+        self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state))
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {
         let effect = self.faults.draw("TerminateInstances")?;
         self.terminated.lock().unwrap().push(instance_id.to_owned());
         if let Some(instance) = self.instances.lock().unwrap().get_mut(instance_id) {
-            instance.state = "terminated".into();
+            instance.state = InstanceState::Terminated;
         }
         effect.answer(())
     }
@@ -836,8 +858,7 @@ impl RunWorld {
                 subnets: vec!["subnet-a".into(), "subnet-b".into()],
                 security_groups: vec![],
             },
-            poll: crate::service::run::RUN_POLL_INTERVAL,
-            deadline_margin: crate::service::DEADLINE_MARGIN,
+            timeouts: crate::service::Timeouts::default(),
         };
         RunWorld { clock, faults, runs, instances, runner }
     }

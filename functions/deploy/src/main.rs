@@ -1,5 +1,26 @@
-//! The `deploy` Lambda function: see provisioner_core::service.
+//! The `deploy` Lambda function: DEPLOY(cluster) of the spec (`provisioner_core::lambda::deploy`).
+use std::sync::Arc;
+
+use provisioner_core::aws::{
+    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, ecr::EcrImages, scheduler::EventBridgeSchedules, Aws,
+};
+use provisioner_core::service::{Provisioner, Timeouts};
+use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, settings::Settings};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    provisioner_core::lambda::serve(provisioner_core::lambda::Function::Deploy).await
+    lambda::init_tracing();
+    let settings = Settings::from_env();
+    let aws = Aws::from_env().await;
+    let provisioner = Provisioner {
+        catalog: Arc::new(Catalog::shipped()?),
+        stacks: Arc::new(CloudFormationStacks::new(&aws)),
+        schedules: Arc::new(EventBridgeSchedules::new(&aws, settings.schedule_target()?)),
+        locks: Arc::new(DynamoStore::new(&aws, settings.table()?)),
+        images: Arc::new(EcrImages::new(&aws)),
+        clock: Arc::new(SystemClock),
+        timeouts: Timeouts::default(),
+        settings: settings.cluster_parameters(),
+    };
+    lambda::serve("deploy", aws.calls, provisioner, lambda::deploy).await
 }

@@ -1,5 +1,22 @@
-//! The `test` Lambda function: see provisioner_core::service::run.
+//! The `test` Lambda function: TEST(cluster, version) of the spec (`provisioner_core::lambda::test`).
+use std::sync::Arc;
+
+use provisioner_core::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, Aws};
+use provisioner_core::service::{run::Runner, Timeouts};
+use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, runner::RunKind, settings::Settings};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    provisioner_core::lambda::serve_run(provisioner_core::runner::RunKind::Test).await
+    lambda::init_tracing();
+    let settings = Settings::from_env();
+    let aws = Aws::from_env().await;
+    let runner = Runner {
+        catalog: Arc::new(Catalog::shipped()?),
+        runs: Arc::new(DynamoStore::new(&aws, settings.table()?)),
+        instances: Arc::new(Ec2Instances::new(&aws)),
+        clock: Arc::new(SystemClock),
+        timeouts: Timeouts::default(),
+        settings: settings.runs(RunKind::Test, aws.region())?,
+    };
+    lambda::serve("test", aws.calls, runner, lambda::test).await
 }

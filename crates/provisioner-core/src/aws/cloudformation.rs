@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudformation::types::{Capability, Parameter, Tag};
 use aws_sdk_cloudformation::Client;
 
-use super::aws_error;
+use super::{aws_error, Aws};
 use crate::domain::StackStatus;
 use crate::error::Result;
 use crate::ports::{StackSnapshot, StackSpec, Stacks};
@@ -18,8 +18,8 @@ pub struct CloudFormationStacks {
 }
 
 impl CloudFormationStacks {
-    pub fn new(client: Client) -> Self {
-        CloudFormationStacks { client }
+    pub fn new(aws: &Aws) -> Self {
+        CloudFormationStacks { client: crate::aws_client!(aws_sdk_cloudformation, aws) }
     }
 }
 
@@ -48,7 +48,9 @@ impl Stacks for CloudFormationStacks {
             parameters: stack
                 .parameters()
                 .iter()
-                .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned())))
+                .filter_map(|p| {
+                    Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned()))
+                })
                 .collect(),
             outputs: stack
                 .outputs()
@@ -59,7 +61,8 @@ impl Stacks for CloudFormationStacks {
     }
 
     async fn create(&self, spec: &StackSpec) -> Result<String> {
-        let parameters = spec.parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build());
+        let parameters =
+            spec.parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build());
         let tags = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
         let output = self
             .client
@@ -78,7 +81,12 @@ impl Stacks for CloudFormationStacks {
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
-        self.client.delete_stack().stack_name(name).send().await.map_err(|error| aws_error(SERVICE, "DeleteStack", error))?;
+        self.client
+            .delete_stack()
+            .stack_name(name)
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "DeleteStack", error))?;
         Ok(())
     }
 
@@ -95,7 +103,8 @@ impl Stacks for CloudFormationStacks {
             .filter_map(|event| {
                 let reason = event.resource_status_reason()?;
                 // Cancellations are the echo of another resource's failure.
-                (!reason.contains("cancelled")).then(|| format!("{}: {}", event.logical_resource_id().unwrap_or("?"), reason))
+                (!reason.contains("cancelled"))
+                    .then(|| format!("{}: {}", event.logical_resource_id().unwrap_or("?"), reason))
             })
             .take(MAX_REASONS)
             .collect())

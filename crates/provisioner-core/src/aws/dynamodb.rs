@@ -12,18 +12,16 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use aws_sdk_dynamodb::Client;
 use jiff::Timestamp;
 
-use super::aws_error;
+use super::{aws_error, Aws};
 use crate::domain::{ClusterName, GitRef};
 use crate::error::Result;
 use crate::ports::{Lease, Locks, Runs, WAITING_LAPSES_AFTER};
+use crate::runner::run::step_results;
 use crate::runner::{RunId, RunKind, RunRecord, RunState};
-use crate::service::run::step_results;
 
 const SERVICE: &str = "DynamoDB";
-/// Partition key of every item in the table.
-pub const KEY: &str = "pk";
-/// Epoch seconds after which DynamoDB's TTL may remove an item.
-pub const TTL_ATTRIBUTE: &str = "expires_ttl";
+use crate::table::{active, lock, run};
+pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// How long an expired lock item is kept for inspection before TTL removes it.
 const KEEP_EXPIRED_SECONDS: i64 = 24 * 60 * 60;
 
@@ -33,8 +31,8 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore { client, table: table.into() }
+    pub fn new(aws: &Aws, table: impl Into<String>) -> Self {
+        DynamoStore { client: crate::aws_client!(aws_sdk_dynamodb, aws), table: table.into() }
     }
 }
 
@@ -49,7 +47,12 @@ fn n(value: i64) -> AttributeValue {
 fn lease_from(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
     let text = |key: &str| text_of(item, key);
     let time = |k: &str| text(k).and_then(|t| t.parse::<Timestamp>().ok());
-    Some(Lease { owner: text("owner")?, operation: text("operation")?, acquired_at: time("acquired_at")?, expires_at: time("expires_at")? })
+    Some(Lease {
+        owner: text(lock::OWNER)?,
+        operation: text(lock::OPERATION)?,
+        acquired_at: time(lock::ACQUIRED_AT)?,
+        expires_at: time(lock::EXPIRES_AT)?,
+    })
 }
 
 type PutOutcome = std::result::Result<PutItemOutput, SdkError<PutItemError, HttpResponse>>;
@@ -57,7 +60,11 @@ type PutOutcome = std::result::Result<PutItemOutput, SdkError<PutItemError, Http
 impl DynamoStore {
     /// For a conditional put: `None` when it was written, else the item that stood in its way
     /// (read back when the endpoint did not return it; empty when it is gone since).
-    async fn refused_by(&self, outcome: PutOutcome, key: AttributeValue) -> Result<Option<HashMap<String, AttributeValue>>> {
+    async fn refused_by(
+        &self,
+        outcome: PutOutcome,
+        key: AttributeValue,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
         let error = match outcome {
             Ok(_) => return Ok(None),
             Err(error) => error,
@@ -93,14 +100,14 @@ impl DynamoStore {
 /// unless it stopped asking.
 fn waiting_from(item: &HashMap<String, AttributeValue>, now: Timestamp) -> Option<Lease> {
     let text = |key: &str| text_of(item, key);
-    let asked: i64 = item.get("next_asked")?.as_n().ok()?.parse().ok()?;
+    let asked: i64 = item.get(lock::NEXT_ASKED)?.as_n().ok()?.parse().ok()?;
     if asked < lapsed_before(now) {
         return None;
     }
     Some(Lease {
-        owner: text("next_owner")?,
-        operation: text("next_operation")?,
-        acquired_at: text("next_since")?.parse().ok()?,
+        owner: text(lock::NEXT_OWNER)?,
+        operation: text(lock::NEXT_OPERATION)?,
+        acquired_at: text(lock::NEXT_SINCE)?.parse().ok()?,
         expires_at: now,
     })
 }
@@ -124,10 +131,12 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(KEY, s(key))
             .update_expression(
-                "SET next_owner = :owner, next_operation = :operation, next_since = :since, next_since_ms = :since_ms, next_asked = :now",
+                "SET next_owner = :owner, next_operation = :operation, next_since = :since, next_since_ms = \
+                    :since_ms, next_asked = :now",
             )
             .condition_expression(
-                "attribute_exists(#pk) AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < :lapsed \
+                "attribute_exists(#pk) AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < \
+                    :lapsed \
                  OR next_since_ms > :since_ms)",
             )
             .expression_attribute_names("#pk", KEY)
@@ -143,31 +152,39 @@ impl DynamoStore {
             Ok(_) => {}
             Err(error) if is_condition_failure(&error) => {}
             // Only the turn is at stake; the next ask notes it again.
-            Err(error) => tracing::warn!(key, error = %aws_error(SERVICE, "UpdateItem", error), "could not wait in line"),
+            Err(error) => {
+                tracing::warn!(key, error = %aws_error(SERVICE, "UpdateItem", error), "could not wait in line")
+            }
         }
     }
 }
 
 #[async_trait]
 impl Locks for DynamoStore {
-    async fn try_acquire(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) -> Result<Option<Lease>> {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        lease: &Lease,
+        waiting_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Lease>> {
         let outcome = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(KEY, s(key))
-            .item("owner", s(&lease.owner))
-            .item("operation", s(&lease.operation))
-            .item("acquired_at", s(&lease.acquired_at.to_string()))
-            .item("expires_at", s(&lease.expires_at.to_string()))
-            .item("expires_epoch", n(lease.expires_at.as_second()))
+            .item(lock::OWNER, s(&lease.owner))
+            .item(lock::OPERATION, s(&lease.operation))
+            .item(lock::ACQUIRED_AT, s(&lease.acquired_at.to_string()))
+            .item(lock::EXPIRES_AT, s(&lease.expires_at.to_string()))
+            .item(lock::EXPIRES_EPOCH, n(lease.expires_at.as_second()))
             .item(TTL_ATTRIBUTE, n(lease.expires_at.as_second() + KEEP_EXPIRED_SECONDS))
             .condition_expression(
                 "#owner = :owner OR ((attribute_not_exists(#pk) OR expires_epoch < :now) \
                  AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < :lapsed))",
             )
             .expression_attribute_names("#pk", KEY)
-            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_values(":now", n(now.as_second()))
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":lapsed", n(lapsed_before(now)))
@@ -194,7 +211,7 @@ impl Locks for DynamoStore {
             .key(KEY, s(key))
             .update_expression("SET expires_at = :expires_at, expires_epoch = :expires_epoch, #ttl = :ttl")
             .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":expires_at", s(&lease.expires_at.to_string()))
@@ -221,7 +238,7 @@ impl Locks for DynamoStore {
             .key(KEY, s(key))
             .update_expression("SET expires_epoch = :zero REMOVE #owner, operation, acquired_at, expires_at")
             .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":zero", n(0))
             .send()
@@ -251,11 +268,11 @@ impl Locks for DynamoStore {
 }
 
 fn run_key(id: &RunId) -> AttributeValue {
-    s(&format!("run#{id}"))
+    s(&format!("{}{id}", run::PREFIX))
 }
 
 fn active_key(record: &RunRecord) -> AttributeValue {
-    s(&format!("active#{}#{}#{}", record.kind, record.cluster, record.version))
+    s(&format!("{}{}#{}#{}", active::PREFIX, record.kind, record.cluster, record.version))
 }
 
 fn text_of(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
@@ -265,9 +282,10 @@ fn text_of(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> 
 /// The record stored under `run#<id>`, read back; `None` when the item is not a valid run.
 fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
     let time = |key: &str| text_of(item, key).and_then(|t| t.parse::<Timestamp>().ok());
-    let order: Vec<String> = item.get("step_order")?.as_l().ok()?.iter().filter_map(|v| v.as_s().ok().cloned()).collect();
+    let order: Vec<String> =
+        item.get(run::STEP_ORDER)?.as_l().ok()?.iter().filter_map(|v| v.as_s().ok().cloned()).collect();
     let reported: BTreeMap<String, BTreeMap<String, String>> = item
-        .get("steps")
+        .get(run::STEPS)
         .and_then(|v| v.as_m().ok())
         .map(|steps| {
             steps
@@ -284,28 +302,27 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
         })
         .unwrap_or_default();
     Some(RunRecord {
-        run_id: RunId::parse(text_of(item, KEY)?.strip_prefix("run#")?).ok()?,
-        kind: RunKind::parse(&text_of(item, "kind")?)?,
-        cluster: ClusterName::parse(&text_of(item, "cluster")?).ok()?,
-        version: GitRef::parse(&text_of(item, "version")?).ok()?,
-        commit: text_of(item, "commit").filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())),
-        layout: text_of(item, "layout"),
-        instance_id: text_of(item, "instance_id"),
-        state: RunState::parse(&text_of(item, "state")?)?,
+        run_id: RunId::parse(text_of(item, KEY)?.strip_prefix(run::PREFIX)?).ok()?,
+        kind: RunKind::parse(&text_of(item, run::KIND)?)?,
+        cluster: ClusterName::parse(&text_of(item, run::CLUSTER)?).ok()?,
+        version: GitRef::parse(&text_of(item, run::VERSION)?).ok()?,
+        commit: text_of(item, run::COMMIT).filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())),
+        layout: text_of(item, run::LAYOUT),
+        instance_id: text_of(item, run::INSTANCE_ID),
+        state: RunState::parse(&text_of(item, run::STATE)?)?,
         steps: step_results(&order, &reported),
-        started_at: time("started_at")?,
-        ended_at: time("ended_at"),
-        deadline: time("deadline")?,
-        expires_at: time("expires_at")?,
-        log_location: text_of(item, "log_location").unwrap_or_default(),
+        started_at: time(run::STARTED_AT)?,
+        ended_at: time(run::ENDED_AT),
+        deadline: time(run::DEADLINE)?,
+        expires_at: time(run::EXPIRES_AT)?,
+        log_location: text_of(item, run::LOG_LOCATION).unwrap_or_default(),
         images: item
-            .get("images")
+            .get(run::IMAGES)
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
-        instance_state: text_of(item, "instance_state"),
-        outcome: text_of(item, "outcome"),
-        failure: text_of(item, "failure"),
+        outcome: text_of(item, run::OUTCOME),
+        failure: text_of(item, run::FAILURE),
     })
 }
 
@@ -315,24 +332,29 @@ impl Runs for DynamoStore {
         let pending: HashMap<String, AttributeValue> = record
             .steps
             .iter()
-            .map(|step| (step.name.clone(), AttributeValue::M(HashMap::from([("status".to_owned(), s(&step.status))]))))
+            .map(|step| {
+                (
+                    step.name.clone(),
+                    AttributeValue::M(HashMap::from([(run::STEP_STATUS.to_owned(), s(step.status.as_str()))])),
+                )
+            })
             .collect();
         // The record first: a crash before the pointer leaves only an orphan record, which TTL removes.
         self.client
             .put_item()
             .table_name(&self.table)
             .item(KEY, run_key(&record.run_id))
-            .item("kind", s(record.kind.as_str()))
-            .item("cluster", s(record.cluster.as_str()))
-            .item("version", s(record.version.as_str()))
-            .item("state", s(record.state.as_str()))
-            .item("started_at", s(&record.started_at.to_string()))
-            .item("deadline", s(&record.deadline.to_string()))
-            .item("expires_at", s(&record.expires_at.to_string()))
+            .item(run::KIND, s(record.kind.as_str()))
+            .item(run::CLUSTER, s(record.cluster.as_str()))
+            .item(run::VERSION, s(record.version.as_str()))
+            .item(run::STATE, s(record.state.as_str()))
+            .item(run::STARTED_AT, s(&record.started_at.to_string()))
+            .item(run::DEADLINE, s(&record.deadline.to_string()))
+            .item(run::EXPIRES_AT, s(&record.expires_at.to_string()))
             .item(TTL_ATTRIBUTE, n(record.expires_at.as_second()))
-            .item("log_location", s(&record.log_location))
-            .item("step_order", AttributeValue::L(record.steps.iter().map(|step| s(&step.name)).collect()))
-            .item("steps", AttributeValue::M(pending))
+            .item(run::LOG_LOCATION, s(&record.log_location))
+            .item(run::STEP_ORDER, AttributeValue::L(record.steps.iter().map(|step| s(&step.name)).collect()))
+            .item(run::STEPS, AttributeValue::M(pending))
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "PutItem", error))?;
@@ -341,8 +363,8 @@ impl Runs for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .item(KEY, active_key(record))
-            .item("run_id", s(record.run_id.as_str()))
-            .item("deadline_epoch", n(record.deadline.as_second()))
+            .item(active::RUN_ID, s(record.run_id.as_str()))
+            .item(active::DEADLINE_EPOCH, n(record.deadline.as_second()))
             .item(TTL_ATTRIBUTE, n(record.deadline.as_second() + KEEP_EXPIRED_SECONDS))
             .condition_expression("attribute_not_exists(#pk) OR deadline_epoch < :now")
             .expression_attribute_names("#pk", KEY)
@@ -358,7 +380,7 @@ impl Runs for DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DeleteItem", error))?;
-        Ok(text_of(&active, "run_id").and_then(|id| RunId::parse(&id).ok()))
+        Ok(text_of(&active, active::RUN_ID).and_then(|id| RunId::parse(&id).ok()))
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
@@ -372,7 +394,7 @@ impl Runs for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, run_key(&record.run_id))
-            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#state", run::STATE)
             .expression_attribute_values(":state", s(record.state.as_str()));
         if let Some(instance_id) = &record.instance_id {
             sets.push("instance_id = :instance_id");

@@ -2,14 +2,15 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
-    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType,
-    ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
+    SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 
-use super::aws_error;
+use super::{aws_error, Aws};
 use crate::error::Result;
-use crate::ports::{Instances, LaunchSpec, LIVE_INSTANCE_STATES};
+use crate::ports::{InstanceState, Instances, LaunchSpec};
 use crate::runner::RUN_ID_TAG;
 
 const SERVICE: &str = "EC2";
@@ -20,8 +21,8 @@ pub struct Ec2Instances {
 }
 
 impl Ec2Instances {
-    pub fn new(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Self {
-        Ec2Instances { ec2, ssm }
+    pub fn new(aws: &Aws) -> Self {
+        Ec2Instances { ec2: crate::aws_client!(aws_sdk_ec2, aws), ssm: crate::aws_client!(aws_sdk_ssm, aws) }
     }
 }
 
@@ -49,7 +50,9 @@ impl Instances for Ec2Instances {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
         let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let tagged = |resource: ResourceType| TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build();
+        let tagged = |resource: ResourceType| {
+            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
+        };
         let mut request = self
             .ec2
             .run_instances()
@@ -111,15 +114,25 @@ impl Instances for Ec2Instances {
             .describe_instances()
             .filters(Filter::builder().name(format!("tag:{RUN_ID_TAG}")).values(run_id).build())
             .filters(
-                Filter::builder().name("instance-state-name").set_values(Some(LIVE_INSTANCE_STATES.map(String::from).to_vec())).build(),
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        InstanceState::ALL.iter().filter(|s| s.is_live()).map(|s| s.as_str().to_owned()).collect(),
+                    ))
+                    .build(),
             )
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
-        Ok(output.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id().map(str::to_owned)).collect())
+        Ok(output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect())
     }
 
-    async fn state(&self, instance_id: &str) -> Result<Option<String>> {
+    async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
         let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
             Ok(output) => output,
             Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
@@ -132,7 +145,7 @@ impl Instances for Ec2Instances {
             .find(|i| i.instance_id() == Some(instance_id))
             .and_then(|i| i.state())
             .and_then(|s| s.name())
-            .map(|name| name.as_str().to_owned()))
+            .and_then(|name| InstanceState::parse(name.as_str())))
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {

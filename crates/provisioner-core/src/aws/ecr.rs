@@ -2,10 +2,10 @@
 //! own account and region (which need not be the provisioner's).
 
 use async_trait::async_trait;
-use aws_config::{Region, SdkConfig};
+use aws_config::Region;
 use aws_sdk_ecr::types::ImageIdentifier;
 
-use super::{aws_error, CallLog};
+use super::{aws_error, Aws};
 use crate::domain::ImageTag;
 use crate::error::{Error, Result};
 use crate::ports::Images;
@@ -13,13 +13,13 @@ use crate::ports::Images;
 const SERVICE: &str = "ECR";
 
 pub struct EcrImages {
-    config: SdkConfig,
-    calls: CallLog,
+    aws: Aws,
 }
 
 impl EcrImages {
-    pub fn new(config: SdkConfig, calls: CallLog) -> Self {
-        EcrImages { config, calls }
+    /// Clients are made per registry region, when asked.
+    pub fn new(aws: &Aws) -> Self {
+        EcrImages { aws: aws.clone() }
     }
 }
 
@@ -43,12 +43,14 @@ impl Images for EcrImages {
     async fn missing(&self, registry: &str, repositories: &[String], tag: &ImageTag) -> Result<Vec<String>> {
         let (account, region) = registry_account_and_region(registry).ok_or_else(|| {
             Error::DeployFailed(format!(
-                "the container registry '{registry}' is not an Amazon ECR registry (ACCOUNT.dkr.ecr.REGION.amazonaws.com), \
+                "the container registry '{registry}' is not an Amazon ECR registry \
+                    (ACCOUNT.dkr.ecr.REGION.amazonaws.com), \
                  so the provisioner cannot check its images; set ContainerRegistry in its template to an ECR registry"
             ))
         })?;
-        let config =
-            aws_sdk_ecr::config::Builder::from(&self.config).region(Region::new(region.to_owned())).interceptor(self.calls.clone());
+        let config = aws_sdk_ecr::config::Builder::from(&self.aws.config)
+            .region(Region::new(region.to_owned()))
+            .interceptor(self.aws.calls.clone());
         let client = aws_sdk_ecr::Client::from_conf(config.build());
         let mut missing = Vec::new();
         for repository in repositories {
@@ -82,9 +84,17 @@ mod tests {
 
     #[test]
     fn registry_hosts_give_their_account_and_region() {
-        assert_eq!(registry_account_and_region("742127912612.dkr.ecr.us-west-2.amazonaws.com"), Some(("742127912612", "us-west-2")));
-        assert_eq!(registry_account_and_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), Some(("123456789012", "cn-north-1")));
-        for other in ["ghcr.io/sliderule", "742127912612.dkr.ecr.us-west-2.example.com", "1.dkr.ecr.us-west-2.amazonaws.com", ""] {
+        assert_eq!(
+            registry_account_and_region("742127912612.dkr.ecr.us-west-2.amazonaws.com"),
+            Some(("742127912612", "us-west-2"))
+        );
+        assert_eq!(
+            registry_account_and_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+            Some(("123456789012", "cn-north-1"))
+        );
+        for other in
+            ["ghcr.io/sliderule", "742127912612.dkr.ecr.us-west-2.example.com", "1.dkr.ecr.us-west-2.amazonaws.com", ""]
+        {
             assert_eq!(registry_account_and_region(other), None, "{other}");
         }
     }

@@ -1,15 +1,10 @@
 //! AWS adapters behind the ports: the only place SDK types appear. Every SDK error becomes an
 //! [`Error::Aws`] classified by its code, so services react to kinds, not strings.
 
-#[cfg(feature = "cloudformation")]
 pub mod cloudformation;
-#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
-#[cfg(feature = "ec2")]
 pub mod ec2;
-#[cfg(feature = "ecr")]
 pub mod ecr;
-#[cfg(feature = "scheduler")]
 pub mod scheduler;
 
 use std::sync::{Arc, Mutex};
@@ -35,14 +30,42 @@ const MAX_ATTEMPTS: u32 = 5;
 /// No single call may eat the invocation's deadline.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for the
-/// local emulator), with our retry and timeout policy.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())
-        .load()
-        .await
+/// What every adapter's clients are built from: an SDK configuration, and the log their calls go to.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    pub config: SdkConfig,
+    pub calls: CallLog,
+}
+
+impl Aws {
+    /// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for the
+    /// local emulator), with our retry and timeout policy.
+    pub async fn from_env() -> Aws {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())
+            .load()
+            .await;
+        Aws::from_config(config)
+    }
+
+    pub fn from_config(config: SdkConfig) -> Aws {
+        Aws { config, calls: CallLog::default() }
+    }
+
+    /// The region calls go to, when one is configured.
+    pub fn region(&self) -> Option<String> {
+        self.config.region().map(|region| region.to_string())
+    }
+}
+
+/// A client of one SDK crate made from an [`Aws`], its calls recorded in the [`CallLog`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! aws_client {
+    ($sdk:ident, $aws:expr) => {
+        $sdk::Client::from_conf($sdk::config::Builder::from(&$aws.config).interceptor($aws.calls.clone()).build())
+    };
 }
 
 /// Records each AWS call (once, however often the SDK retries it) as `Service.Operation`, so every
@@ -71,7 +94,9 @@ impl Intercept for CallLog {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let call = cfg.load::<Metadata>().map_or_else(|| "Unknown.Unknown".to_owned(), |m| format!("{}.{}", m.service(), m.name()));
+        let call = cfg
+            .load::<Metadata>()
+            .map_or_else(|| "Unknown.Unknown".to_owned(), |m| format!("{}.{}", m.service(), m.name()));
         self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(call);
         Ok(())
     }
@@ -102,10 +127,14 @@ pub fn kind_of(code: &str) -> AwsErrorKind {
         | "RequestLimitExceeded"
         | "RequestThrottled"
         | "SlowDown" => AwsErrorKind::Throttled,
-        "InsufficientInstanceCapacity" | "InsufficientCapacity" | "InsufficientHostCapacity" | "SpotMaxPriceTooLow" | "Unsupported" => {
-            AwsErrorKind::Capacity
+        "InsufficientInstanceCapacity"
+        | "InsufficientCapacity"
+        | "InsufficientHostCapacity"
+        | "SpotMaxPriceTooLow"
+        | "Unsupported" => AwsErrorKind::Capacity,
+        "InsufficientFreeAddressesInSubnet" | "InvalidSubnetID.NotFound" | "InvalidSubnetID.Malformed" => {
+            AwsErrorKind::Subnet
         }
-        "InsufficientFreeAddressesInSubnet" | "InvalidSubnetID.NotFound" | "InvalidSubnetID.Malformed" => AwsErrorKind::Subnet,
         "LimitExceededException"
         | "ServiceQuotaExceededException"
         | "MaxSpotInstanceCountExceeded"
@@ -153,8 +182,12 @@ where
         SdkError::DispatchFailure(failure) if failure.is_io() => {
             fixed("ConnectionFailure", "the connection failed or was reset", AwsErrorKind::Indeterminate)
         }
-        SdkError::DispatchFailure(_) => fixed("DispatchFailure", "the request could not be sent", AwsErrorKind::Indeterminate),
-        SdkError::ConstructionFailure(_) => fixed("ConstructionFailure", "the request could not be built", AwsErrorKind::Other),
+        SdkError::DispatchFailure(_) => {
+            fixed("DispatchFailure", "the request could not be sent", AwsErrorKind::Indeterminate)
+        }
+        SdkError::ConstructionFailure(_) => {
+            fixed("ConstructionFailure", "the request could not be built", AwsErrorKind::Other)
+        }
         _ => fixed("ResponseError", "the answer could not be read", AwsErrorKind::Indeterminate),
     };
     // The whole chain goes to the log only.
@@ -169,19 +202,6 @@ fn fixed(code: &str, message: &str, kind: AwsErrorKind) -> (String, String, AwsE
 fn one_line(text: &str) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     flat.chars().take(300).collect()
-}
-
-/// A required setting from the environment.
-pub fn setting(name: &str) -> Result<String, String> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(format!("the environment variable {name} is not set; the provisioner's template sets it")),
-    }
-}
-
-/// An optional setting: unset or empty is `None`.
-pub fn optional_setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -223,7 +243,6 @@ mod tests {
 
     /// A refused connection answers one sentence naming service, operation and code, not the
     /// SDK's error chain.
-    #[cfg(feature = "dynamodb")]
     #[tokio::test]
     async fn a_connection_failure_is_one_sentence() {
         use crate::ports::Runs;
@@ -231,14 +250,14 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = listener.local_addr().unwrap();
         drop(listener);
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
+        let config = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new("us-west-2"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("a", "b", None, None, "test"))
             .endpoint_url(format!("http://{closed}"))
             .retry_config(RetryConfig::disabled())
-            .build();
-        let store = dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), "table");
+            .load()
+            .await;
+        let store = dynamodb::DynamoStore::new(&Aws::from_config(config), "table");
         let error = store.get(&crate::runner::RunId::parse("test-ci-1-20261123t120000z").unwrap()).await.unwrap_err();
         assert_eq!(error.aws_kind(), Some(AwsErrorKind::Indeterminate));
         assert_eq!(

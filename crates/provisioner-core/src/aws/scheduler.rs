@@ -2,12 +2,14 @@
 //! that invoke the destroy function through the scheduler role and delete themselves afterwards.
 
 use async_trait::async_trait;
-use aws_sdk_scheduler::types::{ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target};
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+};
 use aws_sdk_scheduler::Client;
 use jiff::civil::DateTime;
 use jiff::Timestamp;
 
-use super::aws_error;
+use super::{aws_error, Aws};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{ScheduleEntry, Schedules};
 
@@ -31,8 +33,8 @@ pub struct EventBridgeSchedules {
 }
 
 impl EventBridgeSchedules {
-    pub fn new(client: Client, target: ScheduleTarget) -> Self {
-        EventBridgeSchedules { client, target }
+    pub fn new(aws: &Aws, target: ScheduleTarget) -> Self {
+        EventBridgeSchedules { client: crate::aws_client!(aws_sdk_scheduler, aws), target }
     }
 }
 
@@ -49,7 +51,8 @@ pub fn parse_at_expression(expression: &str, zone: Option<&str>) -> Option<Times
 impl Schedules for EventBridgeSchedules {
     async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
         let mut names = Vec::new();
-        let mut pages = self.client.list_schedules().group_name(&self.target.group).name_prefix(prefix).into_paginator().send();
+        let mut pages =
+            self.client.list_schedules().group_name(&self.target.group).name_prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| aws_error(SERVICE, "ListSchedules", error))?;
             names.extend(page.schedules().iter().filter_map(|s| s.name().map(str::to_owned)));
@@ -88,8 +91,11 @@ impl Schedules for EventBridgeSchedules {
                 kind: AwsErrorKind::Other,
             })
         };
-        let mut target =
-            Target::builder().arn(&self.target.destroy_function_arn).role_arn(&self.target.role_arn).input(input).retry_policy(
+        let mut target = Target::builder()
+            .arn(&self.target.destroy_function_arn)
+            .role_arn(&self.target.role_arn)
+            .input(input)
+            .retry_policy(
                 RetryPolicy::builder()
                     .maximum_retry_attempts(RETRY_ATTEMPTS)
                     .maximum_event_age_in_seconds(RETRY_MAX_EVENT_AGE_SECONDS)
@@ -104,7 +110,12 @@ impl Schedules for EventBridgeSchedules {
             .group_name(&self.target.group)
             .schedule_expression(format!("at({})", at.strftime("%Y-%m-%dT%H:%M:%S")))
             .schedule_expression_timezone("UTC")
-            .flexible_time_window(FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().map_err(|e| build("window", e))?)
+            .flexible_time_window(
+                FlexibleTimeWindow::builder()
+                    .mode(FlexibleTimeWindowMode::Off)
+                    .build()
+                    .map_err(|e| build("window", e))?,
+            )
             .target(target.build().map_err(|e| build("target", e))?)
             .action_after_completion(ActionAfterCompletion::Delete)
             .description(format!("Destroys a SlideRule cluster at {at}; created by the SlideRule Provisioner"))

@@ -14,8 +14,21 @@ pub const MAX_CLUSTER_NAME_LEN: usize = 40;
 /// Names a SlideRule deployment already uses for its own hosts and services under the domain: those
 /// the repository's own provisioner reserves (its services and the `docs` and `ps` hosts), and
 /// common host names.
-pub const RESERVED_CLUSTER_NAMES: &[&str] =
-    &["login", "provisioner", "client", "recorder", "runner", "mcp", "sliderule", "monitor", "docs", "ps", "www", "api", "admin"];
+pub const RESERVED_CLUSTER_NAMES: &[&str] = &[
+    "login",
+    "provisioner",
+    "client",
+    "recorder",
+    "runner",
+    "mcp",
+    "sliderule",
+    "monitor",
+    "docs",
+    "ps",
+    "www",
+    "api",
+    "admin",
+];
 
 /// A cluster name: a lowercase DNS label of at most 40 characters that starts with a letter and
 /// is not reserved.
@@ -27,7 +40,9 @@ impl ClusterName {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let shown = shown(raw);
         if raw.is_empty() {
-            return Err(Error::invalid("the cluster name is empty; give a lowercase DNS label such as 'developers' or 'ci-nightly'"));
+            return Err(Error::invalid(
+                "the cluster name is empty; give a lowercase DNS label such as 'developers' or 'ci-nightly'",
+            ));
         }
         if raw.len() > MAX_CLUSTER_NAME_LEN {
             return Err(Error::invalid(format!(
@@ -40,7 +55,8 @@ impl ClusterName {
             && bytes[bytes.len() - 1] != b'-';
         if !well_formed {
             return Err(Error::invalid(format!(
-                "the cluster name {shown} is not a lowercase DNS label; use a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+                "the cluster name {shown} is not a lowercase DNS label; use a-z, 0-9 and '-', starting with a letter \
+                    and not ending with '-'"
             )));
         }
         if RESERVED_CLUSTER_NAMES.contains(&raw) {
@@ -100,7 +116,9 @@ impl GitRef {
             None
         };
         match problem {
-            Some(why) => Err(Error::invalid(format!("the version {shown} {why}; give a branch, tag or commit such as 'main' or 'v4.5.1'"))),
+            Some(why) => Err(Error::invalid(format!(
+                "the version {shown} {why}; give a branch, tag or commit such as 'main' or 'v4.5.1'"
+            ))),
             None => Ok(GitRef(raw.to_owned())),
         }
     }
@@ -143,9 +161,11 @@ impl ImageTag {
             return Ok(ImageTag(MAIN_IMAGE_TAG.to_owned()));
         }
         let why = if raw.contains('/') {
-            "cannot name a Docker image tag, which cannot hold '/'; give a release tag such as 'v5.5.0', 'main', or a branch without '/'"
+            "cannot name a Docker image tag, which cannot hold '/'; give a release tag such as 'v5.5.0', 'main', or a \
+                branch without '/'"
         } else if raw == MAIN_IMAGE_TAG || raw == RELEASE_IMAGE_TAG {
-            "is an image tag of the repository's conventions, not a version; give 'main' or a release tag such as 'v5.5.0'"
+            "is an image tag of the repository's conventions, not a version; give 'main' or a release tag such as \
+                'v5.5.0'"
         } else {
             return Ok(ImageTag(raw.to_owned()));
         };
@@ -276,9 +296,13 @@ mod tests {
     #[test]
     fn versions_map_to_the_image_tags_the_repository_uses_or_are_refused() {
         let tag = |raw: &str| ImageTag::for_version(&GitRef::parse(raw).unwrap());
-        for (version, expected) in
-            [("main", "unstable"), ("v5.5.0", "v5.5.0"), ("v4.8.0", "v4.8.0"), ("develop", "develop"), ("0123abc", "0123abc")]
-        {
+        for (version, expected) in [
+            ("main", "unstable"),
+            ("v5.5.0", "v5.5.0"),
+            ("v4.8.0", "v4.8.0"),
+            ("develop", "develop"),
+            ("0123abc", "0123abc"),
+        ] {
             assert_eq!(tag(version).unwrap().as_str(), expected, "{version}");
         }
         for version in ["release/4.x", "feature/a-b", "unstable", "latest"] {
@@ -289,7 +313,9 @@ mod tests {
     #[test]
     fn deploys_run_the_tag_build_pushes_or_a_tag_of_the_repository() {
         let tag = |raw: &str| ImageTag::to_deploy(&GitRef::parse(raw).unwrap());
-        for (version, expected) in [("main", "unstable"), ("unstable", "unstable"), ("latest", "latest"), ("v5.5.0", "v5.5.0")] {
+        for (version, expected) in
+            [("main", "unstable"), ("unstable", "unstable"), ("latest", "latest"), ("v5.5.0", "v5.5.0")]
+        {
             assert_eq!(tag(version).unwrap().as_str(), expected, "{version}");
         }
         assert_eq!(tag("release/5.x").unwrap_err().code(), "InvalidRequest");

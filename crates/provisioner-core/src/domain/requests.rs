@@ -60,8 +60,12 @@ impl ClusterRequest {
 
 impl ScheduleDestroyRequest {
     pub fn parse(event: serde_json::Value, now: Timestamp) -> Result<Self, Error> {
-        let raw: RawScheduleDestroy = from_event(event, r#"{"cluster": "NAME", "time_to_destroy": "2026-11-23T18:00:00Z"}"#)?;
-        Ok(ScheduleDestroyRequest { cluster: raw.cluster, time_to_destroy: parse_future_time(&raw.time_to_destroy, now)? })
+        let raw: RawScheduleDestroy =
+            from_event(event, r#"{"cluster": "NAME", "time_to_destroy": "2026-11-23T18:00:00Z"}"#)?;
+        Ok(ScheduleDestroyRequest {
+            cluster: raw.cluster,
+            time_to_destroy: parse_future_time(&raw.time_to_destroy, now)?,
+        })
     }
 }
 
@@ -143,7 +147,11 @@ mod tests {
 
     #[test]
     fn schedule_destroy_events_need_a_future_time() {
-        let ok = ScheduleDestroyRequest::parse(json!({"cluster": "developers", "time_to_destroy": "2026-11-23T13:00:00Z"}), now()).unwrap();
+        let ok = ScheduleDestroyRequest::parse(
+            json!({"cluster": "developers", "time_to_destroy": "2026-11-23T13:00:00Z"}),
+            now(),
+        )
+        .unwrap();
         assert_eq!(ok.time_to_destroy, "2026-11-23T13:00:00Z".parse::<Timestamp>().unwrap());
         let cases = [
             json!({"cluster": "developers"}),
@@ -153,7 +161,11 @@ mod tests {
             json!({"cluster": "developers", "time_to_destroy": "2026-11-23T13:00:00Z", "ttl": 5}),
         ];
         for event in cases {
-            assert_eq!(ScheduleDestroyRequest::parse(event.clone(), now()).unwrap_err().code(), "InvalidRequest", "{event}");
+            assert_eq!(
+                ScheduleDestroyRequest::parse(event.clone(), now()).unwrap_err().code(),
+                "InvalidRequest",
+                "{event}"
+            );
         }
     }
 }

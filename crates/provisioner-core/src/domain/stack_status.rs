@@ -36,9 +36,11 @@ impl StackStatus {
     pub fn phase(&self) -> StackPhase {
         match self.0.as_str() {
             "DELETE_COMPLETE" => StackPhase::Absent,
-            "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "UPDATE_ROLLBACK_COMPLETE" | "IMPORT_COMPLETE" | "IMPORT_ROLLBACK_COMPLETE" => {
-                StackPhase::Running
-            }
+            "CREATE_COMPLETE"
+            | "UPDATE_COMPLETE"
+            | "UPDATE_ROLLBACK_COMPLETE"
+            | "IMPORT_COMPLETE"
+            | "IMPORT_ROLLBACK_COMPLETE" => StackPhase::Running,
             "CREATE_IN_PROGRESS"
             | "ROLLBACK_IN_PROGRESS"
             | "UPDATE_IN_PROGRESS"

@@ -44,7 +44,8 @@ pub fn parse_future_time(raw: &str, now: Timestamp) -> Result<Timestamp, Error> 
 /// left to the parser.
 fn is_rfc3339_shaped(raw: &str) -> bool {
     let bytes = raw.as_bytes();
-    let digits = |from: usize, count: usize| bytes.get(from..from + count).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits =
+        |from: usize, count: usize| bytes.get(from..from + count).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let at = |index: usize, wanted: &[u8]| bytes.get(index).is_some_and(|b| wanted.contains(b));
     let date_and_time = digits(0, 4)
         && at(4, b"-")

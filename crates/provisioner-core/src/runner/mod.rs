@@ -6,5 +6,5 @@ pub mod run;
 pub mod script;
 
 pub use plan::{Condition, Layout, Plan, Step, StepPlace};
-pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, RUN_ID_TAG};
+pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
 pub use script::{render, shell_quote, RunValues};

@@ -147,12 +147,16 @@ pub fn check_layouts(layouts: &[Layout]) -> Result<BTreeSet<String>, Error> {
         }
         for path in layout.present.iter().chain(&layout.absent).chain(layout.components.values()) {
             if !is_relative_path(path) {
-                return Err(bad(format!("layout '{name}' has path '{path}'; use a relative path of letters, digits, '.', '_', '-'")));
+                return Err(bad(format!(
+                    "layout '{name}' has path '{path}'; use a relative path of letters, digits, '.', '_', '-'"
+                )));
             }
         }
         for component in layout.components.keys() {
             if !is_component_name(component) {
-                return Err(bad(format!("layout '{name}' has component '{component}'; use lowercase words joined by '_'")));
+                return Err(bad(format!(
+                    "layout '{name}' has component '{component}'; use lowercase words joined by '_'"
+                )));
             }
             components.insert(component.clone());
         }
@@ -217,9 +221,12 @@ impl Plan {
                     Condition::Matches { path, matches, .. } => (path, Some(matches)),
                 };
                 if !is_relative_path(path) {
-                    return Err(bad(format!("step '{name}' has a condition on path '{path}', which is not a relative path")));
+                    return Err(bad(format!(
+                        "step '{name}' has a condition on path '{path}', which is not a relative path"
+                    )));
                 }
-                let printable = |text: &str| !text.trim().is_empty() && text.len() <= 300 && !text.chars().any(char::is_control);
+                let printable =
+                    |text: &str| !text.trim().is_empty() && text.len() <= 300 && !text.chars().any(char::is_control);
                 if pattern.is_some_and(|p| !printable(p)) || !printable(condition.reason()) {
                     return Err(bad(format!("step '{name}' has a condition without a one-line pattern and reason")));
                 }
@@ -276,12 +283,22 @@ mod tests {
             (Plan { steps: vec![step("a", &["b"]), step("b", &[])] }, "not an earlier step"),
             (Plan { steps: vec![Step { run: "  ".into(), ..step("a", &[]) }] }, "no command"),
             (Plan { steps: vec![Step { component: Some("srever".into()), ..step("a", &[]) }] }, "no layout names"),
-            (Plan { steps: vec![Step { not_applicable_if: vec![missing("../etc")], ..step("a", &[]) }] }, "relative path"),
-            (Plan { steps: vec![Step { not_applicable_if: vec![missing("$(id)")], ..step("a", &[]) }] }, "relative path"),
+            (
+                Plan { steps: vec![Step { not_applicable_if: vec![missing("../etc")], ..step("a", &[]) }] },
+                "relative path",
+            ),
+            (
+                Plan { steps: vec![Step { not_applicable_if: vec![missing("$(id)")], ..step("a", &[]) }] },
+                "relative path",
+            ),
             (
                 Plan {
                     steps: vec![Step {
-                        not_applicable_if: vec![Condition::Matches { path: "a".into(), matches: "x\ny".into(), reason: "r".into() }],
+                        not_applicable_if: vec![Condition::Matches {
+                            path: "a".into(),
+                            matches: "x\ny".into(),
+                            reason: "r".into(),
+                        }],
                         ..step("a", &[])
                     }],
                 },

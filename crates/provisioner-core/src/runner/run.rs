@@ -1,6 +1,7 @@
 //! A run: one TEST or BUILD of a version against a cluster, on one spot instance. Its record
 //! lives in the table under `run#<id>`; the instance reports steps into it, the function the rest.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use jiff::Timestamp;
@@ -65,7 +66,10 @@ impl RunId {
         if valid {
             Ok(RunId(raw.to_owned()))
         } else {
-            Err(Error::invalid(format!("the run_id {} is not a run id; use the run_id a test or build answered with", shown(raw))))
+            Err(Error::invalid(format!(
+                "the run_id {} is not a run id; use the run_id a test or build answered with",
+                shown(raw)
+            )))
         }
     }
 
@@ -167,9 +171,16 @@ impl RunState {
     }
 
     pub fn parse(raw: &str) -> Option<RunState> {
-        [RunState::Launching, RunState::Running, RunState::Succeeded, RunState::Failed, RunState::Lost, RunState::CapacityUnavailable]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            RunState::Launching,
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Lost,
+            RunState::CapacityUnavailable,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 
     pub fn ended(self) -> bool {
@@ -177,13 +188,52 @@ impl RunState {
     }
 }
 
+/// Where a step is, as the instance reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    /// A step it needs did not pass.
+    Skipped,
+    /// The checked-out version has no such component; the step's `reason` says why.
+    NotApplicable,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 6] = [
+        StepStatus::Pending,
+        StepStatus::Running,
+        StepStatus::Passed,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::NotApplicable,
+    ];
+
+    /// The name the instance script writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Passed => "passed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::NotApplicable => "not_applicable",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<StepStatus> {
+        StepStatus::ALL.into_iter().find(|status| status.as_str() == name)
+    }
+}
+
 /// One step as the instance reported it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepResult {
     pub name: String,
-    /// pending, running, passed, failed, skipped (a step it needs did not pass) or not_applicable
-    /// (the checked-out version has no such component; `reason` says why).
-    pub status: String,
+    pub status: StepStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub exit_code: Option<i64>,
@@ -216,8 +266,6 @@ pub struct RunRecord {
     pub log_location: String,
     /// Images a build pushed.
     pub images: Vec<String>,
-    /// What the instance last said: `running`, then `finished` with an `outcome`.
-    pub instance_state: Option<String>,
     pub outcome: Option<String>,
     /// Why the run failed, for a function-side failure (capacity, lost instance).
     pub failure: Option<String>,
@@ -225,12 +273,45 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub fn failed_steps(&self) -> Vec<&str> {
-        self.steps.iter().filter(|s| s.status == "failed").map(|s| s.name.as_str()).collect()
+        self.steps.iter().filter(|s| s.status == StepStatus::Failed).map(|s| s.name.as_str()).collect()
     }
 
     pub fn skipped_steps(&self) -> Vec<&str> {
-        self.steps.iter().filter(|s| s.status == "skipped").map(|s| s.name.as_str()).collect()
+        self.steps.iter().filter(|s| s.status == StepStatus::Skipped).map(|s| s.name.as_str()).collect()
     }
+}
+
+/// Step results from what the instance wrote: `name -> {status, exit_code, started_at, ended_at}`,
+/// in plan order.
+pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<StepResult> {
+    order
+        .iter()
+        .map(|name| {
+            let fields = reported.get(name);
+            let field = |key: &str| fields.and_then(|f| f.get(key)).cloned();
+            let started = field("started_at");
+            let ended = field("ended_at");
+            let duration = match (&started, &ended) {
+                (Some(a), Some(b)) => match (a.parse::<Timestamp>(), b.parse::<Timestamp>()) {
+                    (Ok(a), Ok(b)) => Some(b.duration_since(a).as_secs_f64().max(0.0)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            // A status this version does not know is shown as not yet reported.
+            let status = field("status").and_then(|s| StepStatus::parse(&s)).unwrap_or(StepStatus::Pending);
+            StepResult {
+                name: name.clone(),
+                status,
+                reason: field("reason"),
+                exit_code: field("exit_code").and_then(|c| c.parse().ok()).filter(|c: &i64| *c >= 0),
+                duration_seconds: duration
+                    .filter(|_| ended.is_some() && !matches!(status, StepStatus::Pending | StepStatus::Running)),
+                started_at: started,
+                ended_at: ended,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -257,9 +338,14 @@ mod tests {
     fn run_events_start_or_resume() {
         assert_eq!(
             RunRequest::parse(json!({"cluster": "ci-1", "version": "main"})).unwrap(),
-            RunRequest::Start { cluster: ClusterName::parse("ci-1").unwrap(), version: GitRef::parse("main").unwrap(), wait_seconds: None }
+            RunRequest::Start {
+                cluster: ClusterName::parse("ci-1").unwrap(),
+                version: GitRef::parse("main").unwrap(),
+                wait_seconds: None
+            }
         );
-        let resume = RunRequest::parse(json!({"run_id": "test-ci-1-20261123t120000-ab12", "wait_seconds": 30})).unwrap();
+        let resume =
+            RunRequest::parse(json!({"run_id": "test-ci-1-20261123t120000-ab12", "wait_seconds": 30})).unwrap();
         assert_eq!(resume.wait_seconds(), Some(30));
         let bad = [
             json!({"cluster": "ci-1"}),

@@ -110,7 +110,10 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
     line("#!/bin/bash");
     line("# Step commands are single-quoted on purpose: they expand when the step runs.");
     line("# shellcheck disable=SC2016");
-    line(&format!("# SlideRule Provisioner {} run {}: rendered from a plan of named steps. Holds no secrets.", values.kind, values.run_id));
+    line(&format!(
+        "# SlideRule Provisioner {} run {}: rendered from a plan of named steps. Holds no secrets.",
+        values.kind, values.run_id
+    ));
     line("# The deadman comes first: whatever happens below, the instance powers off, and so terminates.");
     line(&format!("shutdown -h +{}", values.time_limit_minutes));
     line("set -u -o pipefail");
@@ -134,7 +137,10 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
     line(&format!("GITHUB_TOKEN_SECRET={}", q(values.github_token_secret.as_deref().unwrap_or(""))));
     line("COMMIT=unknown");
     line("LAYOUT=unknown");
-    line("export RUN_ID KIND CLUSTER ORGANIZATION VERSION IMAGE_TAG REGION TABLE LOG_BUCKET REPOSITORY BUILD_IMAGE REGISTRY DOMAIN \\");
+    line(
+        "export RUN_ID KIND CLUSTER ORGANIZATION VERSION IMAGE_TAG REGION TABLE LOG_BUCKET REPOSITORY BUILD_IMAGE \
+        REGISTRY DOMAIN \\",
+    );
     line("  PROJECT_BUCKET PROJECT_FOLDER COMMIT LAYOUT");
     line(RUNTIME);
     line(&render_layouts(layouts));
@@ -143,7 +149,11 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
     line("trap 'exit 143' TERM INT HUP");
     line("record_state running");
     line("");
-    let checkout = r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && git -c advice.detachedHead=false checkout --quiet "$VERSION" && git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#;
+    let checkout = concat!(
+        r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && "#,
+        r#"git -c advice.detachedHead=false checkout --quiet "$VERSION" && "#,
+        r#"git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#
+    );
     line(&format!("run_step {} host '' '' 0 {}", q(CHECKOUT_STEP), q(checkout)));
     line("read_checkout");
     for step in &plan.steps {
@@ -177,18 +187,25 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
 /// which sets the component directories of a layout.
 fn render_layouts(layouts: &[Layout]) -> String {
     let q = shell_quote;
-    let mut detect = String::from("# Which layout the checkout in the current directory has: the first that fits.\ndetect_layout() {\n");
+    let mut detect = String::from(
+        "# Which layout the checkout in the current directory has: the first that fits.\ndetect_layout() {\n",
+    );
     let mut load = String::from("# Where each component lives in a layout.\nload_layout() {\n  case $1 in\n");
     for layout in layouts {
-        let tests: Vec<String> =
-            layout.present.iter().map(|p| format!("-e {}", q(p))).chain(layout.absent.iter().map(|p| format!("! -e {}", q(p)))).collect();
+        let tests: Vec<String> = layout
+            .present
+            .iter()
+            .map(|p| format!("-e {}", q(p)))
+            .chain(layout.absent.iter().map(|p| format!("! -e {}", q(p))))
+            .collect();
         detect.push_str(&format!("  if [[ {} ]]; then echo {}; return 0; fi\n", tests.join(" && "), q(&layout.name)));
         let entries: Vec<String> = layout.components.iter().map(|(c, d)| format!("[{}]={}", q(c), q(d))).collect();
         load.push_str(&format!("    {}) COMPONENTS=({}) ;;\n", q(&layout.name), entries.join(" ")));
     }
     let known: Vec<&str> = layouts.iter().map(|l| l.name.as_str()).collect();
     detect.push_str(&format!(
-        "  echo \"this checkout fits none of the repository layouts ({}); describe its layout in clusters/catalog.yaml\" >&2\n  return 1\n}}\nexport -f detect_layout\n",
+        "  echo \"this checkout fits none of the repository layouts ({}); describe its layout in \
+            clusters/catalog.yaml\" >&2\n  return 1\n}}\nexport -f detect_layout\n",
         known.join(", ")
     ));
     load.push_str("    *) COMPONENTS=() ;;\n  esac\n}\n");
@@ -218,7 +235,11 @@ now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
 # The region of an ECR registry host (ACCOUNT.dkr.ecr.REGION.amazonaws.com), else the run's region.
 ecr_region() {
-  if [[ $1 =~ ^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]]; then echo "${BASH_REMATCH[1]}"; else echo "$REGION"; fi
+  if [[ $1 =~ ^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]]; then
+    echo "${BASH_REMATCH[1]}"
+  else
+    echo "$REGION"
+  fi
 }
 export -f ecr_region
 
@@ -229,7 +250,8 @@ json_string() {
   printf '"%s"' "$text"
 }
 
-# Updates the run record; a failed report is logged, never fatal.
+# Updates the run record; a failed report is logged, never fatal. The attributes it writes are
+# those table.rs lists as written by the instance.
 record() {
   aws dynamodb update-item --region "$REGION" --table-name "$TABLE" \
     --key "{\"pk\":{\"S\":\"run#$RUN_ID\"}}" --update-expression "$1" \
@@ -246,8 +268,9 @@ record_state() {
 report_step() {
   local reason=""
   [[ -n ${6:-} ]] && reason=",\"reason\":{\"S\":$(json_string "$6")}"
-  record 'SET #steps.#step = :step' "{\"#steps\":\"steps\",\"#step\":\"$1\"}" \
-    "{\":step\":{\"M\":{\"status\":{\"S\":\"$2\"},\"exit_code\":{\"N\":\"$3\"},\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}$reason}}}"
+  local fields="\"status\":{\"S\":\"$2\"},\"exit_code\":{\"N\":\"$3\"},"
+  fields+="\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}$reason"
+  record 'SET #steps.#step = :step' "{\"#steps\":\"steps\",\"#step\":\"$1\"}" "{\":step\":{\"M\":{$fields}}}"
 }
 
 upload_log() {
@@ -407,7 +430,9 @@ mod tests {
             domain: "slideruleearth.io".into(),
             project_bucket: "sliderule".into(),
             project_folder: "cf".into(),
-            github_token_secret: Some("arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into()),
+            github_token_secret: Some(
+                "arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into(),
+            ),
             time_limit_minutes: 120,
         }
     }
@@ -432,7 +457,11 @@ mod tests {
                 step("lint", "make lint", StepPlace::Host, &[]),
                 Step {
                     component: Some("server".into()),
-                    not_applicable_if: vec![Condition::Matches { path: "a".into(), matches: "x'y".into(), reason: "it's old".into() }],
+                    not_applicable_if: vec![Condition::Matches {
+                        path: "a".into(),
+                        matches: "x'y".into(),
+                        reason: "it's old".into(),
+                    }],
                     ..step("selftest", "echo 'it''s' && make selftest", StepPlace::Container, &["lint"])
                 },
             ],
@@ -453,7 +482,8 @@ mod tests {
         let lint = script.find("run_step 'lint' host 'checkout' '' 0 'make lint'").unwrap();
         let selftest = script
             .find(concat!(
-                r#"run_step 'selftest' container 'checkout,lint' 'server' 0 'echo '\''it'\'''\''s'\'' && make selftest' \"#,
+                r#"run_step 'selftest' container 'checkout,lint' 'server' 0 "#,
+                r#"'echo '\''it'\'''\''s'\'' && make selftest' \"#,
                 "\n",
                 r#"  matches 'a' 'x'\''y' 'it'\''s old'"#
             ))
@@ -510,6 +540,36 @@ mod tests {
         let script = render(&plan(), &layouts(), &values()).unwrap();
         for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "aws_secret", "password="] {
             assert!(!script.contains(secret), "{secret}");
+        }
+    }
+
+    /// Every attribute the script writes is one the table lists as the instance's, and a step
+    /// status it writes is one the function reads.
+    #[test]
+    fn the_script_writes_the_run_item_as_the_table_lays_it_out() {
+        use crate::table::{run, Writer};
+        let script = render(&plan(), &layouts(), &values()).unwrap();
+        // The attribute names bound to `#placeholders`, escaped quotes read as quotes.
+        let text = script.replace("\\\"", "\"");
+        let attributes: Vec<&str> = text
+            .split("\"#")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("\":\"").filter(|(placeholder, _)| !placeholder.contains('"')))
+            .filter_map(|(_, after)| after.split('"').next())
+            .filter(|name| !name.starts_with('$'))
+            .collect();
+        assert!(attributes.len() >= 6, "{attributes:?}");
+        for attribute in attributes {
+            let listed = run::ATTRIBUTES.iter().find(|a| a.name == attribute);
+            assert!(listed.is_some_and(|a| a.writer == Writer::Instance || a.name == run::ENDED_AT), "{attribute}");
+        }
+        let step_fields =
+            [run::STEP_STATUS, run::STEP_EXIT_CODE, run::STEP_STARTED_AT, run::STEP_ENDED_AT, run::STEP_REASON];
+        for field in step_fields {
+            assert!(text.contains(&format!("\"{field}\":{{")), "{field}");
+        }
+        for status in ["failed", "skipped", "passed", "running", "not_applicable"] {
+            assert!(crate::runner::StepStatus::parse(status).is_some() && script.contains(status), "{status}");
         }
     }
 }

@@ -128,7 +128,8 @@ impl Provisioner {
                     created = true;
                     match self.stacks.create(&spec).await {
                         Ok(stack_id) => {
-                            tracing::info!(stack = stack_name, %stack_id, version = %target.version, "stack create started");
+                            tracing::info!(stack = stack_name, %stack_id, version = %target.version, "stack create \
+                                started");
                             if !replaced {
                                 action = DeployAction::Created;
                             }
@@ -173,7 +174,9 @@ impl Provisioner {
 
     async fn check_images(&self, target: &Target<'_>) -> Result<()> {
         let registry = self.settings.get("ContainerRegistry").filter(|r| !r.is_empty()).ok_or_else(|| {
-            Error::DeployFailed("the provisioner has no container registry setting; set ContainerRegistry in its template".into())
+            Error::DeployFailed(
+                "the provisioner has no container registry setting; set ContainerRegistry in its template".into(),
+            )
         })?;
         let missing = self.images.missing(registry, &target.profile.images, &target.version).await?;
         if missing.is_empty() {
@@ -181,7 +184,9 @@ impl Provisioner {
         }
         let (cluster, tag) = (target.cluster, &target.version);
         let build = match tag.as_str() {
-            MAIN_IMAGE_TAG => format!("build them with `make cluster-build CLUSTER={cluster} VERSION=main`, then deploy again"),
+            MAIN_IMAGE_TAG => {
+                format!("build them with `make cluster-build CLUSTER={cluster} VERSION=main`, then deploy again")
+            }
             RELEASE_IMAGE_TAG => format!(
                 "'latest' is pushed by the repository's release process; or build a release with \
                  `make cluster-build CLUSTER={cluster} VERSION=vX.Y.Z` and deploy that version"
@@ -189,7 +194,8 @@ impl Provisioner {
             _ => format!("build them with `make cluster-build CLUSTER={cluster} VERSION={tag}`, then deploy again"),
         };
         Err(Error::ImagesMissing(format!(
-            "cluster '{cluster}' was not deployed: {registry} has no image tagged '{tag}' in {}; nothing was created; {build}",
+            "cluster '{cluster}' was not deployed: {registry} has no image tagged '{tag}' in {}; nothing was created; \
+                {build}",
             missing.join(", ")
         )))
     }
@@ -238,7 +244,8 @@ impl Provisioner {
 
     fn deploy_timed_out(&self, cluster: &ClusterName, stack_name: &str, status: &str) -> Error {
         Error::DeployTimedOut(format!(
-            "cluster '{cluster}' did not finish deploying in time (stack {stack_name} is still {status}); deploy again to keep waiting, or destroy it"
+            "cluster '{cluster}' did not finish deploying in time (stack {stack_name} is still {status}); deploy \
+                again to keep waiting, or destroy it"
         ))
     }
 
@@ -250,7 +257,9 @@ impl Provisioner {
             StackPhase::Absent => "the stack was deleted while it was being created; deploy again",
             _ => "destroy the cluster, then deploy again",
         };
-        Error::DeployFailed(format!("cluster '{cluster}' failed to deploy: stack {stack_name} is {status}{reasons}; {advice}"))
+        Error::DeployFailed(format!(
+            "cluster '{cluster}' failed to deploy: stack {stack_name} is {status}{reasons}; {advice}"
+        ))
     }
 
     /// " (reasons: a; b)" from the stack's failed events, or its status reason; never fails.

@@ -53,14 +53,19 @@ impl Provisioner {
                 let waited = match phase_of(&stack) {
                     StackPhase::Absent => break,
                     // CloudFormation refuses to delete a stack mid-update: let it settle first.
-                    StackPhase::InProgress => wait_for_stack(self, &stack_name, Until::Settled, limit, &mut seen).await?,
-                    StackPhase::Deleting => wait_for_stack(self, &stack_name, Until::DeleteEnded, limit, &mut seen).await?,
+                    StackPhase::InProgress => {
+                        wait_for_stack(self, &stack_name, Until::Settled, limit, &mut seen).await?
+                    }
+                    StackPhase::Deleting => {
+                        wait_for_stack(self, &stack_name, Until::DeleteEnded, limit, &mut seen).await?
+                    }
                     StackPhase::Running | StackPhase::FailedReplaceable | StackPhase::FailedNeedsAttention => {
                         if delete_calls == MAX_DELETE_CALLS {
                             // Step 2: it could not be deleted.
                             let reasons = self.reasons(&stack_name, &stack).await;
                             return Err(Error::DestroyFailed(format!(
-                                "cluster '{cluster}' could not be destroyed: stack {stack_name} is {}{reasons}; remove what blocks the delete and destroy again",
+                                "cluster '{cluster}' could not be destroyed: stack {stack_name} is {}{reasons}; \
+                                    remove what blocks the delete and destroy again",
                                 status_text(&stack)
                             )));
                         }
@@ -74,7 +79,8 @@ impl Provisioner {
                 if !waited.done {
                     // Step 2: still there after the wait.
                     return Err(Error::DestroyTimedOut(format!(
-                        "cluster '{cluster}' was not destroyed in time (stack {stack_name} is still {}); destroy again to keep waiting",
+                        "cluster '{cluster}' was not destroyed in time (stack {stack_name} is still {}); destroy \
+                            again to keep waiting",
                         status_text(&stack)
                     )));
                 }
@@ -98,7 +104,8 @@ impl Provisioner {
         let mut removed = Vec::new();
         for schedule in self.schedules.list(&schedule_prefix(cluster)).await? {
             self.schedules.delete(&schedule.name).await?;
-            tracing::info!(cluster = %cluster, schedule = %schedule.name, at = %schedule.at, "destroy schedule removed");
+            tracing::info!(cluster = %cluster, schedule = %schedule.name, at = %schedule.at, "destroy schedule \
+                removed");
             removed.push(schedule.name);
         }
         Ok(removed)

@@ -52,7 +52,10 @@ impl Witness {
         let caller = CALLER.try_with(Clone::clone).unwrap_or_default();
         let holder = self.locks.holder_at(&lock_key(&cluster), self.clock.now()).map(|lease| lease.owner);
         if holder.as_deref() != Some(caller.as_str()) {
-            self.violations.lock().unwrap().insert(format!("{caller} made {change} on {cluster} while {holder:?} held its lock"));
+            self.violations
+                .lock()
+                .unwrap()
+                .insert(format!("{caller} made {change} on {cluster} while {holder:?} held its lock"));
         }
     }
 }
@@ -144,7 +147,11 @@ impl Storm {
         let world = World::new(NOW);
         let runs = RunWorld::new(NOW);
         let violations = Violations::default();
-        let witness = Arc::new(Witness { locks: world.locks.clone(), clock: world.clock.clone(), violations: violations.clone() });
+        let witness = Arc::new(Witness {
+            locks: world.locks.clone(),
+            clock: world.clock.clone(),
+            violations: violations.clone(),
+        });
         let provisioner = Provisioner {
             stacks: Arc::new(WitnessedStacks { inner: world.stacks.clone(), witness: witness.clone() }),
             schedules: Arc::new(WitnessedSchedules { inner: world.schedules.clone(), witness }),
@@ -171,12 +178,17 @@ impl Storm {
                 self.provisioner.deploy(request, &invocation).await.map(|_| ())
             }
             Operation::ScheduleDestroy(cluster, after) => {
-                let at = crate::domain::time::whole_seconds(self.world.clock.now()) + jiff::SignedDuration::try_from(after).unwrap();
-                let request = ScheduleDestroyRequest { cluster: ClusterName::parse(cluster).unwrap(), time_to_destroy: at };
+                let at = crate::domain::time::whole_seconds(self.world.clock.now())
+                    + jiff::SignedDuration::try_from(after).unwrap();
+                let request =
+                    ScheduleDestroyRequest { cluster: ClusterName::parse(cluster).unwrap(), time_to_destroy: at };
                 self.provisioner.schedule_destroy(request, &invocation).await.map(|_| ())
             }
             Operation::Destroy(cluster) => {
-                let outcome = self.provisioner.destroy(ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() }, &invocation).await;
+                let outcome = self
+                    .provisioner
+                    .destroy(ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() }, &invocation)
+                    .await;
                 if outcome.is_ok() {
                     self.check_destroyed(cluster, &request_id);
                 }
@@ -199,14 +211,19 @@ impl Storm {
             }
             Operation::Resume(index, wait) => {
                 let run_id = self.run_id(index)?;
-                self.runner.run(run_id.kind(), RunRequest::Resume { run_id, wait_seconds: Some(wait) }, &invocation).await.map(|_| ())
+                self.runner
+                    .run(run_id.kind(), RunRequest::Resume { run_id, wait_seconds: Some(wait) }, &invocation)
+                    .await
+                    .map(|_| ())
             }
             Operation::Instance(index, what) => {
                 let run_id = self.run_id(index)?;
                 match what {
                     "interrupted" => {
                         let record = self.runs.runs.record(&run_id)?;
-                        self.runs.instances.set_state(record.instance_id.as_deref()?, Some("terminated"));
+                        self.runs
+                            .instances
+                            .set_state(record.instance_id.as_deref()?, Some(crate::ports::InstanceState::Terminated));
                     }
                     outcome => self.runs.runs.report(&run_id, &[], Some(outcome)),
                 }
@@ -249,12 +266,15 @@ impl Storm {
             if !instance.live() {
                 continue;
             }
-            let run = instance.tag(RUN_ID_TAG).and_then(|id| RunId::parse(id).ok()).and_then(|id| self.runs.runs.record(&id));
+            let run =
+                instance.tag(RUN_ID_TAG).and_then(|id| RunId::parse(id).ok()).and_then(|id| self.runs.runs.record(&id));
             match run {
                 Some(run) if !run.state.ended() => {}
-                Some(run) => {
-                    self.violation(format!("instance {instance_id} is live after its run {} ended {}", run.run_id, run.state.as_str()))
-                }
+                Some(run) => self.violation(format!(
+                    "instance {instance_id} is live after its run {} ended {}",
+                    run.run_id,
+                    run.state.as_str()
+                )),
                 None => self.violation(format!("instance {instance_id} is live and belongs to no run")),
             }
         }
@@ -334,7 +354,8 @@ impl Storm {
             }
         }
         self.check_lock_released("settle");
-        let live: BTreeSet<String> = self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
+        let live: BTreeSet<String> =
+            self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
         if !live.is_empty() {
             self.violation(format!("instances live after every run ended: {live:?}"));
         }
@@ -343,7 +364,11 @@ impl Storm {
 
 #[tokio::test(start_paused = true)]
 async fn a_fault_storm_breaks_no_invariant() {
-    println!("fault storm: {OPERATIONS} operations on {} clusters over {} min of simulated time", CLUSTERS.len(), SPREAD.as_secs() / 60);
+    println!(
+        "fault storm: {OPERATIONS} operations on {} clusters over {} min of simulated time",
+        CLUSTERS.len(),
+        SPREAD.as_secs() / 60
+    );
     println!("| seed | fault rate | operations | answers | faults injected | faults absorbed | violations |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut violations = Vec::new();

@@ -71,12 +71,19 @@ where
         let lease = provisioner.lease(invocation, operation, now);
         match provisioner.locks.try_acquire(&key, &lease, waiting_since, now).await {
             Ok(None) => {
-                tracing::info!(cluster = %cluster, operation, waited_seconds = (now - waiting_since).as_secs(), "lock acquired");
+                tracing::info!(cluster = %cluster, operation, waited_seconds = (now - waiting_since).as_secs(), "lock \
+                    acquired");
                 return Ok(Turn::Held(Held { key, lease }));
             }
             Ok(Some(current)) => {
                 if holder.as_ref().is_none_or(|h| h.owner != current.owner) {
-                    tracing::info!(cluster = %cluster, operation, holder = %current.operation, holder_since = %current.acquired_at, "waiting for lock");
+                    tracing::info!(
+                        cluster = %cluster,
+                        operation,
+                        holder = %current.operation,
+                        holder_since = %current.acquired_at,
+                        "waiting for lock"
+                    );
                 }
                 holder = Some(current);
             }
@@ -152,7 +159,8 @@ impl Held {
     /// answer is due.
     pub(super) async fn release(self, provisioner: &Provisioner, invocation: &Invocation) {
         let clock = &provisioner.clock;
-        let until = (invocation.deadline - RELEASE_DEADLINE_MARGIN).min(clock.now() + signed(provisioner.timeouts.lock_lease));
+        let until =
+            (invocation.deadline - RELEASE_DEADLINE_MARGIN).min(clock.now() + signed(provisioner.timeouts.lock_lease));
         let mut pause = RELEASE_PAUSE;
         loop {
             match provisioner.locks.release(&self.key, &self.lease.owner).await {

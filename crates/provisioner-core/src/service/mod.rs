@@ -35,7 +35,10 @@ pub const LOCK_LEASE: Duration = Duration::from_secs(60);
 /// How often a holder renews its lease: two renewals can fail before it ends.
 pub const LOCK_RENEW_INTERVAL: Duration = Duration::from_secs(20);
 
-/// Named timeouts; tests and benchmarks shorten them.
+/// How often a waiting TEST or BUILD reads the run record and the instance.
+pub const RUN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Named timeouts of both sides, clusters and runs; tests and benchmarks shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub stack_wait: Duration,
@@ -44,6 +47,7 @@ pub struct Timeouts {
     pub deadline_margin: Duration,
     pub lock_lease: Duration,
     pub lock_renew: Duration,
+    pub run_poll: Duration,
 }
 
 impl Default for Timeouts {
@@ -55,6 +59,7 @@ impl Default for Timeouts {
             deadline_margin: DEADLINE_MARGIN,
             lock_lease: LOCK_LEASE,
             lock_renew: LOCK_RENEW_INTERVAL,
+            run_poll: RUN_POLL_INTERVAL,
         }
     }
 }
@@ -94,6 +99,17 @@ impl Provisioner {
     }
 }
 
+/// The registry of the functions that never look at images (all but `deploy`): they link no
+/// registry client.
+pub struct NoImages;
+
+#[async_trait::async_trait]
+impl Images for NoImages {
+    async fn missing(&self, _: &str, _: &[String], _: &crate::domain::ImageTag) -> crate::Result<Vec<String>> {
+        Err(crate::Error::DeployFailed("this function links no registry client; only deploy checks images".into()))
+    }
+}
+
 /// Prefix of every destroy schedule of `cluster`. The dot cannot occur in a cluster name, so
 /// `destroy.ci-a.` never matches the schedules of `ci-ab`.
 pub fn schedule_prefix(cluster: &ClusterName) -> String {
@@ -107,7 +123,7 @@ pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
 
 /// The lock item of `cluster`.
 pub fn lock_key(cluster: &ClusterName) -> String {
-    format!("lock#{cluster}")
+    format!("{}{cluster}", crate::table::lock::PREFIX)
 }
 
 fn signed(duration: Duration) -> SignedDuration {

@@ -2,22 +2,21 @@
 //! instance that runs the plan and reports each step, wait for it while the invocation allows,
 //! terminate it when the run ends, and answer success, `running`, or the contract's error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::{seconds_between, signed, Invocation};
+use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
-use crate::ports::{Clock, Instances, LaunchSpec, Runs};
-use crate::runner::{render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult, RUN_ID_TAG};
+use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Runs};
+use crate::runner::{
+    render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult, StepStatus, RUN_ID_TAG,
+};
 
-/// How often a waiting invocation reads the run record and the instance.
-pub const RUN_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
 /// it ends the run as lost: longer than any launch (with its retries) takes.
 pub const LAUNCH_GRACE: SignedDuration = SignedDuration::from_mins(3);
@@ -65,8 +64,7 @@ pub struct Runner {
     pub instances: Arc<dyn Instances>,
     pub clock: Arc<dyn Clock>,
     pub settings: RunSettings,
-    pub poll: Duration,
-    pub deadline_margin: Duration,
+    pub timeouts: Timeouts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +92,7 @@ impl Runner {
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
         let started = self.clock.now();
         let wait_until = {
-            let by_deadline = invocation.deadline - signed(self.deadline_margin);
+            let by_deadline = invocation.deadline - signed(self.timeouts.deadline_margin);
             match request.wait_seconds() {
                 Some(seconds) => by_deadline.min(started + SignedDuration::from_secs(seconds as i64)),
                 None => by_deadline,
@@ -164,7 +162,7 @@ impl Runner {
                 .into_iter()
                 .map(|name| StepResult {
                     name,
-                    status: "pending".into(),
+                    status: StepStatus::Pending,
                     reason: None,
                     exit_code: None,
                     started_at: None,
@@ -178,7 +176,6 @@ impl Runner {
             expires_at: deadline + RUN_RECORD_RETENTION,
             log_location: format!("s3://{}/runs/{run_id}/", self.settings.log_bucket),
             images: Vec::new(),
-            instance_state: None,
             outcome: None,
             failure: None,
         };
@@ -187,7 +184,8 @@ impl Runner {
                 Ok(active) => active,
                 // It may have been written: asking again tells, as the pointer then names this run.
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Indeterminate) && attempt < START_ATTEMPTS => {
-                    tracing::warn!(run_id = %run_id, %error, "could not tell whether the run was recorded; asking again");
+                    tracing::warn!(run_id = %run_id, %error, "could not tell whether the run was recorded; asking \
+                        again");
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -210,7 +208,11 @@ impl Runner {
                 },
             }
         }
-        Err(Error::Busy { cluster: record.cluster.to_string(), operation: format!("{kind} run"), since: now.to_string() })
+        Err(Error::Busy {
+            cluster: record.cluster.to_string(),
+            operation: format!("{kind} run"),
+            since: now.to_string(),
+        })
     }
 
     /// Launches the run's instance, moving on to the next instance type or subnet when one has
@@ -220,8 +222,11 @@ impl Runner {
             Ok(image) => image,
             Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
         };
-        let subnets: Vec<Option<&String>> =
-            if self.settings.subnets.is_empty() { vec![None] } else { self.settings.subnets.iter().map(Some).collect() };
+        let subnets: Vec<Option<&String>> = if self.settings.subnets.is_empty() {
+            vec![None]
+        } else {
+            self.settings.subnets.iter().map(Some).collect()
+        };
         let expires = record.deadline.to_string();
         let mut refused = Vec::new();
         let mut attempt = 0;
@@ -256,7 +261,8 @@ impl Runner {
                     }
                     Ok(Launched::Unknown) => {
                         // The wait finds the instance by its tag, or ends the run when none appears.
-                        tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; looking for it by tag");
+                        tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; \
+                            looking for it by tag");
                         return Ok(());
                     }
                     Err(error) => error,
@@ -269,12 +275,15 @@ impl Runner {
                     Error::Aws(failure) => failure.code.clone(),
                     other => other.code().to_owned(),
                 };
-                tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, ?kind, "launch refused");
-                refused.push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
+                tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, ?kind, "launch \
+                    refused");
+                refused
+                    .push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
                 match kind {
                     Some(AwsErrorKind::Quota) => {
                         let error = Error::CapacityUnavailable(format!(
-                            "{} run {} was not started: the account reached a quota ({code}); wait for other instances to \
+                            "{} run {} was not started: the account reached a quota ({code}); wait for other \
+                                instances to \
                              end, or raise the quota",
                             record.kind, record.run_id
                         ));
@@ -304,8 +313,11 @@ impl Runner {
                 Ok(instance_id) => return Ok(Launched::Instance(instance_id)),
                 // Throttled launched nothing but may go through in a moment; the same token keeps
                 // an indeterminate one from launching twice.
-                Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Indeterminate | AwsErrorKind::Throttled)) => {
-                    tracing::warn!(run_id = %record.run_id, attempt, %error, "launch answered nothing definite; asking again with the same token");
+                Err(error)
+                    if matches!(error.aws_kind(), Some(AwsErrorKind::Indeterminate | AwsErrorKind::Throttled)) =>
+                {
+                    tracing::warn!(run_id = %record.run_id, attempt, %error, "launch answered nothing definite; \
+                        asking again with the same token");
                 }
                 Err(error) => return Err(error),
             }
@@ -329,7 +341,8 @@ impl Runner {
         found.sort();
         let kept = found.first().cloned()?;
         for extra in &found[1..] {
-            tracing::warn!(run_id = %record.run_id, instance_id = %extra, "a second instance of the run; terminating it");
+            tracing::warn!(run_id = %record.run_id, instance_id = %extra, "a second instance of the run; terminating \
+                it");
             self.terminate_stray(record, extra).await;
         }
         Some(kept)
@@ -343,7 +356,8 @@ impl Runner {
             match self.instances.terminate(instance_id).await {
                 Ok(()) => return,
                 Err(error) if attempt == RECORD_ATTEMPTS => {
-                    tracing::warn!(run_id = %record.run_id, instance_id, %error, "could not terminate it; it stops at its time limit");
+                    tracing::warn!(run_id = %record.run_id, instance_id, %error, "could not terminate it; it stops at \
+                        its time limit");
                 }
                 Err(_) => {
                     self.clock.sleep(pause).await;
@@ -364,17 +378,20 @@ impl Runner {
             match self.runs.update(record).await {
                 Ok(()) => return,
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
-                    tracing::warn!(run_id = %record.run_id, %instance_id, "the run ended before its instance was recorded; terminating it");
+                    tracing::warn!(run_id = %record.run_id, %instance_id, "the run ended before its instance was \
+                        recorded; terminating it");
                     self.terminate_stray(record, &instance_id).await;
                     return;
                 }
                 Err(error) if attempt < RECORD_ATTEMPTS => {
-                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; trying again");
+                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; \
+                        trying again");
                     self.clock.sleep(pause).await;
                     pause *= 2;
                 }
                 Err(error) => {
-                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; the wait finds it by its tag");
+                    tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; the \
+                        wait finds it by its tag");
                 }
             }
         }
@@ -398,12 +415,11 @@ impl Runner {
     async fn wait(&self, run_id: &RunId, wait_until: Timestamp) -> Result<RunResponse> {
         let mut last_reported = String::new();
         loop {
-            let mut record = self
-                .runs
-                .get(run_id)
-                .await?
-                .ok_or_else(|| Error::invalid(format!("there is no run {run_id}; start one with a cluster and a version")))?;
-            let progress = record.steps.iter().map(|s| format!("{}={}", s.name, s.status)).collect::<Vec<_>>().join(",");
+            let mut record = self.runs.get(run_id).await?.ok_or_else(|| {
+                Error::invalid(format!("there is no run {run_id}; start one with a cluster and a version"))
+            })?;
+            let progress =
+                record.steps.iter().map(|s| format!("{}={}", s.name, s.status.as_str())).collect::<Vec<_>>().join(",");
             if progress != last_reported {
                 tracing::info!(run_id = %run_id, steps = %progress, "run progress");
                 last_reported = progress;
@@ -419,7 +435,7 @@ impl Runner {
                 return Ok(self.response("running", record));
             }
             let left = wait_until.duration_since(now).unsigned_abs();
-            self.clock.sleep(self.poll.min(left)).await;
+            self.clock.sleep(self.timeouts.run_poll.min(left)).await;
         }
     }
 
@@ -443,8 +459,7 @@ impl Runner {
             return Ok(());
         };
         let state = self.instances.state(&instance_id).await?;
-        let gone = matches!(state.as_deref(), None | Some("shutting-down" | "terminated" | "stopping" | "stopped"));
-        if gone {
+        if !state.is_some_and(InstanceState::is_working) {
             // It may have reported just before going: read once more.
             if let Some(fresh) = self.runs.get(&record.run_id).await? {
                 if fresh.outcome.is_some() {
@@ -452,11 +467,17 @@ impl Runner {
                     return Box::pin(self.check_progress(record)).await;
                 }
             }
-            let why = format!("its instance {instance_id} is {} and never reported an outcome", state.as_deref().unwrap_or("gone"));
+            let why = format!(
+                "its instance {instance_id} is {} and never reported an outcome",
+                state.map_or("gone", InstanceState::as_str)
+            );
             return self.conclude(record, RunState::Lost, Some(why)).await;
         }
         if self.clock.now() >= record.deadline {
-            let why = format!("it passed its time limit at {} and its instance {instance_id} was terminated", record.deadline);
+            let why = format!(
+                "it passed its time limit at {} and its instance {instance_id} was terminated",
+                record.deadline
+            );
             return self.conclude(record, RunState::Lost, Some(why)).await;
         }
         Ok(())
@@ -496,8 +517,11 @@ impl Runner {
             RunState::Failed => {
                 let failed = record.failed_steps();
                 let skipped = record.skipped_steps();
-                let mut what =
-                    if failed.is_empty() { "it did not complete".to_owned() } else { format!("steps failed: {}", failed.join(", ")) };
+                let mut what = if failed.is_empty() {
+                    "it did not complete".to_owned()
+                } else {
+                    format!("steps failed: {}", failed.join(", "))
+                };
                 if !skipped.is_empty() {
                     what.push_str(&format!(" (skipped: {})", skipped.join(", ")));
                 }
@@ -514,9 +538,9 @@ impl Runner {
                 "{run} was lost: {}; start it again",
                 record.failure.as_deref().unwrap_or("its instance vanished before it reported")
             ))),
-            RunState::CapacityUnavailable => {
-                Err(Error::CapacityUnavailable(record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later"))))
-            }
+            RunState::CapacityUnavailable => Err(Error::CapacityUnavailable(
+                record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later")),
+            )),
             RunState::Launching | RunState::Running => Ok(self.response("running", record)),
         }
     }
@@ -541,34 +565,4 @@ impl Runner {
             ended_at: record.ended_at.map(|t| t.to_string()),
         }
     }
-}
-
-/// Step results from what the instance wrote: `name -> {status, exit_code, started_at, ended_at}`,
-/// in plan order.
-pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<StepResult> {
-    order
-        .iter()
-        .map(|name| {
-            let fields = reported.get(name);
-            let field = |key: &str| fields.and_then(|f| f.get(key)).cloned();
-            let started = field("started_at");
-            let ended = field("ended_at");
-            let duration = match (&started, &ended) {
-                (Some(a), Some(b)) => match (a.parse::<Timestamp>(), b.parse::<Timestamp>()) {
-                    (Ok(a), Ok(b)) => Some(seconds_between(a, b)),
-                    _ => None,
-                },
-                _ => None,
-            };
-            StepResult {
-                name: name.clone(),
-                status: field("status").unwrap_or_else(|| "pending".into()),
-                reason: field("reason"),
-                exit_code: field("exit_code").and_then(|c| c.parse().ok()).filter(|c: &i64| *c >= 0),
-                duration_seconds: duration.filter(|_| ended.is_some() && field("status").is_some_and(|s| s != "running")),
-                started_at: started,
-                ended_at: ended,
-            }
-        })
-        .collect()
 }

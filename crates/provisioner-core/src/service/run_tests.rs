@@ -4,14 +4,18 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::{ClusterName, GitRef};
-use crate::ports::{Clock, Instances};
-use crate::runner::{RunId, RunKind, RunRequest, RunState};
+use crate::ports::{Clock, InstanceState, Instances};
+use crate::runner::{RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::testing::{Fault, RunWorld};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 
 fn start(cluster: &str, version: &str, wait: u64) -> RunRequest {
-    RunRequest::Start { cluster: ClusterName::parse(cluster).unwrap(), version: GitRef::parse(version).unwrap(), wait_seconds: Some(wait) }
+    RunRequest::Start {
+        cluster: ClusterName::parse(cluster).unwrap(),
+        version: GitRef::parse(version).unwrap(),
+        wait_seconds: Some(wait),
+    }
 }
 
 fn resume(run_id: &RunId, wait: u64) -> RunRequest {
@@ -26,7 +30,7 @@ async fn a_test_run_launches_one_tagged_spot_instance_and_answers_running() {
     assert_eq!(response.state, RunState::Running);
     assert!(response.run_id.as_str().starts_with("test-ci-1-20261123t120000-"));
     assert_eq!(response.steps[0].name, "checkout");
-    assert!(response.steps.iter().all(|s| s.status == "pending"));
+    assert!(response.steps.iter().all(|s| s.status == StepStatus::Pending));
 
     let launches = world.instances.launches();
     assert_eq!(launches.len(), 1);
@@ -65,7 +69,7 @@ async fn a_run_whose_steps_all_pass_succeeds_and_its_instance_is_terminated() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let names: Vec<String> = started.steps.iter().map(|s| s.name.clone()).collect();
-    let passed: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "passed")).collect();
+    let passed: Vec<(&str, StepStatus)> = names.iter().map(|n| (n.as_str(), StepStatus::Passed)).collect();
     world.runs.report(&started.run_id, &passed, Some("succeeded"));
 
     let done = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap();
@@ -86,7 +90,11 @@ async fn a_failed_step_fails_the_run_naming_the_steps_and_the_logs() {
         let started = world.runner.run(kind, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
         let failing = started.steps[2].name.clone();
         let skipped = started.steps[3].name.clone();
-        world.runs.report(&started.run_id, &[("checkout", "passed"), (&failing, "failed"), (&skipped, "skipped")], Some("failed"));
+        world.runs.report(
+            &started.run_id,
+            &[("checkout", StepStatus::Passed), (&failing, StepStatus::Failed), (&skipped, StepStatus::Skipped)],
+            Some("failed"),
+        );
         let error = world.runner.run(kind, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
         let expected = if kind == RunKind::Test { "TestsFailed" } else { "BuildFailed" };
         assert_eq!(error.code(), expected);
@@ -99,11 +107,14 @@ async fn a_failed_step_fails_the_run_naming_the_steps_and_the_logs() {
 
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_instance_vanishes_before_reporting_is_lost() {
-    for vanished in [None, Some("terminated"), Some("shutting-down"), Some("stopped")] {
+    for vanished in
+        [None, Some(InstanceState::Terminated), Some(InstanceState::ShuttingDown), Some(InstanceState::Stopped)]
+    {
         let world = RunWorld::new(NOW);
         let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
         world.instances.set_state(started.instance_id.as_deref().unwrap(), vanished);
-        let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
+        let error =
+            world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
         assert_eq!(error.code(), "RunLost", "{vanished:?}");
         assert_eq!(world.runs.record(&started.run_id).unwrap().state, RunState::Lost);
     }
@@ -125,14 +136,18 @@ async fn a_waiting_invocation_answers_running_after_wait_seconds() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Build, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let before = world.clock.now();
-    let response = world.runner.run(RunKind::Build, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
+    let response =
+        world.runner.run(RunKind::Build, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
     assert_eq!(response.status, "running");
     assert_eq!(world.clock.now().duration_since(before), SignedDuration::from_secs(30));
     // Without wait_seconds it waits until the deadline less the margin.
     let before = world.clock.now();
     let invocation = world.invocation("r3");
-    let response =
-        world.runner.run(RunKind::Build, RunRequest::Resume { run_id: started.run_id, wait_seconds: None }, &invocation).await.unwrap();
+    let response = world
+        .runner
+        .run(RunKind::Build, RunRequest::Resume { run_id: started.run_id, wait_seconds: None }, &invocation)
+        .await
+        .unwrap();
     assert_eq!(response.status, "running");
     assert_eq!(world.clock.now().duration_since(before), SignedDuration::from_secs(15 * 60 - 15));
 }
@@ -195,14 +210,19 @@ async fn a_quota_refusal_stops_at_once() {
 #[tokio::test(start_paused = true)]
 async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
     let world = RunWorld::new(NOW);
-    let types = world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
+    let types =
+        world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
     world.instances.no_capacity.lock().unwrap().extend(types.iter().cloned());
     let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
     assert_eq!(world.instances.launches().len(), types.len() * 2, "every type in both subnets");
     let order: Vec<(String, Option<String>)> = tried(&world).into_iter().map(|(t, s, _)| (t, s)).collect();
-    assert_eq!(order[..2], [(types[0].clone(), Some("subnet-a".into())), (types[1].clone(), Some("subnet-a".into()))], "zone by zone");
+    assert_eq!(
+        order[..2],
+        [(types[0].clone(), Some("subnet-a".into())), (types[1].clone(), Some("subnet-a".into()))],
+        "zone by zone"
+    );
     // Nothing is left active: the next start tries again.
     world.instances.no_capacity.lock().unwrap().clear();
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
@@ -212,13 +232,21 @@ async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
 #[tokio::test(start_paused = true)]
 async fn bad_run_requests_launch_nothing() {
     let world = RunWorld::new(NOW);
-    let unknown = world.runner.run(RunKind::Test, start("other", "main", 0), &world.invocation("r1")).await.unwrap_err();
+    let unknown =
+        world.runner.run(RunKind::Test, start("other", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(unknown.code(), "UnknownCluster");
     let missing = RunId::parse("test-ci-1-20261123t120000-dead").unwrap();
-    assert_eq!(world.runner.run(RunKind::Test, resume(&missing, 0), &world.invocation("r2")).await.unwrap_err().code(), "InvalidRequest");
-    assert_eq!(world.runner.run(RunKind::Build, resume(&missing, 0), &world.invocation("r3")).await.unwrap_err().code(), "InvalidRequest");
+    assert_eq!(
+        world.runner.run(RunKind::Test, resume(&missing, 0), &world.invocation("r2")).await.unwrap_err().code(),
+        "InvalidRequest"
+    );
+    assert_eq!(
+        world.runner.run(RunKind::Build, resume(&missing, 0), &world.invocation("r3")).await.unwrap_err().code(),
+        "InvalidRequest"
+    );
     for version in ["release/4.x", "unstable", "latest"] {
-        let untaggable = world.runner.run(RunKind::Build, start("ci-1", version, 0), &world.invocation("r4")).await.unwrap_err();
+        let untaggable =
+            world.runner.run(RunKind::Build, start("ci-1", version, 0), &world.invocation("r4")).await.unwrap_err();
         assert_eq!(untaggable.code(), "InvalidRequest", "{version}");
         assert!(untaggable.to_string().contains(version), "{untaggable}");
     }
@@ -243,18 +271,23 @@ async fn not_applicable_steps_neither_fail_nor_pass_a_run_and_say_why() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let names: Vec<String> = started.steps.iter().map(|s| s.name.clone()).collect();
-    let reports: Vec<(&str, &str)> =
-        names.iter().map(|n| (n.as_str(), if n == "manager-pytests" { "not_applicable" } else { "passed" })).collect();
+    let reports: Vec<(&str, StepStatus)> = names
+        .iter()
+        .map(|n| (n.as_str(), if n == "manager-pytests" { StepStatus::NotApplicable } else { StepStatus::Passed }))
+        .collect();
     world.runs.report(&started.run_id, &reports, Some("succeeded"));
     let done = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
     assert_eq!(done.status, "success");
     assert_eq!(done.layout.as_deref(), Some("D"));
     let manager = done.steps.iter().find(|s| s.name == "manager-pytests").unwrap();
-    assert_eq!(manager.status, "not_applicable");
+    assert_eq!(manager.status, StepStatus::NotApplicable);
     assert!(manager.reason.as_deref().is_some_and(|r| r.contains("manager")));
     let json = serde_json::to_value(&done).unwrap();
     assert_eq!(json["layout"], "D");
-    assert_eq!(json["steps"].as_array().unwrap().iter().find(|s| s["name"] == "manager-pytests").unwrap()["status"], "not_applicable");
+    assert_eq!(
+        json["steps"].as_array().unwrap().iter().find(|s| s["name"] == "manager-pytests").unwrap()["status"],
+        "not_applicable"
+    );
 }
 
 // ---- Faults: a run never loses track of an instance ----
@@ -285,7 +318,8 @@ async fn an_ambiguous_launch_that_launched_nothing_ends_the_run_once_no_instance
     world.faults.script("RunInstances", Fault::Reset, 3);
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     assert_eq!((started.status, started.state, started.instance_id.as_deref()), ("running", RunState::Launching, None));
-    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 600), &world.invocation("r2")).await.unwrap_err();
+    let error =
+        world.runner.run(RunKind::Test, resume(&started.run_id, 600), &world.invocation("r2")).await.unwrap_err();
     assert_eq!(error.code(), "RunLost", "{error}");
     let lost_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
     assert!(lost_after <= crate::service::run::LAUNCH_GRACE + SignedDuration::from_secs(10), "{lost_after:?}");
@@ -313,7 +347,8 @@ async fn an_instance_whose_record_update_failed_is_found_by_its_tag() {
     assert_eq!(world.runs.record(&started.run_id).unwrap().instance_id.as_deref(), Some(instance_id.as_str()));
 
     world.runs.report(&started.run_id, &[], Some("failed"));
-    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r3")).await.unwrap_err();
+    let error =
+        world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r3")).await.unwrap_err();
     assert_eq!(error.code(), "TestsFailed");
     assert!(world.instances.instances().values().all(|i| !i.live()), "its instance is terminated");
 }
@@ -342,7 +377,8 @@ async fn ending_a_run_terminates_every_instance_tagged_with_it() {
     let mut spec = world.instances.launches()[0].clone();
     spec.client_token = "elsewhere".into();
     let late = world.instances.launch(&spec).await.unwrap();
-    let error = world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
+    let error =
+        world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
     assert_eq!(error.code(), "TestsFailed");
     assert!(!world.instances.instances()[&late].live(), "the late instance is terminated");
 }

@@ -26,7 +26,11 @@ pub struct ScheduleDestroyResponse {
 }
 
 impl Provisioner {
-    pub async fn schedule_destroy(&self, request: ScheduleDestroyRequest, invocation: &Invocation) -> Result<ScheduleDestroyResponse> {
+    pub async fn schedule_destroy(
+        &self,
+        request: ScheduleDestroyRequest,
+        invocation: &Invocation,
+    ) -> Result<ScheduleDestroyResponse> {
         let ScheduleDestroyRequest { cluster, time_to_destroy } = request;
         self.catalog.profile_for(&cluster)?;
         with_lock(self, invocation, &cluster, "schedule_destroy", async {
@@ -54,7 +58,13 @@ impl Provisioner {
                 self.schedules.create(&name, time_to_destroy, &input).await?;
             }
             self.remove_schedules(&others, &mut replaced).await?;
-            tracing::info!(cluster = %cluster, schedule = %name, at = %time_to_destroy, replaced = replaced.len(), "destroy scheduled");
+            tracing::info!(
+                cluster = %cluster,
+                schedule = %name,
+                at = %time_to_destroy,
+                replaced = replaced.len(),
+                "destroy scheduled"
+            );
             Ok(ScheduleDestroyResponse {
                 status: "success",
                 cluster: cluster.clone(),

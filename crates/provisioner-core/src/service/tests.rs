@@ -68,7 +68,10 @@ async fn deploy_of_a_version_whose_images_exist_runs_that_tag() {
     world.images.push(&images, "unstable");
     let response = world.provisioner.deploy(deploy_version("ci-1", "main"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
-    assert_eq!((response.version.as_str(), response.requested_version.as_str(), response.version_differs), ("unstable", "unstable", false));
+    assert_eq!(
+        (response.version.as_str(), response.requested_version.as_str(), response.version_differs),
+        ("unstable", "unstable", false)
+    );
     let spec = &world.stacks.created()[0];
     assert!(spec.parameters.contains(&("Version".into(), "unstable".into())));
     assert!(spec.parameters.contains(&("ClusterName".into(), "ci-1".into())));
@@ -84,7 +87,12 @@ async fn deploy_of_a_version_with_missing_images_creates_nothing_and_names_them(
     let error = world.provisioner.deploy(deploy_version("ci-1", "v5.5.0"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "ImagesMissing");
     let message = error.to_string();
-    for expected in ["monitor, monitor-agent, ams", "'v5.5.0'", "make cluster-build CLUSTER=ci-1 VERSION=v5.5.0", "nothing was created"] {
+    for expected in [
+        "monitor, monitor-agent, ams",
+        "'v5.5.0'",
+        "make cluster-build CLUSTER=ci-1 VERSION=v5.5.0",
+        "nothing was created",
+    ] {
         assert!(message.contains(expected), "{expected}: {message}");
     }
     assert!(!message.contains("sliderule,"), "{message}");
@@ -107,7 +115,10 @@ async fn deploy_of_a_running_cluster_at_another_version_succeeds_and_says_which_
     world.stacks.seed_version(STACK, "v5.4.0", "CREATE_COMPLETE", None);
     let response = world.provisioner.deploy(deploy_version("ci-1", "v5.5.0"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::AlreadyRunning);
-    assert_eq!((response.version.as_str(), response.requested_version.as_str(), response.version_differs), ("v5.4.0", "v5.5.0", true));
+    assert_eq!(
+        (response.version.as_str(), response.requested_version.as_str(), response.version_differs),
+        ("v5.4.0", "v5.5.0", true)
+    );
     let note = response.note.unwrap();
     assert!(note.contains("runs version 'v5.4.0', not 'v5.5.0'"), "{note}");
     // Running answers without asking the registry: nothing would be created.
@@ -118,7 +129,8 @@ async fn deploy_of_a_running_cluster_at_another_version_succeeds_and_says_which_
 #[tokio::test(start_paused = true)]
 async fn deploy_of_a_bad_version_is_an_invalid_request_before_any_call() {
     let world = World::new(NOW);
-    let error = world.provisioner.deploy(deploy_version("ci-1", "release/5.x"), &world.invocation("r1")).await.unwrap_err();
+    let error =
+        world.provisioner.deploy(deploy_version("ci-1", "release/5.x"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "InvalidRequest");
     assert!(world.stacks.calls().is_empty() && world.images.calls().is_empty());
 }
@@ -234,13 +246,17 @@ async fn deploy_handles_every_stack_status() {
         let then = match *status {
             "ROLLBACK_IN_PROGRESS" => Some("ROLLBACK_COMPLETE"),
             "DELETE_IN_PROGRESS" => Some("DELETE_COMPLETE"),
-            "UPDATE_ROLLBACK_IN_PROGRESS" | "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS" => Some("UPDATE_ROLLBACK_COMPLETE"),
+            "UPDATE_ROLLBACK_IN_PROGRESS" | "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS" => {
+                Some("UPDATE_ROLLBACK_COMPLETE")
+            }
             "IMPORT_ROLLBACK_IN_PROGRESS" => Some("IMPORT_ROLLBACK_COMPLETE"),
             s if s.ends_with("_IN_PROGRESS") && s != "REVIEW_IN_PROGRESS" => Some("CREATE_COMPLETE"),
             _ => None,
         };
         world.stacks.seed(STACK, status, then.map(|next| (Duration::from_secs(45), next)));
-        world.stacks.set_behaviour(StackBehaviour { failure_reasons: vec!["resource X failed".into()], ..Default::default() });
+        world
+            .stacks
+            .set_behaviour(StackBehaviour { failure_reasons: vec!["resource X failed".into()], ..Default::default() });
         let outcome = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await;
         let creates = world.stacks.count(is_create);
         let deletes = world.stacks.count(is_delete);
@@ -269,7 +285,10 @@ async fn deploy_handles_every_stack_status() {
             StackPhase::FailedNeedsAttention => {
                 let error = outcome.unwrap_err();
                 assert_eq!(error.code(), "DeployFailed", "{status}");
-                assert!(error.to_string().contains(status) && error.to_string().contains("resource X failed"), "{error}");
+                assert!(
+                    error.to_string().contains(status) && error.to_string().contains("resource X failed"),
+                    "{error}"
+                );
                 assert!(error.to_string().contains("destroy the cluster"), "{error}");
                 assert_eq!((creates, deletes), (0, 0), "{status}");
             }
@@ -300,8 +319,10 @@ async fn two_deploys_at_once_create_one_stack_and_both_succeed() {
     let world = World::new(NOW);
     let first = world.invocation("r1");
     let second = world.invocation("r2");
-    let (a, b) =
-        tokio::join!(world.provisioner.deploy(deploy_request("ci-1"), &first), world.provisioner.deploy(deploy_request("ci-1"), &second));
+    let (a, b) = tokio::join!(
+        world.provisioner.deploy(deploy_request("ci-1"), &first),
+        world.provisioner.deploy(deploy_request("ci-1"), &second)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(world.stacks.count(is_create), 1);
     // The second waits for the lock and answers as soon as the first's stack runs.
@@ -317,9 +338,18 @@ async fn a_contender_answers_busy_when_the_holder_outlasts_its_deadline() {
     let key = lock_key(&cluster("ci-1"));
     world.locks.put(
         &key,
-        Lease { owner: "other".into(), operation: "destroy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:15:00Z") },
+        Lease {
+            owner: "other".into(),
+            operation: "destroy".into(),
+            acquired_at: at(NOW),
+            expires_at: at("2026-11-23T12:15:00Z"),
+        },
     );
-    let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation_with("r1", Duration::from_secs(60))).await.unwrap_err();
+    let error = world
+        .provisioner
+        .deploy(deploy_request("ci-1"), &world.invocation_with("r1", Duration::from_secs(60)))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "Busy");
     assert!(error.to_string().contains("destroy"), "{error}");
     assert_eq!(world.stacks.count(is_create), 0);
@@ -369,7 +399,9 @@ async fn a_contender_proceeds_when_the_holder_releases_in_time() {
 #[tokio::test(start_paused = true)]
 async fn a_crashed_holder_blocks_its_cluster_for_one_lease_at_most() {
     let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(9 * 60), ..StackBehaviour::default() });
+    world
+        .stacks
+        .set_behaviour(StackBehaviour { create_takes: Duration::from_secs(9 * 60), ..StackBehaviour::default() });
     let (provisioner, crashed) = (world.provisioner.clone(), world.invocation("r-crashed"));
     let holder = tokio::spawn(async move { provisioner.deploy(deploy_request("ci-1"), &crashed).await });
     tokio::time::sleep(Duration::from_secs(45)).await;
@@ -378,11 +410,17 @@ async fn a_crashed_holder_blocks_its_cluster_for_one_lease_at_most() {
     let key = lock_key(&cluster("ci-1"));
     assert_eq!(world.locks.holder(&key).unwrap().owner, "r-crashed", "the crashed holder's lock is left behind");
     let died = world.clock.now();
-    let next = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r-next")).await;
+    let next = world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r-next"))
+        .await;
     next.unwrap();
     let blocked = world.clock.now().duration_since(died);
     // Renewed at 20 s and 40 s, the lease ends at 100 s.
-    assert!(blocked >= SignedDuration::from_secs(50) && blocked <= SignedDuration::from_secs(60), "blocked for {blocked:?}");
+    assert!(
+        blocked >= SignedDuration::from_secs(50) && blocked <= SignedDuration::from_secs(60),
+        "blocked for {blocked:?}"
+    );
 }
 
 /// While another operation holds the cluster, a deploy answers once the stack runs.
@@ -391,7 +429,12 @@ async fn a_waiting_deploy_answers_as_soon_as_the_stack_runs() {
     let world = World::new(NOW);
     world.stacks.seed(STACK, "CREATE_IN_PROGRESS", Some((Duration::from_secs(90), "CREATE_COMPLETE")));
     let key = lock_key(&cluster("ci-1"));
-    let working = Lease { owner: "other".into(), operation: "deploy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:14:00Z") };
+    let working = Lease {
+        owner: "other".into(),
+        operation: "deploy".into(),
+        acquired_at: at(NOW),
+        expires_at: at("2026-11-23T12:14:00Z"),
+    };
     world.locks.put(&key, working);
     let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Waited);
@@ -416,13 +459,17 @@ async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_en
     let key = lock_key(&cluster("ci-1"));
     // Two failed renewals are absorbed: the deploy finishes.
     let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    world
+        .stacks
+        .set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
     world.faults.script("RenewLock", Fault::Throttled, 2);
     let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
     // Renewals that keep failing stop the work while the lease still holds, and the lock is released.
     let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    world
+        .stacks
+        .set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
     world.faults.script("RenewLock", Fault::Throttled, 1000);
     let error = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r2")).await.unwrap_err();
     assert_eq!(error.code(), "AwsError", "{error}");
@@ -431,7 +478,9 @@ async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_en
     assert_eq!(world.locks.holder_at(&key, stopped), None);
     // A holder whose lock was taken over stops.
     let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
+    world
+        .stacks
+        .set_behaviour(StackBehaviour { create_takes: Duration::from_secs(5 * 60), ..StackBehaviour::default() });
     let taking_over = async {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let thief = Lease {
@@ -455,19 +504,28 @@ async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_en
 async fn the_contender_that_waited_longest_goes_next() {
     let world = World::new(NOW);
     let key = lock_key(&cluster("ci-1"));
-    let holder =
-        Lease { owner: "holder".into(), operation: "destroy".into(), acquired_at: at(NOW), expires_at: at("2026-11-23T12:00:30Z") };
+    let holder = Lease {
+        owner: "holder".into(),
+        operation: "destroy".into(),
+        acquired_at: at(NOW),
+        expires_at: at("2026-11-23T12:00:30Z"),
+    };
     world.locks.put(&key, holder);
     let clock = world.clock.clone();
     // The early one asks at 0, 2, ... 30, 32 s; the late one comes at 31 s, when the lease has ended.
     let early = async {
-        let outcome =
-            world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("early")).await;
+        let outcome = world
+            .provisioner
+            .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("early"))
+            .await;
         outcome.map(|_| clock.now())
     };
     let late = async {
         tokio::time::sleep(Duration::from_secs(31)).await;
-        let outcome = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T19:00:00Z"), &world.invocation("late")).await;
+        let outcome = world
+            .provisioner
+            .schedule_destroy(schedule_request("ci-1", "2026-11-23T19:00:00Z"), &world.invocation("late"))
+            .await;
         outcome.map(|_| clock.now())
     };
     let (early, late) = tokio::join!(early, late);
@@ -486,8 +544,11 @@ fn schedule_request(name: &str, when: &str) -> ScheduleDestroyRequest {
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_creates_a_schedule_whose_input_is_the_destroy_event() {
     let world = World::new(NOW);
-    let response =
-        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r1")).await.unwrap();
+    let response = world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap();
     assert_eq!(response.time_to_destroy, "2026-11-23T15:00:00Z");
     assert_eq!(response.schedule_name, "destroy.ci-1.20261123T150000");
     let all = world.schedules.all();
@@ -511,7 +572,10 @@ async fn schedule_destroy_moves_a_schedule_only_more_than_five_minutes_ahead() {
         let world = World::new(NOW);
         let existing = schedule_name(&cluster("ci-1"), at(existing_at));
         world.schedules.insert(&existing, at(existing_at));
-        let outcome = world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await;
+        let outcome = world
+            .provisioner
+            .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+            .await;
         let names: Vec<String> = world.schedules.all().into_keys().collect();
         if movable {
             let response = outcome.unwrap();
@@ -532,7 +596,11 @@ async fn schedule_destroy_removes_every_schedule_of_the_cluster_whatever_its_suf
     world.schedules.insert("destroy.ci-1.20261123T130000", at("2026-11-23T13:00:00Z"));
     world.schedules.insert("destroy.ci-1.manual", at("2026-11-23T14:00:00Z"));
     world.schedules.insert("destroy.ci-10.20261123T130000", at("2026-11-23T13:00:00Z"));
-    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
+    world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap();
     let names: Vec<String> = world.schedules.all().into_keys().collect();
     assert_eq!(names, vec!["destroy.ci-1.20261123T180000", "destroy.ci-10.20261123T130000"]);
 }
@@ -541,7 +609,11 @@ async fn schedule_destroy_removes_every_schedule_of_the_cluster_whatever_its_suf
 async fn schedule_destroy_to_the_same_time_again_succeeds() {
     let world = World::new(NOW);
     for _ in 0..2 {
-        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
+        world
+            .provisioner
+            .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+            .await
+            .unwrap();
     }
     assert_eq!(world.schedules.all().len(), 1);
 }
@@ -551,9 +623,17 @@ async fn schedule_destroy_creates_the_new_schedule_before_removing_the_old() {
     let world = World::new(NOW);
     let old = "destroy.ci-1.20261123T130000";
     world.schedules.insert(old, at("2026-11-23T13:00:00Z"));
-    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
-    let changes: Vec<Call> = world.schedules.calls().into_iter().filter(|c| !matches!(c, Call::ListSchedules(_))).collect();
-    assert_eq!(changes, vec![Call::CreateSchedule("destroy.ci-1.20261123T180000".into()), Call::DeleteSchedule(old.into())]);
+    world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap();
+    let changes: Vec<Call> =
+        world.schedules.calls().into_iter().filter(|c| !matches!(c, Call::ListSchedules(_))).collect();
+    assert_eq!(
+        changes,
+        vec![Call::CreateSchedule("destroy.ci-1.20261123T180000".into()), Call::DeleteSchedule(old.into())]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -562,8 +642,11 @@ async fn schedule_destroy_that_cannot_create_keeps_the_old_schedule() {
     let old = "destroy.ci-1.20261123T130000";
     world.schedules.insert(old, at("2026-11-23T13:00:00Z"));
     *world.schedules.failing_creates.lock().unwrap() = Some("ServiceQuotaExceededException");
-    let error =
-        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap_err();
+    let error = world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "AwsError");
     assert_eq!(world.schedules.all().into_keys().collect::<Vec<_>>(), vec![old.to_string()]);
 }
@@ -571,18 +654,36 @@ async fn schedule_destroy_that_cannot_create_keeps_the_old_schedule() {
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_keeps_a_schedule_already_at_the_time() {
     let world = World::new(NOW);
-    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap();
-    let again =
-        world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r2")).await.unwrap();
+    world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap();
+    let again = world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r2"))
+        .await
+        .unwrap();
     assert!(again.replaced.is_empty());
-    assert_eq!(world.schedules.calls().iter().filter(|c| matches!(c, Call::CreateSchedule(_) | Call::DeleteSchedule(_))).count(), 1);
+    assert_eq!(
+        world
+            .schedules
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::CreateSchedule(_) | Call::DeleteSchedule(_)))
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_of_an_unknown_cluster_is_refused() {
     let world = World::new(NOW);
-    let error =
-        world.provisioner.schedule_destroy(schedule_request("other", "2026-11-23T18:00:00Z"), &world.invocation("r1")).await.unwrap_err();
+    let error = world
+        .provisioner
+        .schedule_destroy(schedule_request("other", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "UnknownCluster");
     assert!(world.schedules.calls().is_empty());
 }
@@ -657,7 +758,11 @@ async fn destroy_handles_every_stack_status() {
         world.stacks.seed(STACK, status, then.map(|next| (Duration::from_secs(45), next)));
         let response = world.provisioner.destroy(request("ci-1"), &world.invocation("r1")).await;
         let response = response.unwrap_or_else(|e| panic!("{status}: {e}"));
-        let expected = if *status == "DELETE_COMPLETE" { destroy::DestroyAction::AlreadyAbsent } else { destroy::DestroyAction::Deleted };
+        let expected = if *status == "DELETE_COMPLETE" {
+            destroy::DestroyAction::AlreadyAbsent
+        } else {
+            destroy::DestroyAction::Deleted
+        };
         assert_eq!(response.action, expected, "{status}");
         assert!(world.stacks.status(STACK).is_none(), "{status}: gone");
         let deletes = world.stacks.count(is_delete);
@@ -673,7 +778,11 @@ async fn destroy_handles_every_stack_status() {
 async fn a_fired_schedule_destroys_the_cluster() {
     let world = World::new(NOW);
     world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
-    world.provisioner.schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r2")).await.unwrap();
+    world
+        .provisioner
+        .schedule_destroy(schedule_request("ci-1", "2026-11-23T15:00:00Z"), &world.invocation("r2"))
+        .await
+        .unwrap();
     let (_, input) = world.schedules.all().into_values().next().unwrap();
     let fired = ClusterRequest::parse(serde_json::from_str(&input).unwrap()).unwrap();
     let response = world.provisioner.destroy(fired, &world.invocation("r3")).await.unwrap();

@@ -30,7 +30,9 @@ impl Until {
         let phase = phase_of(stack);
         match self {
             Until::Settled => !matches!(phase, StackPhase::InProgress | StackPhase::Deleting),
-            Until::DeleteEnded => phase == StackPhase::Absent || stack.as_ref().is_some_and(|s| s.status.as_str() == "DELETE_FAILED"),
+            Until::DeleteEnded => {
+                phase == StackPhase::Absent || stack.as_ref().is_some_and(|s| s.status.as_str() == "DELETE_FAILED")
+            }
         }
     }
 }
@@ -58,7 +60,12 @@ pub(super) async fn wait_for_stack(
         let stack = provisioner.stacks.describe(stack_name).await?;
         let status = status_of(&stack);
         if seen.as_deref() != Some(status) {
-            tracing::info!(stack = stack_name, from = seen.as_deref().unwrap_or("UNKNOWN"), to = status, "stack status changed");
+            tracing::info!(
+                stack = stack_name,
+                from = seen.as_deref().unwrap_or("UNKNOWN"),
+                to = status,
+                "stack status changed"
+            );
             *seen = Some(status.to_owned());
         }
         if until.reached(&stack) {

@@ -1,0 +1,236 @@
+//! The functions' settings: the environment template.yaml (or the local stack) gives them, read in
+//! one place. Each function asks for the ones it needs; a missing one stops it at start-up with a
+//! sentence naming the variable.
+
+use std::collections::BTreeMap;
+
+use crate::aws::scheduler::ScheduleTarget;
+use crate::catalog::ClusterSettings;
+use crate::runner::RunKind;
+use crate::service::run::RunSettings;
+
+/// The account's settings that cluster stacks take as parameters: (template parameter, variable).
+/// Empty ones leave the cluster template's default.
+pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
+    ("Domain", "PROVISIONER_DOMAIN"),
+    ("HostedZoneId", "PROVISIONER_HOSTED_ZONE_ID"),
+    ("ContainerRegistry", "PROVISIONER_CONTAINER_REGISTRY"),
+    ("ProjectBucket", "PROVISIONER_PROJECT_BUCKET"),
+    ("ProjectFolder", "PROVISIONER_PROJECT_FOLDER"),
+    ("JwtIssuer", "PROVISIONER_JWT_ISSUER"),
+    ("PublicDataBuckets", "PROVISIONER_PUBLIC_DATA_BUCKETS"),
+    ("AlertStream", "PROVISIONER_ALERT_STREAM"),
+    ("TelemetryStream", "PROVISIONER_TELEMETRY_STREAM"),
+];
+
+/// The other variables, each read by the functions named.
+pub const TABLE: &str = "PROVISIONER_TABLE"; // all
+pub const SCHEDULE_GROUP: &str = "PROVISIONER_SCHEDULE_GROUP"; // deploy, schedule_destroy, destroy
+pub const DESTROY_FUNCTION_ARN: &str = "PROVISIONER_DESTROY_FUNCTION_ARN";
+pub const SCHEDULER_ROLE_ARN: &str = "PROVISIONER_SCHEDULER_ROLE_ARN";
+pub const DEAD_LETTER_ARN: &str = "PROVISIONER_DEAD_LETTER_ARN";
+pub const RUN_LOG_BUCKET: &str = "PROVISIONER_RUN_LOG_BUCKET"; // test, build
+pub const REPOSITORY_URL: &str = "PROVISIONER_REPOSITORY_URL";
+pub const BUILD_IMAGE: &str = "PROVISIONER_BUILD_IMAGE";
+/// The Secrets Manager secret (name or ARN) holding the GitHub token of the client tests.
+pub const GITHUB_TOKEN_SECRET: &str = "PROVISIONER_GITHUB_TOKEN_SECRET";
+/// Each run kind launches with its own instance profile: only BUILD's may push images.
+pub const TEST_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE";
+pub const BUILD_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE";
+/// Comma-separated lists; empty means the default VPC's.
+pub const RUNNER_SUBNETS: &str = "PROVISIONER_RUNNER_SUBNETS";
+pub const RUNNER_SECURITY_GROUPS: &str = "PROVISIONER_RUNNER_SECURITY_GROUPS";
+
+/// The variables that were set, each trimmed; unset and empty are the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl Settings {
+    pub fn from_env() -> Settings {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Settings from any source of variables (tests give a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Settings {
+        let names = CLUSTER_SETTINGS.iter().map(|(_, variable)| *variable).chain(OTHER_VARIABLES);
+        let values = names
+            .filter_map(|name| Some((name.to_owned(), lookup(name)?.trim().to_owned())))
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        Settings { values }
+    }
+
+    fn optional(&self, name: &str) -> Option<String> {
+        self.values.get(name).cloned()
+    }
+
+    fn required(&self, name: &str) -> Result<String, String> {
+        self.optional(name)
+            .ok_or_else(|| format!("the environment variable {name} is not set; the provisioner's template sets it"))
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.optional(name)
+            .map(|value| value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The DynamoDB table of locks and run records.
+    pub fn table(&self) -> Result<String, String> {
+        self.required(TABLE)
+    }
+
+    /// Where destroy schedules go and what they invoke.
+    pub fn schedule_target(&self) -> Result<ScheduleTarget, String> {
+        Ok(ScheduleTarget {
+            group: self.required(SCHEDULE_GROUP)?,
+            destroy_function_arn: self.required(DESTROY_FUNCTION_ARN)?,
+            role_arn: self.required(SCHEDULER_ROLE_ARN)?,
+            dead_letter_arn: self.optional(DEAD_LETTER_ARN),
+        })
+    }
+
+    /// The parameters every cluster stack gets from the account, and the provisioner's version.
+    pub fn cluster_parameters(&self) -> ClusterSettings {
+        let mut parameters: ClusterSettings = CLUSTER_SETTINGS
+            .iter()
+            .filter_map(|(parameter, variable)| Some(((*parameter).to_owned(), self.optional(variable)?)))
+            .collect();
+        parameters
+            .insert("EnvironmentVersion".into(), concat!("sliderule-provisioner-", env!("CARGO_PKG_VERSION")).into());
+        parameters
+    }
+
+    /// What runs of `kind` need, in `region` (the SDK's).
+    pub fn runs(&self, kind: RunKind, region: Option<String>) -> Result<RunSettings, String> {
+        Ok(RunSettings {
+            region: region.ok_or("no AWS region is configured (AWS_REGION)")?,
+            table: self.table()?,
+            log_bucket: self.required(RUN_LOG_BUCKET)?,
+            repository: self.required(REPOSITORY_URL)?,
+            build_image: self.required(BUILD_IMAGE)?,
+            registry: self.required(cluster_variable("ContainerRegistry"))?,
+            domain: self.required(cluster_variable("Domain"))?,
+            project_bucket: self.optional(cluster_variable("ProjectBucket")).unwrap_or_default(),
+            project_folder: self.optional(cluster_variable("ProjectFolder")).unwrap_or_default(),
+            github_token_secret: self.optional(GITHUB_TOKEN_SECRET),
+            instance_profile: self.optional(match kind {
+                RunKind::Test => TEST_RUNNER_INSTANCE_PROFILE,
+                RunKind::Build => BUILD_RUNNER_INSTANCE_PROFILE,
+            }),
+            subnets: self.list(RUNNER_SUBNETS),
+            security_groups: self.list(RUNNER_SECURITY_GROUPS),
+        })
+    }
+}
+
+const OTHER_VARIABLES: [&str; 13] = [
+    TABLE,
+    SCHEDULE_GROUP,
+    DESTROY_FUNCTION_ARN,
+    SCHEDULER_ROLE_ARN,
+    DEAD_LETTER_ARN,
+    RUN_LOG_BUCKET,
+    REPOSITORY_URL,
+    BUILD_IMAGE,
+    GITHUB_TOKEN_SECRET,
+    TEST_RUNNER_INSTANCE_PROFILE,
+    BUILD_RUNNER_INSTANCE_PROFILE,
+    RUNNER_SUBNETS,
+    RUNNER_SECURITY_GROUPS,
+];
+
+/// The variable that carries the cluster parameter `parameter`.
+pub fn cluster_variable(parameter: &str) -> &'static str {
+    CLUSTER_SETTINGS.iter().find(|(p, _)| *p == parameter).map_or("", |(_, variable)| variable)
+}
+
+/// Whether `parameter` of a cluster template is set from the account's settings.
+pub fn is_cluster_setting(parameter: &str) -> bool {
+    CLUSTER_SETTINGS.iter().any(|(p, _)| *p == parameter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        Settings::from_lookup(|name| map.get(name).map(|v| (*v).to_owned()))
+    }
+
+    const RUN_VARIABLES: [(&str, &str); 7] = [
+        (TABLE, "state"),
+        (RUN_LOG_BUCKET, "logs"),
+        (REPOSITORY_URL, "https://github.com/SlideRuleEarth/sliderule.git"),
+        (BUILD_IMAGE, "build:latest"),
+        ("PROVISIONER_CONTAINER_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com"),
+        ("PROVISIONER_DOMAIN", "slideruleearth.io"),
+        (RUNNER_SUBNETS, " subnet-a, ,subnet-b "),
+    ];
+
+    #[test]
+    fn a_missing_variable_is_named_and_empty_counts_as_missing() {
+        let empty = settings(&[(TABLE, "  "), (SCHEDULE_GROUP, "g"), (DESTROY_FUNCTION_ARN, "arn:d")]);
+        assert_eq!(
+            empty.table().unwrap_err(),
+            "the environment variable PROVISIONER_TABLE is not set; the provisioner's template sets it"
+        );
+        assert!(empty.schedule_target().unwrap_err().contains(SCHEDULER_ROLE_ARN));
+        let runs = settings(&RUN_VARIABLES[..6]);
+        assert!(runs.runs(RunKind::Test, None).unwrap_err().contains("AWS_REGION"));
+        assert!(settings(&RUN_VARIABLES[1..])
+            .runs(RunKind::Test, Some("us-west-2".into()))
+            .unwrap_err()
+            .contains(TABLE));
+    }
+
+    #[test]
+    fn each_function_gets_what_the_template_gives() {
+        let mut pairs = RUN_VARIABLES.to_vec();
+        pairs.extend([
+            (SCHEDULE_GROUP, "destroys"),
+            (DESTROY_FUNCTION_ARN, "arn:destroy"),
+            (SCHEDULER_ROLE_ARN, "arn:role"),
+            (BUILD_RUNNER_INSTANCE_PROFILE, "builder"),
+            ("PROVISIONER_HOSTED_ZONE_ID", ""),
+        ]);
+        let settings = settings(&pairs);
+        let target = settings.schedule_target().unwrap();
+        assert_eq!((target.group.as_str(), target.dead_letter_arn), ("destroys", None));
+        let runs = settings.runs(RunKind::Build, Some("us-west-2".into())).unwrap();
+        assert_eq!(runs.subnets, ["subnet-a", "subnet-b"]);
+        assert_eq!((runs.instance_profile.as_deref(), runs.project_bucket.as_str()), (Some("builder"), ""));
+        assert_eq!(settings.runs(RunKind::Test, Some("us-west-2".into())).unwrap().instance_profile, None);
+        let parameters = settings.cluster_parameters();
+        assert_eq!(parameters.get("Domain").map(String::as_str), Some("slideruleearth.io"));
+        assert!(!parameters.contains_key("HostedZoneId"), "an empty setting leaves the template's default");
+        assert!(parameters["EnvironmentVersion"].starts_with("sliderule-provisioner-"));
+    }
+
+    #[test]
+    fn the_template_sets_exactly_the_variables_read_here() {
+        let template = include_str!("../../../template.yaml");
+        let mut set: Vec<&str> = template
+            .lines()
+            .filter_map(|line| line.trim().split_once(':').map(|(key, _)| key))
+            .filter(|key| key.starts_with("PROVISIONER_"))
+            .collect();
+        set.sort();
+        let mut read: Vec<&str> =
+            CLUSTER_SETTINGS.iter().map(|(_, variable)| *variable).chain(OTHER_VARIABLES).collect();
+        read.sort();
+        assert_eq!(set, read);
+    }
+
+    #[test]
+    fn every_cluster_setting_is_a_parameter_of_the_shipped_cluster_template() {
+        let template = include_str!("../../../clusters/sliderule-cluster.yaml");
+        for (parameter, variable) in CLUSTER_SETTINGS {
+            assert!(template.contains(&format!("\n  {parameter}:\n")), "{parameter}");
+            assert_eq!(cluster_variable(parameter), *variable);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The provisioner's DynamoDB table, item by item: the one place its layout is written down. The
+//! adapter (`aws/dynamodb.rs`) reads and writes items by these names, the instance script
+//! (`runner/script.rs`) writes a run's instance attributes by them, and the tests read them by them.
+//!
+//! Every item has the partition key [`KEY`] and may have [`TTL`] (epoch seconds after which
+//! DynamoDB removes it). Times are RFC 3339 strings unless named `*_epoch` or `*_ms`.
+
+/// Partition key of every item.
+pub const KEY: &str = "pk";
+/// Epoch seconds after which DynamoDB's TTL may remove an item.
+pub const TTL: &str = "expires_ttl";
+
+/// Who writes an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The functions, through the adapter.
+    Function,
+    /// A run's instance, through the AWS CLI in its user-data.
+    Instance,
+}
+
+/// One attribute of an item.
+#[derive(Debug, Clone, Copy)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub writer: Writer,
+    pub holds: &'static str,
+}
+
+const fn function(name: &'static str, holds: &'static str) -> Attribute {
+    Attribute { name, writer: Writer::Function, holds }
+}
+
+const fn instance(name: &'static str, holds: &'static str) -> Attribute {
+    Attribute { name, writer: Writer::Instance, holds }
+}
+
+/// `lock#<cluster>`: one per cluster, held by one operation at a time.
+pub mod lock {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "lock#";
+    pub const OWNER: &str = "owner";
+    pub const OPERATION: &str = "operation";
+    pub const ACQUIRED_AT: &str = "acquired_at";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const EXPIRES_EPOCH: &str = "expires_epoch";
+    pub const NEXT_OWNER: &str = "next_owner";
+    pub const NEXT_OPERATION: &str = "next_operation";
+    pub const NEXT_SINCE: &str = "next_since";
+    pub const NEXT_SINCE_MS: &str = "next_since_ms";
+    pub const NEXT_ASKED: &str = "next_asked";
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(OWNER, "the holder (its invocation's request id); absent when free"),
+        function(OPERATION, "what the holder does: deploy, schedule_destroy or destroy"),
+        function(ACQUIRED_AT, "when the holder took it"),
+        function(EXPIRES_AT, "when the lease ends unless renewed"),
+        function(EXPIRES_EPOCH, "the same in epoch seconds (0 when released), for conditions"),
+        function(NEXT_OWNER, "the contender that has waited longest"),
+        function(NEXT_OPERATION, "what that contender does"),
+        function(NEXT_SINCE, "when it began to wait"),
+        function(NEXT_SINCE_MS, "the same in epoch milliseconds, for conditions"),
+        function(NEXT_ASKED, "epoch seconds of its last ask: it loses its place once that lapses"),
+    ];
+}
+
+/// `run#<run id>`: one TEST or BUILD run.
+pub mod run {
+    use super::{function, instance, Attribute};
+
+    pub const PREFIX: &str = "run#";
+    pub const KIND: &str = "kind";
+    pub const CLUSTER: &str = "cluster";
+    pub const VERSION: &str = "version";
+    pub const STATE: &str = "state";
+    pub const STARTED_AT: &str = "started_at";
+    pub const ENDED_AT: &str = "ended_at";
+    pub const DEADLINE: &str = "deadline";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const LOG_LOCATION: &str = "log_location";
+    pub const STEP_ORDER: &str = "step_order";
+    pub const STEPS: &str = "steps";
+    pub const INSTANCE_ID: &str = "instance_id";
+    pub const FAILURE: &str = "failure";
+    pub const COMMIT: &str = "commit";
+    pub const LAYOUT: &str = "layout";
+    pub const IMAGES: &str = "images";
+    pub const INSTANCE_STATE: &str = "instance_state";
+    pub const REPORTED_AT: &str = "reported_at";
+    pub const OUTCOME: &str = "outcome";
+
+    /// Fields of each step in [`STEPS`] (a map by step name), all written by the instance.
+    pub const STEP_STATUS: &str = "status";
+    pub const STEP_EXIT_CODE: &str = "exit_code";
+    pub const STEP_STARTED_AT: &str = "started_at";
+    pub const STEP_ENDED_AT: &str = "ended_at";
+    pub const STEP_REASON: &str = "reason";
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(KIND, "test or build"),
+        function(CLUSTER, "the cluster it runs against"),
+        function(VERSION, "the git ref asked for"),
+        function(STATE, "launching, running, succeeded, failed, lost or capacity_unavailable"),
+        function(STARTED_AT, "when the run started"),
+        function(ENDED_AT, "when it ended (the instance writes it too, with its outcome)"),
+        function(DEADLINE, "when its instance must be gone: the profile's time limit"),
+        function(EXPIRES_AT, "when the record may go (30 days after the deadline)"),
+        function(LOG_LOCATION, "the S3 prefix of the step logs"),
+        function(STEP_ORDER, "the plan's step names, in order"),
+        function(INSTANCE_ID, "the run's instance, once launched"),
+        function(FAILURE, "why the function ended it (capacity, a lost instance)"),
+        instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
+        instance(COMMIT, "the commit the version resolved to"),
+        instance(LAYOUT, "the repository layout found in the checkout"),
+        instance(IMAGES, "the images a build pushed"),
+        instance(INSTANCE_STATE, "running, then finished"),
+        instance(REPORTED_AT, "when the instance last wrote"),
+        instance(OUTCOME, "succeeded or failed, written last"),
+    ];
+}
+
+/// `active#<kind>#<cluster>#<version>`: the run of that kind, cluster and version in progress.
+pub mod active {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "active#";
+    pub const RUN_ID: &str = "run_id";
+    pub const DEADLINE_EPOCH: &str = "deadline_epoch";
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(RUN_ID, "the active run"),
+        function(DEADLINE_EPOCH, "its deadline in epoch seconds: past it, another run may start"),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_item_names_an_attribute_twice() {
+        for attributes in [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES] {
+            let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
+            names.extend([KEY, TTL]);
+            let count = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), count, "{names:?}");
+        }
+    }
+}
