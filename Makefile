@@ -99,6 +99,6 @@ schema: ## Refresh clusters/catalog.schema.json from the catalog types
 	cargo run --quiet -p provisioner-core --example catalog_schema > clusters/catalog.schema.json
 
 .PHONY: help
-help: ## List the targets: every `target: ## text` line of the makefiles
+help: ## List the targets, each from the comment on its own line in the makefiles (one list)
 	@echo "Targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-26s %s\n", $$1, $$2}'

@@ -177,7 +177,6 @@ impl RunnerProfile {
 pub struct Profile {
     pub name: String,
     pub patterns: Vec<String>,
-    pub template_name: String,
     pub template_body: &'static str,
     /// The template's parameters, each with whether it has a default.
     pub declared: BTreeMap<String, bool>,
@@ -277,7 +276,6 @@ impl Catalog {
             profiles.push(Profile {
                 name,
                 patterns: raw.patterns,
-                template_name: raw.template,
                 template_body,
                 declared,
                 default_version,
