@@ -5,11 +5,14 @@ so deleting any stack with a routed VPC fails with DependencyViolation, where re
 succeeds. The methods below delete them the way CloudFormation does, so the cluster template
 deploys and destroys locally exactly as on AWS. It also leaves the default of a list parameter
 (CommaDelimitedList) a string, so `!Join` over it joins characters: defaults are split as given
-values are. Nothing else is changed."""
+values are. Its EC2 ignores RunInstances' ClientToken, where EC2 answers a repeated token with the
+instance it launched first: the provisioner relies on that to never launch twice, so it is added.
+Nothing else is changed."""
 
 import sys
 
 from moto.ec2.models import ec2_backends
+from moto.ec2.models.instances import InstanceBackend
 from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.models.internet_gateways import InternetGateway
 from moto.ec2.models.nat_gateways import NatGateway
@@ -52,7 +55,21 @@ def _load_parameters_with_list_defaults(self):
             self.resolved_parameters[name] = self._parsed_resources[name] = value.split(",")
 
 
+_run_instances = InstanceBackend.run_instances
+
+
+def _run_instances_once_per_token(self, image_id, count, user_data, security_group_names, **kwargs):
+    token = kwargs.get("client_token")
+    # moto's responses pass "ABCDE" when the request has no token.
+    if token and token != "ABCDE":
+        for reservation in self.reservations.values():
+            if any(instance.client_token == token for instance in reservation.instances):
+                return reservation
+    return _run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+
+
 ResourceMap.load_parameters = _load_parameters_with_list_defaults
+InstanceBackend.run_instances = _run_instances_once_per_token
 RouteTable.delete = _delete_route_table
 InternetGateway.delete = _delete_internet_gateway
 NatGateway.delete = _delete_nat_gateway

@@ -7,14 +7,16 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use provisioner_core::aws::cloudformation::CloudFormationStacks;
 use provisioner_core::aws::dynamodb::DynamoStore;
+use provisioner_core::aws::ec2::Ec2Instances;
 use provisioner_core::aws::ecr::EcrImages;
 use provisioner_core::aws::scheduler::{EventBridgeSchedules, ScheduleTarget};
 use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Images, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{Images, LaunchSpec, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
+use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
 
 const TEMPLATE: &str = include_str!("../../clusters/sliderule-cluster.yaml");
@@ -141,76 +143,46 @@ fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
     }
 }
 
+// Each port's contract (provisioner_core::testing::contract), which the fakes keep too.
+
 #[tokio::test]
-async fn dynamodb_locks_admit_one_holder_until_release_or_expiry() {
-    let (_, name) = table().await;
-    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
-    let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap(), None);
-    let holder = store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().expect("held by a");
-    assert_eq!(holder, lease("a", now, 60));
-    assert_eq!(
-        store.try_acquire("lock#ci-2", &lease("b", now, 60), now, now).await.unwrap(),
-        None,
-        "other clusters are free"
-    );
-    assert_eq!(
-        store.try_acquire("lock#ci-1", &lease("a", now, 120), now, now).await.unwrap(),
-        None,
-        "the holder takes it again"
-    );
-
-    assert_eq!(store.renew("lock#ci-1", &lease("a", now, 180)).await.unwrap(), None, "the holder renews");
-    let taken = store.renew("lock#ci-1", &lease("b", now, 180)).await.unwrap().expect("b holds nothing");
-    assert_eq!((taken.owner.as_str(), taken.expires_at), ("a", now + SignedDuration::from_secs(180)));
-
-    store.release("lock#ci-1", "b").await.unwrap();
-    assert!(
-        store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap().is_some(),
-        "only the holder releases"
-    );
-    store.release("lock#ci-1", "a").await.unwrap();
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", now, 60), now, now).await.unwrap(), None, "b waited longest");
-    assert_eq!(store.renew("lock#ci-1", &lease("a", now, 60)).await.unwrap().map(|h| h.owner), Some("b".into()));
-
-    let later = now + SignedDuration::from_secs(61);
-    assert_eq!(
-        store.try_acquire("lock#ci-1", &lease("c", later, 60), later, later).await.unwrap(),
-        None,
-        "an expired lease is taken over"
-    );
-    store.release("lock#ci-1", "c").await.unwrap();
-    let free = store.renew("lock#ci-1", &lease("c", later, 60)).await.unwrap().expect("released");
-    assert_eq!(free.owner, "", "nobody holds a released lock");
+async fn the_cloudformation_adapter_keeps_the_stacks_contract() {
+    contract::stacks(&stacks().await, &spec(&unique("sliderule-cluster-ci-"))).await;
 }
 
 #[tokio::test]
-async fn dynamodb_locks_go_to_the_contender_that_waited_longest() {
+async fn the_scheduler_adapter_keeps_the_schedules_contract() {
+    let at: Timestamp = "2030-01-02T03:04:05Z".parse().unwrap();
+    contract::schedules(&schedules(&unique("group-")).await, "destroy.ci-1.", at).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_locks_contract() {
     let (_, name) = table().await;
-    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
-    let t0: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    let t = |seconds: i64| t0 + SignedDuration::from_secs(seconds);
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("a", t(0), 30), t(0), t(0)).await.unwrap(), None);
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", t(1), 30), t(1), t(1)).await.unwrap().unwrap().owner, "a");
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(2), 30), t(2), t(2)).await.unwrap().unwrap().owner, "a");
-    store.release("lock#ci-1", "a").await.unwrap();
-    // Free, but b waits longer than c.
-    let ahead = store.try_acquire("lock#ci-1", &lease("c", t(3), 30), t(2), t(3)).await.unwrap().expect("b goes first");
-    assert_eq!((ahead.owner.as_str(), ahead.acquired_at), ("b", t(1)));
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("b", t(4), 30), t(1), t(4)).await.unwrap(), None);
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(4), 30), t(2), t(4)).await.unwrap().unwrap().owner, "b");
-    store.release("lock#ci-1", "b").await.unwrap();
-    // c asked again while b held the lock, so it is next.
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("d", t(5), 30), t(5), t(5)).await.unwrap().unwrap().owner, "c");
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("c", t(6), 30), t(2), t(6)).await.unwrap(), None);
-    store.release("lock#ci-1", "c").await.unwrap();
-    // d stopped asking at 5 s: at 16 s its place has lapsed.
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("e", t(16), 30), t(16), t(16)).await.unwrap(), None);
-    // A contender that gives up leaves the line at once.
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("f", t(17), 30), t(17), t(17)).await.unwrap().unwrap().owner, "e");
-    store.release("lock#ci-1", "f").await.unwrap();
-    store.release("lock#ci-1", "e").await.unwrap();
-    assert_eq!(store.try_acquire("lock#ci-1", &lease("g", t(18), 30), t(18), t(18)).await.unwrap(), None);
+    contract::locks(&DynamoStore::new(&Aws::from_config(emulator().await), &name), "lock#ci-1", "lock#ci-2").await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_runs_contract() {
+    let (_, name) = table().await;
+    contract::runs(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &unique("ci-")).await;
+}
+
+#[tokio::test]
+async fn the_ec2_adapter_keeps_the_instances_contract() {
+    let spec = LaunchSpec {
+        image_id: String::new(),
+        instance_type: "c7g.2xlarge".into(),
+        subnet_id: None,
+        security_group_ids: Vec::new(),
+        instance_profile: None,
+        user_data: "#!/bin/bash\n".into(),
+        volume_gb: 8,
+        tags: vec![("sliderule:provisioner".into(), "true".into())],
+        client_token: String::new(),
+    };
+    let run_id = format!("test-{}-20261123t120000-ab12", unique("ci-"));
+    contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), spec, &run_id).await;
 }
 
 async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {
@@ -298,7 +270,8 @@ async fn the_registry_adapter_reports_exactly_the_repositories_without_the_tag()
     let images = EcrImages::new(&Aws::from_config(config));
     let tag = ImageTag::to_deploy(&provisioner_core::domain::GitRef::parse("v5.5.0").unwrap()).unwrap();
     let missing = images.missing(&registry, &[held.clone(), other.clone(), absent.clone()], &tag).await.unwrap();
-    assert_eq!(missing, vec![other, absent]);
+    assert_eq!(missing, vec![other, absent.clone()]);
+    contract::images(&images, &registry, &held, &absent, &tag).await;
     let not_ecr = images.missing("ghcr.io/sliderule", &[held], &tag).await.unwrap_err();
     assert!(not_ecr.to_string().contains("not an Amazon ECR registry"), "{not_ecr}");
 }

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::domain::RunKind;
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::Error;
-use crate::runner::{Layout, Plan, RunKind};
+use crate::runner::{Layout, Plan};
 
 /// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
 pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";

@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::aws::CallLog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
+use crate::domain::{RunKind, RunRequest};
 use crate::error::Result;
-use crate::runner::{RunKind, RunRequest};
 use crate::service::run::{RunResponse, Runner};
 use crate::service::{DeployResponse, DestroyResponse, Invocation, Provisioner, ScheduleDestroyResponse};
 
@@ -296,7 +296,7 @@ mod tests {
                 assert!(diagnostic.error_message.contains(reason), "{}", diagnostic.error_message);
             }
             // TEST and BUILD parse their events the same way.
-            let refused = crate::runner::RunRequest::parse(as_the_runtime_parses(&payload)).unwrap_err();
+            let refused = crate::domain::RunRequest::parse(as_the_runtime_parses(&payload)).unwrap_err();
             assert_eq!(refused.code(), "InvalidRequest", "{payload:.60}");
         }
         // Nesting within the limit, and the same key in different objects, are fine.

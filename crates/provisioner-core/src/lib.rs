@@ -26,7 +26,7 @@
 //! - TEST/BUILD: repository layouts, steps that are not applicable: [`runner::plan::Layout`],
 //!   `clusters/catalog.yaml`
 //! - BUILD: the image tag of a version: [`domain::names::ImageTag`]
-//! - run ids, run records, step states, `run_id` resumes: [`runner::run`]
+//! - run ids, run records, step states, `run_id` resumes: [`domain::run`]
 //! - the DynamoDB items (locks, runs, active-run pointers): [`table`]
 //! - a run never loses its instance: unclear launches, instances found by tag: [`service::run`] (`launch_resolved`)
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],
@@ -38,7 +38,7 @@
 //! - what each function is built from: `functions/*/src/main.rs`
 //! - the Lambda glue (events in, responses and `errorType` out): [`lambda`]
 //! - the settings the template gives the functions: [`settings`]
-//! - fakes of every port, for tests: [`testing`]
+//! - fakes of every port, for tests: [`testing`]; what every implementation of a port promises: [`testing::contract`]
 
 pub mod aws;
 pub mod catalog;

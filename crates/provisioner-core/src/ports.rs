@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use crate::domain::run::{RunId, RunRecord};
 use crate::domain::{ImageTag, StackStatus};
 use crate::error::Result;
-use crate::runner::run::{RunId, RunRecord};
 
 /// A stack as last described.
 #[derive(Debug, Clone, PartialEq, Eq)]

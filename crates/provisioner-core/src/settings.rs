@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::aws::scheduler::ScheduleTarget;
 use crate::catalog::ClusterSettings;
-use crate::runner::RunKind;
+use crate::domain::RunKind;
 use crate::service::run::RunSettings;
 
 /// The account's settings that cluster stacks take as parameters: (template parameter, variable).

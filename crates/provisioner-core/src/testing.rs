@@ -1,6 +1,8 @@
 //! In-memory fakes of every port that record what was asked of them, and a clock that follows
 //! tokio's (pausable) time. Stacks and locks read the clock, so a test moves time, not sleeps.
 
+pub mod contract;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,12 +12,12 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::catalog::{Catalog, ClusterSettings};
 use crate::domain::{ImageTag, StackPhase, StackStatus};
+use crate::domain::{RunId, RunRecord, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{
     Clock, Images, InstanceState, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot,
     StackSpec, Stacks,
 };
-use crate::runner::{RunId, RunRecord, StepStatus};
 use crate::service::run::{RunSettings, Runner};
 use crate::service::{Invocation, Provisioner, Timeouts};
 
@@ -805,7 +807,7 @@ impl Instances for FakeInstances {
     async fn of_run(&self, run_id: &str) -> Result<Vec<String>> {
         let effect = self.faults.draw("DescribeInstances")?;
         let instances = self.instances.lock().unwrap();
-        let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(crate::runner::RUN_ID_TAG) == Some(run_id));
+        let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(crate::domain::RUN_ID_TAG) == Some(run_id));
         effect.answer(of_run.map(|(id, _)| id.clone()).collect())
     }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use provisioner_core::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, Aws};
 use provisioner_core::service::{run::Runner, Timeouts};
-use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, runner::RunKind, settings::Settings};
+use provisioner_core::{catalog::Catalog, domain::RunKind, lambda, ports::SystemClock, settings::Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -13,13 +13,16 @@ use aws_sdk_dynamodb::Client;
 use jiff::Timestamp;
 
 use super::{aws_error, Aws};
+use crate::domain::run::step_results;
 use crate::domain::{ClusterName, GitRef};
+use crate::domain::{RunId, RunKind, RunRecord, RunState};
 use crate::error::Result;
 use crate::ports::{Lease, Locks, Runs, WAITING_LAPSES_AFTER};
-use crate::runner::run::step_results;
-use crate::runner::{RunId, RunKind, RunRecord, RunState};
 
 const SERVICE: &str = "DynamoDB";
+use crate::table::lock::{
+    ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
+};
 use crate::table::{active, lock, run};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// How long an expired lock item is kept for inspection before TTL removes it.
@@ -130,15 +133,14 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, s(key))
-            .update_expression(
-                "SET next_owner = :owner, next_operation = :operation, next_since = :since, next_since_ms = \
-                    :since_ms, next_asked = :now",
-            )
-            .condition_expression(
-                "attribute_exists(#pk) AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < \
-                    :lapsed \
-                 OR next_since_ms > :since_ms)",
-            )
+            .update_expression(format!(
+                "SET {NEXT_OWNER} = :owner, {NEXT_OPERATION} = :operation, {NEXT_SINCE} = :since, \
+                 {NEXT_SINCE_MS} = :since_ms, {NEXT_ASKED} = :now"
+            ))
+            .condition_expression(format!(
+                "attribute_exists(#pk) AND (attribute_not_exists({NEXT_OWNER}) OR {NEXT_OWNER} = :owner \
+                 OR {NEXT_ASKED} < :lapsed OR {NEXT_SINCE_MS} > :since_ms)"
+            ))
             .expression_attribute_names("#pk", KEY)
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":operation", s(&lease.operation))
@@ -179,10 +181,10 @@ impl Locks for DynamoStore {
             .item(lock::EXPIRES_AT, s(&lease.expires_at.to_string()))
             .item(lock::EXPIRES_EPOCH, n(lease.expires_at.as_second()))
             .item(TTL_ATTRIBUTE, n(lease.expires_at.as_second() + KEEP_EXPIRED_SECONDS))
-            .condition_expression(
-                "#owner = :owner OR ((attribute_not_exists(#pk) OR expires_epoch < :now) \
-                 AND (attribute_not_exists(next_owner) OR next_owner = :owner OR next_asked < :lapsed))",
-            )
+            .condition_expression(format!(
+                "#owner = :owner OR ((attribute_not_exists(#pk) OR {EXPIRES_EPOCH} < :now) \
+                 AND (attribute_not_exists({NEXT_OWNER}) OR {NEXT_OWNER} = :owner OR {NEXT_ASKED} < :lapsed))"
+            ))
             .expression_attribute_names("#pk", KEY)
             .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_values(":now", n(now.as_second()))
@@ -209,7 +211,10 @@ impl Locks for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, s(key))
-            .update_expression("SET expires_at = :expires_at, expires_epoch = :expires_epoch, #ttl = :ttl")
+            .update_expression(format!(
+                "SET {} = :expires_at, {EXPIRES_EPOCH} = :expires_epoch, #ttl = :ttl",
+                lock::EXPIRES_AT
+            ))
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
@@ -236,7 +241,10 @@ impl Locks for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, s(key))
-            .update_expression("SET expires_epoch = :zero REMOVE #owner, operation, acquired_at, expires_at")
+            .update_expression(format!(
+                "SET {EXPIRES_EPOCH} = :zero REMOVE #owner, {OPERATION}, {ACQUIRED_AT}, {}",
+                lock::EXPIRES_AT
+            ))
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#owner", lock::OWNER)
             .expression_attribute_values(":owner", s(owner))
@@ -254,8 +262,10 @@ impl Locks for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, s(key))
-            .update_expression("REMOVE next_owner, next_operation, next_since, next_since_ms, next_asked")
-            .condition_expression("next_owner = :owner")
+            .update_expression(format!(
+                "REMOVE {NEXT_OWNER}, {NEXT_OPERATION}, {NEXT_SINCE}, {NEXT_SINCE_MS}, {NEXT_ASKED}"
+            ))
+            .condition_expression(format!("{NEXT_OWNER} = :owner"))
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
@@ -366,7 +376,7 @@ impl Runs for DynamoStore {
             .item(active::RUN_ID, s(record.run_id.as_str()))
             .item(active::DEADLINE_EPOCH, n(record.deadline.as_second()))
             .item(TTL_ATTRIBUTE, n(record.deadline.as_second() + KEEP_EXPIRED_SECONDS))
-            .condition_expression("attribute_not_exists(#pk) OR deadline_epoch < :now")
+            .condition_expression(format!("attribute_not_exists(#pk) OR {} < :now", active::DEADLINE_EPOCH))
             .expression_attribute_names("#pk", KEY)
             .expression_attribute_values(":now", n(now.as_second()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -388,7 +398,7 @@ impl Runs for DynamoStore {
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
-        let mut sets = vec!["#state = :state"];
+        let mut sets = vec!["#state = :state".to_owned()];
         let mut request = self
             .client
             .update_item()
@@ -397,15 +407,15 @@ impl Runs for DynamoStore {
             .expression_attribute_names("#state", run::STATE)
             .expression_attribute_values(":state", s(record.state.as_str()));
         if let Some(instance_id) = &record.instance_id {
-            sets.push("instance_id = :instance_id");
+            sets.push(format!("{} = :instance_id", run::INSTANCE_ID));
             request = request.expression_attribute_values(":instance_id", s(instance_id));
         }
         if let Some(ended_at) = record.ended_at {
-            sets.push("ended_at = :ended_at");
+            sets.push(format!("{} = :ended_at", run::ENDED_AT));
             request = request.expression_attribute_values(":ended_at", s(&ended_at.to_string()));
         }
         if let Some(failure) = &record.failure {
-            sets.push("failure = :failure");
+            sets.push(format!("{} = :failure", run::FAILURE));
             request = request.expression_attribute_values(":failure", s(failure));
         }
         // An ended run is final: a late writer must not bring it back.
@@ -427,7 +437,7 @@ impl Runs for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .key(KEY, active_key(record))
-            .condition_expression("run_id = :id")
+            .condition_expression(format!("{} = :id", active::RUN_ID))
             .expression_attribute_values(":id", s(record.run_id.as_str()))
             .send()
             .await;

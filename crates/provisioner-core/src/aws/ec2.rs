@@ -9,9 +9,9 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{aws_error, Aws};
+use crate::domain::RUN_ID_TAG;
 use crate::error::Result;
 use crate::ports::{InstanceState, Instances, LaunchSpec};
-use crate::runner::RUN_ID_TAG;
 
 const SERVICE: &str = "EC2";
 

@@ -258,7 +258,7 @@ mod tests {
             .load()
             .await;
         let store = dynamodb::DynamoStore::new(&Aws::from_config(config), "table");
-        let error = store.get(&crate::runner::RunId::parse("test-ci-1-20261123t120000z").unwrap()).await.unwrap_err();
+        let error = store.get(&crate::domain::RunId::parse("test-ci-1-20261123t120000z").unwrap()).await.unwrap_err();
         assert_eq!(error.aws_kind(), Some(AwsErrorKind::Indeterminate));
         assert_eq!(
             error.to_string(),

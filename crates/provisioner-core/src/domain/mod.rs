@@ -1,10 +1,12 @@
-//! Validated inputs and the rules that do not depend on any cloud call.
+//! Validated inputs and the rules that do not depend on any cloud call, for clusters and for runs.
 
 pub mod names;
 pub mod requests;
+pub mod run;
 pub mod stack_status;
 pub mod time;
 
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
+pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
 pub use stack_status::{StackPhase, StackStatus};

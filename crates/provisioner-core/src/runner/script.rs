@@ -569,7 +569,7 @@ mod tests {
             assert!(text.contains(&format!("\"{field}\":{{")), "{field}");
         }
         for status in ["failed", "skipped", "passed", "running", "not_applicable"] {
-            assert!(crate::runner::StepStatus::parse(status).is_some() && script.contains(status), "{status}");
+            assert!(crate::domain::StepStatus::parse(status).is_some() && script.contains(status), "{status}");
         }
     }
 }

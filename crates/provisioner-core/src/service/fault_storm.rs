@@ -20,9 +20,9 @@ use super::run::Runner;
 use super::{lock_key, Invocation, Provisioner};
 use crate::catalog::stack_name;
 use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
+use crate::domain::{RunId, RunKind, RunRequest, RUN_ID_TAG};
 use crate::error::Result;
 use crate::ports::{Clock, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
-use crate::runner::{RunId, RunKind, RunRequest, RUN_ID_TAG};
 use crate::testing::{FakeLocks, RunWorld, World};
 
 const NOW: &str = "2026-11-23T12:00:00Z";

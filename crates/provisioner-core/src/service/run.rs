@@ -11,11 +11,10 @@ use serde::Serialize;
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::{ClusterName, GitRef, ImageTag};
+use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Runs};
-use crate::runner::{
-    render, RunId, RunKind, RunRecord, RunRequest, RunState, RunValues, StepResult, StepStatus, RUN_ID_TAG,
-};
+use crate::runner::{render, RunValues};
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
 /// it ends the run as lost: longer than any launch (with its retries) takes.

@@ -4,8 +4,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::{ClusterName, GitRef};
+use crate::domain::{RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::ports::{Clock, InstanceState, Instances};
-use crate::runner::{RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::testing::{Fault, RunWorld};
 
 const NOW: &str = "2026-11-23T12:00:00Z";

@@ -1,0 +1,295 @@
+//! What every implementation of a port promises, as one suite per port. The unit tests run each
+//! suite against the fake, `tests/tests/adapters.rs` against the AWS adapter on the emulator, so
+//! a fake cannot drift from what the adapter does. Each suite uses only the names it is given.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
+use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult, StepStatus, RUN_ID_TAG};
+use crate::error::AwsErrorKind;
+use crate::ports::{Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSpec, Stacks};
+
+/// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
+/// (which must not exist). Creation must settle at once, as on the emulator.
+pub async fn stacks(stacks: &dyn Stacks, spec: &StackSpec) {
+    assert_eq!(stacks.describe(&spec.name).await.unwrap(), None, "a stack never created is absent");
+    assert!(stacks.failure_reasons(&spec.name).await.unwrap().is_empty(), "an absent stack has no failures");
+    stacks.delete(&spec.name).await.expect("deleting an absent stack succeeds");
+
+    let id = stacks.create(spec).await.unwrap();
+    let described = stacks.describe(&spec.name).await.unwrap().expect("a created stack is described");
+    assert_eq!(described.id, id);
+    // The parameters the provisioner reads back (the emulator shows list parameters otherwise).
+    for (key, value) in spec.parameters.iter().filter(|(key, _)| ["ClusterName", "Version"].contains(&key.as_str())) {
+        assert_eq!(described.parameters.get(key), Some(value), "parameter {key}");
+    }
+    let again = stacks.create(spec).await.expect_err("a stack of that name exists");
+    assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");
+
+    stacks.delete(&spec.name).await.unwrap();
+    stacks.delete(&spec.name).await.expect("deleting again succeeds");
+    let after = stacks.describe(&spec.name).await.unwrap();
+    assert!(after.as_ref().is_none_or(|s| s.status.phase() == StackPhase::Deleting), "{after:?}");
+}
+
+/// Create, list by prefix, create again (a conflict), delete, delete again, for schedules under
+/// `prefix` (which must have none).
+pub async fn schedules(schedules: &dyn Schedules, prefix: &str, at: Timestamp) {
+    assert!(schedules.list(prefix).await.unwrap().is_empty());
+    let (first, second) = (format!("{prefix}a"), format!("{prefix}b"));
+    schedules.create(&first, at, r#"{"cluster":"ci-1"}"#).await.unwrap();
+    schedules.create(&second, at + SignedDuration::from_hours(1), r#"{"cluster":"ci-1"}"#).await.unwrap();
+    let mut listed = schedules.list(prefix).await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let expected = [
+        ScheduleEntry { name: first.clone(), at },
+        ScheduleEntry { name: second.clone(), at: at + SignedDuration::from_hours(1) },
+    ];
+    assert_eq!(listed, expected);
+    assert_eq!(schedules.list(&second).await.unwrap().len(), 1, "the prefix selects");
+    let again = schedules.create(&first, at, "{}").await.expect_err("a schedule of that name exists");
+    assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");
+    schedules.delete(&first).await.unwrap();
+    schedules.delete(&first).await.expect("deleting an absent schedule succeeds");
+    assert_eq!(schedules.list(prefix).await.unwrap().len(), 1);
+    schedules.delete(&second).await.unwrap();
+}
+
+fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        operation: "deploy".into(),
+        acquired_at: now,
+        expires_at: now + SignedDuration::from_secs(seconds),
+    }
+}
+
+/// One holder at a time until release or expiry, renewal by the holder only, and the free lock
+/// going to the contender that waited longest, for the locks `key` and `other` (never taken).
+pub async fn locks(locks: &dyn Locks, key: &str, other: &str) {
+    let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+    assert_eq!(locks.try_acquire(key, &lease("a", now, 60), now, now).await.unwrap(), None);
+    let holder = locks.try_acquire(key, &lease("b", now, 60), now, now).await.unwrap().expect("held by a");
+    assert_eq!(holder, lease("a", now, 60));
+    assert_eq!(locks.try_acquire(other, &lease("b", now, 60), now, now).await.unwrap(), None, "others are free");
+    locks.release(other, "b").await.unwrap();
+    assert_eq!(locks.try_acquire(key, &lease("a", now, 120), now, now).await.unwrap(), None, "the holder again");
+
+    assert_eq!(locks.renew(key, &lease("a", now, 180)).await.unwrap(), None, "the holder renews");
+    let taken = locks.renew(key, &lease("b", now, 180)).await.unwrap().expect("b holds nothing");
+    assert_eq!((taken.owner.as_str(), taken.expires_at), ("a", now + SignedDuration::from_secs(180)));
+
+    locks.release(key, "b").await.unwrap();
+    assert!(
+        locks.try_acquire(key, &lease("b", now, 60), now, now).await.unwrap().is_some(),
+        "only the holder releases"
+    );
+    locks.release(key, "a").await.unwrap();
+    assert_eq!(locks.try_acquire(key, &lease("b", now, 60), now, now).await.unwrap(), None, "b waited longest");
+    assert_eq!(locks.renew(key, &lease("a", now, 60)).await.unwrap().map(|h| h.owner), Some("b".into()));
+
+    let later = now + SignedDuration::from_secs(61);
+    let taken_over = locks.try_acquire(key, &lease("c", later, 60), later, later).await.unwrap();
+    assert_eq!(taken_over, None, "an expired lease is taken over");
+    locks.release(key, "c").await.unwrap();
+    let free = locks.renew(key, &lease("c", later, 60)).await.unwrap().expect("released");
+    assert_eq!(free.owner, "", "nobody holds a released lock");
+
+    // Turns: the contender that waited longest gets a free lock; one that stops asking loses its place.
+    let turns = format!("{other}-turns");
+    let turns = turns.as_str();
+    let t = |seconds: i64| later + SignedDuration::from_secs(seconds);
+    let ask = |owner: &'static str, asked: i64, since: i64| {
+        let lease = lease(owner, t(asked), 30);
+        async move { locks.try_acquire(turns, &lease, t(since), t(asked)).await.unwrap() }
+    };
+    assert_eq!(ask("a", 0, 0).await, None);
+    assert_eq!(ask("b", 1, 1).await.unwrap().owner, "a");
+    assert_eq!(ask("c", 2, 2).await.unwrap().owner, "a");
+    locks.release(turns, "a").await.unwrap();
+    let ahead = ask("c", 3, 2).await.expect("free, but b waits longer than c");
+    assert_eq!((ahead.owner.as_str(), ahead.acquired_at), ("b", t(1)));
+    assert_eq!(ask("b", 4, 1).await, None);
+    assert_eq!(ask("c", 4, 2).await.unwrap().owner, "b");
+    locks.release(turns, "b").await.unwrap();
+    assert_eq!(ask("d", 5, 5).await.unwrap().owner, "c", "c asked while b held it, so it is next");
+    assert_eq!(ask("c", 6, 2).await, None);
+    locks.release(turns, "c").await.unwrap();
+    assert_eq!(ask("e", 16, 16).await, None, "d stopped asking at 5 s: at 16 s its place has lapsed");
+    assert_eq!(ask("f", 17, 17).await.unwrap().owner, "e");
+    locks.release(turns, "f").await.unwrap();
+    locks.release(turns, "e").await.unwrap();
+    assert_eq!(ask("g", 18, 18).await, None, "a contender that gives up leaves the line at once");
+}
+
+/// A run record of `cluster` at `version`, started at `now`, with two pending steps.
+pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -> RunRecord {
+    let cluster = ClusterName::parse(cluster).unwrap();
+    let pending = |name: &str| StepResult {
+        name: name.into(),
+        status: StepStatus::Pending,
+        reason: None,
+        exit_code: None,
+        started_at: None,
+        ended_at: None,
+        duration_seconds: None,
+    };
+    let run_id = RunId::new(kind, &cluster, now);
+    RunRecord {
+        log_location: format!("s3://logs/runs/{run_id}/"),
+        run_id,
+        kind,
+        cluster,
+        version: GitRef::parse(version).unwrap(),
+        commit: None,
+        layout: None,
+        instance_id: None,
+        state: RunState::Launching,
+        steps: vec![pending("checkout"), pending("lint")],
+        started_at: now,
+        ended_at: None,
+        deadline: now + SignedDuration::from_hours(3),
+        expires_at: now + SignedDuration::from_hours(30 * 24),
+        images: Vec::new(),
+        outcome: None,
+        failure: None,
+    }
+}
+
+/// One active run per kind, cluster and version; records read back as written; updates only
+/// while the run has not ended. `cluster` must have no runs.
+pub async fn runs(runs: &dyn Runs, cluster: &str) {
+    let now = crate::domain::time::whole_seconds(Timestamp::now());
+    let first = run_record(RunKind::Test, cluster, "main", now);
+    let second = run_record(RunKind::Test, cluster, "main", now);
+    let build = run_record(RunKind::Build, cluster, "main", now);
+    assert_eq!(runs.get(&first.run_id).await.unwrap(), None);
+
+    assert_eq!(runs.start(&first, now).await.unwrap(), None, "nothing is active");
+    assert_eq!(runs.start(&second, now).await.unwrap(), Some(first.run_id.clone()), "the same run is active");
+    assert_eq!(runs.get(&second.run_id).await.unwrap(), None, "a refused start writes nothing");
+    assert_eq!(runs.start(&build, now).await.unwrap(), None, "another kind is another run");
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&first), "read back as written");
+
+    let running =
+        RunRecord { state: RunState::Running, instance_id: Some("i-0123456789abcdef0".into()), ..first.clone() };
+    runs.update(&running).await.unwrap();
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&running));
+
+    let ended = RunRecord {
+        state: RunState::Failed,
+        ended_at: Some(now + SignedDuration::from_mins(5)),
+        failure: Some("it failed".into()),
+        ..running.clone()
+    };
+    runs.update(&ended).await.unwrap();
+    let late = runs.update(&running).await.expect_err("an ended run is not written");
+    assert_eq!(late.aws_kind(), Some(AwsErrorKind::Conflict), "{late}");
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&ended), "its ending stands");
+    let never_started = runs.update(&second).await.expect_err("a run that does not exist is not written");
+    assert_eq!(never_started.aws_kind(), Some(AwsErrorKind::Conflict), "{never_started}");
+
+    runs.release(&second).await.expect("releasing a run that is not active changes nothing");
+    assert_eq!(runs.start(&second, now).await.unwrap(), Some(first.run_id.clone()));
+    runs.release(&ended).await.unwrap();
+    assert_eq!(runs.start(&second, now).await.unwrap(), None, "released, the next run starts");
+    let past_deadline = run_record(RunKind::Test, cluster, "main", now);
+    let after = second.deadline + SignedDuration::from_secs(1);
+    assert_eq!(runs.start(&past_deadline, after).await.unwrap(), None, "past its deadline, a run is not active");
+}
+
+/// Launch (again with the same token: the same instance), find by run id, terminate, for a run
+/// id no instance has. `spec` gets the image, the tag and the token here.
+pub async fn instances(instances: &dyn Instances, mut spec: LaunchSpec, run_id: &str) {
+    spec.image_id = instances.latest_image("arm64").await.unwrap();
+    assert!(spec.image_id.starts_with("ami-"), "{}", spec.image_id);
+    spec.tags.push((RUN_ID_TAG.into(), run_id.into()));
+    spec.client_token = format!("{run_id}-0");
+    assert!(instances.of_run(run_id).await.unwrap().is_empty());
+
+    let id = instances.launch(&spec).await.unwrap();
+    assert_eq!(instances.launch(&spec).await.unwrap(), id, "the same token launches no second instance");
+    assert_eq!(instances.of_run(run_id).await.unwrap(), std::slice::from_ref(&id));
+    assert!(instances.state(&id).await.unwrap().is_some_and(|s| s.is_working()), "a new instance works");
+
+    instances.terminate(&id).await.unwrap();
+    assert!(!instances.state(&id).await.unwrap().is_some_and(|s| s.is_live()), "terminated");
+    assert!(instances.of_run(run_id).await.unwrap().is_empty(), "a terminated instance is not the run's");
+    instances.terminate(&id).await.expect("terminating again succeeds");
+    assert_eq!(instances.state("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no state");
+}
+
+/// Which of the repositories lack the tag: `held` has it, `absent` does not exist.
+pub async fn images(images: &dyn Images, registry: &str, held: &str, absent: &str, tag: &ImageTag) {
+    let asked = [held.to_owned(), absent.to_owned()];
+    assert_eq!(images.missing(registry, &asked, tag).await.unwrap(), [absent.to_owned()]);
+    assert!(images.missing(registry, &asked[..1], tag).await.unwrap().is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::{FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks, Faults};
+    use crate::testing::{StackBehaviour, TestClock};
+
+    /// The cluster stack spec the suites create.
+    fn stack_spec(name: &str) -> StackSpec {
+        StackSpec {
+            name: name.into(),
+            template_body: "{}".into(),
+            parameters: vec![("ClusterName".into(), "ci-contract".into()), ("Version".into(), "v5.5.0".into())],
+            tags: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fake_stacks_keep_the_contract() {
+        let clock = TestClock::starting_at("2026-11-23T12:00:00Z".parse().unwrap());
+        let stacks = FakeStacks::new(clock, Faults::none());
+        let settles_at_once =
+            StackBehaviour { create_takes: Duration::ZERO, delete_takes: Duration::ZERO, ..Default::default() };
+        stacks.set_behaviour(settles_at_once);
+        super::stacks(&*stacks, &stack_spec("sliderule-cluster-ci-contract")).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_schedules_keep_the_contract() {
+        super::schedules(&*FakeSchedules::new(Faults::none()), "destroy.ci-contract.", Timestamp::now()).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_locks_keep_the_contract() {
+        super::locks(&*FakeLocks::new(Faults::none()), "lock#ci-1", "lock#ci-2").await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_runs_keep_the_contract() {
+        super::runs(&*FakeRuns::new(Faults::none()), "ci-contract").await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_instances_keep_the_contract() {
+        let spec = LaunchSpec {
+            image_id: String::new(),
+            instance_type: "c7g.2xlarge".into(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            instance_profile: None,
+            user_data: "#!/bin/bash\n".into(),
+            volume_gb: 8,
+            tags: Vec::new(),
+            client_token: String::new(),
+        };
+        super::instances(&*FakeInstances::new(Faults::none()), spec, "test-ci-contract-20261123t120000-ab12").await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_registry_keeps_the_contract() {
+        let images = FakeImages::new(Faults::none());
+        let tag = ImageTag::to_deploy(&GitRef::parse("v5.5.0").unwrap()).unwrap();
+        images.push(&["held".to_owned()], tag.as_str());
+        super::images(&*images, "123456789012.dkr.ecr.us-east-1.amazonaws.com", "held", "absent", &tag).await;
+    }
+}
