@@ -1,5 +1,5 @@
 //! What every implementation of a port promises, as one suite per port. The unit tests run each
-//! suite against the fake, `tests/tests/adapters.rs` against the AWS adapter on the emulator, so
+//! suite against the fake, `tests/tests/e2e/adapters.rs` against the AWS adapter on the emulator, so
 //! a fake cannot drift from what the adapter does. Each suite uses only the names it is given.
 
 use jiff::{SignedDuration, Timestamp};

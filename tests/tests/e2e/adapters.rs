@@ -19,7 +19,7 @@ use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
 
-const TEMPLATE: &str = include_str!("../../clusters/sliderule-cluster.yaml");
+const TEMPLATE: &str = include_str!("../../../clusters/sliderule-cluster.yaml");
 
 async fn stacks() -> CloudFormationStacks {
     CloudFormationStacks::new(&Aws::from_config(emulator().await))

@@ -157,15 +157,18 @@ async fn push_image(repository: &str, tag: &str) {
         ),
         "0".repeat(64)
     );
-    aws_cli(&["ecr", "create-repository", "--repository-name", repository]);
-    aws_cli(&["ecr", "put-image", "--repository-name", repository, "--image-tag", tag, "--image-manifest", &manifest]);
+    // Through the SDK: the sandbox's AWS CLI calls are what the tests measure, not their fixtures.
+    let ecr = aws_sdk_ecr::Client::new(&emulator().await);
+    // Either may exist already (another test pushed it): what matters is that it is there after.
+    let _ = ecr.create_repository().repository_name(repository).send().await;
+    let _ = ecr.put_image().repository_name(repository).image_tag(tag).image_manifest(manifest).send().await;
     assert!(registry_has(repository, tag).await, "{repository}:{tag} pushed");
 }
 
 async fn registry_has(repository: &str, tag: &str) -> bool {
-    aws_cli(&["ecr", "describe-images", "--repository-name", repository, "--image-ids", &format!("imageTag={tag}")])
-        .status
-        .success()
+    let ecr = aws_sdk_ecr::Client::new(&emulator().await);
+    let image = aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build();
+    ecr.describe_images().repository_name(repository).image_ids(image).send().await.is_ok()
 }
 
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
