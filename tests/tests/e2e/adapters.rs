@@ -14,7 +14,7 @@ use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Images, LaunchSpec, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{Images, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
@@ -170,19 +170,8 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
 
 #[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
-    let spec = LaunchSpec {
-        image_id: String::new(),
-        instance_type: "c7g.2xlarge".into(),
-        subnet_id: None,
-        security_group_ids: Vec::new(),
-        instance_profile: None,
-        user_data: "#!/bin/bash\n".into(),
-        volume_gb: 8,
-        tags: vec![("sliderule:provisioner".into(), "true".into())],
-        client_token: String::new(),
-    };
     let run_id = format!("test-{}-20261123t120000-ab12", unique("ci-"));
-    contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), spec, &run_id).await;
+    contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;
 }
 
 async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {

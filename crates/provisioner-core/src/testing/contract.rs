@@ -199,12 +199,20 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
 }
 
 /// Launch (again with the same token: the same instance), find by run id, terminate, for a run
-/// id no instance has. `spec` gets the image, the tag and the token here.
-pub async fn instances(instances: &dyn Instances, mut spec: LaunchSpec, run_id: &str) {
-    spec.image_id = instances.latest_image("arm64").await.unwrap();
+/// id no instance has.
+pub async fn instances(instances: &dyn Instances, run_id: &str) {
+    let spec = LaunchSpec {
+        image_id: instances.latest_image("arm64").await.unwrap(),
+        instance_type: "c7g.2xlarge".into(),
+        subnet_id: None,
+        security_group_ids: Vec::new(),
+        instance_profile: None,
+        user_data: "#!/bin/bash\n".into(),
+        volume_gb: 8,
+        tags: vec![(RUN_ID_TAG.into(), run_id.into()), ("sliderule:provisioner".into(), "true".into())],
+        client_token: format!("{run_id}-0"),
+    };
     assert!(spec.image_id.starts_with("ami-"), "{}", spec.image_id);
-    spec.tags.push((RUN_ID_TAG.into(), run_id.into()));
-    spec.client_token = format!("{run_id}-0");
     assert!(instances.of_run(run_id).await.unwrap().is_empty());
 
     let id = instances.launch(&spec).await.unwrap();
@@ -271,18 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_fake_instances_keep_the_contract() {
-        let spec = LaunchSpec {
-            image_id: String::new(),
-            instance_type: "c7g.2xlarge".into(),
-            subnet_id: None,
-            security_group_ids: Vec::new(),
-            instance_profile: None,
-            user_data: "#!/bin/bash\n".into(),
-            volume_gb: 8,
-            tags: Vec::new(),
-            client_token: String::new(),
-        };
-        super::instances(&*FakeInstances::new(Faults::none()), spec, "test-ci-contract-20261123t120000-ab12").await;
+        super::instances(&*FakeInstances::new(Faults::none()), "test-ci-contract-20261123t120000-ab12").await;
     }
 
     #[tokio::test]
