@@ -274,13 +274,19 @@ pub mod s3 {
         let dir = std::env::temp_dir().join(super::unique("provisioner-s3-"));
         let target = dir.to_string_lossy().into_owned();
         ok(&["s3", "cp", "--recursive", "--quiet", &format!("s3://{bucket}/{prefix}"), &target], "");
-        let texts = keys(bucket, prefix)
-            .into_iter()
-            .map(|key| {
-                let text = std::fs::read_to_string(dir.join(&key[prefix.len()..])).unwrap_or_default();
-                (key, text)
-            })
-            .collect();
+        let mut texts = std::collections::BTreeMap::new();
+        let mut dirs = vec![dir.clone()];
+        while let Some(current) = dirs.pop() {
+            for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let relative = path.strip_prefix(&dir).expect("under the download").to_string_lossy().into_owned();
+                    texts.insert(format!("{prefix}{relative}"), std::fs::read_to_string(&path).unwrap_or_default());
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
         texts
     }

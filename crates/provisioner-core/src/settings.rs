@@ -12,16 +12,22 @@ use crate::service::run::RunSettings;
 /// The account's settings that cluster stacks take as parameters: (template parameter, variable).
 /// Empty ones leave the cluster template's default.
 pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
-    ("Domain", "PROVISIONER_DOMAIN"),
+    ("Domain", DOMAIN),
     ("HostedZoneId", "PROVISIONER_HOSTED_ZONE_ID"),
-    ("ContainerRegistry", "PROVISIONER_CONTAINER_REGISTRY"),
-    ("ProjectBucket", "PROVISIONER_PROJECT_BUCKET"),
-    ("ProjectFolder", "PROVISIONER_PROJECT_FOLDER"),
+    ("ContainerRegistry", CONTAINER_REGISTRY),
+    ("ProjectBucket", PROJECT_BUCKET),
+    ("ProjectFolder", PROJECT_FOLDER),
     ("JwtIssuer", "PROVISIONER_JWT_ISSUER"),
     ("PublicDataBuckets", "PROVISIONER_PUBLIC_DATA_BUCKETS"),
     ("AlertStream", "PROVISIONER_ALERT_STREAM"),
     ("TelemetryStream", "PROVISIONER_TELEMETRY_STREAM"),
 ];
+
+/// Cluster settings that TEST and BUILD read too.
+pub const DOMAIN: &str = "PROVISIONER_DOMAIN";
+pub const CONTAINER_REGISTRY: &str = "PROVISIONER_CONTAINER_REGISTRY";
+pub const PROJECT_BUCKET: &str = "PROVISIONER_PROJECT_BUCKET";
+pub const PROJECT_FOLDER: &str = "PROVISIONER_PROJECT_FOLDER";
 
 /// The other variables, each read by the functions named.
 pub const TABLE: &str = "PROVISIONER_TABLE"; // all
@@ -111,10 +117,10 @@ impl Settings {
             log_bucket: self.required(RUN_LOG_BUCKET)?,
             repository: self.required(REPOSITORY_URL)?,
             build_image: self.required(BUILD_IMAGE)?,
-            registry: self.required(cluster_variable("ContainerRegistry"))?,
-            domain: self.required(cluster_variable("Domain"))?,
-            project_bucket: self.optional(cluster_variable("ProjectBucket")).unwrap_or_default(),
-            project_folder: self.optional(cluster_variable("ProjectFolder")).unwrap_or_default(),
+            registry: self.required(CONTAINER_REGISTRY)?,
+            domain: self.required(DOMAIN)?,
+            project_bucket: self.optional(PROJECT_BUCKET).unwrap_or_default(),
+            project_folder: self.optional(PROJECT_FOLDER).unwrap_or_default(),
             github_token_secret: self.optional(GITHUB_TOKEN_SECRET),
             instance_profile: self.optional(match kind {
                 RunKind::Test => TEST_RUNNER_INSTANCE_PROFILE,
@@ -142,11 +148,6 @@ const OTHER_VARIABLES: [&str; 13] = [
     RUNNER_SECURITY_GROUPS,
 ];
 
-/// The variable that carries the cluster parameter `parameter`.
-pub fn cluster_variable(parameter: &str) -> &'static str {
-    CLUSTER_SETTINGS.iter().find(|(p, _)| *p == parameter).map_or("", |(_, variable)| variable)
-}
-
 /// Whether `parameter` of a cluster template is set from the account's settings.
 pub fn is_cluster_setting(parameter: &str) -> bool {
     CLUSTER_SETTINGS.iter().any(|(p, _)| *p == parameter)
@@ -166,8 +167,8 @@ mod tests {
         (RUN_LOG_BUCKET, "logs"),
         (REPOSITORY_URL, "https://github.com/SlideRuleEarth/sliderule.git"),
         (BUILD_IMAGE, "build:latest"),
-        ("PROVISIONER_CONTAINER_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com"),
-        ("PROVISIONER_DOMAIN", "slideruleearth.io"),
+        (CONTAINER_REGISTRY, "123456789012.dkr.ecr.us-west-2.amazonaws.com"),
+        (DOMAIN, "slideruleearth.io"),
         (RUNNER_SUBNETS, " subnet-a, ,subnet-b "),
     ];
 
@@ -228,9 +229,8 @@ mod tests {
     #[test]
     fn every_cluster_setting_is_a_parameter_of_the_shipped_cluster_template() {
         let template = include_str!("../../../clusters/sliderule-cluster.yaml");
-        for (parameter, variable) in CLUSTER_SETTINGS {
+        for (parameter, _) in CLUSTER_SETTINGS {
             assert!(template.contains(&format!("\n  {parameter}:\n")), "{parameter}");
-            assert_eq!(cluster_variable(parameter), *variable);
         }
     }
 }

@@ -14,7 +14,7 @@ use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Images, Lease, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{Images, Locks, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
@@ -91,7 +91,7 @@ async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
 async fn aws_errors_name_service_operation_and_code_and_are_classified() {
     let store = DynamoStore::new(&Aws::from_config(emulator().await), unique("no-such-table-"));
     let now = Timestamp::now();
-    let error = store.try_acquire("lock#ci-1", &lease("a", now, 60), now, now).await.unwrap_err();
+    let error = store.try_acquire("lock#ci-1", &contract::lease("a", now, 60), now, now).await.unwrap_err();
     assert_eq!(error.code(), "AwsError");
     assert_eq!(error.aws_kind(), Some(AwsErrorKind::NotFound));
     let text = error.to_string();
@@ -132,15 +132,6 @@ async fn scheduler_creates_lists_by_prefix_and_deletes_one_time_schedules() {
     schedules.delete("destroy.ci-1.20300102T030405").await.unwrap();
     assert!(schedules.list("destroy.ci-1.").await.unwrap().is_empty());
     assert_eq!(schedules.list("destroy.").await.unwrap().len(), 1);
-}
-
-fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
-    Lease {
-        owner: owner.into(),
-        operation: "deploy".into(),
-        acquired_at: now,
-        expires_at: now + SignedDuration::from_secs(seconds),
-    }
 }
 
 // Each port's contract (provisioner_core::testing::contract), which the fakes keep too.

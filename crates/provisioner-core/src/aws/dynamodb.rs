@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use jiff::Timestamp;
@@ -84,6 +85,11 @@ impl DynamoStore {
         Ok(Some(self.read(key).await?.unwrap_or_default()))
     }
 
+    /// An UpdateItem of the item under `key`.
+    fn update_item(&self, key: AttributeValue) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key(KEY, key)
+    }
+
     /// The item under `key`, read consistently; `None` when there is none.
     async fn read(&self, key: AttributeValue) -> Result<Option<HashMap<String, AttributeValue>>> {
         let output = self
@@ -120,6 +126,18 @@ fn lapsed_before(now: Timestamp) -> i64 {
     now.as_second() - WAITING_LAPSES_AFTER.as_secs() as i64
 }
 
+/// Whether a conditional write went through: `false` when its condition failed.
+fn written<O, E>(outcome: std::result::Result<O, SdkError<E, HttpResponse>>, operation: &'static str) -> Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(error) if is_condition_failure(&error) => Ok(false),
+        Err(error) => Err(aws_error(SERVICE, operation, error)),
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     error.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
 }
@@ -129,10 +147,7 @@ impl DynamoStore {
     async fn wait_in_line(&self, key: &str, lease: &Lease, waiting_since: Timestamp, now: Timestamp) {
         let since_ms = waiting_since.as_millisecond();
         let outcome = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
+            .update_item(s(key))
             .update_expression(format!(
                 "SET {NEXT_OWNER} = :owner, {NEXT_OPERATION} = :operation, {NEXT_SINCE} = :since, \
                  {NEXT_SINCE_MS} = :since_ms, {NEXT_ASKED} = :now"
@@ -150,13 +165,9 @@ impl DynamoStore {
             .expression_attribute_values(":lapsed", n(lapsed_before(now)))
             .send()
             .await;
-        match outcome {
-            Ok(_) => {}
-            Err(error) if is_condition_failure(&error) => {}
-            // Only the turn is at stake; the next ask notes it again.
-            Err(error) => {
-                tracing::warn!(key, error = %aws_error(SERVICE, "UpdateItem", error), "could not wait in line")
-            }
+        // Only the turn is at stake; the next ask notes it again.
+        if let Err(error) = written(outcome, "UpdateItem") {
+            tracing::warn!(key, %error, "could not wait in line");
         }
     }
 }
@@ -207,10 +218,7 @@ impl Locks for DynamoStore {
 
     async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>> {
         let outcome = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
+            .update_item(s(key))
             .update_expression(format!(
                 "SET {} = :expires_at, {EXPIRES_EPOCH} = :expires_epoch, #ttl = :ttl",
                 lock::EXPIRES_AT
@@ -224,23 +232,17 @@ impl Locks for DynamoStore {
             .expression_attribute_values(":ttl", n(lease.expires_at.as_second() + KEEP_EXPIRED_SECONDS))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(None),
-            Err(error) if is_condition_failure(&error) => {
-                let item = self.read(s(key)).await?.unwrap_or_default();
-                Ok(Some(lease_from(&item).unwrap_or_else(|| Lease { owner: String::new(), ..lease.clone() })))
-            }
-            Err(error) => Err(aws_error(SERVICE, "UpdateItem", error)),
+        if written(outcome, "UpdateItem")? {
+            return Ok(None);
         }
+        let item = self.read(s(key)).await?.unwrap_or_default();
+        Ok(Some(lease_from(&item).unwrap_or_else(|| Lease { owner: String::new(), ..lease.clone() })))
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<()> {
         // The item stays, free, so that who waits in line keeps its place.
         let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
+            .update_item(s(key))
             .update_expression(format!(
                 "SET {EXPIRES_EPOCH} = :zero REMOVE #owner, {OPERATION}, {ACQUIRED_AT}, {}",
                 lock::EXPIRES_AT
@@ -251,17 +253,12 @@ impl Locks for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match released {
-            Ok(_) => return Ok(()),
-            Err(error) if is_condition_failure(&error) => {}
-            Err(error) => return Err(aws_error(SERVICE, "UpdateItem", error)),
+        if written(released, "UpdateItem")? {
+            return Ok(());
         }
         // Not the holder: leave the line if it waits in it.
         let left = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(key))
+            .update_item(s(key))
             .update_expression(format!(
                 "REMOVE {NEXT_OWNER}, {NEXT_OPERATION}, {NEXT_SINCE}, {NEXT_SINCE_MS}, {NEXT_ASKED}"
             ))
@@ -269,11 +266,9 @@ impl Locks for DynamoStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match left {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(aws_error(SERVICE, "UpdateItem", error)),
-        }
+        // Not waiting either: nothing to do.
+        written(left, "UpdateItem")?;
+        Ok(())
     }
 }
 
@@ -400,10 +395,7 @@ impl Runs for DynamoStore {
     async fn update(&self, record: &RunRecord) -> Result<()> {
         let mut sets = vec!["#state = :state".to_owned()];
         let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, run_key(&record.run_id))
+            .update_item(run_key(&record.run_id))
             .expression_attribute_names("#state", run::STATE)
             .expression_attribute_values(":state", s(record.state.as_str()));
         if let Some(instance_id) = &record.instance_id {
@@ -441,10 +433,8 @@ impl Runs for DynamoStore {
             .expression_attribute_values(":id", s(record.run_id.as_str()))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(aws_error(SERVICE, "DeleteItem", error)),
-        }
+        // Another run is active there already: nothing to end.
+        written(outcome, "DeleteItem")?;
+        Ok(())
     }
 }

@@ -55,7 +55,8 @@ pub async fn schedules(schedules: &dyn Schedules, prefix: &str, at: Timestamp) {
     schedules.delete(&second).await.unwrap();
 }
 
-fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
+/// A deploy's lease of `owner`, taken at `now` for `seconds`.
+pub fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
     Lease {
         owner: owner.into(),
         operation: "deploy".into(),
