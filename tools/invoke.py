@@ -4,7 +4,8 @@
 Exit status (the contract): 0 success, 1 function error, 2 the invocation itself failed.
 With --local it calls the local Lambda emulator; otherwise the deployed function via
 `aws lambda invoke`. With --follow, a `test` or `build` answer of "running" is invoked again
-with its run_id until the run ends; progress goes to stderr. Standard library only."""
+with its run_id until the run ends; progress goes to stderr. With --table, a `status` answer is
+printed as tables instead of JSON. Standard library only."""
 
 import argparse
 import datetime
@@ -17,7 +18,11 @@ import tempfile
 import urllib.error
 import urllib.request
 
-FUNCTIONS = ["deploy", "schedule_destroy", "destroy", "test", "build"]
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+# Every directory under functions/ is one function.
+FUNCTIONS = sorted(os.listdir(os.path.join(ROOT, "functions")))
+# Functions whose event is always {}.
+NO_ARGUMENTS = ("status", "sweep")
 # Output keys of template.yaml naming each function.
 OUTPUT_KEYS = {f: "".join(p.capitalize() for p in f.split("_")) + "FunctionName" for f in FUNCTIONS}
 LOCAL_READ_TIMEOUT = 900
@@ -100,6 +105,8 @@ def build_payload(args) -> bytes:
     if args.payload is not None:
         return args.payload.encode()
     event: dict = {}
+    if args.function in NO_ARGUMENTS:
+        return b"{}"
     if args.run_id:
         event["run_id"] = args.run_id
     else:
@@ -152,6 +159,66 @@ def report_progress(answer: dict, printed: set) -> None:
                   file=sys.stderr)
 
 
+def table(title: str, headers: list[str], rows: list[list], empty: str) -> None:
+    print(f"{title}")
+    if not rows:
+        print(f"  {empty}\n")
+        return
+    cells = [[("-" if cell is None or cell == "" else str(cell)) for cell in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    for row in [headers, *cells]:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print()
+
+
+def usd(value) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def steps_text(steps: list) -> str:
+    return " ".join(f"{s.get('name')}={s.get('status')}" for s in steps or [])
+
+
+def print_status(answer: dict) -> None:
+    """The status answer as tables: clusters, active runs, recent runs, what the sweeper would do."""
+    clusters = answer.get("clusters", [])
+    table(
+        f"Clusters ({len(clusters)})",
+        ["CLUSTER", "PROFILE", "STACK", "VERSION", "AGE (MIN)", "DESTROY AT", "COST/HOUR", "COST SO FAR"],
+        [[c.get("cluster"), c.get("profile"), c.get("stack_status"), c.get("version"), c.get("age_minutes"),
+          c.get("time_to_destroy") or "not scheduled", usd(c.get("cost_per_hour_usd")), usd(c.get("cost_so_far_usd"))]
+         for c in clusters],
+        "none",
+    )
+    runs = answer.get("runs", [])
+    table(
+        f"Active runs ({len(runs)})",
+        ["RUN", "KIND", "CLUSTER", "VERSION", "STEPS", "CURRENT STEP", "INSTANCE", "AGE (MIN)", "COST SO FAR"],
+        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), f"{r.get('steps_done')}/{r.get('steps_total')}",
+          r.get("current_step"), " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
+          r.get("age_minutes"), usd(r.get("cost_so_far_usd"))] for r in runs],
+        "none",
+    )
+    recent = answer.get("recent_runs", [])
+    table(
+        f"Recent runs ({len(recent)})",
+        ["RUN", "KIND", "CLUSTER", "VERSION", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
+        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("state"),
+          ",".join(r.get("failed_steps") or []), r.get("ended_at"), r.get("minutes")] for r in recent],
+        "none",
+    )
+    sweeper = answer.get("sweeper", [])
+    table(
+        f"The sweeper would act on ({len(sweeper)})",
+        ["ACTION", "TARGET", "REASON"],
+        [[s.get("action"), s.get("target"), s.get("reason")] for s in sweeper],
+        "nothing",
+    )
+    prices = answer.get("prices") or {}
+    print(f"Costs from the catalog's prices of {prices.get('as_of')} ({prices.get('basis')}); runs use spot "
+          f"instances, so their costs are upper bounds. As of {answer.get('at')}.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("function", choices=FUNCTIONS)
@@ -164,6 +231,7 @@ def main() -> int:
     parser.add_argument("--wait-seconds")
     parser.add_argument("--local", action="store_true")
     parser.add_argument("--follow", action="store_true")
+    parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     call = invoke_local if args.local else invoke_aws
     try:
@@ -184,7 +252,10 @@ def main() -> int:
     except ValueError as error:
         print(json.dumps({"errorType": "InvocationFailed", "errorMessage": f"the answer is not JSON: {error}"}, indent=2))
         return 2
-    print(json.dumps(answer, indent=2))
+    if args.table and ok and isinstance(answer, dict):
+        print_status(answer)
+    else:
+        print(json.dumps(answer, indent=2))
     return 0 if ok else 1
 
 

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK = "sliderule-provisioner"
 CODE_BUCKET = f"{STACK}-local-code"
 CODE_KEY = "bootstrap.zip"
-FUNCTIONS = ["DeployFunction", "ScheduleDestroyFunction", "DestroyFunction", "TestFunction", "BuildFunction"]
 
 
 class NoManagedPolicies:
@@ -53,6 +52,12 @@ def translate(parameters: dict) -> dict:
         return transform(template, parameters, NoManagedPolicies())
     except InvalidDocumentException as error:
         raise SystemExit(f"local-resources: the SAM translator refused template.yaml: {[str(c) for c in error.causes]}")
+
+
+def template_functions() -> list[str]:
+    """The logical ids of the template's functions; each has a <LogicalId>Name output."""
+    template, _ = decode(str(ROOT / "template.yaml"))
+    return [key for key, resource in template["Resources"].items() if resource["Type"] == "AWS::Serverless::Function"]
 
 
 def replace_references(node, logical_id: str, physical_name: str):
@@ -193,7 +198,7 @@ def main(env_file: str) -> None:
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     lambda_client = client("lambda")
     environment: dict[str, str] = {}
-    for function in FUNCTIONS:
+    for function in template_functions():
         configuration = lambda_client.get_function_configuration(FunctionName=outputs[f"{function}Name"])
         for key, value in configuration.get("Environment", {}).get("Variables", {}).items():
             if environment.setdefault(key, value) != value:

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use jiff::SignedDuration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -45,6 +46,57 @@ pub struct CatalogFile {
     pub profiles: Vec<ProfileFile>,
     /// What TEST and BUILD instances run.
     pub plans: Plans,
+    /// Hourly prices of the instance types clusters and runs use: what status reports costs from.
+    pub prices: Prices,
+}
+
+/// A dated price table: instance type → US dollars per hour. Not a pricing API: status answers
+/// from it in one step, and a change of price is a reviewed commit.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    /// The day the prices were read (YYYY-MM-DD).
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub as_of: String,
+    /// Where and what they are (region, on-demand or spot, operating system).
+    pub basis: String,
+    pub hourly_usd: BTreeMap<String, f64>,
+}
+
+impl Prices {
+    pub fn hourly(&self, instance_type: &str) -> Option<f64> {
+        self.hourly_usd.get(instance_type).copied()
+    }
+}
+
+/// Instances a cluster stack runs, named by the template parameters that set their type and count.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInstances {
+    /// The parameter whose value is the instance type.
+    pub type_parameter: String,
+    /// The parameter whose value is how many run; one when absent.
+    #[serde(default)]
+    pub count_parameter: Option<String>,
+}
+
+/// A profile's caps on concurrent runs, per kind; no cap when absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCaps {
+    #[schemars(range(min = 1))]
+    pub test: Option<u32>,
+    #[schemars(range(min = 1))]
+    pub build: Option<u32>,
+}
+
+impl RunCaps {
+    pub fn of(&self, kind: RunKind) -> Option<u32> {
+        match kind {
+            RunKind::Test => self.test,
+            RunKind::Build => self.build,
+        }
+    }
 }
 
 /// The plans of the two kinds of run, and the repository layouts they run on.
@@ -96,6 +148,21 @@ pub struct ProfileFile {
     /// The spot instances that run this cluster's TEST and BUILD.
     #[serde(default)]
     pub runner: RunnerProfile,
+    /// A deploy that creates a cluster schedules its destroy this long after; none when absent.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 10080))]
+    pub default_ttl_minutes: Option<u32>,
+    /// The longest a destroy may be scheduled ahead, and the age past which the sweeper destroys
+    /// a cluster that has no destroy schedule; no limit when absent.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 10080))]
+    pub max_ttl_minutes: Option<u32>,
+    /// Caps on concurrent runs of this profile's clusters, per kind.
+    #[serde(default)]
+    pub max_concurrent_runs: RunCaps,
+    /// The instances a cluster of this profile runs, for its cost.
+    #[serde(default)]
+    pub instances: Vec<ClusterInstances>,
 }
 
 /// The instances of a profile's runs.
@@ -185,12 +252,19 @@ pub struct Profile {
     pub images: Vec<String>,
     pub parameters: BTreeMap<String, String>,
     pub runner: RunnerProfile,
+    /// The template's parameter defaults, as text.
+    pub defaults: BTreeMap<String, String>,
+    pub default_ttl: Option<SignedDuration>,
+    pub max_ttl: Option<SignedDuration>,
+    pub max_concurrent_runs: RunCaps,
+    pub instances: Vec<ClusterInstances>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Catalog {
     profiles: Vec<Profile>,
     plans: Plans,
+    prices: Prices,
 }
 
 impl Catalog {
@@ -236,8 +310,10 @@ impl Catalog {
                 templates.iter().find(|(file, _)| *file == raw.template).map(|(_, body)| *body).ok_or_else(|| {
                     bad(format!("profile '{name}' names template '{}', which is not shipped", raw.template))
                 })?;
-            let declared =
+            let defaults =
                 template_parameters(template_body).map_err(|why| bad(format!("template '{}': {why}", raw.template)))?;
+            let declared: BTreeMap<String, bool> = defaults.iter().map(|(k, v)| (k.clone(), v.is_some())).collect();
+            let defaults: BTreeMap<String, String> = defaults.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
             for key in raw.parameters.keys() {
                 if is_provided(key) {
                     return Err(bad(format!("profile '{name}' sets '{key}', which the provisioner sets")));
@@ -274,6 +350,35 @@ impl Catalog {
                 )));
             }
             raw.runner.check(&name).map_err(bad)?;
+            check_lifetimes(&name, raw.default_ttl_minutes, raw.max_ttl_minutes).map_err(bad)?;
+            if raw.max_concurrent_runs.test == Some(0) || raw.max_concurrent_runs.build == Some(0) {
+                return Err(bad(format!("profile '{name}' caps runs at 0; give at least 1, or no cap")));
+            }
+            let priced = |instance_type: &str, what: &str| {
+                match file.prices.hourly(instance_type) {
+                Some(price) if price.is_finite() && price >= 0.0 => Ok(()),
+                _ => Err(bad(format!("profile '{name}' uses instance type '{instance_type}' ({what}), which the price table does not list"))),
+            }
+            };
+            for instance_type in &raw.runner.instance_types {
+                priced(instance_type, "runner")?;
+            }
+            for instances in &raw.instances {
+                for parameter in std::iter::once(&instances.type_parameter).chain(&instances.count_parameter) {
+                    if !declared.contains_key(parameter) {
+                        return Err(bad(format!(
+                            "profile '{name}' counts instances by '{parameter}', which template '{}' does not declare",
+                            raw.template
+                        )));
+                    }
+                }
+                let parameter = &instances.type_parameter;
+                match raw.parameters.get(parameter).or(defaults.get(parameter)) {
+                    Some(instance_type) => priced(instance_type, parameter)?,
+                    None => return Err(bad(format!("profile '{name}' gives no instance type for '{parameter}'"))),
+                }
+            }
+            let minutes = |m: Option<u32>| m.map(|m| SignedDuration::from_mins(i64::from(m)));
             profiles.push(Profile {
                 name,
                 patterns: raw.patterns,
@@ -283,16 +388,25 @@ impl Catalog {
                 images: raw.images,
                 parameters: raw.parameters,
                 runner: raw.runner,
+                defaults,
+                default_ttl: minutes(raw.default_ttl_minutes),
+                max_ttl: minutes(raw.max_ttl_minutes),
+                max_concurrent_runs: raw.max_concurrent_runs,
+                instances: raw.instances,
             });
         }
         let components = crate::runner::plan::check_layouts(&file.plans.layouts)?;
         file.plans.test.check("test", &components)?;
         file.plans.build.check("build", &components)?;
-        Ok(Catalog { profiles, plans: file.plans })
+        Ok(Catalog { profiles, plans: file.plans, prices: file.prices })
     }
 
     pub fn plans(&self) -> &Plans {
         &self.plans
+    }
+
+    pub fn prices(&self) -> &Prices {
+        &self.prices
     }
 
     /// The first profile that accepts `cluster`.
@@ -340,6 +454,39 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// What a cluster of this profile costs per hour with its stack's `parameters` (a value the
+    /// stack does not show comes from the profile, then the template): `None` when a type has no price.
+    pub fn hourly_cost(&self, parameters: &BTreeMap<String, String>, prices: &Prices) -> Option<f64> {
+        let value =
+            |key: &str| parameters.get(key).or_else(|| self.parameters.get(key)).or_else(|| self.defaults.get(key));
+        self.instances.iter().try_fold(0.0, |sum, instances| {
+            let price = prices.hourly(value(&instances.type_parameter)?)?;
+            let count = match &instances.count_parameter {
+                Some(parameter) => value(parameter)?.trim().parse::<u32>().ok()?,
+                None => 1,
+            };
+            Some(sum + price * f64::from(count))
+        })
+    }
+}
+
+fn check_lifetimes(profile: &str, default: Option<u32>, max: Option<u32>) -> Result<(), String> {
+    for (what, minutes) in [("default_ttl_minutes", default), ("max_ttl_minutes", max)] {
+        if minutes.is_some_and(|m| !(10..=10080).contains(&m)) {
+            return Err(format!("profile '{profile}' has {what} {}; use 10 to 10080 (a week)", minutes.unwrap_or(0)));
+        }
+    }
+    if let (Some(default), Some(max)) = (default, max) {
+        if default > max {
+            return Err(format!(
+                "profile '{profile}' has default_ttl_minutes {default} beyond its max_ttl_minutes {max}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The CloudFormation stack that holds `cluster`.
 pub fn stack_name(cluster: &ClusterName) -> String {
     format!("{STACK_NAME_PREFIX}{cluster}")
@@ -351,8 +498,8 @@ pub fn json_schema() -> String {
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
-/// The template's parameters, each with whether it has a default.
-fn template_parameters(body: &str) -> Result<BTreeMap<String, bool>, String> {
+/// The template's parameters, each with its default as text, if it has one.
+fn template_parameters(body: &str) -> Result<BTreeMap<String, Option<String>>, String> {
     let template: serde_yaml::Value = serde_yaml::from_str(body).map_err(|e| e.to_string())?;
     let parameters =
         template.get("Parameters").and_then(serde_yaml::Value::as_mapping).ok_or("it has no Parameters section")?;
@@ -360,7 +507,11 @@ fn template_parameters(body: &str) -> Result<BTreeMap<String, bool>, String> {
         .iter()
         .map(|(key, spec)| {
             let key = key.as_str().ok_or("a parameter name is not a string")?;
-            Ok((key.to_owned(), spec.get("Default").is_some()))
+            let default = spec.get("Default").map(|value| match value {
+                serde_yaml::Value::String(text) => text.clone(),
+                other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+            });
+            Ok((key.to_owned(), default))
         })
         .collect()
 }
@@ -428,7 +579,8 @@ mod tests {
                             Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
 
     const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: \
-        'true'}]\n  build: [{name: b, run: 'true'}]\n";
+        'true'}]\n  build: [{name: b, run: 'true'}]\nprices: {as_of: 2026-11-01, basis: test, hourly_usd: \
+        {c7g.2xlarge: 0.29, m7g.2xlarge: 0.33, c6g.2xlarge: 0.27, t.big: 2.0}}\n";
 
     /// A profile `p` for `match`, with `extra` YAML fields (flow style) added.
     fn profile(patterns: &str, extra: &str) -> String {
@@ -455,6 +607,59 @@ mod tests {
         );
         let error = profile.stack_parameters(&name("b-7"), &tag, &ClusterSettings::new()).unwrap_err();
         assert!(error.to_string().contains("Domain parameter"), "{error}");
+    }
+
+    #[test]
+    fn lifetimes_caps_and_costs_load_and_are_checked() {
+        let extra = ", parameters: {Size: '3'}, default_ttl_minutes: 240, max_ttl_minutes: 720, \
+            max_concurrent_runs: {test: 2}, instances: [{type_parameter: Color}, {type_parameter: Color, \
+            count_parameter: Size}]";
+        let prices = |yaml: String| yaml.replace("t.big: 2.0", "red: 0.5, blue: 1.5, t.big: 2.0");
+        let catalog = Catalog::from_yaml(
+            &prices(format!("profiles:\n{}{PLANS}", profile("[a]", extra))),
+            &[("t.yaml", TEMPLATE)],
+        )
+        .unwrap();
+        let loaded = catalog.profile_for(&name("a")).unwrap();
+        assert_eq!(loaded.default_ttl, Some(SignedDuration::from_hours(4)));
+        assert_eq!(loaded.max_ttl, Some(SignedDuration::from_hours(12)));
+        assert_eq!(
+            (loaded.max_concurrent_runs.of(RunKind::Test), loaded.max_concurrent_runs.of(RunKind::Build)),
+            (Some(2), None)
+        );
+        // The template's default colour (red, 0.5) once, and per Size (3 from the profile).
+        assert_eq!(loaded.hourly_cost(&BTreeMap::new(), catalog.prices()), Some(2.0));
+        // The stack's own values win; a type without a price has no cost.
+        let stack = BTreeMap::from([("Color".to_owned(), "blue".to_owned()), ("Size".to_owned(), "1".to_owned())]);
+        assert_eq!(loaded.hourly_cost(&stack, catalog.prices()), Some(3.0));
+        let unpriced = BTreeMap::from([("Color".to_owned(), "green".to_owned())]);
+        assert_eq!(loaded.hourly_cost(&unpriced, catalog.prices()), None);
+
+        let cases = [
+            (", default_ttl_minutes: 5", "use 10 to 10080"),
+            (", max_ttl_minutes: 20000", "use 10 to 10080"),
+            (", default_ttl_minutes: 800, max_ttl_minutes: 720", "beyond its max_ttl_minutes"),
+            (", max_concurrent_runs: {build: 0}", "caps runs at 0"),
+            (", instances: [{type_parameter: Nope}]", "does not declare"),
+            (", instances: [{type_parameter: Size}]", "price table"),
+            (", runner: {instance_types: [x9.huge]}", "price table"),
+        ];
+        for (extra, reason) in cases {
+            let yaml = format!("profiles:\n{}", profile("[a]", &format!(", parameters: {{Size: '1'}}{extra}")));
+            let error = load(&yaml).unwrap_err();
+            assert!(error.to_string().contains(reason), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_profiles_set_lifetimes_and_price_their_clusters() {
+        let catalog = Catalog::shipped().unwrap();
+        for profile in catalog.profiles() {
+            let (default, max) = (profile.default_ttl.unwrap(), profile.max_ttl.unwrap());
+            assert!(default <= max && max <= SignedDuration::from_hours(12), "{}", profile.name);
+            let cost = profile.hourly_cost(&BTreeMap::new(), catalog.prices()).unwrap();
+            assert!(cost > 0.0, "{}", profile.name);
+        }
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum Error {
         again in a few minutes"
     )]
     Busy { cluster: String, operation: String, since: String },
+    /// `Busy` too: a profile's cap on concurrent runs is reached.
+    #[error("{0}")]
+    RunsCapped(String),
     #[error("{0}")]
     DeployFailed(String),
     #[error("{0}")]
@@ -102,7 +105,7 @@ impl Error {
             Error::UnknownCluster(_) => "UnknownCluster",
             Error::ScheduledForDelete { .. } => "ScheduledForDelete",
             Error::TooLateToReschedule { .. } => "TooLateToReschedule",
-            Error::Busy { .. } => "Busy",
+            Error::Busy { .. } | Error::RunsCapped(_) => "Busy",
             Error::DeployFailed(_) => "DeployFailed",
             Error::DeployTimedOut(_) => "DeployTimedOut",
             Error::DestroyFailed(_) => "DestroyFailed",
@@ -149,6 +152,7 @@ mod tests {
             "ScheduledForDelete",
             "TooLateToReschedule",
             "Busy",
+            "Busy",
             "DeployFailed",
             "DeployTimedOut",
             "DestroyFailed",
@@ -166,6 +170,7 @@ mod tests {
             Error::ScheduledForDelete { cluster: "x".into(), at: "t".into() },
             Error::TooLateToReschedule { cluster: "x".into(), at: "t".into() },
             Error::Busy { cluster: "x".into(), operation: "deploy".into(), since: "t".into() },
+            Error::RunsCapped("x".into()),
             Error::DeployFailed("x".into()),
             Error::DeployTimedOut("x".into()),
             Error::DestroyFailed("x".into()),

@@ -17,6 +17,7 @@ use crate::domain::requests::MALFORMED_JSON_KEY;
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::domain::{RunKind, RunRequest};
 use crate::error::Result;
+use crate::service::operations::{Operations, StatusResponse, SweepResponse};
 use crate::service::run::{RunResponse, Runner};
 use crate::service::{DeployResponse, DestroyResponse, Invocation, Provisioner, ScheduleDestroyResponse};
 
@@ -42,21 +43,29 @@ where
     let lambda = service_fn(move |event: LambdaEvent<Value>| {
         let (service, handler, calls) = (service.clone(), handler.clone(), calls.clone());
         async move {
+            let started = std::time::Instant::now();
             let invocation = invocation_of(&event.context);
             let outcome = answer(function, &invocation, handler(service, event.payload, invocation.clone())).await;
-            log_calls(function, &calls);
-            outcome
+            let aws_calls = log_calls(function, &calls);
+            crate::metrics::invocation(
+                function,
+                outcome.as_ref().map(|_| ()).map_err(|(_, e)| e),
+                started.elapsed().as_secs_f64(),
+                aws_calls,
+            );
+            outcome.map_err(|(diagnostic, _)| diagnostic)
         }
     });
     Runtime::new(lambda).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
 }
 
-/// Awaits one invocation's `outcome` and logs it once.
+/// Awaits one invocation's `outcome` and logs it once; an error comes with the contract's
+/// diagnostic and the error itself (for the metrics).
 pub async fn answer<R: Serialize>(
     function: &str,
     invocation: &Invocation,
     outcome: impl Future<Output = Result<R>>,
-) -> Result<R, Diagnostic> {
+) -> Result<R, (Diagnostic, crate::Error)> {
     let outcome = outcome.await;
     match &outcome {
         Ok(response) => {
@@ -67,7 +76,7 @@ pub async fn answer<R: Serialize>(
             tracing::warn!(function, request_id = %invocation.request_id, error_type = error.code(), %error, "failed")
         }
     }
-    outcome.map_err(Diagnostic::from)
+    outcome.map_err(|error| (Diagnostic::from(error.clone()), error))
 }
 
 /// DEPLOY(cluster): see `service/deploy.rs`.
@@ -100,10 +109,23 @@ pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Resu
     runner.run(RunKind::Build, RunRequest::parse(event)?, &invocation).await
 }
 
-/// One event per invocation naming every AWS call it made, in order.
-fn log_calls(function: &str, calls: &CallLog) {
+/// STATUS: see `service/operations.rs`.
+pub async fn status(operations: Operations, event: Value, _: Invocation) -> Result<StatusResponse> {
+    crate::domain::requests::parse_empty(event, "status")?;
+    operations.status().await
+}
+
+/// SWEEP: see `service/operations.rs`.
+pub async fn sweep(operations: Operations, event: Value, invocation: Invocation) -> Result<SweepResponse> {
+    crate::domain::requests::parse_empty(event, "sweep")?;
+    operations.sweep(&invocation).await
+}
+
+/// One event per invocation naming every AWS call it made, in order; returns how many.
+fn log_calls(function: &str, calls: &CallLog) -> usize {
     let calls = calls.take();
     tracing::info!(function, aws_calls = calls.len(), operations = %calls.join(" "), "AWS calls");
+    calls.len()
 }
 
 /// The runtime parses each payload itself and answers what it cannot parse with its own error
@@ -223,8 +245,8 @@ mod tests {
     ) -> Result<Value, Diagnostic> {
         let provisioner = world.provisioner.clone();
         let inv = &invocation;
-        fn json<R: Serialize>(answer: Result<R, Diagnostic>) -> Result<Value, Diagnostic> {
-            answer.map(|response| serde_json::to_value(response).unwrap())
+        fn json<R: Serialize>(answer: Result<R, (Diagnostic, crate::Error)>) -> Result<Value, Diagnostic> {
+            answer.map(|response| serde_json::to_value(response).unwrap()).map_err(|(diagnostic, _)| diagnostic)
         }
         match function {
             Function::Deploy => json(answer("deploy", inv, deploy(provisioner, event, inv.clone())).await),

@@ -45,6 +45,7 @@ pub mod catalog;
 pub mod domain;
 pub mod error;
 pub mod lambda;
+pub mod metrics;
 pub mod ports;
 pub mod runner;
 pub mod service;

@@ -14,12 +14,14 @@ use crate::error::Result;
 /// A stack as last described.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackSnapshot {
+    pub name: String,
     pub id: String,
     pub status: StackStatus,
     pub status_reason: Option<String>,
     /// The parameters it was created with (a cluster's `Version` among them).
     pub parameters: BTreeMap<String, String>,
     pub outputs: BTreeMap<String, String>,
+    pub created_at: Option<Timestamp>,
 }
 
 /// What to create.
@@ -36,6 +38,8 @@ pub struct StackSpec {
 pub trait Stacks: Send + Sync {
     /// The stack named `name`, or `None` when there is none (never created, or deleted).
     async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>>;
+    /// Every stack whose name starts with `prefix` that is not deleted, in no order.
+    async fn list(&self, prefix: &str) -> Result<Vec<StackSnapshot>>;
     /// Starts creating the stack and returns its id without waiting. A stack of that name that
     /// already exists is an error of kind `Conflict`.
     async fn create(&self, spec: &StackSpec) -> Result<String>;
@@ -148,6 +152,8 @@ pub trait Runs: Send + Sync {
     async fn update(&self, record: &RunRecord) -> Result<()>;
     /// Ends `record` being the active run of its kind, cluster and version, if it still is.
     async fn release(&self, record: &RunRecord) -> Result<()>;
+    /// Every run record kept (30 days past each run's deadline), in no order.
+    async fn list(&self) -> Result<Vec<RunRecord>>;
 }
 
 /// One spot instance to launch for a run.
@@ -212,6 +218,22 @@ impl InstanceState {
     }
 }
 
+/// A live instance the provisioner launched, as EC2 lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedInstance {
+    pub id: String,
+    pub state: InstanceState,
+    pub instance_type: String,
+    pub launched_at: Option<Timestamp>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl TaggedInstance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
 /// EC2 instances (and the AMI they boot).
 #[async_trait]
 pub trait Instances: Send + Sync {
@@ -224,8 +246,28 @@ pub trait Instances: Send + Sync {
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.
     async fn of_run(&self, run_id: &str) -> Result<Vec<String>>;
+    /// Every instance tagged as the provisioner's ([`crate::domain::run::PROVISIONER_TAG`]) that
+    /// has not begun to terminate.
+    async fn tagged(&self) -> Result<Vec<TaggedInstance>>;
     /// The instance's state, or `None` when EC2 no longer knows it.
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>>;
     /// Terminates the instance. Terminating a gone instance succeeds.
     async fn terminate(&self, instance_id: &str) -> Result<()>;
+}
+
+/// Where alerts go (an SNS topic): failures someone must look at, and what the sweeper did.
+#[async_trait]
+pub trait Notices: Send + Sync {
+    /// Sends one alert. `subject` is one line of at most 100 characters.
+    async fn publish(&self, subject: &str, message: &str) -> Result<()>;
+}
+
+/// Alerts nowhere: for a provisioner deployed without a topic.
+pub struct NoNotices;
+
+#[async_trait]
+impl Notices for NoNotices {
+    async fn publish(&self, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
 }

@@ -43,6 +43,8 @@ pub const GITHUB_TOKEN_SECRET: &str = "PROVISIONER_GITHUB_TOKEN_SECRET";
 /// Each run kind launches with its own instance profile: only BUILD's may push images.
 pub const TEST_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE";
 pub const BUILD_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE";
+/// The SNS topic alerts go to (all functions); without it, alerts are only logged.
+pub const ALERT_TOPIC_ARN: &str = "PROVISIONER_ALERT_TOPIC_ARN";
 /// Comma-separated lists; empty means the default VPC's.
 pub const RUNNER_SUBNETS: &str = "PROVISIONER_RUNNER_SUBNETS";
 pub const RUNNER_SECURITY_GROUPS: &str = "PROVISIONER_RUNNER_SECURITY_GROUPS";
@@ -86,6 +88,11 @@ impl Settings {
     /// The DynamoDB table of locks and run records.
     pub fn table(&self) -> Result<String, String> {
         self.required(TABLE)
+    }
+
+    /// The alert topic, when the template made one.
+    pub fn alert_topic(&self) -> Option<String> {
+        self.optional(ALERT_TOPIC_ARN)
     }
 
     /// Where destroy schedules go and what they invoke.
@@ -132,7 +139,8 @@ impl Settings {
     }
 }
 
-const OTHER_VARIABLES: [&str; 13] = [
+const OTHER_VARIABLES: [&str; 14] = [
+    ALERT_TOPIC_ARN,
     TABLE,
     SCHEDULE_GROUP,
     DESTROY_FUNCTION_ARN,

@@ -11,13 +11,15 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::catalog::{Catalog, ClusterSettings};
+use crate::domain::run::PROVISIONER_TAG;
 use crate::domain::{ImageTag, StackPhase, StackStatus};
 use crate::domain::{RunId, RunRecord, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{
-    Clock, Images, InstanceState, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSnapshot,
-    StackSpec, Stacks,
+    Clock, Images, InstanceState, Instances, LaunchSpec, Lease, Locks, Notices, Runs, ScheduleEntry, Schedules,
+    StackSnapshot, StackSpec, Stacks, TaggedInstance,
 };
+use crate::service::operations::Operations;
 use crate::service::run::{RunSettings, Runner};
 use crate::service::{Invocation, Provisioner, Timeouts};
 
@@ -163,6 +165,8 @@ impl Faults {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     DescribeStack(String),
+    /// Stacks listed by prefix.
+    ListStacks(String),
     CreateStack(String),
     DeleteStack(String),
     StackEvents(String),
@@ -197,6 +201,7 @@ impl Default for StackBehaviour {
 
 struct FakeStack {
     id: String,
+    created_at: Timestamp,
     parameters: BTreeMap<String, String>,
     /// Statuses from the time each takes effect, in order.
     timeline: Vec<(Timestamp, String)>,
@@ -205,6 +210,19 @@ struct FakeStack {
 impl FakeStack {
     fn status_at(&self, now: Timestamp) -> &str {
         self.timeline.iter().rev().find(|(from, _)| *from <= now).map_or("CREATE_IN_PROGRESS", |(_, s)| s.as_str())
+    }
+
+    fn snapshot(&self, name: &str, now: Timestamp) -> Option<StackSnapshot> {
+        let status = self.status_at(now);
+        (status != "DELETE_COMPLETE").then(|| StackSnapshot {
+            name: name.to_owned(),
+            id: self.id.clone(),
+            status: StackStatus::new(status),
+            status_reason: None,
+            parameters: self.parameters.clone(),
+            outputs: BTreeMap::from([("ClusterName".to_owned(), name.to_owned())]),
+            created_at: Some(self.created_at),
+        })
     }
 }
 
@@ -253,7 +271,7 @@ impl FakeStacks {
         }
         let id = self.new_id(name);
         let parameters = BTreeMap::from([("Version".to_owned(), version.to_owned())]);
-        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, parameters, timeline });
+        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, created_at: now, parameters, timeline });
     }
 
     pub fn set_behaviour(&self, behaviour: StackBehaviour) {
@@ -289,16 +307,16 @@ impl Stacks for FakeStacks {
         let effect = self.faults.draw("DescribeStacks")?;
         let now = self.clock.now();
         let stacks = self.stacks.lock().unwrap();
-        effect.answer(stacks.get(name).and_then(|stack| {
-            let status = stack.status_at(now);
-            (status != "DELETE_COMPLETE").then(|| StackSnapshot {
-                id: stack.id.clone(),
-                status: StackStatus::new(status),
-                status_reason: None,
-                parameters: stack.parameters.clone(),
-                outputs: BTreeMap::from([("ClusterName".to_owned(), name.to_owned())]),
-            })
-        }))
+        effect.answer(stacks.get(name).and_then(|stack| stack.snapshot(name, now)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<StackSnapshot>> {
+        self.record(Call::ListStacks(prefix.to_owned()));
+        let effect = self.faults.draw("DescribeStacks")?;
+        let now = self.clock.now();
+        let stacks = self.stacks.lock().unwrap();
+        let listed = stacks.iter().filter(|(name, _)| name.starts_with(prefix));
+        effect.answer(listed.filter_map(|(name, stack)| stack.snapshot(name, now)).collect())
     }
 
     async fn create(&self, spec: &StackSpec) -> Result<String> {
@@ -318,7 +336,7 @@ impl Stacks for FakeStacks {
         }
         timeline.push((done, behaviour.create_ends_in.to_owned()));
         let parameters = spec.parameters.iter().cloned().collect();
-        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), parameters, timeline });
+        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), created_at: now, parameters, timeline });
         self.created.lock().unwrap().push(spec.clone());
         effect.answer(id)
     }
@@ -571,6 +589,7 @@ pub struct World {
     pub schedules: Arc<FakeSchedules>,
     pub locks: Arc<FakeLocks>,
     pub images: Arc<FakeImages>,
+    pub notices: Arc<FakeNotices>,
     pub provisioner: Provisioner,
 }
 
@@ -581,6 +600,7 @@ impl World {
         let stacks = FakeStacks::new(clock.clone(), faults.clone());
         let schedules = FakeSchedules::new(faults.clone());
         let locks = FakeLocks::new(faults.clone());
+        let notices = FakeNotices::new(faults.clone());
         let catalog = Catalog::shipped().expect("the shipped catalog loads");
         // As in an account after a release: each profile's default version is in the registry.
         let images = FakeImages::new(faults.clone());
@@ -596,8 +616,9 @@ impl World {
             clock: clock.clone(),
             timeouts: Timeouts::default(),
             settings: test_settings(),
+            notices: notices.clone(),
         };
-        World { clock, faults, stacks, schedules, locks, images, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, notices, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.
@@ -695,6 +716,10 @@ impl Runs for FakeRuns {
         effect.answer(())
     }
 
+    async fn list(&self) -> Result<Vec<RunRecord>> {
+        self.faults.draw("ListRuns")?.answer(self.all())
+    }
+
     async fn release(&self, record: &RunRecord) -> Result<()> {
         let effect = self.faults.draw("ReleaseRun")?;
         let mut active = self.active.lock().unwrap();
@@ -709,6 +734,8 @@ impl Runs for FakeRuns {
 #[derive(Debug, Clone)]
 pub struct FakeInstance {
     pub state: InstanceState,
+    pub instance_type: String,
+    pub launched_at: Timestamp,
     pub tags: Vec<(String, String)>,
     pub client_token: String,
 }
@@ -726,8 +753,8 @@ impl FakeInstance {
 
 /// EC2 in memory: records launches (one instance per client token), refuses instance types listed
 /// in `no_capacity`, subnets listed in `full_subnets`, and everything once `quota_reached`.
-#[derive(Default)]
 pub struct FakeInstances {
+    clock: Arc<dyn Clock>,
     faults: Arc<Faults>,
     pub no_capacity: Mutex<Vec<String>>,
     pub full_subnets: Mutex<Vec<String>>,
@@ -738,8 +765,30 @@ pub struct FakeInstances {
 }
 
 impl FakeInstances {
-    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
-        Arc::new(FakeInstances { faults, ..FakeInstances::default() })
+    pub fn new(clock: Arc<dyn Clock>, faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeInstances {
+            clock,
+            faults,
+            no_capacity: Mutex::default(),
+            full_subnets: Mutex::default(),
+            quota_reached: Mutex::default(),
+            launches: Mutex::default(),
+            instances: Mutex::default(),
+            terminated: Mutex::default(),
+        })
+    }
+
+    /// An instance started outside the provisioner's launch path (a stray, or one launched by
+    /// an earlier version), running since now.
+    pub fn put(&self, instance_id: &str, instance_type: &str, tags: &[(&str, &str)]) {
+        let instance = FakeInstance {
+            state: InstanceState::Running,
+            instance_type: instance_type.to_owned(),
+            launched_at: self.clock.now(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            client_token: format!("put-{instance_id}"),
+        };
+        self.instances.lock().unwrap().insert(instance_id.to_owned(), instance);
     }
 
     /// Every launch asked for, including those refused.
@@ -797,6 +846,8 @@ impl Instances for FakeInstances {
         let id = format!("i-{:08}", instances.len() + 1);
         let instance = FakeInstance {
             state: InstanceState::Running,
+            instance_type: spec.instance_type.clone(),
+            launched_at: self.clock.now(),
             tags: spec.tags.clone(),
             client_token: spec.client_token.clone(),
         };
@@ -809,6 +860,23 @@ impl Instances for FakeInstances {
         let instances = self.instances.lock().unwrap();
         let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(crate::domain::RUN_ID_TAG) == Some(run_id));
         effect.answer(of_run.map(|(id, _)| id.clone()).collect())
+    }
+
+    async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
+        let effect = self.faults.draw("DescribeInstances")?;
+        let instances = self.instances.lock().unwrap();
+        let tagged = instances.iter().filter(|(_, i)| i.live() && i.tag(PROVISIONER_TAG) == Some("true"));
+        effect.answer(
+            tagged
+                .map(|(id, i)| TaggedInstance {
+                    id: id.clone(),
+                    state: i.state,
+                    instance_type: i.instance_type.clone(),
+                    launched_at: Some(i.launched_at),
+                    tags: i.tags.iter().cloned().collect(),
+                })
+                .collect(),
+        )
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
@@ -831,15 +899,21 @@ pub struct RunWorld {
     pub faults: Arc<Faults>,
     pub runs: Arc<FakeRuns>,
     pub instances: Arc<FakeInstances>,
+    pub notices: Arc<FakeNotices>,
     pub runner: Runner,
 }
 
 impl RunWorld {
     pub fn new(now: &str) -> RunWorld {
         let clock = TestClock::starting_at(now.parse().expect("a test time"));
-        let faults = Faults::none();
+        RunWorld::sharing(clock, Faults::none(), None)
+    }
+
+    /// A runner on `clock` and `faults`, sending its alerts to `notices` (its own when `None`).
+    pub fn sharing(clock: Arc<TestClock>, faults: Arc<Faults>, notices: Option<Arc<FakeNotices>>) -> RunWorld {
+        let notices = notices.unwrap_or_else(|| FakeNotices::new(faults.clone()));
         let runs = FakeRuns::new(faults.clone());
-        let instances = FakeInstances::new(faults.clone());
+        let instances = FakeInstances::new(clock.clone(), faults.clone());
         let runner = Runner {
             catalog: Arc::new(Catalog::shipped().expect("the shipped catalog loads")),
             runs: runs.clone(),
@@ -861,11 +935,54 @@ impl RunWorld {
                 security_groups: vec![],
             },
             timeouts: crate::service::Timeouts::default(),
+            notices: notices.clone(),
         };
-        RunWorld { clock, faults, runs, instances, runner }
+        RunWorld { clock, faults, runs, instances, notices, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {
         Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::from_mins(15) }
+    }
+}
+
+/// Alerts in memory: (subject, message), oldest first.
+#[derive(Default)]
+pub struct FakeNotices {
+    faults: Arc<Faults>,
+    sent: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeNotices {
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeNotices { faults, sent: Mutex::default() })
+    }
+
+    pub fn sent(&self) -> Vec<(String, String)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Notices for FakeNotices {
+    async fn publish(&self, subject: &str, message: &str) -> Result<()> {
+        let effect = self.faults.draw("Publish")?;
+        self.sent.lock().unwrap().push((subject.to_owned(), message.to_owned()));
+        effect.answer(())
+    }
+}
+
+/// Both sides over one clock, one set of faults and one alert topic, and the operations over them.
+pub struct OpsWorld {
+    pub world: World,
+    pub runs: RunWorld,
+    pub operations: Operations,
+}
+
+impl OpsWorld {
+    pub fn new(now: &str) -> OpsWorld {
+        let world = World::new(now);
+        let runs = RunWorld::sharing(world.clock.clone(), world.faults.clone(), Some(world.notices.clone()));
+        let operations = Operations { provisioner: world.provisioner.clone(), runner: runs.runner.clone() };
+        OpsWorld { world, runs, operations }
     }
 }

@@ -2,7 +2,8 @@
 use std::sync::Arc;
 
 use provisioner_core::aws::{
-    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, ecr::EcrImages, scheduler::EventBridgeSchedules, Aws,
+    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, ecr::EcrImages, scheduler::EventBridgeSchedules,
+    sns::SnsNotices, Aws,
 };
 use provisioner_core::service::{Provisioner, Timeouts};
 use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, settings::Settings};
@@ -21,6 +22,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: Arc::new(SystemClock),
         timeouts: Timeouts::default(),
         settings: settings.cluster_parameters(),
+        notices: SnsNotices::or_none(&aws, settings.alert_topic()),
     };
     lambda::serve("deploy", aws.calls, provisioner, lambda::deploy).await
 }

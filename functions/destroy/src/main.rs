@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use provisioner_core::aws::{
-    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, scheduler::EventBridgeSchedules, Aws,
+    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, scheduler::EventBridgeSchedules, sns::SnsNotices, Aws,
 };
 use provisioner_core::service::{NoImages, Provisioner, Timeouts};
 use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, settings::Settings};
@@ -21,6 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: Arc::new(SystemClock),
         timeouts: Timeouts::default(),
         settings: settings.cluster_parameters(),
+        notices: SnsNotices::or_none(&aws, settings.alert_topic()),
     };
     lambda::serve("destroy", aws.calls, provisioner, lambda::destroy).await
 }

@@ -1,7 +1,7 @@
 //! The `test` Lambda function: TEST(cluster, version) of the spec (`provisioner_core::lambda::test`).
 use std::sync::Arc;
 
-use provisioner_core::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, Aws};
+use provisioner_core::aws::{dynamodb::DynamoStore, ec2::Ec2Instances, sns::SnsNotices, Aws};
 use provisioner_core::service::{run::Runner, Timeouts};
 use provisioner_core::{catalog::Catalog, domain::RunKind, lambda, ports::SystemClock, settings::Settings};
 
@@ -17,6 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: Arc::new(SystemClock),
         timeouts: Timeouts::default(),
         settings: settings.runs(RunKind::Test, aws.region())?,
+        notices: SnsNotices::or_none(&aws, settings.alert_topic()),
     };
     lambda::serve("test", aws.calls, runner, lambda::test).await
 }

@@ -14,7 +14,7 @@ use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Images, Locks, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
@@ -180,6 +180,7 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
             ..Timeouts::default()
         },
         settings: local_cluster_settings(),
+        notices: Arc::new(NoNotices),
     }
 }
 

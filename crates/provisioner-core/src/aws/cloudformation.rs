@@ -24,6 +24,32 @@ impl CloudFormationStacks {
 }
 
 /// CloudFormation answers a missing stack with a ValidationError saying it "does not exist".
+/// The stack as described; `None` once deleted.
+fn snapshot(stack: &aws_sdk_cloudformation::types::Stack) -> Option<StackSnapshot> {
+    let status = stack.stack_status().map_or("UNKNOWN", |s| s.as_str());
+    if status == "DELETE_COMPLETE" {
+        return None;
+    }
+    let name = stack.stack_name()?.to_owned();
+    Some(StackSnapshot {
+        id: stack.stack_id().unwrap_or(&name).to_owned(),
+        name,
+        status: StackStatus::new(status),
+        status_reason: stack.stack_status_reason().map(str::to_owned),
+        parameters: stack
+            .parameters()
+            .iter()
+            .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned())))
+            .collect(),
+        outputs: stack
+            .outputs()
+            .iter()
+            .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value().unwrap_or_default().to_owned())))
+            .collect(),
+        created_at: stack.creation_time().and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+    })
+}
+
 fn is_missing_stack<E: aws_sdk_cloudformation::error::ProvideErrorMetadata>(error: &E) -> bool {
     error.code() == Some("ValidationError") && error.message().is_some_and(|m| m.contains("does not exist"))
 }
@@ -36,28 +62,32 @@ impl Stacks for CloudFormationStacks {
             Err(error) if error.as_service_error().is_some_and(is_missing_stack) => return Ok(None),
             Err(error) => return Err(aws_error(SERVICE, "DescribeStacks", error)),
         };
-        let Some(stack) = output.stacks().first() else { return Ok(None) };
-        let status = stack.stack_status().map_or("UNKNOWN", |s| s.as_str());
-        if status == "DELETE_COMPLETE" {
-            return Ok(None);
+        Ok(output.stacks().first().and_then(snapshot))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<StackSnapshot>> {
+        let mut stacks = Vec::new();
+        let mut token = None;
+        loop {
+            let output = self
+                .client
+                .describe_stacks()
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|error| aws_error(SERVICE, "DescribeStacks", error))?;
+            stacks.extend(
+                output
+                    .stacks()
+                    .iter()
+                    .filter(|stack| stack.stack_name().is_some_and(|name| name.starts_with(prefix)))
+                    .filter_map(snapshot),
+            );
+            token = output.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(stacks);
+            }
         }
-        Ok(Some(StackSnapshot {
-            id: stack.stack_id().unwrap_or(name).to_owned(),
-            status: StackStatus::new(status),
-            status_reason: stack.stack_status_reason().map(str::to_owned),
-            parameters: stack
-                .parameters()
-                .iter()
-                .filter_map(|p| {
-                    Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned()))
-                })
-                .collect(),
-            outputs: stack
-                .outputs()
-                .iter()
-                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value().unwrap_or_default().to_owned())))
-                .collect(),
-        }))
     }
 
     async fn create(&self, spec: &StackSpec) -> Result<String> {

@@ -437,4 +437,27 @@ impl Runs for DynamoStore {
         written(outcome, "DeleteItem")?;
         Ok(())
     }
+
+    async fn list(&self) -> Result<Vec<RunRecord>> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#pk, :prefix)")
+                .expression_attribute_names("#pk", KEY)
+                .expression_attribute_values(":prefix", s(run::PREFIX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|error| aws_error(SERVICE, "Scan", error))?;
+            records.extend(output.items().iter().filter_map(run_from));
+            start = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
+            if start.is_none() {
+                return Ok(records);
+            }
+        }
+    }
 }

@@ -9,9 +9,10 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{aws_error, Aws};
+use crate::domain::run::PROVISIONER_TAG;
 use crate::domain::RUN_ID_TAG;
 use crate::error::Result;
-use crate::ports::{InstanceState, Instances, LaunchSpec};
+use crate::ports::{InstanceState, Instances, LaunchSpec, TaggedInstance};
 
 const SERVICE: &str = "EC2";
 
@@ -29,6 +30,14 @@ impl Ec2Instances {
 /// The public parameter that names the current AWS-provided Amazon Linux 2023 AMI.
 pub fn image_parameter(architecture: &str) -> String {
     format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}")
+}
+
+/// Instances that have not begun to terminate.
+fn live_states() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(InstanceState::ALL.iter().filter(|s| s.is_live()).map(|s| s.as_str().to_owned()).collect()))
+        .build()
 }
 
 fn is_missing_instance<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
@@ -113,14 +122,7 @@ impl Instances for Ec2Instances {
             .ec2
             .describe_instances()
             .filters(Filter::builder().name(format!("tag:{RUN_ID_TAG}")).values(run_id).build())
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(
-                        InstanceState::ALL.iter().filter(|s| s.is_live()).map(|s| s.as_str().to_owned()).collect(),
-                    ))
-                    .build(),
-            )
+            .filters(live_states())
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
@@ -130,6 +132,39 @@ impl Instances for Ec2Instances {
             .flat_map(|r| r.instances())
             .filter_map(|i| i.instance_id().map(str::to_owned))
             .collect())
+    }
+
+    async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let output = self
+                .ec2
+                .describe_instances()
+                .filters(Filter::builder().name(format!("tag:{PROVISIONER_TAG}")).values("true").build())
+                .filters(live_states())
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
+            found.extend(output.reservations().iter().flat_map(|r| r.instances()).filter_map(|instance| {
+                Some(TaggedInstance {
+                    id: instance.instance_id()?.to_owned(),
+                    state: InstanceState::parse(instance.state()?.name()?.as_str())?,
+                    instance_type: instance.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    launched_at: instance.launch_time().and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+                    tags: instance
+                        .tags()
+                        .iter()
+                        .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
+                        .collect(),
+                })
+            }));
+            token = output.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {

@@ -6,6 +6,7 @@ pub mod dynamodb;
 pub mod ec2;
 pub mod ecr;
 pub mod scheduler;
+pub mod sns;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -92,9 +92,28 @@ pub fn from_event<T: DeserializeOwned>(event: serde_json::Value, shape: &str) ->
     })
 }
 
+/// `status` and `sweep` take `{}`: anything else is refused, as for every function.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+pub fn parse_empty(event: serde_json::Value, function: &str) -> Result<(), Error> {
+    from_event::<Empty>(event, "{}").map(|_| ()).map_err(|error| Error::invalid(format!("{function}: {error}")))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn status_and_sweep_take_an_empty_object_only() {
+        assert!(parse_empty(json!({}), "status").is_ok());
+        for event in [json!({"cluster": "ci-1"}), json!([]), json!("x"), json!(null)] {
+            let error = parse_empty(event.clone(), "sweep").unwrap_err();
+            assert_eq!(error.code(), "InvalidRequest", "{event}");
+            assert!(error.to_string().starts_with("sweep: "), "{error}");
+        }
+    }
 
     use super::*;
 

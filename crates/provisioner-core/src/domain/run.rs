@@ -47,6 +47,12 @@ impl fmt::Display for RunKind {
 
 /// The tag that names the run an instance belongs to: how a run finds an instance it lost track of.
 pub const RUN_ID_TAG: &str = "sliderule:run-id";
+/// Every instance the provisioner launches carries it (`true`): what the sweeper looks at.
+pub const PROVISIONER_TAG: &str = "sliderule:provisioner";
+/// When the instance's run must have ended (RFC 3339): the sweeper terminates it after.
+pub const EXPIRES_TAG: &str = "sliderule:expires-at";
+pub const KIND_TAG: &str = "sliderule:kind";
+pub const CLUSTER_TAG: &str = "sliderule:cluster";
 
 /// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -15,7 +15,7 @@ use super::wait::{phase_of, wait_for_stack, Until};
 use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
 use crate::catalog::{stack_name, Profile};
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
-use crate::domain::{ClusterName, DeployRequest, ImageTag, StackPhase};
+use crate::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
 
@@ -49,6 +49,9 @@ pub struct DeployResponse {
     pub version_differs: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// When this deploy scheduled the cluster's destroy (the profile's default lifetime).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_destroy: Option<String>,
     pub outputs: BTreeMap<String, String>,
     pub elapsed_seconds: f64,
 }
@@ -64,6 +67,13 @@ struct Target<'a> {
 
 impl Provisioner {
     pub async fn deploy(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
+        let cluster = request.cluster.clone();
+        let outcome = self.deploy_checked(request, invocation).await;
+        super::alert_if_failed(&*self.notices, "deploy", &cluster, &outcome).await;
+        outcome
+    }
+
+    async fn deploy_checked(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
         let started = self.clock.now();
         let cluster = request.cluster;
         let profile = self.catalog.profile_for(&cluster)?;
@@ -115,7 +125,10 @@ impl Provisioner {
                 // Step 4.
                 StackPhase::Running => {
                     let stack = stack.expect("a running stack exists");
-                    return Ok(self.deploy_response(target, stack, action));
+                    let mut response = self.deploy_response(target, stack, action);
+                    // Step 2 found no schedule, and the lock kept others from making one.
+                    self.schedule_default_destroy(target, &mut response).await;
+                    return Ok(response);
                 }
                 StackPhase::Absent if created => {
                     return Err(self.deploy_failed(cluster, stack_name, &stack).await);
@@ -215,6 +228,31 @@ impl Provisioner {
         })
     }
 
+    /// Schedules the destroy of a cluster this deploy brought up at its profile's default lifetime.
+    /// The cluster runs either way: a failure is a note in the answer, and the sweeper destroys the
+    /// cluster at its profile's maximum lifetime.
+    async fn schedule_default_destroy(&self, target: &Target<'_>, response: &mut DeployResponse) {
+        let Some(lifetime) = target.profile.default_ttl else { return };
+        let at = crate::domain::time::whole_seconds(self.clock.now()) + lifetime;
+        let name = super::schedule_name(target.cluster, at);
+        let input = ClusterRequest { cluster: target.cluster.clone() }.to_event();
+        match self.schedules.create(&name, at, &input).await {
+            Ok(()) => {}
+            Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {}
+            Err(error) => {
+                tracing::warn!(cluster = %target.cluster, %error, "could not schedule the default destroy");
+                response.note = Some(format!(
+                    "{}the destroy at the profile's default lifetime could not be scheduled ({error}); run \
+                     schedule_destroy, or the sweeper destroys it at the profile's maximum lifetime",
+                    response.note.as_ref().map(|n| format!("{n}; ")).unwrap_or_default()
+                ));
+                return;
+            }
+        }
+        tracing::info!(cluster = %target.cluster, schedule = %name, %at, "destroy scheduled at the default lifetime");
+        response.time_to_destroy = Some(at.to_string());
+    }
+
     fn deploy_response(&self, target: &Target<'_>, stack: StackSnapshot, action: DeployAction) -> DeployResponse {
         let cluster = target.cluster;
         let version = stack.parameters.get("Version").cloned().unwrap_or_else(|| "unknown".to_owned());
@@ -237,6 +275,7 @@ impl Provisioner {
             requested_version: target.version.clone(),
             version_differs,
             note,
+            time_to_destroy: None,
             outputs: stack.outputs,
             elapsed_seconds: seconds_between(target.started, self.clock.now()),
         }

@@ -38,6 +38,13 @@ pub struct DestroyResponse {
 
 impl Provisioner {
     pub async fn destroy(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
+        let cluster = request.cluster.clone();
+        let outcome = self.destroy_checked(request, invocation).await;
+        super::alert_if_failed(&*self.notices, "destroy", &cluster, &outcome).await;
+        outcome
+    }
+
+    async fn destroy_checked(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
         let started = self.clock.now();
         let cluster = request.cluster;
         self.catalog.profile_for(&cluster)?;

@@ -71,6 +71,10 @@ impl Stacks for WitnessedStacks {
         self.inner.describe(name).await
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<StackSnapshot>> {
+        self.inner.list(prefix).await
+    }
+
     async fn create(&self, spec: &StackSpec) -> Result<String> {
         self.witness.check(spec.name.trim_start_matches("sliderule-cluster-"), "CreateStack");
         self.inner.create(spec).await

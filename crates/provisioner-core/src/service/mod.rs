@@ -4,6 +4,7 @@
 mod deploy;
 mod destroy;
 mod lock;
+pub mod operations;
 pub mod run;
 mod schedule_destroy;
 mod wait;
@@ -19,7 +20,8 @@ pub use schedule_destroy::ScheduleDestroyResponse;
 
 use crate::catalog::{Catalog, ClusterSettings};
 use crate::domain::ClusterName;
-use crate::ports::{Clock, Images, Locks, Schedules, Stacks};
+use crate::error::{Error, Result};
+use crate::ports::{Clock, Images, Locks, Notices, Schedules, Stacks};
 
 /// The spec's limit on waiting for a stack to be created or deleted.
 pub const STACK_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
@@ -84,6 +86,8 @@ pub struct Provisioner {
     pub timeouts: Timeouts,
     /// The account's settings that cluster stacks take as parameters.
     pub settings: ClusterSettings,
+    /// Where a failed deploy or destroy is reported.
+    pub notices: Arc<dyn Notices>,
 }
 
 impl Provisioner {
@@ -96,6 +100,27 @@ impl Provisioner {
     /// less the margin, whichever comes first.
     fn stack_wait_until(&self, invocation: &Invocation, started: Timestamp) -> Timestamp {
         (started + signed(self.timeouts.stack_wait)).min(self.work_deadline(invocation))
+    }
+}
+
+/// Sends an alert, logging (not answering) a failure to send it: an alert never changes an outcome.
+pub async fn alert(notices: &dyn Notices, subject: &str, message: &str) {
+    if let Err(error) = notices.publish(subject, message).await {
+        tracing::warn!(subject, %error, "could not send the alert");
+    }
+}
+
+/// Alerts about `outcome` of `operation` on `cluster` when it failed in a way someone must look at:
+/// the stack failed or hung, or (for a destroy, whose cluster keeps billing) AWS refused.
+async fn alert_if_failed<T>(notices: &dyn Notices, operation: &str, cluster: &ClusterName, outcome: &Result<T>) {
+    let Err(error) = outcome else { return };
+    let alerting = match operation {
+        "destroy" => matches!(error, Error::DestroyFailed(_) | Error::DestroyTimedOut(_) | Error::Aws(_)),
+        _ => matches!(error, Error::DeployFailed(_) | Error::DeployTimedOut(_)),
+    };
+    if alerting {
+        let subject = format!("SlideRule provisioner: {operation} of {cluster} failed ({})", error.code());
+        alert(notices, &subject, &error.to_string()).await;
     }
 }
 

@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
+use crate::domain::run::{CLUSTER_TAG, EXPIRES_TAG, KIND_TAG, PROVISIONER_TAG};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
 use crate::error::{AwsErrorKind, Error, Result};
-use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Runs};
+use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, Runs};
 use crate::runner::{render, RunValues};
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
@@ -64,6 +65,8 @@ pub struct Runner {
     pub clock: Arc<dyn Clock>,
     pub settings: RunSettings,
     pub timeouts: Timeouts,
+    /// Where a run that failed or was lost is reported.
+    pub notices: Arc<dyn Notices>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +119,7 @@ impl Runner {
     /// Starts a run, or finds the active run of the same kind, cluster and version.
     async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
+        self.check_cap(kind, profile, &cluster, &version).await?;
         let plans = self.catalog.plans();
         let plan = plans.of(kind);
         // BUILD pushes under this tag, so a version that maps to none is refused; TEST only passes it on.
@@ -214,6 +218,33 @@ impl Runner {
         })
     }
 
+    /// `RunsCapped` when the profile's clusters already have as many active runs of `kind` as the
+    /// profile allows, unless one of them is this same run (starting it again answers with it).
+    async fn check_cap(&self, kind: RunKind, profile: &Profile, cluster: &ClusterName, version: &GitRef) -> Result<()> {
+        let Some(cap) = profile.max_concurrent_runs.of(kind) else { return Ok(()) };
+        let now = self.clock.now();
+        let mut active: Vec<RunRecord> = self
+            .runs
+            .list()
+            .await?
+            .into_iter()
+            .filter(|run| run.kind == kind && !run.state.ended() && run.deadline >= now)
+            .filter(|run| self.catalog.profile_for(&run.cluster).is_ok_and(|p| p.name == profile.name))
+            .collect();
+        if active.len() < cap as usize || active.iter().any(|run| run.cluster == *cluster && run.version == *version) {
+            return Ok(());
+        }
+        active.sort_by_key(|run| run.started_at);
+        let runs: Vec<String> =
+            active.iter().map(|run| format!("{} ({} on {})", run.run_id, run.version, run.cluster)).collect();
+        Err(Error::RunsCapped(format!(
+            "the '{}' profile allows {cap} concurrent {kind} run(s), and these are active: {}; wait for one to end, \
+             or resume it with its run_id",
+            profile.name,
+            runs.join(", ")
+        )))
+    }
+
     /// Launches the run's instance, moving on to the next instance type or subnet when one has
     /// no capacity.
     async fn launch(&self, record: &mut RunRecord, profile: &Profile, user_data: String) -> Result<()> {
@@ -244,10 +275,10 @@ impl Runner {
                     tags: vec![
                         ("Name".into(), format!("sliderule-{}", record.run_id)),
                         (RUN_ID_TAG.into(), record.run_id.to_string()),
-                        ("sliderule:kind".into(), record.kind.to_string()),
-                        ("sliderule:cluster".into(), record.cluster.to_string()),
-                        ("sliderule:expires-at".into(), expires.clone()),
-                        ("sliderule:provisioner".into(), "true".into()),
+                        (KIND_TAG.into(), record.kind.to_string()),
+                        (CLUSTER_TAG.into(), record.cluster.to_string()),
+                        (EXPIRES_TAG.into(), expires.clone()),
+                        (PROVISIONER_TAG.into(), "true".into()),
                     ],
                     client_token: format!("{}-{attempt}", record.run_id),
                 };
@@ -438,8 +469,9 @@ impl Runner {
         }
     }
 
-    /// Ends the run when its instance finished, vanished, or outlived its time limit.
-    async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
+    /// Ends the run when its instance finished, vanished, or outlived its time limit; adopts an
+    /// instance found by its tag. The sweeper calls it for runs nobody waits on.
+    pub(crate) async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
         if let Some(outcome) = record.outcome.clone() {
             let passed = outcome == "succeeded" && record.failed_steps().is_empty();
             return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
@@ -495,7 +527,7 @@ impl Runner {
         record.failure = failure;
         record.ended_at = Some(self.clock.now());
         match self.runs.update(record).await {
-            Ok(()) => {}
+            Ok(()) => self.report_end(record).await,
             // Another invocation ended it first: its ending stands.
             Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
                 if let Some(ended) = self.runs.get(&record.run_id).await? {
@@ -507,6 +539,26 @@ impl Runner {
         self.runs.release(record).await?;
         tracing::info!(run_id = %record.run_id, state = state.as_str(), "run ended");
         Ok(())
+    }
+
+    /// Once per run, by whoever ended it: its steps as metrics, and an alert unless it succeeded.
+    async fn report_end(&self, record: &RunRecord) {
+        crate::metrics::run_steps(record);
+        if record.state == RunState::Succeeded {
+            return;
+        }
+        let subject = format!(
+            "SlideRule provisioner: {} run of {} on {} {}",
+            record.kind,
+            record.version,
+            record.cluster,
+            if record.state == RunState::Lost { "was lost (RunLost)" } else { "failed" }
+        );
+        let message = match self.answer(record.clone()) {
+            Err(error) => error.to_string(),
+            Ok(_) => format!("run {} ended as {}", record.run_id, record.state.as_str()),
+        };
+        super::alert(&*self.notices, &subject, &message).await;
     }
 
     fn answer(&self, record: RunRecord) -> Result<RunResponse> {

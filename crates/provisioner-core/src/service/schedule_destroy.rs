@@ -32,7 +32,19 @@ impl Provisioner {
         invocation: &Invocation,
     ) -> Result<ScheduleDestroyResponse> {
         let ScheduleDestroyRequest { cluster, time_to_destroy } = request;
-        self.catalog.profile_for(&cluster)?;
+        let profile = self.catalog.profile_for(&cluster)?;
+        if let Some(max) = profile.max_ttl {
+            let latest = self.clock.now() + max;
+            if time_to_destroy > latest {
+                return Err(Error::invalid(format!(
+                    "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes \
+                     from now; give a time no later than {}",
+                    profile.name,
+                    max.as_mins(),
+                    crate::domain::time::whole_seconds(latest)
+                )));
+            }
+        }
         with_lock(self, invocation, &cluster, "schedule_destroy", async {
             let now = self.clock.now();
             if time_to_destroy <= now {

@@ -4,6 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::domain::run::PROVISIONER_TAG;
 use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
 use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult, StepStatus, RUN_ID_TAG};
 use crate::error::AwsErrorKind;
@@ -25,11 +26,20 @@ pub async fn stacks(stacks: &dyn Stacks, spec: &StackSpec) {
     }
     let again = stacks.create(spec).await.expect_err("a stack of that name exists");
     assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");
+    let listed = stacks.list(&spec.name).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| (s.name.as_str(), s.id.as_str())).collect::<Vec<_>>(),
+        [(spec.name.as_str(), id.as_str())]
+    );
+    assert!(listed[0].created_at.is_some(), "a listed stack says when it was created");
+    assert!(stacks.list(&format!("{}-none", spec.name)).await.unwrap().is_empty(), "the prefix selects");
 
     stacks.delete(&spec.name).await.unwrap();
     stacks.delete(&spec.name).await.expect("deleting again succeeds");
     let after = stacks.describe(&spec.name).await.unwrap();
     assert!(after.as_ref().is_none_or(|s| s.status.phase() == StackPhase::Deleting), "{after:?}");
+    let listed = stacks.list(&spec.name).await.unwrap();
+    assert!(listed.iter().all(|s| s.status.phase() == StackPhase::Deleting), "{listed:?}");
 }
 
 /// Create, list by prefix, create again (a conflict), delete, delete again, for schedules under
@@ -197,6 +207,13 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     let past_deadline = run_record(RunKind::Test, cluster, "main", now);
     let after = second.deadline + SignedDuration::from_secs(1);
     assert_eq!(runs.start(&past_deadline, after).await.unwrap(), None, "past its deadline, a run is not active");
+
+    let listed = runs.list().await.unwrap();
+    for kept in [&ended, &build, &second, &past_deadline] {
+        let found = listed.iter().find(|run| run.run_id == kept.run_id);
+        assert_eq!(found, runs.get(&kept.run_id).await.unwrap().as_ref(), "listed as read");
+        assert!(found.is_some(), "{} is listed", kept.run_id);
+    }
 }
 
 /// Launch (again with the same token: the same instance), find by run id, terminate, for a run
@@ -210,7 +227,7 @@ pub async fn instances(instances: &dyn Instances, run_id: &str) {
         instance_profile: None,
         user_data: "#!/bin/bash\n".into(),
         volume_gb: 8,
-        tags: vec![(RUN_ID_TAG.into(), run_id.into()), ("sliderule:provisioner".into(), "true".into())],
+        tags: vec![(RUN_ID_TAG.into(), run_id.into()), (PROVISIONER_TAG.into(), "true".into())],
         client_token: format!("{run_id}-0"),
     };
     assert!(spec.image_id.starts_with("ami-"), "{}", spec.image_id);
@@ -220,10 +237,15 @@ pub async fn instances(instances: &dyn Instances, run_id: &str) {
     assert_eq!(instances.launch(&spec).await.unwrap(), id, "the same token launches no second instance");
     assert_eq!(instances.of_run(run_id).await.unwrap(), std::slice::from_ref(&id));
     assert!(instances.state(&id).await.unwrap().is_some_and(|s| s.is_working()), "a new instance works");
+    let tagged = instances.tagged().await.unwrap();
+    let listed = tagged.iter().find(|i| i.id == id).expect("a provisioner-tagged instance is listed");
+    assert_eq!((listed.instance_type.as_str(), listed.tag(RUN_ID_TAG)), ("c7g.2xlarge", Some(run_id)));
+    assert!(listed.launched_at.is_some() && listed.state.is_working(), "{listed:?}");
 
     instances.terminate(&id).await.unwrap();
     assert!(!instances.state(&id).await.unwrap().is_some_and(|s| s.is_live()), "terminated");
     assert!(instances.of_run(run_id).await.unwrap().is_empty(), "a terminated instance is not the run's");
+    assert!(instances.tagged().await.unwrap().iter().all(|i| i.id != id), "a terminated instance is not listed");
     instances.terminate(&id).await.expect("terminating again succeeds");
     assert_eq!(instances.state("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no state");
 }
@@ -280,7 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_fake_instances_keep_the_contract() {
-        super::instances(&*FakeInstances::new(Faults::none()), "test-ci-contract-20261123t120000-ab12").await;
+        let clock = TestClock::starting_at("2026-11-23T12:00:00Z".parse().unwrap());
+        super::instances(&*FakeInstances::new(clock, Faults::none()), "test-ci-contract-20261123t120000-ab12").await;
     }
 
     #[tokio::test]
