@@ -162,6 +162,8 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 #[cfg(test)]
 mod fault_storm;
 #[cfg(test)]
+mod operations_tests;
+#[cfg(test)]
 mod run_tests;
 #[cfg(test)]
 mod tests;

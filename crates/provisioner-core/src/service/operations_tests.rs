@@ -1,0 +1,422 @@
+//! Lifetimes, caps, alerts, every sweeper rule and the status report, on fakes with paused time.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::operations::{findings, SweepAction};
+use crate::domain::run::{EXPIRES_TAG, PROVISIONER_TAG, RUN_ID_TAG};
+use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
+use crate::domain::{RunKind, RunRequest, RunState, StepStatus};
+use crate::ports::{Clock, Lease};
+use crate::testing::{Call, Fault, OpsWorld, RunWorld, StackBehaviour, World};
+
+const NOW: &str = "2026-11-23T12:00:00Z";
+
+fn cluster(name: &str) -> ClusterName {
+    ClusterName::parse(name).unwrap()
+}
+
+fn deploy(name: &str) -> DeployRequest {
+    DeployRequest { cluster: cluster(name), version: None }
+}
+
+fn start(name: &str, version: &str) -> RunRequest {
+    RunRequest::Start { cluster: cluster(name), version: GitRef::parse(version).unwrap(), wait_seconds: Some(0) }
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+async fn pass(minutes: u64) {
+    tokio::time::advance(Duration::from_secs(minutes * 60)).await;
+}
+
+// Lifetimes.
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_that_creates_a_cluster_schedules_its_destroy_at_the_profile_default() {
+    let world = World::new(NOW);
+    let response = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap();
+    // The ci profile's default is 240 minutes, counted from when the cluster runs: its create takes
+    // 90 s, seen at the next 4-second poll.
+    let expected = at("2026-11-23T16:01:32Z");
+    assert_eq!(response.time_to_destroy.as_deref(), Some("2026-11-23T16:01:32Z"));
+    let schedules = world.schedules.all();
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    let (name, (when, input)) = schedules.into_iter().next().unwrap();
+    assert_eq!((name.as_str(), when), ("destroy.ci-1.20261123T160132", expected));
+    assert_eq!(input, r#"{"cluster":"ci-1"}"#, "the same event a manual destroy takes");
+    assert!(serde_json::to_string(&response).unwrap().contains(r#""time_to_destroy":"2026-11-23T16:01:32Z""#));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_of_a_running_cluster_schedules_nothing() {
+    let world = World::new(NOW);
+    world.stacks.seed("sliderule-cluster-ci-1", "CREATE_COMPLETE", None);
+    let response = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap();
+    assert_eq!(response.time_to_destroy, None);
+    assert!(world.schedules.all().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_default_schedule_that_cannot_be_made_is_a_note_and_the_deploy_succeeds() {
+    let world = World::new(NOW);
+    world.faults.script("CreateSchedule", Fault::Throttled, 1);
+    let response = world.provisioner.deploy(deploy("developers"), &world.invocation("r1")).await.unwrap();
+    assert_eq!((response.status, response.time_to_destroy), ("success", None));
+    let note = response.note.unwrap();
+    assert!(note.contains("could not be scheduled") && note.contains("sweeper"), "{note}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_destroy_beyond_the_profile_maximum_is_refused_naming_the_limit() {
+    let world = World::new(NOW);
+    let request = |time: &str| ScheduleDestroyRequest { cluster: cluster("developers"), time_to_destroy: at(time) };
+    let error =
+        world.provisioner.schedule_destroy(request("2026-11-24T00:00:01Z"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "InvalidRequest");
+    let text = error.to_string();
+    assert!(text.contains("maximum lifetime of 720 minutes") && text.contains("2026-11-24T00:00:00Z"), "{text}");
+    assert!(world.schedules.all().is_empty(), "nothing was scheduled");
+    // At the limit it is taken.
+    world.provisioner.schedule_destroy(request("2026-11-24T00:00:00Z"), &world.invocation("r2")).await.unwrap();
+}
+
+// Alerts.
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_deploy_alerts_and_a_callers_mistake_does_not() {
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_ends_in: "ROLLBACK_COMPLETE", ..Default::default() });
+    let error = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "DeployFailed");
+    let unknown = world.provisioner.deploy(deploy("nobody"), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(unknown.code(), "UnknownCluster");
+    let sent = world.notices.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "SlideRule provisioner: deploy of ci-1 failed (DeployFailed)");
+    assert_eq!(sent[0].1, error.to_string());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_that_cannot_be_sent_changes_no_outcome() {
+    let world = World::new(NOW);
+    world.stacks.set_behaviour(StackBehaviour { create_ends_in: "ROLLBACK_COMPLETE", ..Default::default() });
+    world.faults.script("Publish", Fault::ServerError, 1);
+    let error = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap_err();
+    assert_eq!(error.code(), "DeployFailed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_failed_steps_alerts_once_and_a_passed_run_not_at_all() {
+    let world = RunWorld::new(NOW);
+    let failing = world.runner.run(RunKind::Test, start("ci-1", "main"), &world.invocation("r1")).await.unwrap();
+    let passing = world.runner.run(RunKind::Test, start("ci-2", "main"), &world.invocation("r2")).await.unwrap();
+    world.runs.report(
+        &failing.run_id,
+        &[("checkout", StepStatus::Passed), ("debug-build", StepStatus::Failed)],
+        Some("failed"),
+    );
+    world.runs.report(&passing.run_id, &[("checkout", StepStatus::Passed)], Some("succeeded"));
+    for (run_id, request) in [(&failing.run_id, "r3"), (&failing.run_id, "r4"), (&passing.run_id, "r5")] {
+        let resume = RunRequest::Resume { run_id: run_id.clone(), wait_seconds: Some(0) };
+        let _ = world.runner.run(RunKind::Test, resume, &world.invocation(request)).await;
+    }
+    let sent = world.notices.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "SlideRule provisioner: test run of main on ci-1 failed");
+    assert!(sent[0].1.contains("steps failed: debug-build"), "{}", sent[0].1);
+}
+
+// Caps on concurrent runs.
+
+#[tokio::test(start_paused = true)]
+async fn a_start_beyond_the_profile_cap_is_busy_naming_the_active_runs() {
+    let world = RunWorld::new(NOW);
+    // The ci profile allows 2 concurrent builds.
+    let a = world.runner.run(RunKind::Build, start("ci-a", "v5.1.0"), &world.invocation("r1")).await.unwrap();
+    let b = world.runner.run(RunKind::Build, start("ci-b", "v5.2.0"), &world.invocation("r2")).await.unwrap();
+    let error = world.runner.run(RunKind::Build, start("ci-c", "v5.3.0"), &world.invocation("r3")).await.unwrap_err();
+    assert_eq!(error.code(), "Busy");
+    let text = error.to_string();
+    assert!(text.contains(a.run_id.as_str()) && text.contains(b.run_id.as_str()), "{text}");
+    assert!(text.contains("'ci' profile allows 2 concurrent build run(s)"), "{text}");
+    assert_eq!(world.instances.launches().len(), 2, "nothing launched for the refused start");
+
+    // Starting an active run again answers with it; another kind or profile has its own cap.
+    let again = world.runner.run(RunKind::Build, start("ci-a", "v5.1.0"), &world.invocation("r4")).await.unwrap();
+    assert_eq!(again.run_id, a.run_id);
+    world.runner.run(RunKind::Test, start("ci-c", "v5.3.0"), &world.invocation("r5")).await.unwrap();
+    world.runner.run(RunKind::Build, start("developers", "v5.3.0"), &world.invocation("r6")).await.unwrap();
+
+    // Once a run ends, the next starts.
+    world.runs.report(&a.run_id, &[], Some("succeeded"));
+    let resume = RunRequest::Resume { run_id: a.run_id.clone(), wait_seconds: Some(0) };
+    world.runner.run(RunKind::Build, resume, &world.invocation("r7")).await.unwrap();
+    world.runner.run(RunKind::Build, start("ci-c", "v5.3.0"), &world.invocation("r8")).await.unwrap();
+}
+
+// The sweeper.
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_sweep_lists_four_things_and_does_nothing() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-developers", "CREATE_COMPLETE", None);
+    ops.world.schedules.insert("destroy.developers.20261123T180000", at("2026-11-23T18:00:00Z"));
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert!(swept.actions.is_empty(), "{:?}", swept.actions);
+    assert_eq!((swept.surveyed.clusters, swept.surveyed.schedules), (1, 1));
+    assert_eq!(ops.world.stacks.calls(), [Call::ListStacks("sliderule-cluster-".into())]);
+    assert_eq!(ops.world.schedules.calls(), [Call::ListSchedules("destroy.".into())]);
+    assert!(ops.world.notices.sent().is_empty(), "nothing to report, no alert");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_other_runs() {
+    let ops = OpsWorld::new(NOW);
+    let instances = &ops.runs.instances;
+    let runner = &ops.runs.runner;
+    let ended = runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
+    ops.runs.runs.report(&ended.run_id, &[], Some("succeeded"));
+    runner
+        .run(
+            RunKind::Test,
+            RunRequest::Resume { run_id: ended.run_id.clone(), wait_seconds: Some(0) },
+            &ops.world.invocation("r2"),
+        )
+        .await
+        .unwrap();
+    let active = runner.run(RunKind::Test, start("ci-2", "main"), &ops.world.invocation("r3")).await.unwrap();
+    let kept = active.instance_id.clone().unwrap();
+
+    fn tagged<'a>(run: &'a str, expires: &'a str) -> [(&'a str, &'a str); 3] {
+        [(PROVISIONER_TAG, "true"), (RUN_ID_TAG, run), (EXPIRES_TAG, expires)]
+    }
+    let later = "2026-11-23T20:00:00Z";
+    instances.put("i-ended", "c7g.2xlarge", &tagged(ended.run_id.as_str(), later));
+    instances.put("i-second", "c7g.2xlarge", &tagged(active.run_id.as_str(), later));
+    instances.put("i-expired", "c7g.2xlarge", &tagged(active.run_id.as_str(), "2026-11-23T11:59:00Z"));
+    instances.put("i-orphan", "c7g.2xlarge", &tagged("test-ci-9-20261101t000000-ab12", later));
+    instances.put("i-untagged", "c7g.2xlarge", &[(RUN_ID_TAG, "test-ci-9-20261101t000000-ab12")]);
+    // Within the launch grace an instance whose run is not found yet is left alone.
+    let fresh = ops.operations.sweep(&ops.world.invocation("s0")).await.unwrap();
+    let terminated: Vec<&str> = fresh.actions.iter().map(|a| a.finding.target.as_str()).collect();
+    assert_eq!(terminated, ["i-ended", "i-expired", "i-second"], "{:?}", fresh.actions);
+    pass(4).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    let reasons: Vec<(&str, &str)> =
+        swept.actions.iter().map(|a| (a.finding.target.as_str(), a.finding.reason.as_str())).collect();
+    assert_eq!(reasons, [("i-orphan", "its run test-ci-9-20261101t000000-ab12 does not exist")]);
+    let live = |id: &str| instances.instances()[id].live();
+    assert!(!live("i-ended") && !live("i-second") && !live("i-expired") && !live("i-orphan"));
+    assert!(live(&kept) && live("i-untagged"), "the run's own instance and what is not the provisioner's stay");
+    let reasons: Vec<String> = fresh.actions.iter().map(|a| a.finding.reason.clone()).collect();
+    assert!(reasons[0].contains("ended as succeeded"), "{reasons:?}");
+    assert!(reasons[1].contains("time limit passed"), "{reasons:?}");
+    assert!(
+        reasons[2].contains(&format!("second instance of run {}, which runs on {kept}", active.run_id)),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_ends_a_run_whose_instance_is_gone_as_lost_and_alerts() {
+    let ops = OpsWorld::new(NOW);
+    let run = ops.runs.runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
+    ops.runs.instances.set_state(run.instance_id.as_deref().unwrap(), None);
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert_eq!(swept.actions.len(), 1, "{:?}", swept.actions);
+    let action = &swept.actions[0];
+    assert_eq!((action.finding.action, action.finding.target.as_str()), (SweepAction::ResumeRun, run.run_id.as_str()));
+    assert_eq!(action.result, "ended as lost");
+    assert_eq!(ops.runs.runs.record(&run.run_id).unwrap().state, RunState::Lost);
+    let subjects: Vec<String> = ops.world.notices.sent().into_iter().map(|(subject, _)| subject).collect();
+    assert_eq!(
+        subjects,
+        [
+            "SlideRule provisioner: test run of main on ci-1 was lost (RunLost)",
+            "SlideRule provisioner: the sweeper acted on 1 thing(s)"
+        ]
+    );
+    // Its waiting caller gets the same answer.
+    let resume = RunRequest::Resume { run_id: run.run_id.clone(), wait_seconds: Some(0) };
+    let error = ops.runs.runner.run(RunKind::Test, resume, &ops.world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "RunLost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_concludes_a_reported_run_and_adopts_a_lost_track_instance() {
+    let ops = OpsWorld::new(NOW);
+    let runner = &ops.runs.runner;
+    let reported = runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
+    ops.runs.runs.report(&reported.run_id, &[("checkout", StepStatus::Failed)], Some("failed"));
+    // A run whose instance was launched but never recorded.
+    // (Three attempts as it launched, three more as its start waited.)
+    ops.world.faults.script("UpdateRun", Fault::ServerError, 6);
+    let untracked = runner.run(RunKind::Test, start("ci-2", "main"), &ops.world.invocation("r2")).await.unwrap();
+    assert_eq!(ops.runs.runs.record(&untracked.run_id).unwrap().instance_id, None);
+    pass(4).await;
+
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    let results: Vec<(&str, &str)> =
+        swept.actions.iter().map(|a| (a.finding.target.as_str(), a.result.as_str())).collect();
+    let launched = &ops.runs.instances.launches();
+    let adopted = ops.runs.runs.record(&untracked.run_id).unwrap().instance_id.unwrap();
+    assert_eq!(launched.len(), 2);
+    assert_eq!(
+        results,
+        [
+            (reported.run_id.as_str(), "ended as failed"),
+            (untracked.run_id.as_str(), format!("adopted instance {adopted}").as_str())
+        ]
+    );
+    assert_eq!(ops.runs.runs.record(&reported.run_id).unwrap().state, RunState::Failed);
+    // Fixed is fixed: the next sweep finds nothing.
+    assert!(ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap().actions.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_destroys_a_cluster_past_its_maximum_lifetime_with_no_schedule() {
+    let ops = OpsWorld::new(NOW);
+    let stacks = &ops.world.stacks;
+    stacks.seed("sliderule-cluster-ci-old", "CREATE_COMPLETE", None);
+    stacks.seed("sliderule-cluster-ci-kept", "CREATE_COMPLETE", None);
+    ops.world.schedules.insert("destroy.ci-kept.20261124T060000", at("2026-11-24T06:00:00Z"));
+    pass(60).await;
+    stacks.seed("sliderule-cluster-ci-young", "CREATE_COMPLETE", None);
+    pass(660).await;
+    // ci-old is 12 hours old with no schedule; ci-kept is as old but scheduled; ci-young is 11 hours old.
+    let catalog = &ops.world.provisioner.catalog;
+    let survey = ops.operations.survey().await.unwrap();
+    let found = findings(catalog, &survey);
+    assert_eq!(found.iter().map(|f| f.target.as_str()).collect::<Vec<_>>(), ["ci-old"]);
+    assert!(found[0].reason.contains("older than the 'ci' profile's maximum lifetime of 720 minutes"), "{found:?}");
+
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert_eq!(swept.actions.len(), 1);
+    assert!(swept.actions[0].ok && swept.actions[0].result.starts_with("destroyed"), "{:?}", swept.actions);
+    assert_eq!(stacks.status("sliderule-cluster-ci-old"), None);
+    assert!(
+        stacks.status("sliderule-cluster-ci-kept").is_some() && stacks.status("sliderule-cluster-ci-young").is_some()
+    );
+    assert_eq!(ops.world.locks.holder("lock#ci-old"), None, "the destroy's lock was released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_destroys_a_cluster_whose_schedule_is_long_overdue() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-developers", "CREATE_COMPLETE", None);
+    // Its schedule fired at 12:10 and the destroy failed; the schedule stayed (say, a retry policy).
+    ops.world.schedules.insert("destroy.developers.20261123T121000", at("2026-11-23T12:10:00Z"));
+    pass(30).await;
+    assert!(ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap().actions.is_empty(), "not yet overdue");
+    pass(15).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert_eq!(swept.actions[0].finding.reason, "its destroy was due at 2026-11-23T12:10:00Z and it still exists");
+    assert_eq!(ops.world.stacks.status("sliderule-cluster-developers"), None);
+    assert!(ops.world.schedules.all().is_empty(), "destroy removes the cluster's schedules");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_the_sweeper_cannot_destroy_is_a_failed_action_and_nothing_else_stops() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-ci-old", "CREATE_COMPLETE", None);
+    ops.world.stacks.seed("sliderule-cluster-other", "CREATE_COMPLETE", None);
+    pass(721).await;
+    // Another operation holds the cluster for longer than the sweep may wait.
+    let now = ops.world.clock.now();
+    let holder = Lease {
+        owner: "someone".into(),
+        operation: "deploy".into(),
+        acquired_at: now,
+        expires_at: now + SignedDuration::from_hours(1),
+    };
+    ops.world.locks.put("lock#ci-old", holder);
+    let swept = ops.operations.sweep(&ops.world.invocation_with("s1", Duration::from_secs(60))).await.unwrap();
+    let outcomes: Vec<(SweepAction, &str, bool)> =
+        swept.actions.iter().map(|a| (a.finding.action, a.finding.target.as_str(), a.ok)).collect();
+    assert_eq!(outcomes, [(SweepAction::DestroyCluster, "ci-old", false), (SweepAction::Report, "other", true)]);
+    assert!(swept.actions[0].result.contains("(Busy)"), "{}", swept.actions[0].result);
+    assert!(ops.world.stacks.status("sliderule-cluster-other").is_some(), "a stack no profile matches is left alone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_and_a_destroy_at_once_leave_one_outcome() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-ci-old", "CREATE_COMPLETE", None);
+    pass(721).await;
+    let provisioner = &ops.world.provisioner;
+    let (one, two) = (ops.world.invocation("d1"), ops.world.invocation("s1"));
+    let destroy = provisioner.destroy(ClusterRequest { cluster: cluster("ci-old") }, &one);
+    let (destroyed, swept) = tokio::join!(destroy, ops.operations.sweep(&two));
+    destroyed.unwrap();
+    assert!(swept.unwrap().actions.iter().all(|a| a.ok), "the second destroy finds it absent");
+    assert_eq!(ops.world.stacks.status("sliderule-cluster-ci-old"), None);
+    assert_eq!(ops.world.stacks.count(|c| matches!(c, Call::DeleteStack(_))), 1, "deleted once");
+}
+
+// Status.
+
+#[tokio::test(start_paused = true)]
+async fn status_lists_clusters_with_costs_runs_with_progress_and_what_the_sweeper_would_do() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.provisioner.deploy(deploy("ci-1"), &ops.world.invocation("r1")).await.unwrap();
+    let run = ops.runs.runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r2")).await.unwrap();
+    ops.runs.runs.report(
+        &run.run_id,
+        &[("checkout", StepStatus::Passed), ("install-tools", StepStatus::Running)],
+        None,
+    );
+    let failed =
+        ops.runs.runner.run(RunKind::Build, start("ci-1", "v5.1.0"), &ops.world.invocation("r3")).await.unwrap();
+    ops.runs.runs.report(&failed.run_id, &[("build-images", StepStatus::Failed)], Some("failed"));
+    let resume = RunRequest::Resume { run_id: failed.run_id.clone(), wait_seconds: Some(0) };
+    ops.runs.runner.run(RunKind::Build, resume, &ops.world.invocation("r4")).await.unwrap_err();
+    ops.runs.instances.put(
+        "i-stray",
+        "c7g.2xlarge",
+        &[(PROVISIONER_TAG, "true"), (EXPIRES_TAG, "2026-11-23T11:00:00Z")],
+    );
+    pass(120).await;
+
+    let status = ops.operations.status().await.unwrap();
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["status"], "success");
+    let clusters = json["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1);
+    let ci = &clusters[0];
+    assert_eq!(
+        (ci["cluster"].as_str(), ci["profile"].as_str(), ci["version"].as_str()),
+        (Some("ci-1"), Some("ci"), Some("latest"))
+    );
+    assert_eq!(ci["time_to_destroy"], "2026-11-23T16:01:32Z");
+    // Two c8g.large at 0.0798 and one t4g.2xlarge at 0.2688, since 12:00 (2 h 1.5 min).
+    assert_eq!(ci["cost_per_hour_usd"], 0.43);
+    assert_eq!(ci["cost_so_far_usd"], 0.87);
+
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let active = &runs[0];
+    assert_eq!(active["run_id"], run.run_id.as_str());
+    assert_eq!((active["steps_done"].as_u64(), active["current_step"].as_str()), (Some(1), Some("install-tools")));
+    assert_eq!(active["steps_total"].as_u64(), Some(run.steps.len() as u64));
+    assert_eq!((active["instance_type"].as_str(), active["age_minutes"].as_i64()), (Some("m7g.2xlarge"), Some(120)));
+    assert_eq!(active["cost_so_far_usd"], 0.65, "two hours of m7g.2xlarge at 0.3264");
+
+    let recent = json["recent_runs"].as_array().unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(
+        (recent[0]["state"].as_str(), recent[0]["failed_steps"][0].as_str()),
+        (Some("failed"), Some("build-images"))
+    );
+    let sweeper = json["sweeper"].as_array().unwrap();
+    assert_eq!(sweeper.len(), 1, "{sweeper:?}");
+    assert_eq!(
+        (sweeper[0]["action"].as_str(), sweeper[0]["target"].as_str()),
+        (Some("terminate_instance"), Some("i-stray"))
+    );
+    assert_eq!(json["prices"]["as_of"], "2026-11-25");
+    assert!(ops.runs.instances.instances()["i-stray"].live(), "status changes nothing");
+}
