@@ -5,5 +5,6 @@
 mod adapters;
 mod cluster_user_data;
 mod lifecycle;
+mod operations;
 mod runner_script;
 mod runs;

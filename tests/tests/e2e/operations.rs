@@ -1,0 +1,168 @@
+//! Keeping watch, end to end on the local stack: a cluster's default lifetime, the sweeper, and
+//! `make status`. The sweeper runs here alongside every other test, as it runs in an account
+//! alongside everything else: each test checks only what it made.
+
+use std::process::Command;
+
+use jiff::{SignedDuration, Timestamp};
+use provisioner_core::aws::{ec2::Ec2Instances, Aws};
+use provisioner_core::domain::run::{EXPIRES_TAG, PROVISIONER_TAG, RUN_ID_TAG};
+use provisioner_core::ports::{Instances, LaunchSpec};
+use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
+use serde_json::{json, Value};
+
+const GROUP: &str = "sliderule-provisioner";
+
+async fn destroy_schedules_of(cluster: &str) -> Vec<(String, Timestamp)> {
+    let client = aws_sdk_scheduler::Client::new(&emulator().await);
+    let listed =
+        client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
+    let mut schedules = Vec::new();
+    for summary in listed.schedules() {
+        let name = summary.name().unwrap();
+        let schedule = client.get_schedule().group_name(GROUP).name(name).send().await.unwrap();
+        let expression = schedule.schedule_expression().unwrap();
+        let at = expression.strip_prefix("at(").and_then(|e| e.strip_suffix(')')).unwrap();
+        schedules.push((name.to_owned(), format!("{at}Z").parse().unwrap()));
+    }
+    schedules
+}
+
+async fn instance_state(instance_id: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2.describe_instances().instance_ids(instance_id).send().await.unwrap();
+    described.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_owned()
+}
+
+fn sweep() -> Value {
+    make_invoke("sweep", "{}").assert_success().clone()
+}
+
+/// The sweep's action on `target`, if it took one.
+fn action_on<'a>(swept: &'a Value, target: &str) -> Option<&'a Value> {
+    swept["actions"].as_array().unwrap().iter().find(|action| action["target"] == target)
+}
+
+#[tokio::test]
+async fn a_deployed_cluster_gets_its_destroy_schedule_at_the_profile_default() {
+    let cluster = unique("ci-ttl-");
+    let before = Timestamp::now();
+    let deployed = make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}")]);
+    let answer = deployed.assert_success();
+    let at: Timestamp = answer["time_to_destroy"].as_str().expect("the response says when").parse().unwrap();
+    // The ci profile's default lifetime: 240 minutes.
+    let lifetime = at.duration_since(before);
+    assert!(lifetime >= SignedDuration::from_mins(239) && lifetime <= SignedDuration::from_mins(241), "{lifetime:?}");
+    let schedules = destroy_schedules_of(&cluster).await;
+    assert_eq!(schedules.iter().map(|(_, when)| *when).collect::<Vec<_>>(), [at], "{schedules:?}");
+
+    // Beyond the profile's maximum (720 minutes) a schedule is refused and the default stays.
+    let far = make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), "TTL=721"]);
+    far.assert_error("InvalidRequest");
+    assert!(far.answer["errorMessage"].as_str().unwrap().contains("maximum lifetime of 720 minutes"));
+    assert_eq!(destroy_schedules_of(&cluster).await.len(), 1);
+
+    make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
+    assert!(destroy_schedules_of(&cluster).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_sweeper_ends_a_lost_run_and_terminates_an_expired_instance() {
+    // A run whose instance vanished (a spot interruption) while nobody was waiting on it.
+    let cluster = unique("ci-sweep-");
+    let started = make_invoke("test", &json!({"cluster": cluster, "version": "main", "wait_seconds": 0}).to_string());
+    let started = started.answer.clone();
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let run_instance = started["instance_id"].as_str().unwrap().to_owned();
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    ec2.terminate_instances().instance_ids(&run_instance).send().await.unwrap();
+
+    // An instance of the provisioner's whose time ran out (a deadman that did not fire).
+    let instances = Ec2Instances::new(&Aws::from_config(emulator().await));
+    let expired_at = (Timestamp::now() - SignedDuration::from_mins(1)).to_string();
+    let stray_run = unique("test-ci-gone-20261101t000000-");
+    let spec = LaunchSpec {
+        image_id: instances.latest_image("arm64").await.unwrap(),
+        instance_type: "c7g.2xlarge".into(),
+        subnet_id: None,
+        security_group_ids: Vec::new(),
+        instance_profile: None,
+        user_data: "#!/bin/bash\n".into(),
+        volume_gb: 8,
+        tags: vec![
+            (PROVISIONER_TAG.into(), "true".into()),
+            (RUN_ID_TAG.into(), stray_run.clone()),
+            (EXPIRES_TAG.into(), expired_at.clone()),
+        ],
+        client_token: stray_run.clone(),
+    };
+    let stray = instances.launch(&spec).await.unwrap();
+
+    let swept = sweep();
+    let resumed = action_on(&swept, &run_id).unwrap_or_else(|| panic!("the run is resumed: {swept:#}"));
+    assert_eq!((resumed["action"].as_str(), resumed["result"].as_str()), (Some("resume_run"), Some("ended as lost")));
+    assert_eq!(resumed["reason"], format!("its instance {run_instance} is gone"));
+    let terminated = action_on(&swept, &stray).unwrap_or_else(|| panic!("the instance is terminated: {swept:#}"));
+    assert_eq!(terminated["action"], "terminate_instance");
+    assert_eq!(terminated["reason"], format!("its run's time limit passed at {expired_at}"));
+    assert_eq!(instance_state(&stray).await, "terminated");
+
+    // Whoever asks next hears how the run ended; the next sweep has nothing of ours to do.
+    make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).assert_error("RunLost");
+    let again = sweep();
+    assert!(action_on(&again, &run_id).is_none() && action_on(&again, &stray).is_none(), "{again:#}");
+}
+
+#[tokio::test]
+async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs() {
+    let cluster = unique("ci-status-");
+    make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
+    let started = make_invoke("test", &json!({"cluster": cluster, "version": "v4.5.1", "wait_seconds": 0}).to_string());
+    let run_id = started.answer["run_id"].as_str().unwrap().to_owned();
+    let run_instance = started.answer["instance_id"].as_str().unwrap().to_owned();
+
+    let answer = make_invoke("status", "{}").assert_success().clone();
+    let listed = answer["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == cluster.as_str()).unwrap();
+    assert_eq!((listed["profile"].as_str(), listed["stack_status"].as_str()), (Some("ci"), Some("CREATE_COMPLETE")));
+    assert!(listed["time_to_destroy"].is_string(), "{listed}");
+    assert_eq!(listed["cost_per_hour_usd"], 0.43, "two c8g.large and a t4g.2xlarge");
+    let run = answer["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == run_id.as_str()).unwrap();
+    assert_eq!((run["kind"].as_str(), run["cluster"].as_str()), (Some("test"), Some(cluster.as_str())));
+    assert_eq!(
+        (run["instance_id"].as_str(), run["instance_type"].as_str()),
+        (Some(run_instance.as_str()), Some("m7g.2xlarge"))
+    );
+    assert!(run["cost_so_far_usd"].is_number() && run["steps_total"].as_u64() > Some(5), "{run}");
+
+    let output = Command::new("make")
+        .args(["-s", "--no-print-directory", "status", "LOCAL=1"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{tables}{}", String::from_utf8_lossy(&output.stderr));
+    let cluster_row = tables
+        .lines()
+        .find(|line| line.trim_start().starts_with(&format!("{cluster} ")))
+        .unwrap_or_else(|| panic!("{tables}"));
+    assert!(cluster_row.contains("CREATE_COMPLETE") && cluster_row.contains("$0.43"), "{cluster_row}");
+    let run_row = tables.lines().find(|line| line.contains(&run_id)).unwrap_or_else(|| panic!("{tables}"));
+    assert!(run_row.contains(&run_instance) && run_row.contains("m7g.2xlarge") && run_row.contains('$'), "{run_row}");
+    for heading in ["Clusters (", "Active runs (", "Recent runs (", "The sweeper would act on ("] {
+        assert!(tables.contains(heading), "{heading}: {tables}");
+    }
+
+    // Leave nothing: the run ends as lost once its instance goes, and the cluster is destroyed.
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    ec2.terminate_instances().instance_ids(&run_instance).send().await.unwrap();
+    make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).assert_error("RunLost");
+    make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
+}
+
+#[test]
+fn status_and_sweep_refuse_any_event_but_an_empty_one() {
+    for function in ["status", "sweep"] {
+        make_invoke(function, r#"{"cluster":"ci-1"}"#).assert_error("InvalidRequest");
+        make_invoke(function, "[]").assert_error("InvalidRequest");
+    }
+}
