@@ -152,6 +152,25 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
         assert!(tables.contains(heading), "{heading}: {tables}");
     }
 
+    // The nightly's job summary: every step of the run, from the same answer.
+    let answer_file = std::env::temp_dir().join(format!("{cluster}-status.json"));
+    std::fs::write(&answer_file, answer.to_string()).unwrap();
+    let summary = Command::new("python3")
+        .arg(repo_root().join("tools/run_summary.py"))
+        .args([answer_file.to_str().unwrap(), &cluster, "test", "build"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&answer_file).unwrap();
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    assert!(summary.contains(&format!("### test run `{run_id}`: running")), "{summary}");
+    assert!(summary.contains("| checkout | pending | - | - |"), "{summary}");
+    assert_eq!(
+        summary.lines().filter(|line| line.starts_with("| ") && !line.starts_with("| step")).count(),
+        run["steps_total"].as_u64().unwrap() as usize + 1,
+        "{summary}"
+    );
+    assert!(summary.contains(&format!("### build: no run of {cluster} found")), "{summary}");
+
     // Leave nothing: the run ends as lost once its instance goes, and the cluster is destroyed.
     let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
     ec2.terminate_instances().instance_ids(&run_instance).send().await.unwrap();

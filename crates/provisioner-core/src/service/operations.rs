@@ -501,7 +501,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey) -> StatusResponse {
             version: run.version.to_string(),
             state: run.state.as_str().to_owned(),
             failed_steps: run.failed_steps().into_iter().map(str::to_owned).collect(),
-            ended_at: run.ended_at.map(|t| t.to_string()),
+            ended_at: run.ended_at.map(|t| crate::domain::time::whole_seconds(t).to_string()),
             minutes: run.ended_at.map(|end| minutes_between(run.started_at, end)),
             log_location: run.log_location.clone(),
             steps: run.steps.clone(),
