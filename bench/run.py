@@ -217,7 +217,10 @@ def scenario_events(index: int) -> dict:
     return {
         "deploy, cluster absent": ("provisioner-deploy", {"cluster": cluster}),
         "deploy, cluster running": ("provisioner-deploy", {"cluster": cluster}),
-        "schedule_destroy, new": ("provisioner-schedule-destroy", {"cluster": cluster, "time_to_destroy": later(2)}),
+        "status": ("provisioner-status", {}),
+        # Nothing is wrong (one cluster, its default schedule; earlier rounds' runs ended): it only lists.
+        "sweep, nothing to do": ("provisioner-sweep", {}),
+        "schedule_destroy, replacing the default": ("provisioner-schedule-destroy", {"cluster": cluster, "time_to_destroy": later(2)}),
         "schedule_destroy, moved": ("provisioner-schedule-destroy", {"cluster": cluster, "time_to_destroy": later(3)}),
         "destroy, cluster present": ("provisioner-destroy", {"cluster": cluster}),
         "destroy, cluster absent": ("provisioner-destroy", {"cluster": cluster}),
@@ -270,6 +273,7 @@ def main() -> None:
     stack, environment = start_emulator()
     bench = Bench(environment)
     cold: dict[str, list[dict]] = {}
+    run_instances: list[str] = []
     try:
         for index in range(COLD_RUNS):
             for name, (function, event) in scenario_events(index).items():
@@ -277,7 +281,21 @@ def main() -> None:
                 response = result["responses"][0]
                 if response.get("status") not in ("success", "running"):
                     raise SystemExit(f"bench: {name} answered {response}")
+                if name == "sweep, nothing to do" and response["actions"]:
+                    raise SystemExit(f"bench: an idle sweep acted: {response['actions']}")
                 cold.setdefault(name, []).append(result)
+                if name.endswith("run start"):
+                    run_instances.append(response["instance_id"])
+            # Spot interruptions take both runs' instances; the sweeper ends the runs as lost, so
+            # the next round's sweep has nothing to do again (and no profile's run cap fills up).
+            run(["./.venv/bin/aws", "ec2", "terminate-instances", "--instance-ids", *run_instances], env=environment,
+                stdout=subprocess.DEVNULL)
+            run_instances.clear()
+            result = bench.invoke("provisioner-sweep", [{}], deadline_seconds=60)
+            results = [action["result"] for action in result["responses"][0]["actions"]]
+            if results != ["ended as lost", "ended as lost"]:
+                raise SystemExit(f"bench: the sweep after the interruptions did {results}")
+            cold.setdefault("sweep, two runs lost", []).append(result)
         # One warm process: the first deploy creates the cluster, every later one finds it running.
         warm = bench.invoke("provisioner-deploy", [{"cluster": "ci-bench-warm"}] * (WARM_INVOCATIONS + 1))
         if any(r.get("action") != "already_running" for r in warm["responses"][1:]):
@@ -335,6 +353,8 @@ def cold_target(row: dict) -> str:
         checks.append((f"total ≤ {COLD_LIMIT_MS} ms", row["total_ms"] <= COLD_LIMIT_MS))
     if row["scenario"] == "deploy, cluster running":
         checks.append(("≤ 3 calls", row["aws_calls"] <= 3))
+    if row["scenario"] == "sweep, nothing to do":
+        checks.append(("4 listings + 1 read per schedule, no action", row["aws_calls"] == 5))
     return ", ".join(f"{what}: {verdict(ok)}" for what, ok in checks)
 
 

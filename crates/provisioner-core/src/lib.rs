@@ -32,6 +32,13 @@
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],
 //!   [`aws`]
 //! - the invariants under faults and crashes (the fault storm): [`service`] `fault_storm.rs`, [`testing::Faults`]
+//! - a profile's default and maximum lifetime (`default_ttl_minutes`, `max_ttl_minutes`), its caps on
+//!   concurrent runs, the price table: [`catalog`], `clusters/catalog.yaml`; applied in [`service`] `deploy.rs`
+//!   (`schedule_default_destroy`), `schedule_destroy.rs`, [`service::run`] (`check_cap`)
+//! - the sweeper's rules and the status report: [`service::operations`] ([`service::operations::findings`])
+//! - alerts (failed deploys, destroys and runs, sweeper actions): [`ports::Notices`], [`service`] `alert`,
+//!   [`aws::sns`]; alarms and the sweeper's schedule: `template.yaml`
+//! - metrics (embedded metric format log lines): [`metrics`]
 //! - valid versions (git refs): [`domain::names::GitRef`]
 //! - error codes of the contract: [`error`]
 //! - what is asked of AWS: [`ports`]; adapters in [`aws`]

@@ -7,6 +7,8 @@
 //! - no lock outlives its operation's answer;
 //! - no instance outlives its run (a live instance belongs to a run that has not ended).
 //!
+//! Sweeps run among the operations, as the sweeper runs beside everything in an account.
+//!
 //! `tools/run-tests` runs it with its figures shown.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use super::operations::Operations;
 use super::run::Runner;
 use super::{lock_key, Invocation, Provisioner};
 use crate::catalog::stack_name;
@@ -125,6 +128,8 @@ enum Operation {
     Resume(usize, u64),
     /// The instance's side: a run's instance reports, or spot takes it back.
     Instance(usize, &'static str),
+    /// The sweeper's scheduled invocation.
+    Sweep,
 }
 
 /// What one storm saw.
@@ -220,6 +225,10 @@ impl Storm {
                     .await
                     .map(|_| ())
             }
+            Operation::Sweep => {
+                let operations = Operations { provisioner: self.provisioner.clone(), runner: self.runner.clone() };
+                operations.sweep(&invocation).await.map(|_| ())
+            }
             Operation::Instance(index, what) => {
                 let run_id = self.run_id(index)?;
                 match what {
@@ -298,7 +307,8 @@ impl Storm {
                         let kind = if rng.bool() { RunKind::Test } else { RunKind::Build };
                         Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], rng.u64(0..300))
                     }
-                    80..90 => Operation::Resume(rng.usize(..1000), rng.u64(0..300)),
+                    80..88 => Operation::Resume(rng.usize(..1000), rng.u64(0..300)),
+                    88..93 => Operation::Sweep,
                     _ => Operation::Instance(rng.usize(..1000), ["succeeded", "failed", "interrupted"][rng.usize(..3)]),
                 };
                 (Duration::from_millis(rng.u64(..SPREAD.as_millis() as u64)), operation)

@@ -135,27 +135,30 @@ async fn a_run_with_failed_steps_alerts_once_and_a_passed_run_not_at_all() {
 #[tokio::test(start_paused = true)]
 async fn a_start_beyond_the_profile_cap_is_busy_naming_the_active_runs() {
     let world = RunWorld::new(NOW);
-    // The ci profile allows 2 concurrent builds.
-    let a = world.runner.run(RunKind::Build, start("ci-a", "v5.1.0"), &world.invocation("r1")).await.unwrap();
-    let b = world.runner.run(RunKind::Build, start("ci-b", "v5.2.0"), &world.invocation("r2")).await.unwrap();
-    let error = world.runner.run(RunKind::Build, start("ci-c", "v5.3.0"), &world.invocation("r3")).await.unwrap_err();
+    // The ci profile allows 3 concurrent builds.
+    let mut active = Vec::new();
+    for (index, name) in ["ci-a", "ci-b", "ci-c"].into_iter().enumerate() {
+        let request = world.invocation(&format!("r{index}"));
+        active.push(world.runner.run(RunKind::Build, start(name, "v5.1.0"), &request).await.unwrap().run_id);
+    }
+    let error = world.runner.run(RunKind::Build, start("ci-d", "v5.1.0"), &world.invocation("r3")).await.unwrap_err();
     assert_eq!(error.code(), "Busy");
     let text = error.to_string();
-    assert!(text.contains(a.run_id.as_str()) && text.contains(b.run_id.as_str()), "{text}");
-    assert!(text.contains("'ci' profile allows 2 concurrent build run(s)"), "{text}");
-    assert_eq!(world.instances.launches().len(), 2, "nothing launched for the refused start");
+    assert!(active.iter().all(|run_id| text.contains(run_id.as_str())), "{text}");
+    assert!(text.contains("'ci' profile allows 3 concurrent build run(s)"), "{text}");
+    assert_eq!(world.instances.launches().len(), 3, "nothing launched for the refused start");
 
     // Starting an active run again answers with it; another kind or profile has its own cap.
     let again = world.runner.run(RunKind::Build, start("ci-a", "v5.1.0"), &world.invocation("r4")).await.unwrap();
-    assert_eq!(again.run_id, a.run_id);
-    world.runner.run(RunKind::Test, start("ci-c", "v5.3.0"), &world.invocation("r5")).await.unwrap();
-    world.runner.run(RunKind::Build, start("developers", "v5.3.0"), &world.invocation("r6")).await.unwrap();
+    assert_eq!(again.run_id, active[0]);
+    world.runner.run(RunKind::Test, start("ci-d", "v5.1.0"), &world.invocation("r5")).await.unwrap();
+    world.runner.run(RunKind::Build, start("developers", "v5.1.0"), &world.invocation("r6")).await.unwrap();
 
     // Once a run ends, the next starts.
-    world.runs.report(&a.run_id, &[], Some("succeeded"));
-    let resume = RunRequest::Resume { run_id: a.run_id.clone(), wait_seconds: Some(0) };
+    world.runs.report(&active[0], &[], Some("succeeded"));
+    let resume = RunRequest::Resume { run_id: active[0].clone(), wait_seconds: Some(0) };
     world.runner.run(RunKind::Build, resume, &world.invocation("r7")).await.unwrap();
-    world.runner.run(RunKind::Build, start("ci-c", "v5.3.0"), &world.invocation("r8")).await.unwrap();
+    world.runner.run(RunKind::Build, start("ci-d", "v5.1.0"), &world.invocation("r8")).await.unwrap();
 }
 
 // The sweeper.
@@ -419,4 +422,35 @@ async fn status_lists_clusters_with_costs_runs_with_progress_and_what_the_sweepe
     );
     assert_eq!(json["prices"]["as_of"], "2026-11-25");
     assert!(ops.runs.instances.instances()["i-stray"].live(), "status changes nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_sweeps_at_once_do_each_thing_once() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-ci-old", "CREATE_COMPLETE", None);
+    let run = ops.runs.runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
+    ops.runs.instances.set_state(run.instance_id.as_deref().unwrap(), None);
+    pass(721).await;
+    let (one, two) = (ops.world.invocation("s1"), ops.world.invocation("s2"));
+    let (first, second) = tokio::join!(ops.operations.sweep(&one), ops.operations.sweep(&two));
+    for swept in [first.unwrap(), second.unwrap()] {
+        assert!(swept.actions.iter().all(|a| a.ok), "{:?}", swept.actions);
+    }
+    assert_eq!(ops.world.stacks.count(|c| matches!(c, Call::DeleteStack(_))), 1, "deleted once");
+    assert_eq!(ops.world.stacks.status("sliderule-cluster-ci-old"), None);
+    assert_eq!(ops.runs.runs.record(&run.run_id).unwrap().state, RunState::Lost);
+    let lost: Vec<_> =
+        ops.world.notices.sent().into_iter().filter(|(subject, _)| subject.contains("RunLost")).collect();
+    assert_eq!(lost.len(), 1, "one run, one ending, one alert: {lost:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_the_sweeper_only_reports_sends_no_alert() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-other", "CREATE_COMPLETE", None);
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    let reported: Vec<(SweepAction, &str)> =
+        swept.actions.iter().map(|a| (a.finding.action, a.finding.target.as_str())).collect();
+    assert_eq!(reported, [(SweepAction::Report, "other")]);
+    assert!(ops.world.notices.sent().is_empty(), "it would repeat every 10 minutes");
 }
