@@ -6,8 +6,9 @@ use std::process::Command;
 
 use jiff::{SignedDuration, Timestamp};
 use provisioner_core::aws::{ec2::Ec2Instances, Aws};
-use provisioner_core::domain::run::{EXPIRES_TAG, PROVISIONER_TAG, RUN_ID_TAG};
-use provisioner_core::ports::{Instances, LaunchSpec};
+use provisioner_core::domain::run::EXPIRES_TAG;
+use provisioner_core::ports::Instances;
+use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
 use serde_json::{json, Value};
 
@@ -81,21 +82,8 @@ async fn the_sweeper_ends_a_lost_run_and_terminates_an_expired_instance() {
     let instances = Ec2Instances::new(&Aws::from_config(emulator().await));
     let expired_at = (Timestamp::now() - SignedDuration::from_mins(1)).to_string();
     let stray_run = unique("test-ci-gone-20261101t000000-");
-    let spec = LaunchSpec {
-        image_id: instances.latest_image("arm64").await.unwrap(),
-        instance_type: "c7g.2xlarge".into(),
-        subnet_id: None,
-        security_group_ids: Vec::new(),
-        instance_profile: None,
-        user_data: "#!/bin/bash\n".into(),
-        volume_gb: 8,
-        tags: vec![
-            (PROVISIONER_TAG.into(), "true".into()),
-            (RUN_ID_TAG.into(), stray_run.clone()),
-            (EXPIRES_TAG.into(), expired_at.clone()),
-        ],
-        client_token: stray_run.clone(),
-    };
+    let mut spec = contract::launch_spec(instances.latest_image("arm64").await.unwrap(), &stray_run);
+    spec.tags.push((EXPIRES_TAG.into(), expired_at.clone()));
     let stray = instances.launch(&spec).await.unwrap();
 
     let swept = sweep();

@@ -216,11 +216,10 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     }
 }
 
-/// Launch (again with the same token: the same instance), find by run id, terminate, for a run
-/// id no instance has.
-pub async fn instances(instances: &dyn Instances, run_id: &str) {
-    let spec = LaunchSpec {
-        image_id: instances.latest_image("arm64").await.unwrap(),
+/// A small provisioner-tagged spot instance of `run_id`, from `image_id`.
+pub fn launch_spec(image_id: String, run_id: &str) -> LaunchSpec {
+    LaunchSpec {
+        image_id,
         instance_type: "c7g.2xlarge".into(),
         subnet_id: None,
         security_group_ids: Vec::new(),
@@ -229,7 +228,13 @@ pub async fn instances(instances: &dyn Instances, run_id: &str) {
         volume_gb: 8,
         tags: vec![(RUN_ID_TAG.into(), run_id.into()), (PROVISIONER_TAG.into(), "true".into())],
         client_token: format!("{run_id}-0"),
-    };
+    }
+}
+
+/// Launch (again with the same token: the same instance), find by run id, terminate, for a run
+/// id no instance has.
+pub async fn instances(instances: &dyn Instances, run_id: &str) {
+    let spec = launch_spec(instances.latest_image("arm64").await.unwrap(), run_id);
     assert!(spec.image_id.starts_with("ami-"), "{}", spec.image_id);
     assert!(instances.of_run(run_id).await.unwrap().is_empty());
 
