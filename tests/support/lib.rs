@@ -7,6 +7,20 @@ use std::process::Command;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde_json::Value;
 
+/// The destroy schedules of `cluster` in the local stack's schedule group, as EventBridge
+/// Scheduler describes them.
+pub async fn destroy_schedules(cluster: &str) -> Vec<aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput> {
+    const GROUP: &str = "sliderule-provisioner";
+    let client = aws_sdk_scheduler::Client::new(&emulator().await);
+    let listed =
+        client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
+    let mut schedules = Vec::new();
+    for summary in listed.schedules() {
+        schedules.push(client.get_schedule().group_name(GROUP).name(summary.name().unwrap()).send().await.unwrap());
+    }
+    schedules
+}
+
 /// The repository root, where the Makefile is.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -4,10 +4,8 @@
 use jiff::{SignedDuration, Timestamp};
 use std::process::Command;
 
-use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
+use provisioner_e2e::{destroy_schedules, emulator, make, make_invoke, repo_root, unique};
 use serde_json::json;
-
-const GROUP: &str = "sliderule-provisioner";
 
 fn future(minutes: i64) -> String {
     let at = Timestamp::now() + SignedDuration::from_mins(minutes);
@@ -19,17 +17,6 @@ async fn stack_status(cluster: &str) -> Option<String> {
     let stacks = client.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await.ok()?;
     let status = stacks.stacks()[0].stack_status()?.as_str().to_owned();
     (status != "DELETE_COMPLETE").then_some(status)
-}
-
-async fn schedules_of(cluster: &str) -> Vec<aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput> {
-    let client = aws_sdk_scheduler::Client::new(&emulator().await);
-    let listed =
-        client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
-    let mut schedules = Vec::new();
-    for summary in listed.schedules() {
-        schedules.push(client.get_schedule().group_name(GROUP).name(summary.name().unwrap()).send().await.unwrap());
-    }
-    schedules
 }
 
 #[tokio::test]
@@ -56,7 +43,7 @@ async fn a_cluster_lives_from_deploy_to_a_fired_schedule() {
     let later = future(180);
     let moved = make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": later }).to_string());
     assert_eq!(moved.assert_success()["replaced"].as_array().unwrap().len(), 1);
-    let schedules = schedules_of(&cluster).await;
+    let schedules = destroy_schedules(&cluster).await;
     assert_eq!(schedules.len(), 1);
     let schedule = &schedules[0];
     let target = schedule.target().unwrap();
@@ -75,7 +62,7 @@ async fn a_cluster_lives_from_deploy_to_a_fired_schedule() {
     assert_eq!(answer["action"], "deleted");
     assert_eq!(answer["schedules_removed"].as_array().unwrap().len(), 1);
     assert_eq!(stack_status(&cluster).await, None);
-    assert!(schedules_of(&cluster).await.is_empty());
+    assert!(destroy_schedules(&cluster).await.is_empty());
 
     // Destroying again finds nothing and succeeds.
     assert_eq!(make_invoke("destroy", &event).assert_success()["action"], "already_absent");
@@ -89,7 +76,7 @@ async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails() {
     make_invoke("deploy", &json!({ "cluster": cluster }).to_string()).assert_error("ScheduledForDelete");
     assert_eq!(stack_status(&cluster).await, None, "nothing was created");
     make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
-    assert!(schedules_of(&cluster).await.is_empty());
+    assert!(destroy_schedules(&cluster).await.is_empty());
 }
 
 #[tokio::test]
@@ -99,7 +86,7 @@ async fn a_schedule_due_within_five_minutes_cannot_be_moved() {
         .assert_success();
     make_invoke("schedule_destroy", &json!({ "cluster": cluster, "time_to_destroy": future(60) }).to_string())
         .assert_error("TooLateToReschedule");
-    assert_eq!(schedules_of(&cluster).await.len(), 1, "the due schedule is kept");
+    assert_eq!(destroy_schedules(&cluster).await.len(), 1, "the due schedule is kept");
     make_invoke("destroy", &json!({ "cluster": cluster }).to_string()).assert_success();
 }
 

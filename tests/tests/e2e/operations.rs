@@ -9,24 +9,20 @@ use provisioner_core::aws::{ec2::Ec2Instances, Aws};
 use provisioner_core::domain::run::EXPIRES_TAG;
 use provisioner_core::ports::Instances;
 use provisioner_core::testing::contract;
-use provisioner_e2e::{emulator, make, make_invoke, repo_root, unique};
+use provisioner_e2e::{destroy_schedules, emulator, make, make_invoke, repo_root, unique};
 use serde_json::{json, Value};
 
-const GROUP: &str = "sliderule-provisioner";
-
+/// The destroy schedules of `cluster`, with when each fires.
 async fn destroy_schedules_of(cluster: &str) -> Vec<(String, Timestamp)> {
-    let client = aws_sdk_scheduler::Client::new(&emulator().await);
-    let listed =
-        client.list_schedules().group_name(GROUP).name_prefix(format!("destroy.{cluster}.")).send().await.unwrap();
-    let mut schedules = Vec::new();
-    for summary in listed.schedules() {
-        let name = summary.name().unwrap();
-        let schedule = client.get_schedule().group_name(GROUP).name(name).send().await.unwrap();
-        let expression = schedule.schedule_expression().unwrap();
+    let at = |expression: &str| {
         let at = expression.strip_prefix("at(").and_then(|e| e.strip_suffix(')')).unwrap();
-        schedules.push((name.to_owned(), format!("{at}Z").parse().unwrap()));
-    }
-    schedules
+        format!("{at}Z").parse().unwrap()
+    };
+    destroy_schedules(cluster)
+        .await
+        .iter()
+        .map(|s| (s.name().unwrap().to_owned(), at(s.schedule_expression().unwrap())))
+        .collect()
 }
 
 async fn instance_state(instance_id: &str) -> String {

@@ -248,6 +248,21 @@ pub struct StepResult {
     pub duration_seconds: Option<f64>,
 }
 
+impl StepResult {
+    /// A step of the plan that has not started.
+    pub fn pending(name: impl Into<String>) -> StepResult {
+        StepResult {
+            name: name.into(),
+            status: StepStatus::Pending,
+            reason: None,
+            exit_code: None,
+            started_at: None,
+            ended_at: None,
+            duration_seconds: None,
+        }
+    }
+}
+
 /// A run's record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {

@@ -15,7 +15,7 @@ use super::wait::{phase_of, wait_for_stack, Until};
 use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
 use crate::catalog::{stack_name, Profile};
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
-use crate::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, StackPhase};
+use crate::domain::{ClusterName, DeployRequest, ImageTag, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
 
@@ -234,10 +234,12 @@ impl Provisioner {
     async fn schedule_default_destroy(&self, target: &Target<'_>, response: &mut DeployResponse) {
         let Some(lifetime) = target.profile.default_ttl else { return };
         let at = crate::domain::time::whole_seconds(self.clock.now()) + lifetime;
-        let name = super::schedule_name(target.cluster, at);
-        let input = ClusterRequest { cluster: target.cluster.clone() }.to_event();
-        match self.schedules.create(&name, at, &input).await {
-            Ok(()) => {}
+        match self.create_destroy_schedule(target.cluster, at).await {
+            Ok(name) => {
+                tracing::info!(cluster = %target.cluster, schedule = %name, %at, "destroy scheduled at the default \
+                lifetime")
+            }
+            // Made already, by an earlier attempt whose answer was lost.
             Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {}
             Err(error) => {
                 tracing::warn!(cluster = %target.cluster, %error, "could not schedule the default destroy");
@@ -249,7 +251,6 @@ impl Provisioner {
                 return;
             }
         }
-        tracing::info!(cluster = %target.cluster, schedule = %name, %at, "destroy scheduled at the default lifetime");
         response.time_to_destroy = Some(at.to_string());
     }
 

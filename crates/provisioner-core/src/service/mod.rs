@@ -135,15 +135,33 @@ impl Images for NoImages {
     }
 }
 
+/// Every destroy schedule's name starts with this.
+pub const DESTROY_SCHEDULE_PREFIX: &str = "destroy.";
+
 /// Prefix of every destroy schedule of `cluster`. The dot cannot occur in a cluster name, so
 /// `destroy.ci-a.` never matches the schedules of `ci-ab`.
 pub fn schedule_prefix(cluster: &ClusterName) -> String {
-    format!("destroy.{cluster}.")
+    format!("{DESTROY_SCHEDULE_PREFIX}{cluster}.")
 }
 
 /// The schedule that destroys `cluster` at `at`.
 pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
     format!("{}{}", schedule_prefix(cluster), at.strftime("%Y%m%dT%H%M%S"))
+}
+
+/// The cluster a destroy schedule named by [`schedule_name`] destroys.
+pub fn scheduled_cluster(schedule_name: &str) -> Option<&str> {
+    schedule_name.strip_prefix(DESTROY_SCHEDULE_PREFIX)?.split('.').next()
+}
+
+impl Provisioner {
+    /// Creates the one-time schedule that fires `cluster`'s destroy event at `at`; returns its name.
+    async fn create_destroy_schedule(&self, cluster: &ClusterName, at: Timestamp) -> Result<String> {
+        let name = schedule_name(cluster, at);
+        let input = crate::domain::ClusterRequest { cluster: cluster.clone() }.to_event();
+        self.schedules.create(&name, at, &input).await?;
+        Ok(name)
+    }
 }
 
 /// The lock item of `cluster`.

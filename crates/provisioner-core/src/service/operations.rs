@@ -20,15 +20,13 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::run::{Runner, LAUNCH_GRACE};
-use super::{alert, Invocation, Provisioner};
+use super::{alert, scheduled_cluster, Invocation, Provisioner, DESTROY_SCHEDULE_PREFIX};
 use crate::catalog::{Catalog, STACK_NAME_PREFIX};
 use crate::domain::run::{EXPIRES_TAG, RUN_ID_TAG};
 use crate::domain::{ClusterName, ClusterRequest, RunId, RunRecord, StackPhase, StepResult, StepStatus};
 use crate::error::Result;
 use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};
 
-/// Every destroy schedule's name starts with this (see [`super::schedule_prefix`]).
-pub const SCHEDULE_GROUP_PREFIX: &str = "destroy.";
 /// A destroy schedule this long past its time whose cluster still exists failed (its retries and
 /// dead-letter queue take less): the sweeper destroys the cluster.
 pub const OVERDUE_AFTER: SignedDuration = SignedDuration::from_mins(30);
@@ -115,9 +113,11 @@ fn cluster_of(stack: &StackSnapshot) -> Option<ClusterName> {
     ClusterName::parse(stack.name.strip_prefix(STACK_NAME_PREFIX)?).ok()
 }
 
-/// The cluster a destroy schedule destroys.
-fn scheduled_cluster(schedule: &ScheduleEntry) -> Option<&str> {
-    schedule.name.strip_prefix(SCHEDULE_GROUP_PREFIX)?.split('.').next()
+impl Survey {
+    /// When the first destroy schedule of `cluster` fires.
+    fn first_destroy(&self, cluster: &str) -> Option<Timestamp> {
+        self.schedules.iter().filter(|s| scheduled_cluster(&s.name) == Some(cluster)).map(|s| s.at).min()
+    }
 }
 
 /// Every finding of the sweeper's rules (see the module's text) on `survey`, in a stable order.
@@ -133,12 +133,10 @@ pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
     for instance in &survey.instances {
         let id = instance.id.as_str();
         let past_grace = instance.launched_at.is_none_or(|at| at + LAUNCH_GRACE <= now);
-        let expires = instance.tag(EXPIRES_TAG).and_then(|t| t.parse::<Timestamp>().ok());
+        let expired = instance.tag(EXPIRES_TAG).and_then(|t| t.parse::<Timestamp>().ok()).filter(|at| *at <= now);
         let run_id = instance.tag(RUN_ID_TAG);
         let reason = match (run_id, run_id.and_then(|r| runs.get(r))) {
-            _ if expires.is_some_and(|at| at <= now) => {
-                Some(format!("its run's time limit passed at {}", expires.unwrap_or(now)))
-            }
+            _ if expired.is_some() => expired.map(|at| format!("its run's time limit passed at {at}")),
             (None, _) if past_grace => Some("it carries no run id".to_owned()),
             (Some(run_id), None) if past_grace => Some(format!("its run {run_id} does not exist")),
             (Some(run_id), Some(run)) if run.state.ended() => {
@@ -187,8 +185,7 @@ pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
         if phase == StackPhase::Deleting {
             continue;
         }
-        let first_schedule =
-            survey.schedules.iter().filter(|s| scheduled_cluster(s) == Some(cluster.as_str())).map(|s| s.at).min();
+        let first_schedule = survey.first_destroy(cluster.as_str());
         let too_old = |max: SignedDuration| stack.created_at.is_some_and(|created| created + max <= now);
         let reason = match (first_schedule, profile.max_ttl) {
             (Some(at), _) if at + OVERDUE_AFTER <= now => {
@@ -220,7 +217,7 @@ impl Operations {
     pub async fn survey(&self) -> Result<Survey> {
         let (stacks, schedules, runs, instances) = tokio::join!(
             self.provisioner.stacks.list(STACK_NAME_PREFIX),
-            self.provisioner.schedules.list(SCHEDULE_GROUP_PREFIX),
+            self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.runs.list(),
             self.runner.instances.tagged(),
         );
@@ -423,13 +420,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey) -> StatusResponse {
             let hours = age.map(|age| age.as_secs_f64().max(0.0) / 3600.0);
             let name = cluster.as_ref().map_or_else(|| stack.name.clone(), ToString::to_string);
             ClusterStatus {
-                time_to_destroy: survey
-                    .schedules
-                    .iter()
-                    .filter(|s| scheduled_cluster(s) == Some(name.as_str()))
-                    .map(|s| s.at)
-                    .min()
-                    .map(|at| at.to_string()),
+                time_to_destroy: survey.first_destroy(&name).map(|at| at.to_string()),
                 cluster: name,
                 profile: profile.map(|p| p.name.clone()),
                 stack_status: stack.status.to_string(),

@@ -12,7 +12,7 @@ use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::run::{CLUSTER_TAG, EXPIRES_TAG, KIND_TAG, PROVISIONER_TAG};
 use crate::domain::{ClusterName, GitRef, ImageTag};
-use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
+use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, RUN_ID_TAG};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, Runs};
 use crate::runner::{render, RunValues};
@@ -160,19 +160,7 @@ impl Runner {
             layout: None,
             instance_id: None,
             state: RunState::Launching,
-            steps: plan
-                .step_names()
-                .into_iter()
-                .map(|name| StepResult {
-                    name,
-                    status: StepStatus::Pending,
-                    reason: None,
-                    exit_code: None,
-                    started_at: None,
-                    ended_at: None,
-                    duration_seconds: None,
-                })
-                .collect(),
+            steps: plan.step_names().into_iter().map(StepResult::pending).collect(),
             started_at: now,
             ended_at: None,
             deadline,

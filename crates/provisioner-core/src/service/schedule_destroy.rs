@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::lock::with_lock;
 use super::{schedule_name, Invocation, Provisioner};
 use crate::domain::time::can_reschedule;
-use crate::domain::{ClusterName, ClusterRequest, ScheduleDestroyRequest};
+use crate::domain::{ClusterName, ScheduleDestroyRequest};
 use crate::error::{Error, Result};
 use crate::ports::ScheduleEntry;
 
@@ -60,14 +60,13 @@ impl Provisioner {
             // Steps 2 and 3, creating before removing: should a call fail, the cluster keeps a
             // destroy schedule (the old one or both), never none.
             let name = schedule_name(&cluster, time_to_destroy);
-            let input = ClusterRequest { cluster: cluster.clone() }.to_event();
             let (same, others): (Vec<_>, Vec<_>) = existing.iter().partition(|s| s.name == name);
             let kept = same.iter().any(|s| s.at == time_to_destroy);
             let mut replaced = Vec::new();
             if !kept {
                 // A schedule of this name at another time can only be hand-made; it must go first.
                 self.remove_schedules(&same, &mut replaced).await?;
-                self.schedules.create(&name, time_to_destroy, &input).await?;
+                self.create_destroy_schedule(&cluster, time_to_destroy).await?;
             }
             self.remove_schedules(&others, &mut replaced).await?;
             tracing::info!(

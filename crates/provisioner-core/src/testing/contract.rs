@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::run::PROVISIONER_TAG;
 use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
-use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult, StepStatus, RUN_ID_TAG};
+use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult, RUN_ID_TAG};
 use crate::error::AwsErrorKind;
 use crate::ports::{Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSpec, Stacks};
 
@@ -136,15 +136,6 @@ pub async fn locks(locks: &dyn Locks, key: &str, other: &str) {
 /// A run record of `cluster` at `version`, started at `now`, with two pending steps.
 pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -> RunRecord {
     let cluster = ClusterName::parse(cluster).unwrap();
-    let pending = |name: &str| StepResult {
-        name: name.into(),
-        status: StepStatus::Pending,
-        reason: None,
-        exit_code: None,
-        started_at: None,
-        ended_at: None,
-        duration_seconds: None,
-    };
     let run_id = RunId::new(kind, &cluster, now);
     RunRecord {
         log_location: format!("s3://logs/runs/{run_id}/"),
@@ -156,7 +147,7 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         layout: None,
         instance_id: None,
         state: RunState::Launching,
-        steps: vec![pending("checkout"), pending("lint")],
+        steps: vec![StepResult::pending("checkout"), StepResult::pending("lint")],
         started_at: now,
         ended_at: None,
         deadline: now + SignedDuration::from_hours(3),
