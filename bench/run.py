@@ -307,6 +307,8 @@ def main() -> None:
     warm_rate = WARM_INVOCATIONS / warm_seconds if warm_seconds > 0 else float("nan")
     latency = json.loads(subprocess.run([str(ROOT / "target" / "debug" / "wait-latency")], check=True, capture_output=True,
                                         text=True).stdout)
+    user_data = json.loads(run(["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "user_data_sizes"],
+                               capture_output=True, text=True).stdout)
 
     rows = []
     for name, results in cold.items():
@@ -331,6 +333,7 @@ def main() -> None:
         "warm": {"function": "provisioner-deploy", "scenario": "deploy, cluster running", "invocations": WARM_INVOCATIONS,
                  "per_second": warm_rate, "peak_rss_mb": warm["peak_rss_mb"]},
         "wait_latency": latency,
+        "user_data": user_data,
     }
     markdown = render(report)
     print(markdown)
@@ -400,6 +403,20 @@ def render(report: dict) -> str:
                    f"≤ {CALLS_PER_MINUTE_LIMIT}/min: {verdict(rate['max'] <= CALLS_PER_MINUTE_LIMIT)}")
         lines.append(f"| {name} | {figures['trials']} | {lag['median']:.2f} | {lag['p95']:.2f} | {lag['max']:.2f} | "
                      f"{rate['overall']:.1f} | {rate['max']:.1f} | {targets} |")
+    lines += [
+        "",
+        "## Run user-data",
+        "",
+        "Each kind's user-data for the shipped plans, the longest valid cluster name and version and every",
+        "setting at the longest it may be (random characters): the script, and what EC2 receives (gzip,",
+        "which cloud-init unpacks). EC2 allows 16,384 bytes before base64; the tests hold every kind to",
+        "the budget, 75 % of that.",
+        "",
+        "| kind | script bytes | user-data bytes | budget | limit | headroom to the limit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {k['kind']} | {k['script_bytes']:,} | {k['user_data_bytes']:,} | {k['budget_bytes']:,} | "
+              f"{k['limit_bytes']:,} | {k['headroom_percent']:.0f} % |" for k in report.get("user_data", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::run::{RunId, RunRecord};
-use crate::domain::{ImageTag, StackStatus};
+use crate::domain::{ImageTag, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -164,7 +164,7 @@ pub struct LaunchSpec {
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
     pub instance_profile: Option<String>,
-    pub user_data: String,
+    pub user_data: UserData,
     pub volume_gb: i32,
     pub tags: Vec<(String, String)>,
     /// Idempotency token: a retried launch with the same token starts no second instance.

@@ -46,7 +46,9 @@ async fn instance_state(instance_id: &str) -> String {
 
 #[tokio::test]
 async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_steps_pass() {
-    let cluster = unique("ci-run-");
+    // The longest name a cluster may have: the launch's client token and user-data at their
+    // largest, which the request guard holds to EC2's limits.
+    let cluster = format!("{:x<40}", unique("ci-run-"));
     let started = start("test", &cluster, "v4.5.1");
     let run_id = started["run_id"].as_str().unwrap().to_owned();
     let instance_id = started["instance_id"].as_str().unwrap().to_owned();
@@ -78,6 +80,16 @@ async fn a_test_run_launches_a_locked_down_spot_instance_and_succeeds_when_its_s
         .await
         .unwrap();
     assert_eq!(shutdown.instance_initiated_shutdown_behavior().and_then(|v| v.value()), Some("terminate"));
+    let user_data = ec2
+        .describe_instance_attribute()
+        .instance_id(&instance_id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let raw = aws_smithy_types::base64::decode(user_data.user_data().and_then(|v| v.value()).unwrap()).unwrap();
+    assert_eq!(raw[..2], [0x1f, 0x8b], "gzip, which cloud-init unpacks");
+    assert!(raw.len() <= provisioner_core::domain::EC2_USER_DATA_LIMIT, "{} bytes", raw.len());
     let volumes = ec2
         .describe_volumes()
         .filters(aws_sdk_ec2::types::Filter::builder().name("attachment.instance-id").values(&instance_id).build())

@@ -70,6 +70,7 @@ impl Instances for Ec2Instances {
             .min_count(1)
             .max_count(1)
             .user_data(aws_smithy_types::base64::encode(spec.user_data.as_bytes()))
+            // Together with the limits of every other request, checked in make test by tools/aws_guard.py.
             .instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)

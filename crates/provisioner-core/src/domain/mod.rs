@@ -5,8 +5,10 @@ pub mod requests;
 pub mod run;
 pub mod stack_status;
 pub mod time;
+pub mod user_data;
 
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
 pub use stack_status::{StackPhase, StackStatus};
+pub use user_data::{UserData, EC2_USER_DATA_LIMIT, USER_DATA_BUDGET};

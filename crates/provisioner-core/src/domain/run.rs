@@ -23,6 +23,9 @@ pub enum RunKind {
 }
 
 impl RunKind {
+    /// Every kind of run: what holds for each plan is checked over these.
+    pub const ALL: [RunKind; 2] = [RunKind::Test, RunKind::Build];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Test => "test",
@@ -90,7 +93,21 @@ impl RunId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The `ClientToken` of the run's `attempt`-th launch request: 32 hex digits of a SHA-256 of
+    /// the run id, then the attempt. The same on a retry of that launch (EC2 then starts no second
+    /// instance), different for every other attempt and run, and at most 64 ASCII characters
+    /// (EC2's limit) for any run id, which itself may be longer.
+    pub fn launch_token(&self, attempt: u32) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect();
+        format!("{hex}-{attempt}")
+    }
 }
+
+/// EC2 API reference, "Ensure idempotency": a client token is up to 64 ASCII characters.
+pub const EC2_CLIENT_TOKEN_LIMIT: usize = 64;
 
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -340,6 +357,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn launch_tokens_fit_ec2_for_the_longest_run_ids_and_differ_by_run_and_attempt() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let longest = ClusterName::parse(&"c".repeat(crate::domain::names::MAX_CLUSTER_NAME_LEN)).unwrap();
+        let ids = [
+            RunId::new(RunKind::Build, &longest, now),
+            RunId::new(RunKind::Build, &longest, now),
+            RunId::parse(&format!("build-{}", "9".repeat(94))).unwrap(),
+        ];
+        let mut tokens = std::collections::HashSet::new();
+        for id in &ids {
+            for attempt in [0, 1, 2, 99, u32::MAX] {
+                let token = id.launch_token(attempt);
+                assert!(token.len() <= EC2_CLIENT_TOKEN_LIMIT && token.is_ascii(), "{token}");
+                assert_eq!(token, id.launch_token(attempt), "a retry asks with the same token");
+                assert!(tokens.insert(token), "one token per run and attempt");
+            }
+        }
+        assert!(ids[0].as_str().len() > EC2_CLIENT_TOKEN_LIMIT, "the run id itself would not fit: {}", ids[0]);
+    }
 
     #[test]
     fn run_ids_are_unique_safe_and_know_their_kind() {

@@ -5,4 +5,4 @@ pub mod plan;
 pub mod script;
 
 pub use plan::{Condition, Layout, Plan, Step, StepPlace};
-pub use script::{render, shell_quote, RunValues};
+pub use script::{longest_values, render, shell_quote, RunValues};

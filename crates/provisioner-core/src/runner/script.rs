@@ -5,6 +5,7 @@
 
 use super::plan::{Condition, Layout, Plan, StepPlace, CHECKOUT_STEP};
 use crate::domain::names::{shown, ClusterName, GitRef};
+use crate::domain::RunKind;
 use crate::error::Error;
 
 /// What a run's script is told.
@@ -51,48 +52,121 @@ fn check_optional(name: &str, value: &str, allowed: fn(char) -> bool, max: usize
     check(name, value, allowed, max)
 }
 
+/// What each value may hold: its characters, and its longest.
+mod allowed {
+    pub fn id(c: char) -> bool {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    }
+    pub fn region(c: char) -> bool {
+        id(c)
+    }
+    pub fn aws_name(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+    }
+    pub fn bucket(c: char) -> bool {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')
+    }
+    pub fn url(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_')
+    }
+    pub fn image(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_' | '@')
+    }
+    pub fn host(c: char) -> bool {
+        bucket(c)
+    }
+    pub fn folder(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')
+    }
+    pub fn secret(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '=' | '.' | '@' | ':' | '-')
+    }
+    pub fn tag(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+    }
+    pub const RUN_ID: usize = 100;
+    pub const REGION: usize = 32;
+    pub const AWS_NAME: usize = 255;
+    pub const BUCKET: usize = 63;
+    pub const URL: usize = 200;
+    pub const IMAGE: usize = 255;
+    pub const HOST: usize = 253;
+    pub const TAG: usize = 128;
+    pub const FOLDER: usize = 200;
+    pub const SECRET: usize = 2048;
+    pub const TIME_LIMIT_MINUTES: u32 = 24 * 60;
+}
+
 impl RunValues {
     /// Checks every value against what it may hold, whatever its source.
     pub fn check(&self) -> Result<(), Error> {
-        let id = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        let aws_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        let bucket = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
-        let url = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_');
-        let image = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_' | '@');
-        let host = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
-        let folder = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
-        let secret = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '=' | '.' | '@' | ':' | '-');
-        let tag = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        check("run id", &self.run_id, id, 100)?;
-        check("region", &self.region, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-', 32)?;
-        check("table", &self.table, aws_name, 255)?;
-        check("log bucket", &self.log_bucket, bucket, 63)?;
-        check("repository", &self.repository, url, 200)?;
+        use allowed::*;
+        check("run id", &self.run_id, id, RUN_ID)?;
+        check("region", &self.region, region, REGION)?;
+        check("table", &self.table, aws_name, AWS_NAME)?;
+        check("log bucket", &self.log_bucket, bucket, BUCKET)?;
+        check("repository", &self.repository, url, URL)?;
         if !self.repository.starts_with("https://") {
             return Err(Error::invalid(format!("the repository {} is not an https:// URL", shown(&self.repository))));
         }
-        check("build image", &self.build_image, image, 255)?;
-        check("registry", &self.registry, image, 255)?;
-        check("domain", &self.domain, host, 253)?;
-        check_optional("image tag", &self.image_tag, tag, 128)?;
+        check("build image", &self.build_image, image, IMAGE)?;
+        check("registry", &self.registry, image, IMAGE)?;
+        check("domain", &self.domain, host, HOST)?;
+        check_optional("image tag", &self.image_tag, tag, TAG)?;
         if self.image_tag.starts_with('.') {
             return Err(Error::invalid(format!("the image tag {} cannot start with '.'", shown(&self.image_tag))));
         }
-        check_optional("project bucket", &self.project_bucket, bucket, 63)?;
-        check_optional("project folder", &self.project_folder, folder, 200)?;
+        check_optional("project bucket", &self.project_bucket, bucket, BUCKET)?;
+        check_optional("project folder", &self.project_folder, folder, FOLDER)?;
         if self.project_folder.split('/').any(|part| part == "..") {
             return Err(Error::invalid(format!("the project folder {} cannot hold '..'", shown(&self.project_folder))));
         }
         if let Some(name) = &self.github_token_secret {
-            check("GitHub token secret", name, secret, 2048)?;
+            check("GitHub token secret", name, secret, SECRET)?;
         }
-        if !(self.kind == "test" || self.kind == "build") {
+        if RunKind::parse(self.kind).is_none() {
             return Err(Error::invalid(format!("the run kind {} is unknown", shown(self.kind))));
         }
-        if self.time_limit_minutes == 0 || self.time_limit_minutes > 24 * 60 {
+        if self.time_limit_minutes == 0 || self.time_limit_minutes > TIME_LIMIT_MINUTES {
             return Err(Error::invalid("the run's time limit must be between 1 minute and 24 hours"));
         }
         Ok(())
+    }
+}
+
+/// Values of a `kind` run at the longest [`RunValues::check`] allows, each of random allowed
+/// characters (which compress least), starting as each must: what the user-data budget is
+/// measured against (the tests and `make bench`). The cluster and version are short ones; callers
+/// lengthen them to what their parsers allow.
+pub fn longest_values(kind: RunKind) -> RunValues {
+    use allowed::*;
+    let mut rng = fastrand::Rng::with_seed(2026);
+    let mut text = |prefix: &str, allowed: fn(char) -> bool, len: usize| -> String {
+        // No '.' or '-' after the prefix: no value may start with '-', a tag with '.', a folder hold "..".
+        let alphabet: Vec<char> = (' '..='~').filter(|&c| allowed(c) && c != '.' && c != '-').collect();
+        let mut value = prefix.to_owned();
+        while value.len() < len {
+            value.push(alphabet[rng.usize(..alphabet.len())]);
+        }
+        value
+    };
+    RunValues {
+        run_id: text(&format!("{kind}-"), id, RUN_ID),
+        kind: kind.as_str(),
+        cluster: ClusterName::parse("c").expect("a valid name"),
+        version: GitRef::parse("v").expect("a valid ref"),
+        image_tag: text("", tag, TAG),
+        region: text("", region, REGION),
+        table: text("", aws_name, AWS_NAME),
+        log_bucket: text("", bucket, BUCKET),
+        repository: text("https://", url, URL),
+        build_image: text("", image, IMAGE),
+        registry: text("", image, IMAGE),
+        domain: text("", host, HOST),
+        project_bucket: text("", bucket, BUCKET),
+        project_folder: text("", folder, FOLDER),
+        github_token_secret: Some(text("", secret, SECRET)),
+        time_limit_minutes: TIME_LIMIT_MINUTES,
     }
 }
 
@@ -412,6 +486,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::catalog::Catalog;
+    use crate::domain::names::{MAX_CLUSTER_NAME_LEN, MAX_GIT_REF_LEN};
+    use crate::domain::{UserData, USER_DATA_BUDGET};
     use crate::runner::plan::Step;
 
     pub fn values() -> RunValues {
@@ -532,6 +609,37 @@ mod tests {
             spoil(&mut spoiled);
             let error = render(&plan(), &layouts(), &spoiled).unwrap_err();
             assert_eq!(error.code(), "InvalidRequest", "{what}");
+        }
+    }
+
+    /// Every plan of the shipped catalog, rendered for the longest valid cluster name and version
+    /// and every setting at the longest its check allows (random characters, which compress least),
+    /// stays within the budget.
+    #[test]
+    fn every_plan_stays_within_the_budget_for_the_longest_values() {
+        let catalog = Catalog::shipped().unwrap();
+        let plans = catalog.plans();
+        for kind in RunKind::ALL {
+            let mut values = longest_values(kind);
+            values.cluster = ClusterName::parse(&format!("c{}", "x".repeat(MAX_CLUSTER_NAME_LEN - 1))).unwrap();
+            values.version = GitRef::parse(&format!("v{}", "1".repeat(MAX_GIT_REF_LEN - 1))).unwrap();
+            let script = render(plans.of(kind), &plans.layouts, &values).unwrap();
+            let user_data = UserData::compress(&script).unwrap();
+            assert!(
+                user_data.len() <= USER_DATA_BUDGET,
+                "{kind}: {} bytes of user-data ({} raw), over the budget of {USER_DATA_BUDGET}",
+                user_data.len(),
+                script.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_longest_values_pass_their_checks() {
+        for kind in RunKind::ALL {
+            let values = longest_values(kind);
+            values.check().unwrap();
+            assert_eq!((values.run_id.len(), values.github_token_secret.map(|s| s.len())), (100, Some(2048)));
         }
     }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::run::{CLUSTER_TAG, EXPIRES_TAG, KIND_TAG, PROVISIONER_TAG};
+use crate::domain::UserData;
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, RUN_ID_TAG};
 use crate::error::{AwsErrorKind, Error, Result};
@@ -150,7 +151,7 @@ impl Runner {
             time_limit_minutes: profile.runner.time_limit_minutes,
         };
         // Rendering checks every value: nothing is written or launched for a bad one.
-        let user_data = render(plan, &plans.layouts, &values)?;
+        let user_data = UserData::compress(&render(plan, &plans.layouts, &values)?)?;
         let mut record = RunRecord {
             run_id: run_id.clone(),
             kind,
@@ -235,7 +236,7 @@ impl Runner {
 
     /// Launches the run's instance, moving on to the next instance type or subnet when one has
     /// no capacity.
-    async fn launch(&self, record: &mut RunRecord, profile: &Profile, user_data: String) -> Result<()> {
+    async fn launch(&self, record: &mut RunRecord, profile: &Profile, user_data: UserData) -> Result<()> {
         let image_id = match self.instances.latest_image(&profile.runner.architecture).await {
             Ok(image) => image,
             Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
@@ -268,7 +269,7 @@ impl Runner {
                         (EXPIRES_TAG.into(), expires.clone()),
                         (PROVISIONER_TAG.into(), "true".into()),
                     ],
-                    client_token: format!("{}-{attempt}", record.run_id),
+                    client_token: record.run_id.launch_token(attempt),
                 };
                 attempt += 1;
                 let error = match self.launch_resolved(record, &spec).await {

@@ -39,10 +39,10 @@ async fn a_test_run_launches_one_tagged_spot_instance_and_answers_running() {
     assert_eq!(launch.instance_type, "m7g.2xlarge", "32 GiB first, for the debug build");
     assert_eq!(launch.subnet_id.as_deref(), Some("subnet-a"));
     assert_eq!(launch.volume_gb, 100);
-    assert_eq!(launch.client_token, format!("{}-0", response.run_id));
-    assert!(launch.user_data.contains("\nshutdown -h +180\n"));
-    assert!(launch.user_data.contains("VERSION='v4.5.1'"));
-    assert!(launch.user_data.contains("IMAGE_TAG='v4.5.1'"));
+    assert_eq!(launch.client_token, response.run_id.launch_token(0));
+    assert!(launch.user_data.script().contains("\nshutdown -h +180\n"));
+    assert!(launch.user_data.script().contains("VERSION='v4.5.1'"));
+    assert!(launch.user_data.script().contains("IMAGE_TAG='v4.5.1'"));
     let tags: std::collections::BTreeMap<_, _> = launch.tags.iter().cloned().collect();
     assert_eq!(tags["sliderule:run-id"], response.run_id.as_str());
     assert_eq!(tags["sliderule:kind"], "test");
@@ -162,12 +162,12 @@ async fn a_capacity_refusal_moves_on_to_the_next_instance_type() {
     let world = RunWorld::new(NOW);
     world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
-    let id = response.run_id.as_str();
+    let id = &response.run_id;
     assert_eq!(
         tried(&world),
         vec![
-            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
-            ("m6g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-1")),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(0)),
+            ("m6g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(1)),
         ]
     );
     assert_eq!(response.state, RunState::Running);
@@ -181,13 +181,13 @@ async fn a_subnet_refusal_moves_on_to_the_next_subnet() {
     world.instances.full_subnets.lock().unwrap().push("subnet-a".into());
     world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
-    let id = response.run_id.as_str();
+    let id = &response.run_id;
     assert_eq!(
         tried(&world),
         vec![
-            ("m7g.2xlarge".into(), Some("subnet-a".into()), format!("{id}-0")),
-            ("m7g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-1")),
-            ("m6g.2xlarge".into(), Some("subnet-b".into()), format!("{id}-2")),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(0)),
+            ("m7g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(1)),
+            ("m6g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(2)),
         ]
     );
     assert_eq!(response.state, RunState::Running);
@@ -262,8 +262,8 @@ async fn a_build_of_main_pushes_under_the_unstable_tag_and_a_test_of_any_branch_
     let test = world.runner.run(RunKind::Test, start("ci-1", "release/4.x", 0), &world.invocation("r2")).await.unwrap();
     assert_eq!(test.state, RunState::Running);
     let launches = world.instances.launches();
-    assert!(launches[0].user_data.contains("\nIMAGE_TAG='unstable'\n"));
-    assert!(launches[1].user_data.contains("\nIMAGE_TAG=''\n"), "a test passes no tag it cannot name");
+    assert!(launches[0].user_data.script().contains("\nIMAGE_TAG='unstable'\n"));
+    assert!(launches[1].user_data.script().contains("\nIMAGE_TAG=''\n"), "a test passes no tag it cannot name");
 }
 
 #[tokio::test(start_paused = true)]

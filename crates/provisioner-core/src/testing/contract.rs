@@ -215,7 +215,7 @@ pub fn launch_spec(image_id: String, run_id: &str) -> LaunchSpec {
         subnet_id: None,
         security_group_ids: Vec::new(),
         instance_profile: None,
-        user_data: "#!/bin/bash\n".into(),
+        user_data: crate::domain::UserData::compress("#!/bin/bash\n").expect("a small script"),
         volume_gb: 8,
         tags: vec![(RUN_ID_TAG.into(), run_id.into()), (PROVISIONER_TAG.into(), "true".into())],
         client_token: format!("{run_id}-0"),
