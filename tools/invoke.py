@@ -37,16 +37,30 @@ def binary_name(function: str) -> str:
     return "provisioner-" + function.replace("_", "-")
 
 
+# Lambda developer guide, "Lambda quotas": a synchronous invocation's response is at most 6 MB.
+# The local emulator returns larger ones, so a local answer over it fails like on AWS.
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024
+
+
+def within_response_limit(body: bytes, function: str) -> bytes:
+    if len(body) > LAMBDA_RESPONSE_BYTES:
+        raise InvocationFailed(
+            f"{function} answered {len(body)} bytes, more than Lambda's {LAMBDA_RESPONSE_BYTES}-byte response limit; "
+            "AWS would fail this invocation"
+        )
+    return body
+
+
 def invoke_local(function: str, payload: bytes) -> tuple[bool, object]:
     port = os.environ.get("LOCAL_LAMBDA_PORT", "9000")
     url = f"http://127.0.0.1:{port}/2015-03-31/functions/{binary_name(function)}/invocations"
     request = urllib.request.Request(url, data=payload, method="POST", headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=LOCAL_READ_TIMEOUT) as response:
-            return True, json.loads(response.read() or b"null")
+            return True, json.loads(within_response_limit(response.read(), function) or b"null")
     except urllib.error.HTTPError as error:
         # The emulator answers a function error with HTTP 500 and the error object.
-        body = error.read()
+        body = within_response_limit(error.read(), function)
         try:
             answer = json.loads(body)
         except ValueError:

@@ -7,8 +7,14 @@ deploys and destroys locally exactly as on AWS. It also leaves the default of a 
 (CommaDelimitedList) a string, so `!Join` over it joins characters: defaults are split as given
 values are. Its EC2 ignores RunInstances' ClientToken, where EC2 answers a repeated token with the
 instance it launched first: the provisioner relies on that to never launch twice, so it is added.
-Nothing else is changed."""
+Nothing else is changed in what it does.
 
+It is also stricter than moto: every request passes tools/aws_guard.py first, which records what
+AWS would refuse (its models and documented limits) to PROVISIONER_AWS_GUARD_LOG, and make test
+fails on any such request."""
+
+import io
+import os
 import sys
 
 from moto.ec2.models import ec2_backends
@@ -18,7 +24,13 @@ from moto.ec2.models.internet_gateways import InternetGateway
 from moto.ec2.models.nat_gateways import NatGateway
 from moto.ec2.models.route_tables import RouteTable
 from moto.cloudformation.parsing import ResourceMap
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aws_guard  # noqa: E402  (beside this file)
 
 
 def _delete_route_table(self, account_id, region_name):
@@ -68,7 +80,39 @@ def _run_instances_once_per_token(self, image_id, count, user_data, security_gro
     return _run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
 
 
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _updated_item_size(checked):
+    """The size of the item an UpdateItem left, read from moto once it applied the update."""
+    params = getattr(checked, "params", {})
+    try:
+        region = params.get("_region", "us-east-1")
+        item = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].get_item(params["TableName"], params["Key"])
+        return aws_guard.dynamodb_item_size(item.to_json()["Attributes"]) if item else 0
+    except Exception:  # the update failed, or the table is gone: nothing was stored
+        return 0
+
+
+def _dispatch_checked(self, environ, start_response):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
+    if "CONTENT_TYPE" in environ:
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    request = aws_guard.Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), headers, body)
+    checked = aws_guard.check(request)
+    response = _dispatch(self, environ, start_response)
+    if checked is not None and (checked.service, checked.operation) == ("dynamodb", "UpdateItem"):
+        checked.params["_region"] = aws_guard.region_of(headers)
+        checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), _updated_item_size(checked))
+    aws_guard.record(checked)
+    return response
+
+
 ResourceMap.load_parameters = _load_parameters_with_list_defaults
+DomainDispatcherApplication.__call__ = _dispatch_checked
 InstanceBackend.run_instances = _run_instances_once_per_token
 RouteTable.delete = _delete_route_table
 InternetGateway.delete = _delete_internet_gateway

@@ -28,6 +28,8 @@ use crate::error::{AwsErrorKind, AwsFailure, Error};
 
 /// Attempts per call, including the first: throttling and 5xx are retried with backoff.
 const MAX_ATTEMPTS: u32 = 5;
+/// How the functions name themselves to AWS (User-Agent `app/sliderule-provisioner`).
+pub const APP_NAME: &str = "sliderule-provisioner";
 /// No single call may eat the invocation's deadline.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,6 +45,8 @@ impl Aws {
     /// local emulator), with our retry and timeout policy.
     pub async fn from_env() -> Aws {
         let config = aws_config::defaults(BehaviorVersion::latest())
+            // In every request's User-Agent: tools/aws_guard.py tells the functions' calls by it.
+            .app_name(aws_config::AppName::new(APP_NAME).expect("a valid app name"))
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())
             .load()
