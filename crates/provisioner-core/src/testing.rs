@@ -570,6 +570,7 @@ pub fn test_settings() -> ClusterSettings {
         ("HostedZoneId", "Z0000000000000000TEST"),
         ("ContainerRegistry", "000000000000.dkr.ecr.us-west-2.amazonaws.com"),
         ("ProjectBucket", "sliderule"),
+        ("ProjectPublicBucket", "sliderule-public"),
         ("ProjectFolder", "cf"),
         ("JwtIssuer", "https://login.slideruleearth.io"),
         ("PublicDataBuckets", "sliderule-public,prd-tnm"),

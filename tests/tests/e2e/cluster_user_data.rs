@@ -62,6 +62,7 @@ fn parameters(bucket: &str, alert_stream: &str) -> HashMap<String, String> {
         ("HostedZoneId", "Z0TEST"),
         ("ContainerRegistry", REGISTRY),
         ("ProjectBucket", bucket),
+        ("ProjectPublicBucket", "sliderule-public"),
         ("ProjectFolder", "cf"),
         ("JwtIssuer", "https://login.slideruleearth.io"),
         ("PublicDataBuckets", "sliderule-public"),
