@@ -8,8 +8,29 @@ use super::{aws_error, Aws};
 use crate::error::Result;
 use crate::ports::{NoNotices, Notices};
 
-/// SNS limits a subject to 100 characters.
-const MAX_SUBJECT: usize = 100;
+/// SNS API reference, Publish: "Subjects must be UTF-8 text with no line breaks or control
+/// characters, and less than 100 characters long."
+const MAX_SUBJECT_CHARACTERS: usize = 99;
+/// The same page: a message is at most 256 KB.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+const CUT_NOTE: &str = "\n[cut at SNS's 256 KB; the function's log has the rest]";
+
+/// `subject` as SNS takes it: control characters (a newline) as spaces, at most 99 characters.
+fn fit_subject(subject: &str) -> String {
+    subject.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_SUBJECT_CHARACTERS).collect()
+}
+
+/// `message` as SNS takes it: cut, at a character boundary, to fit 256 KB with a note saying so.
+fn fit_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES - CUT_NOTE.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT_NOTE}", &message[..end])
+}
 
 pub struct SnsNotices {
     client: aws_sdk_sns::Client,
@@ -33,16 +54,28 @@ impl SnsNotices {
 #[async_trait]
 impl Notices for SnsNotices {
     async fn publish(&self, subject: &str, message: &str) -> Result<()> {
-        // SNS refuses control characters (a newline) in subjects.
-        let subject: String = subject.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_SUBJECT).collect();
         self.client
             .publish()
             .topic_arn(&self.topic_arn)
-            .subject(subject)
-            .message(message)
+            .subject(fit_subject(subject))
+            .message(fit_message(message))
             .send()
             .await
             .map_err(|error| aws_error("SNS", "Publish", error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_messages_are_cut_to_what_sns_takes() {
+        let subject = fit_subject(&format!("two\nlines {}", "é".repeat(200)));
+        assert_eq!((subject.chars().count(), subject.starts_with("two lines")), (99, true));
+        assert_eq!(fit_message("short"), "short");
+        let message = fit_message(&"é".repeat(MAX_MESSAGE_BYTES));
+        assert!(message.len() <= MAX_MESSAGE_BYTES && message.ends_with(CUT_NOTE), "{}", message.len());
     }
 }

@@ -796,3 +796,14 @@ fn errors_say_what_to_do() {
     let error = Error::UnknownCluster("other".into());
     assert!(error.to_string().contains("catalog"));
 }
+
+/// What is named after a cluster fits AWS for the longest name a cluster may have: a schedule
+/// name 64 characters (Scheduler's model), a stack name 128 (CloudFormation's).
+#[test]
+fn names_derived_from_the_longest_cluster_name_fit_aws() {
+    let longest = cluster(&format!("c{}", "x".repeat(crate::domain::names::MAX_CLUSTER_NAME_LEN - 1)));
+    let name = schedule_name(&longest, at("2026-12-31T23:59:59Z"));
+    assert!(name.len() <= 64, "{name}: {} characters", name.len());
+    assert_eq!(scheduled_cluster(&name), Some(longest.as_str()));
+    assert!(crate::catalog::stack_name(&longest).len() <= 128);
+}
