@@ -60,7 +60,7 @@ pub fn local_function_env() -> std::collections::BTreeMap<String, String> {
 }
 
 /// The account settings the deploy function passes to cluster stacks on the local stack.
-pub fn local_cluster_settings() -> provisioner_core::catalog::ClusterSettings {
+pub fn local_cluster_settings() -> provisioner_core::settings::ClusterSettings {
     let env = local_function_env();
     provisioner_core::settings::Settings::from_lookup(|name| env.get(name).cloned()).cluster_parameters()
 }

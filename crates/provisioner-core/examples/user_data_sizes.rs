@@ -4,7 +4,7 @@
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::names::{MAX_CLUSTER_NAME_LEN, MAX_GIT_REF_LEN};
 use provisioner_core::domain::{ClusterName, GitRef, RunKind, UserData, EC2_USER_DATA_LIMIT, USER_DATA_BUDGET};
-use provisioner_core::runner::{longest_values, render};
+use provisioner_core::instance::{longest_values, render};
 
 fn main() {
     let catalog = Catalog::shipped().expect("the shipped catalog loads");

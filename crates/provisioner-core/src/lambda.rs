@@ -17,8 +17,10 @@ use crate::domain::requests::MALFORMED_JSON_KEY;
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::domain::{RunKind, RunRequest};
 use crate::error::Result;
-use crate::service::operations::{Operations, StatusResponse, SweepResponse};
-use crate::service::run::{RunResponse, Runner};
+use crate::service::runner::{RunResponse, Runner};
+use crate::service::status::StatusResponse;
+use crate::service::survey::Operations;
+use crate::service::sweeper::SweepResponse;
 use crate::service::{DeployResponse, DestroyResponse, Invocation, Provisioner, ScheduleDestroyResponse};
 
 /// JSON logs, as CloudWatch reads them.
@@ -109,13 +111,13 @@ pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Resu
     runner.run(RunKind::Build, RunRequest::parse(event)?, &invocation).await
 }
 
-/// STATUS: see `service/operations.rs`.
+/// STATUS: see `service/status.rs`.
 pub async fn status(operations: Operations, event: Value, _: Invocation) -> Result<StatusResponse> {
     crate::domain::requests::parse_empty(event, "status")?;
     operations.status().await
 }
 
-/// SWEEP: see `service/operations.rs`.
+/// SWEEP: see `service/sweeper.rs`.
 pub async fn sweep(operations: Operations, event: Value, invocation: Invocation) -> Result<SweepResponse> {
     crate::domain::requests::parse_empty(event, "sweep")?;
     operations.sweep(&invocation).await

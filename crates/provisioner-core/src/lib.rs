@@ -21,27 +21,34 @@
 //! - payloads the runtime cannot take (not JSON, nested past 127 levels, duplicate keys): [`lambda`]
 //!   `screen_payload`
 //! - which clusters exist and their templates: [`catalog`], `clusters/`
-//! - TEST(cluster, version), BUILD(cluster, version): [`service::run`]
-//! - TEST/BUILD: the steps an instance runs, and its user-data: [`runner::plan`], [`runner::script`]
-//! - TEST/BUILD: repository layouts, steps that are not applicable: [`runner::plan::Layout`],
+//! - TEST(cluster, version), BUILD(cluster, version): [`service::runner`]
+//! - TEST/BUILD: the steps an instance runs, and its user-data: [`instance::plan`], [`instance::script`];
+//!   the user-data gzip-compressed within EC2's 16 KB: [`domain::user_data`]
+//! - TEST/BUILD: repository layouts, steps that are not applicable: [`instance::plan::Layout`],
 //!   `clusters/catalog.yaml`
 //! - BUILD: the image tag of a version: [`domain::names::ImageTag`]
 //! - run ids, run records, step states, `run_id` resumes: [`domain::run`]
 //! - the DynamoDB items (locks, runs, active-run pointers): [`table`]
-//! - a run never loses its instance: unclear launches, instances found by tag: [`service::run`] (`launch_resolved`)
+//! - the names and tags of what the provisioner makes (stacks `sliderule-cluster-<name>`, destroy
+//!   schedules, instance tags): [`domain::resource_names`]; a run's client token and log location:
+//!   [`domain::RunId`]
+//! - a run never loses its instance: unclear launches, instances found by tag: [`service::runner`] (`launch_resolved`)
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],
 //!   [`aws`]
-//! - the invariants under faults and crashes (the fault storm): [`service`] `fault_storm.rs`, [`testing::Faults`]
+//! - the invariants under faults and crashes (the fault storm): [`testing`] `fault_storm.rs`, [`testing::Faults`]
 //! - a profile's default and maximum lifetime (`default_ttl_minutes`, `max_ttl_minutes`), its caps on
 //!   concurrent runs, the price table: [`catalog`], `clusters/catalog.yaml`; applied in [`service`] `deploy.rs`
-//!   (`schedule_default_destroy`), `schedule_destroy.rs`, [`service::run`] (`check_cap`)
-//! - the sweeper's rules and the status report: [`service::operations`] ([`service::operations::findings`])
+//!   (`schedule_default_destroy`), `schedule_destroy.rs`, [`service::runner`] (`check_cap`)
+//! - the sweeper's rules: [`service::sweeper`] ([`service::sweeper::findings`]); the status report:
+//!   [`service::status`]; the survey both start from: [`service::survey`]
 //! - alerts (failed deploys, destroys and runs, sweeper actions): [`ports::Notices`], [`service`] `alert`,
 //!   [`aws::sns`]; alarms and the sweeper's schedule: `template.yaml`
 //! - metrics (embedded metric format log lines): [`metrics`]
 //! - valid versions (git refs): [`domain::names::GitRef`]
 //! - error codes of the contract: [`error`]
-//! - what is asked of AWS: [`ports`]; adapters in [`aws`]
+//! - what is asked of AWS: [`ports`]; adapters in [`aws`]; each side put together by one constructor
+//!   (`Provisioner::new`, `service::runner::Runner::new`, `service::survey::Operations::new`) over
+//!   [`ports::ClusterPorts`] or [`ports::RunPorts`], which [`wiring`] builds from the adapters
 //! - what each function is built from: `functions/*/src/main.rs`
 //! - the Lambda glue (events in, responses and `errorType` out): [`lambda`]
 //! - the settings the template gives the functions: [`settings`]
@@ -51,13 +58,14 @@ pub mod aws;
 pub mod catalog;
 pub mod domain;
 pub mod error;
+pub mod instance;
 pub mod lambda;
 pub mod metrics;
 pub mod ports;
-pub mod runner;
 pub mod service;
 pub mod settings;
 pub mod table;
 pub mod testing;
+pub mod wiring;
 
 pub use error::{Error, Result};

@@ -2,13 +2,14 @@
 //! in-memory fakes in `testing`. Each method states what "not found" and repeats mean.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::run::{RunId, RunRecord};
-use crate::domain::{ImageTag, StackStatus, UserData};
+use crate::domain::{ClusterName, ImageTag, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -96,7 +97,7 @@ pub const WAITING_LAPSES_AFTER: Duration = Duration::from_secs(10);
 /// waited longest keeps asking, a free lock goes to it, not to a later one.
 #[async_trait]
 pub trait Locks: Send + Sync {
-    /// Takes the lock `key` for `lease` when `lease.owner` holds it already, or when it is free
+    /// Takes `cluster`'s lock for `lease` when `lease.owner` holds it already, or when it is free
     /// (never taken, released, or its lease ended before `now`) and no contender that has waited
     /// longer than `lease.owner` (since `waiting_since`) asked within [`WAITING_LAPSES_AFTER`].
     /// Returns `Ok(None)` when taken. Otherwise notes the caller as waiting since `waiting_since`
@@ -104,7 +105,7 @@ pub trait Locks: Send + Sync {
     /// contender ahead (its `acquired_at` is when it began to wait).
     async fn try_acquire(
         &self,
-        key: &str,
+        cluster: &ClusterName,
         lease: &Lease,
         waiting_since: Timestamp,
         now: Timestamp,
@@ -112,9 +113,9 @@ pub trait Locks: Send + Sync {
     /// Moves the end of the lease `lease.owner` holds to `lease.expires_at`. `Ok(None)` when
     /// renewed; `Ok(Some(holder))` when the owner no longer holds the lock (`holder.owner` is
     /// empty when nobody does).
-    async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>>;
+    async fn renew(&self, cluster: &ClusterName, lease: &Lease) -> Result<Option<Lease>>;
     /// Releases the lock if `owner` still holds it; otherwise does nothing. Who waits keeps its place.
-    async fn release(&self, key: &str, owner: &str) -> Result<()>;
+    async fn release(&self, cluster: &ClusterName, owner: &str) -> Result<()>;
 }
 
 /// Time, so tests can move it.
@@ -245,8 +246,8 @@ pub trait Instances: Send + Sync {
     /// with the same client token starts no second instance and returns the first one's id.
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.
-    async fn of_run(&self, run_id: &str) -> Result<Vec<String>>;
-    /// Every instance tagged as the provisioner's ([`crate::domain::run::PROVISIONER_TAG`]) that
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>>;
+    /// Every instance tagged as the provisioner's ([`crate::domain::tags::PROVISIONER`]) that
     /// has not begun to terminate.
     async fn tagged(&self) -> Result<Vec<TaggedInstance>>;
     /// The instance's state, or `None` when EC2 no longer knows it.
@@ -270,4 +271,37 @@ impl Notices for NoNotices {
     async fn publish(&self, _: &str, _: &str) -> Result<()> {
         Ok(())
     }
+}
+
+/// The registry of the functions that never look at images (all but `deploy`): they link no
+/// registry client.
+pub struct NoImages;
+
+#[async_trait]
+impl Images for NoImages {
+    async fn missing(&self, _: &str, _: &[String], _: &ImageTag) -> Result<Vec<String>> {
+        Err(crate::Error::DeployFailed("this function links no registry client; only deploy checks images".into()))
+    }
+}
+
+/// What the cluster side (deploy, schedule_destroy, destroy, the sweeper's destroys) asks of the
+/// cloud and of time: AWS adapters in the functions (`wiring::cluster_ports`), fakes in tests.
+#[derive(Clone)]
+pub struct ClusterPorts {
+    pub stacks: Arc<dyn Stacks>,
+    pub schedules: Arc<dyn Schedules>,
+    pub locks: Arc<dyn Locks>,
+    /// Only `deploy` asks it anything; the others are given [`NoImages`].
+    pub images: Arc<dyn Images>,
+    pub notices: Arc<dyn Notices>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What the run side (test, build, the sweeper's resumes) asks of the cloud and of time.
+#[derive(Clone)]
+pub struct RunPorts {
+    pub runs: Arc<dyn Runs>,
+    pub instances: Arc<dyn Instances>,
+    pub notices: Arc<dyn Notices>,
+    pub clock: Arc<dyn Clock>,
 }

@@ -4,10 +4,38 @@
 
 use std::collections::BTreeMap;
 
-use crate::aws::scheduler::ScheduleTarget;
-use crate::catalog::ClusterSettings;
 use crate::domain::RunKind;
-use crate::service::run::RunSettings;
+
+/// The account's settings that cluster stacks take as parameters, by parameter name; an empty
+/// value leaves the template's default.
+pub type ClusterSettings = BTreeMap<String, String>;
+
+/// Where destroy schedules live and what they invoke.
+#[derive(Debug, Clone)]
+pub struct ScheduleTarget {
+    pub group: String,
+    pub destroy_function_arn: String,
+    pub role_arn: String,
+    pub dead_letter_arn: Option<String>,
+}
+
+/// Account-specific settings of runs (template.yaml sets them).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub region: String,
+    pub table: String,
+    pub log_bucket: String,
+    pub repository: String,
+    pub build_image: String,
+    pub registry: String,
+    pub domain: String,
+    pub project_bucket: String,
+    pub project_folder: String,
+    pub github_token_secret: Option<String>,
+    pub instance_profile: Option<String>,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+}
 
 /// The account's settings that cluster stacks take as parameters: (template parameter, variable).
 /// Empty ones leave the cluster template's default.

@@ -1,6 +1,6 @@
 //! The provisioner's DynamoDB table, item by item: the one place its layout is written down. The
 //! adapter (`aws/dynamodb.rs`) reads and writes items by these names, the instance script
-//! (`runner/script.rs`) writes a run's instance attributes by them, and the tests read them by them.
+//! (`instance/script.rs`) writes a run's instance attributes by them, and the tests read them by them.
 //!
 //! Every item has the partition key [`KEY`] and may have [`TTL`] (epoch seconds after which
 //! DynamoDB removes it). Times are RFC 3339 strings unless named `*_epoch` or `*_ms`.
@@ -40,6 +40,11 @@ pub mod lock {
     use super::{function, Attribute};
 
     pub const PREFIX: &str = "lock#";
+
+    /// The item of `cluster`'s lock.
+    pub fn key(cluster: &crate::domain::ClusterName) -> String {
+        format!("{PREFIX}{cluster}")
+    }
     pub const OWNER: &str = "owner";
     pub const OPERATION: &str = "operation";
     pub const ACQUIRED_AT: &str = "acquired_at";

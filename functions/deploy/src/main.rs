@@ -1,28 +1,17 @@
 //! The `deploy` Lambda function: DEPLOY(cluster) of the spec (`provisioner_core::lambda::deploy`).
 use std::sync::Arc;
 
-use provisioner_core::aws::{
-    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, ecr::EcrImages, scheduler::EventBridgeSchedules,
-    sns::SnsNotices, Aws,
-};
-use provisioner_core::service::{Provisioner, Timeouts};
-use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, settings::Settings};
+use provisioner_core::aws::{ecr::EcrImages, Aws};
+use provisioner_core::service::Provisioner;
+use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
-    let provisioner = Provisioner {
-        catalog: Arc::new(Catalog::shipped()?),
-        stacks: Arc::new(CloudFormationStacks::new(&aws)),
-        schedules: Arc::new(EventBridgeSchedules::new(&aws, settings.schedule_target()?)),
-        locks: Arc::new(DynamoStore::new(&aws, settings.table()?)),
-        images: Arc::new(EcrImages::new(&aws)),
-        clock: Arc::new(SystemClock),
-        timeouts: Timeouts::default(),
-        settings: settings.cluster_parameters(),
-        notices: SnsNotices::or_none(&aws, settings.alert_topic()),
-    };
+    // The one function that checks the registry: it alone links ECR.
+    let ports = wiring::cluster_ports(&aws, &settings, Arc::new(EcrImages::new(&aws)))?;
+    let provisioner = Provisioner::new(Arc::new(Catalog::shipped()?), ports, settings.cluster_parameters());
     lambda::serve("deploy", aws.calls, provisioner, lambda::deploy).await
 }

@@ -1,28 +1,17 @@
 //! The `schedule_destroy` Lambda function: SCHEDULE_DESTROY(cluster, time_to_destroy) of the spec
-//! (`provisioner_core::lambda::schedule_destroy`).
 use std::sync::Arc;
 
-use provisioner_core::aws::{
-    cloudformation::CloudFormationStacks, dynamodb::DynamoStore, scheduler::EventBridgeSchedules, sns::SnsNotices, Aws,
-};
-use provisioner_core::service::{NoImages, Provisioner, Timeouts};
-use provisioner_core::{catalog::Catalog, lambda, ports::SystemClock, settings::Settings};
+use provisioner_core::aws::Aws;
+use provisioner_core::ports::NoImages;
+use provisioner_core::service::Provisioner;
+use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
-    let provisioner = Provisioner {
-        catalog: Arc::new(Catalog::shipped()?),
-        stacks: Arc::new(CloudFormationStacks::new(&aws)),
-        schedules: Arc::new(EventBridgeSchedules::new(&aws, settings.schedule_target()?)),
-        locks: Arc::new(DynamoStore::new(&aws, settings.table()?)),
-        images: Arc::new(NoImages),
-        clock: Arc::new(SystemClock),
-        timeouts: Timeouts::default(),
-        settings: settings.cluster_parameters(),
-        notices: SnsNotices::or_none(&aws, settings.alert_topic()),
-    };
+    let ports = wiring::cluster_ports(&aws, &settings, Arc::new(NoImages))?;
+    let provisioner = Provisioner::new(Arc::new(Catalog::shipped()?), ports, settings.cluster_parameters());
     lambda::serve("schedule_destroy", aws.calls, provisioner, lambda::schedule_destroy).await
 }

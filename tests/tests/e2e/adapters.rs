@@ -9,13 +9,14 @@ use provisioner_core::aws::cloudformation::CloudFormationStacks;
 use provisioner_core::aws::dynamodb::DynamoStore;
 use provisioner_core::aws::ec2::Ec2Instances;
 use provisioner_core::aws::ecr::EcrImages;
-use provisioner_core::aws::scheduler::{EventBridgeSchedules, ScheduleTarget};
+use provisioner_core::aws::scheduler::EventBridgeSchedules;
 use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, ScheduleDestroyRequest};
+use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, RunId, ScheduleDestroyRequest};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{ClusterPorts, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
+use provisioner_core::settings::ScheduleTarget;
 use provisioner_core::testing::contract;
 use provisioner_e2e::{emulator, local_cluster_settings, unique};
 
@@ -91,7 +92,8 @@ async fn cloudformation_creates_describes_and_deletes_a_cluster_stack() {
 async fn aws_errors_name_service_operation_and_code_and_are_classified() {
     let store = DynamoStore::new(&Aws::from_config(emulator().await), unique("no-such-table-"));
     let now = Timestamp::now();
-    let error = store.try_acquire("lock#ci-1", &contract::lease("a", now, 60), now, now).await.unwrap_err();
+    let cluster = ClusterName::parse("ci-1").unwrap();
+    let error = store.try_acquire(&cluster, &contract::lease("a", now, 60), now, now).await.unwrap_err();
     assert_eq!(error.code(), "AwsError");
     assert_eq!(error.aws_kind(), Some(AwsErrorKind::NotFound));
     let text = error.to_string();
@@ -150,7 +152,8 @@ async fn the_scheduler_adapter_keeps_the_schedules_contract() {
 #[tokio::test]
 async fn the_dynamodb_adapter_keeps_the_locks_contract() {
     let (_, name) = table().await;
-    contract::locks(&DynamoStore::new(&Aws::from_config(emulator().await), &name), "lock#ci-1", "lock#ci-2").await;
+    let (key, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
+    contract::locks(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &key, &other).await;
 }
 
 #[tokio::test]
@@ -161,27 +164,27 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
 
 #[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
-    let run_id = format!("test-{}-20261123t120000-ab12", unique("ci-"));
+    let run_id = RunId::parse(&format!("test-{}-20261123t120000-ab12", unique("ci-"))).unwrap();
     contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;
 }
 
 async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {
     let config = emulator().await;
-    Provisioner {
-        catalog: Arc::new(Catalog::shipped().unwrap()),
+    let ports = ClusterPorts {
         stacks: Arc::new(stacks().await),
         schedules: Arc::new(schedules(group).await),
         locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         images: Arc::new(EcrImages::new(&Aws::from_config(config))),
-        clock: Arc::new(SystemClock),
-        timeouts: Timeouts {
-            stack_poll: Duration::from_millis(200),
-            lock_poll: Duration::from_millis(100),
-            ..Timeouts::default()
-        },
-        settings: local_cluster_settings(),
         notices: Arc::new(NoNotices),
-    }
+        clock: Arc::new(SystemClock),
+    };
+    let mut provisioner = Provisioner::new(Arc::new(Catalog::shipped().unwrap()), ports, local_cluster_settings());
+    provisioner.timeouts = Timeouts {
+        stack_poll: Duration::from_millis(200),
+        lock_poll: Duration::from_millis(100),
+        ..Timeouts::default()
+    };
+    provisioner
 }
 
 fn invocation(id: &str) -> Invocation {
@@ -194,7 +197,7 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     let group = unique("group-");
     let first = provisioner_over_emulator(&table_name, &group).await;
     // A second process: its own clients, the same table.
-    let second = Provisioner { stacks: Arc::new(stacks().await), ..first.clone() };
+    let second = provisioner_over_emulator(&table_name, &group).await;
     let cluster = ClusterName::parse(&unique("ci-")).unwrap();
     let request = ClusterRequest { cluster: cluster.clone() };
     let deploy = DeployRequest { cluster: cluster.clone(), version: None };

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use jiff::{SignedDuration, Timestamp};
 use provisioner_core::aws::{ec2::Ec2Instances, Aws};
-use provisioner_core::domain::run::EXPIRES_TAG;
+use provisioner_core::domain::{tags, RunId};
 use provisioner_core::ports::Instances;
 use provisioner_core::testing::contract;
 use provisioner_e2e::{destroy_schedules, emulator, make, make_invoke, repo_root, unique};
@@ -77,9 +77,9 @@ async fn the_sweeper_ends_a_lost_run_and_terminates_an_expired_instance() {
     // An instance of the provisioner's whose time ran out (a deadman that did not fire).
     let instances = Ec2Instances::new(&Aws::from_config(emulator().await));
     let expired_at = (Timestamp::now() - SignedDuration::from_mins(1)).to_string();
-    let stray_run = unique("test-ci-gone-20261101t000000-");
+    let stray_run = RunId::parse(&unique("test-ci-gone-20261101t000000-")).unwrap();
     let mut spec = contract::launch_spec(instances.latest_image("arm64").await.unwrap(), &stray_run);
-    spec.tags.push((EXPIRES_TAG.into(), expired_at.clone()));
+    spec.tags.push((tags::EXPIRES.into(), expired_at.clone()));
     let stray = instances.launch(&spec).await.unwrap();
 
     let swept = sweep();

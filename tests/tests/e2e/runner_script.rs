@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::domain::{ClusterName, GitRef, ImageTag};
-use provisioner_core::runner::{render, Layout, Plan, RunValues, Step, StepPlace};
+use provisioner_core::domain::{ClusterName, GitRef, ImageTag, RunId, RunKind};
+use provisioner_core::instance::{render, Layout, Plan, RunValues, Step, StepPlace};
+use provisioner_core::settings::RunSettings;
 use provisioner_core::table::run;
 use provisioner_e2e::{aws_cli, emulator, repo_root, s3, shellcheck, unique, Sandbox};
 
@@ -19,24 +20,29 @@ const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const EMPTY_REGISTRY: &str = "123456789012.dkr.ecr.eu-north-1.amazonaws.com";
 const PROJECT_FOLDER: &str = "cf";
 
-fn values(table: &str, bucket: &str, kind: &'static str, version: &str) -> RunValues {
+fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues {
     RunValues {
-        run_id: unique(&format!("{kind}-ci-1-")),
+        run_id: RunId::parse(&unique(&format!("{kind}-ci-1-"))).unwrap(),
         kind,
         cluster: ClusterName::parse("ci-1").unwrap(),
         version: GitRef::parse(version).unwrap(),
         image_tag: ImageTag::for_version(&GitRef::parse(version).unwrap()).map(|t| t.to_string()).unwrap_or_default(),
-        region: "us-east-1".into(),
-        table: table.into(),
-        log_bucket: bucket.into(),
-        repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
-        build_image: format!("{REGISTRY}/sliderule-buildenv:latest"),
-        registry: REGISTRY.into(),
-        domain: "slideruleearth.io".into(),
-        project_bucket: bucket.into(),
-        project_folder: PROJECT_FOLDER.into(),
-        github_token_secret: None,
         time_limit_minutes: 90,
+        settings: RunSettings {
+            region: "us-east-1".into(),
+            table: table.into(),
+            log_bucket: bucket.into(),
+            repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
+            build_image: format!("{REGISTRY}/sliderule-buildenv:latest"),
+            registry: REGISTRY.into(),
+            domain: "slideruleearth.io".into(),
+            project_bucket: bucket.into(),
+            project_folder: PROJECT_FOLDER.into(),
+            github_token_secret: None,
+            instance_profile: None,
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+        },
     }
 }
 
@@ -125,10 +131,10 @@ impl RunSandbox for Sandbox {
 async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::Client {
     let config = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    provisioner_e2e::create_table(&dynamodb, &values.table).await;
-    s3::create_bucket(&values.log_bucket);
+    provisioner_e2e::create_table(&dynamodb, &values.settings.table).await;
+    s3::create_bucket(&values.settings.log_bucket);
     for key in ["server/GeoLite2-City.mmdb", "ams/ATL13/atl13.db"] {
-        s3::put(&values.log_bucket, &format!("{PROJECT_FOLDER}/{key}"), "data");
+        s3::put(&values.settings.log_bucket, &format!("{PROJECT_FOLDER}/{key}"), "data");
     }
     push_image("sliderule-buildenv", "latest").await;
     let pending: HashMap<String, AttributeValue> = steps
@@ -139,7 +145,7 @@ async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::C
         .collect();
     dynamodb
         .put_item()
-        .table_name(&values.table)
+        .table_name(&values.settings.table)
         .item(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
         .item(run::STEPS, AttributeValue::M(pending))
         .send()
@@ -174,7 +180,7 @@ async fn registry_has(repository: &str, tag: &str) -> bool {
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
     let item = dynamodb
         .get_item()
-        .table_name(&values.table)
+        .table_name(&values.settings.table)
         .key(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
         .send()
         .await
@@ -232,13 +238,16 @@ fn position(calls: &[String], prefix: &str) -> usize {
 #[test]
 fn the_scripts_of_the_shipped_plans_pass_shellcheck() {
     let catalog = Catalog::shipped().unwrap();
-    let mut test_values = values("t", "b", "test", "main");
-    test_values.github_token_secret = Some("ci/github-token".into());
+    let mut test_values = values("t", "b", RunKind::Test, "main");
+    test_values.settings.github_token_secret = Some("ci/github-token".into());
     let test = render(&catalog.plans().test, &layouts(), &test_values).unwrap();
-    let build = render(&catalog.plans().build, &layouts(), &values("t", "b", "build", "v4.5.1")).unwrap();
+    let build = render(&catalog.plans().build, &layouts(), &values("t", "b", RunKind::Build, "v4.5.1")).unwrap();
     shellcheck(&test, "test-user-data-");
     shellcheck(&build, "build-user-data-");
-    shellcheck(&render(&test_plan(), &layouts(), &values("t", "b", "test", "main")).unwrap(), "sandbox-user-data-");
+    shellcheck(
+        &render(&test_plan(), &layouts(), &values("t", "b", RunKind::Test, "main")).unwrap(),
+        "sandbox-user-data-",
+    );
     // Each step's commands as the step runs them.
     for step in catalog.plans().test.steps.iter().chain(&catalog.plans().build.steps) {
         shellcheck(&format!("#!/bin/bash\nset -euo pipefail\n{}", step.run), &format!("step-{}-", step.name));
@@ -259,8 +268,8 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let secret_name = unique("ci/github-token-");
     let created = aws_cli(&["secretsmanager", "create-secret", "--name", &secret_name, "--secret-string", FAKE_TOKEN]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let mut values = values(&unique("runs-"), &unique("logs-"), "test", "main");
-    values.github_token_secret = Some(secret_name);
+    let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    values.settings.github_token_secret = Some(secret_name);
     let catalog = Catalog::shipped().unwrap();
     let plan = &catalog.plans().test;
     let dynamodb = run_record(&values, &plan.step_names()).await;
@@ -268,7 +277,7 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let user_data = render(plan, &layouts(), &values).unwrap();
     sandbox.run(&user_data);
     let record = record(&dynamodb, &values).await;
-    let logs = s3::texts(&values.log_bucket, &format!("runs/{}/", values.run_id)).into_values().collect();
+    let logs = s3::texts(&values.settings.log_bucket, &format!("runs/{}/", values.run_id)).into_values().collect();
     TestRun { sandbox, record, user_data, logs }
 }
 
@@ -400,7 +409,7 @@ async fn a_test_run_on_layout_d_has_no_root_makefile_and_tests_the_clients_again
 /// Runs the shipped plan of `values.kind` in the sandbox; answers the run's record.
 async fn run_shipped_plan(values: &RunValues, sandbox: &Sandbox) -> HashMap<String, AttributeValue> {
     let catalog = Catalog::shipped().unwrap();
-    let plan = if values.kind == "build" { &catalog.plans().build } else { &catalog.plans().test };
+    let plan = catalog.plans().of(values.kind);
     let dynamodb = run_record(values, &plan.step_names()).await;
     sandbox.run(&render(plan, &layouts(), values).unwrap());
     record(&dynamodb, values).await
@@ -410,7 +419,7 @@ async fn run_shipped_plan(values: &RunValues, sandbox: &Sandbox) -> HashMap<Stri
 /// server make directory, and records exactly the images the layout's Makefile pushes.
 async fn a_build_run_on_layout(layout: &str, server: &str, images: &[&str]) {
     let tag = unique("v9.");
-    let values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Build, &tag);
     let sandbox = sandbox_with_layout(layout);
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
@@ -472,8 +481,8 @@ async fn a_build_run_on_layouts_c_and_d_pushes_the_five_images_of_v5() {
 #[tokio::test]
 async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_and_pushes_nothing() {
     let tag = unique("v9.");
-    let mut values = values(&unique("runs-"), &unique("logs-"), "build", &tag);
-    values.registry = EMPTY_REGISTRY.into();
+    let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Build, &tag);
+    values.settings.registry = EMPTY_REGISTRY.into();
     let sandbox = sandbox_with_layout("D");
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
@@ -492,7 +501,7 @@ async fn a_build_without_the_build_environment_in_the_registry_fails_saying_so_a
 
 #[tokio::test]
 async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and_skips_the_clients() {
-    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let sandbox = sandbox_with_layout("D");
     std::fs::write(sandbox.dir.join("discovery-nodes"), "0").unwrap();
     let statuses = step_statuses(&run_shipped_plan(&values, &sandbox).await);
@@ -505,7 +514,7 @@ async fn a_cluster_that_reports_no_nodes_fails_the_wait_with_a_clear_message_and
 
 #[tokio::test]
 async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
-    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let sandbox = sandbox();
     let record = run_shipped_plan(&values, &sandbox).await;
     let statuses = step_statuses(&record);
@@ -517,7 +526,7 @@ async fn a_checkout_that_fits_no_layout_fails_the_checkout_and_runs_nothing() {
 
 #[tokio::test]
 async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
-    let values = values(&unique("runs-"), &unique("logs-"), "test", "release/4.x");
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "release/4.x");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = sandbox_with_layout("D");
@@ -547,13 +556,13 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     assert_eq!(text(&record, run::OUTCOME), "succeeded");
     assert_eq!(text(&record, run::COMMIT), "0123456789abcdef0123456789abcdef01234567");
 
-    let keys = s3::keys(&values.log_bucket, &format!("runs/{}/", values.run_id));
+    let keys = s3::keys(&values.settings.log_bucket, &format!("runs/{}/", values.run_id));
     assert!(keys.contains(&format!("runs/{}/lua-selftests.log", values.run_id)), "{keys:?}");
 }
 
 #[tokio::test]
 async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
-    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = sandbox_with_layout("D");
@@ -575,7 +584,7 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
 
 #[tokio::test]
 async fn a_script_killed_midway_still_reports_through_its_trap() {
-    let values = values(&unique("runs-"), &unique("logs-"), "test", "main");
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = sandbox_with_layout("D");
@@ -613,22 +622,22 @@ fn injection_attempts_in_every_field_are_refused_before_a_script_exists() {
     assert!(ClusterName::parse(&attack).is_err());
     assert!(GitRef::parse(&attack).is_err());
     assert!(GitRef::parse(&format!("main;touch {}", marker.display())).is_err());
-    let fields: [fn(&mut RunValues, &str); 12] = [
-        |v, a| v.run_id = a.into(),
-        |v, a| v.region = a.into(),
-        |v, a| v.table = a.into(),
-        |v, a| v.log_bucket = a.into(),
-        |v, a| v.repository = format!("https://x/{a}"),
-        |v, a| v.build_image = a.into(),
-        |v, a| v.registry = a.into(),
-        |v, a| v.domain = a.into(),
+    assert!(RunId::parse(&attack).is_err());
+    let fields: [fn(&mut RunValues, &str); 11] = [
+        |v, a| v.settings.region = a.into(),
+        |v, a| v.settings.table = a.into(),
+        |v, a| v.settings.log_bucket = a.into(),
+        |v, a| v.settings.repository = format!("https://x/{a}"),
+        |v, a| v.settings.build_image = a.into(),
+        |v, a| v.settings.registry = a.into(),
+        |v, a| v.settings.domain = a.into(),
         |v, a| v.image_tag = a.into(),
-        |v, a| v.project_bucket = a.into(),
-        |v, a| v.project_folder = a.into(),
-        |v, a| v.github_token_secret = Some(a.into()),
+        |v, a| v.settings.project_bucket = a.into(),
+        |v, a| v.settings.project_folder = a.into(),
+        |v, a| v.settings.github_token_secret = Some(a.into()),
     ];
     for spoil in fields {
-        let mut spoiled = values("t", "b", "test", "main");
+        let mut spoiled = values("t", "b", RunKind::Test, "main");
         spoil(&mut spoiled, &attack);
         assert!(render(&test_plan(), &layouts(), &spoiled).is_err());
     }

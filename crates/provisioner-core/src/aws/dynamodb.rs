@@ -176,11 +176,12 @@ impl DynamoStore {
 impl Locks for DynamoStore {
     async fn try_acquire(
         &self,
-        key: &str,
+        cluster: &ClusterName,
         lease: &Lease,
         waiting_since: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Lease>> {
+        let key = &lock::key(cluster);
         let outcome = self
             .client
             .put_item()
@@ -216,7 +217,8 @@ impl Locks for DynamoStore {
         })))
     }
 
-    async fn renew(&self, key: &str, lease: &Lease) -> Result<Option<Lease>> {
+    async fn renew(&self, cluster: &ClusterName, lease: &Lease) -> Result<Option<Lease>> {
+        let key = &lock::key(cluster);
         let outcome = self
             .update_item(s(key))
             .update_expression(format!(
@@ -239,7 +241,8 @@ impl Locks for DynamoStore {
         Ok(Some(lease_from(&item).unwrap_or_else(|| Lease { owner: String::new(), ..lease.clone() })))
     }
 
-    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+    async fn release(&self, cluster: &ClusterName, owner: &str) -> Result<()> {
+        let key = &lock::key(cluster);
         // The item stays, free, so that who waits in line keeps its place.
         let released = self
             .update_item(s(key))

@@ -9,8 +9,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{aws_error, Aws};
-use crate::domain::run::PROVISIONER_TAG;
-use crate::domain::RUN_ID_TAG;
+use crate::domain::{tags, RunId};
 use crate::error::Result;
 use crate::ports::{InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -118,11 +117,11 @@ impl Instances for Ec2Instances {
         Ok(output.instances().first().and_then(|i| i.instance_id()).unwrap_or_default().to_owned())
     }
 
-    async fn of_run(&self, run_id: &str) -> Result<Vec<String>> {
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>> {
         let output = self
             .ec2
             .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{RUN_ID_TAG}")).values(run_id).build())
+            .filters(Filter::builder().name(format!("tag:{}", tags::RUN_ID)).values(run_id.as_str()).build())
             .filters(live_states())
             .send()
             .await
@@ -142,7 +141,7 @@ impl Instances for Ec2Instances {
             let output = self
                 .ec2
                 .describe_instances()
-                .filters(Filter::builder().name(format!("tag:{PROVISIONER_TAG}")).values("true").build())
+                .filters(Filter::builder().name(format!("tag:{}", tags::PROVISIONER)).values("true").build())
                 .filters(live_states())
                 .set_next_token(token)
                 .send()

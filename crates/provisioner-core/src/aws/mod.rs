@@ -64,40 +64,6 @@ impl Aws {
     }
 }
 
-/// What `status` and `sweep` are built from: the cluster side without a registry (only deploy
-/// checks images) and the run side, which resumes runs and never launches one (so the run kind,
-/// which picks only an instance profile, is immaterial).
-pub fn operations(
-    aws: &Aws,
-    settings: &crate::settings::Settings,
-) -> Result<crate::service::operations::Operations, String> {
-    use crate::service::{run::Runner, NoImages, Provisioner, Timeouts};
-    let catalog = Arc::new(crate::catalog::Catalog::shipped().map_err(|error| error.to_string())?);
-    let store = Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?));
-    let notices = sns::SnsNotices::or_none(aws, settings.alert_topic());
-    let provisioner = Provisioner {
-        catalog: catalog.clone(),
-        stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
-        schedules: Arc::new(scheduler::EventBridgeSchedules::new(aws, settings.schedule_target()?)),
-        locks: store.clone(),
-        images: Arc::new(NoImages),
-        clock: Arc::new(crate::ports::SystemClock),
-        timeouts: Timeouts::default(),
-        settings: settings.cluster_parameters(),
-        notices: notices.clone(),
-    };
-    let runner = Runner {
-        catalog,
-        runs: store,
-        instances: Arc::new(ec2::Ec2Instances::new(aws)),
-        clock: Arc::new(crate::ports::SystemClock),
-        timeouts: Timeouts::default(),
-        settings: settings.runs(crate::domain::RunKind::Test, aws.region())?,
-        notices,
-    };
-    Ok(crate::service::operations::Operations { provisioner, runner })
-}
-
 /// A client of one SDK crate made from an [`Aws`], its calls recorded in the [`CallLog`].
 #[macro_export]
 #[doc(hidden)]

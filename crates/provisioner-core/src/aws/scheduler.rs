@@ -12,20 +12,12 @@ use jiff::Timestamp;
 use super::{aws_error, Aws};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{ScheduleEntry, Schedules};
+use crate::settings::ScheduleTarget;
 
 const SERVICE: &str = "Scheduler";
 /// A fired schedule whose destroy fails (Busy, throttled) is tried again for up to a day.
 const RETRY_ATTEMPTS: i32 = 20;
 const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 24 * 60 * 60;
-
-/// Where schedules live and what they invoke.
-#[derive(Debug, Clone)]
-pub struct ScheduleTarget {
-    pub group: String,
-    pub destroy_function_arn: String,
-    pub role_arn: String,
-    pub dead_letter_arn: Option<String>,
-}
 
 pub struct EventBridgeSchedules {
     client: Client,

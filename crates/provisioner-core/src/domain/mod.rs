@@ -2,6 +2,7 @@
 
 pub mod names;
 pub mod requests;
+pub mod resource_names;
 pub mod run;
 pub mod stack_status;
 pub mod time;
@@ -9,6 +10,7 @@ pub mod user_data;
 
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
-pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus, RUN_ID_TAG};
+pub use resource_names::tags;
+pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus};
 pub use stack_status::{StackPhase, StackStatus};
 pub use user_data::{UserData, EC2_USER_DATA_LIMIT, USER_DATA_BUDGET};

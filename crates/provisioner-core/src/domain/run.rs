@@ -48,15 +48,6 @@ impl fmt::Display for RunKind {
     }
 }
 
-/// The tag that names the run an instance belongs to: how a run finds an instance it lost track of.
-pub const RUN_ID_TAG: &str = "sliderule:run-id";
-/// Every instance the provisioner launches carries it (`true`): what the sweeper looks at.
-pub const PROVISIONER_TAG: &str = "sliderule:provisioner";
-/// When the instance's run must have ended (RFC 3339): the sweeper terminates it after.
-pub const EXPIRES_TAG: &str = "sliderule:expires-at";
-pub const KIND_TAG: &str = "sliderule:kind";
-pub const CLUSTER_TAG: &str = "sliderule:cluster";
-
 /// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -92,6 +83,12 @@ impl RunId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Where the run's step logs go in the run-log `bucket`: `s3://<bucket>/runs/<id>/`, the
+    /// instance appending `<step>.log`.
+    pub fn log_location(&self, bucket: &str) -> String {
+        format!("s3://{bucket}/runs/{self}/")
     }
 
     /// The `ClientToken` of the run's `attempt`-th launch request: 32 hex digits of a SHA-256 of

@@ -12,9 +12,11 @@ use serde::Serialize;
 
 use super::lock::with_lock_or;
 use super::wait::{phase_of, wait_for_stack, Until};
-use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
-use crate::catalog::{stack_name, Profile};
+use super::{seconds_between, Invocation, Provisioner};
+use crate::catalog::Profile;
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
+use crate::domain::resource_names::{schedule_prefix, stack_name};
+use crate::domain::tags;
 use crate::domain::{ClusterName, DeployRequest, ImageTag, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
@@ -220,10 +222,10 @@ impl Provisioner {
             template_body: profile.template_body.to_owned(),
             parameters: profile.stack_parameters(cluster, &target.version, &self.settings)?,
             tags: vec![
-                ("sliderule:cluster".into(), cluster.to_string()),
-                ("sliderule:profile".into(), profile.name.clone()),
-                ("sliderule:version".into(), target.version.to_string()),
-                ("sliderule:provisioner".into(), "true".into()),
+                (tags::CLUSTER.into(), cluster.to_string()),
+                (tags::PROFILE.into(), profile.name.clone()),
+                (tags::VERSION.into(), target.version.to_string()),
+                (tags::PROVISIONER.into(), "true".into()),
             ],
         })
     }

@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::deploy::status_text;
 use super::lock::with_lock;
 use super::wait::{phase_of, wait_for_stack, Until};
-use super::{schedule_prefix, seconds_between, Invocation, Provisioner};
-use crate::catalog::stack_name;
+use super::{seconds_between, Invocation, Provisioner};
+use crate::domain::resource_names::{schedule_prefix, stack_name};
 use crate::domain::{ClusterName, ClusterRequest, StackPhase};
 use crate::error::{Error, Result};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{lock_key, signed, Invocation, Provisioner};
+use super::{signed, Invocation, Provisioner};
 use crate::domain::time::whole_seconds;
 use crate::domain::ClusterName;
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ const RELEASE_DEADLINE_MARGIN: SignedDuration = SignedDuration::from_secs(2);
 /// A lock this invocation holds. Release it with [`Held::release`] on every path.
 #[must_use = "a held lock must be released"]
 pub(super) struct Held {
-    key: String,
+    cluster: ClusterName,
     lease: Lease,
 }
 
@@ -60,7 +60,6 @@ where
     F: Future<Output = Option<T>>,
 {
     let (clock, timeouts) = (&provisioner.clock, &provisioner.timeouts);
-    let key = lock_key(cluster);
     let give_up_at = provisioner.work_deadline(invocation);
     let waiting_since = clock.now();
     let mut last_looked = waiting_since;
@@ -69,11 +68,11 @@ where
     loop {
         let now = clock.now();
         let lease = provisioner.lease(invocation, operation, now);
-        match provisioner.locks.try_acquire(&key, &lease, waiting_since, now).await {
+        match provisioner.locks.try_acquire(cluster, &lease, waiting_since, now).await {
             Ok(None) => {
                 tracing::info!(cluster = %cluster, operation, waited_seconds = (now - waiting_since).as_secs(), "lock \
                     acquired");
-                return Ok(Turn::Held(Held { key, lease }));
+                return Ok(Turn::Held(Held { cluster: cluster.clone(), lease }));
             }
             Ok(Some(current)) => {
                 if holder.as_ref().is_none_or(|h| h.owner != current.owner) {
@@ -94,7 +93,7 @@ where
         }
         if now + signed(timeouts.lock_poll) > give_up_at {
             // Leave the line; and an attempt whose answer was lost may have taken the lock.
-            let _ = provisioner.locks.release(&key, &lease.owner).await;
+            let _ = provisioner.locks.release(cluster, &lease.owner).await;
             return Err(match (holder, failure) {
                 (None, Some(error)) => error,
                 (holder, _) => busy(cluster, holder, now),
@@ -104,7 +103,7 @@ where
         if clock.now() >= last_looked + signed(timeouts.stack_poll) {
             last_looked = clock.now();
             if let Some(answer) = meanwhile().await {
-                let _ = provisioner.locks.release(&key, &lease.owner).await;
+                let _ = provisioner.locks.release(cluster, &lease.owner).await;
                 tracing::info!(cluster = %cluster, operation, "answered while waiting for the lock");
                 return Ok(Turn::Answered(answer));
             }
@@ -133,7 +132,7 @@ impl Held {
             clock.sleep(pause).await;
             let now = clock.now();
             let lease = Lease { expires_at: now + signed(timeouts.lock_lease), ..self.lease.clone() };
-            match provisioner.locks.renew(&self.key, &lease).await {
+            match provisioner.locks.renew(&self.cluster, &lease).await {
                 Ok(None) => {
                     expires_at = lease.expires_at;
                     pause = timeouts.lock_renew;
@@ -163,14 +162,14 @@ impl Held {
             (invocation.deadline - RELEASE_DEADLINE_MARGIN).min(clock.now() + signed(provisioner.timeouts.lock_lease));
         let mut pause = RELEASE_PAUSE;
         loop {
-            match provisioner.locks.release(&self.key, &self.lease.owner).await {
+            match provisioner.locks.release(&self.cluster, &self.lease.owner).await {
                 Ok(()) => return,
                 Err(error) if clock.now() + signed(pause) > until => {
-                    tracing::warn!(key = %self.key, %error, "could not release lock; its lease ends within a minute");
+                    tracing::warn!(cluster = %self.cluster, %error, "could not release lock; its lease ends within a minute");
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(key = %self.key, %error, "could not release lock; trying again");
+                    tracing::warn!(cluster = %self.cluster, %error, "could not release lock; trying again");
                     clock.sleep(pause).await;
                     pause = (pause * 2).min(RELEASE_PAUSE_MAX);
                 }

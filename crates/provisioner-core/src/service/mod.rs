@@ -1,12 +1,17 @@
-//! The functions of the spec, as orchestration over the ports. Each file holds one function's
-//! decision table in the spec's order; `wait` and `lock` are shared by all of them.
+//! The functions of the spec, as orchestration over the ports. The cluster side ([`Provisioner`]):
+//! `deploy.rs`, `schedule_destroy.rs`, `destroy.rs`, each one function's decision table in the
+//! spec's order, sharing `wait.rs` and `lock.rs`. The run side: `runner.rs` (TEST and BUILD).
+//! Keeping watch, over both sides: `survey.rs`, `sweeper.rs`, `status.rs`. Each side is put
+//! together in one place: `Provisioner::new`, `Runner::new`, `Operations::new`.
 
 mod deploy;
 mod destroy;
 mod lock;
-pub mod operations;
-pub mod run;
+pub mod runner;
 mod schedule_destroy;
+pub mod status;
+pub mod survey;
+pub mod sweeper;
 mod wait;
 
 use std::sync::Arc;
@@ -18,10 +23,12 @@ pub use deploy::DeployResponse;
 pub use destroy::DestroyResponse;
 pub use schedule_destroy::ScheduleDestroyResponse;
 
-use crate::catalog::{Catalog, ClusterSettings};
+use crate::catalog::Catalog;
+use crate::domain::resource_names::schedule_name;
 use crate::domain::ClusterName;
 use crate::error::{Error, Result};
-use crate::ports::{Clock, Images, Locks, Notices, Schedules, Stacks};
+use crate::ports::{Clock, ClusterPorts, Images, Locks, Notices, Schedules, Stacks};
+use crate::settings::ClusterSettings;
 
 /// The spec's limit on waiting for a stack to be created or deleted.
 pub const STACK_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
@@ -91,6 +98,34 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
+    /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
+    pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
+        let ClusterPorts { stacks, schedules, locks, images, notices, clock } = ports;
+        Provisioner {
+            catalog,
+            stacks,
+            schedules,
+            locks,
+            images,
+            clock,
+            timeouts: Timeouts::default(),
+            settings,
+            notices,
+        }
+    }
+
+    /// Its ports, to build another side or a variant over the same ones.
+    pub fn ports(&self) -> ClusterPorts {
+        ClusterPorts {
+            stacks: self.stacks.clone(),
+            schedules: self.schedules.clone(),
+            locks: self.locks.clone(),
+            images: self.images.clone(),
+            notices: self.notices.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// The last moment work may go on in this invocation.
     fn work_deadline(&self, invocation: &Invocation) -> Timestamp {
         invocation.deadline - signed(self.timeouts.deadline_margin)
@@ -124,36 +159,6 @@ async fn alert_if_failed<T>(notices: &dyn Notices, operation: &str, cluster: &Cl
     }
 }
 
-/// The registry of the functions that never look at images (all but `deploy`): they link no
-/// registry client.
-pub struct NoImages;
-
-#[async_trait::async_trait]
-impl Images for NoImages {
-    async fn missing(&self, _: &str, _: &[String], _: &crate::domain::ImageTag) -> crate::Result<Vec<String>> {
-        Err(crate::Error::DeployFailed("this function links no registry client; only deploy checks images".into()))
-    }
-}
-
-/// Every destroy schedule's name starts with this.
-pub const DESTROY_SCHEDULE_PREFIX: &str = "destroy.";
-
-/// Prefix of every destroy schedule of `cluster`. The dot cannot occur in a cluster name, so
-/// `destroy.ci-a.` never matches the schedules of `ci-ab`.
-pub fn schedule_prefix(cluster: &ClusterName) -> String {
-    format!("{DESTROY_SCHEDULE_PREFIX}{cluster}.")
-}
-
-/// The schedule that destroys `cluster` at `at`.
-pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
-    format!("{}{}", schedule_prefix(cluster), at.strftime("%Y%m%dT%H%M%S"))
-}
-
-/// The cluster a destroy schedule named by [`schedule_name`] destroys.
-pub fn scheduled_cluster(schedule_name: &str) -> Option<&str> {
-    schedule_name.strip_prefix(DESTROY_SCHEDULE_PREFIX)?.split('.').next()
-}
-
 impl Provisioner {
     /// Creates the one-time schedule that fires `cluster`'s destroy event at `at`; returns its name.
     async fn create_destroy_schedule(&self, cluster: &ClusterName, at: Timestamp) -> Result<String> {
@@ -162,11 +167,6 @@ impl Provisioner {
         self.schedules.create(&name, at, &input).await?;
         Ok(name)
     }
-}
-
-/// The lock item of `cluster`.
-pub fn lock_key(cluster: &ClusterName) -> String {
-    format!("{}{cluster}", crate::table::lock::PREFIX)
 }
 
 fn signed(duration: Duration) -> SignedDuration {
@@ -178,10 +178,10 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 }
 
 #[cfg(test)]
-mod fault_storm;
+mod cluster_tests;
 #[cfg(test)]
-mod operations_tests;
+mod limits_tests;
 #[cfg(test)]
-mod run_tests;
+mod runner_tests;
 #[cfg(test)]
-mod tests;
+mod sweeper_tests;

@@ -9,7 +9,8 @@
 use serde::Serialize;
 
 use super::lock::with_lock;
-use super::{schedule_name, Invocation, Provisioner};
+use super::{Invocation, Provisioner};
+use crate::domain::resource_names::{schedule_name, schedule_prefix};
 use crate::domain::time::can_reschedule;
 use crate::domain::{ClusterName, ScheduleDestroyRequest};
 use crate::error::{Error, Result};
@@ -52,7 +53,7 @@ impl Provisioner {
                     "time_to_destroy {time_to_destroy} passed while waiting for the cluster; give a later time"
                 )));
             }
-            let existing = self.schedules.list(&super::schedule_prefix(&cluster)).await?;
+            let existing = self.schedules.list(&schedule_prefix(&cluster)).await?;
             // Step 1.
             if let Some(due) = existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
                 return Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() });

@@ -4,9 +4,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::domain::run::PROVISIONER_TAG;
+use crate::domain::tags;
 use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
-use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult, RUN_ID_TAG};
+use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSpec, Stacks};
 
@@ -76,8 +76,8 @@ pub fn lease(owner: &str, now: Timestamp, seconds: i64) -> Lease {
 }
 
 /// One holder at a time until release or expiry, renewal by the holder only, and the free lock
-/// going to the contender that waited longest, for the locks `key` and `other` (never taken).
-pub async fn locks(locks: &dyn Locks, key: &str, other: &str) {
+/// going to the contender that waited longest, for the locks of `key` and `other` (never taken).
+pub async fn locks(locks: &dyn Locks, key: &ClusterName, other: &ClusterName) {
     let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     assert_eq!(locks.try_acquire(key, &lease("a", now, 60), now, now).await.unwrap(), None);
     let holder = locks.try_acquire(key, &lease("b", now, 60), now, now).await.unwrap().expect("held by a");
@@ -107,8 +107,8 @@ pub async fn locks(locks: &dyn Locks, key: &str, other: &str) {
     assert_eq!(free.owner, "", "nobody holds a released lock");
 
     // Turns: the contender that waited longest gets a free lock; one that stops asking loses its place.
-    let turns = format!("{other}-turns");
-    let turns = turns.as_str();
+    let turns = ClusterName::parse(&format!("{other}-turns")).unwrap();
+    let turns = &turns;
     let t = |seconds: i64| later + SignedDuration::from_secs(seconds);
     let ask = |owner: &'static str, asked: i64, since: i64| {
         let lease = lease(owner, t(asked), 30);
@@ -138,7 +138,7 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
     let cluster = ClusterName::parse(cluster).unwrap();
     let run_id = RunId::new(kind, &cluster, now);
     RunRecord {
-        log_location: format!("s3://logs/runs/{run_id}/"),
+        log_location: run_id.log_location("logs"),
         run_id,
         kind,
         cluster,
@@ -208,7 +208,7 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
 }
 
 /// A small provisioner-tagged spot instance of `run_id`, from `image_id`.
-pub fn launch_spec(image_id: String, run_id: &str) -> LaunchSpec {
+pub fn launch_spec(image_id: String, run_id: &RunId) -> LaunchSpec {
     LaunchSpec {
         image_id,
         instance_type: "c7g.2xlarge".into(),
@@ -217,14 +217,14 @@ pub fn launch_spec(image_id: String, run_id: &str) -> LaunchSpec {
         instance_profile: None,
         user_data: crate::domain::UserData::compress("#!/bin/bash\n").expect("a small script"),
         volume_gb: 8,
-        tags: vec![(RUN_ID_TAG.into(), run_id.into()), (PROVISIONER_TAG.into(), "true".into())],
-        client_token: format!("{run_id}-0"),
+        tags: vec![(tags::RUN_ID.into(), run_id.to_string()), (tags::PROVISIONER.into(), "true".into())],
+        client_token: run_id.launch_token(0),
     }
 }
 
 /// Launch (again with the same token: the same instance), find by run id, terminate, for a run
 /// id no instance has.
-pub async fn instances(instances: &dyn Instances, run_id: &str) {
+pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     let spec = launch_spec(instances.latest_image("arm64").await.unwrap(), run_id);
     assert!(spec.image_id.starts_with("ami-"), "{}", spec.image_id);
     assert!(instances.of_run(run_id).await.unwrap().is_empty());
@@ -235,7 +235,7 @@ pub async fn instances(instances: &dyn Instances, run_id: &str) {
     assert!(instances.state(&id).await.unwrap().is_some_and(|s| s.is_working()), "a new instance works");
     let tagged = instances.tagged().await.unwrap();
     let listed = tagged.iter().find(|i| i.id == id).expect("a provisioner-tagged instance is listed");
-    assert_eq!((listed.instance_type.as_str(), listed.tag(RUN_ID_TAG)), ("c7g.2xlarge", Some(run_id)));
+    assert_eq!((listed.instance_type.as_str(), listed.tag(tags::RUN_ID)), ("c7g.2xlarge", Some(run_id.as_str())));
     assert!(listed.launched_at.is_some() && listed.state.is_working(), "{listed:?}");
 
     instances.terminate(&id).await.unwrap();
@@ -288,7 +288,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_fake_locks_keep_the_contract() {
-        super::locks(&*FakeLocks::new(Faults::none()), "lock#ci-1", "lock#ci-2").await;
+        let (key, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
+        super::locks(&*FakeLocks::new(Faults::none()), &key, &other).await;
     }
 
     #[tokio::test]
@@ -299,7 +300,8 @@ mod tests {
     #[tokio::test]
     async fn the_fake_instances_keep_the_contract() {
         let clock = TestClock::starting_at("2026-11-23T12:00:00Z".parse().unwrap());
-        super::instances(&*FakeInstances::new(clock, Faults::none()), "test-ci-contract-20261123t120000-ab12").await;
+        let run_id = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
+        super::instances(&*FakeInstances::new(clock, Faults::none()), &run_id).await;
     }
 
     #[tokio::test]

@@ -10,13 +10,14 @@ use serde::Serialize;
 
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
-use crate::domain::run::{CLUSTER_TAG, EXPIRES_TAG, KIND_TAG, PROVISIONER_TAG};
+use crate::domain::tags;
 use crate::domain::UserData;
 use crate::domain::{ClusterName, GitRef, ImageTag};
-use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, RUN_ID_TAG};
+use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::error::{AwsErrorKind, Error, Result};
-use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, Runs};
-use crate::runner::{render, RunValues};
+use crate::instance::{render, RunValues};
+use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs};
+use crate::settings::RunSettings;
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
 /// it ends the run as lost: longer than any launch (with its retries) takes.
@@ -29,6 +30,24 @@ const RECORD_ATTEMPTS: u32 = 3;
 /// Writes of a new run before answering an error.
 const START_ATTEMPTS: u32 = 3;
 
+/// Where a launch refused for capacity goes on, and why it was refused.
+enum Refusal {
+    NextType(String),
+    NextSubnet(String),
+}
+
+/// The tags of a run's instance and volume.
+fn instance_tags(record: &RunRecord) -> Vec<(String, String)> {
+    vec![
+        ("Name".into(), format!("sliderule-{}", record.run_id)),
+        (tags::RUN_ID.into(), record.run_id.to_string()),
+        (tags::KIND.into(), record.kind.to_string()),
+        (tags::CLUSTER.into(), record.cluster.to_string()),
+        (tags::EXPIRES.into(), record.deadline.to_string()),
+        (tags::PROVISIONER.into(), "true".into()),
+    ]
+}
+
 /// How a launch ended that was not refused.
 enum Launched {
     Instance(String),
@@ -38,24 +57,6 @@ enum Launched {
 
 /// How long a run record is kept after the run's deadline.
 pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
-
-/// Account-specific settings of runs (template.yaml sets them).
-#[derive(Debug, Clone)]
-pub struct RunSettings {
-    pub region: String,
-    pub table: String,
-    pub log_bucket: String,
-    pub repository: String,
-    pub build_image: String,
-    pub registry: String,
-    pub domain: String,
-    pub project_bucket: String,
-    pub project_folder: String,
-    pub github_token_secret: Option<String>,
-    pub instance_profile: Option<String>,
-    pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
-}
 
 /// Everything TEST and BUILD need, built once per process.
 #[derive(Clone)]
@@ -92,6 +93,12 @@ pub struct RunResponse {
 }
 
 impl Runner {
+    /// The run side over `ports`: the one place it is put together (mains, tests, the storm).
+    pub fn new(catalog: Arc<Catalog>, ports: RunPorts, settings: RunSettings) -> Runner {
+        let RunPorts { runs, instances, notices, clock } = ports;
+        Runner { catalog, runs, instances, clock, settings, timeouts: Timeouts::default(), notices }
+    }
+
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
         let started = self.clock.now();
         let wait_until = {
@@ -121,39 +128,56 @@ impl Runner {
     async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
         self.check_cap(kind, profile, &cluster, &version).await?;
-        let plans = self.catalog.plans();
-        let plan = plans.of(kind);
+        let now = crate::domain::time::whole_seconds(self.clock.now());
+        let run_id = RunId::new(kind, &cluster, now);
+        // Rendering checks every value: nothing is written or launched for a bad one.
+        let user_data = self.user_data(profile, &run_id, &cluster, &version)?;
+        let record = self.new_record(profile, run_id, cluster, version, now);
+        self.record_and_launch(record, profile, user_data, now).await
+    }
+
+    /// The run's script, compressed as EC2 takes it.
+    fn user_data(
+        &self,
+        profile: &Profile,
+        run_id: &RunId,
+        cluster: &ClusterName,
+        version: &GitRef,
+    ) -> Result<UserData> {
+        let kind = run_id.kind();
         // BUILD pushes under this tag, so a version that maps to none is refused; TEST only passes it on.
-        let image_tag = match (kind, ImageTag::for_version(&version)) {
+        let image_tag = match (kind, ImageTag::for_version(version)) {
             (_, Ok(tag)) => tag.to_string(),
             (RunKind::Build, Err(error)) => return Err(error),
             (RunKind::Test, Err(_)) => String::new(),
         };
-        let now = crate::domain::time::whole_seconds(self.clock.now());
-        let run_id = RunId::new(kind, &cluster, now);
-        let deadline = now + SignedDuration::from_mins(i64::from(profile.runner.time_limit_minutes));
         let values = RunValues {
-            run_id: run_id.to_string(),
-            kind: kind.as_str(),
+            run_id: run_id.clone(),
+            kind,
             cluster: cluster.clone(),
             version: version.clone(),
             image_tag,
-            region: self.settings.region.clone(),
-            table: self.settings.table.clone(),
-            log_bucket: self.settings.log_bucket.clone(),
-            repository: self.settings.repository.clone(),
-            build_image: self.settings.build_image.clone(),
-            registry: self.settings.registry.clone(),
-            domain: self.settings.domain.clone(),
-            project_bucket: self.settings.project_bucket.clone(),
-            project_folder: self.settings.project_folder.clone(),
-            github_token_secret: self.settings.github_token_secret.clone(),
             time_limit_minutes: profile.runner.time_limit_minutes,
+            settings: self.settings.clone(),
         };
-        // Rendering checks every value: nothing is written or launched for a bad one.
-        let user_data = UserData::compress(&render(plan, &plans.layouts, &values)?)?;
-        let mut record = RunRecord {
-            run_id: run_id.clone(),
+        let plans = self.catalog.plans();
+        UserData::compress(&render(plans.of(kind), &plans.layouts, &values)?)
+    }
+
+    /// The record of a run that starts `now`, every step pending.
+    fn new_record(
+        &self,
+        profile: &Profile,
+        run_id: RunId,
+        cluster: ClusterName,
+        version: GitRef,
+        now: Timestamp,
+    ) -> RunRecord {
+        let kind = run_id.kind();
+        let deadline = now + SignedDuration::from_mins(i64::from(profile.runner.time_limit_minutes));
+        RunRecord {
+            log_location: run_id.log_location(&self.settings.log_bucket),
+            run_id,
             kind,
             cluster,
             version,
@@ -161,16 +185,27 @@ impl Runner {
             layout: None,
             instance_id: None,
             state: RunState::Launching,
-            steps: plan.step_names().into_iter().map(StepResult::pending).collect(),
+            steps: self.catalog.plans().of(kind).step_names().into_iter().map(StepResult::pending).collect(),
             started_at: now,
             ended_at: None,
             deadline,
             expires_at: deadline + RUN_RECORD_RETENTION,
-            log_location: format!("s3://{}/runs/{run_id}/", self.settings.log_bucket),
             images: Vec::new(),
             outcome: None,
             failure: None,
-        };
+        }
+    }
+
+    /// Writes the run as the active one of its kind, cluster and version and launches its
+    /// instance; or answers with the same run that is already active.
+    async fn record_and_launch(
+        &self,
+        mut record: RunRecord,
+        profile: &Profile,
+        user_data: UserData,
+        now: Timestamp,
+    ) -> Result<RunId> {
+        let run_id = record.run_id.clone();
         for attempt in 1..=START_ATTEMPTS {
             let active = match self.runs.start(&record, now).await {
                 Ok(active) => active,
@@ -202,7 +237,7 @@ impl Runner {
         }
         Err(Error::Busy {
             cluster: record.cluster.to_string(),
-            operation: format!("{kind} run"),
+            operation: format!("{} run", record.kind),
             since: now.to_string(),
         })
     }
@@ -246,7 +281,6 @@ impl Runner {
         } else {
             self.settings.subnets.iter().map(Some).collect()
         };
-        let expires = record.deadline.to_string();
         let mut refused = Vec::new();
         let mut attempt = 0;
         // Zone by zone (subnet), the profile's instance types in order: a capacity refusal moves on
@@ -261,14 +295,7 @@ impl Runner {
                     instance_profile: self.settings.instance_profile.clone(),
                     user_data: user_data.clone(),
                     volume_gb: profile.runner.volume_gb,
-                    tags: vec![
-                        ("Name".into(), format!("sliderule-{}", record.run_id)),
-                        (RUN_ID_TAG.into(), record.run_id.to_string()),
-                        (KIND_TAG.into(), record.kind.to_string()),
-                        (CLUSTER_TAG.into(), record.cluster.to_string()),
-                        (EXPIRES_TAG.into(), expires.clone()),
-                        (PROVISIONER_TAG.into(), "true".into()),
-                    ],
+                    tags: instance_tags(record),
                     client_token: record.run_id.launch_token(attempt),
                 };
                 attempt += 1;
@@ -286,30 +313,12 @@ impl Runner {
                     }
                     Err(error) => error,
                 };
-                let kind = error.aws_kind();
-                if !matches!(kind, Some(AwsErrorKind::Capacity | AwsErrorKind::Subnet | AwsErrorKind::Quota)) {
-                    return Err(self.abandon(record, RunState::Failed, error).await);
-                }
-                let code = match &error {
-                    Error::Aws(failure) => failure.code.clone(),
-                    other => other.code().to_owned(),
-                };
-                tracing::warn!(run_id = %record.run_id, %instance_type, subnet = ?subnet, %code, ?kind, "launch \
-                    refused");
-                refused
-                    .push(format!("{instance_type}{}: {code}", subnet.map(|s| format!(" in {s}")).unwrap_or_default()));
-                match kind {
-                    Some(AwsErrorKind::Quota) => {
-                        let error = Error::CapacityUnavailable(format!(
-                            "{} run {} was not started: the account reached a quota ({code}); wait for other \
-                                instances to \
-                             end, or raise the quota",
-                            record.kind, record.run_id
-                        ));
-                        return Err(self.abandon(record, RunState::CapacityUnavailable, error).await);
+                match self.refused(record, &spec, error).await? {
+                    Refusal::NextType(why) => refused.push(why),
+                    Refusal::NextSubnet(why) => {
+                        refused.push(why);
+                        break;
                     }
-                    Some(AwsErrorKind::Subnet) => break,
-                    _ => continue,
                 }
             }
         }
@@ -320,6 +329,34 @@ impl Runner {
             refused.join(", ")
         ));
         Err(self.abandon(record, RunState::CapacityUnavailable, error).await)
+    }
+
+    /// What a refused launch means: try the next type or subnet (saying why), or end the run
+    /// (an account quota, or a refusal that is not about capacity).
+    async fn refused(&self, record: &mut RunRecord, spec: &LaunchSpec, error: Error) -> Result<Refusal> {
+        let kind = error.aws_kind();
+        if !matches!(kind, Some(AwsErrorKind::Capacity | AwsErrorKind::Subnet | AwsErrorKind::Quota)) {
+            return Err(self.abandon(record, RunState::Failed, error).await);
+        }
+        let code = match &error {
+            Error::Aws(failure) => failure.code.clone(),
+            other => other.code().to_owned(),
+        };
+        let (instance_type, subnet) = (&spec.instance_type, &spec.subnet_id);
+        tracing::warn!(run_id = %record.run_id, %instance_type, ?subnet, %code, ?kind, "launch refused");
+        let why = format!("{instance_type}{}: {code}", subnet.as_ref().map(|s| format!(" in {s}")).unwrap_or_default());
+        match kind {
+            Some(AwsErrorKind::Quota) => {
+                let error = Error::CapacityUnavailable(format!(
+                    "{} run {} was not started: the account reached a quota ({code}); wait for other instances to \
+                     end, or raise the quota",
+                    record.kind, record.run_id
+                ));
+                Err(self.abandon(record, RunState::CapacityUnavailable, error).await)
+            }
+            Some(AwsErrorKind::Subnet) => Ok(Refusal::NextSubnet(why)),
+            _ => Ok(Refusal::NextType(why)),
+        }
     }
 
     /// Launches `spec`. A failure that does not prove nothing was launched (no answer, a 5xx) is
@@ -350,7 +387,7 @@ impl Runner {
 
     /// The run's instance found by tag (the others of the run, if any, are terminated).
     async fn find_instance(&self, record: &RunRecord) -> Option<String> {
-        let mut found = match self.instances.of_run(record.run_id.as_str()).await {
+        let mut found = match self.instances.of_run(&record.run_id).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(run_id = %record.run_id, %error, "could not look for the run's instance");
@@ -505,7 +542,7 @@ impl Runner {
 
     async fn conclude(&self, record: &mut RunRecord, state: RunState, failure: Option<String>) -> Result<()> {
         // Every instance of the run goes, also one that was never recorded.
-        let mut instances = self.instances.of_run(record.run_id.as_str()).await?;
+        let mut instances = self.instances.of_run(&record.run_id).await?;
         instances.extend(record.instance_id.clone());
         instances.sort();
         instances.dedup();

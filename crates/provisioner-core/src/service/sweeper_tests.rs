@@ -1,164 +1,19 @@
-//! Lifetimes, caps, alerts, every sweeper rule and the status report, on fakes with paused time.
+//! Every sweeper rule and the status report, on fakes with paused time.
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 
-use super::operations::{findings, SweepAction};
-use crate::domain::run::{EXPIRES_TAG, PROVISIONER_TAG, RUN_ID_TAG};
-use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
+use super::sweeper::{findings, SweepAction};
+use crate::domain::tags;
+use crate::domain::ClusterRequest;
 use crate::domain::{RunKind, RunRequest, RunState, StepStatus};
 use crate::ports::{Clock, Lease};
-use crate::testing::{Call, Fault, OpsWorld, RunWorld, StackBehaviour, World};
-
-const NOW: &str = "2026-11-23T12:00:00Z";
-
-fn cluster(name: &str) -> ClusterName {
-    ClusterName::parse(name).unwrap()
-}
-
-fn deploy(name: &str) -> DeployRequest {
-    DeployRequest { cluster: cluster(name), version: None }
-}
-
-fn start(name: &str, version: &str) -> RunRequest {
-    RunRequest::Start { cluster: cluster(name), version: GitRef::parse(version).unwrap(), wait_seconds: Some(0) }
-}
-
-fn at(text: &str) -> Timestamp {
-    text.parse().unwrap()
-}
+use crate::testing::requests::{at, cluster, deploy, start, NOW};
+use crate::testing::{Call, Fault, OpsWorld};
 
 async fn pass(minutes: u64) {
     tokio::time::advance(Duration::from_secs(minutes * 60)).await;
-}
-
-// Lifetimes.
-
-#[tokio::test(start_paused = true)]
-async fn a_deploy_that_creates_a_cluster_schedules_its_destroy_at_the_profile_default() {
-    let world = World::new(NOW);
-    let response = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap();
-    // The ci profile's default is 240 minutes, counted from when the cluster runs: its create takes
-    // 90 s, seen at the next 4-second poll.
-    let expected = at("2026-11-23T16:01:32Z");
-    assert_eq!(response.time_to_destroy.as_deref(), Some("2026-11-23T16:01:32Z"));
-    let schedules = world.schedules.all();
-    assert_eq!(schedules.len(), 1, "{schedules:?}");
-    let (name, (when, input)) = schedules.into_iter().next().unwrap();
-    assert_eq!((name.as_str(), when), ("destroy.ci-1.20261123T160132", expected));
-    assert_eq!(input, r#"{"cluster":"ci-1"}"#, "the same event a manual destroy takes");
-    assert!(serde_json::to_string(&response).unwrap().contains(r#""time_to_destroy":"2026-11-23T16:01:32Z""#));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_deploy_of_a_running_cluster_schedules_nothing() {
-    let world = World::new(NOW);
-    world.stacks.seed("sliderule-cluster-ci-1", "CREATE_COMPLETE", None);
-    let response = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap();
-    assert_eq!(response.time_to_destroy, None);
-    assert!(world.schedules.all().is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_default_schedule_that_cannot_be_made_is_a_note_and_the_deploy_succeeds() {
-    let world = World::new(NOW);
-    world.faults.script("CreateSchedule", Fault::Throttled, 1);
-    let response = world.provisioner.deploy(deploy("developers"), &world.invocation("r1")).await.unwrap();
-    assert_eq!((response.status, response.time_to_destroy), ("success", None));
-    let note = response.note.unwrap();
-    assert!(note.contains("could not be scheduled") && note.contains("sweeper"), "{note}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn schedule_destroy_beyond_the_profile_maximum_is_refused_naming_the_limit() {
-    let world = World::new(NOW);
-    let request = |time: &str| ScheduleDestroyRequest { cluster: cluster("developers"), time_to_destroy: at(time) };
-    let error =
-        world.provisioner.schedule_destroy(request("2026-11-24T00:00:01Z"), &world.invocation("r1")).await.unwrap_err();
-    assert_eq!(error.code(), "InvalidRequest");
-    let text = error.to_string();
-    assert!(text.contains("maximum lifetime of 720 minutes") && text.contains("2026-11-24T00:00:00Z"), "{text}");
-    assert!(world.schedules.all().is_empty(), "nothing was scheduled");
-    // At the limit it is taken.
-    world.provisioner.schedule_destroy(request("2026-11-24T00:00:00Z"), &world.invocation("r2")).await.unwrap();
-}
-
-// Alerts.
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_deploy_alerts_and_a_callers_mistake_does_not() {
-    let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_ends_in: "ROLLBACK_COMPLETE", ..Default::default() });
-    let error = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap_err();
-    assert_eq!(error.code(), "DeployFailed");
-    let unknown = world.provisioner.deploy(deploy("nobody"), &world.invocation("r2")).await.unwrap_err();
-    assert_eq!(unknown.code(), "UnknownCluster");
-    let sent = world.notices.sent();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, "SlideRule provisioner: deploy of ci-1 failed (DeployFailed)");
-    assert_eq!(sent[0].1, error.to_string());
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_alert_that_cannot_be_sent_changes_no_outcome() {
-    let world = World::new(NOW);
-    world.stacks.set_behaviour(StackBehaviour { create_ends_in: "ROLLBACK_COMPLETE", ..Default::default() });
-    world.faults.script("Publish", Fault::ServerError, 1);
-    let error = world.provisioner.deploy(deploy("ci-1"), &world.invocation("r1")).await.unwrap_err();
-    assert_eq!(error.code(), "DeployFailed");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_run_with_failed_steps_alerts_once_and_a_passed_run_not_at_all() {
-    let world = RunWorld::new(NOW);
-    let failing = world.runner.run(RunKind::Test, start("ci-1", "main"), &world.invocation("r1")).await.unwrap();
-    let passing = world.runner.run(RunKind::Test, start("ci-2", "main"), &world.invocation("r2")).await.unwrap();
-    world.runs.report(
-        &failing.run_id,
-        &[("checkout", StepStatus::Passed), ("debug-build", StepStatus::Failed)],
-        Some("failed"),
-    );
-    world.runs.report(&passing.run_id, &[("checkout", StepStatus::Passed)], Some("succeeded"));
-    for (run_id, request) in [(&failing.run_id, "r3"), (&failing.run_id, "r4"), (&passing.run_id, "r5")] {
-        let resume = RunRequest::Resume { run_id: run_id.clone(), wait_seconds: Some(0) };
-        let _ = world.runner.run(RunKind::Test, resume, &world.invocation(request)).await;
-    }
-    let sent = world.notices.sent();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, "SlideRule provisioner: test run of main on ci-1 failed");
-    assert!(sent[0].1.contains("steps failed: debug-build"), "{}", sent[0].1);
-}
-
-// Caps on concurrent runs.
-
-#[tokio::test(start_paused = true)]
-async fn a_start_beyond_the_profile_cap_is_busy_naming_the_active_runs() {
-    let world = RunWorld::new(NOW);
-    // The ci profile allows 3 concurrent builds.
-    let mut active = Vec::new();
-    for (index, name) in ["ci-a", "ci-b", "ci-c"].into_iter().enumerate() {
-        let request = world.invocation(&format!("r{index}"));
-        active.push(world.runner.run(RunKind::Build, start(name, "v5.1.0"), &request).await.unwrap().run_id);
-    }
-    let error = world.runner.run(RunKind::Build, start("ci-d", "v5.1.0"), &world.invocation("r3")).await.unwrap_err();
-    assert_eq!(error.code(), "Busy");
-    let text = error.to_string();
-    assert!(active.iter().all(|run_id| text.contains(run_id.as_str())), "{text}");
-    assert!(text.contains("'ci' profile allows 3 concurrent build run(s)"), "{text}");
-    assert_eq!(world.instances.launches().len(), 3, "nothing launched for the refused start");
-
-    // Starting an active run again answers with it; another kind or profile has its own cap.
-    let again = world.runner.run(RunKind::Build, start("ci-a", "v5.1.0"), &world.invocation("r4")).await.unwrap();
-    assert_eq!(again.run_id, active[0]);
-    world.runner.run(RunKind::Test, start("ci-d", "v5.1.0"), &world.invocation("r5")).await.unwrap();
-    world.runner.run(RunKind::Build, start("developers", "v5.1.0"), &world.invocation("r6")).await.unwrap();
-
-    // Once a run ends, the next starts.
-    world.runs.report(&active[0], &[], Some("succeeded"));
-    let resume = RunRequest::Resume { run_id: active[0].clone(), wait_seconds: Some(0) };
-    world.runner.run(RunKind::Build, resume, &world.invocation("r7")).await.unwrap();
-    world.runner.run(RunKind::Build, start("ci-d", "v5.1.0"), &world.invocation("r8")).await.unwrap();
 }
 
 // The sweeper.
@@ -195,14 +50,14 @@ async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_ot
     let kept = active.instance_id.clone().unwrap();
 
     fn tagged<'a>(run: &'a str, expires: &'a str) -> [(&'a str, &'a str); 3] {
-        [(PROVISIONER_TAG, "true"), (RUN_ID_TAG, run), (EXPIRES_TAG, expires)]
+        [(tags::PROVISIONER, "true"), (tags::RUN_ID, run), (tags::EXPIRES, expires)]
     }
     let later = "2026-11-23T20:00:00Z";
     instances.put("i-ended", "c7g.2xlarge", &tagged(ended.run_id.as_str(), later));
     instances.put("i-second", "c7g.2xlarge", &tagged(active.run_id.as_str(), later));
     instances.put("i-expired", "c7g.2xlarge", &tagged(active.run_id.as_str(), "2026-11-23T11:59:00Z"));
     instances.put("i-orphan", "c7g.2xlarge", &tagged("test-ci-9-20261101t000000-ab12", later));
-    instances.put("i-untagged", "c7g.2xlarge", &[(RUN_ID_TAG, "test-ci-9-20261101t000000-ab12")]);
+    instances.put("i-untagged", "c7g.2xlarge", &[(tags::RUN_ID, "test-ci-9-20261101t000000-ab12")]);
     // Within the launch grace an instance whose run is not found yet is left alone.
     let fresh = ops.operations.sweep(&ops.world.invocation("s0")).await.unwrap();
     let terminated: Vec<&str> = fresh.actions.iter().map(|a| a.finding.target.as_str()).collect();
@@ -304,7 +159,7 @@ async fn the_sweeper_destroys_a_cluster_past_its_maximum_lifetime_with_no_schedu
     assert!(
         stacks.status("sliderule-cluster-ci-kept").is_some() && stacks.status("sliderule-cluster-ci-young").is_some()
     );
-    assert_eq!(ops.world.locks.holder("lock#ci-old"), None, "the destroy's lock was released");
+    assert_eq!(ops.world.locks.holder("ci-old"), None, "the destroy's lock was released");
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,7 +191,7 @@ async fn a_cluster_the_sweeper_cannot_destroy_is_a_failed_action_and_nothing_els
         acquired_at: now,
         expires_at: now + SignedDuration::from_hours(1),
     };
-    ops.world.locks.put("lock#ci-old", holder);
+    ops.world.locks.put("ci-old", holder);
     let swept = ops.operations.sweep(&ops.world.invocation_with("s1", Duration::from_secs(60))).await.unwrap();
     let outcomes: Vec<(SweepAction, &str, bool)> =
         swept.actions.iter().map(|a| (a.finding.action, a.finding.target.as_str(), a.ok)).collect();
@@ -380,7 +235,7 @@ async fn status_lists_clusters_with_costs_runs_with_progress_and_what_the_sweepe
     ops.runs.instances.put(
         "i-stray",
         "c7g.2xlarge",
-        &[(PROVISIONER_TAG, "true"), (EXPIRES_TAG, "2026-11-23T11:00:00Z")],
+        &[(tags::PROVISIONER, "true"), (tags::EXPIRES, "2026-11-23T11:00:00Z")],
     );
     pass(120).await;
 

@@ -5,32 +5,24 @@
 
 use super::plan::{Condition, Layout, Plan, StepPlace, CHECKOUT_STEP};
 use crate::domain::names::{shown, ClusterName, GitRef};
-use crate::domain::RunKind;
+use crate::domain::{RunId, RunKind};
 use crate::error::Error;
+use crate::settings::RunSettings;
 
-/// What a run's script is told.
+/// What a run's script is told: the run, and the account's settings of runs (of which the
+/// script uses the region, table, buckets, repository, images, domain and secret name; the
+/// instance profile, subnets and groups are the launch's).
 #[derive(Debug, Clone)]
 pub struct RunValues {
-    pub run_id: String,
-    pub kind: &'static str,
+    pub run_id: RunId,
+    pub kind: RunKind,
     pub cluster: ClusterName,
     pub version: GitRef,
     /// The Docker tag the version's images carry; empty when the version names none (TEST only).
     pub image_tag: String,
-    pub region: String,
-    pub table: String,
-    pub log_bucket: String,
-    pub repository: String,
-    pub build_image: String,
-    pub registry: String,
-    pub domain: String,
-    /// Where the clusters' data lives (`s3://<bucket>/<folder>/ams/`, `.../server/`); may be empty.
-    pub project_bucket: String,
-    pub project_folder: String,
-    /// The name or ARN of the Secrets Manager secret holding the tests' GitHub token; not the token.
-    pub github_token_secret: Option<String>,
     /// The deadman: the instance powers off (and so terminates) this many minutes after boot.
     pub time_limit_minutes: u32,
+    pub settings: RunSettings,
 }
 
 /// Wraps `value` in single quotes for bash; a quote inside becomes `'\''`.
@@ -99,33 +91,37 @@ mod allowed {
 
 impl RunValues {
     /// Checks every value against what it may hold, whatever its source.
+    /// The run id, kind, cluster and version are valid by their types.
     pub fn check(&self) -> Result<(), Error> {
         use allowed::*;
-        check("run id", &self.run_id, id, RUN_ID)?;
-        check("region", &self.region, region, REGION)?;
-        check("table", &self.table, aws_name, AWS_NAME)?;
-        check("log bucket", &self.log_bucket, bucket, BUCKET)?;
-        check("repository", &self.repository, url, URL)?;
-        if !self.repository.starts_with("https://") {
-            return Err(Error::invalid(format!("the repository {} is not an https:// URL", shown(&self.repository))));
+        let settings = &self.settings;
+        check("region", &settings.region, region, REGION)?;
+        check("table", &settings.table, aws_name, AWS_NAME)?;
+        check("log bucket", &settings.log_bucket, bucket, BUCKET)?;
+        check("repository", &settings.repository, url, URL)?;
+        if !settings.repository.starts_with("https://") {
+            return Err(Error::invalid(format!(
+                "the repository {} is not an https:// URL",
+                shown(&settings.repository)
+            )));
         }
-        check("build image", &self.build_image, image, IMAGE)?;
-        check("registry", &self.registry, image, IMAGE)?;
-        check("domain", &self.domain, host, HOST)?;
+        check("build image", &settings.build_image, image, IMAGE)?;
+        check("registry", &settings.registry, image, IMAGE)?;
+        check("domain", &settings.domain, host, HOST)?;
         check_optional("image tag", &self.image_tag, tag, TAG)?;
         if self.image_tag.starts_with('.') {
             return Err(Error::invalid(format!("the image tag {} cannot start with '.'", shown(&self.image_tag))));
         }
-        check_optional("project bucket", &self.project_bucket, bucket, BUCKET)?;
-        check_optional("project folder", &self.project_folder, folder, FOLDER)?;
-        if self.project_folder.split('/').any(|part| part == "..") {
-            return Err(Error::invalid(format!("the project folder {} cannot hold '..'", shown(&self.project_folder))));
+        check_optional("project bucket", &settings.project_bucket, bucket, BUCKET)?;
+        check_optional("project folder", &settings.project_folder, folder, FOLDER)?;
+        if settings.project_folder.split('/').any(|part| part == "..") {
+            return Err(Error::invalid(format!(
+                "the project folder {} cannot hold '..'",
+                shown(&settings.project_folder)
+            )));
         }
-        if let Some(name) = &self.github_token_secret {
+        if let Some(name) = &settings.github_token_secret {
             check("GitHub token secret", name, secret, SECRET)?;
-        }
-        if RunKind::parse(self.kind).is_none() {
-            return Err(Error::invalid(format!("the run kind {} is unknown", shown(self.kind))));
         }
         if self.time_limit_minutes == 0 || self.time_limit_minutes > TIME_LIMIT_MINUTES {
             return Err(Error::invalid("the run's time limit must be between 1 minute and 24 hours"));
@@ -134,10 +130,10 @@ impl RunValues {
     }
 }
 
-/// Values of a `kind` run at the longest [`RunValues::check`] allows, each of random allowed
-/// characters (which compress least), starting as each must: what the user-data budget is
-/// measured against (the tests and `make bench`). The cluster and version are short ones; callers
-/// lengthen them to what their parsers allow.
+/// Values of a `kind` run at the longest [`RunValues::check`] and the run id allow, each of
+/// random allowed characters (which compress least), starting as each must: what the user-data
+/// budget is measured against (the tests and `make bench`). The cluster and version are short
+/// ones; callers lengthen them to what their parsers allow.
 pub fn longest_values(kind: RunKind) -> RunValues {
     use allowed::*;
     let mut rng = fastrand::Rng::with_seed(2026);
@@ -151,110 +147,136 @@ pub fn longest_values(kind: RunKind) -> RunValues {
         value
     };
     RunValues {
-        run_id: text(&format!("{kind}-"), id, RUN_ID),
-        kind: kind.as_str(),
+        run_id: RunId::parse(&text(&format!("{kind}-"), id, RUN_ID)).expect("a valid run id"),
+        kind,
         cluster: ClusterName::parse("c").expect("a valid name"),
         version: GitRef::parse("v").expect("a valid ref"),
         image_tag: text("", tag, TAG),
-        region: text("", region, REGION),
-        table: text("", aws_name, AWS_NAME),
-        log_bucket: text("", bucket, BUCKET),
-        repository: text("https://", url, URL),
-        build_image: text("", image, IMAGE),
-        registry: text("", image, IMAGE),
-        domain: text("", host, HOST),
-        project_bucket: text("", bucket, BUCKET),
-        project_folder: text("", folder, FOLDER),
-        github_token_secret: Some(text("", secret, SECRET)),
         time_limit_minutes: TIME_LIMIT_MINUTES,
+        settings: RunSettings {
+            region: text("", region, REGION),
+            table: text("", aws_name, AWS_NAME),
+            log_bucket: text("", bucket, BUCKET),
+            repository: text("https://", url, URL),
+            build_image: text("", image, IMAGE),
+            registry: text("", image, IMAGE),
+            domain: text("", host, HOST),
+            project_bucket: text("", bucket, BUCKET),
+            project_folder: text("", folder, FOLDER),
+            github_token_secret: Some(text("", secret, SECRET)),
+            instance_profile: None,
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+        },
     }
 }
 
-/// The bash user-data of a run.
+/// The bash user-data of a run: the deadman, the run's values, the fixed runtime, the layouts,
+/// then one `run_step` line per step of the plan after the checkout.
 pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<String, Error> {
     let components = super::plan::check_layouts(layouts)?;
-    plan.check(values.kind, &components)?;
+    plan.check(values.kind.as_str(), &components)?;
     values.check()?;
+    let mut script = header(values);
+    script.push_str(&variables(values));
+    script.push_str(RUNTIME);
+    script.push('\n');
+    script.push_str(&render_layouts(layouts));
+    script.push('\n');
+    script.push_str(&steps(plan));
+    Ok(script)
+}
+
+/// The shebang, what the script is, and the deadman before anything else.
+fn header(values: &RunValues) -> String {
+    format!(
+        "#!/bin/bash\n\
+         # Step commands are single-quoted on purpose: they expand when the step runs.\n\
+         # shellcheck disable=SC2016\n\
+         # SlideRule Provisioner {} run {}: rendered from a plan of named steps. Holds no secrets.\n\
+         # The deadman comes first: whatever happens below, the instance powers off, and so terminates.\n\
+         shutdown -h +{}\n\
+         set -u -o pipefail\n\n",
+        values.kind, values.run_id, values.time_limit_minutes
+    )
+}
+
+/// The run's values as exported shell variables, each single-quoted.
+fn variables(values: &RunValues) -> String {
+    let settings = &values.settings;
+    let secret = settings.github_token_secret.as_deref().unwrap_or("");
+    let log_location = values.run_id.log_location(&settings.log_bucket);
+    let assigned = [
+        ("RUN_ID", values.run_id.as_str()),
+        ("KIND", values.kind.as_str()),
+        ("CLUSTER", values.cluster.as_str()),
+        ("ORGANIZATION", values.cluster.as_str()),
+        ("VERSION", values.version.as_str()),
+        ("IMAGE_TAG", values.image_tag.as_str()),
+        ("REGION", settings.region.as_str()),
+        ("TABLE", settings.table.as_str()),
+        ("LOG_LOCATION", log_location.as_str()),
+        ("REPOSITORY", settings.repository.as_str()),
+        ("BUILD_IMAGE", settings.build_image.as_str()),
+        ("REGISTRY", settings.registry.as_str()),
+        ("DOMAIN", settings.domain.as_str()),
+        ("PROJECT_BUCKET", settings.project_bucket.as_str()),
+        ("PROJECT_FOLDER", settings.project_folder.as_str()),
+        // The secret's name: the token itself is read when a step that needs it starts.
+        ("GITHUB_TOKEN_SECRET", secret),
+        ("COMMIT", "unknown"),
+        ("LAYOUT", "unknown"),
+    ];
+    let mut text: String = assigned.iter().map(|(name, value)| format!("{name}={}\n", shell_quote(value))).collect();
+    let exported: Vec<&str> =
+        assigned.iter().map(|(name, _)| *name).filter(|name| *name != "GITHUB_TOKEN_SECRET").collect();
+    text.push_str(&format!("export {}\n", exported.join(" ")));
+    text
+}
+
+/// The checkout, then each step of the plan as a `run_step` call with its needs, component,
+/// token and conditions.
+fn steps(plan: &Plan) -> String {
     let q = shell_quote;
-    let mut script = String::new();
-    let mut line = |text: &str| {
-        script.push_str(text);
-        script.push('\n');
-    };
-    line("#!/bin/bash");
-    line("# Step commands are single-quoted on purpose: they expand when the step runs.");
-    line("# shellcheck disable=SC2016");
-    line(&format!(
-        "# SlideRule Provisioner {} run {}: rendered from a plan of named steps. Holds no secrets.",
-        values.kind, values.run_id
-    ));
-    line("# The deadman comes first: whatever happens below, the instance powers off, and so terminates.");
-    line(&format!("shutdown -h +{}", values.time_limit_minutes));
-    line("set -u -o pipefail");
-    line("");
-    line(&format!("RUN_ID={}", q(&values.run_id)));
-    line(&format!("KIND={}", q(values.kind)));
-    line(&format!("CLUSTER={}", q(values.cluster.as_str())));
-    line(&format!("ORGANIZATION={}", q(values.cluster.as_str())));
-    line(&format!("VERSION={}", q(values.version.as_str())));
-    line(&format!("IMAGE_TAG={}", q(&values.image_tag)));
-    line(&format!("REGION={}", q(&values.region)));
-    line(&format!("TABLE={}", q(&values.table)));
-    line(&format!("LOG_BUCKET={}", q(&values.log_bucket)));
-    line(&format!("REPOSITORY={}", q(&values.repository)));
-    line(&format!("BUILD_IMAGE={}", q(&values.build_image)));
-    line(&format!("REGISTRY={}", q(&values.registry)));
-    line(&format!("DOMAIN={}", q(&values.domain)));
-    line(&format!("PROJECT_BUCKET={}", q(&values.project_bucket)));
-    line(&format!("PROJECT_FOLDER={}", q(&values.project_folder)));
-    line("# The secret's name: the token itself is read when a step that needs it starts.");
-    line(&format!("GITHUB_TOKEN_SECRET={}", q(values.github_token_secret.as_deref().unwrap_or(""))));
-    line("COMMIT=unknown");
-    line("LAYOUT=unknown");
-    line(
-        "export RUN_ID KIND CLUSTER ORGANIZATION VERSION IMAGE_TAG REGION TABLE LOG_BUCKET REPOSITORY BUILD_IMAGE \
-        REGISTRY DOMAIN \\",
-    );
-    line("  PROJECT_BUCKET PROJECT_FOLDER COMMIT LAYOUT");
-    line(RUNTIME);
-    line(&render_layouts(layouts));
-    line(&format!("STEPS=({})", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" ")));
-    line("trap finish EXIT");
-    line("trap 'exit 143' TERM INT HUP");
-    line("record_state running");
-    line("");
+    let mut text = format!("STEPS=({})\n", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" "));
+    text.push_str("trap finish EXIT\ntrap 'exit 143' TERM INT HUP\nrecord_state running\n\n");
     let checkout = concat!(
         r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && "#,
         r#"git -c advice.detachedHead=false checkout --quiet "$VERSION" && "#,
         r#"git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#
     );
-    line(&format!("run_step {} host '' '' 0 {}", q(CHECKOUT_STEP), q(checkout)));
-    line("read_checkout");
+    text.push_str(&format!("run_step {} host '' '' 0 {}\nread_checkout\n", q(CHECKOUT_STEP), q(checkout)));
     for step in &plan.steps {
-        let place = match step.place {
-            StepPlace::Host => "host",
-            StepPlace::Container => "container",
-        };
-        let needs: Vec<&str> = std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect();
-        let mut call = format!(
-            "run_step {} {} {} {} {} {}",
-            q(&step.name),
-            place,
-            q(&needs.join(",")),
-            q(step.component.as_deref().unwrap_or("")),
-            u8::from(step.github_token),
-            q(&step.run)
-        );
-        for condition in &step.not_applicable_if {
-            let (kind, path, pattern) = match condition {
-                Condition::Missing { missing, .. } => ("missing", missing, ""),
-                Condition::Matches { path, matches, .. } => ("matches", path, matches.as_str()),
-            };
-            call.push_str(&format!(" \\\n  {kind} {} {} {}", q(path), q(pattern), q(condition.reason())));
-        }
-        line(&call);
+        text.push_str(&step_call(step));
+        text.push('\n');
     }
-    Ok(script)
+    text
+}
+
+fn step_call(step: &super::plan::Step) -> String {
+    let q = shell_quote;
+    let place = match step.place {
+        StepPlace::Host => "host",
+        StepPlace::Container => "container",
+    };
+    let needs: Vec<&str> = std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect();
+    let mut call = format!(
+        "run_step {} {} {} {} {} {}",
+        q(&step.name),
+        place,
+        q(&needs.join(",")),
+        q(step.component.as_deref().unwrap_or("")),
+        u8::from(step.github_token),
+        q(&step.run)
+    );
+    for condition in &step.not_applicable_if {
+        let (kind, path, pattern) = match condition {
+            Condition::Missing { missing, .. } => ("missing", missing, ""),
+            Condition::Matches { path, matches, .. } => ("matches", path, matches.as_str()),
+        };
+        call.push_str(&format!(" \\\n  {kind} {} {} {}", q(path), q(pattern), q(condition.reason())));
+    }
+    call
 }
 
 /// `detect_layout`, which prints the first layout whose paths a checkout has, and `load_layout`,
@@ -287,8 +309,8 @@ fn render_layouts(layouts: &[Layout]) -> String {
 }
 
 /// The fixed part of every script: reporting, step running and the exit trap. Reports go to the
-/// run's record (`run#<id>` in the table, laid out as `aws/dynamodb.rs` reads it) and logs to
-/// `s3://<bucket>/runs/<id>/`.
+/// run's record (`run#<id>` in the table, laid out as `table.rs` lists it) and logs to the run's
+/// `LOG_LOCATION` ([`RunId::log_location`]).
 const RUNTIME: &str = r##"
 WORK_DIR=${PROVISIONER_WORK_DIR:-/var/lib/sliderule-run}
 DATA_DIR=${PROVISIONER_DATA_DIR:-/data}
@@ -349,7 +371,7 @@ report_step() {
 
 upload_log() {
   [[ -f "$LOG_DIR/$1.log" ]] || return 0
-  aws s3 cp --only-show-errors --region "$REGION" "$LOG_DIR/$1.log" "s3://$LOG_BUCKET/runs/$RUN_ID/$1.log" \
+  aws s3 cp --only-show-errors --region "$REGION" "$LOG_DIR/$1.log" "$LOG_LOCATION$1.log" \
     2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
 }
 
@@ -489,28 +511,33 @@ mod tests {
     use crate::catalog::Catalog;
     use crate::domain::names::{MAX_CLUSTER_NAME_LEN, MAX_GIT_REF_LEN};
     use crate::domain::{UserData, USER_DATA_BUDGET};
-    use crate::runner::plan::Step;
+    use crate::instance::plan::Step;
 
     pub fn values() -> RunValues {
         RunValues {
-            run_id: "test-ci-1-20261123t120000-ab12".into(),
-            kind: "test",
+            run_id: RunId::parse("test-ci-1-20261123t120000-ab12").unwrap(),
+            kind: RunKind::Test,
             cluster: ClusterName::parse("ci-1").unwrap(),
             version: GitRef::parse("main").unwrap(),
             image_tag: "unstable".into(),
-            region: "us-west-2".into(),
-            table: "sliderule-provisioner".into(),
-            log_bucket: "sliderule-provisioner-runs".into(),
-            repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
-            build_image: "742127912612.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
-            registry: "742127912612.dkr.ecr.us-west-2.amazonaws.com".into(),
-            domain: "slideruleearth.io".into(),
-            project_bucket: "sliderule".into(),
-            project_folder: "cf".into(),
-            github_token_secret: Some(
-                "arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into(),
-            ),
             time_limit_minutes: 120,
+            settings: RunSettings {
+                region: "us-west-2".into(),
+                table: "sliderule-provisioner".into(),
+                log_bucket: "sliderule-provisioner-runs".into(),
+                repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
+                build_image: "742127912612.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
+                registry: "742127912612.dkr.ecr.us-west-2.amazonaws.com".into(),
+                domain: "slideruleearth.io".into(),
+                project_bucket: "sliderule".into(),
+                project_folder: "cf".into(),
+                github_token_secret: Some(
+                    "arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into(),
+                ),
+                instance_profile: None,
+                subnets: Vec::new(),
+                security_groups: Vec::new(),
+            },
         }
     }
 
@@ -588,20 +615,21 @@ mod tests {
     #[test]
     fn values_that_could_reach_a_shell_are_refused() {
         type Spoil = fn(&mut RunValues);
-        let attempts: [(&str, Spoil); 14] = [
-            ("run id", |v| v.run_id = "x; reboot".into()),
-            ("region", |v| v.region = "us-west-2$(id)".into()),
-            ("table", |v| v.table = "t'b".into()),
-            ("log bucket", |v| v.log_bucket = "b`id`".into()),
-            ("repository", |v| v.repository = "https://x/$(id)".into()),
-            ("repository", |v| v.repository = "file:///etc".into()),
-            ("build image", |v| v.build_image = "img;id".into()),
-            ("domain", |v| v.domain = "a b".into()),
+        // A run id, kind, cluster or version cannot hold these: their types refuse them.
+        assert!(RunId::parse("x; reboot").is_err());
+        let attempts: [(&str, Spoil); 13] = [
+            ("region", |v| v.settings.region = "us-west-2$(id)".into()),
+            ("table", |v| v.settings.table = "t'b".into()),
+            ("log bucket", |v| v.settings.log_bucket = "b`id`".into()),
+            ("repository", |v| v.settings.repository = "https://x/$(id)".into()),
+            ("repository", |v| v.settings.repository = "file:///etc".into()),
+            ("build image", |v| v.settings.build_image = "img;id".into()),
+            ("domain", |v| v.settings.domain = "a b".into()),
             ("image tag", |v| v.image_tag = "a/b".into()),
             ("image tag", |v| v.image_tag = ".hidden".into()),
-            ("project bucket", |v| v.project_bucket = "B$x".into()),
-            ("project folder", |v| v.project_folder = "../x".into()),
-            ("secret", |v| v.github_token_secret = Some("x;id".into())),
+            ("project bucket", |v| v.settings.project_bucket = "B$x".into()),
+            ("project folder", |v| v.settings.project_folder = "../x".into()),
+            ("secret", |v| v.settings.github_token_secret = Some("x;id".into())),
             ("time limit", |v| v.time_limit_minutes = 0),
         ];
         for (what, spoil) in attempts {
@@ -639,7 +667,8 @@ mod tests {
         for kind in RunKind::ALL {
             let values = longest_values(kind);
             values.check().unwrap();
-            assert_eq!((values.run_id.len(), values.github_token_secret.map(|s| s.len())), (100, Some(2048)));
+            let secret = values.settings.github_token_secret.map(|s| s.len());
+            assert_eq!((values.run_id.as_str().len(), secret), (100, Some(2048)));
         }
     }
 

@@ -97,7 +97,7 @@ async fn deploy_of_a_version_with_missing_images_creates_nothing_and_names_them(
     }
     assert!(!message.contains("sliderule,"), "{message}");
     assert_eq!(world.stacks.count(is_create), 0);
-    assert!(world.locks.holder(&lock_key(&cluster("ci-1"))).is_none(), "the lock is released");
+    assert!(world.locks.holder("ci-1").is_none(), "the lock is released");
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,7 +163,7 @@ async fn deploy_of_a_stopped_cluster_scheduled_for_delete_fails_without_creating
     assert_eq!(error.code(), "ScheduledForDelete");
     assert!(error.to_string().contains("2026-11-23T13:00:00Z"), "{error}");
     assert_eq!(world.stacks.count(is_create), 0);
-    assert!(world.locks.holder(&lock_key(&cluster("ci-1"))).is_none(), "the lock is released");
+    assert!(world.locks.holder("ci-1").is_none(), "the lock is released");
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,7 +293,7 @@ async fn deploy_handles_every_stack_status() {
                 assert_eq!((creates, deletes), (0, 0), "{status}");
             }
         }
-        assert!(world.locks.holder(&lock_key(&cluster("ci-1"))).is_none(), "{status}: lock released");
+        assert!(world.locks.holder("ci-1").is_none(), "{status}: lock released");
     }
 }
 
@@ -335,9 +335,9 @@ async fn two_deploys_at_once_create_one_stack_and_both_succeed() {
 #[tokio::test(start_paused = true)]
 async fn a_contender_answers_busy_when_the_holder_outlasts_its_deadline() {
     let world = World::new(NOW);
-    let key = lock_key(&cluster("ci-1"));
+    let key = "ci-1";
     world.locks.put(
-        &key,
+        key,
         Lease {
             owner: "other".into(),
             operation: "destroy".into(),
@@ -353,15 +353,15 @@ async fn a_contender_answers_busy_when_the_holder_outlasts_its_deadline() {
     assert_eq!(error.code(), "Busy");
     assert!(error.to_string().contains("destroy"), "{error}");
     assert_eq!(world.stacks.count(is_create), 0);
-    assert_eq!(world.locks.holder(&key).unwrap().owner, "other", "the holder keeps its lock");
+    assert_eq!(world.locks.holder(key).unwrap().owner, "other", "the holder keeps its lock");
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_is_taken_over() {
     let world = World::new(NOW);
-    let key = lock_key(&cluster("ci-1"));
+    let key = "ci-1";
     world.locks.put(
-        &key,
+        key,
         Lease {
             owner: "crashed".into(),
             operation: "deploy".into(),
@@ -371,7 +371,7 @@ async fn an_expired_lease_is_taken_over() {
     );
     let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Created);
-    assert!(world.locks.holder(&key).is_none());
+    assert!(world.locks.holder(key).is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,8 +407,8 @@ async fn a_crashed_holder_blocks_its_cluster_for_one_lease_at_most() {
     tokio::time::sleep(Duration::from_secs(45)).await;
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
-    let key = lock_key(&cluster("ci-1"));
-    assert_eq!(world.locks.holder(&key).unwrap().owner, "r-crashed", "the crashed holder's lock is left behind");
+    let key = "ci-1";
+    assert_eq!(world.locks.holder(key).unwrap().owner, "r-crashed", "the crashed holder's lock is left behind");
     let died = world.clock.now();
     let next = world
         .provisioner
@@ -428,18 +428,18 @@ async fn a_crashed_holder_blocks_its_cluster_for_one_lease_at_most() {
 async fn a_waiting_deploy_answers_as_soon_as_the_stack_runs() {
     let world = World::new(NOW);
     world.stacks.seed(STACK, "CREATE_IN_PROGRESS", Some((Duration::from_secs(90), "CREATE_COMPLETE")));
-    let key = lock_key(&cluster("ci-1"));
+    let key = "ci-1";
     let working = Lease {
         owner: "other".into(),
         operation: "deploy".into(),
         acquired_at: at(NOW),
         expires_at: at("2026-11-23T12:14:00Z"),
     };
-    world.locks.put(&key, working);
+    world.locks.put(key, working);
     let response = world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
     assert_eq!(response.action, deploy::DeployAction::Waited);
     assert!((90.0..=96.0).contains(&response.elapsed_seconds), "{}", response.elapsed_seconds);
-    assert_eq!(world.locks.holder(&key).unwrap().owner, "other", "the holder keeps its lock");
+    assert_eq!(world.locks.holder(key).unwrap().owner, "other", "the holder keeps its lock");
     assert_eq!(world.stacks.count(is_create), 0);
 }
 
@@ -449,14 +449,14 @@ async fn a_release_that_fails_is_tried_again() {
         let world = World::new(NOW);
         world.faults.script("ReleaseLock", fault, 6);
         world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("r1")).await.unwrap();
-        let key = lock_key(&cluster("ci-1"));
-        assert_eq!(world.locks.holder_at(&key, world.clock.now()), None, "{fault:?}: released after the answer");
+        let key = "ci-1";
+        assert_eq!(world.locks.holder_at(key, world.clock.now()), None, "{fault:?}: released after the answer");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_end() {
-    let key = lock_key(&cluster("ci-1"));
+    let key = "ci-1";
     // Two failed renewals are absorbed: the deploy finishes.
     let world = World::new(NOW);
     world
@@ -475,7 +475,7 @@ async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_en
     assert_eq!(error.code(), "AwsError", "{error}");
     let stopped = world.clock.now();
     assert!(stopped < at(NOW) + SignedDuration::from_secs(60), "stopped at {stopped}, before the lease ended");
-    assert_eq!(world.locks.holder_at(&key, stopped), None);
+    assert_eq!(world.locks.holder_at(key, stopped), None);
     // A holder whose lock was taken over stops.
     let world = World::new(NOW);
     world
@@ -489,28 +489,28 @@ async fn a_holder_renews_its_lease_through_failures_and_stops_before_it_would_en
             acquired_at: world.clock.now(),
             expires_at: at("2026-11-23T13:00:00Z"),
         };
-        world.locks.put(&key, thief);
+        world.locks.put(key, thief);
     };
     let invocation = world.invocation("r3");
     let (deployed, ()) = tokio::join!(world.provisioner.deploy(deploy_request("ci-1"), &invocation), taking_over);
     let error = deployed.unwrap_err();
     assert_eq!(error.code(), "Busy", "{error}");
     assert!(world.clock.now() <= at(NOW) + SignedDuration::from_secs(41), "it stopped at the next renewal");
-    assert_eq!(world.locks.holder(&key).unwrap().owner, "thief", "and left the new holder's lock alone");
+    assert_eq!(world.locks.holder(key).unwrap().owner, "thief", "and left the new holder's lock alone");
 }
 
 /// The contender that has waited longest gets a freed lock, not one that comes just after.
 #[tokio::test(start_paused = true)]
 async fn the_contender_that_waited_longest_goes_next() {
     let world = World::new(NOW);
-    let key = lock_key(&cluster("ci-1"));
+    let key = "ci-1";
     let holder = Lease {
         owner: "holder".into(),
         operation: "destroy".into(),
         acquired_at: at(NOW),
         expires_at: at("2026-11-23T12:00:30Z"),
     };
-    world.locks.put(&key, holder);
+    world.locks.put(key, holder);
     let clock = world.clock.clone();
     // The early one asks at 0, 2, ... 30, 32 s; the late one comes at 31 s, when the lease has ended.
     let early = async {
@@ -641,7 +641,7 @@ async fn schedule_destroy_that_cannot_create_keeps_the_old_schedule() {
     let world = World::new(NOW);
     let old = "destroy.ci-1.20261123T130000";
     world.schedules.insert(old, at("2026-11-23T13:00:00Z"));
-    *world.schedules.failing_creates.lock().unwrap() = Some("ServiceQuotaExceededException");
+    world.schedules.fail_creates("ServiceQuotaExceededException");
     let error = world
         .provisioner
         .schedule_destroy(schedule_request("ci-1", "2026-11-23T18:00:00Z"), &world.invocation("r1"))
@@ -795,15 +795,4 @@ async fn a_fired_schedule_destroys_the_cluster() {
 fn errors_say_what_to_do() {
     let error = Error::UnknownCluster("other".into());
     assert!(error.to_string().contains("catalog"));
-}
-
-/// What is named after a cluster fits AWS for the longest name a cluster may have: a schedule
-/// name 64 characters (Scheduler's model), a stack name 128 (CloudFormation's).
-#[test]
-fn names_derived_from_the_longest_cluster_name_fit_aws() {
-    let longest = cluster(&format!("c{}", "x".repeat(crate::domain::names::MAX_CLUSTER_NAME_LEN - 1)));
-    let name = schedule_name(&longest, at("2026-12-31T23:59:59Z"));
-    assert!(name.len() <= 64, "{name}: {} characters", name.len());
-    assert_eq!(scheduled_cluster(&name), Some(longest.as_str()));
-    assert!(crate::catalog::stack_name(&longest).len() <= 128);
 }

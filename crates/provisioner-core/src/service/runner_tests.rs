@@ -160,7 +160,7 @@ fn tried(world: &RunWorld) -> Vec<(String, Option<String>, String)> {
 #[tokio::test(start_paused = true)]
 async fn a_capacity_refusal_moves_on_to_the_next_instance_type() {
     let world = RunWorld::new(NOW);
-    world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
+    world.instances.no_capacity_for("m7g.2xlarge");
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let id = &response.run_id;
     assert_eq!(
@@ -178,8 +178,8 @@ async fn a_capacity_refusal_moves_on_to_the_next_instance_type() {
 #[tokio::test(start_paused = true)]
 async fn a_subnet_refusal_moves_on_to_the_next_subnet() {
     let world = RunWorld::new(NOW);
-    world.instances.full_subnets.lock().unwrap().push("subnet-a".into());
-    world.instances.no_capacity.lock().unwrap().push("m7g.2xlarge".into());
+    world.instances.fill_subnet("subnet-a");
+    world.instances.no_capacity_for("m7g.2xlarge");
     let response = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     let id = &response.run_id;
     assert_eq!(
@@ -197,12 +197,12 @@ async fn a_subnet_refusal_moves_on_to_the_next_subnet() {
 #[tokio::test(start_paused = true)]
 async fn a_quota_refusal_stops_at_once() {
     let world = RunWorld::new(NOW);
-    *world.instances.quota_reached.lock().unwrap() = true;
+    world.instances.set_quota_reached(true);
     let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("quota (VcpuLimitExceeded)"), "{error}");
     assert_eq!(world.instances.launches().len(), 1, "one launch asked: {:?}", tried(&world));
-    *world.instances.quota_reached.lock().unwrap() = false;
+    world.instances.set_quota_reached(false);
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
     assert_eq!(next.state, RunState::Running, "nothing is left active");
 }
@@ -212,7 +212,7 @@ async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
     let world = RunWorld::new(NOW);
     let types =
         world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
-    world.instances.no_capacity.lock().unwrap().extend(types.iter().cloned());
+    types.iter().for_each(|t| world.instances.no_capacity_for(t));
     let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
@@ -224,7 +224,7 @@ async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
         "zone by zone"
     );
     // Nothing is left active: the next start tries again.
-    world.instances.no_capacity.lock().unwrap().clear();
+    world.instances.capacity_back();
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r2")).await.unwrap();
     assert_eq!(next.state, RunState::Running);
 }
@@ -322,7 +322,7 @@ async fn an_ambiguous_launch_that_launched_nothing_ends_the_run_once_no_instance
         world.runner.run(RunKind::Test, resume(&started.run_id, 600), &world.invocation("r2")).await.unwrap_err();
     assert_eq!(error.code(), "RunLost", "{error}");
     let lost_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
-    assert!(lost_after <= crate::service::run::LAUNCH_GRACE + SignedDuration::from_secs(10), "{lost_after:?}");
+    assert!(lost_after <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_secs(10), "{lost_after:?}");
     assert!(world.instances.instances().is_empty());
     let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r3")).await.unwrap();
     assert_ne!(next.run_id, started.run_id);

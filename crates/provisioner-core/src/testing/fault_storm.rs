@@ -18,14 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::operations::Operations;
-use super::run::Runner;
-use super::{lock_key, Invocation, Provisioner};
-use crate::catalog::stack_name;
+use crate::domain::resource_names::{schedule_prefix, stack_name};
+use crate::domain::tags;
 use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
-use crate::domain::{RunId, RunKind, RunRequest, RUN_ID_TAG};
+use crate::domain::{RunId, RunKind, RunRequest};
 use crate::error::Result;
-use crate::ports::{Clock, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::ports::{Clock, ClusterPorts, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::service::runner::Runner;
+use crate::service::survey::Operations;
+use crate::service::{Invocation, Provisioner};
 use crate::testing::{FakeLocks, RunWorld, World};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
@@ -53,7 +54,7 @@ impl Witness {
     fn check(&self, cluster: &str, change: &str) {
         let Ok(cluster) = ClusterName::parse(cluster) else { return };
         let caller = CALLER.try_with(Clone::clone).unwrap_or_default();
-        let holder = self.locks.holder_at(&lock_key(&cluster), self.clock.now()).map(|lease| lease.owner);
+        let holder = self.locks.holder_at(cluster.as_str(), self.clock.now()).map(|lease| lease.owner);
         if holder.as_deref() != Some(caller.as_str()) {
             self.violations
                 .lock()
@@ -161,11 +162,13 @@ impl Storm {
             clock: world.clock.clone(),
             violations: violations.clone(),
         });
-        let provisioner = Provisioner {
+        let ports = ClusterPorts {
             stacks: Arc::new(WitnessedStacks { inner: world.stacks.clone(), witness: witness.clone() }),
             schedules: Arc::new(WitnessedSchedules { inner: world.schedules.clone(), witness }),
-            ..world.provisioner.clone()
+            ..world.provisioner.ports()
         };
+        let provisioner =
+            Provisioner::new(world.provisioner.catalog.clone(), ports, world.provisioner.settings.clone());
         let runner = runs.runner.clone();
         Storm { world, runs, provisioner, runner, violations, run_ids: Mutex::default() }
     }
@@ -226,7 +229,7 @@ impl Storm {
                     .map(|_| ())
             }
             Operation::Sweep => {
-                let operations = Operations { provisioner: self.provisioner.clone(), runner: self.runner.clone() };
+                let operations = Operations::new(self.provisioner.clone(), self.runner.clone());
                 operations.sweep(&invocation).await.map(|_| ())
             }
             Operation::Instance(index, what) => {
@@ -258,7 +261,7 @@ impl Storm {
         if let Some(status) = self.world.stacks.status(&stack_name(&name)) {
             self.violation(format!("{request_id}: destroy of {cluster} answered success with its stack {status}"));
         }
-        let prefix = super::schedule_prefix(&name);
+        let prefix = schedule_prefix(&name);
         let left: Vec<String> = self.world.schedules.all().into_keys().filter(|s| s.starts_with(&prefix)).collect();
         if !left.is_empty() {
             self.violation(format!("{request_id}: destroy of {cluster} answered success leaving schedules {left:?}"));
@@ -267,8 +270,12 @@ impl Storm {
 
     fn check_lock_released(&self, request_id: &str) {
         for cluster in CLUSTERS {
-            let key = lock_key(&ClusterName::parse(cluster).unwrap());
-            if self.world.locks.holder_at(&key, self.world.clock.now()).is_some_and(|lease| lease.owner == request_id) {
+            if self
+                .world
+                .locks
+                .holder_at(cluster, self.world.clock.now())
+                .is_some_and(|lease| lease.owner == request_id)
+            {
                 self.violation(format!("{request_id} answered and still holds the lock of {cluster}"));
             }
         }
@@ -279,8 +286,10 @@ impl Storm {
             if !instance.live() {
                 continue;
             }
-            let run =
-                instance.tag(RUN_ID_TAG).and_then(|id| RunId::parse(id).ok()).and_then(|id| self.runs.runs.record(&id));
+            let run = instance
+                .tag(tags::RUN_ID)
+                .and_then(|id| RunId::parse(id).ok())
+                .and_then(|id| self.runs.runs.record(&id));
             match run {
                 Some(run) if !run.state.ended() => {}
                 Some(run) => self.violation(format!(

@@ -1,0 +1,74 @@
+//! The names and tags of what the provisioner makes: a cluster's stack and destroy schedules
+//! (and the cluster read back from their names), and the tags of stacks and run instances. (A
+//! cluster's lock is an item of the table: `table::lock::key`.)
+
+use jiff::Timestamp;
+
+use super::ClusterName;
+
+/// Every stack the provisioner creates is named with this prefix; IAM policies rely on it.
+pub const STACK_NAME_PREFIX: &str = "sliderule-cluster-";
+/// Every destroy schedule's name starts with this.
+pub const DESTROY_SCHEDULE_PREFIX: &str = "destroy.";
+
+/// Tags of stacks and instances.
+pub mod tags {
+    /// Every stack and instance the provisioner makes carries it (`true`): what the sweeper looks at.
+    pub const PROVISIONER: &str = "sliderule:provisioner";
+    pub const CLUSTER: &str = "sliderule:cluster";
+    /// A stack's profile and version.
+    pub const PROFILE: &str = "sliderule:profile";
+    pub const VERSION: &str = "sliderule:version";
+    /// The run an instance belongs to: how a run finds an instance it lost track of.
+    pub const RUN_ID: &str = "sliderule:run-id";
+    pub const KIND: &str = "sliderule:kind";
+    /// When the instance's run must have ended (RFC 3339): the sweeper terminates it after.
+    pub const EXPIRES: &str = "sliderule:expires-at";
+}
+
+/// `sliderule-cluster-<name>`.
+pub fn stack_name(cluster: &ClusterName) -> String {
+    format!("{STACK_NAME_PREFIX}{cluster}")
+}
+
+/// The cluster a stack named by [`stack_name`] holds.
+pub fn stack_cluster(stack_name: &str) -> Option<ClusterName> {
+    ClusterName::parse(stack_name.strip_prefix(STACK_NAME_PREFIX)?).ok()
+}
+
+/// Prefix of every destroy schedule of `cluster`. The dot cannot occur in a cluster name, so
+/// `destroy.ci-a.` never matches the schedules of `ci-ab`.
+pub fn schedule_prefix(cluster: &ClusterName) -> String {
+    format!("{DESTROY_SCHEDULE_PREFIX}{cluster}.")
+}
+
+/// The schedule that destroys `cluster` at `at`.
+pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
+    format!("{}{}", schedule_prefix(cluster), at.strftime("%Y%m%dT%H%M%S"))
+}
+
+/// The cluster a destroy schedule named by [`schedule_name`] destroys.
+pub fn scheduled_cluster(schedule_name: &str) -> Option<&str> {
+    schedule_name.strip_prefix(DESTROY_SCHEDULE_PREFIX)?.split('.').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::names::MAX_CLUSTER_NAME_LEN;
+
+    /// What is named after a cluster fits AWS for the longest name a cluster may have: a schedule
+    /// name 64 characters (Scheduler's model), a stack name 128 (CloudFormation's); and each gives
+    /// its cluster back.
+    #[test]
+    fn names_derived_from_the_longest_cluster_name_fit_aws() {
+        let longest = ClusterName::parse(&format!("c{}", "x".repeat(MAX_CLUSTER_NAME_LEN - 1))).unwrap();
+        let name = schedule_name(&longest, "2026-12-31T23:59:59Z".parse().unwrap());
+        assert!(name.len() <= 64, "{name}: {} characters", name.len());
+        assert_eq!(scheduled_cluster(&name), Some(longest.as_str()));
+        let stack = stack_name(&longest);
+        assert!(stack.len() <= 128);
+        assert_eq!(stack_cluster(&stack), Some(longest));
+        assert_eq!(stack_cluster("other-stack"), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! STATUS: every cluster (profile, stack status, version, age, scheduled destroy, costs), every
+//! active run, the last ended runs, and what the next sweep would do, from one survey.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::survey::{Operations, Survey};
+use super::sweeper::{findings, Finding};
+use crate::catalog::{Catalog, Prices};
+use crate::domain::resource_names::stack_cluster;
+use crate::domain::{RunId, RunRecord, StepResult, StepStatus};
+use crate::error::Result;
+use crate::ports::{StackSnapshot, TaggedInstance};
+
+/// How many ended runs status lists.
+pub const RECENT_RUNS: usize = 10;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusResponse {
+    pub status: &'static str,
+    pub at: String,
+    pub clusters: Vec<ClusterStatus>,
+    /// Active runs, oldest first.
+    pub runs: Vec<RunStatus>,
+    /// The last ended runs, newest first.
+    pub recent_runs: Vec<RecentRun>,
+    /// What the next sweep would act on.
+    pub sweeper: Vec<Finding>,
+    /// Where the costs come from.
+    pub prices: PriceBasis,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceBasis {
+    pub as_of: String,
+    pub basis: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub profile: Option<String>,
+    pub stack_status: String,
+    pub version: Option<String>,
+    pub created_at: Option<String>,
+    pub age_minutes: Option<i64>,
+    /// The earliest destroy schedule.
+    pub time_to_destroy: Option<String>,
+    pub cost_per_hour_usd: Option<f64>,
+    pub cost_so_far_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStatus {
+    pub run_id: RunId,
+    pub kind: String,
+    pub cluster: String,
+    pub version: String,
+    pub state: String,
+    pub steps_done: usize,
+    pub steps_total: usize,
+    pub current_step: Option<String>,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub age_minutes: i64,
+    pub cost_so_far_usd: Option<f64>,
+    pub steps: Vec<StepResult>,
+    pub log_location: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentRun {
+    pub run_id: RunId,
+    pub kind: String,
+    pub cluster: String,
+    pub version: String,
+    pub state: String,
+    pub failed_steps: Vec<String>,
+    pub ended_at: Option<String>,
+    pub minutes: Option<i64>,
+    pub log_location: String,
+    pub steps: Vec<StepResult>,
+}
+
+fn minutes_between(from: Timestamp, to: Timestamp) -> i64 {
+    to.duration_since(from).as_mins().max(0)
+}
+
+fn cents(usd: f64) -> f64 {
+    (usd * 100.0).round() / 100.0
+}
+
+impl Operations {
+    /// STATUS: every cluster, active run, recent run, and what the sweeper would do.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        let survey = self.survey().await?;
+        Ok(status_of(&self.provisioner.catalog, &survey))
+    }
+}
+
+/// The status report of `survey`.
+pub fn status_of(catalog: &Catalog, survey: &Survey) -> StatusResponse {
+    let prices = catalog.prices();
+    let mut clusters: Vec<ClusterStatus> =
+        survey.stacks.iter().map(|stack| cluster_status(catalog, survey, stack)).collect();
+    clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    StatusResponse {
+        status: "success",
+        at: crate::domain::time::whole_seconds(survey.now).to_string(),
+        clusters,
+        runs: active_runs(prices, survey),
+        recent_runs: recent_runs(survey),
+        sweeper: findings(catalog, survey),
+        prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
+    }
+}
+
+fn cluster_status(catalog: &Catalog, survey: &Survey, stack: &StackSnapshot) -> ClusterStatus {
+    let cluster = stack_cluster(&stack.name);
+    let profile = cluster.as_ref().and_then(|c| catalog.profile_for(c).ok());
+    let per_hour = profile.and_then(|p| p.hourly_cost(&stack.parameters, catalog.prices()));
+    let age = stack.created_at.map(|created| survey.now.duration_since(created));
+    let hours = age.map(|age| age.as_secs_f64().max(0.0) / 3600.0);
+    let name = cluster.as_ref().map_or_else(|| stack.name.clone(), ToString::to_string);
+    ClusterStatus {
+        time_to_destroy: survey.first_destroy(&name).map(|at| at.to_string()),
+        cluster: name,
+        profile: profile.map(|p| p.name.clone()),
+        stack_status: stack.status.to_string(),
+        version: stack.parameters.get("Version").cloned(),
+        created_at: stack.created_at.map(|t| t.to_string()),
+        age_minutes: age.map(|age| age.as_mins().max(0)),
+        cost_per_hour_usd: per_hour.map(cents),
+        cost_so_far_usd: per_hour.zip(hours).map(|(rate, hours)| cents(rate * hours)),
+    }
+}
+
+/// Active runs, oldest first, with their instance and its cost so far.
+fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
+    let now = survey.now;
+    let instances: BTreeMap<&str, &TaggedInstance> = survey.instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut active: Vec<&RunRecord> = survey.runs.iter().filter(|run| !run.state.ended()).collect();
+    active.sort_by_key(|run| (run.started_at, run.run_id.to_string()));
+    active
+        .into_iter()
+        .map(|run| {
+            let instance = run.instance_id.as_deref().and_then(|id| instances.get(id));
+            let cost = instance.and_then(|i| {
+                let hours = now.duration_since(i.launched_at.unwrap_or(run.started_at)).as_secs_f64().max(0.0) / 3600.0;
+                prices.hourly(&i.instance_type).map(|rate| cents(rate * hours))
+            });
+            let current = run
+                .steps
+                .iter()
+                .find(|s| s.status == StepStatus::Running)
+                .or_else(|| run.steps.iter().find(|s| s.status == StepStatus::Pending));
+            RunStatus {
+                run_id: run.run_id.clone(),
+                kind: run.kind.to_string(),
+                cluster: run.cluster.to_string(),
+                version: run.version.to_string(),
+                state: run.state.as_str().to_owned(),
+                steps_done: run
+                    .steps
+                    .iter()
+                    .filter(|s| !matches!(s.status, StepStatus::Pending | StepStatus::Running))
+                    .count(),
+                steps_total: run.steps.len(),
+                current_step: current.map(|s| s.name.clone()),
+                instance_id: run.instance_id.clone(),
+                instance_type: instance.map(|i| i.instance_type.clone()),
+                age_minutes: minutes_between(run.started_at, now),
+                cost_so_far_usd: cost,
+                steps: run.steps.clone(),
+                log_location: run.log_location.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The last [`RECENT_RUNS`] ended runs, newest first.
+fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
+    let mut ended: Vec<&RunRecord> = survey.runs.iter().filter(|run| run.state.ended()).collect();
+    ended.sort_by_key(|run| std::cmp::Reverse((run.ended_at.unwrap_or(run.started_at), run.run_id.to_string())));
+    ended
+        .into_iter()
+        .take(RECENT_RUNS)
+        .map(|run| RecentRun {
+            run_id: run.run_id.clone(),
+            kind: run.kind.to_string(),
+            cluster: run.cluster.to_string(),
+            version: run.version.to_string(),
+            state: run.state.as_str().to_owned(),
+            failed_steps: run.failed_steps().into_iter().map(str::to_owned).collect(),
+            ended_at: run.ended_at.map(|t| crate::domain::time::whole_seconds(t).to_string()),
+            minutes: run.ended_at.map(|end| minutes_between(run.started_at, end)),
+            log_location: run.log_location.clone(),
+            steps: run.steps.clone(),
+        })
+        .collect()
+}

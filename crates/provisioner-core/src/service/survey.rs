@@ -1,0 +1,61 @@
+//! What `status` and `sweep` both start from: one survey of the account, four listing calls made
+//! together (the cluster stacks, the destroy schedules, the run records, the provisioner-tagged
+//! instances). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
+
+use jiff::Timestamp;
+
+use super::runner::Runner;
+use super::Provisioner;
+use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
+use crate::domain::RunRecord;
+use crate::error::Result;
+use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};
+
+/// Both sides of the provisioner: the sweeper destroys through the provisioner and resumes runs
+/// through the runner.
+#[derive(Clone)]
+pub struct Operations {
+    pub provisioner: Provisioner,
+    pub runner: Runner,
+}
+
+/// What the account holds, as four listing calls saw it.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    pub now: Timestamp,
+    pub stacks: Vec<StackSnapshot>,
+    pub schedules: Vec<ScheduleEntry>,
+    pub runs: Vec<RunRecord>,
+    pub instances: Vec<TaggedInstance>,
+}
+
+impl Survey {
+    /// When the first destroy schedule of `cluster` fires.
+    pub fn first_destroy(&self, cluster: &str) -> Option<Timestamp> {
+        self.schedules.iter().filter(|s| scheduled_cluster(&s.name) == Some(cluster)).map(|s| s.at).min()
+    }
+}
+
+impl Operations {
+    /// Both sides, as status and the sweeper use them.
+    pub fn new(provisioner: Provisioner, runner: Runner) -> Operations {
+        Operations { provisioner, runner }
+    }
+
+    /// The survey: four listings, made together.
+    pub async fn survey(&self) -> Result<Survey> {
+        let (stacks, schedules, runs, instances) = tokio::join!(
+            self.provisioner.stacks.list(STACK_NAME_PREFIX),
+            self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
+            self.runner.runs.list(),
+            self.runner.instances.tagged(),
+        );
+        Ok(Survey {
+            now: self.provisioner.clock.now(),
+            stacks: stacks?,
+            schedules: schedules?,
+            runs: runs?,
+            instances: instances?,
+        })
+    }
+}

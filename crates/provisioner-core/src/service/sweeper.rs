@@ -1,0 +1,346 @@
+//! SWEEP: ends what was left behind. It starts from one survey of the account (`survey.rs`) and
+//! applies pure rules ([`findings`]): status shows what the sweeper would do, the sweeper does it.
+//!
+//! The sweeper's rules:
+//! - a provisioner-tagged instance is terminated when its run's time limit (its expiry tag)
+//!   passed, its run ended, its run does not exist (after the launch grace), or it is a second
+//!   instance of a run that runs on another;
+//! - an active run is resumed (as a waiting `test`/`build` would: ended as `RunLost` when its
+//!   instance is gone, given an instance found by its tag, concluded when it reported) when it
+//!   reported, passed its time limit, lost its instance, or has none recorded after the grace;
+//! - a cluster is destroyed, through `destroy` under its lock, when its destroy schedule is
+//!   overdue, or when it is older than its profile's maximum lifetime and has no schedule.
+//!
+//! What the rules notice but leave alone (a stack no profile matches, a failed delete) is reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Serialize, Serializer};
+
+use super::runner::LAUNCH_GRACE;
+use super::survey::{Operations, Survey};
+use super::{alert, Invocation};
+use crate::catalog::Catalog;
+use crate::domain::resource_names::stack_cluster;
+use crate::domain::{tags, ClusterName, ClusterRequest, RunId, RunRecord, StackPhase};
+use crate::error::Result;
+use crate::ports::{StackSnapshot, TaggedInstance};
+
+/// A destroy schedule this long past its time whose cluster still exists failed (its retries and
+/// dead-letter queue take less): the sweeper destroys the cluster.
+pub const OVERDUE_AFTER: SignedDuration = SignedDuration::from_mins(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepAction {
+    TerminateInstance,
+    ResumeRun,
+    DestroyCluster,
+    /// Noticed and left alone: someone should look.
+    Report,
+}
+
+impl SweepAction {
+    /// The metric that counts it.
+    fn metric(self) -> &'static str {
+        match self {
+            SweepAction::TerminateInstance => "InstancesTerminated",
+            SweepAction::ResumeRun => "RunsResumed",
+            SweepAction::DestroyCluster => "ClustersDestroyed",
+            SweepAction::Report => "Reported",
+        }
+    }
+}
+
+/// One thing the sweeper does (or, in status, would do).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub action: SweepAction,
+    pub target: Target,
+    pub reason: String,
+}
+
+/// What a finding is about, as its rule found it; it answers as its id or name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Instance(String),
+    Run(RunId),
+    Cluster(ClusterName),
+    /// A stack whose name is no cluster's.
+    Stack(String),
+}
+
+impl Target {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Instance(id) | Target::Stack(id) => id,
+            Target::Run(run_id) => run_id.as_str(),
+            Target::Cluster(cluster) => cluster.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// By id or name, as the sweeper lists its findings.
+impl Ord for Target {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str()).then_with(|| self.rank().cmp(&other.rank()))
+    }
+}
+
+impl PartialOrd for Target {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Target {
+    fn rank(&self) -> u8 {
+        match self {
+            Target::Instance(_) => 0,
+            Target::Run(_) => 1,
+            Target::Cluster(_) => 2,
+            Target::Stack(_) => 3,
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A finding acted on, and how that went.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweptAction {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub result: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepResponse {
+    pub status: &'static str,
+    /// What was done, one entry per finding; empty when nothing was wrong.
+    pub actions: Vec<SweptAction>,
+    pub surveyed: Surveyed,
+    pub elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Surveyed {
+    pub clusters: usize,
+    pub schedules: usize,
+    pub active_runs: usize,
+    pub instances: usize,
+}
+
+/// Every finding of the sweeper's rules (see the module's text) on `survey`, in a stable order.
+pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
+    let mut found = instance_findings(survey);
+    found.extend(run_findings(survey));
+    found.extend(survey.stacks.iter().filter_map(|stack| stack_finding(catalog, survey, stack)));
+    found.sort();
+    found
+}
+
+/// Instances to terminate: expired, of an ended or unknown run, or a run's second instance.
+fn instance_findings(survey: &Survey) -> Vec<Finding> {
+    let runs: BTreeMap<&str, &RunRecord> = survey.runs.iter().map(|run| (run.run_id.as_str(), run)).collect();
+    survey
+        .instances
+        .iter()
+        .filter_map(|instance| {
+            let reason = why_terminate(instance, &runs, survey.now)?;
+            Some(Finding {
+                action: SweepAction::TerminateInstance,
+                target: Target::Instance(instance.id.clone()),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn why_terminate(instance: &TaggedInstance, runs: &BTreeMap<&str, &RunRecord>, now: Timestamp) -> Option<String> {
+    let past_grace = instance.launched_at.is_none_or(|at| at + LAUNCH_GRACE <= now);
+    let expired = instance.tag(tags::EXPIRES).and_then(|t| t.parse::<Timestamp>().ok()).filter(|at| *at <= now);
+    let run_id = instance.tag(tags::RUN_ID);
+    match (run_id, run_id.and_then(|r| runs.get(r))) {
+        _ if expired.is_some() => expired.map(|at| format!("its run's time limit passed at {at}")),
+        (None, _) if past_grace => Some("it carries no run id".to_owned()),
+        (Some(run_id), None) if past_grace => Some(format!("its run {run_id} does not exist")),
+        (Some(run_id), Some(run)) if run.state.ended() => {
+            Some(format!("its run {run_id} ended as {}", run.state.as_str()))
+        }
+        (Some(run_id), Some(run)) if run.instance_id.as_deref().is_some_and(|kept| kept != instance.id) => {
+            Some(format!(
+                "it is a second instance of run {run_id}, which runs on {}",
+                run.instance_id.as_deref().unwrap_or_default()
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Active runs to resume: reported, past their time limit, without their instance.
+fn run_findings(survey: &Survey) -> Vec<Finding> {
+    let now = survey.now;
+    let live: BTreeSet<&str> = survey.instances.iter().map(|instance| instance.id.as_str()).collect();
+    survey
+        .runs
+        .iter()
+        .filter(|run| !run.state.ended())
+        .filter_map(|run| {
+            let reason = if run.outcome.is_some() {
+                "it reported its outcome and nobody concluded it".to_owned()
+            } else if run.deadline <= now {
+                format!("it passed its time limit at {}", run.deadline)
+            } else {
+                match &run.instance_id {
+                    Some(instance) if !live.contains(instance.as_str()) => format!("its instance {instance} is gone"),
+                    None if run.started_at + LAUNCH_GRACE <= now => {
+                        "it has no instance recorded since its launch".to_owned()
+                    }
+                    _ => return None,
+                }
+            };
+            Some(Finding { action: SweepAction::ResumeRun, target: Target::Run(run.run_id.clone()), reason })
+        })
+        .collect()
+}
+
+/// A cluster to destroy (its schedule overdue, or past its profile's lifetime with none), or a
+/// stack to report (no profile's, not a cluster's, or a failed delete).
+fn stack_finding(catalog: &Catalog, survey: &Survey, stack: &StackSnapshot) -> Option<Finding> {
+    let report =
+        |target: Target, reason: &str| Some(Finding { action: SweepAction::Report, target, reason: reason.into() });
+    let Some(cluster) = stack_cluster(&stack.name) else {
+        return report(Target::Stack(stack.name.clone()), "its name is not a valid cluster name; left alone");
+    };
+    let Ok(profile) = catalog.profile_for(&cluster) else {
+        return report(Target::Cluster(cluster), "no profile of the catalog matches it; left alone");
+    };
+    if stack.status.phase() == StackPhase::Deleting {
+        return None;
+    }
+    let now = survey.now;
+    let too_old = |max: SignedDuration| stack.created_at.is_some_and(|created| created + max <= now);
+    let reason = match (survey.first_destroy(cluster.as_str()), profile.max_ttl) {
+        (Some(at), _) if at + OVERDUE_AFTER <= now => format!("its destroy was due at {at} and it still exists"),
+        (None, Some(max)) if too_old(max) => format!(
+            "it is older than the '{}' profile's maximum lifetime of {} minutes and has no destroy schedule",
+            profile.name,
+            max.as_mins()
+        ),
+        _ if stack.status.as_str() == "DELETE_FAILED" => {
+            return report(
+                Target::Cluster(cluster),
+                "its last destroy failed (DELETE_FAILED); remove what blocks the delete and destroy it again",
+            );
+        }
+        _ => return None,
+    };
+    Some(Finding { action: SweepAction::DestroyCluster, target: Target::Cluster(cluster), reason })
+}
+
+impl Operations {
+    /// SWEEP: acts on every finding, reports what it did as one event, one metric line and (when
+    /// it acted) one alert. Idempotent: what one sweep fixed, the next finds fixed.
+    pub async fn sweep(&self, invocation: &Invocation) -> Result<SweepResponse> {
+        let started = self.provisioner.clock.now();
+        let survey = self.survey().await?;
+        let found = findings(&self.provisioner.catalog, &survey);
+        let mut actions = Vec::new();
+        let mut destroys = Vec::new();
+        for finding in found {
+            match finding.action {
+                SweepAction::Report => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
+                _ => match finding.target.clone() {
+                    Target::Instance(id) => {
+                        let outcome = self.runner.instances.terminate(&id).await;
+                        actions.push(swept(finding, outcome.map(|()| "terminated".to_owned())));
+                    }
+                    Target::Run(run_id) => {
+                        let outcome = self.resume(&survey, &run_id).await;
+                        actions.push(swept(finding, outcome));
+                    }
+                    Target::Cluster(cluster) => destroys.push(async move {
+                        let outcome = self.provisioner.destroy(ClusterRequest { cluster }, invocation).await;
+                        swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
+                    }),
+                    Target::Stack(_) => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
+                },
+            }
+        }
+        // Together, in this task: each may wait up to the spec's 10 minutes.
+        actions.extend(futures::future::join_all(destroys).await);
+        actions.sort_by(|a, b| a.finding.cmp(&b.finding));
+        self.report(&actions).await;
+        let response = SweepResponse {
+            status: "success",
+            surveyed: Surveyed {
+                clusters: survey.stacks.len(),
+                schedules: survey.schedules.len(),
+                active_runs: survey.runs.iter().filter(|r| !r.state.ended()).count(),
+                instances: survey.instances.len(),
+            },
+            actions,
+            elapsed_seconds: super::seconds_between(started, self.provisioner.clock.now()),
+        };
+        Ok(response)
+    }
+
+    /// Resumes a run as a waiting invocation would, and says where it stands after.
+    async fn resume(&self, survey: &Survey, run_id: &RunId) -> Result<String> {
+        let Some(mut record) = survey.runs.iter().find(|run| run.run_id == *run_id).cloned() else {
+            return Ok("the run is gone".into());
+        };
+        let before = record.instance_id.clone();
+        self.runner.check_progress(&mut record).await?;
+        Ok(if record.state.ended() {
+            format!("ended as {}", record.state.as_str())
+        } else if record.instance_id != before {
+            format!("adopted instance {}", record.instance_id.as_deref().unwrap_or_default())
+        } else {
+            "still running".to_owned()
+        })
+    }
+
+    /// One structured event, one metric line, and an alert when the sweep acted.
+    async fn report(&self, actions: &[SweptAction]) {
+        let counts: Vec<(&str, usize)> =
+            [SweepAction::TerminateInstance, SweepAction::ResumeRun, SweepAction::DestroyCluster, SweepAction::Report]
+                .into_iter()
+                .map(|kind| (kind.metric(), actions.iter().filter(|a| a.finding.action == kind).count()))
+                .collect();
+        crate::metrics::sweep(&counts);
+        let listed = serde_json::to_string(actions).unwrap_or_default();
+        tracing::info!(actions = actions.len(), failed = actions.iter().filter(|a| !a.ok).count(), detail = %listed, "sweep");
+        // What is only reported stays as it is and would repeat every sweep: it alerts with an action.
+        if actions.iter().all(|a| a.finding.action == SweepAction::Report) {
+            return;
+        }
+        let lines: Vec<String> = actions
+            .iter()
+            .map(|a| format!("- {:?} {}: {} -> {}", a.finding.action, a.finding.target, a.finding.reason, a.result))
+            .collect();
+        let subject = format!("SlideRule provisioner: the sweeper acted on {} thing(s)", actions.len());
+        alert(&*self.provisioner.notices, &subject, &lines.join("\n")).await;
+    }
+}
+
+fn swept(finding: Finding, outcome: Result<String>) -> SweptAction {
+    match outcome {
+        Ok(result) => SweptAction { finding, result, ok: true },
+        Err(error) => SweptAction { finding, result: format!("failed: {error} ({})", error.code()), ok: false },
+    }
+}

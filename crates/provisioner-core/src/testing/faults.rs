@@ -1,0 +1,137 @@
+//! Faults the fakes inject into calls (the fault storm's and the tests'), and what a call is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
+
+/// How a call to AWS goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Throttled after the SDK's retries: nothing happened.
+    Throttled,
+    /// A 5xx answer: nothing happened, but the caller cannot know that.
+    ServerError,
+    /// The connection was reset before the request arrived: nothing happened.
+    Reset,
+    /// The call took effect and its answer was lost.
+    LostAnswer,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [Fault::Throttled, Fault::ServerError, Fault::Reset, Fault::LostAnswer];
+
+    fn error(self, operation: &'static str) -> Error {
+        match self {
+            Fault::Throttled => fake_failure(operation, "ThrottlingException", AwsErrorKind::Throttled),
+            Fault::ServerError => fake_failure(operation, "InternalFailure", AwsErrorKind::Indeterminate),
+            Fault::Reset => fake_failure(operation, "ConnectionFailure", AwsErrorKind::Indeterminate),
+            Fault::LostAnswer => fake_failure(operation, "Timeout", AwsErrorKind::Indeterminate),
+        }
+    }
+}
+
+#[derive(Default)]
+struct FaultState {
+    /// Faults at a rate: the generator (seeded, so a run can be replayed) and the rate.
+    random: Option<(fastrand::Rng, f64)>,
+    /// The next calls of an operation fail with a fault, once per entry.
+    scripted: Vec<(&'static str, Fault)>,
+    injected: usize,
+    /// Faults injected into each task, so a storm can tell which operations they hit.
+    by_task: HashMap<tokio::task::Id, usize>,
+}
+
+/// Faults the fakes inject into calls, by script or at a rate. One is shared by the fakes of a
+/// world; by default it injects nothing.
+#[derive(Default)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+}
+
+/// The rest of a call that a fault may still fail after it took effect.
+#[must_use]
+pub struct Effect(Option<Error>);
+
+impl Effect {
+    /// The call's answer: `value`, or the lost-answer error.
+    pub fn answer<T>(self, value: T) -> Result<T> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
+    }
+}
+
+impl Faults {
+    pub fn none() -> Arc<Self> {
+        Arc::new(Faults::default())
+    }
+
+    /// From now on, each call fails with probability `rate`, with a fault drawn at random.
+    pub fn at_rate(&self, seed: u64, rate: f64) {
+        self.state.lock().unwrap().random = Some((fastrand::Rng::with_seed(seed), rate));
+    }
+
+    /// Stops the faults at a rate.
+    pub fn calm(&self) {
+        self.state.lock().unwrap().random = None;
+    }
+
+    /// The next `times` calls of `operation` (a fake's operation name) fail with `fault`.
+    pub fn script(&self, operation: &'static str, fault: Fault, times: usize) {
+        self.state.lock().unwrap().scripted.extend(std::iter::repeat_n((operation, fault), times));
+    }
+
+    pub fn injected(&self) -> usize {
+        self.state.lock().unwrap().injected
+    }
+
+    /// Faults injected into the task `task` so far.
+    pub fn injected_into(&self, task: tokio::task::Id) -> usize {
+        self.state.lock().unwrap().by_task.get(&task).copied().unwrap_or(0)
+    }
+
+    /// Decides the fate of one call of `operation`: `Err` when it fails before taking effect;
+    /// otherwise what to answer once it has.
+    pub fn draw(&self, operation: &'static str) -> Result<Effect> {
+        let mut state = self.state.lock().unwrap();
+        let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
+            Some(index) => Some(state.scripted.remove(index).1),
+            None => state
+                .random
+                .as_mut()
+                .and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
+        };
+        let Some(fault) = fault else { return Ok(Effect(None)) };
+        state.injected += 1;
+        if let Some(task) = tokio::task::try_id() {
+            *state.by_task.entry(task).or_default() += 1;
+        }
+        match fault {
+            Fault::LostAnswer => Ok(Effect(Some(fault.error(operation)))),
+            before => Err(before.error(operation)),
+        }
+    }
+}
+
+/// A call made to a fake, for assertions on what was asked of the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    DescribeStack(String),
+    /// Stacks listed by prefix.
+    ListStacks(String),
+    CreateStack(String),
+    DeleteStack(String),
+    StackEvents(String),
+    ListSchedules(String),
+    CreateSchedule(String),
+    DeleteSchedule(String),
+    /// Which repositories were asked for which tag.
+    MissingImages(Vec<String>, String),
+}
+
+/// An AWS error of `kind` with `code`, as an adapter would return it.
+pub(super) fn fake_failure(operation: &'static str, code: &str, kind: AwsErrorKind) -> Error {
+    Error::Aws(AwsFailure { service: "Fake", operation, code: code.into(), message: String::new(), kind })
+}

@@ -1,0 +1,195 @@
+//! EC2 in memory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::faults::fake_failure;
+use super::Faults;
+use crate::domain::{tags, RunId};
+use crate::error::{AwsErrorKind, Result};
+use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, TaggedInstance};
+
+/// One instance EC2 knows.
+#[derive(Debug, Clone)]
+pub struct FakeInstance {
+    pub state: InstanceState,
+    pub instance_type: String,
+    pub launched_at: Timestamp,
+    pub tags: Vec<(String, String)>,
+    pub client_token: String,
+}
+
+impl FakeInstance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Not yet terminating: it costs money.
+    pub fn live(&self) -> bool {
+        self.state.is_live()
+    }
+}
+
+/// EC2 in memory: records launches (one instance per client token), refuses instance types
+/// without capacity, full subnets, and everything once the quota is reached.
+pub struct FakeInstances {
+    clock: Arc<dyn Clock>,
+    faults: Arc<Faults>,
+    no_capacity: Mutex<Vec<String>>,
+    full_subnets: Mutex<Vec<String>>,
+    quota_reached: Mutex<bool>,
+    launches: Mutex<Vec<LaunchSpec>>,
+    instances: Mutex<BTreeMap<String, FakeInstance>>,
+    terminated: Mutex<Vec<String>>,
+}
+
+impl FakeInstances {
+    /// Launches of `instance_type` are refused for capacity until [`Self::capacity_back`].
+    pub fn no_capacity_for(&self, instance_type: &str) {
+        self.no_capacity.lock().unwrap().push(instance_type.to_owned());
+    }
+
+    pub fn capacity_back(&self) {
+        self.no_capacity.lock().unwrap().clear();
+    }
+
+    /// Launches into `subnet` are refused: it has no free address.
+    pub fn fill_subnet(&self, subnet: &str) {
+        self.full_subnets.lock().unwrap().push(subnet.to_owned());
+    }
+
+    /// Every launch is refused for the account's quota while `reached`.
+    pub fn set_quota_reached(&self, reached: bool) {
+        *self.quota_reached.lock().unwrap() = reached;
+    }
+
+    pub fn new(clock: Arc<dyn Clock>, faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeInstances {
+            clock,
+            faults,
+            no_capacity: Mutex::default(),
+            full_subnets: Mutex::default(),
+            quota_reached: Mutex::default(),
+            launches: Mutex::default(),
+            instances: Mutex::default(),
+            terminated: Mutex::default(),
+        })
+    }
+
+    /// An instance started outside the provisioner's launch path (a stray, or one launched by
+    /// an earlier version), running since now.
+    pub fn put(&self, instance_id: &str, instance_type: &str, tags: &[(&str, &str)]) {
+        let instance = FakeInstance {
+            state: InstanceState::Running,
+            instance_type: instance_type.to_owned(),
+            launched_at: self.clock.now(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            client_token: format!("put-{instance_id}"),
+        };
+        self.instances.lock().unwrap().insert(instance_id.to_owned(), instance);
+    }
+
+    /// Every launch asked for, including those refused.
+    pub fn launches(&self) -> Vec<LaunchSpec> {
+        self.launches.lock().unwrap().clone()
+    }
+
+    /// Every instance started, by id.
+    pub fn instances(&self) -> BTreeMap<String, FakeInstance> {
+        self.instances.lock().unwrap().clone()
+    }
+
+    pub fn terminated(&self) -> Vec<String> {
+        self.terminated.lock().unwrap().clone()
+    }
+
+    /// What happens to an instance outside the provisioner (spot interruption, the deadman).
+    pub fn set_state(&self, instance_id: &str, state: Option<InstanceState>) {
+        let mut instances = self.instances.lock().unwrap();
+        match state {
+            Some(state) => {
+                if let Some(instance) = instances.get_mut(instance_id) {
+                    instance.state = state;
+                }
+            }
+            None => {
+                instances.remove(instance_id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Instances for FakeInstances {
+    async fn latest_image(&self, architecture: &str) -> Result<String> {
+        self.faults.draw("GetParameter")?.answer(format!("ami-al2023-{architecture}"))
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        self.launches.lock().unwrap().push(spec.clone());
+        let effect = self.faults.draw("RunInstances")?;
+        if *self.quota_reached.lock().unwrap() {
+            return Err(fake_failure("RunInstances", "VcpuLimitExceeded", AwsErrorKind::Quota));
+        }
+        if spec.subnet_id.as_ref().is_some_and(|subnet| self.full_subnets.lock().unwrap().contains(subnet)) {
+            return Err(fake_failure("RunInstances", "InsufficientFreeAddressesInSubnet", AwsErrorKind::Subnet));
+        }
+        if self.no_capacity.lock().unwrap().contains(&spec.instance_type) {
+            return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Capacity));
+        }
+        let mut instances = self.instances.lock().unwrap();
+        if let Some((id, _)) = instances.iter().find(|(_, i)| i.client_token == spec.client_token) {
+            return effect.answer(id.clone());
+        }
+        let id = format!("i-{:08}", instances.len() + 1);
+        let instance = FakeInstance {
+            state: InstanceState::Running,
+            instance_type: spec.instance_type.clone(),
+            launched_at: self.clock.now(),
+            tags: spec.tags.clone(),
+            client_token: spec.client_token.clone(),
+        };
+        instances.insert(id.clone(), instance);
+        effect.answer(id)
+    }
+
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>> {
+        let effect = self.faults.draw("DescribeInstances")?;
+        let instances = self.instances.lock().unwrap();
+        let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(tags::RUN_ID) == Some(run_id.as_str()));
+        effect.answer(of_run.map(|(id, _)| id.clone()).collect())
+    }
+
+    async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
+        let effect = self.faults.draw("DescribeInstances")?;
+        let instances = self.instances.lock().unwrap();
+        let tagged = instances.iter().filter(|(_, i)| i.live() && i.tag(tags::PROVISIONER) == Some("true"));
+        effect.answer(
+            tagged
+                .map(|(id, i)| TaggedInstance {
+                    id: id.clone(),
+                    state: i.state,
+                    instance_type: i.instance_type.clone(),
+                    launched_at: Some(i.launched_at),
+                    tags: i.tags.iter().cloned().collect(),
+                })
+                .collect(),
+        )
+    }
+
+    async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
+        self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state))
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
+        let effect = self.faults.draw("TerminateInstances")?;
+        self.terminated.lock().unwrap().push(instance_id.to_owned());
+        if let Some(instance) = self.instances.lock().unwrap().get_mut(instance_id) {
+            instance.state = InstanceState::Terminated;
+        }
+        effect.answer(())
+    }
+}

@@ -1,0 +1,30 @@
+//! In-memory fakes of every port, one file each, that record what was asked of them; a clock that
+//! follows tokio's (pausable) time (stacks and locks read it, so a test moves time, not sleeps);
+//! the faults they inject; and worlds that put each side together over them. What every
+//! implementation of a port promises, fake or adapter: [`contract`].
+
+mod clock;
+pub mod contract;
+#[cfg(test)]
+mod fault_storm;
+mod faults;
+mod images;
+mod instances;
+mod locks;
+mod notices;
+pub mod requests;
+mod runs;
+mod schedules;
+mod stacks;
+mod worlds;
+
+pub use clock::TestClock;
+pub use faults::{Call, Effect, Fault, Faults};
+pub use images::{FakeImages, SEEDED_VERSION};
+pub use instances::{FakeInstance, FakeInstances};
+pub use locks::FakeLocks;
+pub use notices::FakeNotices;
+pub use runs::FakeRuns;
+pub use schedules::FakeSchedules;
+pub use stacks::{FakeStacks, StackBehaviour};
+pub use worlds::{test_run_settings, test_settings, OpsWorld, RunWorld, World};

@@ -1,0 +1,109 @@
+//! Run records in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::faults::fake_failure;
+use super::Faults;
+use crate::domain::{RunId, RunRecord, StepStatus};
+use crate::error::{AwsErrorKind, Result};
+use crate::ports::Runs;
+
+/// Run records in memory, with the DynamoDB adapter's semantics.
+#[derive(Default)]
+pub struct FakeRuns {
+    faults: Arc<Faults>,
+    records: Mutex<HashMap<String, RunRecord>>,
+    active: Mutex<HashMap<String, (RunId, Timestamp)>>,
+}
+
+fn active_key(record: &RunRecord) -> String {
+    format!("{}#{}#{}", record.kind, record.cluster, record.version)
+}
+
+impl FakeRuns {
+    pub fn new(faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(FakeRuns { faults, ..FakeRuns::default() })
+    }
+
+    /// Every run record, oldest first.
+    pub fn all(&self) -> Vec<RunRecord> {
+        let mut all: Vec<RunRecord> = self.records.lock().unwrap().values().cloned().collect();
+        all.sort_by_key(|r| (r.started_at, r.run_id.to_string()));
+        all
+    }
+
+    pub fn record(&self, id: &RunId) -> Option<RunRecord> {
+        self.records.lock().unwrap().get(id.as_str()).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Plays the instance: reports each step's status, then the outcome.
+    pub fn report(&self, id: &RunId, steps: &[(&str, StepStatus)], outcome: Option<&str>) {
+        let mut records = self.records.lock().unwrap();
+        let record = records.get_mut(id.as_str()).expect("a run");
+        for (name, status) in steps {
+            let step = record.steps.iter_mut().find(|s| s.name == *name).expect("a step of the plan");
+            step.status = *status;
+            step.exit_code = Some(if *status == StepStatus::Failed { 2 } else { 0 });
+            step.reason = (*status == StepStatus::NotApplicable).then(|| format!("this version has no {name}"));
+        }
+        record.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
+        record.layout = Some("D".into());
+        if let Some(outcome) = outcome {
+            record.outcome = Some(outcome.to_owned());
+        }
+    }
+}
+
+#[async_trait]
+impl Runs for FakeRuns {
+    async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let effect = self.faults.draw("StartRun")?;
+        let mut active = self.active.lock().unwrap();
+        if let Some((id, deadline)) = active.get(&active_key(record)) {
+            if *deadline >= now {
+                return effect.answer(Some(id.clone()));
+            }
+        }
+        active.insert(active_key(record), (record.run_id.clone(), record.deadline));
+        self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
+        effect.answer(None)
+    }
+
+    async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
+        self.faults.draw("GetRun")?.answer(self.record(id))
+    }
+
+    async fn update(&self, record: &RunRecord) -> Result<()> {
+        let effect = self.faults.draw("UpdateRun")?;
+        let mut records = self.records.lock().unwrap();
+        let Some(stored) = records.get_mut(record.run_id.as_str()).filter(|stored| !stored.state.ended()) else {
+            return Err(fake_failure("UpdateRun", "ConditionalCheckFailedException", AwsErrorKind::Conflict));
+        };
+        stored.state = record.state;
+        stored.instance_id = record.instance_id.clone();
+        stored.ended_at = record.ended_at;
+        stored.failure = record.failure.clone();
+        effect.answer(())
+    }
+
+    async fn list(&self) -> Result<Vec<RunRecord>> {
+        self.faults.draw("ListRuns")?.answer(self.all())
+    }
+
+    async fn release(&self, record: &RunRecord) -> Result<()> {
+        let effect = self.faults.draw("ReleaseRun")?;
+        let mut active = self.active.lock().unwrap();
+        if active.get(&active_key(record)).is_some_and(|(id, _)| *id == record.run_id) {
+            active.remove(&active_key(record));
+        }
+        effect.answer(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Worlds of fakes: each side of the provisioner put together over fresh fakes and the shipped
+//! catalog by its one constructor, as the functions put it together over AWS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+
+use super::{
+    FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules, FakeStacks, Faults, TestClock,
+};
+use crate::catalog::Catalog;
+use crate::ports::{Clock, ClusterPorts, RunPorts};
+use crate::service::runner::Runner;
+use crate::service::survey::Operations;
+use crate::service::{Invocation, Provisioner};
+use crate::settings::{ClusterSettings, RunSettings};
+
+/// The account settings of the tests: every setting the shipped cluster template takes.
+pub fn test_settings() -> ClusterSettings {
+    [
+        ("Domain", "slideruleearth.io"),
+        ("HostedZoneId", "Z0000000000000000TEST"),
+        ("ContainerRegistry", "000000000000.dkr.ecr.us-west-2.amazonaws.com"),
+        ("ProjectBucket", "sliderule"),
+        ("ProjectPublicBucket", "sliderule-public"),
+        ("ProjectFolder", "cf"),
+        ("JwtIssuer", "https://login.slideruleearth.io"),
+        ("PublicDataBuckets", "sliderule-public,prd-tnm"),
+        ("EnvironmentVersion", "test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The account settings of the tests' runs.
+pub fn test_run_settings() -> RunSettings {
+    RunSettings {
+        region: "us-west-2".into(),
+        table: "sliderule-provisioner".into(),
+        log_bucket: "sliderule-provisioner-runs".into(),
+        repository: "https://github.com/SlideRuleEarth/sliderule.git".into(),
+        build_image: "123456789012.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest".into(),
+        registry: "123456789012.dkr.ecr.us-west-2.amazonaws.com".into(),
+        domain: "slideruleearth.io".into(),
+        project_bucket: "sliderule".into(),
+        project_folder: "cf".into(),
+        github_token_secret: Some("ci/github-token".into()),
+        instance_profile: Some("sliderule-provisioner-runner".into()),
+        subnets: vec!["subnet-a".into(), "subnet-b".into()],
+        security_groups: vec![],
+    }
+}
+
+/// A provisioner over fresh fakes and the shipped catalog.
+pub struct World {
+    pub clock: Arc<TestClock>,
+    /// Shared by every fake of the world; injects nothing until told to.
+    pub faults: Arc<Faults>,
+    pub stacks: Arc<FakeStacks>,
+    pub schedules: Arc<FakeSchedules>,
+    pub locks: Arc<FakeLocks>,
+    pub images: Arc<FakeImages>,
+    pub notices: Arc<FakeNotices>,
+    pub provisioner: Provisioner,
+}
+
+impl World {
+    pub fn new(now: &str) -> World {
+        let clock = TestClock::starting_at(now.parse().expect("a test time"));
+        let faults = Faults::none();
+        let stacks = FakeStacks::new(clock.clone(), faults.clone());
+        let schedules = FakeSchedules::new(faults.clone());
+        let locks = FakeLocks::new(faults.clone());
+        let notices = FakeNotices::new(faults.clone());
+        let catalog = Catalog::shipped().expect("the shipped catalog loads");
+        // As in an account after a release: each profile's default version is in the registry.
+        let images = FakeImages::new(faults.clone());
+        for profile in catalog.profiles() {
+            images.push(&profile.images, profile.default_version.as_str());
+        }
+        let ports = ClusterPorts {
+            stacks: stacks.clone(),
+            schedules: schedules.clone(),
+            locks: locks.clone(),
+            images: images.clone(),
+            notices: notices.clone(),
+            clock: clock.clone(),
+        };
+        let provisioner = Provisioner::new(Arc::new(catalog), ports, test_settings());
+        World { clock, faults, stacks, schedules, locks, images, notices, provisioner }
+    }
+
+    /// An invocation with the Lambda maximum of 15 minutes left.
+    pub fn invocation(&self, request_id: &str) -> Invocation {
+        self.invocation_with(request_id, Duration::from_secs(15 * 60))
+    }
+
+    pub fn invocation_with(&self, request_id: &str, left: Duration) -> Invocation {
+        Invocation {
+            request_id: request_id.to_owned(),
+            deadline: self.clock.now() + SignedDuration::try_from(left).unwrap(),
+        }
+    }
+}
+
+/// A runner over fresh fakes and the shipped catalog.
+pub struct RunWorld {
+    pub clock: Arc<TestClock>,
+    pub faults: Arc<Faults>,
+    pub runs: Arc<FakeRuns>,
+    pub instances: Arc<FakeInstances>,
+    pub notices: Arc<FakeNotices>,
+    pub runner: Runner,
+}
+
+impl RunWorld {
+    pub fn new(now: &str) -> RunWorld {
+        let clock = TestClock::starting_at(now.parse().expect("a test time"));
+        RunWorld::sharing(clock, Faults::none(), None)
+    }
+
+    /// A runner on `clock` and `faults`, sending its alerts to `notices` (its own when `None`).
+    pub fn sharing(clock: Arc<TestClock>, faults: Arc<Faults>, notices: Option<Arc<FakeNotices>>) -> RunWorld {
+        let notices = notices.unwrap_or_else(|| FakeNotices::new(faults.clone()));
+        let runs = FakeRuns::new(faults.clone());
+        let instances = FakeInstances::new(clock.clone(), faults.clone());
+        let ports = RunPorts {
+            runs: runs.clone(),
+            instances: instances.clone(),
+            notices: notices.clone(),
+            clock: clock.clone(),
+        };
+        let catalog = Arc::new(Catalog::shipped().expect("the shipped catalog loads"));
+        let runner = Runner::new(catalog, ports, test_run_settings());
+        RunWorld { clock, faults, runs, instances, notices, runner }
+    }
+
+    pub fn invocation(&self, request_id: &str) -> Invocation {
+        Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::from_mins(15) }
+    }
+}
+
+/// Both sides over one clock, one set of faults and one alert topic, and the operations over them.
+pub struct OpsWorld {
+    pub world: World,
+    pub runs: RunWorld,
+    pub operations: Operations,
+}
+
+impl OpsWorld {
+    pub fn new(now: &str) -> OpsWorld {
+        let world = World::new(now);
+        let runs = RunWorld::sharing(world.clock.clone(), world.faults.clone(), Some(world.notices.clone()));
+        let operations = Operations::new(world.provisioner.clone(), runs.runner.clone());
+        OpsWorld { world, runs, operations }
+    }
+}

@@ -1,0 +1,51 @@
+//! Each function's ports on AWS: the adapters, built from the SDK configuration and the settings
+//! the template gives. A main takes its side's ports from here, adds what makes it different (its
+//! registry, its run kind) and calls its side's one constructor (`Provisioner::new`,
+//! `Runner::new`, `Operations::new`); tests and the fault storm give those constructors fakes.
+
+use std::sync::Arc;
+
+use crate::aws::{cloudformation, dynamodb, ec2, scheduler, sns, Aws};
+use crate::catalog::Catalog;
+use crate::domain::RunKind;
+use crate::ports::{ClusterPorts, Images, NoImages, RunPorts, SystemClock};
+use crate::service::runner::Runner;
+use crate::service::survey::Operations;
+use crate::service::Provisioner;
+use crate::settings::Settings;
+
+/// The cluster side's ports, with `images` as the registry (only `deploy` gives a real one).
+pub fn cluster_ports(aws: &Aws, settings: &Settings, images: Arc<dyn Images>) -> Result<ClusterPorts, String> {
+    Ok(ClusterPorts {
+        stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
+        schedules: Arc::new(scheduler::EventBridgeSchedules::new(aws, settings.schedule_target()?)),
+        locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        images,
+        notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// The run side's ports.
+pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
+    Ok(RunPorts {
+        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        instances: Arc::new(ec2::Ec2Instances::new(aws)),
+        notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// What `status` and `sweep` are built from: the cluster side without a registry (only deploy
+/// checks images) and the run side, which resumes runs and never launches one (so the run kind,
+/// which picks only an instance profile, is immaterial).
+pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> {
+    let catalog = Arc::new(Catalog::shipped().map_err(|error| error.to_string())?);
+    let provisioner = Provisioner::new(
+        catalog.clone(),
+        cluster_ports(aws, settings, Arc::new(NoImages))?,
+        settings.cluster_parameters(),
+    );
+    let runner = Runner::new(catalog, run_ports(aws, settings)?, settings.runs(RunKind::Test, aws.region())?);
+    Ok(Operations::new(provisioner, runner))
+}
