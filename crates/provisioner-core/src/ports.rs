@@ -144,7 +144,8 @@ impl Clock for SystemClock {
 pub trait Runs: Send + Sync {
     /// Writes `record` and makes it the active run of its kind, cluster and version, unless
     /// another run is active there and its deadline has not passed at `now`: then writes nothing
-    /// and returns that run's id.
+    /// and returns that run's id. Asked again for a record it started (an earlier answer was
+    /// lost), it returns the record's own id and keeps the record.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>>;
     /// The record, with what the instance reported; `None` when there is no such run.
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>>;

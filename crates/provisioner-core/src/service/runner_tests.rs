@@ -354,15 +354,18 @@ async fn an_instance_whose_record_update_failed_is_found_by_its_tag() {
 }
 
 /// A run recorded by a call whose answer was lost is launched once, not refused as a duplicate
-/// of itself.
+/// of itself, whichever of the start's two writes lost its answer; its record stays.
 #[tokio::test(start_paused = true)]
 async fn a_run_recorded_without_an_answer_is_launched_once() {
-    let world = RunWorld::new(NOW);
-    world.faults.script("StartRun", Fault::LostAnswer, 1);
-    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
-    assert_eq!(started.state, RunState::Running);
-    assert_eq!(world.instances.instances().len(), 1);
-    assert_eq!(world.runs.count(), 1);
+    for write in ["PutRun", "PutActiveRun"] {
+        let world = RunWorld::new(NOW);
+        world.faults.script(write, Fault::LostAnswer, 1);
+        let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+        assert_eq!(started.state, RunState::Running, "{write}");
+        assert_eq!(world.instances.instances().len(), 1, "{write}");
+        assert_eq!(world.runs.count(), 1, "{write}");
+        assert!(world.runs.record(&started.run_id).is_some_and(|r| r.instance_id.is_some()), "{write}: recorded");
+    }
 }
 
 /// An instance that comes up after its run ended (a launch whose answer came late) is terminated.

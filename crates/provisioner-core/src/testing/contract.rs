@@ -168,6 +168,9 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     assert_eq!(runs.get(&first.run_id).await.unwrap(), None);
 
     assert_eq!(runs.start(&first, now).await.unwrap(), None, "nothing is active");
+    // Asked again (an earlier answer was lost): it is the active run, and its record stays.
+    assert_eq!(runs.start(&first, now).await.unwrap(), Some(first.run_id.clone()), "a start asked again");
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&first), "a start asked again keeps it");
     assert_eq!(runs.start(&second, now).await.unwrap(), Some(first.run_id.clone()), "the same run is active");
     assert_eq!(runs.get(&second.run_id).await.unwrap(), None, "a refused start writes nothing");
     assert_eq!(runs.start(&build, now).await.unwrap(), None, "another kind is another run");

@@ -64,17 +64,24 @@ impl FakeRuns {
 
 #[async_trait]
 impl Runs for FakeRuns {
+    /// Two writes, as the adapter makes them, each of which a fault may fail or lose the answer
+    /// of: the record, then the pointer; a pointer to another run removes the record again.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
-        let effect = self.faults.draw("StartRun")?;
+        let written = self.faults.draw("PutRun")?;
+        self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
+        written.answer(())?;
+        let pointed = self.faults.draw("PutActiveRun")?;
         let mut active = self.active.lock().unwrap();
-        if let Some((id, deadline)) = active.get(&active_key(record)) {
-            if *deadline >= now {
-                return effect.answer(Some(id.clone()));
+        let current =
+            active.get(&active_key(record)).filter(|(_, deadline)| *deadline >= now).map(|(id, _)| id.clone());
+        if let Some(id) = current {
+            if id != record.run_id {
+                self.records.lock().unwrap().remove(record.run_id.as_str());
             }
+            return pointed.answer(Some(id));
         }
         active.insert(active_key(record), (record.run_id.clone(), record.deadline));
-        self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
-        effect.answer(None)
+        pointed.answer(None)
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
