@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::run::{RunId, RunRecord};
+use crate::domain::run::{RunId, RunKind, RunRecord};
 use crate::domain::{ClusterName, ImageTag, StackStatus, UserData};
 use crate::error::Result;
 
@@ -156,6 +156,27 @@ pub trait Runs: Send + Sync {
     async fn release(&self, record: &RunRecord) -> Result<()>;
     /// Every run record kept (30 days past each run's deadline), in no order.
     async fn list(&self) -> Result<Vec<RunRecord>>;
+    /// Takes one of `slots.cap` slots of `slots.profile`'s runs of `slots.kind` for `run_id` until
+    /// `deadline`: `Ok(None)` when taken, or already held by `run_id`; when all are held by runs
+    /// whose deadline has not passed at `now`, takes nothing and returns their ids. Exact under
+    /// concurrent takes, and it reads and writes one item however many runs were ever recorded.
+    async fn take_slot(
+        &self,
+        slots: &Slots,
+        run_id: &RunId,
+        deadline: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RunId>>>;
+    /// Frees `run_id`'s slot of `profile`'s runs of `kind`, if it holds one.
+    async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()>;
+}
+
+/// A profile's cap on concurrent runs of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots {
+    pub profile: String,
+    pub kind: RunKind,
+    pub cap: u32,
 }
 
 /// One spot instance to launch for a run.

@@ -139,13 +139,34 @@ pub mod active {
     ];
 }
 
+/// `slots#<profile>#<kind>`: the runs of that kind that hold one of the profile's slots, which
+/// keep its cap on concurrent runs exact: a start takes a slot with a conditional write on the
+/// item's version, so two starts cannot both take the last one.
+pub mod slots {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "slots#";
+    pub const RUNS: &str = "runs";
+    pub const VERSION: &str = "version";
+
+    /// The item of `profile`'s slots for runs of `kind`.
+    pub fn key(profile: &str, kind: crate::domain::RunKind) -> String {
+        format!("{PREFIX}{profile}#{kind}")
+    }
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(RUNS, "run id -> its deadline in epoch seconds; past it, the slot is free again"),
+        function(VERSION, "bumped by every take, which is conditioned on the version it read"),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn no_item_names_an_attribute_twice() {
-        for attributes in [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES] {
+        for attributes in [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES, slots::ATTRIBUTES] {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);
             let count = names.len();

@@ -17,15 +17,17 @@ use super::{aws_error, Aws};
 use crate::domain::run::step_results;
 use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RunId, RunKind, RunRecord, RunState};
-use crate::error::Result;
-use crate::ports::{Lease, Locks, Runs, WAITING_LAPSES_AFTER};
+use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
+use crate::ports::{Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
 
 const SERVICE: &str = "DynamoDB";
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-use crate::table::{active, lock, run};
+use crate::table::{active, lock, run, slots};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
+/// Reads and conditional writes of a slots item before a take gives up (another start won each).
+const SLOT_ATTEMPTS: u32 = 8;
 /// How long an expired lock item is kept for inspection before TTL removes it.
 const KEEP_EXPIRED_SECONDS: i64 = 24 * 60 * 60;
 
@@ -336,6 +338,96 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
 
 #[async_trait]
 impl Runs for DynamoStore {
+    async fn take_slot(
+        &self,
+        pool: &Slots,
+        run_id: &RunId,
+        deadline: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RunId>>> {
+        let key = s(&slots::key(&pool.profile, pool.kind));
+        for _ in 0..SLOT_ATTEMPTS {
+            let item = self.read(key.clone()).await?;
+            let version =
+                item.as_ref().and_then(|i| i.get(slots::VERSION)).and_then(|v| v.as_n().ok()?.parse::<i64>().ok());
+            let held: Vec<(String, i64)> = item
+                .as_ref()
+                .and_then(|i| i.get(slots::RUNS))
+                .and_then(|runs| runs.as_m().ok())
+                .into_iter()
+                .flatten()
+                .filter_map(|(id, until)| Some((id.clone(), until.as_n().ok()?.parse().ok()?)))
+                .collect();
+            if held.iter().any(|(id, _)| id == run_id.as_str()) {
+                return Ok(None);
+            }
+            let (live, past): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, until)| *until >= now.as_second());
+            if live.len() >= pool.cap as usize {
+                let mut holders: Vec<RunId> = live.iter().filter_map(|(id, _)| RunId::parse(id).ok()).collect();
+                holders.sort_by_key(ToString::to_string);
+                return Ok(Some(holders));
+            }
+            // Conditioned on the version read: a take that another made first is read again.
+            let request = match version {
+                None => self
+                    .update_item(key.clone())
+                    .update_expression("SET #runs = :runs, #version = :one")
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", KEY)
+                    .expression_attribute_values(
+                        ":runs",
+                        AttributeValue::M(HashMap::from([(run_id.to_string(), n(deadline.as_second()))])),
+                    )
+                    .expression_attribute_values(":one", n(1)),
+                Some(version) => {
+                    let mut update = self
+                        .update_item(key.clone())
+                        .condition_expression("#version = :read")
+                        .expression_attribute_names("#me", run_id.as_str())
+                        .expression_attribute_values(":until", n(deadline.as_second()))
+                        .expression_attribute_values(":read", n(version))
+                        .expression_attribute_values(":next", n(version + 1));
+                    let mut removed = Vec::new();
+                    for (index, (id, _)) in past.iter().enumerate() {
+                        update = update.expression_attribute_names(format!("#past{index}"), id);
+                        removed.push(format!("#runs.#past{index}"));
+                    }
+                    let remove =
+                        if removed.is_empty() { String::new() } else { format!(" REMOVE {}", removed.join(", ")) };
+                    update.update_expression(format!("SET #runs.#me = :until, #version = :next{remove}"))
+                }
+            };
+            let outcome = request
+                .expression_attribute_names("#runs", slots::RUNS)
+                .expression_attribute_names("#version", slots::VERSION)
+                .send()
+                .await;
+            if written(outcome, "UpdateItem")? {
+                return Ok(None);
+            }
+        }
+        Err(Error::Aws(AwsFailure {
+            service: SERVICE,
+            operation: "UpdateItem",
+            code: "ConditionalCheckFailedException".into(),
+            message: format!("other starts took the slots of profile '{}' first {SLOT_ATTEMPTS} times", pool.profile),
+            kind: AwsErrorKind::Throttled,
+        }))
+    }
+
+    async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
+        let outcome = self
+            .update_item(s(&slots::key(profile, kind)))
+            .update_expression("REMOVE #runs.#me")
+            .condition_expression("attribute_exists(#runs)")
+            .expression_attribute_names("#runs", slots::RUNS)
+            .expression_attribute_names("#me", run_id.as_str())
+            .send()
+            .await;
+        // Nothing to free when there is no slots item.
+        written(outcome, "UpdateItem").map(|_| ())
+    }
+
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         let pending: HashMap<String, AttributeValue> = record
             .steps

@@ -16,7 +16,7 @@ use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::instance::{render, RunValues};
-use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs};
+use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs, Slots};
 use crate::settings::RunSettings;
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
@@ -127,13 +127,20 @@ impl Runner {
     /// Starts a run, or finds the active run of the same kind, cluster and version.
     async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
-        self.check_cap(kind, profile, &cluster, &version).await?;
         let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
         // Rendering checks every value: nothing is written or launched for a bad one.
         let user_data = self.user_data(profile, &run_id, &cluster, &version)?;
         let record = self.new_record(profile, run_id, cluster, version, now);
-        self.record_and_launch(record, profile, user_data, now).await
+        if let Some(active) = self.take_slot(profile, &record, now).await? {
+            return Ok(active);
+        }
+        let started = self.record_and_launch(record.clone(), profile, user_data, now).await;
+        // The slot is this run's only if this run started.
+        if !matches!(&started, Ok(id) if *id == record.run_id) {
+            self.free_slot(&record).await;
+        }
+        started
     }
 
     /// The run's script, compressed as EC2 takes it.
@@ -225,7 +232,10 @@ impl Runner {
                 }
                 Some(active) => match self.runs.get(&active).await? {
                     // A run that ended but was not released (its invocation crashed): release it and start ours.
-                    Some(old) if old.state.ended() => self.runs.release(&old).await?,
+                    Some(old) if old.state.ended() => {
+                        self.runs.release(&old).await?;
+                        self.free_slot(&old).await;
+                    }
                     // A pointer to a record that was never written: drop it.
                     None => self.runs.release(&RunRecord { run_id: active, ..record.clone() }).await?,
                     Some(_) => {
@@ -242,31 +252,62 @@ impl Runner {
         })
     }
 
-    /// `RunsCapped` when the profile's clusters already have as many active runs of `kind` as the
-    /// profile allows, unless one of them is this same run (starting it again answers with it).
-    async fn check_cap(&self, kind: RunKind, profile: &Profile, cluster: &ClusterName, version: &GitRef) -> Result<()> {
-        let Some(cap) = profile.max_concurrent_runs.of(kind) else { return Ok(()) };
-        let now = self.clock.now();
-        let mut active: Vec<RunRecord> = self
-            .runs
-            .list()
-            .await?
-            .into_iter()
-            .filter(|run| run.kind == kind && !run.state.ended() && run.deadline >= now)
-            .filter(|run| self.catalog.profile_for(&run.cluster).is_ok_and(|p| p.name == profile.name))
-            .collect();
-        if active.len() < cap as usize || active.iter().any(|run| run.cluster == *cluster && run.version == *version) {
-            return Ok(());
+    /// Takes one of the profile's slots for runs of the record's kind (its cap on concurrent runs).
+    /// When all are held: the same run, active, answers (starting it again starts nothing);
+    /// a holder that ended without freeing its slot frees it now; else `RunsCapped` naming the
+    /// holders. Reads the holders' records only when the slots are full: at most the cap.
+    async fn take_slot(&self, profile: &Profile, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let Some(cap) = profile.max_concurrent_runs.of(record.kind) else { return Ok(None) };
+        let slots = Slots { profile: profile.name.clone(), kind: record.kind, cap };
+        let mut active = Vec::new();
+        for _ in 0..2 {
+            let Some(holders) = self.runs.take_slot(&slots, &record.run_id, record.deadline, now).await? else {
+                return Ok(None);
+            };
+            active.clear();
+            let mut freed = false;
+            for holder in holders {
+                match self.runs.get(&holder).await? {
+                    Some(run) if !run.state.ended() => {
+                        if run.cluster == record.cluster && run.version == record.version {
+                            tracing::info!(run_id = %run.run_id, "the same run is active; answering with it");
+                            return Ok(Some(run.run_id));
+                        }
+                        active.push(run);
+                    }
+                    _ => {
+                        self.runs.free_slot(&slots.profile, slots.kind, &holder).await?;
+                        freed = true;
+                    }
+                }
+            }
+            if !freed {
+                break;
+            }
         }
         active.sort_by_key(|run| run.started_at);
         let runs: Vec<String> =
             active.iter().map(|run| format!("{} ({} on {})", run.run_id, run.version, run.cluster)).collect();
         Err(Error::RunsCapped(format!(
-            "the '{}' profile allows {cap} concurrent {kind} run(s), and these are active: {}; wait for one to end, \
+            "the '{}' profile allows {cap} concurrent {} run(s), and these are active: {}; wait for one to end, \
              or resume it with its run_id",
             profile.name,
+            record.kind,
             runs.join(", ")
         )))
+    }
+
+    /// Frees the run's slot, if its profile caps its kind. A slot that cannot be freed now frees
+    /// itself at the run's deadline.
+    async fn free_slot(&self, record: &RunRecord) {
+        let Ok(profile) = self.catalog.profile_for(&record.cluster) else { return };
+        if profile.max_concurrent_runs.of(record.kind).is_none() {
+            return;
+        }
+        if let Err(error) = self.runs.free_slot(&profile.name, record.kind, &record.run_id).await {
+            tracing::warn!(run_id = %record.run_id, %error, "could not free the run's slot; it frees itself at the \
+                run's deadline");
+        }
     }
 
     /// Launches the run's instance, moving on to the next instance type or subnet when one has
@@ -464,6 +505,7 @@ impl Runner {
         if let Err(write) = self.runs.release(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not release the run");
         }
+        self.free_slot(record).await;
         error
     }
 
@@ -563,6 +605,7 @@ impl Runner {
             Err(error) => return Err(error),
         }
         self.runs.release(record).await?;
+        self.free_slot(record).await;
         tracing::info!(run_id = %record.run_id, state = state.as_str(), "run ended");
         Ok(())
     }

@@ -8,7 +8,9 @@ use crate::domain::tags;
 use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
 use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
-use crate::ports::{Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, StackSpec, Stacks};
+use crate::ports::{
+    Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
+};
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
 /// (which must not exist). Creation must settle at once, as on the emulator.
@@ -208,6 +210,34 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
         assert_eq!(found, runs.get(&kept.run_id).await.unwrap().as_ref(), "listed as read");
         assert!(found.is_some(), "{} is listed", kept.run_id);
     }
+    slots(runs, cluster, now).await;
+}
+
+/// A profile's slots: taken up to the cap, then refused naming the holders; the same run again
+/// holds its own; a freed slot and a slot past its holder's deadline are free again.
+async fn slots(runs: &dyn Runs, cluster: &str, now: Timestamp) {
+    let pool = Slots { profile: format!("slots-{cluster}"), kind: RunKind::Build, cap: 2 };
+    let ids: Vec<RunId> = (0..4).map(|_| run_record(RunKind::Build, cluster, "main", now).run_id).collect();
+    let deadline = now + SignedDuration::from_hours(3);
+    assert_eq!(runs.take_slot(&pool, &ids[0], deadline, now).await.unwrap(), None, "free slots");
+    assert_eq!(runs.take_slot(&pool, &ids[0], deadline, now).await.unwrap(), None, "its own slot, again");
+    assert_eq!(runs.take_slot(&pool, &ids[1], deadline, now).await.unwrap(), None, "the last slot");
+    let mut holders = vec![ids[0].clone(), ids[1].clone()];
+    holders.sort_by_key(ToString::to_string);
+    assert_eq!(runs.take_slot(&pool, &ids[2], deadline, now).await.unwrap(), Some(holders), "full");
+    let other_kind = Slots { kind: RunKind::Test, ..pool.clone() };
+    assert_eq!(runs.take_slot(&other_kind, &ids[2], deadline, now).await.unwrap(), None, "each kind its own");
+
+    runs.free_slot(&pool.profile, pool.kind, &ids[0]).await.unwrap();
+    runs.free_slot(&pool.profile, pool.kind, &ids[0]).await.expect("freeing a free slot changes nothing");
+    runs.free_slot("no-such-profile", pool.kind, &ids[0]).await.expect("a profile without slots");
+    assert_eq!(runs.take_slot(&pool, &ids[2], deadline, now).await.unwrap(), None, "a freed slot");
+    let after = deadline + SignedDuration::from_secs(1);
+    assert_eq!(
+        runs.take_slot(&pool, &ids[3], after + SignedDuration::from_hours(1), after).await.unwrap(),
+        None,
+        "past deadlines"
+    );
 }
 
 /// A small provisioner-tagged spot instance of `run_id`, from `image_id`.

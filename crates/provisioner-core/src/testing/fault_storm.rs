@@ -248,6 +248,7 @@ impl Storm {
         };
         self.check_lock_released(&request_id);
         self.check_instances();
+        self.check_caps();
         Some(answer.err().map_or_else(|| "success".to_owned(), |e| e.code().to_owned()))
     }
 
@@ -298,6 +299,38 @@ impl Storm {
                     run.state.as_str()
                 )),
                 None => self.violation(format!("instance {instance_id} is live and belongs to no run")),
+            }
+        }
+    }
+
+    /// No profile has more runs of a kind with a live instance than its cap allows.
+    fn check_caps(&self) {
+        let mut running: BTreeMap<(String, &str), BTreeSet<String>> = BTreeMap::new();
+        for instance in self.runs.instances.instances().values().filter(|i| i.live()) {
+            let Some(run) = instance
+                .tag(tags::RUN_ID)
+                .and_then(|id| RunId::parse(id).ok())
+                .and_then(|id| self.runs.runs.record(&id))
+            else {
+                continue;
+            };
+            if let Ok(profile) = self.runner.catalog.profile_for(&run.cluster) {
+                running.entry((profile.name.clone(), run.kind.as_str())).or_default().insert(run.run_id.to_string());
+            }
+        }
+        for ((profile, kind), runs) in running {
+            let cap = self
+                .runner
+                .catalog
+                .profiles()
+                .iter()
+                .find(|p| p.name == profile)
+                .and_then(|p| p.max_concurrent_runs.of(RunKind::parse(kind)?));
+            if cap.is_some_and(|cap| runs.len() > cap as usize) {
+                self.violation(format!(
+                    "profile {profile} has {} {kind} runs with a live instance, over its cap",
+                    runs.len()
+                ));
             }
         }
     }

@@ -8,9 +8,9 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{RunId, RunRecord, StepStatus};
+use crate::domain::{RunId, RunKind, RunRecord, StepStatus};
 use crate::error::{AwsErrorKind, Result};
-use crate::ports::Runs;
+use crate::ports::{Runs, Slots};
 
 /// Run records in memory, with the DynamoDB adapter's semantics.
 #[derive(Default)]
@@ -18,6 +18,8 @@ pub struct FakeRuns {
     faults: Arc<Faults>,
     records: Mutex<HashMap<String, RunRecord>>,
     active: Mutex<HashMap<String, (RunId, Timestamp)>>,
+    /// `<profile>#<kind>` -> the runs holding a slot, with their deadlines.
+    slots: Mutex<HashMap<String, HashMap<RunId, Timestamp>>>,
 }
 
 fn active_key(record: &RunRecord) -> String {
@@ -34,6 +36,16 @@ impl FakeRuns {
         let mut all: Vec<RunRecord> = self.records.lock().unwrap().values().cloned().collect();
         all.sort_by_key(|r| (r.started_at, r.run_id.to_string()));
         all
+    }
+
+    /// The runs that hold a slot of `profile`'s runs of `kind` at `now`.
+    pub fn slot_holders(&self, profile: &str, kind: RunKind, now: Timestamp) -> Vec<RunId> {
+        let slots = self.slots.lock().unwrap();
+        let held = slots.get(&format!("{profile}#{kind}"));
+        let mut holders: Vec<RunId> =
+            held.into_iter().flatten().filter(|(_, deadline)| **deadline >= now).map(|(id, _)| id.clone()).collect();
+        holders.sort_by_key(ToString::to_string);
+        holders
     }
 
     pub fn record(&self, id: &RunId) -> Option<RunRecord> {
@@ -64,6 +76,36 @@ impl FakeRuns {
 
 #[async_trait]
 impl Runs for FakeRuns {
+    async fn take_slot(
+        &self,
+        slots: &Slots,
+        run_id: &RunId,
+        deadline: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RunId>>> {
+        let effect = self.faults.draw("TakeSlot")?;
+        let holders = self.slot_holders(&slots.profile, slots.kind, now);
+        let mut all = self.slots.lock().unwrap();
+        let pool = all.entry(format!("{}#{}", slots.profile, slots.kind)).or_default();
+        if pool.contains_key(run_id) {
+            return effect.answer(None);
+        }
+        if holders.len() >= slots.cap as usize {
+            return effect.answer(Some(holders));
+        }
+        pool.retain(|_, held_until| *held_until >= now);
+        pool.insert(run_id.clone(), deadline);
+        effect.answer(None)
+    }
+
+    async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
+        let effect = self.faults.draw("FreeSlot")?;
+        if let Some(pool) = self.slots.lock().unwrap().get_mut(&format!("{profile}#{kind}")) {
+            pool.remove(run_id);
+        }
+        effect.answer(())
+    }
+
     /// Two writes, as the adapter makes them, each of which a fault may fail or lose the answer
     /// of: the record, then the pointer; a pointer to another run removes the record again.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
