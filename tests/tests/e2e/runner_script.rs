@@ -615,6 +615,37 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
 
+/// A running step's log reaches S3 while the step runs (every 60 s on an instance, every second
+/// here), so an instance killed without a chance to report keeps what its step had logged.
+#[tokio::test]
+async fn a_running_steps_log_reaches_s3_while_it_runs_and_outlives_a_kill() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let plan = test_plan();
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.sleep_when("npm test");
+    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
+    let mut child = command.env("PROVISIONER_LOG_UPLOAD_SECONDS", "1").spawn().unwrap();
+
+    let (prefix, log) = (format!("runs/{}/", values.run_id), "nodejs-client-jests");
+    let key = format!("{prefix}{log}.log");
+    let started = Instant::now();
+    loop {
+        let running = step_statuses(&record(&dynamodb, &values).await)[log] == "running";
+        if running && s3::keys(&values.settings.log_bucket, &prefix).contains(&key) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the running step's log never reached S3");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A kill no trap sees, as when an instance vanishes: what was uploaded stays.
+    let killed = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(killed.success(), "the run was killed");
+    child.wait().unwrap();
+    assert_eq!(step_statuses(&record(&dynamodb, &values).await)[log], "running", "it never reported an end");
+    assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&key));
+}
+
 #[test]
 fn injection_attempts_in_every_field_are_refused_before_a_script_exists() {
     let marker = std::env::temp_dir().join(unique("pwned-"));

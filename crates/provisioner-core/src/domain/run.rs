@@ -260,9 +260,19 @@ pub struct StepResult {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub duration_seconds: Option<f64>,
+    /// Where its log is: a running step's too, uploaded while it runs, so a killed instance
+    /// loses at most the last minute of it. None for a step that never ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 impl StepResult {
+    /// The step with its log's place under the run's `log_location`, once it has one.
+    pub fn with_log(self, log_location: &str) -> StepResult {
+        let has_log = !matches!(self.status, StepStatus::Pending | StepStatus::Skipped);
+        StepResult { log: has_log.then(|| format!("{log_location}{}.log", self.name)), ..self }
+    }
+
     /// A step of the plan that has not started.
     pub fn pending(name: impl Into<String>) -> StepResult {
         StepResult {
@@ -273,6 +283,7 @@ impl StepResult {
             started_at: None,
             ended_at: None,
             duration_seconds: None,
+            log: None,
         }
     }
 }
@@ -344,6 +355,7 @@ pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<Strin
                     .filter(|_| ended.is_some() && !matches!(status, StepStatus::Pending | StepStatus::Running)),
                 started_at: started,
                 ended_at: ended,
+                log: None,
             }
         })
         .collect()

@@ -319,6 +319,9 @@ LOG_DIR="$WORK_DIR/logs"
 CONDA_DIR="$WORK_DIR/miniforge"
 # How long the client steps wait for the cluster to report nodes.
 DISCOVERY_TIMEOUT_SECONDS=${PROVISIONER_DISCOVERY_TIMEOUT_SECONDS:-900}
+# How often a running step's log is uploaded: a killed instance loses at most this much of it.
+LOG_UPLOAD_SECONDS=${PROVISIONER_LOG_UPLOAD_SECONDS:-60}
+UPLOADER=""
 export HOME=${HOME:-/root}
 export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
 export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
@@ -373,6 +376,19 @@ upload_log() {
   [[ -f "$LOG_DIR/$1.log" ]] || return 0
   aws s3 cp --only-show-errors --region "$REGION" "$LOG_DIR/$1.log" "$LOG_LOCATION$1.log" \
     2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
+}
+
+# Uploads the log of running step $1 every LOG_UPLOAD_SECONDS, until stopped.
+upload_while_running() {
+  while sleep "$LOG_UPLOAD_SECONDS"; do upload_log "$1"; done
+}
+
+stop_uploader() {
+  [[ -n $UPLOADER ]] || return 0
+  pkill -P "$UPLOADER" 2>/dev/null
+  kill "$UPLOADER" 2>/dev/null
+  wait "$UPLOADER" 2>/dev/null
+  UPLOADER=""
 }
 
 # Replaces $1 in what passes through with [redacted].
@@ -453,8 +469,11 @@ run_step() {
       -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" "$BUILD_IMAGE" "${runner[@]}")
   fi
   if ((token)); then runner=(with_github_token "${runner[@]}"); fi
+  upload_while_running "$name" >/dev/null 2>&1 &
+  UPLOADER=$!
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
+  stop_uploader
   if ((code == 0)); then STATUS[$name]=passed; else STATUS[$name]=failed; fi
   report_step "$name" "${STATUS[$name]}" "$code" "$started" "$(now)"
   upload_log "$name"
@@ -480,10 +499,15 @@ read_checkout() {
 finish() {
   local code=$? outcome=succeeded name image images=""
   trap - EXIT TERM INT HUP
+  stop_uploader
   for name in "${STEPS[@]}"; do
     case ${STATUS[$name]:-} in
       passed | not_applicable) ;;
-      running) outcome=failed; report_step "$name" failed "$code" "$(now)" "$(now)" ;;
+      running)
+        outcome=failed
+        report_step "$name" failed "$code" "$(now)" "$(now)"
+        upload_log "$name"
+        ;;
       "") outcome=failed; report_step "$name" skipped -1 "$(now)" "$(now)" ;;
       *) outcome=failed ;;
     esac

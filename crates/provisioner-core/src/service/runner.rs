@@ -678,7 +678,7 @@ impl Runner {
             layout: record.layout,
             state: record.state,
             instance_id: record.instance_id,
-            steps: record.steps,
+            steps: record.steps.into_iter().map(|step| step.with_log(&record.log_location)).collect(),
             images: record.images,
             log_location: record.log_location,
             started_at: record.started_at.to_string(),

@@ -105,6 +105,21 @@ async fn a_failed_step_fails_the_run_naming_the_steps_and_the_logs() {
     }
 }
 
+/// The answer names the log of every step that ran, the running one's too (it is uploaded while
+/// the step runs), and none for a step that has not started.
+#[tokio::test(start_paused = true)]
+async fn the_answer_names_the_log_of_every_step_that_ran_the_running_one_included() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let running = started.steps[1].name.clone();
+    world.runs.report(&started.run_id, &[("checkout", StepStatus::Passed), (&running, StepStatus::Running)], None);
+    let answer = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
+    let location = format!("s3://sliderule-provisioner-runs/runs/{}/", started.run_id);
+    assert_eq!(answer.steps[0].log.as_deref(), Some(format!("{location}checkout.log").as_str()));
+    assert_eq!(answer.steps[1].log.as_deref(), Some(format!("{location}{running}.log").as_str()));
+    assert!(answer.steps[2..].iter().all(|step| step.log.is_none()), "{:?}", answer.steps);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_instance_vanishes_before_reporting_is_lost() {
     for vanished in
