@@ -31,6 +31,7 @@ from samtranslator.translator.transform import transform
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "sliderule-provisioner"
 CODE_BUCKET = f"{STACK}-local-code"
+TEMPLATE_KEY = "template.json"
 CODE_KEY = "bootstrap.zip"
 
 
@@ -184,9 +185,12 @@ def main(env_file: str) -> None:
         s3 = client("s3")
         s3.create_bucket(Bucket=CODE_BUCKET)
         s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=code.getvalue())
+        # From S3, as `sam deploy` sends it: the translated template is over the 51,200 bytes
+        # CloudFormation takes as a TemplateBody (tools/aws_guard.py would refuse it).
+        s3.put_object(Bucket=CODE_BUCKET, Key=TEMPLATE_KEY, Body=json.dumps(template).encode())
         cloudformation.create_stack(
             StackName=STACK,
-            TemplateBody=json.dumps(template),
+            TemplateURL=f"https://{CODE_BUCKET}.s3.amazonaws.com/{TEMPLATE_KEY}",
             Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
         )
