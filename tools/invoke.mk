@@ -9,7 +9,7 @@
 # -q or -t (also --dry-run, --just-print, --recon, --question, --touch) nothing is invoked, and the
 # command that would run is printed instead.
 
-INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build status
+INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build cluster-cancel status
 invoke_goal := $(filter $(INVOKE_GOALS),$(MAKECMDGOALS))
 # The single-letter flags make was given (the documented way to test them while reading).
 invoke_modes := $(firstword -$(MAKEFLAGS))
@@ -20,6 +20,7 @@ invoke_function_cluster-schedule-destroy := schedule_destroy
 invoke_function_cluster-destroy := destroy
 invoke_function_cluster-test := test
 invoke_function_cluster-build := build
+invoke_function_cluster-cancel := cancel
 invoke_function_status := status
 
 ifneq ($(invoke_goal),)
@@ -30,7 +31,8 @@ invoke_function := $(invoke_function_$(invoke_goal))
 invoke_args := $(invoke_function)
 invoke_args += $(if $(LOCAL),--local)
 invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(value PAYLOAD)))
-invoke_args += $(if $(filter-out invoke status,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
+invoke_args += $(if $(filter-out invoke status cluster-cancel,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
+invoke_args += $(if $(filter cluster-cancel,$(invoke_goal)),--run-id $(call quote,$(value RUN_ID)))
 invoke_args += $(if $(filter status,$(invoke_goal)),--table)
 invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
 invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
@@ -59,6 +61,7 @@ cluster-schedule-destroy: ## CLUSTER= AT=|TTL=: schedule its destroy (RFC 3339, 
 cluster-destroy: ## CLUSTER=: destroy a cluster now
 cluster-test: ## CLUSTER= VERSION=: run the test suites against a cluster
 cluster-build: ## CLUSTER= VERSION=: build and push the cluster's images
+cluster-cancel: ## RUN_ID=: end a test or build run now, terminating its instance
 status: ## Every cluster, run and what the sweeper would do, as tables (LOCAL=1: on the local stack)
 
 .PHONY: $(INVOKE_GOALS)

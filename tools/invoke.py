@@ -115,12 +115,39 @@ def invoke_aws(function: str, payload: bytes) -> tuple[bool, object]:
         return "FunctionError" not in meta, body
 
 
+def requested_by() -> str | None:
+    """Who asks: `git config user.email`, else $USER; nothing when neither is a valid name."""
+    try:
+        email = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        email = ""
+    who = email or os.environ.get("USER", "")
+    valid = 1 <= len(who) <= 64 and all(c.isascii() and (c.isalnum() or c in "._@+-") for c in who)
+    return who if valid else None
+
+
+def stopped_following(args, run_id: str) -> None:
+    """Ctrl-C while following a run stops the waiting, not the run: say how to go on."""
+    local = " LOCAL=1" if args.local else ""
+    print(f"\nstopped waiting; run {run_id} goes on. To wait for it again, or to end it:", file=sys.stderr)
+    print(f"  make invoke{local} FUNCTION={args.function} PAYLOAD='{{\"run_id\": \"{run_id}\"}}'", file=sys.stderr)
+    print(f"  make cluster-cancel{local} RUN_ID={run_id}", file=sys.stderr)
+
+
 def build_payload(args) -> bytes:
     if args.payload is not None:
         return args.payload.encode()
     event: dict = {}
     if args.function in NO_ARGUMENTS:
         return b"{}"
+    if args.function == "cancel":
+        if not args.run_id:
+            raise InvocationFailed("give RUN_ID= (the run_id a test or build answered with)")
+        event["run_id"] = args.run_id
+        who = requested_by()
+        if who:
+            event["requested_by"] = who
+        return json.dumps(event).encode()
     if args.run_id:
         event["run_id"] = args.run_id
     else:
@@ -257,7 +284,11 @@ def main() -> int:
             report_progress(answer, printed)
             print(f"run {answer.get('run_id')} is still running; waiting", file=sys.stderr)
             event = {"run_id": answer["run_id"], "wait_seconds": poll}
-            ok, answer = call(args.function, json.dumps(event).encode())
+            try:
+                ok, answer = call(args.function, json.dumps(event).encode())
+            except KeyboardInterrupt:
+                stopped_following(args, answer["run_id"])
+                return 130
         if args.follow and isinstance(answer, dict):
             report_progress(answer, printed)
     except InvocationFailed as error:

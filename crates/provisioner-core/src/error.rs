@@ -93,6 +93,8 @@ pub enum Error {
     CapacityUnavailable(String),
     #[error("{0}")]
     ImagesMissing(String),
+    #[error("{0}")]
+    RunCancelled(String),
     #[error("{0}; retry later, and check the provisioner's permissions if it persists")]
     Aws(AwsFailure),
 }
@@ -115,6 +117,7 @@ impl Error {
             Error::RunLost(_) => "RunLost",
             Error::CapacityUnavailable(_) => "CapacityUnavailable",
             Error::ImagesMissing(_) => "ImagesMissing",
+            Error::RunCancelled(_) => "RunCancelled",
             Error::Aws(_) => "AwsError",
         }
     }
@@ -162,6 +165,7 @@ mod tests {
             "RunLost",
             "CapacityUnavailable",
             "ImagesMissing",
+            "RunCancelled",
             "AwsError",
         ];
         let samples = [
@@ -180,6 +184,7 @@ mod tests {
             Error::RunLost("x".into()),
             Error::CapacityUnavailable("x".into()),
             Error::ImagesMissing("x".into()),
+            Error::RunCancelled("x".into()),
             Error::Aws(AwsFailure {
                 service: "s",
                 operation: "o",

@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::aws::CallLog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
+use crate::domain::{CancelRequest, RunKind, RunRequest};
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
-use crate::domain::{RunKind, RunRequest};
 use crate::error::Result;
-use crate::service::runner::{RunResponse, Runner};
+use crate::service::runner::{CancelResponse, RunResponse, Runner};
 use crate::service::status::StatusResponse;
 use crate::service::survey::Operations;
 use crate::service::sweeper::SweepResponse;
@@ -109,6 +109,11 @@ pub async fn test(runner: Runner, event: Value, invocation: Invocation) -> Resul
 /// BUILD(cluster, version): see `service/run.rs`.
 pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
     runner.run(RunKind::Build, RunRequest::parse(event)?, &invocation).await
+}
+
+/// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).
+pub async fn cancel(runner: Runner, event: Value, _: Invocation) -> Result<CancelResponse> {
+    runner.cancel(CancelRequest::parse(event)?).await
 }
 
 /// STATUS: see `service/status.rs`.

@@ -166,6 +166,23 @@ async fn a_run_whose_instance_is_terminated_before_it_reports_is_lost() {
     resume("build", started["run_id"].as_str().unwrap()).assert_error("RunLost");
 }
 
+/// `make cluster-cancel RUN_ID=…` ends the run at once: its instance is terminated, its outcome
+/// is `cancelled`, and a later wait on it answers `RunCancelled`.
+#[tokio::test]
+async fn cancel_terminates_a_runs_instance_and_a_later_wait_answers_run_cancelled() {
+    let cluster = unique("ci-run-");
+    let started = start("test", &cluster, "main");
+    let (run_id, instance_id) = (started["run_id"].as_str().unwrap(), started["instance_id"].as_str().unwrap());
+    let cancelled = make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]);
+    let answer = cancelled.assert_success();
+    assert_eq!((answer["run_id"].as_str(), answer["outcome"].as_str()), (Some(run_id), Some("cancelled")));
+    assert_eq!(instance_state(instance_id).await, "terminated");
+    resume("test", run_id).assert_error("RunCancelled");
+    let again = make_invoke("cancel", &json!({"run_id": run_id}).to_string());
+    assert_eq!(again.assert_success()["outcome"], "cancelled", "cancelling again changes nothing");
+    make_invoke("cancel", &json!({"run_id": run_id, "force": true}).to_string()).assert_error("InvalidRequest");
+}
+
 #[test]
 fn bad_run_events_are_refused() {
     let cases = [

@@ -11,6 +11,6 @@ pub mod user_data;
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 pub use resource_names::tags;
-pub use run::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus};
+pub use run::{CancelRequest, RequestedBy, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus};
 pub use stack_status::{StackPhase, StackStatus};
 pub use user_data::{UserData, EC2_USER_DATA_LIMIT, USER_DATA_BUDGET};

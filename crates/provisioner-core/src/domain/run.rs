@@ -166,6 +166,52 @@ impl RunRequest {
     }
 }
 
+/// Who asks, as a caller names itself (the contract's `requested_by`: 1 to 64 letters, digits,
+/// `.`, `_`, `@`, `+`, `-`): a person's address or name, or a workflow's actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RequestedBy(String);
+
+impl RequestedBy {
+    pub fn parse(raw: &str) -> Result<RequestedBy, Error> {
+        let valid =
+            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+        if valid {
+            Ok(RequestedBy(raw.to_owned()))
+        } else {
+            Err(Error::invalid(format!(
+                "the requested_by {} is not 1 to 64 letters, digits, '.', '_', '@', '+' or '-'",
+                shown(raw)
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestedBy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        RequestedBy::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a `cancel` event asks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub run_id: RunId,
+    pub requested_by: Option<RequestedBy>,
+}
+
+impl CancelRequest {
+    pub fn parse(event: serde_json::Value) -> Result<CancelRequest, Error> {
+        from_event(event, r#"{"run_id": "ID"}"#)
+    }
+}
+
 /// Where a run is, as the function sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +222,8 @@ pub enum RunState {
     Failed,
     Lost,
     CapacityUnavailable,
+    /// Ended by `cancel`: its instance was terminated.
+    Cancelled,
 }
 
 impl RunState {
@@ -187,6 +235,7 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::Lost => "lost",
             RunState::CapacityUnavailable => "capacity_unavailable",
+            RunState::Cancelled => "cancelled",
         }
     }
 
@@ -198,6 +247,7 @@ impl RunState {
             RunState::Failed,
             RunState::Lost,
             RunState::CapacityUnavailable,
+            RunState::Cancelled,
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)

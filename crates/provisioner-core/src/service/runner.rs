@@ -12,8 +12,8 @@ use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::tags;
 use crate::domain::UserData;
+use crate::domain::{CancelRequest, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::domain::{ClusterName, GitRef, ImageTag};
-use crate::domain::{RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::instance::{render, RunValues};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs, Slots};
@@ -71,6 +71,23 @@ pub struct Runner {
     pub notices: Arc<dyn Notices>,
 }
 
+/// What `cancel` answers: the run's outcome (`cancelled`, or how it had ended), and the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelResponse {
+    pub status: &'static str,
+    pub run_id: RunId,
+    pub outcome: &'static str,
+    pub kind: RunKind,
+    pub cluster: ClusterName,
+    pub version: GitRef,
+    pub instance_id: Option<String>,
+    /// Why it ended, when the function ended it (for a cancel: when, and by whom when known).
+    pub failure: Option<String>,
+    pub ended_at: Option<String>,
+    pub steps: Vec<StepResult>,
+    pub log_location: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResponse {
     /// `success` or `running`.
@@ -122,6 +139,37 @@ impl Runner {
             }
         };
         self.wait(&run_id, wait_until).await
+    }
+
+    /// CANCEL: ends an active run at once, its instances terminated and its outcome `cancelled`;
+    /// a run that had ended answers how it ended, unchanged.
+    pub async fn cancel(&self, request: CancelRequest) -> Result<CancelResponse> {
+        let Some(mut record) = self.runs.get(&request.run_id).await? else {
+            return Err(Error::invalid(format!(
+                "there is no run {}; cancel a run_id that test or build answered with",
+                request.run_id
+            )));
+        };
+        if !record.state.ended() {
+            let by = request.requested_by.as_ref().map(|who| format!(" by {}", who.as_str())).unwrap_or_default();
+            let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.clock.now()));
+            // Another invocation may end it first: then its ending is the answer.
+            self.conclude(&mut record, RunState::Cancelled, Some(why)).await?;
+            tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "cancel");
+        }
+        Ok(CancelResponse {
+            status: "success",
+            outcome: record.state.as_str(),
+            steps: record.steps.iter().cloned().map(|step| step.with_log(&record.log_location)).collect(),
+            run_id: record.run_id,
+            kind: record.kind,
+            cluster: record.cluster,
+            version: record.version,
+            instance_id: record.instance_id,
+            failure: record.failure,
+            ended_at: record.ended_at.map(|t| t.to_string()),
+            log_location: record.log_location,
+        })
     }
 
     /// Starts a run, or finds the active run of the same kind, cluster and version.
@@ -613,7 +661,8 @@ impl Runner {
     /// Once per run, by whoever ended it: its steps as metrics, and an alert unless it succeeded.
     async fn report_end(&self, record: &RunRecord) {
         crate::metrics::run_steps(record);
-        if record.state == RunState::Succeeded {
+        // A cancelled run was ended by someone who knows.
+        if matches!(record.state, RunState::Succeeded | RunState::Cancelled) {
             return;
         }
         let subject = format!(
@@ -661,6 +710,10 @@ impl Runner {
             RunState::CapacityUnavailable => Err(Error::CapacityUnavailable(
                 record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later")),
             )),
+            RunState::Cancelled => Err(Error::RunCancelled(format!(
+                "{run} was {}; start it again to run it",
+                record.failure.as_deref().unwrap_or("cancelled")
+            ))),
             RunState::Launching | RunState::Running => Ok(self.response("running", record)),
         }
     }

@@ -400,3 +400,59 @@ async fn ending_a_run_terminates_every_instance_tagged_with_it() {
     assert_eq!(error.code(), "TestsFailed");
     assert!(!world.instances.instances()[&late].live(), "the late instance is terminated");
 }
+
+/// Cancel ends an active run at once: its instance terminated, its outcome `cancelled`, said by
+/// whom; waiting on it again answers `RunCancelled`; cancelling again, or a run that had ended,
+/// answers its outcome unchanged; an unknown run is `InvalidRequest`.
+#[tokio::test(start_paused = true)]
+async fn cancel_ends_an_active_run_and_leaves_an_ended_one_as_it_was() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let instance = started.instance_id.clone().unwrap();
+    let cancel = |by: Option<&str>| crate::domain::CancelRequest {
+        run_id: started.run_id.clone(),
+        requested_by: by.map(|who| crate::domain::RequestedBy::parse(who).unwrap()),
+    };
+    let answer = world.runner.cancel(cancel(Some("dev@example.org"))).await.unwrap();
+    assert_eq!((answer.outcome, answer.run_id.clone()), ("cancelled", started.run_id.clone()));
+    assert!(answer.failure.as_deref().is_some_and(|f| f.contains("by dev@example.org")), "{answer:?}");
+    assert!(world.instances.terminated().contains(&instance));
+    assert_eq!(world.runs.record(&started.run_id).unwrap().state, RunState::Cancelled);
+
+    let waited = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await;
+    let error = waited.unwrap_err();
+    assert_eq!(error.code(), "RunCancelled");
+    assert!(error.to_string().contains("by dev@example.org"), "{error}");
+    assert_eq!(world.runner.cancel(cancel(None)).await.unwrap().outcome, "cancelled", "cancelled again");
+
+    let passed = world.runner.run(RunKind::Test, start("ci-2", "main", 0), &world.invocation("r3")).await.unwrap();
+    world.runs.report(&passed.run_id, &[], Some("succeeded"));
+    world.runner.run(RunKind::Test, resume(&passed.run_id, 0), &world.invocation("r4")).await.unwrap();
+    let ended = crate::domain::CancelRequest { run_id: passed.run_id.clone(), requested_by: None };
+    assert_eq!(world.runner.cancel(ended).await.unwrap().outcome, "succeeded", "an ended run as it ended");
+
+    let unknown = crate::domain::CancelRequest {
+        run_id: RunId::parse("test-ci-9-20261123t120000-ab12").unwrap(),
+        requested_by: None,
+    };
+    assert_eq!(world.runner.cancel(unknown).await.unwrap_err().code(), "InvalidRequest");
+}
+
+#[test]
+fn cancel_events_take_a_run_id_and_who_asks_and_nothing_else() {
+    use crate::domain::CancelRequest;
+    use serde_json::json;
+    let run_id = "test-ci-1-20261123t120000-ab12";
+    assert!(CancelRequest::parse(json!({"run_id": run_id})).is_ok());
+    assert!(CancelRequest::parse(json!({"run_id": run_id, "requested_by": "octocat+ci@example.org"})).is_ok());
+    for bad in [
+        json!({}),
+        json!({"run_id": "x; reboot"}),
+        json!({"run_id": run_id, "force": true}),
+        json!({"run_id": run_id, "requested_by": ""}),
+        json!({"run_id": run_id, "requested_by": "a b"}),
+        json!({"run_id": run_id, "requested_by": "x".repeat(65)}),
+    ] {
+        assert_eq!(CancelRequest::parse(bad.clone()).unwrap_err().code(), "InvalidRequest", "{bad}");
+    }
+}

@@ -1,0 +1,18 @@
+//! The `cancel` Lambda function: ends an active run at once (`provisioner_core::lambda::cancel`).
+use std::sync::Arc;
+
+use provisioner_core::aws::Aws;
+use provisioner_core::domain::RunKind;
+use provisioner_core::service::runner::Runner;
+use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_tracing();
+    let settings = Settings::from_env();
+    let aws = Aws::from_env().await;
+    // It launches nothing, so the run kind, which picks only an instance profile, is immaterial.
+    let run_settings = settings.runs(RunKind::Test, aws.region())?;
+    let runner = Runner::new(Arc::new(Catalog::shipped()?), wiring::run_ports(&aws, &settings)?, run_settings);
+    lambda::serve("cancel", aws.calls, runner, lambda::cancel).await
+}
