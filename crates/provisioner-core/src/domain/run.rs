@@ -368,6 +368,11 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Its steps, each with its log's place once it has one.
+    pub fn steps_with_logs(&self) -> Vec<StepResult> {
+        self.steps.iter().cloned().map(|step| step.with_log(&self.log_location)).collect()
+    }
+
     pub fn failed_steps(&self) -> Vec<&str> {
         self.steps.iter().filter(|s| s.status == StepStatus::Failed).map(|s| s.name.as_str()).collect()
     }

@@ -160,7 +160,7 @@ impl Runner {
         Ok(CancelResponse {
             status: "success",
             outcome: record.state.as_str(),
-            steps: record.steps.iter().cloned().map(|step| step.with_log(&record.log_location)).collect(),
+            steps: record.steps_with_logs(),
             run_id: record.run_id,
             kind: record.kind,
             cluster: record.cluster,
@@ -720,6 +720,7 @@ impl Runner {
 
     fn response(&self, status: &'static str, record: RunRecord) -> RunResponse {
         let end = record.ended_at.unwrap_or_else(|| self.clock.now());
+        let steps = record.steps_with_logs();
         RunResponse {
             status,
             elapsed_seconds: seconds_between(record.started_at, end),
@@ -731,7 +732,7 @@ impl Runner {
             layout: record.layout,
             state: record.state,
             instance_id: record.instance_id,
-            steps: record.steps.into_iter().map(|step| step.with_log(&record.log_location)).collect(),
+            steps,
             images: record.images,
             log_location: record.log_location,
             started_at: record.started_at.to_string(),

@@ -173,7 +173,7 @@ fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
                 instance_type: instance.map(|i| i.instance_type.clone()),
                 age_minutes: minutes_between(run.started_at, now),
                 cost_so_far_usd: cost,
-                steps: run.steps.iter().cloned().map(|step| step.with_log(&run.log_location)).collect(),
+                steps: run.steps_with_logs(),
                 log_location: run.log_location.clone(),
             }
         })
@@ -197,7 +197,7 @@ fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
             ended_at: run.ended_at.map(|t| crate::domain::time::whole_seconds(t).to_string()),
             minutes: run.ended_at.map(|end| minutes_between(run.started_at, end)),
             log_location: run.log_location.clone(),
-            steps: run.steps.iter().cloned().map(|step| step.with_log(&run.log_location)).collect(),
+            steps: run.steps_with_logs(),
         })
         .collect()
 }
