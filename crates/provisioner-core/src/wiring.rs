@@ -36,6 +36,11 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
     })
 }
 
+/// The run side on AWS: runs of `kind` (which picks only the instance profile they launch with).
+pub fn runner(aws: &Aws, settings: &Settings, catalog: Arc<Catalog>, kind: RunKind) -> Result<Runner, String> {
+    Ok(Runner::new(catalog, run_ports(aws, settings)?, settings.runs(kind, aws.region())?))
+}
+
 /// What `status` and `sweep` are built from: the cluster side without a registry (only deploy
 /// checks images) and the run side, which resumes runs and never launches one (so the run kind,
 /// which picks only an instance profile, is immaterial).
@@ -46,6 +51,5 @@ pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> 
         cluster_ports(aws, settings, Arc::new(NoImages))?,
         settings.cluster_parameters(),
     );
-    let runner = Runner::new(catalog, run_ports(aws, settings)?, settings.runs(RunKind::Test, aws.region())?);
-    Ok(Operations::new(provisioner, runner))
+    Ok(Operations::new(provisioner, runner(aws, settings, catalog, RunKind::Test)?))
 }

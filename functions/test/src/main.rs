@@ -3,7 +3,6 @@ use std::sync::Arc;
 
 use provisioner_core::aws::Aws;
 use provisioner_core::domain::RunKind;
-use provisioner_core::service::runner::Runner;
 use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
 
 #[tokio::main]
@@ -12,7 +11,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
     // Its kind picks its instance profile: only BUILD's may push images.
-    let run_settings = settings.runs(RunKind::Test, aws.region())?;
-    let runner = Runner::new(Arc::new(Catalog::shipped()?), wiring::run_ports(&aws, &settings)?, run_settings);
+    let runner = wiring::runner(&aws, &settings, Arc::new(Catalog::shipped()?), RunKind::Test)?;
     lambda::serve("test", aws.calls, runner, lambda::test).await
 }
