@@ -83,11 +83,9 @@ def _run_instances_once_per_token(self, image_id, count, user_data, security_gro
 _dispatch = DomainDispatcherApplication.__call__
 
 
-def _updated_item_size(checked):
+def _updated_item_size(params, region):
     """The size of the item an UpdateItem left, read from moto once it applied the update."""
-    params = getattr(checked, "params", {})
     try:
-        region = params.get("_region", "us-east-1")
         item = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].get_item(params["TableName"], params["Key"])
         return aws_guard.dynamodb_item_size(item.to_json()["Attributes"]) if item else 0
     except Exception:  # the update failed, or the table is gone: nothing was stored
@@ -105,8 +103,8 @@ def _dispatch_checked(self, environ, start_response):
     checked = aws_guard.check(request)
     response = _dispatch(self, environ, start_response)
     if checked is not None and (checked.service, checked.operation) == ("dynamodb", "UpdateItem"):
-        checked.params["_region"] = aws_guard.region_of(headers)
-        checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), _updated_item_size(checked))
+        size = _updated_item_size(checked.params, aws_guard.region_of(headers))
+        checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), size)
     aws_guard.record(checked)
     return response
 
