@@ -305,7 +305,8 @@ impl Storm {
 
     /// No profile has more runs of a kind with a live instance than its cap allows.
     fn check_caps(&self) {
-        let mut running: BTreeMap<(String, &str), BTreeSet<String>> = BTreeMap::new();
+        // (profile, kind) -> its cap and the runs of that kind with a live instance.
+        let mut running: BTreeMap<(String, &str), (u32, BTreeSet<String>)> = BTreeMap::new();
         for instance in self.runs.instances.instances().values().filter(|i| i.live()) {
             let Some(run) = instance
                 .tag(tags::RUN_ID)
@@ -314,19 +315,13 @@ impl Storm {
             else {
                 continue;
             };
-            if let Ok(profile) = self.runner.catalog.profile_for(&run.cluster) {
-                running.entry((profile.name.clone(), run.kind.as_str())).or_default().insert(run.run_id.to_string());
-            }
+            let Ok(profile) = self.runner.catalog.profile_for(&run.cluster) else { continue };
+            let Some(cap) = profile.max_concurrent_runs.of(run.kind) else { continue };
+            let key = (profile.name.clone(), run.kind.as_str());
+            running.entry(key).or_insert_with(|| (cap, BTreeSet::new())).1.insert(run.run_id.to_string());
         }
-        for ((profile, kind), runs) in running {
-            let cap = self
-                .runner
-                .catalog
-                .profiles()
-                .iter()
-                .find(|p| p.name == profile)
-                .and_then(|p| p.max_concurrent_runs.of(RunKind::parse(kind)?));
-            if cap.is_some_and(|cap| runs.len() > cap as usize) {
+        for ((profile, kind), (cap, runs)) in running {
+            if runs.len() > cap as usize {
                 self.violation(format!(
                     "profile {profile} has {} {kind} runs with a live instance, over its cap",
                     runs.len()
