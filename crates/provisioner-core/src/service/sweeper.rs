@@ -262,23 +262,21 @@ impl Operations {
         let mut actions = Vec::new();
         let mut destroys = Vec::new();
         for finding in found {
-            match finding.action {
-                SweepAction::Report => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
-                _ => match finding.target.clone() {
-                    Target::Instance(id) => {
-                        let outcome = self.runner.instances.terminate(&id).await;
-                        actions.push(swept(finding, outcome.map(|()| "terminated".to_owned())));
-                    }
-                    Target::Run(run_id) => {
-                        let outcome = self.resume(&survey, &run_id).await;
-                        actions.push(swept(finding, outcome));
-                    }
-                    Target::Cluster(cluster) => destroys.push(async move {
-                        let outcome = self.provisioner.destroy(ClusterRequest { cluster }, invocation).await;
-                        swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
-                    }),
-                    Target::Stack(_) => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
-                },
+            // Each rule finds its action's kind of target; what is only reported is left as it is.
+            match (finding.action, finding.target.clone()) {
+                (SweepAction::TerminateInstance, Target::Instance(id)) => {
+                    let outcome = self.runner.instances.terminate(&id).await;
+                    actions.push(swept(finding, outcome.map(|()| "terminated".to_owned())));
+                }
+                (SweepAction::ResumeRun, Target::Run(run_id)) => {
+                    let outcome = self.resume(&survey, &run_id).await;
+                    actions.push(swept(finding, outcome));
+                }
+                (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
+                    let outcome = self.provisioner.destroy(ClusterRequest { cluster }, invocation).await;
+                    swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
+                }),
+                _ => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
             }
         }
         // Together, in this task: each may wait up to the spec's 10 minutes.
