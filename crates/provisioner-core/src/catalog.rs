@@ -173,9 +173,35 @@ pub struct RunnerProfile {
     /// Size of the encrypted root volume.
     #[serde(default = "default_volume_gb")]
     pub volume_gb: i32,
-    /// The deadman: the instance powers off (and terminates) this long after boot.
+    /// The deadman: the instance powers off (and terminates) this long after boot. Each attempt
+    /// has its own; a held instance adds its hold.
     #[serde(default = "default_time_limit_minutes")]
     pub time_limit_minutes: u32,
+    /// Attempts a run may take when the cloud ends one (interruption, lost, boot timeout, capacity).
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 5))]
+    pub max_attempts: u32,
+    /// Whether the last attempt runs on demand, and an attempt that no type or subnet has spot
+    /// capacity for falls back to on-demand instead of ending `CapacityUnavailable`.
+    #[serde(default = "default_on_demand_fallback")]
+    pub on_demand_fallback: bool,
+    /// An attempt whose instance has not reported its first step this long after launch is
+    /// terminated and retried as `boot_timeout`.
+    #[serde(default = "default_boot_timeout_minutes")]
+    #[schemars(range(min = 2, max = 60))]
+    pub boot_timeout_minutes: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_on_demand_fallback() -> bool {
+    true
+}
+
+fn default_boot_timeout_minutes() -> u32 {
+    10
 }
 
 fn default_architecture() -> String {
@@ -201,6 +227,9 @@ impl Default for RunnerProfile {
             instance_types: default_instance_types(),
             volume_gb: default_volume_gb(),
             time_limit_minutes: default_time_limit_minutes(),
+            max_attempts: default_max_attempts(),
+            on_demand_fallback: default_on_demand_fallback(),
+            boot_timeout_minutes: default_boot_timeout_minutes(),
         }
     }
 }
@@ -228,6 +257,15 @@ impl RunnerProfile {
             return Err(format!(
                 "profile '{profile}' has a runner time limit of {} minutes; use 10 to 720",
                 self.time_limit_minutes
+            ));
+        }
+        if !(1..=5).contains(&self.max_attempts) {
+            return Err(format!("profile '{profile}' allows {} runner attempts; use 1 to 5", self.max_attempts));
+        }
+        if !(2..=60).contains(&self.boot_timeout_minutes) || self.boot_timeout_minutes >= self.time_limit_minutes {
+            return Err(format!(
+                "profile '{profile}' has a runner boot timeout of {} minutes; use 2 to 60, under its time limit",
+                self.boot_timeout_minutes
             ));
         }
         Ok(())

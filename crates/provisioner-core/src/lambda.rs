@@ -14,13 +14,14 @@ use serde_json::Value;
 
 use crate::aws::CallLog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
-use crate::domain::{CancelRequest, RunKind, RunRequest};
+use crate::domain::{CancelRequest, InstanceEvent, RunKind, RunRequest};
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::error::Result;
 use crate::service::runner::{CancelResponse, RunResponse, Runner};
 use crate::service::status::StatusResponse;
 use crate::service::survey::Operations;
 use crate::service::sweeper::SweepResponse;
+use crate::service::InstanceEventResponse;
 use crate::service::{DeployResponse, DestroyResponse, Invocation, Provisioner, ScheduleDestroyResponse};
 
 /// JSON logs, as CloudWatch reads them.
@@ -101,12 +102,12 @@ pub async fn destroy(provisioner: Provisioner, event: Value, invocation: Invocat
     provisioner.destroy(ClusterRequest::parse(event)?, &invocation).await
 }
 
-/// TEST(cluster, version): see `service/run.rs`.
+/// TEST(cluster, version): see `service/runner.rs`.
 pub async fn test(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
     runner.run(RunKind::Test, RunRequest::parse(event)?, &invocation).await
 }
 
-/// BUILD(cluster, version): see `service/run.rs`.
+/// BUILD(cluster, version): see `service/runner.rs`.
 pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
     runner.run(RunKind::Build, RunRequest::parse(event)?, &invocation).await
 }
@@ -114,6 +115,11 @@ pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Resu
 /// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).
 pub async fn cancel(runner: Runner, event: Value, _: Invocation) -> Result<CancelResponse> {
     runner.cancel(CancelRequest::parse(event)?).await
+}
+
+/// INSTANCE_EVENT(EventBridge EC2 event): see `service/attempts.rs` (`Runner::instance_event`).
+pub async fn instance_event(runner: Runner, event: Value, _: Invocation) -> Result<InstanceEventResponse> {
+    runner.instance_event(InstanceEvent::parse(event)?).await
 }
 
 /// STATUS: see `service/status.rs`.

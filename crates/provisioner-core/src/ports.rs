@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::run::{RunId, RunKind, RunRecord};
-use crate::domain::{ClusterName, ImageTag, StackStatus, UserData};
+use crate::domain::{ClusterName, ImageTag, Market, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -149,9 +149,17 @@ pub trait Runs: Send + Sync {
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>>;
     /// The record, with what the instance reported; `None` when there is no such run.
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>>;
-    /// Writes the function's fields (state, instance id, end, failure); leaves the instance's.
-    /// A run that has ended (or does not exist) is not written: that is an error of kind `Conflict`.
+    /// Writes the function's fields (state, instance id, end, failure, attempts, hold); leaves the
+    /// instance's. A run that has ended (or does not exist), or whose current attempt is no longer
+    /// the record's, is not written: that is an error of kind `Conflict`.
     async fn update(&self, record: &RunRecord) -> Result<()>;
+    /// Moves the run from its attempt before the record's current one to that one (whose entry
+    /// the record's attempts end with): writes the attempts and state and clears what the last
+    /// instance reported (steps back to pending, no commit, outcome or check-in). Exactly one of
+    /// concurrent callers succeeds; the others, and a run that ended, get a `Conflict`.
+    async fn begin_attempt(&self, record: &RunRecord) -> Result<()>;
+    /// Ends the hold of an ended run's instance at `at`. A run holding none is left as it is.
+    async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()>;
     /// Ends `record` being the active run of its kind, cluster and version, if it still is.
     async fn release(&self, record: &RunRecord) -> Result<()>;
     /// Every run record kept (30 days past each run's deadline), in no order.
@@ -179,11 +187,13 @@ pub struct Slots {
     pub cap: u32,
 }
 
-/// One spot instance to launch for a run.
+/// One instance to launch for a run's attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     pub image_id: String,
     pub instance_type: String,
+    /// Spot (one-time, terminated on interruption) or on-demand.
+    pub market: Market,
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
     pub instance_profile: Option<String>,
@@ -255,6 +265,11 @@ impl TaggedInstance {
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.get(key).map(String::as_str)
     }
+
+    /// The attempt of its run it carries out (an instance without the tag, the first).
+    pub fn attempt(&self) -> u32 {
+        self.tag(crate::domain::tags::ATTEMPT).and_then(|n| n.parse().ok()).unwrap_or(1)
+    }
 }
 
 /// EC2 instances (and the AMI they boot).
@@ -262,18 +277,21 @@ impl TaggedInstance {
 pub trait Instances: Send + Sync {
     /// The current AWS-provided Amazon Linux 2023 AMI for `architecture` (`arm64`, `x86_64`).
     async fn latest_image(&self, architecture: &str) -> Result<String>;
-    /// Launches one one-time spot instance that terminates when it shuts down or is interrupted,
-    /// and returns its id. Refusals are errors of kind `Capacity` (the instance type in that zone),
+    /// Launches one instance of `spec.market` (a spot one is one-time and terminates when
+    /// interrupted) that terminates when it shuts down, and returns its id. Refusals are errors of kind `Capacity` (the instance type in that zone),
     /// `Subnet` (the subnet) or `Quota` (the account). Launching again
     /// with the same client token starts no second instance and returns the first one's id.
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.
-    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>>;
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<TaggedInstance>>;
     /// Every instance tagged as the provisioner's ([`crate::domain::tags::PROVISIONER`]) that
     /// has not begun to terminate.
     async fn tagged(&self) -> Result<Vec<TaggedInstance>>;
     /// The instance's state, or `None` when EC2 no longer knows it.
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>>;
+    /// The run id the instance is tagged with, in any state; `None` when EC2 does not know it
+    /// or it carries none.
+    async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>>;
     /// Terminates the instance. Terminating a gone instance succeeds.
     async fn terminate(&self, instance_id: &str) -> Result<()>;
 }

@@ -32,9 +32,21 @@ pub struct RunSettings {
     pub project_bucket: String,
     pub project_folder: String,
     pub github_token_secret: Option<String>,
-    pub instance_profile: Option<String>,
+    /// The instance profiles TEST and BUILD instances launch with (each its own runner role).
+    pub test_instance_profile: Option<String>,
+    pub build_instance_profile: Option<String>,
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
+}
+
+impl RunSettings {
+    /// The instance profile runs of `kind` launch with.
+    pub fn instance_profile(&self, kind: RunKind) -> Option<&String> {
+        match kind {
+            RunKind::Test => self.test_instance_profile.as_ref(),
+            RunKind::Build => self.build_instance_profile.as_ref(),
+        }
+    }
 }
 
 /// The account's settings that cluster stacks take as parameters: (template parameter, variable).
@@ -145,8 +157,9 @@ impl Settings {
         parameters
     }
 
-    /// What runs of `kind` need, in `region` (the SDK's).
-    pub fn runs(&self, kind: RunKind, region: Option<String>) -> Result<RunSettings, String> {
+    /// What runs need, in `region` (the SDK's). A function is given the instance profiles of
+    /// the kinds of run it may launch (and the role to pass exactly those).
+    pub fn runs(&self, region: Option<String>) -> Result<RunSettings, String> {
         Ok(RunSettings {
             region: region.ok_or("no AWS region is configured (AWS_REGION)")?,
             table: self.table()?,
@@ -158,10 +171,8 @@ impl Settings {
             project_bucket: self.optional(PROJECT_BUCKET).unwrap_or_default(),
             project_folder: self.optional(PROJECT_FOLDER).unwrap_or_default(),
             github_token_secret: self.optional(GITHUB_TOKEN_SECRET),
-            instance_profile: self.optional(match kind {
-                RunKind::Test => TEST_RUNNER_INSTANCE_PROFILE,
-                RunKind::Build => BUILD_RUNNER_INSTANCE_PROFILE,
-            }),
+            test_instance_profile: self.optional(TEST_RUNNER_INSTANCE_PROFILE),
+            build_instance_profile: self.optional(BUILD_RUNNER_INSTANCE_PROFILE),
             subnets: self.list(RUNNER_SUBNETS),
             security_groups: self.list(RUNNER_SECURITY_GROUPS),
         })
@@ -218,11 +229,8 @@ mod tests {
         );
         assert!(empty.schedule_target().unwrap_err().contains(SCHEDULER_ROLE_ARN));
         let runs = settings(&RUN_VARIABLES[..6]);
-        assert!(runs.runs(RunKind::Test, None).unwrap_err().contains("AWS_REGION"));
-        assert!(settings(&RUN_VARIABLES[1..])
-            .runs(RunKind::Test, Some("us-west-2".into()))
-            .unwrap_err()
-            .contains(TABLE));
+        assert!(runs.runs(None).unwrap_err().contains("AWS_REGION"));
+        assert!(settings(&RUN_VARIABLES[1..]).runs(Some("us-west-2".into())).unwrap_err().contains(TABLE));
     }
 
     #[test]
@@ -238,10 +246,13 @@ mod tests {
         let settings = settings(&pairs);
         let target = settings.schedule_target().unwrap();
         assert_eq!((target.group.as_str(), target.dead_letter_arn), ("destroys", None));
-        let runs = settings.runs(RunKind::Build, Some("us-west-2".into())).unwrap();
+        let runs = settings.runs(Some("us-west-2".into())).unwrap();
         assert_eq!(runs.subnets, ["subnet-a", "subnet-b"]);
-        assert_eq!((runs.instance_profile.as_deref(), runs.project_bucket.as_str()), (Some("builder"), ""));
-        assert_eq!(settings.runs(RunKind::Test, Some("us-west-2".into())).unwrap().instance_profile, None);
+        assert_eq!(
+            (runs.instance_profile(RunKind::Build).map(String::as_str), runs.project_bucket.as_str()),
+            (Some("builder"), "")
+        );
+        assert_eq!(runs.instance_profile(RunKind::Test), None);
         let parameters = settings.cluster_parameters();
         assert_eq!(parameters.get("Domain").map(String::as_str), Some("slideruleearth.io"));
         assert!(!parameters.contains_key("HostedZoneId"), "an empty setting leaves the template's default");

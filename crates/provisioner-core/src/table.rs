@@ -94,6 +94,10 @@ pub mod run {
     pub const INSTANCE_STATE: &str = "instance_state";
     pub const REPORTED_AT: &str = "reported_at";
     pub const OUTCOME: &str = "outcome";
+    pub const ATTEMPT: &str = "attempt";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const HOLD_MINUTES: &str = "hold_minutes";
+    pub const HELD_UNTIL: &str = "held_until";
 
     /// Fields of each step in [`STEPS`] (a map by step name), all written by the instance.
     pub const STEP_STATUS: &str = "status";
@@ -106,7 +110,7 @@ pub mod run {
         function(KIND, "test or build"),
         function(CLUSTER, "the cluster it runs against"),
         function(VERSION, "the git ref asked for"),
-        function(STATE, "launching, running, succeeded, failed, lost or capacity_unavailable"),
+        function(STATE, "launching, running, succeeded, failed, lost, capacity_unavailable or cancelled"),
         function(STARTED_AT, "when the run started"),
         function(ENDED_AT, "when it ended (the instance writes it too, with its outcome)"),
         function(DEADLINE, "when its instance must be gone: the profile's time limit"),
@@ -115,11 +119,15 @@ pub mod run {
         function(STEP_ORDER, "the plan's step names, in order"),
         function(INSTANCE_ID, "the run's instance, once launched"),
         function(FAILURE, "why the function ended it (capacity, a lost instance)"),
+        function(ATTEMPT, "the current attempt's number: every write of an instance is conditioned on its own"),
+        function(ATTEMPTS, "the attempts, oldest first, as a JSON list (instance, market, times, outcome)"),
+        function(HOLD_MINUTES, "how long a failed run's instance is kept up after the run ended"),
+        function(HELD_UNTIL, "until when its failed instance is kept up; absent when none is held"),
         instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
         instance(COMMIT, "the commit the version resolved to"),
         instance(LAYOUT, "the repository layout found in the checkout"),
         instance(IMAGES, "the images a build pushed"),
-        instance(INSTANCE_STATE, "running, then finished"),
+        instance(INSTANCE_STATE, "running, then finished, or interrupted on a spot interruption notice"),
         instance(REPORTED_AT, "when the instance last wrote"),
         instance(OUTCOME, "succeeded or failed, written last"),
     ];

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use crate::aws::{cloudformation, dynamodb, ec2, scheduler, sns, Aws};
 use crate::catalog::Catalog;
-use crate::domain::RunKind;
 use crate::ports::{ClusterPorts, Images, NoImages, RunPorts, SystemClock};
 use crate::service::runner::Runner;
 use crate::service::survey::Operations;
@@ -36,14 +35,13 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
     })
 }
 
-/// The run side on AWS: runs of `kind` (which picks only the instance profile they launch with).
-pub fn runner(aws: &Aws, settings: &Settings, catalog: Arc<Catalog>, kind: RunKind) -> Result<Runner, String> {
-    Ok(Runner::new(catalog, run_ports(aws, settings)?, settings.runs(kind, aws.region())?))
+/// The run side on AWS.
+pub fn runner(aws: &Aws, settings: &Settings, catalog: Arc<Catalog>) -> Result<Runner, String> {
+    Ok(Runner::new(catalog, run_ports(aws, settings)?, settings.runs(aws.region())?))
 }
 
 /// What `status` and `sweep` are built from: the cluster side without a registry (only deploy
-/// checks images) and the run side, which resumes runs and never launches one (so the run kind,
-/// which picks only an instance profile, is immaterial).
+/// checks images) and the run side, which resumes runs and launches their next attempts.
 pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> {
     let catalog = Arc::new(Catalog::shipped().map_err(|error| error.to_string())?);
     let provisioner = Provisioner::new(
@@ -51,5 +49,5 @@ pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> 
         cluster_ports(aws, settings, Arc::new(NoImages))?,
         settings.cluster_parameters(),
     );
-    Ok(Operations::new(provisioner, runner(aws, settings, catalog, RunKind::Test)?))
+    Ok(Operations::new(provisioner, runner(aws, settings, catalog)?))
 }

@@ -2,7 +2,6 @@
 use std::sync::Arc;
 
 use provisioner_core::aws::Aws;
-use provisioner_core::domain::RunKind;
 use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
 
 #[tokio::main]
@@ -10,7 +9,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
-    // It launches nothing, so the run kind, which picks only an instance profile, is immaterial.
-    let runner = wiring::runner(&aws, &settings, Arc::new(Catalog::shipped()?), RunKind::Test)?;
+    let runner = wiring::runner(&aws, &settings, Arc::new(Catalog::shipped()?))?;
     lambda::serve("cancel", aws.calls, runner, lambda::cancel).await
 }

@@ -27,7 +27,9 @@ fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues 
         cluster: ClusterName::parse("ci-1").unwrap(),
         version: GitRef::parse(version).unwrap(),
         image_tag: ImageTag::for_version(&GitRef::parse(version).unwrap()).map(|t| t.to_string()).unwrap_or_default(),
+        attempt: 1,
         time_limit_minutes: 90,
+        hold_minutes: 0,
         settings: RunSettings {
             region: "us-east-1".into(),
             table: table.into(),
@@ -39,7 +41,8 @@ fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues 
             project_bucket: bucket.into(),
             project_folder: PROJECT_FOLDER.into(),
             github_token_secret: None,
-            instance_profile: None,
+            test_instance_profile: None,
+            build_instance_profile: None,
             subnets: Vec::new(),
             security_groups: Vec::new(),
         },
@@ -148,6 +151,9 @@ async fn run_record(values: &RunValues, steps: &[String]) -> aws_sdk_dynamodb::C
         .table_name(&values.settings.table)
         .item(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
         .item(run::STEPS, AttributeValue::M(pending))
+        // The instance writes only while its attempt is the run's current one and the run is active.
+        .item(run::ATTEMPT, AttributeValue::N(values.attempt.to_string()))
+        .item(run::STATE, AttributeValue::S("running".into()))
         .send()
         .await
         .unwrap();
@@ -582,8 +588,11 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
 
+/// A signal (the instance's shutdown: a spot reclaim, or the function terminating it) is not a
+/// step failure: the running step is reported interrupted, its log uploaded, and no outcome is
+/// claimed, so the function decides what follows (the next attempt).
 #[tokio::test]
-async fn a_script_killed_midway_still_reports_through_its_trap() {
+async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no_outcome() {
     let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
@@ -608,11 +617,65 @@ async fn a_script_killed_midway_still_reports_through_its_trap() {
 
     let record = record(&dynamodb, &values).await;
     let statuses = step_statuses(&record);
-    assert_eq!(statuses["nodejs-client-jests"], "failed", "{statuses:?}");
-    assert_eq!(statuses["manager-pytests"], "skipped", "never ran: {statuses:?}");
-    assert_eq!(text(&record, run::OUTCOME), "failed");
-    assert_eq!(text(&record, run::INSTANCE_STATE), "finished");
+    assert_eq!(statuses["nodejs-client-jests"], "interrupted", "{statuses:?}");
+    assert_eq!(statuses["manager-pytests"], "pending", "never ran: {statuses:?}");
+    assert!(!record.contains_key(run::OUTCOME), "no outcome is claimed");
+    assert_eq!(text(&record, run::INSTANCE_STATE), "interrupted");
+    let prefix = format!("runs/{}/", values.run_id);
+    assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&format!("{prefix}nodejs-client-jests.log")));
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
+}
+
+/// The metadata service's spot interruption notice (IMDSv2): the watcher uploads the running
+/// step's log and reports it interrupted within the two minutes, and the run claims no outcome.
+#[tokio::test]
+async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_its_log() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let plan = test_plan();
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.sleep_when("npm test");
+    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
+    let mut child = command.env("PROVISIONER_INTERRUPT_POLL_SECONDS", "1").spawn().unwrap();
+    let started = Instant::now();
+    while step_statuses(&record(&dynamodb, &values).await)["nodejs-client-jests"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(60), "the step never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let notice = r#"{"action": "terminate", "time": "2026-11-23T12:02:00Z"}"#;
+    std::fs::write(sandbox.dir.join("spot-notice"), notice).unwrap();
+    let noticed = Instant::now();
+    while text(&record(&dynamodb, &values).await, run::INSTANCE_STATE) != "interrupted" {
+        assert!(noticed.elapsed() < Duration::from_secs(30), "the notice was not reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = record(&dynamodb, &values).await;
+    assert_eq!(step_statuses(&record)["nodejs-client-jests"], "interrupted");
+    let prefix = format!("runs/{}/", values.run_id);
+    assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&format!("{prefix}nodejs-client-jests.log")));
+    // EC2 reclaims the instance: its shutdown signals the script, which claims no outcome.
+    Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
+    child.wait().unwrap();
+    assert!(!record_has_outcome(&dynamodb, &values).await, "no outcome is claimed");
+}
+
+/// An instance whose attempt ended (the run moved on to the next) writes nothing more.
+#[tokio::test]
+async fn an_instance_of_an_attempt_that_ended_writes_nothing() {
+    let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let plan = test_plan();
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    values.attempt = 2;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
+    let record = record(&dynamodb, &values).await;
+    assert!(step_statuses(&record).values().all(|status| status == "pending"), "{:?}", step_statuses(&record));
+    assert!(!record.contains_key(run::OUTCOME) && !record.contains_key(run::INSTANCE_STATE));
+    assert!(std::fs::read_to_string(sandbox.dir.join("work/logs/report.log")).unwrap().contains("report failed"));
+}
+
+async fn record_has_outcome(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> bool {
+    record(dynamodb, values).await.contains_key(run::OUTCOME)
 }
 
 /// A running step's log reaches S3 while the step runs (every 60 s on an instance, every second

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::{aws_error, Aws};
 use crate::domain::run::step_results;
 use crate::domain::{ClusterName, GitRef};
-use crate::domain::{RunId, RunKind, RunRecord, RunState};
+use crate::domain::{RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
 
@@ -333,7 +333,48 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
             .unwrap_or_default(),
         outcome: text_of(item, run::OUTCOME),
         failure: text_of(item, run::FAILURE),
+        attempts: text_of(item, run::ATTEMPTS).and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
+        hold_minutes: item.get(run::HOLD_MINUTES).and_then(|v| v.as_n().ok()?.parse().ok()).unwrap_or(0),
+        held_until: time(run::HELD_UNTIL),
+        instance_state: text_of(item, run::INSTANCE_STATE),
+        reported_at: time(run::REPORTED_AT),
     })
+}
+
+/// The pending steps of a run's plan, as a new attempt starts them.
+fn pending_steps(record: &RunRecord) -> AttributeValue {
+    AttributeValue::M(
+        record
+            .steps
+            .iter()
+            .map(|step| {
+                let status = HashMap::from([(run::STEP_STATUS.to_owned(), s(StepStatus::Pending.as_str()))]);
+                (step.name.clone(), AttributeValue::M(status))
+            })
+            .collect(),
+    )
+}
+
+fn attempts_json(record: &RunRecord) -> AttributeValue {
+    s(&serde_json::to_string(&record.attempts).unwrap_or_else(|_| "[]".into()))
+}
+
+/// The condition that the stored run has not ended and its current attempt is `number`.
+fn active_at_attempt(request: UpdateItemFluentBuilder, number: u32) -> UpdateItemFluentBuilder {
+    let attempt = if number == 0 { "attribute_not_exists(#attempt)" } else { "#attempt = :attempt_read" };
+    let request = request
+        .condition_expression(format!(
+            "attribute_exists(#pk) AND (#state = :launching OR #state = :running) AND {attempt}"
+        ))
+        .expression_attribute_names("#pk", KEY)
+        .expression_attribute_names("#attempt", run::ATTEMPT)
+        .expression_attribute_values(":launching", s(RunState::Launching.as_str()))
+        .expression_attribute_values(":running", s(RunState::Running.as_str()));
+    if number == 0 {
+        request
+    } else {
+        request.expression_attribute_values(":attempt_read", n(i64::from(number)))
+    }
 }
 
 #[async_trait]
@@ -429,16 +470,6 @@ impl Runs for DynamoStore {
     }
 
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
-        let pending: HashMap<String, AttributeValue> = record
-            .steps
-            .iter()
-            .map(|step| {
-                (
-                    step.name.clone(),
-                    AttributeValue::M(HashMap::from([(run::STEP_STATUS.to_owned(), s(step.status.as_str()))])),
-                )
-            })
-            .collect();
         // The record first: a crash before the pointer leaves only an orphan record, which TTL removes.
         self.client
             .put_item()
@@ -454,7 +485,10 @@ impl Runs for DynamoStore {
             .item(TTL_ATTRIBUTE, n(record.expires_at.as_second()))
             .item(run::LOG_LOCATION, s(&record.log_location))
             .item(run::STEP_ORDER, AttributeValue::L(record.steps.iter().map(|step| s(&step.name)).collect()))
-            .item(run::STEPS, AttributeValue::M(pending))
+            .item(run::STEPS, pending_steps(record))
+            .item(run::ATTEMPT, n(i64::from(record.attempt_number())))
+            .item(run::ATTEMPTS, attempts_json(record))
+            .item(run::HOLD_MINUTES, n(i64::from(record.hold_minutes)))
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "PutItem", error))?;
@@ -493,34 +527,76 @@ impl Runs for DynamoStore {
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
-        let mut sets = vec!["#state = :state".to_owned()];
+        let mut sets = vec!["#state = :state".to_owned(), format!("{} = :attempts", run::ATTEMPTS)];
         let mut request = self
             .update_item(run_key(&record.run_id))
             .expression_attribute_names("#state", run::STATE)
-            .expression_attribute_values(":state", s(record.state.as_str()));
-        if let Some(instance_id) = &record.instance_id {
-            sets.push(format!("{} = :instance_id", run::INSTANCE_ID));
-            request = request.expression_attribute_values(":instance_id", s(instance_id));
+            .expression_attribute_values(":state", s(record.state.as_str()))
+            .expression_attribute_values(":attempts", attempts_json(record));
+        let optional = [
+            (run::INSTANCE_ID, ":instance_id", record.instance_id.clone()),
+            (run::ENDED_AT, ":ended_at", record.ended_at.map(|t| t.to_string())),
+            (run::FAILURE, ":failure", record.failure.clone()),
+            (run::HELD_UNTIL, ":held_until", record.held_until.map(|t| t.to_string())),
+        ];
+        for (name, value, text) in optional {
+            if let Some(text) = text {
+                sets.push(format!("{name} = {value}"));
+                request = request.expression_attribute_values(value, s(&text));
+            }
         }
-        if let Some(ended_at) = record.ended_at {
-            sets.push(format!("{} = :ended_at", run::ENDED_AT));
-            request = request.expression_attribute_values(":ended_at", s(&ended_at.to_string()));
-        }
-        if let Some(failure) = &record.failure {
-            sets.push(format!("{} = :failure", run::FAILURE));
-            request = request.expression_attribute_values(":failure", s(failure));
-        }
-        // An ended run is final: a late writer must not bring it back.
-        request
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_exists(#pk) AND (#state = :launching OR #state = :running)")
-            .expression_attribute_names("#pk", KEY)
-            .expression_attribute_values(":launching", s(RunState::Launching.as_str()))
-            .expression_attribute_values(":running", s(RunState::Running.as_str()))
+        // An ended run is final, and a writer that missed a new attempt must not touch it.
+        active_at_attempt(request.update_expression(format!("SET {}", sets.join(", "))), record.attempt_number())
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
         Ok(())
+    }
+
+    async fn begin_attempt(&self, record: &RunRecord) -> Result<()> {
+        let number = record.attempt_number();
+        let cleared = [
+            run::INSTANCE_ID,
+            run::COMMIT,
+            run::LAYOUT,
+            run::IMAGES,
+            run::OUTCOME,
+            run::INSTANCE_STATE,
+            run::REPORTED_AT,
+            run::FAILURE,
+        ];
+        let request = self
+            .update_item(run_key(&record.run_id))
+            .update_expression(format!(
+                "SET #state = :state, #attempt = :attempt, {} = :attempts, {} = :steps REMOVE {}",
+                run::ATTEMPTS,
+                run::STEPS,
+                cleared.join(", ")
+            ))
+            .expression_attribute_names("#state", run::STATE)
+            .expression_attribute_values(":state", s(record.state.as_str()))
+            .expression_attribute_values(":attempt", n(i64::from(number)))
+            .expression_attribute_values(":attempts", attempts_json(record))
+            .expression_attribute_values(":steps", pending_steps(record));
+        // Exactly one caller moves a run from its attempt to the next.
+        active_at_attempt(request, number.saturating_sub(1))
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        Ok(())
+    }
+
+    async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()> {
+        let outcome = self
+            .update_item(run_key(run_id))
+            .update_expression("SET #held = :at")
+            .condition_expression("attribute_exists(#held)")
+            .expression_attribute_names("#held", run::HELD_UNTIL)
+            .expression_attribute_values(":at", s(&at.to_string()))
+            .send()
+            .await;
+        // Nothing held: nothing to end.
+        written(outcome, "UpdateItem").map(|_| ())
     }
 
     async fn release(&self, record: &RunRecord) -> Result<()> {

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{aws_error, Aws};
-use crate::domain::{tags, RunId};
+use crate::domain::{tags, Market, RunId};
 use crate::error::Result;
 use crate::ports::{InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -37,6 +37,20 @@ fn live_states() -> Filter {
         .name("instance-state-name")
         .set_values(Some(InstanceState::ALL.iter().filter(|s| s.is_live()).map(|s| s.as_str().to_owned()).collect()))
         .build()
+}
+
+fn tagged_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<TaggedInstance> {
+    Some(TaggedInstance {
+        id: instance.instance_id()?.to_owned(),
+        state: InstanceState::parse(instance.state()?.name()?.as_str())?,
+        instance_type: instance.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        launched_at: instance.launch_time().and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+        tags: instance
+            .tags()
+            .iter()
+            .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
+            .collect(),
+    })
 }
 
 fn is_missing_instance<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
@@ -69,18 +83,6 @@ impl Instances for Ec2Instances {
             .min_count(1)
             .max_count(1)
             .user_data(aws_smithy_types::base64::encode(spec.user_data.as_bytes()))
-            // Together with the limits of every other request, checked in make test by tools/aws_guard.py.
-            .instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            )
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
             .metadata_options(
                 InstanceMetadataOptionsRequest::builder()
@@ -104,6 +106,20 @@ impl Instances for Ec2Instances {
             .tag_specifications(tagged(ResourceType::Instance))
             .tag_specifications(tagged(ResourceType::Volume))
             .client_token(&spec.client_token);
+        // Together with the limits of every other request, checked in make test by tools/aws_guard.py.
+        if spec.market == Market::Spot {
+            request = request.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
         if let Some(subnet) = &spec.subnet_id {
             request = request.subnet_id(subnet);
         }
@@ -117,7 +133,7 @@ impl Instances for Ec2Instances {
         Ok(output.instances().first().and_then(|i| i.instance_id()).unwrap_or_default().to_owned())
     }
 
-    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>> {
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<TaggedInstance>> {
         let output = self
             .ec2
             .describe_instances()
@@ -126,12 +142,7 @@ impl Instances for Ec2Instances {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
-        Ok(output
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect())
+        Ok(output.reservations().iter().flat_map(|r| r.instances()).filter_map(tagged_instance).collect())
     }
 
     async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
@@ -147,19 +158,7 @@ impl Instances for Ec2Instances {
                 .send()
                 .await
                 .map_err(|error| aws_error(SERVICE, "DescribeInstances", error))?;
-            found.extend(output.reservations().iter().flat_map(|r| r.instances()).filter_map(|instance| {
-                Some(TaggedInstance {
-                    id: instance.instance_id()?.to_owned(),
-                    state: InstanceState::parse(instance.state()?.name()?.as_str())?,
-                    instance_type: instance.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-                    launched_at: instance.launch_time().and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
-                    tags: instance
-                        .tags()
-                        .iter()
-                        .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
-                        .collect(),
-                })
-            }));
+            found.extend(output.reservations().iter().flat_map(|r| r.instances()).filter_map(tagged_instance));
             token = output.next_token().map(str::to_owned);
             if token.is_none() {
                 return Ok(found);
@@ -181,6 +180,22 @@ impl Instances for Ec2Instances {
             .and_then(|i| i.state())
             .and_then(|s| s.name())
             .and_then(|name| InstanceState::parse(name.as_str())))
+    }
+
+    async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>> {
+        let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
+            Err(error) => return Err(aws_error(SERVICE, "DescribeInstances", error)),
+        };
+        Ok(output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.instance_id() == Some(instance_id))
+            .flat_map(|i| i.tags())
+            .find(|tag| tag.key() == Some(tags::RUN_ID))
+            .and_then(|tag| RunId::parse(tag.value()?).ok()))
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Validated inputs and the rules that do not depend on any cloud call, for clusters and for runs.
 
+pub mod attempt;
+pub mod instance_event;
 pub mod names;
 pub mod requests;
 pub mod resource_names;
@@ -8,6 +10,8 @@ pub mod stack_status;
 pub mod time;
 pub mod user_data;
 
+pub use attempt::{Attempt, AttemptOutcome, Market};
+pub use instance_event::{InstanceChange, InstanceEvent};
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 pub use resource_names::tags;

@@ -7,6 +7,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::attempt::Attempt;
 use crate::domain::names::shown;
 use crate::domain::requests::from_event;
 use crate::domain::{ClusterName, GitRef};
@@ -91,15 +92,16 @@ impl RunId {
         format!("s3://{bucket}/runs/{self}/")
     }
 
-    /// The `ClientToken` of the run's `attempt`-th launch request: 32 hex digits of a SHA-256 of
-    /// the run id, then the attempt. The same on a retry of that launch (EC2 then starts no second
-    /// instance), different for every other attempt and run, and at most 64 ASCII characters
-    /// (EC2's limit) for any run id, which itself may be longer.
-    pub fn launch_token(&self, attempt: u32) -> String {
+    /// The `ClientToken` of the launch request for the run's attempt `attempt`, its `choice`-th
+    /// instance type, subnet and market: 32 hex digits of a SHA-256 of the run id, then both
+    /// numbers. The same on a retry of that launch (EC2 then starts no second instance), different
+    /// for every other launch, attempt and run, and at most 64 ASCII characters (EC2's limit) for
+    /// any run id, which itself may be longer.
+    pub fn launch_token(&self, attempt: u32, choice: u32) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(self.0.as_bytes());
         let hex: String = digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect();
-        format!("{hex}-{attempt}")
+        format!("{hex}-{attempt}-{choice}")
     }
 }
 
@@ -119,11 +121,23 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
+/// The longest a failed run's instance may be held for debugging (the contract's 240 minutes).
+pub const MAX_HOLD_MINUTES: u32 = 240;
+
 /// What a `test` or `build` event asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunRequest {
-    Start { cluster: ClusterName, version: GitRef, wait_seconds: Option<u64> },
-    Resume { run_id: RunId, wait_seconds: Option<u64> },
+    /// `hold_minutes`: keep a failed run's instance up this long after the run ended (0: none).
+    Start {
+        cluster: ClusterName,
+        version: GitRef,
+        wait_seconds: Option<u64>,
+        hold_minutes: u32,
+    },
+    Resume {
+        run_id: RunId,
+        wait_seconds: Option<u64>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -132,6 +146,8 @@ struct RawStart {
     cluster: ClusterName,
     version: GitRef,
     wait_seconds: Option<u64>,
+    #[serde(default)]
+    hold_minutes: u32,
 }
 
 #[derive(Deserialize)]
@@ -148,7 +164,15 @@ impl RunRequest {
             RunRequest::Resume { run_id: raw.run_id, wait_seconds: raw.wait_seconds }
         } else {
             let raw: RawStart = from_event(event, r#"{"cluster": "NAME", "version": "GIT_REF"}"#)?;
-            RunRequest::Start { cluster: raw.cluster, version: raw.version, wait_seconds: raw.wait_seconds }
+            if raw.hold_minutes > MAX_HOLD_MINUTES {
+                return Err(Error::invalid(format!("hold_minutes must be between 0 and {MAX_HOLD_MINUTES}")));
+            }
+            RunRequest::Start {
+                cluster: raw.cluster,
+                version: raw.version,
+                wait_seconds: raw.wait_seconds,
+                hold_minutes: raw.hold_minutes,
+            }
         };
         let wait = match &request {
             RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
@@ -270,16 +294,19 @@ pub enum StepStatus {
     Skipped,
     /// The checked-out version has no such component; the step's `reason` says why.
     NotApplicable,
+    /// The cloud took the instance away while it ran (a spot interruption notice).
+    Interrupted,
 }
 
 impl StepStatus {
-    pub const ALL: [StepStatus; 6] = [
+    pub const ALL: [StepStatus; 7] = [
         StepStatus::Pending,
         StepStatus::Running,
         StepStatus::Passed,
         StepStatus::Failed,
         StepStatus::Skipped,
         StepStatus::NotApplicable,
+        StepStatus::Interrupted,
     ];
 
     /// The name the instance script writes.
@@ -291,6 +318,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
             StepStatus::NotApplicable => "not_applicable",
+            StepStatus::Interrupted => "interrupted",
         }
     }
 
@@ -365,9 +393,34 @@ pub struct RunRecord {
     pub outcome: Option<String>,
     /// Why the run failed, for a function-side failure (capacity, lost instance).
     pub failure: Option<String>,
+    /// Its attempts, oldest first; the last is the current one.
+    pub attempts: Vec<Attempt>,
+    /// How long a failed run's instance is kept up after the run ended.
+    pub hold_minutes: u32,
+    /// Until when its failed instance is kept up for debugging; None when it is not held.
+    pub held_until: Option<Timestamp>,
+    /// What the current attempt's instance last said of itself: running, finished, interrupted.
+    pub instance_state: Option<String>,
+    /// When the current attempt's instance last wrote: None until it checked in.
+    pub reported_at: Option<Timestamp>,
 }
 
 impl RunRecord {
+    /// The attempt under way, or the last one.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// The current attempt's number: 0 before the first.
+    pub fn attempt_number(&self) -> u32 {
+        self.current_attempt().map_or(0, |attempt| attempt.number)
+    }
+
+    /// Whether its instance is kept up for debugging at `now`.
+    pub fn held_at(&self, now: Timestamp) -> bool {
+        self.held_until.is_some_and(|until| until > now)
+    }
+
     /// Its steps, each with its log's place once it has one.
     pub fn steps_with_logs(&self) -> Vec<StepResult> {
         self.steps.iter().cloned().map(|step| step.with_log(&self.log_location)).collect()
@@ -433,11 +486,13 @@ mod tests {
         ];
         let mut tokens = std::collections::HashSet::new();
         for id in &ids {
-            for attempt in [0, 1, 2, 99, u32::MAX] {
-                let token = id.launch_token(attempt);
-                assert!(token.len() <= EC2_CLIENT_TOKEN_LIMIT && token.is_ascii(), "{token}");
-                assert_eq!(token, id.launch_token(attempt), "a retry asks with the same token");
-                assert!(tokens.insert(token), "one token per run and attempt");
+            for attempt in [1, 2, 11, u32::MAX] {
+                for choice in [0, 1, 10, u32::MAX] {
+                    let token = id.launch_token(attempt, choice);
+                    assert!(token.len() <= EC2_CLIENT_TOKEN_LIMIT && token.is_ascii(), "{token}");
+                    assert_eq!(token, id.launch_token(attempt, choice), "a retry asks with the same token");
+                    assert!(tokens.insert(token), "one token per run, attempt and choice");
+                }
             }
         }
         assert!(ids[0].as_str().len() > EC2_CLIENT_TOKEN_LIMIT, "the run id itself would not fit: {}", ids[0]);
@@ -464,9 +519,12 @@ mod tests {
             RunRequest::Start {
                 cluster: ClusterName::parse("ci-1").unwrap(),
                 version: GitRef::parse("main").unwrap(),
-                wait_seconds: None
+                wait_seconds: None,
+                hold_minutes: 0,
             }
         );
+        let held = RunRequest::parse(json!({"cluster": "ci-1", "version": "main", "hold_minutes": 240})).unwrap();
+        assert!(matches!(held, RunRequest::Start { hold_minutes: 240, .. }));
         let resume =
             RunRequest::parse(json!({"run_id": "test-ci-1-20261123t120000-ab12", "wait_seconds": 30})).unwrap();
         assert_eq!(resume.wait_seconds(), Some(30));
@@ -476,6 +534,9 @@ mod tests {
             json!({"cluster": "ci-1", "version": "main", "wait_seconds": 841}),
             json!({"cluster": "ci-1", "version": "main", "wait_seconds": -1}),
             json!({"cluster": "ci-1", "version": "main", "extra": 1}),
+            json!({"cluster": "ci-1", "version": "main", "hold_minutes": 241}),
+            json!({"cluster": "ci-1", "version": "main", "hold_minutes": -1}),
+            json!({"run_id": "test-ci-1-20261123t120000-ab12", "hold_minutes": 5}),
             json!({"run_id": "test-x", "cluster": "ci-1"}),
             json!({"run_id": "nope"}),
         ];

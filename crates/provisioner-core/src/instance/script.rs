@@ -20,8 +20,13 @@ pub struct RunValues {
     pub version: GitRef,
     /// The Docker tag the version's images carry; empty when the version names none (TEST only).
     pub image_tag: String,
+    /// Which attempt of the run the instance carries out: every report is conditioned on it, so
+    /// an instance whose attempt ended cannot write over the next.
+    pub attempt: u32,
     /// The deadman: the instance powers off (and so terminates) this many minutes after boot.
     pub time_limit_minutes: u32,
+    /// A failed run keeps its instance up this long after its last step (0: it powers off).
+    pub hold_minutes: u32,
     pub settings: RunSettings,
 }
 
@@ -87,6 +92,7 @@ mod allowed {
     pub const FOLDER: usize = 200;
     pub const SECRET: usize = 2048;
     pub const TIME_LIMIT_MINUTES: u32 = 24 * 60;
+    pub const MAX_ATTEMPT: u32 = 99;
 }
 
 impl RunValues {
@@ -126,6 +132,12 @@ impl RunValues {
         if self.time_limit_minutes == 0 || self.time_limit_minutes > TIME_LIMIT_MINUTES {
             return Err(Error::invalid("the run's time limit must be between 1 minute and 24 hours"));
         }
+        if self.hold_minutes > crate::domain::run::MAX_HOLD_MINUTES {
+            return Err(Error::invalid("a run's instance is held at most 240 minutes"));
+        }
+        if self.attempt == 0 || self.attempt > MAX_ATTEMPT {
+            return Err(Error::invalid(format!("a run has attempts 1 to {MAX_ATTEMPT}")));
+        }
         Ok(())
     }
 }
@@ -152,7 +164,9 @@ pub fn longest_values(kind: RunKind) -> RunValues {
         cluster: ClusterName::parse("c").expect("a valid name"),
         version: GitRef::parse("v").expect("a valid ref"),
         image_tag: text("", tag, TAG),
+        attempt: MAX_ATTEMPT,
         time_limit_minutes: TIME_LIMIT_MINUTES,
+        hold_minutes: crate::domain::run::MAX_HOLD_MINUTES,
         settings: RunSettings {
             region: text("", region, REGION),
             table: text("", aws_name, AWS_NAME),
@@ -164,7 +178,8 @@ pub fn longest_values(kind: RunKind) -> RunValues {
             project_bucket: text("", bucket, BUCKET),
             project_folder: text("", folder, FOLDER),
             github_token_secret: Some(text("", secret, SECRET)),
-            instance_profile: None,
+            test_instance_profile: None,
+            build_instance_profile: None,
             subnets: Vec::new(),
             security_groups: Vec::new(),
         },
@@ -194,10 +209,13 @@ fn header(values: &RunValues) -> String {
          # Step commands are single-quoted on purpose: they expand when the step runs.\n\
          # shellcheck disable=SC2016\n\
          # SlideRule Provisioner {} run {}: rendered from a plan of named steps. Holds no secrets.\n\
-         # The deadman comes first: whatever happens below, the instance powers off, and so terminates.\n\
+         # The deadman comes first: whatever happens below, the instance powers off, and so terminates\n\
+         # (its time limit, plus the hold a failed run may keep it for).\n\
          shutdown -h +{}\n\
          set -u -o pipefail\n\n",
-        values.kind, values.run_id, values.time_limit_minutes
+        values.kind,
+        values.run_id,
+        values.time_limit_minutes + values.hold_minutes
     )
 }
 
@@ -205,10 +223,15 @@ fn header(values: &RunValues) -> String {
 fn variables(values: &RunValues) -> String {
     let settings = &values.settings;
     let secret = settings.github_token_secret.as_deref().unwrap_or("");
-    let log_location = values.run_id.log_location(&settings.log_bucket);
+    let log_location =
+        crate::domain::attempt::attempt_log_location(&values.run_id.log_location(&settings.log_bucket), values.attempt);
+    let attempt = values.attempt.to_string();
+    let hold = values.hold_minutes.to_string();
     let assigned = [
         ("RUN_ID", values.run_id.as_str()),
         ("KIND", values.kind.as_str()),
+        ("ATTEMPT", attempt.as_str()),
+        ("HOLD_MINUTES", hold.as_str()),
         ("CLUSTER", values.cluster.as_str()),
         ("ORGANIZATION", values.cluster.as_str()),
         ("VERSION", values.version.as_str()),
@@ -239,7 +262,10 @@ fn variables(values: &RunValues) -> String {
 fn steps(plan: &Plan) -> String {
     let q = shell_quote;
     let mut text = format!("STEPS=({})\n", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" "));
-    text.push_str("trap finish EXIT\ntrap 'exit 143' TERM INT HUP\nrecord_state running\n\n");
+    text.push_str(
+        "trap finish EXIT\ntrap 'exit 143' TERM INT HUP\nrecord_state running\n\
+         watch_interruption >/dev/null 2>&1 &\nWATCHER=$!\n\n",
+    );
     let checkout = concat!(
         r#"git clone --quiet "$REPOSITORY" "$REPO_DIR" && cd "$REPO_DIR" && "#,
         r#"git -c advice.detachedHead=false checkout --quiet "$VERSION" && "#,
@@ -321,7 +347,10 @@ CONDA_DIR="$WORK_DIR/miniforge"
 DISCOVERY_TIMEOUT_SECONDS=${PROVISIONER_DISCOVERY_TIMEOUT_SECONDS:-900}
 # How often a running step's log is uploaded: a killed instance loses at most this much of it.
 LOG_UPLOAD_SECONDS=${PROVISIONER_LOG_UPLOAD_SECONDS:-60}
-UPLOADER=""
+# The metadata service (IMDSv2), and how often it is asked for a spot interruption notice.
+IMDS=${PROVISIONER_IMDS_URL:-http://169.254.169.254}
+INTERRUPT_POLL_SECONDS=${PROVISIONER_INTERRUPT_POLL_SECONDS:-5}
+UPLOADER="" WATCHER=""
 export HOME=${HOME:-/root}
 export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
 export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
@@ -349,12 +378,16 @@ json_string() {
   printf '"%s"' "$text"
 }
 
-# Updates the run record; a failed report is logged, never fatal. The attributes it writes are
-# those table.rs lists as written by the instance.
+# Updates the run record while the run is active and this is its current attempt: an instance
+# whose attempt ended writes nothing more. A failed report is logged, never fatal. The attributes
+# it writes are those table.rs lists as written by the instance.
 record() {
+  local names="${2%\}},\"#pa\":\"attempt\",\"#ps\":\"state\"}"
+  local values="${3%\}},\":pa\":{\"N\":\"$ATTEMPT\"},\":pl\":{\"S\":\"launching\"},\":pr\":{\"S\":\"running\"}}"
   aws dynamodb update-item --region "$REGION" --table-name "$TABLE" \
     --key "{\"pk\":{\"S\":\"run#$RUN_ID\"}}" --update-expression "$1" \
-    --expression-attribute-names "$2" --expression-attribute-values "$3" \
+    --condition-expression '#pa = :pa AND (#ps = :pl OR #ps = :pr)' \
+    --expression-attribute-names "$names" --expression-attribute-values "$values" \
     >/dev/null 2>>"$LOG_DIR/report.log" || echo "$(now) report failed: $1" >>"$LOG_DIR/report.log"
 }
 
@@ -389,6 +422,43 @@ stop_uploader() {
   kill "$UPLOADER" 2>/dev/null
   wait "$UPLOADER" 2>/dev/null
   UPLOADER=""
+}
+
+# On a spot interruption notice (EC2 reclaims the instance two minutes later): the running
+# step's log is uploaded and the step reported interrupted, so the next attempt knows where
+# this one stopped. The marker keeps the exit trap from reporting an outcome.
+interrupted() {
+  local step
+  [[ -f "$WORK_DIR/interrupted" ]] && return 0
+  : >"$WORK_DIR/interrupted"
+  step=$(cat "$LOG_DIR/current-step" 2>/dev/null || true)
+  if [[ -n $step ]]; then
+    upload_log "$step"
+    report_step "$step" interrupted -1 "$(cat "$LOG_DIR/current-started")" "$(now)"
+  fi
+  record_state interrupted
+}
+
+# Asks the metadata service (IMDSv2: a session token first) for a spot interruption notice.
+watch_interruption() {
+  local token action
+  while sleep "$INTERRUPT_POLL_SECONDS"; do
+    token=$(curl -sf -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$IMDS/latest/api/token") || continue
+    action=$(curl -sf -m 2 -H "X-aws-ec2-metadata-token: $token" "$IMDS/latest/meta-data/spot/instance-action") ||
+      continue
+    if [[ $action == *'"action"'* ]]; then
+      interrupted
+      return 0
+    fi
+  done
+}
+
+stop_watcher() {
+  [[ -n $WATCHER ]] || return 0
+  pkill -P "$WATCHER" 2>/dev/null
+  kill "$WATCHER" 2>/dev/null
+  wait "$WATCHER" 2>/dev/null
+  WATCHER=""
 }
 
 # Replaces $1 in what passes through with [redacted].
@@ -459,6 +529,8 @@ run_step() {
     return 0
   fi
   STATUS[$name]=running
+  printf '%s\n' "$name" >"$LOG_DIR/current-step"
+  printf '%s\n' "$started" >"$LOG_DIR/current-started"
   report_step "$name" running -1 "$started" "$started"
   mkdir -p "$dir"
   local runner=(bash -euo pipefail -c "$commands")
@@ -474,6 +546,7 @@ run_step() {
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
   stop_uploader
+  rm -f "$LOG_DIR/current-step"
   if ((code == 0)); then STATUS[$name]=passed; else STATUS[$name]=failed; fi
   report_step "$name" "${STATUS[$name]}" "$code" "$started" "$(now)"
   upload_log "$name"
@@ -495,11 +568,21 @@ read_checkout() {
   fi
 }
 
-# On any ending: mark what never ran, report images and the outcome, upload logs, power off.
+# On any ending: mark what never ran, report images and the outcome, upload logs, power off. An
+# instance that is going away (a spot interruption, a signal from its shutdown) claims no outcome:
+# its running step is reported interrupted, and the function decides what follows. A failed run
+# with a hold keeps the instance up that long for debugging.
 finish() {
   local code=$? outcome=succeeded name image images=""
   trap - EXIT TERM INT HUP
   stop_uploader
+  stop_watcher
+  if [[ -f "$WORK_DIR/interrupted" ]] || ((code == 143)); then
+    interrupted
+    upload_log report
+    shutdown -h now
+    exit "$code"
+  fi
   for name in "${STEPS[@]}"; do
     case ${STATUS[$name]:-} in
       passed | not_applicable) ;;
@@ -522,7 +605,12 @@ finish() {
   record 'SET #state = :state, #outcome = :outcome, #ended = :now' \
     '{"#state":"instance_state","#outcome":"outcome","#ended":"ended_at"}' \
     "{\":state\":{\"S\":\"finished\"},\":outcome\":{\"S\":\"$outcome\"},\":now\":{\"S\":\"$(now)\"}}"
-  shutdown -h now
+  if [[ $outcome == failed ]] && ((HOLD_MINUTES > 0)); then
+    echo "$(now) the run failed: holding the instance for $HOLD_MINUTES minutes" >>"$LOG_DIR/report.log"
+    shutdown -h "+$HOLD_MINUTES"
+  else
+    shutdown -h now
+  fi
   exit "$code"
 }
 "##;
@@ -544,7 +632,9 @@ mod tests {
             cluster: ClusterName::parse("ci-1").unwrap(),
             version: GitRef::parse("main").unwrap(),
             image_tag: "unstable".into(),
+            attempt: 1,
             time_limit_minutes: 120,
+            hold_minutes: 0,
             settings: RunSettings {
                 region: "us-west-2".into(),
                 table: "sliderule-provisioner".into(),
@@ -558,7 +648,8 @@ mod tests {
                 github_token_secret: Some(
                     "arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into(),
                 ),
-                instance_profile: None,
+                test_instance_profile: None,
+                build_instance_profile: None,
                 subnets: Vec::new(),
                 security_groups: Vec::new(),
             },
@@ -704,18 +795,24 @@ mod tests {
         }
     }
 
-    /// Every attribute the script writes is one the table lists as the instance's, and a step
-    /// status it writes is one the function reads.
+    /// Every attribute the script writes is one the table lists as the instance's, each write is
+    /// conditioned on the function's attempt and state, and a step status it writes is one the
+    /// function reads.
     #[test]
     fn the_script_writes_the_run_item_as_the_table_lays_it_out() {
         use crate::table::{run, Writer};
         let script = render(&plan(), &layouts(), &values()).unwrap();
         // The attribute names bound to `#placeholders`, escaped quotes read as quotes.
         let text = script.replace("\\\"", "\"");
+        let condition = format!("\"#pa\":\"{}\",\"#ps\":\"{}\"", run::ATTEMPT, run::STATE);
+        assert!(text.contains(&condition), "every write is conditioned on the attempt and the run's state");
+        assert!(script.contains("--condition-expression '#pa = :pa AND (#ps = :pl OR #ps = :pr)'"));
         let attributes: Vec<&str> = text
             .split("\"#")
             .skip(1)
             .filter_map(|rest| rest.split_once("\":\"").filter(|(placeholder, _)| !placeholder.contains('"')))
+            // Read by the condition, not written.
+            .filter(|(placeholder, _)| !["pa", "ps"].contains(placeholder))
             .filter_map(|(_, after)| after.split('"').next())
             .filter(|name| !name.starts_with('$'))
             .collect();
@@ -729,7 +826,7 @@ mod tests {
         for field in step_fields {
             assert!(text.contains(&format!("\"{field}\":{{")), "{field}");
         }
-        for status in ["failed", "skipped", "passed", "running", "not_applicable"] {
+        for status in ["failed", "skipped", "passed", "running", "not_applicable", "interrupted"] {
             assert!(crate::domain::StepStatus::parse(status).is_some() && script.contains(status), "{status}");
         }
     }

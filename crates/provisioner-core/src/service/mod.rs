@@ -1,9 +1,11 @@
 //! The functions of the spec, as orchestration over the ports. The cluster side ([`Provisioner`]):
 //! `deploy.rs`, `schedule_destroy.rs`, `destroy.rs`, each one function's decision table in the
-//! spec's order, sharing `wait.rs` and `lock.rs`. The run side: `runner.rs` (TEST and BUILD).
+//! spec's order, sharing `wait.rs` and `lock.rs`. The run side: `runner.rs` (TEST and BUILD),
+//! `attempts.rs` (retries, `instance_event`, holds).
 //! Keeping watch, over both sides: `survey.rs`, `sweeper.rs`, `status.rs`. Each side is put
 //! together in one place: `Provisioner::new`, `Runner::new`, `Operations::new`.
 
+mod attempts;
 mod deploy;
 mod destroy;
 mod lock;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+pub use attempts::{EventAction, InstanceEventResponse};
 pub use deploy::DeployResponse;
 pub use destroy::DestroyResponse;
 pub use schedule_destroy::ScheduleDestroyResponse;

@@ -1,6 +1,7 @@
 //! TEST(cluster, version) and BUILD(cluster, version): launch a unique time-limited spot
 //! instance that runs the plan and reports each step, wait for it while the invocation allows,
-//! terminate it when the run ends, and answer success, `running`, or the contract's error.
+//! terminate it when the run ends, and answer success, `running`, or the contract's error. What
+//! follows an attempt the cloud ended (retries, `instance_event`, holds) is in `attempts.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,13 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::attempts::{attempt_outcome_of, end_attempt, new_attempt, INTERRUPTED};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
+use crate::domain::attempt::describe_all;
 use crate::domain::tags;
 use crate::domain::UserData;
+use crate::domain::{Attempt, AttemptOutcome, Market};
 use crate::domain::{CancelRequest, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
@@ -36,14 +40,18 @@ enum Refusal {
     NextSubnet(String),
 }
 
-/// The tags of a run's instance and volume.
+/// The tags of the instance and volume of a run's current attempt. It expires at the attempt's
+/// time limit, plus the hold a failed run may keep it for.
 fn instance_tags(record: &RunRecord) -> Vec<(String, String)> {
+    let limit = record.current_attempt().map_or(record.deadline, |attempt| attempt.deadline);
+    let expires = limit + SignedDuration::from_mins(i64::from(record.hold_minutes));
     vec![
         ("Name".into(), format!("sliderule-{}", record.run_id)),
         (tags::RUN_ID.into(), record.run_id.to_string()),
+        (tags::ATTEMPT.into(), record.attempt_number().to_string()),
         (tags::KIND.into(), record.kind.to_string()),
         (tags::CLUSTER.into(), record.cluster.to_string()),
-        (tags::EXPIRES.into(), record.deadline.to_string()),
+        (tags::EXPIRES.into(), expires.to_string()),
         (tags::PROVISIONER.into(), "true".into()),
     ]
 }
@@ -53,6 +61,14 @@ enum Launched {
     Instance(String),
     /// It may or may not have launched, and no instance is seen yet.
     Unknown,
+}
+
+/// How an attempt's launch ended.
+pub(super) enum AttemptLaunch {
+    /// Launched, or perhaps launched: the wait finds it by its tag.
+    Started,
+    /// No type, subnet or market had capacity: why each was refused.
+    NoCapacity(Vec<String>),
 }
 
 /// How long a run record is kept after the run's deadline.
@@ -86,6 +102,7 @@ pub struct CancelResponse {
     pub ended_at: Option<String>,
     pub steps: Vec<StepResult>,
     pub log_location: String,
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +124,14 @@ pub struct RunResponse {
     pub started_at: String,
     pub ended_at: Option<String>,
     pub elapsed_seconds: f64,
+    /// Oldest first, each with its instance, market, times and outcome.
+    pub attempts: Vec<Attempt>,
+    pub hold_minutes: u32,
+    /// Until when its failed instance is kept up for debugging, and how to reach it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
 }
 
 impl Runner {
@@ -126,7 +151,9 @@ impl Runner {
             }
         };
         let run_id = match request {
-            RunRequest::Start { cluster, version, .. } => self.start(kind, cluster, version).await?,
+            RunRequest::Start { cluster, version, hold_minutes, .. } => {
+                self.start(kind, cluster, version, hold_minutes).await?
+            }
             RunRequest::Resume { run_id, .. } => {
                 if run_id.kind() != kind {
                     return Err(Error::invalid(format!(
@@ -150,13 +177,20 @@ impl Runner {
                 request.run_id
             )));
         };
-        if !record.state.ended() {
-            let by = request.requested_by.as_ref().map(|who| format!(" by {}", who.as_str())).unwrap_or_default();
-            let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.clock.now()));
-            // Another invocation may end it first: then its ending is the answer.
-            self.conclude(&mut record, RunState::Cancelled, Some(why)).await?;
-            tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "cancel");
+        let by = request.requested_by.as_ref().map(|who| format!(" by {}", who.as_str())).unwrap_or_default();
+        let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.clock.now()));
+        // Another invocation may end it first (then its ending is the answer), or start its next
+        // attempt first (then that attempt is cancelled).
+        for _ in 0..START_ATTEMPTS {
+            if record.state.ended() {
+                break;
+            }
+            self.conclude(&mut record, RunState::Cancelled, Some(why.clone())).await?;
         }
+        if record.state.ended() {
+            self.end_hold(&mut record).await?;
+        }
+        tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "cancel");
         Ok(CancelResponse {
             status: "success",
             outcome: record.state.as_str(),
@@ -169,17 +203,18 @@ impl Runner {
             failure: record.failure,
             ended_at: record.ended_at.map(|t| t.to_string()),
             log_location: record.log_location,
+            attempts: record.attempts,
         })
     }
 
     /// Starts a run, or finds the active run of the same kind, cluster and version.
-    async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef) -> Result<RunId> {
+    async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef, hold_minutes: u32) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
         let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
+        let record = self.new_record(profile, run_id, cluster, version, now, hold_minutes);
         // Rendering checks every value: nothing is written or launched for a bad one.
-        let user_data = self.user_data(profile, &run_id, &cluster, &version)?;
-        let record = self.new_record(profile, run_id, cluster, version, now);
+        let user_data = self.user_data(profile, &record)?;
         if let Some(active) = self.take_slot(profile, &record, now).await? {
             return Ok(active);
         }
@@ -191,35 +226,32 @@ impl Runner {
         started
     }
 
-    /// The run's script, compressed as EC2 takes it.
-    fn user_data(
-        &self,
-        profile: &Profile,
-        run_id: &RunId,
-        cluster: &ClusterName,
-        version: &GitRef,
-    ) -> Result<UserData> {
-        let kind = run_id.kind();
+    /// The script of the run's current attempt, compressed as EC2 takes it.
+    pub(super) fn user_data(&self, profile: &Profile, record: &RunRecord) -> Result<UserData> {
+        let kind = record.kind;
         // BUILD pushes under this tag, so a version that maps to none is refused; TEST only passes it on.
-        let image_tag = match (kind, ImageTag::for_version(version)) {
+        let image_tag = match (kind, ImageTag::for_version(&record.version)) {
             (_, Ok(tag)) => tag.to_string(),
             (RunKind::Build, Err(error)) => return Err(error),
             (RunKind::Test, Err(_)) => String::new(),
         };
         let values = RunValues {
-            run_id: run_id.clone(),
+            run_id: record.run_id.clone(),
             kind,
-            cluster: cluster.clone(),
-            version: version.clone(),
+            cluster: record.cluster.clone(),
+            version: record.version.clone(),
             image_tag,
+            attempt: record.attempt_number(),
             time_limit_minutes: profile.runner.time_limit_minutes,
+            hold_minutes: record.hold_minutes,
             settings: self.settings.clone(),
         };
         let plans = self.catalog.plans();
         UserData::compress(&render(plans.of(kind), &plans.layouts, &values)?)
     }
 
-    /// The record of a run that starts `now`, every step pending.
+    /// The record of a run that starts `now`, every step pending, its first attempt under way.
+    /// Its deadline bounds every attempt it may take: past it, another run may take its place.
     fn new_record(
         &self,
         profile: &Profile,
@@ -227,11 +259,15 @@ impl Runner {
         cluster: ClusterName,
         version: GitRef,
         now: Timestamp,
+        hold_minutes: u32,
     ) -> RunRecord {
         let kind = run_id.kind();
-        let deadline = now + SignedDuration::from_mins(i64::from(profile.runner.time_limit_minutes));
+        let runner = &profile.runner;
+        let deadline = now + SignedDuration::from_mins(i64::from(runner.time_limit_minutes * runner.max_attempts));
+        let log_location = run_id.log_location(&self.settings.log_bucket);
         RunRecord {
-            log_location: run_id.log_location(&self.settings.log_bucket),
+            attempts: vec![new_attempt(profile, 1, now, &log_location)],
+            log_location,
             run_id,
             kind,
             cluster,
@@ -248,6 +284,10 @@ impl Runner {
             images: Vec::new(),
             outcome: None,
             failure: None,
+            hold_minutes,
+            held_until: None,
+            instance_state: None,
+            reported_at: None,
         }
     }
 
@@ -275,7 +315,7 @@ impl Runner {
             match active.filter(|active| *active != run_id) {
                 // Free, or ours already: an earlier attempt whose answer was lost wrote it.
                 None => {
-                    self.launch(&mut record, profile, user_data).await?;
+                    self.launch_attempts(&mut record, profile, user_data).await?;
                     return Ok(run_id);
                 }
                 Some(active) => match self.runs.get(&active).await? {
@@ -358,9 +398,16 @@ impl Runner {
         }
     }
 
-    /// Launches the run's instance, moving on to the next instance type or subnet when one has
-    /// no capacity.
-    async fn launch(&self, record: &mut RunRecord, profile: &Profile, user_data: UserData) -> Result<()> {
+    /// Launches the current attempt's instance: zone by zone (subnet), the profile's instance types
+    /// in order, in the attempt's market; a capacity refusal moves on to the next type, a subnet
+    /// refusal to the next subnet, a quota ends the run at once. A spot attempt that no type or
+    /// subnet has capacity for falls back to on-demand when the profile allows.
+    pub(super) async fn launch(
+        &self,
+        record: &mut RunRecord,
+        profile: &Profile,
+        user_data: &UserData,
+    ) -> Result<AttemptLaunch> {
         let image_id = match self.instances.latest_image(&profile.runner.architecture).await {
             Ok(image) => image,
             Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
@@ -370,54 +417,61 @@ impl Runner {
         } else {
             self.settings.subnets.iter().map(Some).collect()
         };
+        let first = record.current_attempt().map_or(Market::Spot, |attempt| attempt.market);
+        let markets = match first {
+            Market::Spot if profile.runner.on_demand_fallback => vec![Market::Spot, Market::OnDemand],
+            market => vec![market],
+        };
         let mut refused = Vec::new();
-        let mut attempt = 0;
-        // Zone by zone (subnet), the profile's instance types in order: a capacity refusal moves on
-        // to the next type, a subnet refusal to the next subnet, a quota stops at once.
-        for subnet in subnets {
-            for instance_type in &profile.runner.instance_types {
-                let spec = LaunchSpec {
-                    image_id: image_id.clone(),
-                    instance_type: instance_type.clone(),
-                    subnet_id: subnet.cloned(),
-                    security_group_ids: self.settings.security_groups.clone(),
-                    instance_profile: self.settings.instance_profile.clone(),
-                    user_data: user_data.clone(),
-                    volume_gb: profile.runner.volume_gb,
-                    tags: instance_tags(record),
-                    client_token: record.run_id.launch_token(attempt),
-                };
-                attempt += 1;
-                let error = match self.launch_resolved(record, &spec).await {
-                    Ok(Launched::Instance(instance_id)) => {
-                        tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, "run instance launched");
-                        self.adopt(record, instance_id).await;
-                        return Ok(());
-                    }
-                    Ok(Launched::Unknown) => {
-                        // The wait finds the instance by its tag, or ends the run when none appears.
-                        tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; \
-                            looking for it by tag");
-                        return Ok(());
-                    }
-                    Err(error) => error,
-                };
-                match self.refused(record, &spec, error).await? {
-                    Refusal::NextType(why) => refused.push(why),
-                    Refusal::NextSubnet(why) => {
-                        refused.push(why);
-                        break;
+        let mut choice = 0;
+        for market in markets {
+            if let Some(attempt) = record.attempts.last_mut() {
+                attempt.market = market;
+            }
+            for subnet in &subnets {
+                for instance_type in &profile.runner.instance_types {
+                    let spec = LaunchSpec {
+                        image_id: image_id.clone(),
+                        instance_type: instance_type.clone(),
+                        market,
+                        subnet_id: subnet.cloned(),
+                        security_group_ids: self.settings.security_groups.clone(),
+                        instance_profile: self.settings.instance_profile(record.kind).cloned(),
+                        user_data: user_data.clone(),
+                        volume_gb: profile.runner.volume_gb,
+                        tags: instance_tags(record),
+                        client_token: record.run_id.launch_token(record.attempt_number(), choice),
+                    };
+                    choice += 1;
+                    let error = match self.launch_resolved(record, &spec).await {
+                        Ok(Launched::Instance(instance_id)) => {
+                            tracing::info!(run_id = %record.run_id, %instance_id, %instance_type, %market,
+                                attempt = record.attempt_number(), "run instance launched");
+                            if let Some(attempt) = record.attempts.last_mut() {
+                                attempt.instance_type = Some(instance_type.clone());
+                            }
+                            self.adopt(record, instance_id).await;
+                            return Ok(AttemptLaunch::Started);
+                        }
+                        Ok(Launched::Unknown) => {
+                            // The wait finds the instance by its tag, or ends the attempt when none appears.
+                            tracing::warn!(run_id = %record.run_id, "could not tell whether the instance launched; \
+                                looking for it by tag");
+                            return Ok(AttemptLaunch::Started);
+                        }
+                        Err(error) => error,
+                    };
+                    match self.refused(record, &spec, error).await? {
+                        Refusal::NextType(why) => refused.push(why),
+                        Refusal::NextSubnet(why) => {
+                            refused.push(why);
+                            break;
+                        }
                     }
                 }
             }
         }
-        let error = Error::CapacityUnavailable(format!(
-            "no spot capacity for {} run {} ({}); try again later or add instance types to the profile",
-            record.kind,
-            record.run_id,
-            refused.join(", ")
-        ));
-        Err(self.abandon(record, RunState::CapacityUnavailable, error).await)
+        Ok(AttemptLaunch::NoCapacity(refused))
     }
 
     /// What a refused launch means: try the next type or subnet (saying why), or end the run
@@ -433,7 +487,8 @@ impl Runner {
         };
         let (instance_type, subnet) = (&spec.instance_type, &spec.subnet_id);
         tracing::warn!(run_id = %record.run_id, %instance_type, ?subnet, %code, ?kind, "launch refused");
-        let why = format!("{instance_type}{}: {code}", subnet.as_ref().map(|s| format!(" in {s}")).unwrap_or_default());
+        let place = subnet.as_ref().map(|s| format!(" in {s}")).unwrap_or_default();
+        let why = format!("{instance_type} ({}){place}: {code}", spec.market);
         match kind {
             Some(AwsErrorKind::Quota) => {
                 let error = Error::CapacityUnavailable(format!(
@@ -474,15 +529,20 @@ impl Runner {
         Ok(self.find_instance(record).await.map_or(Launched::Unknown, Launched::Instance))
     }
 
-    /// The run's instance found by tag (the others of the run, if any, are terminated).
+    /// The current attempt's instance found by tag (its others, if any, are terminated).
     async fn find_instance(&self, record: &RunRecord) -> Option<String> {
-        let mut found = match self.instances.of_run(&record.run_id).await {
+        let found = match self.instances.of_run(&record.run_id).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(run_id = %record.run_id, %error, "could not look for the run's instance");
                 return None;
             }
         };
+        let mut found: Vec<String> = found
+            .into_iter()
+            .filter(|instance| instance.attempt() == record.attempt_number().max(1))
+            .map(|instance| instance.id)
+            .collect();
         found.sort();
         let kept = found.first().cloned()?;
         for extra in &found[1..] {
@@ -517,6 +577,9 @@ impl Runner {
     /// meanwhile, the instance is terminated.
     async fn adopt(&self, record: &mut RunRecord, instance_id: String) {
         record.instance_id = Some(instance_id.clone());
+        if let Some(attempt) = record.attempts.last_mut() {
+            attempt.instance_id = Some(instance_id.clone());
+        }
         record.state = RunState::Running;
         let mut pause = LAUNCH_RETRY_PAUSE;
         for attempt in 1..=RECORD_ATTEMPTS {
@@ -543,10 +606,11 @@ impl Runner {
     }
 
     /// Marks a run that never got an instance as ended, and returns `error`.
-    async fn abandon(&self, record: &mut RunRecord, state: RunState, error: Error) -> Error {
+    pub(super) async fn abandon(&self, record: &mut RunRecord, state: RunState, error: Error) -> Error {
         record.state = state;
         record.failure = Some(error.to_string());
         record.ended_at = Some(self.clock.now());
+        end_attempt(record, attempt_outcome_of(state), record.ended_at);
         if let Err(write) = self.runs.update(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch");
         }
@@ -585,12 +649,26 @@ impl Runner {
         }
     }
 
-    /// Ends the run when its instance finished, vanished, or outlived its time limit; adopts an
+    /// Ends the run when its instance finished or outlived its time limit; follows an attempt the
+    /// cloud ended (interrupted, vanished, never checked in, no instance) with the next; adopts an
     /// instance found by its tag. The sweeper calls it for runs nobody waits on.
     pub(crate) async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
         if let Some(outcome) = record.outcome.clone() {
             let passed = outcome == "succeeded" && record.failed_steps().is_empty();
             return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
+        }
+        let now = self.clock.now();
+        let Some(attempt) = record.current_attempt().cloned() else {
+            let why = "it has no attempt recorded (an older provisioner started it)".to_owned();
+            return self.conclude(record, RunState::Lost, Some(why)).await;
+        };
+        if now >= attempt.deadline {
+            let instance = record.instance_id.as_deref().unwrap_or("none");
+            let why = format!(
+                "attempt {} passed its time limit at {} and its instance ({instance}) was terminated",
+                attempt.number, attempt.deadline
+            );
+            return self.conclude(record, RunState::Lost, Some(why)).await;
         }
         let Some(instance_id) = record.instance_id.clone() else {
             // Launching, here or in another invocation, or launched and not recorded: look by tag.
@@ -599,17 +677,20 @@ impl Runner {
                 self.adopt(record, found).await;
                 return Ok(());
             }
-            let now = self.clock.now();
-            if now >= record.started_at + LAUNCH_GRACE || now >= record.deadline {
-                return self.conclude(record, RunState::Lost, Some("it never got an instance".into())).await;
+            if now >= attempt.started_at + LAUNCH_GRACE {
+                return self.retry(record, AttemptOutcome::Lost, "it never got an instance".into()).await.map(drop);
             }
             return Ok(());
         };
+        if record.instance_state.as_deref() == Some(INTERRUPTED) {
+            let why = format!("its instance {instance_id} received a spot interruption notice");
+            return self.retry(record, AttemptOutcome::Interrupted, why).await.map(drop);
+        }
         let state = self.instances.state(&instance_id).await?;
         if !state.is_some_and(InstanceState::is_working) {
             // It may have reported just before going: read once more.
             if let Some(fresh) = self.runs.get(&record.run_id).await? {
-                if fresh.outcome.is_some() {
+                if fresh.outcome.is_some() || fresh.attempt_number() != record.attempt_number() {
                     *record = fresh;
                     return Box::pin(self.check_progress(record)).await;
                 }
@@ -618,43 +699,62 @@ impl Runner {
                 "its instance {instance_id} is {} and never reported an outcome",
                 state.map_or("gone", InstanceState::as_str)
             );
-            return self.conclude(record, RunState::Lost, Some(why)).await;
+            return self.retry(record, AttemptOutcome::Lost, why).await.map(drop);
         }
-        if self.clock.now() >= record.deadline {
-            let why = format!(
-                "it passed its time limit at {} and its instance {instance_id} was terminated",
-                record.deadline
-            );
-            return self.conclude(record, RunState::Lost, Some(why)).await;
+        if record.reported_at.is_none() && now >= attempt.check_in_by {
+            let why = format!("its instance {instance_id} did not check in by {}", attempt.check_in_by);
+            return self.retry(record, AttemptOutcome::BootTimeout, why).await.map(drop);
         }
         Ok(())
     }
 
-    async fn conclude(&self, record: &mut RunRecord, state: RunState, failure: Option<String>) -> Result<()> {
-        // Every instance of the run goes, also one that was never recorded.
-        let mut instances = self.instances.of_run(&record.run_id).await?;
+    /// Ends the run as `state`: terminates its instances (but the one a failed run holds for
+    /// debugging), ends its attempt, frees its place and slot, and reports it once.
+    pub(super) async fn conclude(
+        &self,
+        record: &mut RunRecord,
+        state: RunState,
+        failure: Option<String>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let held = (state == RunState::Failed && record.hold_minutes > 0).then(|| record.instance_id.clone()).flatten();
+        // Every instance of the run goes, also one that was never recorded; not one of a later
+        // attempt another invocation began (then this write is refused and the run goes on).
+        let mut instances: Vec<String> = self
+            .instances
+            .of_run(&record.run_id)
+            .await?
+            .into_iter()
+            .filter(|instance| instance.attempt() <= record.attempt_number().max(1))
+            .map(|instance| instance.id)
+            .collect();
         instances.extend(record.instance_id.clone());
         instances.sort();
         instances.dedup();
-        for instance_id in &instances {
+        for instance_id in instances.iter().filter(|id| Some(*id) != held.as_ref()) {
             self.instances.terminate(instance_id).await?;
         }
         record.state = state;
         record.failure = failure;
-        record.ended_at = Some(self.clock.now());
+        record.ended_at = Some(now);
+        record.held_until = held.is_some().then(|| now + SignedDuration::from_mins(i64::from(record.hold_minutes)));
+        end_attempt(record, attempt_outcome_of(state), Some(now));
         match self.runs.update(record).await {
             Ok(()) => self.report_end(record).await,
-            // Another invocation ended it first: its ending stands.
+            // Another invocation ended it first (its ending stands), or began its next attempt.
             Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
-                if let Some(ended) = self.runs.get(&record.run_id).await? {
-                    *record = ended;
+                if let Some(fresh) = self.runs.get(&record.run_id).await? {
+                    *record = fresh;
+                }
+                if !record.state.ended() {
+                    return Ok(());
                 }
             }
             Err(error) => return Err(error),
         }
         self.runs.release(record).await?;
         self.free_slot(record).await;
-        tracing::info!(run_id = %record.run_id, state = state.as_str(), "run ended");
+        tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "run ended");
         Ok(())
     }
 
@@ -704,8 +804,9 @@ impl Runner {
                 })
             }
             RunState::Lost => Err(Error::RunLost(format!(
-                "{run} was lost: {}; start it again",
-                record.failure.as_deref().unwrap_or("its instance vanished before it reported")
+                "{run} was lost: {} (attempts: {}); start it again",
+                record.failure.as_deref().unwrap_or("its instance vanished before it reported"),
+                describe_all(&record.attempts)
             ))),
             RunState::CapacityUnavailable => Err(Error::CapacityUnavailable(
                 record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later")),
@@ -719,8 +820,11 @@ impl Runner {
     }
 
     fn response(&self, status: &'static str, record: RunRecord) -> RunResponse {
-        let end = record.ended_at.unwrap_or_else(|| self.clock.now());
+        let now = self.clock.now();
+        let end = record.ended_at.unwrap_or(now);
         let steps = record.steps_with_logs();
+        let held = record.held_at(now);
+        let connect = record.instance_id.as_deref().filter(|_| held).map(|id| self.connect_command(id));
         RunResponse {
             status,
             elapsed_seconds: seconds_between(record.started_at, end),
@@ -737,6 +841,10 @@ impl Runner {
             log_location: record.log_location,
             started_at: record.started_at.to_string(),
             ended_at: record.ended_at.map(|t| t.to_string()),
+            connect,
+            held_until: record.held_until.filter(|_| held).map(|t| t.to_string()),
+            attempts: record.attempts,
+            hold_minutes: record.hold_minutes,
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::domain::{AttemptOutcome, Market, RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::domain::{ClusterName, GitRef};
-use crate::domain::{RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::ports::{Clock, InstanceState, Instances};
 use crate::testing::{Fault, RunWorld};
 
@@ -15,6 +15,7 @@ fn start(cluster: &str, version: &str, wait: u64) -> RunRequest {
         cluster: ClusterName::parse(cluster).unwrap(),
         version: GitRef::parse(version).unwrap(),
         wait_seconds: Some(wait),
+        hold_minutes: 0,
     }
 }
 
@@ -39,7 +40,7 @@ async fn a_test_run_launches_one_tagged_spot_instance_and_answers_running() {
     assert_eq!(launch.instance_type, "m7g.2xlarge", "32 GiB first, for the debug build");
     assert_eq!(launch.subnet_id.as_deref(), Some("subnet-a"));
     assert_eq!(launch.volume_gb, 100);
-    assert_eq!(launch.client_token, response.run_id.launch_token(0));
+    assert_eq!(launch.client_token, response.run_id.launch_token(1, 0));
     assert!(launch.user_data.script().contains("\nshutdown -h +180\n"));
     assert!(launch.user_data.script().contains("VERSION='v4.5.1'"));
     assert!(launch.user_data.script().contains("IMAGE_TAG='v4.5.1'"));
@@ -120,18 +121,44 @@ async fn the_answer_names_the_log_of_every_step_that_ran_the_running_one_include
     assert!(answer.steps[2..].iter().all(|step| step.log.is_none()), "{:?}", answer.steps);
 }
 
+/// Each way an instance vanishes ends its attempt as lost and begins the next, the last on
+/// demand; out of attempts, the run is lost, naming each attempt by its instance.
 #[tokio::test(start_paused = true)]
-async fn a_run_whose_instance_vanishes_before_reporting_is_lost() {
+async fn a_run_whose_instances_vanish_before_reporting_is_retried_then_lost() {
     for vanished in
         [None, Some(InstanceState::Terminated), Some(InstanceState::ShuttingDown), Some(InstanceState::Stopped)]
     {
         let world = RunWorld::new(NOW);
         let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
-        world.instances.set_state(started.instance_id.as_deref().unwrap(), vanished);
-        let error =
-            world.runner.run(RunKind::Test, resume(&started.run_id, 60), &world.invocation("r2")).await.unwrap_err();
-        assert_eq!(error.code(), "RunLost", "{vanished:?}");
-        assert_eq!(world.runs.record(&started.run_id).unwrap().state, RunState::Lost);
+        let mut gone = Vec::new();
+        for attempt in 1..=3 {
+            let record = world.runs.record(&started.run_id).unwrap();
+            assert_eq!(record.attempt_number(), attempt, "{vanished:?}");
+            let instance = record.instance_id.clone().unwrap();
+            world.instances.set_state(&instance, vanished);
+            gone.push(instance);
+            let answer = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await;
+            if attempt < 3 {
+                let answer = answer.unwrap();
+                assert_eq!(
+                    (answer.run_id.clone(), answer.attempts.len()),
+                    (started.run_id.clone(), attempt as usize + 1)
+                );
+                assert_eq!(answer.attempts[attempt as usize - 1].outcome, AttemptOutcome::Lost);
+                continue;
+            }
+            let error = answer.unwrap_err();
+            assert_eq!(error.code(), "RunLost", "{vanished:?}");
+            for instance in &gone {
+                assert!(error.to_string().contains(&format!("{instance} (")), "{error}");
+            }
+            assert!(error.to_string().contains("(on-demand) lost"), "{error}");
+        }
+        let record = world.runs.record(&started.run_id).unwrap();
+        assert_eq!(record.state, RunState::Lost);
+        let markets: Vec<Market> = record.attempts.iter().map(|a| a.market).collect();
+        assert_eq!(markets, [Market::Spot, Market::Spot, Market::OnDemand]);
+        assert_eq!(world.notices.sent().len(), 1, "a lost run alerts once");
     }
 }
 
@@ -181,8 +208,8 @@ async fn a_capacity_refusal_moves_on_to_the_next_instance_type() {
     assert_eq!(
         tried(&world),
         vec![
-            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(0)),
-            ("m6g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(1)),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(1, 0)),
+            ("m6g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(1, 1)),
         ]
     );
     assert_eq!(response.state, RunState::Running);
@@ -200,9 +227,9 @@ async fn a_subnet_refusal_moves_on_to_the_next_subnet() {
     assert_eq!(
         tried(&world),
         vec![
-            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(0)),
-            ("m7g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(1)),
-            ("m6g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(2)),
+            ("m7g.2xlarge".into(), Some("subnet-a".into()), id.launch_token(1, 0)),
+            ("m7g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(1, 1)),
+            ("m6g.2xlarge".into(), Some("subnet-b".into()), id.launch_token(1, 2)),
         ]
     );
     assert_eq!(response.state, RunState::Running);
@@ -222,16 +249,40 @@ async fn a_quota_refusal_stops_at_once() {
     assert_eq!(next.state, RunState::Running, "nothing is left active");
 }
 
+/// No spot capacity for any type in any subnet: the attempt falls back to on-demand.
 #[tokio::test(start_paused = true)]
-async fn no_capacity_anywhere_is_capacity_unavailable_with_the_aws_code() {
+async fn no_spot_capacity_anywhere_falls_back_to_on_demand() {
     let world = RunWorld::new(NOW);
     let types =
         world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
     types.iter().for_each(|t| world.instances.no_capacity_for(t));
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    assert_eq!((started.state, started.attempts.len()), (RunState::Running, 1));
+    assert_eq!(started.attempts[0].market, Market::OnDemand);
+    let launches = world.instances.launches();
+    assert_eq!(launches.len(), types.len() * 2 + 1, "every type in both subnets, then on demand");
+    assert!(launches[..types.len() * 2].iter().all(|l| l.market == Market::Spot));
+    assert_eq!(
+        (launches.last().unwrap().market, &launches.last().unwrap().instance_type),
+        (Market::OnDemand, &types[0])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_anywhere_in_any_attempt_is_capacity_unavailable_with_the_aws_code() {
+    let world = RunWorld::new(NOW);
+    let types =
+        world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
+    types.iter().for_each(|t| world.instances.no_on_demand_capacity_for(t));
     let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
-    assert_eq!(world.instances.launches().len(), types.len() * 2, "every type in both subnets");
+    assert!(error.to_string().contains("each of its 3 attempt(s)"), "{error}");
+    // Two spot attempts, each falling back to on demand, then the on-demand last one.
+    assert_eq!(world.instances.launches().len(), types.len() * 2 * 5, "every type in both subnets, per market");
+    let run = world.runs.all().pop().unwrap();
+    assert_eq!(run.state, RunState::CapacityUnavailable);
+    assert!(run.attempts.iter().all(|a| a.outcome == AttemptOutcome::Capacity), "{:?}", run.attempts);
     let order: Vec<(String, Option<String>)> = tried(&world).into_iter().map(|(t, s, _)| (t, s)).collect();
     assert_eq!(
         order[..2],
@@ -326,22 +377,23 @@ async fn an_ambiguous_launch_that_did_launch_is_adopted_not_repeated() {
 }
 
 /// A launch that failed without an answer each time, and launched nothing, leaves the run
-/// looking for its instance; when none appears, the run ends lost and a new start is free.
+/// looking for its instance; when none appears, that attempt is lost and the next launches.
 #[tokio::test(start_paused = true)]
-async fn an_ambiguous_launch_that_launched_nothing_ends_the_run_once_no_instance_appears() {
+async fn an_ambiguous_launch_that_launched_nothing_is_followed_by_the_next_attempt() {
     let world = RunWorld::new(NOW);
     world.faults.script("RunInstances", Fault::Reset, 3);
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     assert_eq!((started.status, started.state, started.instance_id.as_deref()), ("running", RunState::Launching, None));
-    let error =
-        world.runner.run(RunKind::Test, resume(&started.run_id, 600), &world.invocation("r2")).await.unwrap_err();
-    assert_eq!(error.code(), "RunLost", "{error}");
-    let lost_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
-    assert!(lost_after <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_secs(10), "{lost_after:?}");
-    assert!(world.instances.instances().is_empty());
-    let next = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r3")).await.unwrap();
-    assert_ne!(next.run_id, started.run_id);
-    assert_eq!(world.instances.instances().len(), 1);
+    let mut answer = started.clone();
+    while answer.attempts.len() < 2 {
+        answer = world.runner.run(RunKind::Test, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
+    }
+    let retried_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
+    assert!(retried_after <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_secs(30), "{retried_after:?}");
+    assert_eq!((answer.attempts[0].outcome, answer.attempts[0].instance_id.as_deref()), (AttemptOutcome::Lost, None));
+    assert_eq!(answer.state, RunState::Running);
+    assert_eq!(world.instances.instances().len(), 1, "one instance, of the second attempt");
+    assert_eq!(answer.instance_id.as_deref(), world.instances.instances().keys().next().map(String::as_str));
 }
 
 /// The instance launched but its id could not be written to the record: the next invocation

@@ -3,11 +3,12 @@
 //!
 //! The sweeper's rules:
 //! - a provisioner-tagged instance is terminated when its run's time limit (its expiry tag)
-//!   passed, its run ended, its run does not exist (after the launch grace), or it is a second
-//!   instance of a run that runs on another;
-//! - an active run is resumed (as a waiting `test`/`build` would: ended as `RunLost` when its
-//!   instance is gone, given an instance found by its tag, concluded when it reported) when it
-//!   reported, passed its time limit, lost its instance, or has none recorded after the grace;
+//!   passed, its run ended (a failed run's held instance once its hold ended), its run does not
+//!   exist (after the launch grace), or it is a second instance of a run that runs on another;
+//! - an active run is resumed (as a waiting `test`/`build` would: its next attempt begun when the
+//!   cloud ended the current one, given an instance found by its tag, concluded when it reported)
+//!   when it reported, passed its attempt's time limit, lost its instance, has none recorded after
+//!   the grace, received a spot interruption notice, or did not check in by its boot deadline;
 //! - a cluster is destroyed, through `destroy` under its lock, when its destroy schedule is
 //!   overdue, or when it is older than its profile's maximum lifetime and has no schedule.
 //!
@@ -19,6 +20,7 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
+use super::attempts::INTERRUPTED;
 use super::runner::LAUNCH_GRACE;
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
@@ -176,6 +178,12 @@ fn why_terminate(instance: &TaggedInstance, runs: &BTreeMap<&str, &RunRecord>, n
     let run_id = instance.tag(tags::RUN_ID);
     match (run_id, run_id.and_then(|r| runs.get(r))) {
         _ if expired.is_some() => expired.map(|at| format!("its run's time limit passed at {at}")),
+        // A failed run's instance, kept for debugging until its hold ends.
+        (Some(_), Some(run)) if run.held_at(now) && run.instance_id.as_deref() == Some(instance.id.as_str()) => None,
+        (Some(run_id), Some(run)) if run.state.ended() && run.instance_id.as_deref() == Some(instance.id.as_str()) => {
+            let hold = run.held_until.map(|at| format!(" and its hold ended at {at}")).unwrap_or_default();
+            Some(format!("its run {run_id} ended as {}{hold}", run.state.as_str()))
+        }
         (None, _) if past_grace => Some("it carries no run id".to_owned()),
         (Some(run_id), None) if past_grace => Some(format!("its run {run_id} does not exist")),
         (Some(run_id), Some(run)) if run.state.ended() => {
@@ -200,16 +208,22 @@ fn run_findings(survey: &Survey) -> Vec<Finding> {
         .iter()
         .filter(|run| !run.state.ended())
         .filter_map(|run| {
+            let attempt = run.current_attempt();
+            let deadline = attempt.map_or(run.deadline, |attempt| attempt.deadline);
+            let began = attempt.map_or(run.started_at, |attempt| attempt.started_at);
             let reason = if run.outcome.is_some() {
                 "it reported its outcome and nobody concluded it".to_owned()
-            } else if run.deadline <= now {
-                format!("it passed its time limit at {}", run.deadline)
+            } else if deadline <= now {
+                format!("it passed its time limit at {deadline}")
+            } else if run.instance_state.as_deref() == Some(INTERRUPTED) {
+                "its instance received a spot interruption notice".to_owned()
             } else {
                 match &run.instance_id {
                     Some(instance) if !live.contains(instance.as_str()) => format!("its instance {instance} is gone"),
-                    None if run.started_at + LAUNCH_GRACE <= now => {
-                        "it has no instance recorded since its launch".to_owned()
+                    Some(instance) if run.reported_at.is_none() && attempt.is_some_and(|a| a.check_in_by <= now) => {
+                        format!("its instance {instance} did not check in by its boot deadline")
                     }
+                    None if began + LAUNCH_GRACE <= now => "it has no instance recorded since its launch".to_owned(),
                     _ => return None,
                 }
             };
@@ -302,10 +316,13 @@ impl Operations {
         let Some(mut record) = survey.runs.iter().find(|run| run.run_id == *run_id).cloned() else {
             return Ok("the run is gone".into());
         };
-        let before = record.instance_id.clone();
+        let (before, attempt) = (record.instance_id.clone(), record.attempt_number());
         self.runner.check_progress(&mut record).await?;
         Ok(if record.state.ended() {
             format!("ended as {}", record.state.as_str())
+        } else if record.attempt_number() != attempt {
+            let on = record.instance_id.as_deref().map(|id| format!(" on {id}")).unwrap_or_default();
+            format!("began attempt {}{on}", record.attempt_number())
         } else if record.instance_id != before {
             format!("adopted instance {}", record.instance_id.as_deref().unwrap_or_default())
         } else {

@@ -7,7 +7,7 @@ use jiff::SignedDuration;
 use super::sweeper::{findings, SweepAction};
 use crate::domain::tags;
 use crate::domain::ClusterRequest;
-use crate::domain::{RunKind, RunRequest, RunState, StepStatus};
+use crate::domain::{AttemptOutcome, RunKind, RunRequest, RunState, StepStatus};
 use crate::ports::{Clock, Lease};
 use crate::testing::requests::{at, cluster, deploy, start, NOW};
 use crate::testing::{Call, Fault, OpsWorld};
@@ -80,7 +80,7 @@ async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_ot
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_sweeper_ends_a_run_whose_instance_is_gone_as_lost_and_alerts() {
+async fn the_sweeper_begins_the_next_attempt_of_a_run_whose_instance_is_gone() {
     let ops = OpsWorld::new(NOW);
     let run = ops.runs.runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
     ops.runs.instances.set_state(run.instance_id.as_deref().unwrap(), None);
@@ -88,20 +88,12 @@ async fn the_sweeper_ends_a_run_whose_instance_is_gone_as_lost_and_alerts() {
     assert_eq!(swept.actions.len(), 1, "{:?}", swept.actions);
     let action = &swept.actions[0];
     assert_eq!((action.finding.action, action.finding.target.as_str()), (SweepAction::ResumeRun, run.run_id.as_str()));
-    assert_eq!(action.result, "ended as lost");
-    assert_eq!(ops.runs.runs.record(&run.run_id).unwrap().state, RunState::Lost);
+    let record = ops.runs.runs.record(&run.run_id).unwrap();
+    let next = record.instance_id.clone().unwrap();
+    assert_eq!(action.result, format!("began attempt 2 on {next}"));
+    assert_eq!((record.state, record.attempts[0].outcome), (RunState::Running, AttemptOutcome::Lost));
     let subjects: Vec<String> = ops.world.notices.sent().into_iter().map(|(subject, _)| subject).collect();
-    assert_eq!(
-        subjects,
-        [
-            "SlideRule provisioner: test run of main on ci-1 was lost (RunLost)",
-            "SlideRule provisioner: the sweeper acted on 1 thing(s)"
-        ]
-    );
-    // Its waiting caller gets the same answer.
-    let resume = RunRequest::Resume { run_id: run.run_id.clone(), wait_seconds: Some(0) };
-    let error = ops.runs.runner.run(RunKind::Test, resume, &ops.world.invocation("r2")).await.unwrap_err();
-    assert_eq!(error.code(), "RunLost");
+    assert_eq!(subjects, ["SlideRule provisioner: the sweeper acted on 1 thing(s)"]);
 }
 
 #[tokio::test(start_paused = true)]

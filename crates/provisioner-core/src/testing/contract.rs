@@ -5,7 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::tags;
-use crate::domain::{ClusterName, GitRef, ImageTag, StackPhase};
+use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
 use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
@@ -157,6 +157,28 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         images: Vec::new(),
         outcome: None,
         failure: None,
+        attempts: vec![attempt(1, now)],
+        hold_minutes: 30,
+        held_until: None,
+        instance_state: None,
+        reported_at: None,
+    }
+}
+
+/// Attempt `number` of a run, begun at `at`.
+pub fn attempt(number: u32, at: Timestamp) -> Attempt {
+    Attempt {
+        number,
+        instance_id: None,
+        market: if number == 3 { Market::OnDemand } else { Market::Spot },
+        instance_type: None,
+        started_at: at,
+        ended_at: None,
+        outcome: AttemptOutcome::Running,
+        check_in_by: at + SignedDuration::from_mins(10),
+        deadline: at + SignedDuration::from_hours(3),
+        step: None,
+        log_location: format!("s3://logs/runs/r/attempt-{number}/"),
     }
 }
 
@@ -183,16 +205,38 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     runs.update(&running).await.unwrap();
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&running));
 
+    // The next attempt begins once, from a clean start; a writer of the old attempt is refused.
+    let mut next = RunRecord { state: RunState::Launching, instance_id: None, ..running.clone() };
+    next.attempts[0].outcome = AttemptOutcome::Interrupted;
+    next.attempts[0].ended_at = Some(now);
+    next.attempts.push(attempt(2, now));
+    runs.begin_attempt(&next).await.unwrap();
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&next), "begun, the instance's fields cleared");
+    let twice = runs.begin_attempt(&next).await.expect_err("only one caller begins an attempt");
+    assert_eq!(twice.aws_kind(), Some(AwsErrorKind::Conflict), "{twice}");
+    let stale = runs.update(&running).await.expect_err("a writer of the attempt before is refused");
+    assert_eq!(stale.aws_kind(), Some(AwsErrorKind::Conflict), "{stale}");
+    let running = RunRecord { state: RunState::Running, instance_id: Some("i-0123456789abcdef1".into()), ..next };
+    runs.update(&running).await.unwrap();
+
+    let held_until = now + SignedDuration::from_mins(35);
     let ended = RunRecord {
         state: RunState::Failed,
         ended_at: Some(now + SignedDuration::from_mins(5)),
         failure: Some("it failed".into()),
+        held_until: Some(held_until),
         ..running.clone()
     };
     runs.update(&ended).await.unwrap();
     let late = runs.update(&running).await.expect_err("an ended run is not written");
     assert_eq!(late.aws_kind(), Some(AwsErrorKind::Conflict), "{late}");
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&ended), "its ending stands");
+    let early = now + SignedDuration::from_mins(6);
+    runs.end_hold(&first.run_id, early).await.unwrap();
+    let ended = RunRecord { held_until: Some(early), ..ended };
+    assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&ended), "its hold ended early");
+    runs.end_hold(&build.run_id, early).await.expect("a run that holds nothing");
+    assert_eq!(runs.get(&build.run_id).await.unwrap().unwrap().held_until, None, "and it still holds nothing");
     let never_started = runs.update(&second).await.expect_err("a run that does not exist is not written");
     assert_eq!(never_started.aws_kind(), Some(AwsErrorKind::Conflict), "{never_started}");
 
@@ -245,13 +289,14 @@ pub fn launch_spec(image_id: String, run_id: &RunId) -> LaunchSpec {
     LaunchSpec {
         image_id,
         instance_type: "c7g.2xlarge".into(),
+        market: Market::Spot,
         subnet_id: None,
         security_group_ids: Vec::new(),
         instance_profile: None,
         user_data: crate::domain::UserData::compress("#!/bin/bash\n").expect("a small script"),
         volume_gb: 8,
         tags: vec![(tags::RUN_ID.into(), run_id.to_string()), (tags::PROVISIONER.into(), "true".into())],
-        client_token: run_id.launch_token(0),
+        client_token: run_id.launch_token(1, 0),
     }
 }
 
@@ -264,8 +309,11 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
 
     let id = instances.launch(&spec).await.unwrap();
     assert_eq!(instances.launch(&spec).await.unwrap(), id, "the same token launches no second instance");
-    assert_eq!(instances.of_run(run_id).await.unwrap(), std::slice::from_ref(&id));
+    let of_run: Vec<String> = instances.of_run(run_id).await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(of_run, std::slice::from_ref(&id));
     assert!(instances.state(&id).await.unwrap().is_some_and(|s| s.is_working()), "a new instance works");
+    assert_eq!(instances.run_of(&id).await.unwrap().as_ref(), Some(run_id), "an instance names its run");
+    assert_eq!(instances.run_of("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no run");
     let tagged = instances.tagged().await.unwrap();
     let listed = tagged.iter().find(|i| i.id == id).expect("a provisioner-tagged instance is listed");
     assert_eq!((listed.instance_type.as_str(), listed.tag(tags::RUN_ID)), ("c7g.2xlarge", Some(run_id.as_str())));
@@ -276,6 +324,14 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     assert!(instances.of_run(run_id).await.unwrap().is_empty(), "a terminated instance is not the run's");
     assert!(instances.tagged().await.unwrap().iter().all(|i| i.id != id), "a terminated instance is not listed");
     instances.terminate(&id).await.expect("terminating again succeeds");
+    assert_eq!(instances.run_of(&id).await.unwrap().as_ref(), Some(run_id), "a terminated instance still names it");
+
+    // On demand, with its own token: another instance, of the same run.
+    let on_demand = LaunchSpec { market: Market::OnDemand, client_token: run_id.launch_token(2, 0), ..spec };
+    let second = instances.launch(&on_demand).await.unwrap();
+    assert_ne!(second, id);
+    assert_eq!(instances.run_of(&second).await.unwrap().as_ref(), Some(run_id));
+    instances.terminate(&second).await.unwrap();
     assert_eq!(instances.state("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no state");
 }
 

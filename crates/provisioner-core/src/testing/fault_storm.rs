@@ -211,6 +211,7 @@ impl Storm {
                     cluster: ClusterName::parse(cluster).unwrap(),
                     version: GitRef::parse(version).unwrap(),
                     wait_seconds: Some(wait),
+                    hold_minutes: 0,
                 };
                 let outcome = self.runner.run(kind, request, &invocation).await;
                 if let Ok(response) = &outcome {

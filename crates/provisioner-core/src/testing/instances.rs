@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{tags, RunId};
+use crate::domain::{tags, Market, RunId};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -20,6 +20,7 @@ pub struct FakeInstance {
     pub launched_at: Timestamp,
     pub tags: Vec<(String, String)>,
     pub client_token: String,
+    pub market: Market,
 }
 
 impl FakeInstance {
@@ -34,11 +35,12 @@ impl FakeInstance {
 }
 
 /// EC2 in memory: records launches (one instance per client token), refuses instance types
-/// without capacity, full subnets, and everything once the quota is reached.
+/// without spot (or on-demand) capacity, full subnets, and everything once the quota is reached.
 pub struct FakeInstances {
     clock: Arc<dyn Clock>,
     faults: Arc<Faults>,
     no_capacity: Mutex<Vec<String>>,
+    no_on_demand_capacity: Mutex<Vec<String>>,
     full_subnets: Mutex<Vec<String>>,
     quota_reached: Mutex<bool>,
     launches: Mutex<Vec<LaunchSpec>>,
@@ -52,8 +54,15 @@ impl FakeInstances {
         self.no_capacity.lock().unwrap().push(instance_type.to_owned());
     }
 
+    /// Launches of `instance_type` are refused for capacity on demand too.
+    pub fn no_on_demand_capacity_for(&self, instance_type: &str) {
+        self.no_capacity_for(instance_type);
+        self.no_on_demand_capacity.lock().unwrap().push(instance_type.to_owned());
+    }
+
     pub fn capacity_back(&self) {
         self.no_capacity.lock().unwrap().clear();
+        self.no_on_demand_capacity.lock().unwrap().clear();
     }
 
     /// Launches into `subnet` are refused: it has no free address.
@@ -71,6 +80,7 @@ impl FakeInstances {
             clock,
             faults,
             no_capacity: Mutex::default(),
+            no_on_demand_capacity: Mutex::default(),
             full_subnets: Mutex::default(),
             quota_reached: Mutex::default(),
             launches: Mutex::default(),
@@ -88,6 +98,7 @@ impl FakeInstances {
             launched_at: self.clock.now(),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             client_token: format!("put-{instance_id}"),
+            market: Market::Spot,
         };
         self.instances.lock().unwrap().insert(instance_id.to_owned(), instance);
     }
@@ -100,6 +111,22 @@ impl FakeInstances {
     /// Every instance started, by id.
     pub fn instances(&self) -> BTreeMap<String, FakeInstance> {
         self.instances.lock().unwrap().clone()
+    }
+
+    /// The live instances `chosen` picks, as EC2 lists them.
+    fn listed(&self, chosen: impl Fn(&FakeInstance) -> bool) -> Vec<TaggedInstance> {
+        let instances = self.instances.lock().unwrap();
+        instances
+            .iter()
+            .filter(|(_, i)| i.live() && chosen(i))
+            .map(|(id, i)| TaggedInstance {
+                id: id.clone(),
+                state: i.state,
+                instance_type: i.instance_type.clone(),
+                launched_at: Some(i.launched_at),
+                tags: i.tags.iter().cloned().collect(),
+            })
+            .collect()
     }
 
     pub fn terminated(&self) -> Vec<String> {
@@ -137,7 +164,11 @@ impl Instances for FakeInstances {
         if spec.subnet_id.as_ref().is_some_and(|subnet| self.full_subnets.lock().unwrap().contains(subnet)) {
             return Err(fake_failure("RunInstances", "InsufficientFreeAddressesInSubnet", AwsErrorKind::Subnet));
         }
-        if self.no_capacity.lock().unwrap().contains(&spec.instance_type) {
+        let refusing = match spec.market {
+            Market::Spot => &self.no_capacity,
+            Market::OnDemand => &self.no_on_demand_capacity,
+        };
+        if refusing.lock().unwrap().contains(&spec.instance_type) {
             return Err(fake_failure("RunInstances", "InsufficientInstanceCapacity", AwsErrorKind::Capacity));
         }
         let mut instances = self.instances.lock().unwrap();
@@ -151,37 +182,30 @@ impl Instances for FakeInstances {
             launched_at: self.clock.now(),
             tags: spec.tags.clone(),
             client_token: spec.client_token.clone(),
+            market: spec.market,
         };
         instances.insert(id.clone(), instance);
         effect.answer(id)
     }
 
-    async fn of_run(&self, run_id: &RunId) -> Result<Vec<String>> {
+    async fn of_run(&self, run_id: &RunId) -> Result<Vec<TaggedInstance>> {
         let effect = self.faults.draw("DescribeInstances")?;
-        let instances = self.instances.lock().unwrap();
-        let of_run = instances.iter().filter(|(_, i)| i.live() && i.tag(tags::RUN_ID) == Some(run_id.as_str()));
-        effect.answer(of_run.map(|(id, _)| id.clone()).collect())
+        effect.answer(self.listed(|i| i.tag(tags::RUN_ID) == Some(run_id.as_str())))
     }
 
     async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
         let effect = self.faults.draw("DescribeInstances")?;
-        let instances = self.instances.lock().unwrap();
-        let tagged = instances.iter().filter(|(_, i)| i.live() && i.tag(tags::PROVISIONER) == Some("true"));
-        effect.answer(
-            tagged
-                .map(|(id, i)| TaggedInstance {
-                    id: id.clone(),
-                    state: i.state,
-                    instance_type: i.instance_type.clone(),
-                    launched_at: Some(i.launched_at),
-                    tags: i.tags.iter().cloned().collect(),
-                })
-                .collect(),
-        )
+        effect.answer(self.listed(|i| i.tag(tags::PROVISIONER) == Some("true")))
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
         self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state))
+    }
+
+    async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>> {
+        let instances = self.instances.lock().unwrap();
+        let run_id = instances.get(instance_id).and_then(|i| i.tag(tags::RUN_ID)).and_then(|id| RunId::parse(id).ok());
+        self.faults.draw("DescribeInstances")?.answer(run_id)
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {

@@ -18,7 +18,12 @@ pub fn deploy(name: &str) -> DeployRequest {
 
 /// A run start that answers at once.
 pub fn start(name: &str, version: &str) -> RunRequest {
-    RunRequest::Start { cluster: cluster(name), version: GitRef::parse(version).unwrap(), wait_seconds: Some(0) }
+    RunRequest::Start {
+        cluster: cluster(name),
+        version: GitRef::parse(version).unwrap(),
+        wait_seconds: Some(0),
+        hold_minutes: 0,
+    }
 }
 
 pub fn at(text: &str) -> Timestamp {

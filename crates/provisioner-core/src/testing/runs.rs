@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{RunId, RunKind, RunRecord, StepStatus};
+use crate::domain::{RunId, RunKind, RunRecord, StepResult, StepStatus};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Runs, Slots};
 
@@ -68,9 +68,22 @@ impl FakeRuns {
         }
         record.commit = Some("0123456789abcdef0123456789abcdef01234567".into());
         record.layout = Some("D".into());
+        record.instance_state = Some(if outcome.is_some() { "finished" } else { "running" }.into());
+        record.reported_at = Some(record.started_at);
         if let Some(outcome) = outcome {
             record.outcome = Some(outcome.to_owned());
         }
+    }
+
+    /// Plays the instance's spot-notice watcher: the running step, if any, reported interrupted.
+    pub fn report_interrupted(&self, id: &RunId) {
+        let mut records = self.records.lock().unwrap();
+        let record = records.get_mut(id.as_str()).expect("a run");
+        if let Some(step) = record.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
+            step.status = StepStatus::Interrupted;
+        }
+        record.instance_state = Some("interrupted".into());
+        record.reported_at = Some(record.started_at);
     }
 }
 
@@ -133,13 +146,61 @@ impl Runs for FakeRuns {
     async fn update(&self, record: &RunRecord) -> Result<()> {
         let effect = self.faults.draw("UpdateRun")?;
         let mut records = self.records.lock().unwrap();
-        let Some(stored) = records.get_mut(record.run_id.as_str()).filter(|stored| !stored.state.ended()) else {
+        let stored = records
+            .get_mut(record.run_id.as_str())
+            .filter(|stored| !stored.state.ended() && stored.attempt_number() == record.attempt_number());
+        let Some(stored) = stored else {
             return Err(fake_failure("UpdateRun", "ConditionalCheckFailedException", AwsErrorKind::Conflict));
         };
         stored.state = record.state;
-        stored.instance_id = record.instance_id.clone();
-        stored.ended_at = record.ended_at;
-        stored.failure = record.failure.clone();
+        // Absent fields are left as stored, as the adapter's SET leaves them.
+        if record.instance_id.is_some() {
+            stored.instance_id = record.instance_id.clone();
+        }
+        if record.ended_at.is_some() {
+            stored.ended_at = record.ended_at;
+        }
+        if record.failure.is_some() {
+            stored.failure = record.failure.clone();
+        }
+        if record.held_until.is_some() {
+            stored.held_until = record.held_until;
+        }
+        stored.attempts = record.attempts.clone();
+        effect.answer(())
+    }
+
+    async fn begin_attempt(&self, record: &RunRecord) -> Result<()> {
+        let effect = self.faults.draw("BeginAttempt")?;
+        let mut records = self.records.lock().unwrap();
+        let previous = record.attempt_number().saturating_sub(1);
+        let stored = records
+            .get_mut(record.run_id.as_str())
+            .filter(|stored| !stored.state.ended() && stored.attempt_number() == previous);
+        let Some(stored) = stored else {
+            return Err(fake_failure("BeginAttempt", "ConditionalCheckFailedException", AwsErrorKind::Conflict));
+        };
+        stored.state = record.state;
+        stored.attempts = record.attempts.clone();
+        stored.steps = record.steps.iter().map(|step| StepResult::pending(&step.name)).collect();
+        stored.instance_id = None;
+        stored.commit = None;
+        stored.layout = None;
+        stored.images = Vec::new();
+        stored.outcome = None;
+        stored.instance_state = None;
+        stored.reported_at = None;
+        stored.failure = None;
+        effect.answer(())
+    }
+
+    async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()> {
+        let effect = self.faults.draw("EndHold")?;
+        if let Some(stored) = self.records.lock().unwrap().get_mut(run_id.as_str()) {
+            if stored.held_until.is_some() {
+                stored.held_until = Some(at);
+            }
+        }
         effect.answer(())
     }
 

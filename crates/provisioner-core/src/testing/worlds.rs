@@ -47,7 +47,8 @@ pub fn test_run_settings() -> RunSettings {
         project_bucket: "sliderule".into(),
         project_folder: "cf".into(),
         github_token_secret: Some("ci/github-token".into()),
-        instance_profile: Some("sliderule-provisioner-runner".into()),
+        test_instance_profile: Some("sliderule-provisioner-runner".into()),
+        build_instance_profile: Some("sliderule-provisioner-builder".into()),
         subnets: vec!["subnet-a".into(), "subnet-b".into()],
         security_groups: vec![],
     }
