@@ -181,6 +181,8 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 }
 
 #[cfg(test)]
+mod attempts_tests;
+#[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
 mod limits_tests;

@@ -797,7 +797,15 @@ impl Runner {
                 if let Some(failure) = &record.failure {
                     what.push_str(&format!("; {failure}"));
                 }
-                let message = format!("{run} failed: {what}; read the logs at {}", record.log_location);
+                let mut message = format!("{run} failed: {what}; read the logs at {}", record.log_location);
+                if let (Some(instance), Some(until)) = (&record.instance_id, record.held_until) {
+                    if record.held_at(self.clock.now()) {
+                        message.push_str(&format!(
+                            "; its instance {instance} is held until {until}: {} (cancel the run to end the hold)",
+                            self.connect_command(instance)
+                        ));
+                    }
+                }
                 Err(match record.kind {
                     RunKind::Test => Error::TestsFailed(message),
                     RunKind::Build => Error::BuildFailed(message),

@@ -1,5 +1,6 @@
 //! STATUS: every cluster (profile, stack status, version, age, scheduled destroy, costs), every
-//! active run, the last ended runs, and what the next sweep would do, from one survey.
+//! active run with its attempts, the last ended runs, the instances failed runs hold for
+//! debugging (until when, how to connect), and what the next sweep would do, from one survey.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use super::survey::{Operations, Survey};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{RunId, RunRecord, StepResult, StepStatus};
+use crate::domain::{Attempt, RunId, RunRecord, StepResult, StepStatus};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -26,10 +27,24 @@ pub struct StatusResponse {
     pub runs: Vec<RunStatus>,
     /// The last ended runs, newest first.
     pub recent_runs: Vec<RecentRun>,
+    /// Instances of failed runs kept up for debugging, the soonest to go first.
+    pub held: Vec<HeldInstance>,
     /// What the next sweep would act on.
     pub sweeper: Vec<Finding>,
     /// Where the costs come from.
     pub prices: PriceBasis,
+}
+
+/// A failed run's instance kept up for debugging.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldInstance {
+    pub run_id: RunId,
+    pub instance_id: String,
+    pub held_until: String,
+    /// The Session Manager command that opens a shell on it.
+    pub connect: String,
+    pub failed_steps: Vec<String>,
+    pub log_location: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +83,7 @@ pub struct RunStatus {
     pub cost_so_far_usd: Option<f64>,
     pub steps: Vec<StepResult>,
     pub log_location: String,
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +98,7 @@ pub struct RecentRun {
     pub minutes: Option<i64>,
     pub log_location: String,
     pub steps: Vec<StepResult>,
+    pub attempts: Vec<Attempt>,
 }
 
 fn minutes_between(from: Timestamp, to: Timestamp) -> i64 {
@@ -96,12 +113,12 @@ impl Operations {
     /// STATUS: every cluster, active run, recent run, and what the sweeper would do.
     pub async fn status(&self) -> Result<StatusResponse> {
         let survey = self.survey().await?;
-        Ok(status_of(&self.provisioner.catalog, &survey))
+        Ok(status_of(&self.provisioner.catalog, &survey, &|instance| self.runner.connect_command(instance)))
     }
 }
 
-/// The status report of `survey`.
-pub fn status_of(catalog: &Catalog, survey: &Survey) -> StatusResponse {
+/// The status report of `survey`; `connect` says how to reach a held instance.
+pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> String) -> StatusResponse {
     let prices = catalog.prices();
     let mut clusters: Vec<ClusterStatus> =
         survey.stacks.iter().map(|stack| cluster_status(catalog, survey, stack)).collect();
@@ -112,6 +129,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey) -> StatusResponse {
         clusters,
         runs: active_runs(prices, survey),
         recent_runs: recent_runs(survey),
+        held: held_instances(survey, connect),
         sweeper: findings(catalog, survey),
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
     }
@@ -175,7 +193,29 @@ fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
                 cost_so_far_usd: cost,
                 steps: run.steps_with_logs(),
                 log_location: run.log_location.clone(),
+                attempts: run.attempts.clone(),
             }
+        })
+        .collect()
+}
+
+/// The instances failed runs hold at the survey's time, the soonest to go first.
+fn held_instances(survey: &Survey, connect: &dyn Fn(&str) -> String) -> Vec<HeldInstance> {
+    let mut held: Vec<(&RunRecord, &str, Timestamp)> = survey
+        .runs
+        .iter()
+        .filter(|run| run.held_at(survey.now))
+        .filter_map(|run| Some((run, run.instance_id.as_deref()?, run.held_until?)))
+        .collect();
+    held.sort_by_key(|(run, _, until)| (*until, run.run_id.to_string()));
+    held.into_iter()
+        .map(|(run, instance, until)| HeldInstance {
+            run_id: run.run_id.clone(),
+            instance_id: instance.to_owned(),
+            held_until: until.to_string(),
+            connect: connect(instance),
+            failed_steps: run.failed_steps().into_iter().map(str::to_owned).collect(),
+            log_location: run.log_location.clone(),
         })
         .collect()
 }
@@ -198,6 +238,7 @@ fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
             minutes: run.ended_at.map(|end| minutes_between(run.started_at, end)),
             log_location: run.log_location.clone(),
             steps: run.steps_with_logs(),
+            attempts: run.attempts.clone(),
         })
         .collect()
 }
