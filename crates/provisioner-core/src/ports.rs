@@ -156,7 +156,8 @@ pub trait Runs: Send + Sync {
     /// Moves the run from its attempt before the record's current one to that one (whose entry
     /// the record's attempts end with): writes the attempts and state and clears what the last
     /// instance reported (steps back to pending, no commit, outcome or check-in). Exactly one of
-    /// concurrent callers succeeds; the others, and a run that ended, get a `Conflict`.
+    /// concurrent callers succeeds; the others, a run that ended, and one whose instance reported
+    /// its outcome (a failed step is never retried) get a `Conflict`.
     async fn begin_attempt(&self, record: &RunRecord) -> Result<()>;
     /// Ends the hold of an ended run's instance at `at`. A run holding none is left as it is.
     async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()>;

@@ -578,8 +578,13 @@ impl Runs for DynamoStore {
             .expression_attribute_values(":attempt", n(i64::from(number)))
             .expression_attribute_values(":attempts", attempts_json(record))
             .expression_attribute_values(":steps", pending_steps(record));
-        // Exactly one caller moves a run from its attempt to the next.
-        active_at_attempt(request, number.saturating_sub(1))
+        // Exactly one caller moves a run from its attempt to the next, and never one whose
+        // instance reported its outcome (a failed step is not retried).
+        let request = active_at_attempt(request, number.saturating_sub(1));
+        let condition = request.get_condition_expression().clone().unwrap_or_default();
+        request
+            .condition_expression(format!("{condition} AND attribute_not_exists(#outcome)"))
+            .expression_attribute_names("#outcome", run::OUTCOME)
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;

@@ -50,7 +50,7 @@ impl fmt::Display for RunKind {
 }
 
 /// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RunId(String);
 

@@ -218,6 +218,11 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     assert_eq!(stale.aws_kind(), Some(AwsErrorKind::Conflict), "{stale}");
     let running = RunRecord { state: RunState::Running, instance_id: Some("i-0123456789abcdef1".into()), ..next };
     runs.update(&running).await.unwrap();
+    let mut third = running.clone();
+    third.attempts.push(attempt(3, now));
+    runs.begin_attempt(&third).await.unwrap();
+    let running = RunRecord { attempts: third.attempts, ..running };
+    runs.update(&running).await.unwrap();
 
     let held_until = now + SignedDuration::from_mins(35);
     let ended = RunRecord {

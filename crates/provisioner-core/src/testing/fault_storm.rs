@@ -5,7 +5,14 @@
 //!   the holder of the cluster's lock, so a cluster never has two stacks or two writers;
 //! - a successful destroy leaves no stack and no schedule;
 //! - no lock outlives its operation's answer;
-//! - no instance outlives its run (a live instance belongs to a run that has not ended).
+//! - no instance outlives its run (a live instance belongs to a run that has not ended), but a
+//!   failed run's held instance, and that one never past its hold once the sweeper has run;
+//! - a run never has two live instances;
+//! - a run never begins another attempt after its instance reported a failed step;
+//! - no profile has more runs with a live instance than its cap.
+//!
+//! Among the operations: spot interruptions (EC2's warning, delivered once or twice; the
+//! instance's own notice; an instance that vanishes without a word) and cancels.
 //!
 //! Sweeps run among the operations, as the sweeper runs beside everything in an account.
 //!
@@ -125,10 +132,14 @@ enum Operation {
     Deploy(&'static str),
     ScheduleDestroy(&'static str, Duration),
     Destroy(&'static str),
-    Start(RunKind, &'static str, &'static str, u64),
+    /// A start, with its hold in minutes.
+    Start(RunKind, &'static str, &'static str, u64, u32),
     Resume(usize, u64),
-    /// The instance's side: a run's instance reports, or spot takes it back.
+    /// The instance's side: a run's instance reports, notices an interruption, or vanishes.
     Instance(usize, &'static str),
+    /// An EC2 event about a run's current instance, delivered this many times.
+    Event(usize, &'static str, usize),
+    Cancel(usize),
     /// The sweeper's scheduled invocation.
     Sweep,
 }
@@ -140,6 +151,10 @@ struct Figures {
     answers: BTreeMap<String, usize>,
     faults_injected: usize,
     faults_absorbed: usize,
+    /// Runs that took more than one attempt, failed runs that held their instance, and cancelled runs.
+    retried: usize,
+    held: usize,
+    cancelled: usize,
     violations: Vec<String>,
 }
 
@@ -150,6 +165,8 @@ struct Storm {
     runner: Runner,
     violations: Violations,
     run_ids: Mutex<Vec<RunId>>,
+    /// Runs whose instance reported a failed step, and the attempt it reported in.
+    failed_in: Mutex<BTreeMap<RunId, u32>>,
 }
 
 impl Storm {
@@ -170,7 +187,7 @@ impl Storm {
         let provisioner =
             Provisioner::new(world.provisioner.catalog.clone(), ports, world.provisioner.settings.clone());
         let runner = runs.runner.clone();
-        Storm { world, runs, provisioner, runner, violations, run_ids: Mutex::default() }
+        Storm { world, runs, provisioner, runner, violations, run_ids: Mutex::default(), failed_in: Mutex::default() }
     }
 
     fn violation(&self, text: String) {
@@ -206,12 +223,12 @@ impl Storm {
                 }
                 outcome.map(|_| ())
             }
-            Operation::Start(kind, cluster, version, wait) => {
+            Operation::Start(kind, cluster, version, wait, hold_minutes) => {
                 let request = RunRequest::Start {
                     cluster: ClusterName::parse(cluster).unwrap(),
                     version: GitRef::parse(version).unwrap(),
                     wait_seconds: Some(wait),
-                    hold_minutes: 0,
+                    hold_minutes,
                 };
                 let outcome = self.runner.run(kind, request, &invocation).await;
                 if let Ok(response) = &outcome {
@@ -231,31 +248,83 @@ impl Storm {
             }
             Operation::Sweep => {
                 let operations = Operations::new(self.provisioner.clone(), self.runner.clone());
-                operations.sweep(&invocation).await.map(|_| ())
+                let swept = operations.sweep(&invocation).await.map(|_| ());
+                if swept.is_ok() {
+                    self.check_holds();
+                }
+                swept
             }
             Operation::Instance(index, what) => {
-                let run_id = self.run_id(index)?;
+                let run_id = self.active_run_id(index)?;
+                let record = self.runs.runs.record(&run_id)?;
+                // Only a live instance says anything.
+                let instance = record.instance_id.as_deref()?;
+                if !self.runs.instances.instances().get(instance).is_some_and(|i| i.live()) || record.state.ended() {
+                    return None;
+                }
                 match what {
-                    "interrupted" => {
-                        let record = self.runs.runs.record(&run_id)?;
-                        self.runs
-                            .instances
-                            .set_state(record.instance_id.as_deref()?, Some(crate::ports::InstanceState::Terminated));
+                    "vanished" => {
+                        self.runs.instances.set_state(instance, Some(crate::ports::InstanceState::Terminated))
                     }
-                    outcome => self.runs.runs.report(&run_id, &[], Some(outcome)),
+                    "notice" => self.runs.runs.report_interrupted(&run_id),
+                    outcome => {
+                        if outcome == "failed" {
+                            self.failed_in.lock().unwrap().insert(run_id.clone(), record.attempt_number());
+                        }
+                        self.runs.runs.report(&run_id, &[], Some(outcome));
+                    }
                 }
                 return None;
+            }
+            Operation::Event(index, what, deliveries) => {
+                let run_id = self.active_run_id(index)?;
+                let instance = self.runs.runs.record(&run_id)?.instance_id?;
+                let detail_type = if what == "warning" {
+                    crate::domain::instance_event::SPOT_WARNING
+                } else {
+                    self.runs.instances.set_state(&instance, Some(crate::ports::InstanceState::ShuttingDown));
+                    crate::domain::instance_event::STATE_CHANGE
+                };
+                let event = serde_json::json!({
+                    "version": "0", "id": format!("event-{request_id}"), "detail-type": detail_type,
+                    "source": "aws.ec2", "account": "123456789012", "time": NOW, "region": "us-west-2",
+                    "resources": [],
+                    "detail": {"instance-id": instance, "instance-action": "terminate", "state": "shutting-down"}
+                });
+                let event = crate::domain::InstanceEvent::parse(event).unwrap();
+                let mut outcome = Ok(());
+                for _ in 0..deliveries {
+                    outcome = self.runner.instance_event(event.clone()).await.map(|_| ());
+                }
+                outcome
+            }
+            Operation::Cancel(index) => {
+                let run_id = self.run_id(index)?;
+                let request = crate::domain::CancelRequest { run_id, requested_by: None };
+                self.runner.cancel(request).await.map(|_| ())
             }
         };
         self.check_lock_released(&request_id);
         self.check_instances();
         self.check_caps();
+        self.check_no_retry_after_a_failure();
         Some(answer.err().map_or_else(|| "success".to_owned(), |e| e.code().to_owned()))
     }
 
     fn run_id(&self, index: usize) -> Option<RunId> {
         let ids = self.run_ids.lock().unwrap();
         (!ids.is_empty()).then(|| ids[index % ids.len()].clone())
+    }
+
+    /// A run still under way, when there is one: what the cloud's events are about.
+    fn active_run_id(&self, index: usize) -> Option<RunId> {
+        let active: Vec<RunId> =
+            self.runs.runs.all().into_iter().filter(|r| !r.state.ended()).map(|r| r.run_id).collect();
+        if active.is_empty() {
+            self.run_id(index)
+        } else {
+            Some(active[index % active.len()].clone())
+        }
     }
 
     fn check_destroyed(&self, cluster: &str, request_id: &str) {
@@ -284,6 +353,7 @@ impl Storm {
     }
 
     fn check_instances(&self) {
+        let mut per_run: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (instance_id, instance) in self.runs.instances.instances() {
             if !instance.live() {
                 continue;
@@ -292,14 +362,46 @@ impl Storm {
                 .tag(tags::RUN_ID)
                 .and_then(|id| RunId::parse(id).ok())
                 .and_then(|id| self.runs.runs.record(&id));
+            if let Some(run) = &run {
+                per_run.entry(run.run_id.to_string()).or_default().push(instance_id.clone());
+            }
             match run {
                 Some(run) if !run.state.ended() => {}
+                // Held for debugging; the sweeper ends it once the hold ends (checked after sweeps).
+                Some(run) if run.held_until.is_some() && run.instance_id.as_deref() == Some(instance_id.as_str()) => {}
                 Some(run) => self.violation(format!(
                     "instance {instance_id} is live after its run {} ended {}",
                     run.run_id,
                     run.state.as_str()
                 )),
                 None => self.violation(format!("instance {instance_id} is live and belongs to no run")),
+            }
+        }
+        for (run_id, instances) in per_run {
+            if instances.len() > 1 {
+                self.violation(format!("run {run_id} has two live instances: {instances:?}"));
+            }
+        }
+    }
+
+    /// After a sweep: no held instance is live past its hold.
+    fn check_holds(&self) {
+        let now = self.world.clock.now();
+        for run in self.runs.runs.all() {
+            let Some(instance) = run.instance_id.as_deref() else { continue };
+            let live = self.runs.instances.instances().get(instance).is_some_and(|i| i.live());
+            if live && run.held_until.is_some_and(|until| until <= now) {
+                self.violation(format!("instance {instance} of run {} is live past its hold", run.run_id));
+            }
+        }
+    }
+
+    /// A run whose instance reported a failed step never begins another attempt.
+    fn check_no_retry_after_a_failure(&self) {
+        for (run_id, attempt) in self.failed_in.lock().unwrap().iter() {
+            let Some(run) = self.runs.runs.record(run_id) else { continue };
+            if run.attempt_number() > *attempt {
+                self.violation(format!("run {run_id} began attempt {} after a failed step", run.attempt_number()));
             }
         }
     }
@@ -309,10 +411,12 @@ impl Storm {
         // (profile, kind) -> its cap and the runs of that kind with a live instance.
         let mut running: BTreeMap<(String, &str), (u32, BTreeSet<String>)> = BTreeMap::new();
         for instance in self.runs.instances.instances().values().filter(|i| i.live()) {
+            // A held instance's run has ended and freed its slot.
             let Some(run) = instance
                 .tag(tags::RUN_ID)
                 .and_then(|id| RunId::parse(id).ok())
                 .and_then(|id| self.runs.runs.record(&id))
+                .filter(|run| !run.state.ended())
             else {
                 continue;
             };
@@ -337,17 +441,21 @@ impl Storm {
         let mut plan: Vec<(Duration, Operation)> = (0..OPERATIONS)
             .map(|_| {
                 let cluster = CLUSTERS[rng.usize(..CLUSTERS.len())];
+                let run = rng.usize(..1000);
                 let operation = match rng.u32(..100) {
-                    0..35 => Operation::Deploy(cluster),
-                    35..50 => Operation::ScheduleDestroy(cluster, Duration::from_secs(rng.u64(60..4 * 3600))),
-                    50..70 => Operation::Destroy(cluster),
-                    70..80 => {
+                    0..26 => Operation::Deploy(cluster),
+                    26..36 => Operation::ScheduleDestroy(cluster, Duration::from_secs(rng.u64(60..4 * 3600))),
+                    36..50 => Operation::Destroy(cluster),
+                    50..64 => {
                         let kind = if rng.bool() { RunKind::Test } else { RunKind::Build };
-                        Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], rng.u64(0..300))
+                        let hold = [0, 30][rng.usize(..2)];
+                        Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], rng.u64(0..300), hold)
                     }
-                    80..88 => Operation::Resume(rng.usize(..1000), rng.u64(0..300)),
-                    88..93 => Operation::Sweep,
-                    _ => Operation::Instance(rng.usize(..1000), ["succeeded", "failed", "interrupted"][rng.usize(..3)]),
+                    64..72 => Operation::Resume(run, rng.u64(0..300)),
+                    72..77 => Operation::Sweep,
+                    77..84 => Operation::Event(run, ["warning", "stopped"][rng.usize(..2)], rng.usize(1..3)),
+                    84..87 => Operation::Cancel(run),
+                    _ => Operation::Instance(run, ["succeeded", "failed", "notice", "vanished"][rng.usize(..4)]),
                 };
                 (Duration::from_millis(rng.u64(..SPREAD.as_millis() as u64)), operation)
             })
@@ -383,6 +491,10 @@ impl Storm {
         }
         figures.faults_injected = self.world.faults.injected() + self.runs.faults.injected();
         self.settle().await;
+        let runs = self.runs.runs.all();
+        figures.retried = runs.iter().filter(|run| run.attempts.len() > 1).count();
+        figures.held = runs.iter().filter(|run| run.held_until.is_some()).count();
+        figures.cancelled = runs.iter().filter(|run| run.state == crate::domain::RunState::Cancelled).count();
         figures.violations = self.violations.lock().unwrap().iter().cloned().collect();
         figures
     }
@@ -406,6 +518,12 @@ impl Storm {
             }
         }
         self.check_lock_released("settle");
+        // Holds end by now: the sweeper ends the instances they kept.
+        let operations = Operations::new(self.provisioner.clone(), self.runner.clone());
+        if let Err(error) = CALLER.scope("settle".into(), operations.sweep(&self.invocation("settle"))).await {
+            self.violation(format!("the sweep after the storm failed: {error}"));
+        }
+        self.check_holds();
         let live: BTreeSet<String> =
             self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
         if !live.is_empty() {
@@ -421,19 +539,25 @@ async fn a_fault_storm_breaks_no_invariant() {
         CLUSTERS.len(),
         SPREAD.as_secs() / 60
     );
-    println!("| seed | fault rate | operations | answers | faults injected | faults absorbed | violations |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| seed | fault rate | operations | answers | faults injected | faults absorbed | runs retried | held | \
+         cancelled | violations |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut violations = Vec::new();
     for (seed, rate) in [(11, 0.0), (23, 0.1), (37, 0.3)] {
         let figures = Arc::new(Storm::new()).blow(seed, rate).await;
         let answers: Vec<String> = figures.answers.iter().map(|(code, count)| format!("{code} {count}")).collect();
         println!(
-            "| {seed} | {:.0} % | {} | {} | {} | {} | {} |",
+            "| {seed} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate * 100.0,
             figures.operations,
             answers.join(", "),
             figures.faults_injected,
             figures.faults_absorbed,
+            figures.retried,
+            figures.held,
+            figures.cancelled,
             figures.violations.len()
         );
         violations.extend(figures.violations.into_iter().map(|v| format!("seed {seed}: {v}")));

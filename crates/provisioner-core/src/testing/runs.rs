@@ -176,7 +176,7 @@ impl Runs for FakeRuns {
         let previous = record.attempt_number().saturating_sub(1);
         let stored = records
             .get_mut(record.run_id.as_str())
-            .filter(|stored| !stored.state.ended() && stored.attempt_number() == previous);
+            .filter(|stored| !stored.state.ended() && stored.attempt_number() == previous && stored.outcome.is_none());
         let Some(stored) = stored else {
             return Err(fake_failure("BeginAttempt", "ConditionalCheckFailedException", AwsErrorKind::Conflict));
         };
