@@ -38,6 +38,7 @@ invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
 invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
 invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
 invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
+invoke_args += $(if $(and $(HOLD),$(filter cluster-test cluster-build,$(invoke_goal))),--hold $(call quote,$(value HOLD)))
 invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
 ifneq ($(findstring n,$(invoke_modes))$(findstring q,$(invoke_modes))$(findstring t,$(invoke_modes)),)
 $(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(strip $(invoke_args)))
@@ -59,8 +60,8 @@ invoke: ## FUNCTION= PAYLOAD=: invoke one function (LOCAL=1: on the local stack)
 cluster-deploy: ## CLUSTER= [VERSION=]: deploy a cluster (at a version whose images were built)
 cluster-schedule-destroy: ## CLUSTER= AT=|TTL=: schedule its destroy (RFC 3339, or minutes from now)
 cluster-destroy: ## CLUSTER=: destroy a cluster now
-cluster-test: ## CLUSTER= VERSION=: run the test suites against a cluster
-cluster-build: ## CLUSTER= VERSION=: build and push the cluster's images
+cluster-test: ## CLUSTER= VERSION= [HOLD=minutes]: run the test suites against a cluster (HOLD keeps a failed run's instance)
+cluster-build: ## CLUSTER= VERSION= [HOLD=minutes]: build and push the cluster's images
 cluster-cancel: ## RUN_ID=: end a test or build run now, terminating its instance
 status: ## Every cluster, run and what the sweeper would do, as tables (LOCAL=1: on the local stack)
 

@@ -23,6 +23,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FUNCTIONS = sorted(os.listdir(os.path.join(ROOT, "functions")))
 # Functions whose event is always {}.
 NO_ARGUMENTS = ("status", "sweep")
+# The contract's bound on hold_minutes.
+MAX_HOLD_MINUTES = 240
 # Output keys of template.yaml naming each function.
 OUTPUT_KEYS = {f: "".join(p.capitalize() for p in f.split("_")) + "FunctionName" for f in FUNCTIONS}
 LOCAL_READ_TIMEOUT = 900
@@ -158,6 +160,10 @@ def build_payload(args) -> bytes:
             if not args.version:
                 raise InvocationFailed("give VERSION= (a git branch, tag or commit)")
             event["version"] = args.version
+            if args.hold:
+                if not args.hold.isdigit() or int(args.hold) > MAX_HOLD_MINUTES:
+                    raise InvocationFailed(f"HOLD= must be a whole number of minutes, 0 to {MAX_HOLD_MINUTES}")
+                event["hold_minutes"] = int(args.hold)
         elif args.function == "deploy" and args.version:
             event["version"] = args.version
         if args.function == "schedule_destroy":
@@ -182,6 +188,22 @@ def build_payload(args) -> bytes:
 
 
 def report_progress(answer: dict, printed: set) -> None:
+    for attempt in answer.get("attempts", []) or []:
+        key = ("attempt", attempt.get("number"), attempt.get("outcome"), attempt.get("instance_id"))
+        if key in printed:
+            continue
+        printed.add(key)
+        where = f"{attempt.get('instance_id') or 'no instance yet'} ({attempt.get('market')})"
+        if attempt.get("outcome") == "running":
+            print(f"  attempt {attempt.get('number')} runs on {where}", file=sys.stderr)
+        else:
+            step = f" in step {attempt['step']}" if attempt.get("step") else ""
+            print(f"  attempt {attempt.get('number')} on {where} ended: {attempt.get('outcome')}{step}", file=sys.stderr)
+    if answer.get("held_until"):
+        key = ("held", answer.get("held_until"))
+        if key not in printed:
+            printed.add(key)
+            print(f"  its instance is held until {answer['held_until']}: {answer.get('connect')}", file=sys.stderr)
     layout = answer.get("layout")
     if layout and ("layout", layout) not in printed:
         printed.add(("layout", layout))
@@ -220,6 +242,14 @@ def steps_text(steps: list) -> str:
     return " ".join(f"{s.get('name')}={s.get('status')}" for s in steps or [])
 
 
+def attempt_text(attempts) -> str:
+    """`2 (on-demand)`: the current attempt's number and market."""
+    if not attempts:
+        return "-"
+    last = attempts[-1]
+    return f"{last.get('number')} ({last.get('market')})"
+
+
 def print_status(answer: dict) -> None:
     """The status answer as tables: clusters, active runs, recent runs, what the sweeper would do."""
     clusters = answer.get("clusters", [])
@@ -234,9 +264,10 @@ def print_status(answer: dict) -> None:
     runs = answer.get("runs", [])
     table(
         f"Active runs ({len(runs)})",
-        ["RUN", "KIND", "CLUSTER", "VERSION", "STEPS", "CURRENT STEP", "INSTANCE", "AGE (MIN)", "COST SO FAR"],
+        ["RUN", "KIND", "CLUSTER", "VERSION", "STEPS", "CURRENT STEP", "ATTEMPT", "INSTANCE", "AGE (MIN)", "COST SO FAR"],
         [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), f"{r.get('steps_done')}/{r.get('steps_total')}",
-          r.get("current_step"), " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
+          r.get("current_step"), attempt_text(r.get("attempts")),
+          " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
           r.get("age_minutes"), usd(r.get("cost_so_far_usd"))] for r in runs],
         "none",
     )
@@ -246,6 +277,14 @@ def print_status(answer: dict) -> None:
         ["RUN", "KIND", "CLUSTER", "VERSION", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
         [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("state"),
           ",".join(r.get("failed_steps") or []), r.get("ended_at"), r.get("minutes")] for r in recent],
+        "none",
+    )
+    held = answer.get("held", [])
+    table(
+        f"Held for debugging ({len(held)})",
+        ["RUN", "INSTANCE", "HELD UNTIL", "FAILED STEPS", "CONNECT"],
+        [[h.get("run_id"), h.get("instance_id"), h.get("held_until"), ",".join(h.get("failed_steps") or []),
+          h.get("connect")] for h in held],
         "none",
     )
     sweeper = answer.get("sweeper", [])
@@ -270,6 +309,7 @@ def main() -> int:
     parser.add_argument("--ttl")
     parser.add_argument("--run-id")
     parser.add_argument("--wait-seconds")
+    parser.add_argument("--hold")
     parser.add_argument("--local", action="store_true")
     parser.add_argument("--follow", action="store_true")
     parser.add_argument("--table", action="store_true")

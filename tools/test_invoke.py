@@ -1,5 +1,6 @@
 """tools/invoke.py as callers meet it: Ctrl-C while following a run stops the waiting, not the
-run, and says how to wait again or cancel. Run by make test."""
+run, and says how to wait again or cancel; HOLD= reaches a start as hold_minutes; a followed run
+prints each attempt. Run by make test."""
 
 import io
 import json
@@ -40,6 +41,29 @@ class FollowingARun(unittest.TestCase):
         self.assertEqual(event, {"run_id": RUN_ID, "requested_by": "dev@example.org"})
         with self.assertRaises(invoke.InvocationFailed):
             invoke.build_payload(mock.Mock(payload=None, function="cancel", run_id=None))
+
+
+    def test_hold_reaches_a_start_as_hold_minutes_within_its_bounds(self):
+        def start(hold):
+            return mock.Mock(payload=None, function="test", run_id=None, cluster="ci-1", version="main", hold=hold,
+                             wait_seconds=None, follow=False)
+        self.assertEqual(json.loads(invoke.build_payload(start("30")))["hold_minutes"], 30)
+        self.assertNotIn("hold_minutes", json.loads(invoke.build_payload(start(None))))
+        for bad in ("241", "-1", "ten"):
+            with self.assertRaises(invoke.InvocationFailed, msg=bad):
+                invoke.build_payload(start(bad))
+
+    def test_a_followed_run_prints_each_attempt_and_a_hold(self):
+        answer = {"attempts": [
+            {"number": 1, "instance_id": "i-1", "market": "spot", "outcome": "interrupted", "step": "debug-build"},
+            {"number": 2, "instance_id": "i-2", "market": "spot", "outcome": "running"},
+        ], "held_until": "2026-12-02T18:00:00Z", "connect": "aws ssm start-session --target i-2"}
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            invoke.report_progress(answer, set())
+        self.assertIn("attempt 1 on i-1 (spot) ended: interrupted in step debug-build", stderr.getvalue())
+        self.assertIn("attempt 2 runs on i-2 (spot)", stderr.getvalue())
+        self.assertIn("held until 2026-12-02T18:00:00Z: aws ssm start-session --target i-2", stderr.getvalue())
 
 
 if __name__ == "__main__":

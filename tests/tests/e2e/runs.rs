@@ -157,13 +157,179 @@ async fn a_build_run_succeeds_and_reports_the_images_it_pushed() {
     provisioner_e2e::make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }
 
+/// An EC2 event as the template's EventBridge rules deliver it to `instance_event`.
+fn ec2_event(detail_type: &str, detail: Value) -> provisioner_e2e::Invoked {
+    let event = json!({
+        "version": "0", "id": unique("event-"), "detail-type": detail_type, "source": "aws.ec2",
+        "account": "123456789012", "time": "2026-12-02T12:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": detail
+    });
+    make_invoke("instance_event", &event.to_string())
+}
+
+fn interruption_warning(instance_id: &str) -> provisioner_e2e::Invoked {
+    ec2_event(
+        "EC2 Spot Instance Interruption Warning",
+        json!({"instance-id": instance_id, "instance-action": "terminate"}),
+    )
+}
+
+/// Where a run stands now, without waiting: its "running" answer.
+fn peek(kind: &str, run_id: &str) -> Value {
+    let answer = make_invoke(kind, &json!({"run_id": run_id, "wait_seconds": 0}).to_string());
+    assert_eq!(answer.exit, 0, "{:#} {}", answer.answer, answer.stderr);
+    assert_eq!(answer.answer["status"], "running", "{:#}", answer.answer);
+    answer.answer
+}
+
+fn attempts(answer: &Value) -> Vec<(String, String, String)> {
+    answer["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let text = |key: &str| a[key].as_str().unwrap_or_default().to_owned();
+            (text("instance_id"), text("market"), text("outcome"))
+        })
+        .collect()
+}
+
+/// A spot interruption (EC2's warning, through the EventBridge rule) ends the attempt and begins
+/// the next at once under the same run id; a vanished instance does too; the third and last
+/// attempt runs on demand, and it completes the run.
 #[tokio::test]
-async fn a_run_whose_instance_is_terminated_before_it_reports_is_lost() {
+async fn interruptions_begin_the_next_attempt_under_the_same_run_id_and_the_last_runs_on_demand() {
+    let cluster = unique("ci-run-");
+    let started = start("test", &cluster, "main");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let first = started["instance_id"].as_str().unwrap().to_owned();
+    assert_eq!(attempts(&started), [(first.clone(), "spot".into(), "running".into())]);
+
+    let retried = interruption_warning(&first);
+    assert_eq!(retried.assert_success()["action"], "retried", "{:#}", retried.answer);
+    assert_eq!(instance_state(&first).await, "terminated");
+    let answer = peek("test", &run_id);
+    let second = answer["instance_id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(answer["run_id"], run_id.as_str());
+    assert_eq!(attempts(&answer)[0], (first.clone(), "spot".into(), "interrupted".into()));
+    assert_eq!(described_instance(&second).await.instance_lifecycle().map(|l| l.as_str()), Some("spot"));
+
+    // EventBridge delivers at least once: the same warning again changes nothing.
+    assert_eq!(interruption_warning(&first).assert_success()["action"], "ignored");
+
+    // The second instance vanishes: EC2's state change says so.
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    ec2.terminate_instances().instance_ids(&second).send().await.unwrap();
+    let gone =
+        ec2_event("EC2 Instance State-change Notification", json!({"instance-id": second, "state": "terminated"}));
+    assert_eq!(gone.assert_success()["action"], "retried", "{:#}", gone.answer);
+    let answer = peek("test", &run_id);
+    let third = answer["instance_id"].as_str().unwrap().to_owned();
+    let seen = attempts(&answer);
+    assert_eq!(seen[1], (second.clone(), "spot".into(), "lost".into()));
+    assert_eq!(seen[2], (third.clone(), "on-demand".into(), "running".into()));
+    assert_eq!(described_instance(&third).await.instance_lifecycle(), None, "the last attempt is on demand");
+    let user_data = user_data(&third).await;
+    assert!(user_data.contains("ATTEMPT='3'"), "the third attempt's script");
+
+    simulate(&third, None);
+    let done = resume("test", &run_id);
+    assert_eq!(done.assert_success()["status"], "success", "{:#}", done.answer);
+    let outcomes: Vec<String> = attempts(&done.answer).into_iter().map(|(_, _, outcome)| outcome).collect();
+    assert_eq!(outcomes, ["interrupted", "lost", "completed"]);
+}
+
+/// Out of attempts, the run is lost, naming each attempt by its instance.
+#[tokio::test]
+async fn a_run_whose_instances_all_vanish_is_lost_naming_each_attempt() {
     let cluster = unique("ci-run-");
     let started = start("build", &cluster, "main");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
     let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
-    ec2.terminate_instances().instance_ids(started["instance_id"].as_str().unwrap()).send().await.unwrap();
-    resume("build", started["run_id"].as_str().unwrap()).assert_error("RunLost");
+    let mut instance = started["instance_id"].as_str().unwrap().to_owned();
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        ec2.terminate_instances().instance_ids(&instance).send().await.unwrap();
+        gone.push(instance);
+        instance = peek("build", &run_id)["instance_id"].as_str().unwrap().to_owned();
+    }
+    ec2.terminate_instances().instance_ids(&instance).send().await.unwrap();
+    gone.push(instance);
+    let lost = make_invoke("build", &json!({"run_id": run_id, "wait_seconds": 0}).to_string());
+    lost.assert_error("RunLost");
+    let message = lost.answer["errorMessage"].as_str().unwrap();
+    for (number, instance) in gone.iter().enumerate() {
+        assert!(message.contains(&format!("attempt {}: {instance} (", number + 1)), "{message}");
+    }
+}
+
+/// A run whose step failed is never retried, whatever EC2 says of its instance after.
+#[tokio::test]
+async fn a_failed_step_is_not_retried() {
+    let cluster = unique("ci-run-");
+    let started = start("test", &cluster, "main");
+    let (run_id, instance) = (started["run_id"].as_str().unwrap(), started["instance_id"].as_str().unwrap());
+    simulate(instance, Some("make selftest"));
+    let event =
+        ec2_event("EC2 Instance State-change Notification", json!({"instance-id": instance, "state": "shutting-down"}));
+    assert_ne!(event.assert_success()["action"], "retried", "{:#}", event.answer);
+    resume("test", run_id).assert_error("TestsFailed");
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let tagged = ec2
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:sliderule:run-id").values(run_id).build())
+        .send()
+        .await
+        .unwrap();
+    let count: usize = tagged.reservations().iter().map(|r| r.instances().len()).sum();
+    assert_eq!(count, 1, "one instance, never a second");
+}
+
+/// `hold_minutes` keeps a failed run's instance up: the answer and `status` say until when and
+/// how to connect, a sweep spares it, and `cancel` ends the hold at once.
+#[tokio::test]
+async fn a_held_instance_survives_a_sweep_and_cancel_ends_its_hold() {
+    let cluster = unique("ci-run-");
+    let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "hold_minutes": 30});
+    let started = make_invoke("test", &payload.to_string());
+    assert_eq!(started.exit, 0, "{:#}", started.answer);
+    let answer = &started.answer;
+    let (run_id, instance) = (answer["run_id"].as_str().unwrap(), answer["instance_id"].as_str().unwrap());
+    assert!(user_data(instance).await.contains("HOLD_MINUTES='30'"));
+    simulate(instance, Some("make selftest"));
+    let failed = resume("test", run_id);
+    failed.assert_error("TestsFailed");
+    let message = failed.answer["errorMessage"].as_str().unwrap();
+    assert!(message.contains(&format!("aws ssm start-session --target {instance}")), "{message}");
+    assert_eq!(instance_state(instance).await, "running", "held");
+
+    make_invoke("sweep", "{}").assert_success();
+    assert_eq!(instance_state(instance).await, "running", "a sweep spares a held instance");
+    let status = make_invoke("status", "{}");
+    let held = status.assert_success()["held"].as_array().unwrap().clone();
+    let listed = held.iter().find(|h| h["instance_id"] == instance).expect("status lists the held instance");
+    assert!(listed["held_until"].as_str().is_some() && listed["connect"].as_str().unwrap().contains(instance));
+
+    let cancelled = make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]);
+    assert_eq!(cancelled.assert_success()["outcome"], "failed", "its outcome is unchanged");
+    assert_eq!(instance_state(instance).await, "terminated", "the hold ended");
+}
+
+async fn user_data(instance_id: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let encoded = described.user_data().and_then(|v| v.value()).unwrap_or_default();
+    let compressed = aws_smithy_types::base64::decode(encoded).unwrap();
+    let mut script = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(compressed.as_slice()), &mut script).unwrap();
+    script
 }
 
 /// `make cluster-cancel RUN_ID=…` ends the run at once: its instance is terminated, its outcome

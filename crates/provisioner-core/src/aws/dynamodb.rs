@@ -527,9 +527,10 @@ impl Runs for DynamoStore {
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
-        let mut sets = vec!["#state = :state".to_owned(), format!("{} = :attempts", run::ATTEMPTS)];
+        let mut sets = vec!["#state = :state".to_owned(), "#attempts = :attempts".to_owned()];
         let mut request = self
             .update_item(run_key(&record.run_id))
+            .expression_attribute_names("#attempts", run::ATTEMPTS)
             .expression_attribute_names("#state", run::STATE)
             .expression_attribute_values(":state", s(record.state.as_str()))
             .expression_attribute_values(":attempts", attempts_json(record));
@@ -565,14 +566,20 @@ impl Runs for DynamoStore {
             run::REPORTED_AT,
             run::FAILURE,
         ];
-        let request = self
-            .update_item(run_key(&record.run_id))
+        // Every name by a placeholder: some (commit) are DynamoDB reserved words.
+        let mut request = self.update_item(run_key(&record.run_id));
+        let mut removed = Vec::new();
+        for (index, name) in cleared.iter().enumerate() {
+            request = request.expression_attribute_names(format!("#clear{index}"), *name);
+            removed.push(format!("#clear{index}"));
+        }
+        let request = request
             .update_expression(format!(
-                "SET #state = :state, #attempt = :attempt, {} = :attempts, {} = :steps REMOVE {}",
-                run::ATTEMPTS,
-                run::STEPS,
-                cleared.join(", ")
+                "SET #state = :state, #attempt = :attempt, #attempts = :attempts, #steps = :steps REMOVE {}",
+                removed.join(", ")
             ))
+            .expression_attribute_names("#attempts", run::ATTEMPTS)
+            .expression_attribute_names("#steps", run::STEPS)
             .expression_attribute_names("#state", run::STATE)
             .expression_attribute_values(":state", s(record.state.as_str()))
             .expression_attribute_values(":attempt", n(i64::from(number)))
