@@ -64,7 +64,7 @@ async fn a_deployed_cluster_gets_its_destroy_schedule_at_the_profile_default() {
 }
 
 #[tokio::test]
-async fn the_sweeper_ends_a_lost_run_and_terminates_an_expired_instance() {
+async fn the_sweeper_retries_a_run_whose_instance_vanished_and_terminates_an_expired_instance() {
     // A run whose instance vanished (a spot interruption) while nobody was waiting on it.
     let cluster = unique("ci-sweep-");
     let started = make_invoke("test", &json!({"cluster": cluster, "version": "main", "wait_seconds": 0}).to_string());
@@ -84,17 +84,20 @@ async fn the_sweeper_ends_a_lost_run_and_terminates_an_expired_instance() {
 
     let swept = sweep();
     let resumed = action_on(&swept, &run_id).unwrap_or_else(|| panic!("the run is resumed: {swept:#}"));
-    assert_eq!((resumed["action"].as_str(), resumed["result"].as_str()), (Some("resume_run"), Some("ended as lost")));
+    assert_eq!(resumed["action"], "resume_run");
+    assert!(resumed["result"].as_str().unwrap().starts_with("began attempt 2 on i-"), "{resumed:#}");
     assert_eq!(resumed["reason"], format!("its instance {run_instance} is gone"));
     let terminated = action_on(&swept, &stray).unwrap_or_else(|| panic!("the instance is terminated: {swept:#}"));
     assert_eq!(terminated["action"], "terminate_instance");
     assert_eq!(terminated["reason"], format!("its run's time limit passed at {expired_at}"));
     assert_eq!(instance_state(&stray).await, "terminated");
 
-    // Whoever asks next hears how the run ended; the next sweep has nothing of ours to do.
-    make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).assert_error("RunLost");
+    // Whoever asks next hears of the second attempt; the next sweep has nothing of ours to do.
+    let asked = make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string());
+    assert_eq!(asked.answer["attempts"].as_array().map(Vec::len), Some(2), "{:#}", asked.answer);
     let again = sweep();
     assert!(action_on(&again, &run_id).is_none() && action_on(&again, &stray).is_none(), "{again:#}");
+    make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]).assert_success();
 }
 
 #[tokio::test]
@@ -155,10 +158,10 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
     );
     assert!(summary.contains(&format!("### build: no run of {cluster} found")), "{summary}");
 
-    // Leave nothing: the run ends as lost once its instance goes, and the cluster is destroyed.
-    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
-    ec2.terminate_instances().instance_ids(&run_instance).send().await.unwrap();
-    make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).assert_error("RunLost");
+    // Leave nothing: the run is cancelled, its instance terminated, and the cluster destroyed.
+    make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]).assert_success();
+    assert_eq!(instance_state(&run_instance).await, "terminated");
+    make_invoke("test", &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).assert_error("RunCancelled");
     make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }
 

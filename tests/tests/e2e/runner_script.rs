@@ -600,11 +600,13 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
     sandbox.sleep_when("npm test");
     let mut child = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).spawn().unwrap();
 
-    // Wait until the slow step is running, then stop the whole run as a shutdown would.
+    // Wait until the slow step is running (its command, and so its log, started), then stop the
+    // whole run as a shutdown would.
     let started = Instant::now();
+    let log = sandbox.dir.join("work/logs/nodejs-client-jests.log");
     loop {
         let statuses = step_statuses(&record(&dynamodb, &values).await);
-        if statuses["nodejs-client-jests"] == "running" {
+        if statuses["nodejs-client-jests"] == "running" && log.exists() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the step never started: {statuses:?}");
@@ -617,12 +619,14 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
 
     let record = record(&dynamodb, &values).await;
     let statuses = step_statuses(&record);
-    assert_eq!(statuses["nodejs-client-jests"], "interrupted", "{statuses:?}");
+    let report = std::fs::read_to_string(sandbox.dir.join("work/logs/report.log")).unwrap_or_default();
+    assert_eq!(statuses["nodejs-client-jests"], "interrupted", "{statuses:?} {report}");
     assert_eq!(statuses["manager-pytests"], "pending", "never ran: {statuses:?}");
     assert!(!record.contains_key(run::OUTCOME), "no outcome is claimed");
     assert_eq!(text(&record, run::INSTANCE_STATE), "interrupted");
     let prefix = format!("runs/{}/", values.run_id);
-    assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&format!("{prefix}nodejs-client-jests.log")));
+    let uploaded = s3::keys(&values.settings.log_bucket, &prefix);
+    assert!(uploaded.contains(&format!("{prefix}nodejs-client-jests.log")), "{uploaded:?} {report}");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
 
@@ -638,7 +642,8 @@ async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_it
     let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
     let mut child = command.env("PROVISIONER_INTERRUPT_POLL_SECONDS", "1").spawn().unwrap();
     let started = Instant::now();
-    while step_statuses(&record(&dynamodb, &values).await)["nodejs-client-jests"] != "running" {
+    let log = sandbox.dir.join("work/logs/nodejs-client-jests.log");
+    while step_statuses(&record(&dynamodb, &values).await)["nodejs-client-jests"] != "running" || !log.exists() {
         assert!(started.elapsed() < Duration::from_secs(60), "the step never started");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
