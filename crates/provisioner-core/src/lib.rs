@@ -33,6 +33,13 @@
 //!   schedules, instance tags): [`domain::resource_names`]; a run's client token and log location:
 //!   [`domain::RunId`]
 //! - a run never loses its instance: unclear launches, instances found by tag: [`service::runner`] (`launch_resolved`)
+//! - attempts: retries of what the cloud ended (interrupted, lost, boot timeout, capacity), the
+//!   on-demand last attempt and fallback, `instance_event`, holds: [`service`] `attempts.rs`,
+//!   [`domain::attempt`], [`domain::instance_event`]; the profile's `max_attempts`,
+//!   `on_demand_fallback`, `boot_timeout_minutes`: [`catalog::RunnerProfile`]
+//! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
+//! - the instance's side of attempts (IMDSv2 spot notice watcher, reports fenced by attempt, the
+//!   hold at power-off): [`instance::script`]
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],
 //!   [`aws`]
 //! - the invariants under faults and crashes (the fault storm): [`testing`] `fault_storm.rs`, [`testing::Faults`]
