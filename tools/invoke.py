@@ -118,12 +118,16 @@ def invoke_aws(function: str, payload: bytes) -> tuple[bool, object]:
 
 
 def requested_by() -> str | None:
-    """Who asks: `git config user.email`, else $USER; nothing when neither is a valid name."""
-    try:
-        email = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        email = ""
-    who = email or os.environ.get("USER", "")
+    """Who asks: $PROVISIONER_REQUESTED_BY (the nightly sets its actor and run), else
+    `git config user.email`, else $USER; nothing when none is a valid name."""
+    who = os.environ.get("PROVISIONER_REQUESTED_BY", "")
+    if not who:
+        try:
+            who = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True,
+                                 check=False).stdout.strip()
+        except OSError:
+            who = ""
+    who = who or os.environ.get("USER", "")
     valid = 1 <= len(who) <= 64 and all(c.isascii() and (c.isalnum() or c in "._@+-") for c in who)
     return who if valid else None
 
@@ -177,6 +181,11 @@ def build_payload(args) -> bytes:
                 event["time_to_destroy"] = at.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
             else:
                 raise InvocationFailed("give AT= (RFC 3339) or TTL= (minutes)")
+    # Who asks is recorded with what the call creates or ends; a resume creates nothing.
+    if not args.run_id:
+        who = requested_by()
+        if who:
+            event["requested_by"] = who
     if args.wait_seconds is not None:
         if not args.wait_seconds.isdigit():
             raise InvocationFailed("WAIT= must be a whole number of seconds")
@@ -255,17 +264,21 @@ def print_status(answer: dict) -> None:
     clusters = answer.get("clusters", [])
     table(
         f"Clusters ({len(clusters)})",
-        ["CLUSTER", "PROFILE", "STACK", "VERSION", "AGE (MIN)", "DESTROY AT", "COST/HOUR", "COST SO FAR"],
-        [[c.get("cluster"), c.get("profile"), c.get("stack_status"), c.get("version"), c.get("age_minutes"),
-          c.get("time_to_destroy") or "not scheduled", usd(c.get("cost_per_hour_usd")), usd(c.get("cost_so_far_usd"))]
+        ["CLUSTER", "PROFILE", "STACK", "VERSION", "BY", "AGE (MIN)", "DESTROY AT", "SCHEDULED BY", "COST/HOUR",
+         "COST SO FAR"],
+        [[c.get("cluster"), c.get("profile"), c.get("stack_status"), c.get("version"), c.get("requested_by"),
+          c.get("age_minutes"), c.get("time_to_destroy") or "not scheduled", c.get("destroy_requested_by"),
+          usd(c.get("cost_per_hour_usd")), usd(c.get("cost_so_far_usd"))]
          for c in clusters],
         "none",
     )
     runs = answer.get("runs", [])
     table(
         f"Active runs ({len(runs)})",
-        ["RUN", "KIND", "CLUSTER", "VERSION", "STEPS", "CURRENT STEP", "ATTEMPT", "INSTANCE", "AGE (MIN)", "COST SO FAR"],
-        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), f"{r.get('steps_done')}/{r.get('steps_total')}",
+        ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "STEPS", "CURRENT STEP", "ATTEMPT", "INSTANCE", "AGE (MIN)",
+         "COST SO FAR"],
+        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("requested_by"),
+          f"{r.get('steps_done')}/{r.get('steps_total')}",
           r.get("current_step"), attempt_text(r.get("attempts")),
           " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
           r.get("age_minutes"), usd(r.get("cost_so_far_usd"))] for r in runs],
@@ -274,8 +287,8 @@ def print_status(answer: dict) -> None:
     recent = answer.get("recent_runs", [])
     table(
         f"Recent runs ({len(recent)})",
-        ["RUN", "KIND", "CLUSTER", "VERSION", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
-        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("state"),
+        ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
+        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("requested_by"), r.get("state"),
           ",".join(r.get("failed_steps") or []), r.get("ended_at"), r.get("minutes")] for r in recent],
         "none",
     )

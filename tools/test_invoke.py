@@ -43,6 +43,19 @@ class FollowingARun(unittest.TestCase):
             invoke.build_payload(mock.Mock(payload=None, function="cancel", run_id=None))
 
 
+    def test_every_cluster_and_run_goal_says_who_asks_and_a_resume_does_not(self):
+        def goal(function, **extra):
+            fields = dict(payload=None, function=function, run_id=None, cluster="ci-1", version="main", hold=None,
+                          wait_seconds=None, follow=False, at="2030-01-01T00:00:00Z", ttl=None)
+            fields.update(extra)
+            return mock.Mock(**fields)
+        with mock.patch.dict("os.environ", {"PROVISIONER_REQUESTED_BY": "octocat+run-42"}):
+            for function in ("deploy", "schedule_destroy", "destroy", "test", "build"):
+                self.assertEqual(json.loads(invoke.build_payload(goal(function)))["requested_by"], "octocat+run-42")
+            self.assertNotIn("requested_by", json.loads(invoke.build_payload(goal("test", run_id=RUN_ID))))
+            self.assertEqual(json.loads(invoke.build_payload(goal("deploy", payload='{"cluster": "x"}'))),
+                             {"cluster": "x"}, "make invoke sends its PAYLOAD as given")
+
     def test_hold_reaches_a_start_as_hold_minutes_within_its_bounds(self):
         def start(hold):
             return mock.Mock(payload=None, function="test", run_id=None, cluster="ci-1", version="main", hold=hold,

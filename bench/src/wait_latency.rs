@@ -42,7 +42,7 @@ fn trial(operation: Operation, takes: Duration) -> (f64, usize, f64) {
     runtime.block_on(async {
         let world = World::new(NOW);
         let cluster = ClusterName::parse(CLUSTER).expect("a valid name");
-        let request = ClusterRequest { cluster: cluster.clone() };
+        let request = ClusterRequest::new(cluster.clone());
         world.stacks.set_behaviour(StackBehaviour {
             create_takes: takes,
             delete_takes: takes,
@@ -51,7 +51,7 @@ fn trial(operation: Operation, takes: Duration) -> (f64, usize, f64) {
         let started = world.clock.now();
         match operation {
             Operation::Deploy => {
-                let deploy = DeployRequest { cluster, version: None };
+                let deploy = DeployRequest { cluster, version: None, requested_by: None };
                 world.provisioner.deploy(deploy, &world.invocation("bench")).await.expect("deploy succeeds");
             }
             Operation::Destroy => {

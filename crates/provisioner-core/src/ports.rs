@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::run::{RunId, RunKind, RunRecord};
+use crate::domain::run::{RequestedBy, RunId, RunKind, RunRecord};
 use crate::domain::{ClusterName, ImageTag, Market, StackStatus, UserData};
 use crate::error::Result;
 
@@ -21,6 +21,8 @@ pub struct StackSnapshot {
     pub status_reason: Option<String>,
     /// The parameters it was created with (a cluster's `Version` among them).
     pub parameters: BTreeMap<String, String>,
+    /// Its tags (who asked for it among them).
+    pub tags: BTreeMap<String, String>,
     pub outputs: BTreeMap<String, String>,
     pub created_at: Option<Timestamp>,
 }
@@ -64,6 +66,8 @@ pub trait Images: Send + Sync {
 pub struct ScheduleEntry {
     pub name: String,
     pub at: Timestamp,
+    /// Who scheduled it, when they said.
+    pub requested_by: Option<String>,
 }
 
 /// EventBridge Scheduler one-time schedules that invoke the destroy function. The adapter knows
@@ -73,8 +77,9 @@ pub trait Schedules: Send + Sync {
     /// Every schedule in the group whose name starts with `prefix`, with the time it fires.
     async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>>;
     /// Creates a schedule that invokes the destroy function once at `at` with `input` as the
-    /// event, and deletes itself afterwards. An existing schedule of that name is a `Conflict`.
-    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()>;
+    /// event, and deletes itself afterwards; it records `requested_by` as who scheduled it. An
+    /// existing schedule of that name is a `Conflict`.
+    async fn create(&self, name: &str, at: Timestamp, input: &str, requested_by: Option<&RequestedBy>) -> Result<()>;
     /// Deletes the schedule. Deleting an absent schedule succeeds.
     async fn delete(&self, name: &str) -> Result<()>;
 }

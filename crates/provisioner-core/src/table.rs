@@ -98,6 +98,7 @@ pub mod run {
     pub const ATTEMPTS: &str = "attempts";
     pub const HOLD_MINUTES: &str = "hold_minutes";
     pub const HELD_UNTIL: &str = "held_until";
+    pub const REQUESTED_BY: &str = "requested_by";
 
     /// Fields of each step in [`STEPS`] (a map by step name), all written by the instance.
     pub const STEP_STATUS: &str = "status";
@@ -123,6 +124,7 @@ pub mod run {
         function(ATTEMPTS, "the attempts, oldest first, as a JSON list (instance, market, times, outcome)"),
         function(HOLD_MINUTES, "how long a failed run's instance is kept up after the run ended"),
         function(HELD_UNTIL, "until when its failed instance is kept up; absent when none is held"),
+        function(REQUESTED_BY, "who started it (the start's requested_by); absent when nobody said"),
         instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
         instance(COMMIT, "the commit the version resolved to"),
         instance(LAYOUT, "the repository layout found in the checkout"),

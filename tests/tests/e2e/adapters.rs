@@ -106,15 +106,15 @@ async fn scheduler_creates_lists_by_prefix_and_deletes_one_time_schedules() {
     let schedules = schedules(&group).await;
     let at: Timestamp = "2030-01-02T03:04:05Z".parse().unwrap();
     let input = r#"{"cluster":"ci-1"}"#;
-    schedules.create("destroy.ci-1.20300102T030405", at, input).await.unwrap();
-    schedules.create("destroy.ci-10.20300102T030405", at, input).await.unwrap();
+    schedules.create("destroy.ci-1.20300102T030405", at, input, None).await.unwrap();
+    schedules.create("destroy.ci-10.20300102T030405", at, input, None).await.unwrap();
 
     let listed = schedules.list("destroy.ci-1.").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, "destroy.ci-1.20300102T030405");
     assert_eq!(listed[0].at, at);
 
-    let conflict = schedules.create("destroy.ci-1.20300102T030405", at, input).await.unwrap_err();
+    let conflict = schedules.create("destroy.ci-1.20300102T030405", at, input, None).await.unwrap_err();
     assert_eq!(conflict.aws_kind(), Some(AwsErrorKind::Conflict), "{conflict}");
 
     // What EventBridge will do when it fires.
@@ -199,8 +199,8 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     // A second process: its own clients, the same table.
     let second = provisioner_over_emulator(&table_name, &group).await;
     let cluster = ClusterName::parse(&unique("ci-")).unwrap();
-    let request = ClusterRequest { cluster: cluster.clone() };
-    let deploy = DeployRequest { cluster: cluster.clone(), version: None };
+    let request = ClusterRequest::new(cluster.clone());
+    let deploy = DeployRequest { cluster: cluster.clone(), version: None, requested_by: None };
     let (one, two) = (invocation("one"), invocation("two"));
     let (a, b) = tokio::join!(first.deploy(deploy.clone(), &one), second.deploy(deploy.clone(), &two));
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -209,7 +209,7 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     let at = Timestamp::now() + SignedDuration::from_hours(2);
     let scheduled = first
         .schedule_destroy(
-            ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at },
+            ScheduleDestroyRequest { cluster: cluster.clone(), time_to_destroy: at, requested_by: None },
             &invocation("three"),
         )
         .await

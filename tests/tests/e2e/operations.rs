@@ -172,3 +172,47 @@ fn status_and_sweep_refuse_any_event_but_an_empty_one() {
         make_invoke(function, "[]").assert_error("InvalidRequest");
     }
 }
+
+/// Who asked (`requested_by`) is recorded on the stack, the schedule and the run, and `status`
+/// shows it; the Makefile's goals fill it in.
+#[tokio::test]
+async fn who_asked_is_recorded_and_shown_by_status() {
+    let cluster = unique("ci-who-");
+    let deployed = make_invoke("deploy", &json!({"cluster": cluster, "requested_by": "ana@example.org"}).to_string());
+    deployed.assert_success();
+    let cloudformation = aws_sdk_cloudformation::Client::new(&emulator().await);
+    let stack =
+        cloudformation.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await.unwrap();
+    let tagged = stack.stacks()[0]
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(tags::REQUESTED_BY) && t.value() == Some("ana@example.org"));
+    assert!(tagged, "{:?}", stack.stacks()[0].tags());
+    let run = make_invoke(
+        "test",
+        &json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "requested_by": "octocat+run-42"})
+            .to_string(),
+    );
+    assert_eq!(run.answer["requested_by"], "octocat+run-42", "{:#}", run.answer);
+    let by_make = std::process::Command::new("make")
+        .args(["-s", "cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={cluster}"), "TTL=120"])
+        .env("PROVISIONER_REQUESTED_BY", "ben")
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(by_make.status.success(), "{}", String::from_utf8_lossy(&by_make.stderr));
+
+    let status = make_invoke("status", "{}");
+    let answer = status.assert_success();
+    let listed = answer["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == cluster.as_str()).unwrap();
+    assert_eq!(
+        (listed["requested_by"].as_str(), listed["destroy_requested_by"].as_str()),
+        (Some("ana@example.org"), Some("ben"))
+    );
+    let listed = answer["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == run.answer["run_id"]).unwrap();
+    assert_eq!(listed["requested_by"], "octocat+run-42");
+
+    make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={}", run.answer["run_id"].as_str().unwrap())])
+        .assert_success();
+    make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
+}

@@ -41,6 +41,11 @@ fn snapshot(stack: &aws_sdk_cloudformation::types::Stack) -> Option<StackSnapsho
             .iter()
             .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value().unwrap_or_default().to_owned())))
             .collect(),
+        tags: stack
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect(),
         outputs: stack
             .outputs()
             .iter()

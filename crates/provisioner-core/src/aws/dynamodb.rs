@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::{aws_error, Aws};
 use crate::domain::run::step_results;
 use crate::domain::{ClusterName, GitRef};
-use crate::domain::{RunId, RunKind, RunRecord, RunState, StepStatus};
+use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
 
@@ -338,6 +338,7 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
         held_until: time(run::HELD_UNTIL),
         instance_state: text_of(item, run::INSTANCE_STATE),
         reported_at: time(run::REPORTED_AT),
+        requested_by: text_of(item, run::REQUESTED_BY).and_then(|who| RequestedBy::parse(&who).ok()),
     })
 }
 
@@ -471,7 +472,8 @@ impl Runs for DynamoStore {
 
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         // The record first: a crash before the pointer leaves only an orphan record, which TTL removes.
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item(KEY, run_key(&record.run_id))
@@ -488,10 +490,11 @@ impl Runs for DynamoStore {
             .item(run::STEPS, pending_steps(record))
             .item(run::ATTEMPT, n(i64::from(record.attempt_number())))
             .item(run::ATTEMPTS, attempts_json(record))
-            .item(run::HOLD_MINUTES, n(i64::from(record.hold_minutes)))
-            .send()
-            .await
-            .map_err(|error| aws_error(SERVICE, "PutItem", error))?;
+            .item(run::HOLD_MINUTES, n(i64::from(record.hold_minutes)));
+        if let Some(who) = &record.requested_by {
+            put = put.item(run::REQUESTED_BY, s(who.as_str()));
+        }
+        put.send().await.map_err(|error| aws_error(SERVICE, "PutItem", error))?;
         let pointer = self
             .client
             .put_item()

@@ -10,9 +10,22 @@ use jiff::civil::DateTime;
 use jiff::Timestamp;
 
 use super::{aws_error, Aws};
+use crate::domain::RequestedBy;
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{ScheduleEntry, Schedules};
 use crate::settings::ScheduleTarget;
+
+/// What a destroy schedule says of itself, and who scheduled it (read back by [`scheduled_by`]).
+fn description(at: Timestamp, requested_by: Option<&RequestedBy>) -> String {
+    let by = requested_by.map(|who| format!("{SCHEDULED_BY}{}", who.as_str())).unwrap_or_default();
+    format!("Destroys a SlideRule cluster at {at}; created by the SlideRule Provisioner{by}")
+}
+
+const SCHEDULED_BY: &str = "; scheduled by ";
+
+fn scheduled_by(description: &str) -> Option<&str> {
+    description.rsplit_once(SCHEDULED_BY).map(|(_, who)| who)
+}
 
 const SERVICE: &str = "Scheduler";
 /// A fired schedule whose destroy fails (Busy, throttled) is tried again for up to a day.
@@ -67,13 +80,14 @@ impl Schedules for EventBridgeSchedules {
                     kind: AwsErrorKind::Other,
                 })
             })?;
-            entries.push(ScheduleEntry { name, at });
+            let requested_by = schedule.description().and_then(scheduled_by).map(str::to_owned);
+            entries.push(ScheduleEntry { name, at, requested_by });
         }
         entries.sort_by_key(|e| e.at);
         Ok(entries)
     }
 
-    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
+    async fn create(&self, name: &str, at: Timestamp, input: &str, requested_by: Option<&RequestedBy>) -> Result<()> {
         let build = |what: &str, error: aws_sdk_scheduler::error::BuildError| {
             Error::Aws(AwsFailure {
                 service: SERVICE,
@@ -110,7 +124,7 @@ impl Schedules for EventBridgeSchedules {
             )
             .target(target.build().map_err(|e| build("target", e))?)
             .action_after_completion(ActionAfterCompletion::Delete)
-            .description(format!("Destroys a SlideRule cluster at {at}; created by the SlideRule Provisioner"))
+            .description(description(at, requested_by))
             .client_token(uuid::Uuid::new_v4().to_string())
             .send()
             .await

@@ -6,15 +6,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::names::{ClusterName, GitRef};
+use crate::domain::run::RequestedBy;
 use crate::domain::time::parse_future_time;
 use crate::error::Error;
 
-/// `deploy` and `destroy`: `{"cluster": NAME}`. Also the input of every destroy schedule, so a
-/// fired schedule and a manual destroy are the same call.
+/// `destroy`: `{"cluster": NAME}`, optionally with who asks. Also the input of every destroy
+/// schedule (`{"cluster": NAME}`), so a fired schedule and a manual destroy are the same call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRequest {
     pub cluster: ClusterName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<RequestedBy>,
 }
 
 /// `deploy`: `{"cluster": NAME}` or `{"cluster": NAME, "version": GIT_REF}`; without a version the
@@ -25,6 +28,8 @@ pub struct DeployRequest {
     pub cluster: ClusterName,
     #[serde(default)]
     pub version: Option<GitRef>,
+    #[serde(default)]
+    pub requested_by: Option<RequestedBy>,
 }
 
 impl DeployRequest {
@@ -38,6 +43,7 @@ impl DeployRequest {
 pub struct ScheduleDestroyRequest {
     pub cluster: ClusterName,
     pub time_to_destroy: Timestamp,
+    pub requested_by: Option<RequestedBy>,
 }
 
 #[derive(Deserialize)]
@@ -45,14 +51,22 @@ pub struct ScheduleDestroyRequest {
 struct RawScheduleDestroy {
     cluster: ClusterName,
     time_to_destroy: String,
+    #[serde(default)]
+    requested_by: Option<RequestedBy>,
 }
 
 impl ClusterRequest {
+    /// A request nobody signed: the sweeper's, a fired schedule's.
+    pub fn new(cluster: ClusterName) -> ClusterRequest {
+        ClusterRequest { cluster, requested_by: None }
+    }
+
     pub fn parse(event: serde_json::Value) -> Result<Self, Error> {
         from_event(event, r#"{"cluster": "NAME"}"#)
     }
 
-    /// The event a destroy schedule carries.
+    /// The event a destroy schedule carries: the cluster alone (who scheduled it is the
+    /// schedule's description, and the history's).
     pub fn to_event(&self) -> String {
         serde_json::json!({ "cluster": self.cluster }).to_string()
     }
@@ -65,6 +79,7 @@ impl ScheduleDestroyRequest {
         Ok(ScheduleDestroyRequest {
             cluster: raw.cluster,
             time_to_destroy: parse_future_time(&raw.time_to_destroy, now)?,
+            requested_by: raw.requested_by,
         })
     }
 }
@@ -119,6 +134,43 @@ mod tests {
 
     fn now() -> Timestamp {
         "2026-11-23T12:00:00Z".parse().unwrap()
+    }
+
+    /// Every event of the cluster and run functions takes a valid `requested_by`, and refuses
+    /// an invalid one.
+    #[test]
+    fn every_event_takes_who_asks() {
+        let who = "dev.one+ci@example.org";
+        let valid = [
+            ClusterRequest::parse(json!({"cluster": "ci-1", "requested_by": who})).map(|r| r.requested_by),
+            DeployRequest::parse(json!({"cluster": "ci-1", "requested_by": who})).map(|r| r.requested_by),
+            ScheduleDestroyRequest::parse(
+                json!({"cluster": "ci-1", "time_to_destroy": "2026-11-23T13:00:00Z", "requested_by": who}),
+                now(),
+            )
+            .map(|r| r.requested_by),
+        ];
+        for parsed in valid {
+            assert_eq!(parsed.unwrap().map(|w| w.as_str().to_owned()).as_deref(), Some(who));
+        }
+        let run = crate::domain::RunRequest::parse(json!({"cluster": "ci-1", "version": "main", "requested_by": who}));
+        assert!(matches!(run.unwrap(), crate::domain::RunRequest::Start { requested_by: Some(_), .. }));
+        let resume = json!({"run_id": "test-ci-1-20261123t120000-ab12", "requested_by": who});
+        assert!(crate::domain::RunRequest::parse(resume).is_ok());
+        for bad in ["", "a b", "x/y", "https://example.org", &"a".repeat(65)] {
+            let events = [
+                ClusterRequest::parse(json!({"cluster": "ci-1", "requested_by": bad})).map(drop),
+                DeployRequest::parse(json!({"cluster": "ci-1", "requested_by": bad})).map(drop),
+                crate::domain::RunRequest::parse(json!({"cluster": "ci-1", "version": "main", "requested_by": bad}))
+                    .map(drop),
+            ];
+            for event in events {
+                assert_eq!(event.unwrap_err().code(), "InvalidRequest", "{bad:?}");
+            }
+        }
+        // The schedule's input names the cluster alone: who scheduled it is the schedule's.
+        let signed = ClusterRequest::parse(json!({"cluster": "ci-1", "requested_by": who})).unwrap();
+        assert_eq!(signed.to_event(), r#"{"cluster":"ci-1"}"#);
     }
 
     #[test]

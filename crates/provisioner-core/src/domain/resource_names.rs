@@ -22,6 +22,8 @@ pub mod tags {
     /// The run an instance belongs to: how a run finds an instance it lost track of.
     pub const RUN_ID: &str = "sliderule:run-id";
     pub const KIND: &str = "sliderule:kind";
+    /// Who asked for the stack or run (the events' `requested_by`), when they said.
+    pub const REQUESTED_BY: &str = "sliderule:requested-by";
     /// Which attempt of its run an instance carries out (1 for the first).
     pub const ATTEMPT: &str = "sliderule:attempt";
     /// When the instance's run must have ended (RFC 3339): the sweeper terminates it after.

@@ -133,6 +133,7 @@ pub enum RunRequest {
         version: GitRef,
         wait_seconds: Option<u64>,
         hold_minutes: u32,
+        requested_by: Option<RequestedBy>,
     },
     Resume {
         run_id: RunId,
@@ -148,6 +149,7 @@ struct RawStart {
     wait_seconds: Option<u64>,
     #[serde(default)]
     hold_minutes: u32,
+    requested_by: Option<RequestedBy>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +157,9 @@ struct RawStart {
 struct RawResume {
     run_id: RunId,
     wait_seconds: Option<u64>,
+    /// Accepted, as in every event; a resume creates and ends nothing to record it on.
+    #[allow(dead_code)]
+    requested_by: Option<RequestedBy>,
 }
 
 impl RunRequest {
@@ -172,6 +177,7 @@ impl RunRequest {
                 version: raw.version,
                 wait_seconds: raw.wait_seconds,
                 hold_minutes: raw.hold_minutes,
+                requested_by: raw.requested_by,
             }
         };
         let wait = match &request {
@@ -403,6 +409,8 @@ pub struct RunRecord {
     pub instance_state: Option<String>,
     /// When the current attempt's instance last wrote: None until it checked in.
     pub reported_at: Option<Timestamp>,
+    /// Who started it, when they said.
+    pub requested_by: Option<RequestedBy>,
 }
 
 impl RunRecord {
@@ -521,6 +529,7 @@ mod tests {
                 version: GitRef::parse("main").unwrap(),
                 wait_seconds: None,
                 hold_minutes: 0,
+                requested_by: None,
             }
         );
         let held = RunRequest::parse(json!({"cluster": "ci-1", "version": "main", "hold_minutes": 240})).unwrap();

@@ -17,6 +17,7 @@ fn start_held(hold_minutes: u32) -> RunRequest {
         version: crate::domain::GitRef::parse("main").unwrap(),
         wait_seconds: Some(0),
         hold_minutes,
+        requested_by: None,
     }
 }
 

@@ -20,16 +20,16 @@ fn cluster(name: &str) -> ClusterName {
 }
 
 fn request(name: &str) -> ClusterRequest {
-    ClusterRequest { cluster: cluster(name) }
+    ClusterRequest::new(cluster(name))
 }
 
 /// A deploy of the profile's default version.
 fn deploy_request(name: &str) -> DeployRequest {
-    DeployRequest { cluster: cluster(name), version: None }
+    DeployRequest { cluster: cluster(name), version: None, requested_by: None }
 }
 
 fn deploy_version(name: &str, version: &str) -> DeployRequest {
-    DeployRequest { cluster: cluster(name), version: Some(GitRef::parse(version).unwrap()) }
+    DeployRequest { cluster: cluster(name), version: Some(GitRef::parse(version).unwrap()), requested_by: None }
 }
 
 const IMAGES: [&str; 5] = ["sliderule", "ilb", "monitor", "monitor-agent", "ams"];
@@ -538,7 +538,7 @@ async fn the_contender_that_waited_longest_goes_next() {
 // ---- SCHEDULE_DESTROY ----
 
 fn schedule_request(name: &str, when: &str) -> ScheduleDestroyRequest {
-    ScheduleDestroyRequest { cluster: cluster(name), time_to_destroy: at(when) }
+    ScheduleDestroyRequest { cluster: cluster(name), time_to_destroy: at(when), requested_by: None }
 }
 
 #[tokio::test(start_paused = true)]

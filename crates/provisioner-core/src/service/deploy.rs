@@ -17,7 +17,7 @@ use crate::catalog::Profile;
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
 use crate::domain::resource_names::{schedule_prefix, stack_name};
 use crate::domain::tags;
-use crate::domain::{ClusterName, DeployRequest, ImageTag, StackPhase};
+use crate::domain::{ClusterName, DeployRequest, ImageTag, RequestedBy, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
 
@@ -65,6 +65,7 @@ struct Target<'a> {
     version: ImageTag,
     stack_name: String,
     started: Timestamp,
+    requested_by: Option<RequestedBy>,
 }
 
 impl Provisioner {
@@ -83,7 +84,14 @@ impl Provisioner {
             Some(version) => ImageTag::to_deploy(version)?,
             None => profile.default_version.clone(),
         };
-        let target = Target { cluster: &cluster, profile, version, stack_name: stack_name(&cluster), started };
+        let target = Target {
+            cluster: &cluster,
+            profile,
+            version,
+            stack_name: stack_name(&cluster),
+            started,
+            requested_by: request.requested_by,
+        };
         // Step 1 before the lock: a running cluster answers in one call.
         if let Some(stack) = self.stacks.describe(&target.stack_name).await? {
             if stack.status.phase() == StackPhase::Running {
@@ -217,16 +225,20 @@ impl Provisioner {
 
     fn stack_spec(&self, target: &Target<'_>) -> Result<StackSpec> {
         let (cluster, profile) = (target.cluster, target.profile);
+        let mut tags = vec![
+            (tags::CLUSTER.into(), cluster.to_string()),
+            (tags::PROFILE.into(), profile.name.clone()),
+            (tags::VERSION.into(), target.version.to_string()),
+            (tags::PROVISIONER.into(), "true".into()),
+        ];
+        if let Some(who) = &target.requested_by {
+            tags.push((tags::REQUESTED_BY.into(), who.as_str().to_owned()));
+        }
         Ok(StackSpec {
             name: target.stack_name.clone(),
             template_body: profile.template_body.to_owned(),
             parameters: profile.stack_parameters(cluster, &target.version, &self.settings)?,
-            tags: vec![
-                (tags::CLUSTER.into(), cluster.to_string()),
-                (tags::PROFILE.into(), profile.name.clone()),
-                (tags::VERSION.into(), target.version.to_string()),
-                (tags::PROVISIONER.into(), "true".into()),
-            ],
+            tags,
         })
     }
 
@@ -236,7 +248,7 @@ impl Provisioner {
     async fn schedule_default_destroy(&self, target: &Target<'_>, response: &mut DeployResponse) {
         let Some(lifetime) = target.profile.default_ttl else { return };
         let at = crate::domain::time::whole_seconds(self.clock.now()) + lifetime;
-        match self.create_destroy_schedule(target.cluster, at).await {
+        match self.create_destroy_schedule(target.cluster, at, target.requested_by.as_ref()).await {
             Ok(name) => {
                 tracing::info!(cluster = %target.cluster, schedule = %name, %at, "destroy scheduled at the default \
                 lifetime")

@@ -44,7 +44,11 @@ async fn a_default_schedule_that_cannot_be_made_is_a_note_and_the_deploy_succeed
 #[tokio::test(start_paused = true)]
 async fn schedule_destroy_beyond_the_profile_maximum_is_refused_naming_the_limit() {
     let world = World::new(NOW);
-    let request = |time: &str| ScheduleDestroyRequest { cluster: cluster("developers"), time_to_destroy: at(time) };
+    let request = |time: &str| ScheduleDestroyRequest {
+        cluster: cluster("developers"),
+        time_to_destroy: at(time),
+        requested_by: None,
+    };
     let error =
         world.provisioner.schedule_destroy(request("2026-11-24T00:00:01Z"), &world.invocation("r1")).await.unwrap_err();
     assert_eq!(error.code(), "InvalidRequest");

@@ -28,7 +28,7 @@ pub use schedule_destroy::ScheduleDestroyResponse;
 
 use crate::catalog::Catalog;
 use crate::domain::resource_names::schedule_name;
-use crate::domain::ClusterName;
+use crate::domain::{ClusterName, RequestedBy};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, ClusterPorts, Images, Locks, Notices, Schedules, Stacks};
 use crate::settings::ClusterSettings;
@@ -163,11 +163,17 @@ async fn alert_if_failed<T>(notices: &dyn Notices, operation: &str, cluster: &Cl
 }
 
 impl Provisioner {
-    /// Creates the one-time schedule that fires `cluster`'s destroy event at `at`; returns its name.
-    async fn create_destroy_schedule(&self, cluster: &ClusterName, at: Timestamp) -> Result<String> {
+    /// Creates the one-time schedule that fires `cluster`'s destroy event at `at`, recording who
+    /// asked; returns its name.
+    async fn create_destroy_schedule(
+        &self,
+        cluster: &ClusterName,
+        at: Timestamp,
+        requested_by: Option<&RequestedBy>,
+    ) -> Result<String> {
         let name = schedule_name(cluster, at);
-        let input = crate::domain::ClusterRequest { cluster: cluster.clone() }.to_event();
-        self.schedules.create(&name, at, &input).await?;
+        let input = crate::domain::ClusterRequest::new(cluster.clone()).to_event();
+        self.schedules.create(&name, at, &input, requested_by).await?;
         Ok(name)
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::attempt::describe_all;
 use crate::domain::tags;
 use crate::domain::UserData;
 use crate::domain::{Attempt, AttemptOutcome, Market};
-use crate::domain::{CancelRequest, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
+use crate::domain::{CancelRequest, RequestedBy, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::instance::{render, RunValues};
@@ -54,6 +54,9 @@ fn instance_tags(record: &RunRecord) -> Vec<(String, String)> {
         (tags::EXPIRES.into(), expires.to_string()),
         (tags::PROVISIONER.into(), "true".into()),
     ]
+    .into_iter()
+    .chain(record.requested_by.as_ref().map(|who| (tags::REQUESTED_BY.into(), who.as_str().to_owned())))
+    .collect()
 }
 
 /// How a launch ended that was not refused.
@@ -127,6 +130,8 @@ pub struct RunResponse {
     /// Oldest first, each with its instance, market, times and outcome.
     pub attempts: Vec<Attempt>,
     pub hold_minutes: u32,
+    /// Who started it, when they said.
+    pub requested_by: Option<RequestedBy>,
     /// Until when its failed instance is kept up for debugging, and how to reach it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_until: Option<String>,
@@ -151,8 +156,8 @@ impl Runner {
             }
         };
         let run_id = match request {
-            RunRequest::Start { cluster, version, hold_minutes, .. } => {
-                self.start(kind, cluster, version, hold_minutes).await?
+            RunRequest::Start { cluster, version, hold_minutes, requested_by, .. } => {
+                self.start(kind, cluster, version, hold_minutes, requested_by).await?
             }
             RunRequest::Resume { run_id, .. } => {
                 if run_id.kind() != kind {
@@ -208,11 +213,19 @@ impl Runner {
     }
 
     /// Starts a run, or finds the active run of the same kind, cluster and version.
-    async fn start(&self, kind: RunKind, cluster: ClusterName, version: GitRef, hold_minutes: u32) -> Result<RunId> {
+    async fn start(
+        &self,
+        kind: RunKind,
+        cluster: ClusterName,
+        version: GitRef,
+        hold_minutes: u32,
+        requested_by: Option<RequestedBy>,
+    ) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
         let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
-        let record = self.new_record(profile, run_id, cluster, version, now, hold_minutes);
+        let record =
+            RunRecord { requested_by, ..self.new_record(profile, run_id, cluster, version, now, hold_minutes) };
         // Rendering checks every value: nothing is written or launched for a bad one.
         let user_data = self.user_data(profile, &record)?;
         if let Some(active) = self.take_slot(profile, &record, now).await? {
@@ -288,6 +301,7 @@ impl Runner {
             held_until: None,
             instance_state: None,
             reported_at: None,
+            requested_by: None,
         }
     }
 
@@ -853,6 +867,7 @@ impl Runner {
             held_until: record.held_until.filter(|_| held).map(|t| t.to_string()),
             attempts: record.attempts,
             hold_minutes: record.hold_minutes,
+            requested_by: record.requested_by,
         }
     }
 }

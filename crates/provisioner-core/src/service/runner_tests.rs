@@ -16,6 +16,7 @@ fn start(cluster: &str, version: &str, wait: u64) -> RunRequest {
         version: GitRef::parse(version).unwrap(),
         wait_seconds: Some(wait),
         hold_minutes: 0,
+        requested_by: None,
     }
 }
 

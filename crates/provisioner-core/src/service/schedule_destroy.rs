@@ -32,7 +32,7 @@ impl Provisioner {
         request: ScheduleDestroyRequest,
         invocation: &Invocation,
     ) -> Result<ScheduleDestroyResponse> {
-        let ScheduleDestroyRequest { cluster, time_to_destroy } = request;
+        let ScheduleDestroyRequest { cluster, time_to_destroy, requested_by } = request;
         let profile = self.catalog.profile_for(&cluster)?;
         if let Some(max) = profile.max_ttl {
             let latest = self.clock.now() + max;
@@ -67,7 +67,7 @@ impl Provisioner {
             if !kept {
                 // A schedule of this name at another time can only be hand-made; it must go first.
                 self.remove_schedules(&same, &mut replaced).await?;
-                self.create_destroy_schedule(&cluster, time_to_destroy).await?;
+                self.create_destroy_schedule(&cluster, time_to_destroy, requested_by.as_ref()).await?;
             }
             self.remove_schedules(&others, &mut replaced).await?;
             tracing::info!(

@@ -11,7 +11,7 @@ use super::survey::{Operations, Survey};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{Attempt, RunId, RunRecord, StepResult, StepStatus};
+use crate::domain::{Attempt, RequestedBy, RunId, RunRecord, StepResult, StepStatus};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -56,13 +56,16 @@ pub struct PriceBasis {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
     pub cluster: String,
+    /// Who deployed it, when they said.
+    pub requested_by: Option<String>,
     pub profile: Option<String>,
     pub stack_status: String,
     pub version: Option<String>,
     pub created_at: Option<String>,
     pub age_minutes: Option<i64>,
-    /// The earliest destroy schedule.
+    /// The earliest destroy schedule, and who made it.
     pub time_to_destroy: Option<String>,
+    pub destroy_requested_by: Option<String>,
     pub cost_per_hour_usd: Option<f64>,
     pub cost_so_far_usd: Option<f64>,
 }
@@ -70,6 +73,7 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
     pub run_id: RunId,
+    pub requested_by: Option<RequestedBy>,
     pub kind: String,
     pub cluster: String,
     pub version: String,
@@ -89,6 +93,7 @@ pub struct RunStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentRun {
     pub run_id: RunId,
+    pub requested_by: Option<RequestedBy>,
     pub kind: String,
     pub cluster: String,
     pub version: String,
@@ -142,8 +147,11 @@ fn cluster_status(catalog: &Catalog, survey: &Survey, stack: &StackSnapshot) -> 
     let age = stack.created_at.map(|created| survey.now.duration_since(created));
     let hours = age.map(|age| age.as_secs_f64().max(0.0) / 3600.0);
     let name = cluster.as_ref().map_or_else(|| stack.name.clone(), ToString::to_string);
+    let first = survey.first_destroy_schedule(&name);
     ClusterStatus {
-        time_to_destroy: survey.first_destroy(&name).map(|at| at.to_string()),
+        requested_by: stack.tags.get(crate::domain::tags::REQUESTED_BY).cloned(),
+        time_to_destroy: first.map(|s| s.at.to_string()),
+        destroy_requested_by: first.and_then(|s| s.requested_by.clone()),
         cluster: name,
         profile: profile.map(|p| p.name.clone()),
         stack_status: stack.status.to_string(),
@@ -176,6 +184,7 @@ fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
                 .or_else(|| run.steps.iter().find(|s| s.status == StepStatus::Pending));
             RunStatus {
                 run_id: run.run_id.clone(),
+                requested_by: run.requested_by.clone(),
                 kind: run.kind.to_string(),
                 cluster: run.cluster.to_string(),
                 version: run.version.to_string(),
@@ -229,6 +238,7 @@ fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
         .take(RECENT_RUNS)
         .map(|run| RecentRun {
             run_id: run.run_id.clone(),
+            requested_by: run.requested_by.clone(),
             kind: run.kind.to_string(),
             cluster: run.cluster.to_string(),
             version: run.version.to_string(),

@@ -32,7 +32,12 @@ pub struct Survey {
 impl Survey {
     /// When the first destroy schedule of `cluster` fires.
     pub fn first_destroy(&self, cluster: &str) -> Option<Timestamp> {
-        self.schedules.iter().filter(|s| scheduled_cluster(&s.name) == Some(cluster)).map(|s| s.at).min()
+        self.first_destroy_schedule(cluster).map(|s| s.at)
+    }
+
+    /// The first destroy schedule of `cluster`.
+    pub fn first_destroy_schedule(&self, cluster: &str) -> Option<&ScheduleEntry> {
+        self.schedules.iter().filter(|s| scheduled_cluster(&s.name) == Some(cluster)).min_by_key(|s| s.at)
     }
 }
 

@@ -287,7 +287,7 @@ impl Operations {
                     actions.push(swept(finding, outcome));
                 }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
-                    let outcome = self.provisioner.destroy(ClusterRequest { cluster }, invocation).await;
+                    let outcome = self.provisioner.destroy(ClusterRequest::new(cluster), invocation).await;
                     swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
                 }),
                 _ => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),

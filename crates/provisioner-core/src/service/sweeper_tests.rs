@@ -199,7 +199,7 @@ async fn a_sweep_and_a_destroy_at_once_leave_one_outcome() {
     pass(721).await;
     let provisioner = &ops.world.provisioner;
     let (one, two) = (ops.world.invocation("d1"), ops.world.invocation("s1"));
-    let destroy = provisioner.destroy(ClusterRequest { cluster: cluster("ci-old") }, &one);
+    let destroy = provisioner.destroy(ClusterRequest::new(cluster("ci-old")), &one);
     let (destroyed, swept) = tokio::join!(destroy, ops.operations.sweep(&two));
     destroyed.unwrap();
     assert!(swept.unwrap().actions.iter().all(|a| a.ok), "the second destroy finds it absent");
@@ -300,4 +300,47 @@ async fn what_the_sweeper_only_reports_sends_no_alert() {
         swept.actions.iter().map(|a| (a.finding.action, a.finding.target.as_str())).collect();
     assert_eq!(reported, [(SweepAction::Report, "other")]);
     assert!(ops.world.notices.sent().is_empty(), "it would repeat every 10 minutes");
+}
+
+/// Who asked is recorded on what each call creates (the stack's tags, the schedule, the run
+/// record, the instance's and volume's tags) and `status` shows it.
+#[tokio::test(start_paused = true)]
+async fn who_asked_is_recorded_on_what_each_call_creates_and_status_shows_it() {
+    use crate::domain::{DeployRequest, GitRef, RequestedBy, ScheduleDestroyRequest};
+    let ops = OpsWorld::new(NOW);
+    let who = |name: &str| Some(RequestedBy::parse(name).unwrap());
+    let deploy = DeployRequest { cluster: cluster("ci-1"), version: None, requested_by: who("ana@example.org") };
+    ops.world.provisioner.deploy(deploy, &ops.world.invocation("d1")).await.unwrap();
+    let created = ops.world.stacks.created();
+    assert!(created[0].tags.contains(&(tags::REQUESTED_BY.into(), "ana@example.org".into())), "{:?}", created[0].tags);
+
+    let status = ops.operations.status().await.unwrap();
+    let listed = &status.clusters[0];
+    assert_eq!(listed.requested_by.as_deref(), Some("ana@example.org"));
+    assert_eq!(listed.destroy_requested_by.as_deref(), Some("ana@example.org"), "the default schedule is hers");
+
+    let later = ops.world.clock.now() + SignedDuration::from_hours(2);
+    let schedule = ScheduleDestroyRequest {
+        cluster: cluster("ci-1"),
+        time_to_destroy: crate::domain::time::whole_seconds(later),
+        requested_by: who("ben"),
+    };
+    ops.world.provisioner.schedule_destroy(schedule, &ops.world.invocation("s1")).await.unwrap();
+    let start = RunRequest::Start {
+        cluster: cluster("ci-1"),
+        version: GitRef::parse("main").unwrap(),
+        wait_seconds: Some(0),
+        hold_minutes: 0,
+        requested_by: who("octocat+run-42"),
+    };
+    let run = ops.runs.runner.run(RunKind::Test, start, &ops.world.invocation("t1")).await.unwrap();
+    assert_eq!(run.requested_by.as_ref().map(RequestedBy::as_str), Some("octocat+run-42"));
+    let record = ops.runs.runs.record(&run.run_id).unwrap();
+    assert_eq!(record.requested_by.as_ref().map(RequestedBy::as_str), Some("octocat+run-42"));
+    let launched: std::collections::BTreeMap<_, _> = ops.runs.instances.launches()[0].tags.iter().cloned().collect();
+    assert_eq!(launched[tags::REQUESTED_BY], "octocat+run-42", "on the instance and its volume");
+
+    let status = ops.operations.status().await.unwrap();
+    assert_eq!(status.clusters[0].destroy_requested_by.as_deref(), Some("ben"));
+    assert_eq!(status.runs[0].requested_by.as_ref().map(RequestedBy::as_str), Some("octocat+run-42"));
 }

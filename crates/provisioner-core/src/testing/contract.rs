@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::tags;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
-use crate::domain::{RunId, RunKind, RunRecord, RunState, StepResult};
+use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
     Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
@@ -49,17 +49,18 @@ pub async fn stacks(stacks: &dyn Stacks, spec: &StackSpec) {
 pub async fn schedules(schedules: &dyn Schedules, prefix: &str, at: Timestamp) {
     assert!(schedules.list(prefix).await.unwrap().is_empty());
     let (first, second) = (format!("{prefix}a"), format!("{prefix}b"));
-    schedules.create(&first, at, r#"{"cluster":"ci-1"}"#).await.unwrap();
-    schedules.create(&second, at + SignedDuration::from_hours(1), r#"{"cluster":"ci-1"}"#).await.unwrap();
+    let someone = RequestedBy::parse("dev@example.org").unwrap();
+    schedules.create(&first, at, r#"{"cluster":"ci-1"}"#, Some(&someone)).await.unwrap();
+    schedules.create(&second, at + SignedDuration::from_hours(1), r#"{"cluster":"ci-1"}"#, None).await.unwrap();
     let mut listed = schedules.list(prefix).await.unwrap();
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     let expected = [
-        ScheduleEntry { name: first.clone(), at },
-        ScheduleEntry { name: second.clone(), at: at + SignedDuration::from_hours(1) },
+        ScheduleEntry { name: first.clone(), at, requested_by: Some("dev@example.org".into()) },
+        ScheduleEntry { name: second.clone(), at: at + SignedDuration::from_hours(1), requested_by: None },
     ];
     assert_eq!(listed, expected);
     assert_eq!(schedules.list(&second).await.unwrap().len(), 1, "the prefix selects");
-    let again = schedules.create(&first, at, "{}").await.expect_err("a schedule of that name exists");
+    let again = schedules.create(&first, at, "{}", None).await.expect_err("a schedule of that name exists");
     assert_eq!(again.aws_kind(), Some(AwsErrorKind::Conflict), "{again}");
     schedules.delete(&first).await.unwrap();
     schedules.delete(&first).await.expect("deleting an absent schedule succeeds");
@@ -162,6 +163,7 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         held_until: None,
         instance_state: None,
         reported_at: None,
+        requested_by: Some(RequestedBy::parse("dev@example.org").unwrap()),
     }
 }
 

@@ -116,9 +116,15 @@ impl Schedules for WitnessedSchedules {
         self.inner.list(prefix).await
     }
 
-    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
+    async fn create(
+        &self,
+        name: &str,
+        at: Timestamp,
+        input: &str,
+        requested_by: Option<&crate::domain::RequestedBy>,
+    ) -> Result<()> {
         self.witness.check(cluster_of_schedule(name), "CreateSchedule");
-        self.inner.create(name, at, input).await
+        self.inner.create(name, at, input, requested_by).await
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
@@ -203,20 +209,24 @@ impl Storm {
         let invocation = self.invocation(&request_id);
         let answer = match operation.clone() {
             Operation::Deploy(cluster) => {
-                let request = DeployRequest { cluster: ClusterName::parse(cluster).unwrap(), version: None };
+                let request =
+                    DeployRequest { cluster: ClusterName::parse(cluster).unwrap(), version: None, requested_by: None };
                 self.provisioner.deploy(request, &invocation).await.map(|_| ())
             }
             Operation::ScheduleDestroy(cluster, after) => {
                 let at = crate::domain::time::whole_seconds(self.world.clock.now())
                     + jiff::SignedDuration::try_from(after).unwrap();
-                let request =
-                    ScheduleDestroyRequest { cluster: ClusterName::parse(cluster).unwrap(), time_to_destroy: at };
+                let request = ScheduleDestroyRequest {
+                    cluster: ClusterName::parse(cluster).unwrap(),
+                    time_to_destroy: at,
+                    requested_by: None,
+                };
                 self.provisioner.schedule_destroy(request, &invocation).await.map(|_| ())
             }
             Operation::Destroy(cluster) => {
                 let outcome = self
                     .provisioner
-                    .destroy(ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() }, &invocation)
+                    .destroy(ClusterRequest::new(ClusterName::parse(cluster).unwrap()), &invocation)
                     .await;
                 if outcome.is_ok() {
                     self.check_destroyed(cluster, &request_id);
@@ -229,6 +239,7 @@ impl Storm {
                     version: GitRef::parse(version).unwrap(),
                     wait_seconds: Some(wait),
                     hold_minutes,
+                    requested_by: None,
                 };
                 let outcome = self.runner.run(kind, request, &invocation).await;
                 if let Ok(response) = &outcome {
@@ -511,7 +522,7 @@ impl Storm {
             let _ = self.runner.run(run_id.kind(), request, &self.invocation("settle")).await;
         }
         for cluster in CLUSTERS {
-            let request = ClusterRequest { cluster: ClusterName::parse(cluster).unwrap() };
+            let request = ClusterRequest::new(ClusterName::parse(cluster).unwrap());
             match CALLER.scope("settle".into(), self.provisioner.destroy(request, &self.invocation("settle"))).await {
                 Ok(_) => self.check_destroyed(cluster, "settle"),
                 Err(error) => self.violation(format!("destroying {cluster} after the storm failed: {error}")),

@@ -13,7 +13,7 @@ pub fn cluster(name: &str) -> ClusterName {
 
 /// A deploy of the profile's default version.
 pub fn deploy(name: &str) -> DeployRequest {
-    DeployRequest { cluster: cluster(name), version: None }
+    DeployRequest { cluster: cluster(name), version: None, requested_by: None }
 }
 
 /// A run start that answers at once.
@@ -23,6 +23,7 @@ pub fn start(name: &str, version: &str) -> RunRequest {
         version: GitRef::parse(version).unwrap(),
         wait_seconds: Some(0),
         hold_minutes: 0,
+        requested_by: None,
     }
 }
 

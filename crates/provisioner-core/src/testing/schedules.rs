@@ -8,6 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::{Call, Faults};
+use crate::domain::RequestedBy;
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{ScheduleEntry, Schedules};
 
@@ -16,6 +17,8 @@ use crate::ports::{ScheduleEntry, Schedules};
 pub struct FakeSchedules {
     faults: Arc<Faults>,
     schedules: Mutex<BTreeMap<String, (Timestamp, String)>>,
+    /// Who scheduled each, when they said.
+    scheduled_by: Mutex<BTreeMap<String, String>>,
     calls: Mutex<Vec<Call>>,
     /// When set, every create fails with this AWS error code.
     failing_creates: Mutex<Option<&'static str>>,
@@ -54,12 +57,16 @@ impl Schedules for FakeSchedules {
             schedules
                 .iter()
                 .filter(|(name, _)| name.starts_with(prefix))
-                .map(|(name, (at, _))| ScheduleEntry { name: name.clone(), at: *at })
+                .map(|(name, (at, _))| ScheduleEntry {
+                    name: name.clone(),
+                    at: *at,
+                    requested_by: self.scheduled_by.lock().unwrap().get(name).cloned(),
+                })
                 .collect(),
         )
     }
 
-    async fn create(&self, name: &str, at: Timestamp, input: &str) -> Result<()> {
+    async fn create(&self, name: &str, at: Timestamp, input: &str, requested_by: Option<&RequestedBy>) -> Result<()> {
         self.calls.lock().unwrap().push(Call::CreateSchedule(name.to_owned()));
         let effect = self.faults.draw("CreateSchedule")?;
         if let Some(code) = *self.failing_creates.lock().unwrap() {
@@ -70,6 +77,9 @@ impl Schedules for FakeSchedules {
             return Err(fake_failure("CreateSchedule", "ConflictException", AwsErrorKind::Conflict));
         }
         schedules.insert(name.to_owned(), (at, input.to_owned()));
+        if let Some(who) = requested_by {
+            self.scheduled_by.lock().unwrap().insert(name.to_owned(), who.as_str().to_owned());
+        }
         effect.answer(())
     }
 

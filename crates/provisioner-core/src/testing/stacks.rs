@@ -39,6 +39,7 @@ struct FakeStack {
     id: String,
     created_at: Timestamp,
     parameters: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
     /// Statuses from the time each takes effect, in order.
     timeline: Vec<(Timestamp, String)>,
 }
@@ -56,6 +57,7 @@ impl FakeStack {
             status: StackStatus::new(status),
             status_reason: None,
             parameters: self.parameters.clone(),
+            tags: self.tags.clone(),
             outputs: BTreeMap::from([("ClusterName".to_owned(), name.to_owned())]),
             created_at: Some(self.created_at),
         })
@@ -107,7 +109,10 @@ impl FakeStacks {
         }
         let id = self.new_id(name);
         let parameters = BTreeMap::from([("Version".to_owned(), version.to_owned())]);
-        self.stacks.lock().unwrap().insert(name.to_owned(), FakeStack { id, created_at: now, parameters, timeline });
+        self.stacks
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), FakeStack { id, created_at: now, parameters, tags: BTreeMap::new(), timeline });
     }
 
     pub fn set_behaviour(&self, behaviour: StackBehaviour) {
@@ -172,7 +177,16 @@ impl Stacks for FakeStacks {
         }
         timeline.push((done, behaviour.create_ends_in.to_owned()));
         let parameters = spec.parameters.iter().cloned().collect();
-        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), created_at: now, parameters, timeline });
+        stacks.insert(
+            spec.name.clone(),
+            FakeStack {
+                id: id.clone(),
+                created_at: now,
+                parameters,
+                tags: spec.tags.iter().cloned().collect(),
+                timeline,
+            },
+        );
         self.created.lock().unwrap().push(spec.clone());
         effect.answer(id)
     }
