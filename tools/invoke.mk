@@ -34,6 +34,7 @@ invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(val
 invoke_args += $(if $(filter-out invoke status cluster-cancel,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
 invoke_args += $(if $(filter cluster-cancel,$(invoke_goal)),--run-id $(call quote,$(value RUN_ID)))
 invoke_args += $(if $(filter status,$(invoke_goal)),--table)
+invoke_args += $(if $(and $(filter status,$(invoke_goal)),$(CLUSTER)),--cluster $(call quote,$(value CLUSTER)))
 invoke_args += $(if $(VERSION),--version $(call quote,$(value VERSION)))
 invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
 invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
@@ -63,7 +64,7 @@ cluster-destroy: ## CLUSTER=: destroy a cluster now
 cluster-test: ## CLUSTER= VERSION= [HOLD=minutes]: run the test suites against a cluster (HOLD keeps a failed run's instance)
 cluster-build: ## CLUSTER= VERSION= [HOLD=minutes]: build and push the cluster's images
 cluster-cancel: ## RUN_ID=: end a test or build run now, terminating its instance
-status: ## Every cluster, run and what the sweeper would do, as tables (LOCAL=1: on the local stack)
+status: ## Every cluster, run and what the sweeper would do, as tables; CLUSTER=: one cluster with its history (LOCAL=1: local)
 
 .PHONY: $(INVOKE_GOALS)
 $(INVOKE_GOALS):

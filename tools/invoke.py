@@ -144,6 +144,8 @@ def build_payload(args) -> bytes:
     if args.payload is not None:
         return args.payload.encode()
     event: dict = {}
+    if args.function == "status" and args.cluster:
+        return json.dumps({"cluster": args.cluster}).encode()
     if args.function in NO_ARGUMENTS:
         return b"{}"
     if args.function == "cancel":
@@ -292,6 +294,15 @@ def print_status(answer: dict) -> None:
           ",".join(r.get("failed_steps") or []), r.get("ended_at"), r.get("minutes")] for r in recent],
         "none",
     )
+    history = answer.get("history")
+    if history is not None:
+        table(
+            f"History ({len(history)}, newest first)",
+            ["AT", "OPERATION", "BY", "OUTCOME", "VERSION", "DETAIL"],
+            [[h.get("at"), h.get("operation"), h.get("requested_by"), h.get("outcome"), h.get("version"),
+              h.get("detail")] for h in history],
+            "no operation in the last 400 days",
+        )
     held = answer.get("held", [])
     table(
         f"Held for debugging ({len(held)})",

@@ -124,8 +124,7 @@ pub async fn instance_event(runner: Runner, event: Value, _: Invocation) -> Resu
 
 /// STATUS: see `service/status.rs`.
 pub async fn status(operations: Operations, event: Value, _: Invocation) -> Result<StatusResponse> {
-    crate::domain::requests::parse_empty(event, "status")?;
-    operations.status().await
+    operations.status_of_cluster(crate::domain::requests::StatusRequest::parse(event)?.cluster).await
 }
 
 /// SWEEP: see `service/sweeper.rs`.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::run::{RequestedBy, RunId, RunKind, RunRecord};
-use crate::domain::{ClusterName, ImageTag, Market, StackStatus, UserData};
+use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -82,6 +82,16 @@ pub trait Schedules: Send + Sync {
     async fn create(&self, name: &str, at: Timestamp, input: &str, requested_by: Option<&RequestedBy>) -> Result<()>;
     /// Deletes the schedule. Deleting an absent schedule succeeds.
     async fn delete(&self, name: &str) -> Result<()>;
+}
+
+/// Each cluster's history of operations, kept 400 days.
+#[async_trait]
+pub trait History: Send + Sync {
+    /// Adds `entry` to `cluster`'s history.
+    async fn record(&self, cluster: &ClusterName, entry: &HistoryEntry) -> Result<()>;
+    /// `cluster`'s entries kept at `now`, newest first: all of them, or at least the newest
+    /// `at_least` when there are more. It reads a bounded number of items, never the table.
+    async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>>;
 }
 
 /// Who holds a lock, and until when.
@@ -339,6 +349,7 @@ pub struct ClusterPorts {
     pub locks: Arc<dyn Locks>,
     /// Only `deploy` asks it anything; the others are given [`NoImages`].
     pub images: Arc<dyn Images>,
+    pub history: Arc<dyn History>,
     pub notices: Arc<dyn Notices>,
     pub clock: Arc<dyn Clock>,
 }

@@ -149,6 +149,27 @@ pub mod active {
     ];
 }
 
+/// `history#<cluster>#<YYYY-MM>`: the cluster's operations of one calendar month (UTC), kept 400
+/// days past the month's end. Read newest month first, a bounded number of items.
+pub mod history {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "history#";
+    pub const ENTRIES: &str = "entries";
+    /// The most entries one month of one cluster keeps (one item stays far below DynamoDB's 400 KB).
+    pub const MAX_ENTRIES: usize = 1000;
+
+    /// The item of `cluster`'s history in `month` (`YYYY-MM`).
+    pub fn key(cluster: &crate::domain::ClusterName, month: &str) -> String {
+        format!("{PREFIX}{cluster}#{month}")
+    }
+
+    pub const ATTRIBUTES: &[Attribute] = &[function(
+        ENTRIES,
+        "entry key (time and a random suffix) -> the entry as JSON: operation, at, requested_by, outcome, version, detail",
+    )];
+}
+
 /// `slots#<profile>#<kind>`: the runs of that kind that hold one of the profile's slots, which
 /// keep its cap on concurrent runs exact: a start takes a slot with a conditional write on the
 /// item's version, so two starts cannot both take the last one.
@@ -176,7 +197,9 @@ mod tests {
 
     #[test]
     fn no_item_names_an_attribute_twice() {
-        for attributes in [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES, slots::ATTRIBUTES] {
+        for attributes in
+            [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES, slots::ATTRIBUTES, history::ATTRIBUTES]
+        {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);
             let count = names.len();

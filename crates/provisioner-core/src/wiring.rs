@@ -20,6 +20,7 @@ pub fn cluster_ports(aws: &Aws, settings: &Settings, images: Arc<dyn Images>) ->
         schedules: Arc::new(scheduler::EventBridgeSchedules::new(aws, settings.schedule_target()?)),
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         images,
+        history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: Arc::new(SystemClock),
     })

@@ -163,6 +163,13 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
 }
 
 #[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_history_contract() {
+    let (_, name) = table().await;
+    let (cluster, other) = (ClusterName::parse(&unique("ci-")).unwrap(), ClusterName::parse(&unique("ci-")).unwrap());
+    contract::history(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &cluster, &other).await;
+}
+
+#[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
     let run_id = RunId::parse(&format!("test-{}-20261123t120000-ab12", unique("ci-"))).unwrap();
     contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;
@@ -174,7 +181,8 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         stacks: Arc::new(stacks().await),
         schedules: Arc::new(schedules(group).await),
         locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
-        images: Arc::new(EcrImages::new(&Aws::from_config(config))),
+        images: Arc::new(EcrImages::new(&Aws::from_config(config.clone()))),
+        history: Arc::new(DynamoStore::new(&Aws::from_config(config), table_name)),
         notices: Arc::new(NoNotices),
         clock: Arc::new(SystemClock),
     };

@@ -166,11 +166,62 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
 }
 
 #[test]
-fn status_and_sweep_refuse_any_event_but_an_empty_one() {
+fn status_and_sweep_refuse_events_they_do_not_take() {
+    make_invoke("sweep", r#"{"cluster":"ci-1"}"#).assert_error("InvalidRequest");
     for function in ["status", "sweep"] {
-        make_invoke(function, r#"{"cluster":"ci-1"}"#).assert_error("InvalidRequest");
         make_invoke(function, "[]").assert_error("InvalidRequest");
+        make_invoke(function, r#"{"force":true}"#).assert_error("InvalidRequest");
     }
+    make_invoke("status", r#"{"cluster":"Not A Name"}"#).assert_error("InvalidRequest");
+    make_invoke("status", r#"{"cluster":"nobody"}"#).assert_error("UnknownCluster");
+}
+
+/// Every operation on a cluster is in its history: `status {"cluster"}` answers that cluster
+/// alone, with its operations newest first (who, when, outcome, version), and `make status
+/// CLUSTER=` prints them.
+#[test]
+fn status_of_a_cluster_shows_its_history() {
+    let cluster = unique("ci-hist-");
+    let by = |goal: &str, extra: &[&str]| {
+        let mut args = vec!["-s", goal, "LOCAL=1"];
+        let named = format!("CLUSTER={cluster}");
+        args.push(&named);
+        args.extend(extra);
+        let output = Command::new("make")
+            .args(&args)
+            .env("PROVISIONER_REQUESTED_BY", "ana@example.org")
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    by("cluster-deploy", &[]);
+    by("cluster-schedule-destroy", &["TTL=120"]);
+    by("cluster-destroy", &[]);
+    let status = make_invoke("status", &json!({"cluster": cluster}).to_string());
+    let answer = status.assert_success();
+    assert!(answer["clusters"].as_array().unwrap().is_empty(), "destroyed: {answer:#}");
+    let history: Vec<(String, String, String)> = answer["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
+            (text("operation"), text("requested_by"), text("outcome"))
+        })
+        .collect();
+    let who = "ana@example.org".to_owned();
+    assert_eq!(
+        history,
+        [
+            ("destroy".into(), who.clone(), "success".into()),
+            ("schedule_destroy".into(), who.clone(), "success".into()),
+            ("deploy".into(), who.clone(), "success".into())
+        ]
+    );
+    let printed = by("status", &[]);
+    assert!(printed.contains("History (3, newest first)") && printed.contains("schedule_destroy"), "{printed}");
 }
 
 /// Who asked (`requested_by`) is recorded on the stack, the schedule and the run, and `status`

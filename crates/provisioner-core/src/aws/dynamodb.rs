@@ -11,20 +11,22 @@ use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{aws_error, Aws};
 use crate::domain::run::step_results;
 use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
-use crate::ports::{Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
+use crate::ports::{History, Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
 
 const SERVICE: &str = "DynamoDB";
+use crate::domain::history::{month_of, months_kept, HISTORY_RETENTION};
+use crate::domain::HistoryEntry;
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-use crate::table::{active, lock, run, slots};
+use crate::table::{active, history, lock, run, slots};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -650,5 +652,59 @@ impl Runs for DynamoStore {
                 return Ok(records);
             }
         }
+    }
+}
+
+#[async_trait]
+impl History for DynamoStore {
+    async fn record(&self, cluster: &ClusterName, entry: &HistoryEntry) -> Result<()> {
+        let key = s(&history::key(cluster, &month_of(entry.at)));
+        // Kept 400 days past the last entry of its month.
+        let expires = (entry.at + HISTORY_RETENTION + SignedDuration::from_hours(31 * 24)).as_second();
+        self.update_item(key.clone())
+            .update_expression("SET #entries = if_not_exists(#entries, :empty), #ttl = :ttl")
+            .expression_attribute_names("#entries", history::ENTRIES)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":empty", AttributeValue::M(HashMap::new()))
+            .expression_attribute_values(":ttl", n(expires))
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        let id = format!("{}#{}", entry.at, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let json = serde_json::to_string(entry).unwrap_or_default();
+        let outcome = self
+            .update_item(key)
+            .update_expression("SET #entries.#id = :entry")
+            .condition_expression("size(#entries) < :max")
+            .expression_attribute_names("#entries", history::ENTRIES)
+            .expression_attribute_names("#id", id)
+            .expression_attribute_values(":entry", s(&json))
+            .expression_attribute_values(":max", n(history::MAX_ENTRIES as i64))
+            .send()
+            .await;
+        if !written(outcome, "UpdateItem")? {
+            tracing::warn!(cluster = %cluster, "this month's history of the cluster is full; the entry is dropped");
+        }
+        Ok(())
+    }
+
+    async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>> {
+        let mut entries = Vec::new();
+        for month in months_kept(now) {
+            if entries.len() >= at_least {
+                break;
+            }
+            let Some(item) = self.read(s(&history::key(cluster, &month))).await? else { continue };
+            let stored = item.get(history::ENTRIES).and_then(|v| v.as_m().ok());
+            entries.extend(
+                stored
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(_, v)| serde_json::from_str::<HistoryEntry>(v.as_s().ok()?).ok())
+                    .filter(|entry| entry.kept_at(now)),
+            );
+        }
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.at));
+        Ok(entries)
     }
 }

@@ -1,6 +1,7 @@
 //! Validated inputs and the rules that do not depend on any cloud call, for clusters and for runs.
 
 pub mod attempt;
+pub mod history;
 pub mod instance_event;
 pub mod names;
 pub mod requests;
@@ -11,6 +12,7 @@ pub mod time;
 pub mod user_data;
 
 pub use attempt::{Attempt, AttemptOutcome, Market};
+pub use history::HistoryEntry;
 pub use instance_event::{InstanceChange, InstanceEvent};
 pub use names::{ClusterName, GitRef, ImageTag};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};

@@ -107,7 +107,21 @@ pub fn from_event<T: DeserializeOwned>(event: serde_json::Value, shape: &str) ->
     })
 }
 
-/// `status` and `sweep` take `{}`: anything else is refused, as for every function.
+/// `status`: `{}` (everything) or `{"cluster": NAME}` (that cluster, with its history).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    #[serde(default)]
+    pub cluster: Option<ClusterName>,
+}
+
+impl StatusRequest {
+    pub fn parse(event: serde_json::Value) -> Result<Self, Error> {
+        from_event(event, r#"{} or {"cluster": "NAME"}"#).map_err(|error| Error::invalid(format!("status: {error}")))
+    }
+}
+
+/// `sweep` takes `{}`: anything else is refused, as for every function.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}

@@ -52,6 +52,13 @@ pub fn schedule_name(cluster: &ClusterName, at: Timestamp) -> String {
 }
 
 /// The cluster a destroy schedule named by [`schedule_name`] destroys.
+/// When a schedule named by [`schedule_name`] fires.
+pub fn scheduled_time(schedule_name: &str) -> Option<Timestamp> {
+    let stamp = schedule_name.rsplit('.').next()?;
+    let civil = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", stamp).ok()?;
+    jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()
+}
+
 pub fn scheduled_cluster(schedule_name: &str) -> Option<&str> {
     schedule_name.strip_prefix(DESTROY_SCHEDULE_PREFIX)?.split('.').next()
 }

@@ -70,9 +70,22 @@ struct Target<'a> {
 
 impl Provisioner {
     pub async fn deploy(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
-        let cluster = request.cluster.clone();
+        let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
+        let asked = request.version.as_ref().map(ToString::to_string);
         let outcome = self.deploy_checked(request, invocation).await;
         super::alert_if_failed(&*self.notices, "deploy", &cluster, &outcome).await;
+        let (version, detail) = match &outcome {
+            Ok(response) => {
+                let action = serde_json::to_value(response.action).ok().and_then(|a| a.as_str().map(str::to_owned));
+                let scheduled = response.time_to_destroy.as_ref().map(|at| format!("; destroy scheduled at {at}"));
+                (Some(response.version.to_string()), action.map(|a| format!("{a}{}", scheduled.unwrap_or_default())))
+            }
+            Err(error) => (asked, Some(error.to_string())),
+        };
+        // Only a cluster some profile matches has a history.
+        if self.catalog.profile_for(&cluster).is_ok() {
+            self.record_history(&cluster, "deploy", requested_by.as_ref(), &outcome, version, detail).await;
+        }
         outcome
     }
 

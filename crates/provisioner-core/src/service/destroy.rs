@@ -9,7 +9,7 @@ use super::deploy::status_text;
 use super::lock::with_lock;
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
-use crate::domain::resource_names::{schedule_prefix, stack_name};
+use crate::domain::resource_names::{schedule_prefix, scheduled_time, stack_name};
 use crate::domain::{ClusterName, ClusterRequest, StackPhase};
 use crate::error::{Error, Result};
 
@@ -38,9 +38,28 @@ pub struct DestroyResponse {
 
 impl Provisioner {
     pub async fn destroy(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
-        let cluster = request.cluster.clone();
+        let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
         let outcome = self.destroy_checked(request, invocation).await;
         super::alert_if_failed(&*self.notices, "destroy", &cluster, &outcome).await;
+        let detail = match &outcome {
+            Ok(response) => {
+                let now = self.clock.now();
+                // Nobody signed a fired schedule's event: the schedule that was due names it.
+                let fired = response
+                    .schedules_removed
+                    .iter()
+                    .find(|name| requested_by.is_none() && scheduled_time(name).is_some_and(|at| at <= now));
+                let action = match response.action {
+                    DestroyAction::Deleted => "the stack was deleted",
+                    DestroyAction::AlreadyAbsent => "there was no stack",
+                };
+                Some(fired.map_or_else(|| action.to_owned(), |name| format!("{action}; fired by schedule {name}")))
+            }
+            Err(error) => Some(error.to_string()),
+        };
+        if self.catalog.profile_for(&cluster).is_ok() {
+            self.record_history(&cluster, "destroy", requested_by.as_ref(), &outcome, None, detail).await;
+        }
         outcome
     }
 

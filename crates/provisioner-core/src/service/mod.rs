@@ -28,9 +28,9 @@ pub use schedule_destroy::ScheduleDestroyResponse;
 
 use crate::catalog::Catalog;
 use crate::domain::resource_names::schedule_name;
-use crate::domain::{ClusterName, RequestedBy};
+use crate::domain::{ClusterName, HistoryEntry, RequestedBy};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, ClusterPorts, Images, Locks, Notices, Schedules, Stacks};
+use crate::ports::{Clock, ClusterPorts, History, Images, Locks, Notices, Schedules, Stacks};
 use crate::settings::ClusterSettings;
 
 /// The spec's limit on waiting for a stack to be created or deleted.
@@ -92,6 +92,8 @@ pub struct Provisioner {
     pub locks: Arc<dyn Locks>,
     /// Only `deploy` asks it anything.
     pub images: Arc<dyn Images>,
+    /// Every operation on a cluster is added to its history.
+    pub history: Arc<dyn History>,
     pub clock: Arc<dyn Clock>,
     pub timeouts: Timeouts,
     /// The account's settings that cluster stacks take as parameters.
@@ -103,13 +105,14 @@ pub struct Provisioner {
 impl Provisioner {
     /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
-        let ClusterPorts { stacks, schedules, locks, images, notices, clock } = ports;
+        let ClusterPorts { stacks, schedules, locks, images, history, notices, clock } = ports;
         Provisioner {
             catalog,
             stacks,
             schedules,
             locks,
             images,
+            history,
             clock,
             timeouts: Timeouts::default(),
             settings,
@@ -124,8 +127,33 @@ impl Provisioner {
             schedules: self.schedules.clone(),
             locks: self.locks.clone(),
             images: self.images.clone(),
+            history: self.history.clone(),
             notices: self.notices.clone(),
             clock: self.clock.clone(),
+        }
+    }
+
+    /// Adds an operation on `cluster` to its history. Best effort: a history that cannot be
+    /// written never fails the operation.
+    async fn record_history<T>(
+        &self,
+        cluster: &ClusterName,
+        operation: &str,
+        requested_by: Option<&RequestedBy>,
+        outcome: &Result<T>,
+        version: Option<String>,
+        detail: Option<String>,
+    ) {
+        let entry = HistoryEntry {
+            operation: operation.to_owned(),
+            at: self.clock.now(),
+            requested_by: requested_by.map(|who| who.as_str().to_owned()),
+            outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
+            version,
+            detail,
+        };
+        if let Err(error) = self.history.record(cluster, &entry).await {
+            tracing::warn!(cluster = %cluster, operation, %error, "could not add the operation to the cluster's history");
         }
     }
 

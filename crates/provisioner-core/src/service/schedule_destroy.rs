@@ -32,6 +32,26 @@ impl Provisioner {
         request: ScheduleDestroyRequest,
         invocation: &Invocation,
     ) -> Result<ScheduleDestroyResponse> {
+        let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
+        let at = request.time_to_destroy;
+        let outcome = self.schedule_destroy_checked(request, invocation).await;
+        let detail = match &outcome {
+            Ok(response) if response.replaced.is_empty() => format!("destroy at {at}"),
+            Ok(response) => format!("destroy at {at}, replacing {}", response.replaced.join(", ")),
+            Err(error) => error.to_string(),
+        };
+        if self.catalog.profile_for(&cluster).is_ok() {
+            self.record_history(&cluster, "schedule_destroy", requested_by.as_ref(), &outcome, None, Some(detail))
+                .await;
+        }
+        outcome
+    }
+
+    async fn schedule_destroy_checked(
+        &self,
+        request: ScheduleDestroyRequest,
+        invocation: &Invocation,
+    ) -> Result<ScheduleDestroyResponse> {
         let ScheduleDestroyRequest { cluster, time_to_destroy, requested_by } = request;
         let profile = self.catalog.profile_for(&cluster)?;
         if let Some(max) = profile.max_ttl {

@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::survey::{Operations, Survey};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
-use crate::domain::resource_names::stack_cluster;
-use crate::domain::{Attempt, RequestedBy, RunId, RunRecord, StepResult, StepStatus};
+use crate::domain::history::HISTORY_SHOWN;
+use crate::domain::resource_names::{scheduled_cluster, stack_cluster};
+use crate::domain::{Attempt, ClusterName, HistoryEntry, RequestedBy, RunId, RunRecord, StepResult, StepStatus};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -31,6 +32,9 @@ pub struct StatusResponse {
     pub held: Vec<HeldInstance>,
     /// What the next sweep would act on.
     pub sweeper: Vec<Finding>,
+    /// For `{"cluster": NAME}`: the cluster's operations, newest first (at least the last 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
     /// Where the costs come from.
     pub prices: PriceBasis,
 }
@@ -115,10 +119,33 @@ fn cents(usd: f64) -> f64 {
 }
 
 impl Operations {
-    /// STATUS: every cluster, active run, recent run, and what the sweeper would do.
+    /// STATUS: every cluster, active run, recent run, and what the sweeper would do; or, for
+    /// `cluster`, that cluster's alone (none, if it does not run) with its history.
     pub async fn status(&self) -> Result<StatusResponse> {
-        let survey = self.survey().await?;
-        Ok(status_of(&self.provisioner.catalog, &survey, &|instance| self.runner.connect_command(instance)))
+        self.status_of_cluster(None).await
+    }
+
+    pub async fn status_of_cluster(&self, cluster: Option<ClusterName>) -> Result<StatusResponse> {
+        let Some(cluster) = cluster else {
+            let survey = self.survey().await?;
+            return Ok(status_of(&self.provisioner.catalog, &survey, &|instance| {
+                self.runner.connect_command(instance)
+            }));
+        };
+        self.provisioner.catalog.profile_for(&cluster)?;
+        let now = self.provisioner.clock.now();
+        let (survey, history) = tokio::join!(self.survey(), self.provisioner.history.of(&cluster, now, HISTORY_SHOWN));
+        let mut survey = survey?;
+        let name = cluster.as_str();
+        survey.stacks.retain(|stack| stack_cluster(&stack.name).is_some_and(|c| c.as_str() == name));
+        survey.schedules.retain(|s| scheduled_cluster(&s.name) == Some(name));
+        survey.runs.retain(|run| run.cluster == cluster);
+        let runs: std::collections::BTreeSet<String> = survey.runs.iter().map(|r| r.run_id.to_string()).collect();
+        survey.instances.retain(|i| i.tag(crate::domain::tags::RUN_ID).is_some_and(|id| runs.contains(id)));
+        let mut status =
+            status_of(&self.provisioner.catalog, &survey, &|instance| self.runner.connect_command(instance));
+        status.history = Some(history?);
+        Ok(status)
     }
 }
 
@@ -136,6 +163,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         recent_runs: recent_runs(survey),
         held: held_instances(survey, connect),
         sweeper: findings(catalog, survey),
+        history: None,
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
     }
 }

@@ -26,9 +26,12 @@ use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{tags, ClusterName, ClusterRequest, RunId, RunRecord, StackPhase};
+use crate::domain::{tags, ClusterName, ClusterRequest, RequestedBy, RunId, RunRecord, StackPhase};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
+
+/// Who the sweeper's destroys are requested by, in the clusters' histories.
+pub const SWEEPER: &str = "sweeper";
 
 /// A destroy schedule this long past its time whose cluster still exists failed (its retries and
 /// dead-letter queue take less): the sweeper destroys the cluster.
@@ -287,7 +290,8 @@ impl Operations {
                     actions.push(swept(finding, outcome));
                 }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
-                    let outcome = self.provisioner.destroy(ClusterRequest::new(cluster), invocation).await;
+                    let request = ClusterRequest { cluster, requested_by: RequestedBy::parse(SWEEPER).ok() };
+                    let outcome = self.provisioner.destroy(request, invocation).await;
                     swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
                 }),
                 _ => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),

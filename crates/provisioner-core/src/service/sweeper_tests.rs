@@ -344,3 +344,67 @@ async fn who_asked_is_recorded_on_what_each_call_creates_and_status_shows_it() {
     assert_eq!(status.clusters[0].destroy_requested_by.as_deref(), Some("ben"));
     assert_eq!(status.runs[0].requested_by.as_ref().map(RequestedBy::as_str), Some("octocat+run-42"));
 }
+
+/// Every operation on a cluster lands in its history, newest first: who asked, the outcome, the
+/// version; a fired schedule and the sweeper are named; `status {"cluster"}` shows that cluster
+/// alone with its history, and a name no profile matches is `UnknownCluster`.
+#[tokio::test(start_paused = true)]
+async fn every_operation_on_a_cluster_is_in_its_history_and_status_of_the_cluster_shows_it() {
+    use crate::domain::{DeployRequest, GitRef, RequestedBy};
+    let ops = OpsWorld::new(NOW);
+    let provisioner = &ops.world.provisioner;
+    let ana = RequestedBy::parse("ana@example.org").ok();
+    let deploy = DeployRequest { cluster: cluster("ci-1"), version: None, requested_by: ana.clone() };
+    provisioner.deploy(deploy, &ops.world.invocation("d1")).await.unwrap();
+    let pinned = DeployRequest {
+        cluster: cluster("ci-1"),
+        version: Some(GitRef::parse("v0.0.1").unwrap()),
+        requested_by: ana.clone(),
+    };
+    // Already running: success, whatever version was asked.
+    provisioner.deploy(pinned, &ops.world.invocation("d2")).await.unwrap();
+    provisioner
+        .deploy(
+            DeployRequest { cluster: cluster("ci-2"), version: None, requested_by: None },
+            &ops.world.invocation("d3"),
+        )
+        .await
+        .unwrap();
+    // The default schedule fires (the emulator never does; its event is the destroy's).
+    pass(241).await;
+    provisioner.destroy(ClusterRequest::new(cluster("ci-1")), &ops.world.invocation("fired")).await.unwrap();
+
+    let status = ops.operations.status_of_cluster(Some(cluster("ci-1"))).await.unwrap();
+    assert!(status.clusters.is_empty(), "it no longer runs: {:?}", status.clusters);
+    let history = status.history.expect("a cluster's status has its history");
+    let seen: Vec<(&str, Option<&str>, &str)> =
+        history.iter().map(|e| (e.operation.as_str(), e.requested_by.as_deref(), e.outcome.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("destroy", None, "success"),
+            ("deploy", Some("ana@example.org"), "success"),
+            ("deploy", Some("ana@example.org"), "success")
+        ],
+        "newest first, ci-2's are not ci-1's"
+    );
+    assert!(history[0].detail.as_deref().unwrap().contains("fired by schedule destroy.ci-1."), "{:?}", history[0]);
+    assert!(history[2].detail.as_deref().unwrap().starts_with("created; destroy scheduled at "), "{:?}", history[2]);
+    assert_eq!(history[1].detail.as_deref(), Some("already_running"));
+    assert_eq!(history[2].version.as_deref(), Some("latest"));
+
+    // The sweeper names itself; ci-2 is past its profile's lifetime with no schedule.
+    for name in ops.world.schedules.all().into_keys() {
+        crate::ports::Schedules::delete(&*ops.world.schedules, &name).await.unwrap();
+    }
+    pass(12 * 60).await;
+    ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    let status = ops.operations.status_of_cluster(Some(cluster("ci-2"))).await.unwrap();
+    let newest = &status.history.unwrap()[0];
+    assert_eq!((newest.operation.as_str(), newest.requested_by.as_deref()), ("destroy", Some("sweeper")));
+
+    let unknown = ops.operations.status_of_cluster(Some(cluster("nobody"))).await.unwrap_err();
+    assert_eq!(unknown.code(), "UnknownCluster");
+    // The whole account's status has no history.
+    assert!(ops.operations.status().await.unwrap().history.is_none());
+}

@@ -6,10 +6,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::tags;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
-use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
+use crate::domain::{HistoryEntry, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
-    Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
+    History, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
 };
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
@@ -342,6 +342,28 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     assert_eq!(instances.state("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no state");
 }
 
+/// A cluster's history: entries read back newest first, across months, only those kept 400
+/// days; another cluster's are not its. `cluster` must have no history.
+pub async fn history(history: &dyn History, cluster: &ClusterName, other: &ClusterName) {
+    let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+    assert!(history.of(cluster, now, 50).await.unwrap().is_empty());
+    let entry = |days_ago: i64, operation: &str| HistoryEntry {
+        operation: operation.into(),
+        at: now - SignedDuration::from_hours(24 * days_ago),
+        requested_by: Some("dev@example.org".into()),
+        outcome: "success".into(),
+        version: Some("v5.5.0".into()),
+        detail: Some("created".into()),
+    };
+    let written = [entry(401, "deploy"), entry(40, "deploy"), entry(3, "schedule_destroy"), entry(0, "destroy")];
+    for written in &written {
+        history.record(cluster, written).await.unwrap();
+    }
+    history.record(other, &entry(1, "deploy")).await.unwrap();
+    let read = history.of(cluster, now, 50).await.unwrap();
+    assert_eq!(read, [written[3].clone(), written[2].clone(), written[1].clone()], "newest first, 400 days kept");
+}
+
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.
 pub async fn images(images: &dyn Images, registry: &str, held: &str, absent: &str, tag: &ImageTag) {
     let asked = [held.to_owned(), absent.to_owned()];
@@ -354,7 +376,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::testing::{FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks, Faults};
+    use crate::testing::Faults;
+    use crate::testing::{FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks};
     use crate::testing::{StackBehaviour, TestClock};
 
     /// The cluster stack spec the suites create.
@@ -386,6 +409,12 @@ mod tests {
     async fn the_fake_locks_keep_the_contract() {
         let (key, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
         super::locks(&*FakeLocks::new(Faults::none()), &key, &other).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_history_keeps_the_contract() {
+        let (cluster, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
+        super::history(&*FakeHistory::new(Faults::none()), &cluster, &other).await;
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod contract;
 #[cfg(test)]
 mod fault_storm;
 mod faults;
+mod history;
 mod images;
 mod instances;
 mod locks;
@@ -20,6 +21,7 @@ mod worlds;
 
 pub use clock::TestClock;
 pub use faults::{Call, Effect, Fault, Faults};
+pub use history::FakeHistory;
 pub use images::{FakeImages, SEEDED_VERSION};
 pub use instances::{FakeInstance, FakeInstances};
 pub use locks::FakeLocks;

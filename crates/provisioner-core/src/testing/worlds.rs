@@ -7,7 +7,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use super::{
-    FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules, FakeStacks, Faults, TestClock,
+    FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules, FakeStacks, Faults,
+    TestClock,
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
@@ -63,6 +64,7 @@ pub struct World {
     pub schedules: Arc<FakeSchedules>,
     pub locks: Arc<FakeLocks>,
     pub images: Arc<FakeImages>,
+    pub history: Arc<FakeHistory>,
     pub notices: Arc<FakeNotices>,
     pub provisioner: Provisioner,
 }
@@ -78,6 +80,7 @@ impl World {
         let catalog = Catalog::shipped().expect("the shipped catalog loads");
         // As in an account after a release: each profile's default version is in the registry.
         let images = FakeImages::new(faults.clone());
+        let history = FakeHistory::new(faults.clone());
         for profile in catalog.profiles() {
             images.push(&profile.images, profile.default_version.as_str());
         }
@@ -86,11 +89,12 @@ impl World {
             schedules: schedules.clone(),
             locks: locks.clone(),
             images: images.clone(),
+            history: history.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let provisioner = Provisioner::new(Arc::new(catalog), ports, test_settings());
-        World { clock, faults, stacks, schedules, locks, images, notices, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, history, notices, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.
