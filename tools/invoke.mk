@@ -41,6 +41,7 @@ invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
 invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
 invoke_args += $(if $(and $(HOLD),$(filter cluster-test cluster-build,$(invoke_goal))),--hold $(call quote,$(value HOLD)))
 invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
+invoke_args += $(if $(and $(DRY_RUN),$(filter-out invoke status cluster-cancel,$(invoke_goal))),--dry-run)
 ifneq ($(findstring n,$(invoke_modes))$(findstring q,$(invoke_modes))$(findstring t,$(invoke_modes)),)
 $(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(strip $(invoke_args)))
 else
@@ -58,7 +59,7 @@ endif
 
 # What `make help` shows of them.
 invoke: ## FUNCTION= PAYLOAD=: invoke one function (LOCAL=1: on the local stack)
-cluster-deploy: ## CLUSTER= [VERSION=]: deploy a cluster (at a version whose images were built)
+cluster-deploy: ## CLUSTER= [VERSION=] [DRY_RUN=1]: deploy a cluster (DRY_RUN=1 on any cluster-* goal: the plan, nothing done)
 cluster-schedule-destroy: ## CLUSTER= AT=|TTL=: schedule its destroy (RFC 3339, or minutes from now)
 cluster-destroy: ## CLUSTER=: destroy a cluster now
 cluster-test: ## CLUSTER= VERSION= [HOLD=minutes]: run the test suites against a cluster (HOLD keeps a failed run's instance)

@@ -183,6 +183,8 @@ def build_payload(args) -> bytes:
                 event["time_to_destroy"] = at.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
             else:
                 raise InvocationFailed("give AT= (RFC 3339) or TTL= (minutes)")
+    if getattr(args, "dry_run", False) is True:
+        event["dry_run"] = True
     # Who asks is recorded with what the call creates or ends; a resume creates nothing.
     if not args.run_id:
         who = requested_by()
@@ -334,6 +336,7 @@ def main() -> int:
     parser.add_argument("--run-id")
     parser.add_argument("--wait-seconds")
     parser.add_argument("--hold")
+    parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--local", action="store_true")
     parser.add_argument("--follow", action="store_true")
     parser.add_argument("--table", action="store_true")

@@ -56,6 +56,13 @@ class FollowingARun(unittest.TestCase):
             self.assertEqual(json.loads(invoke.build_payload(goal("deploy", payload='{"cluster": "x"}'))),
                              {"cluster": "x"}, "make invoke sends its PAYLOAD as given")
 
+    def test_dry_run_asks_for_the_plan(self):
+        args = mock.Mock(payload=None, function="destroy", run_id=None, cluster="ci-1", dry_run=True,
+                         wait_seconds=None, follow=False)
+        self.assertTrue(json.loads(invoke.build_payload(args))["dry_run"])
+        args.dry_run = False
+        self.assertNotIn("dry_run", json.loads(invoke.build_payload(args)))
+
     def test_hold_reaches_a_start_as_hold_minutes_within_its_bounds(self):
         def start(hold):
             return mock.Mock(payload=None, function="test", run_id=None, cluster="ci-1", version="main", hold=hold,

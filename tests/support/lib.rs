@@ -114,6 +114,14 @@ impl Invoked {
         &self.answer
     }
 
+    /// A dry run's answer: the plan.
+    #[track_caller]
+    pub fn assert_plan(&self) -> &Value {
+        assert_eq!(self.exit, 0, "expected a plan: {:#} {}", self.answer, self.stderr);
+        assert_eq!(self.answer["status"], "plan", "{:#}", self.answer);
+        &self.answer
+    }
+
     #[track_caller]
     pub fn assert_error(&self, error_type: &str) {
         assert_eq!(self.exit, 1, "expected a function error: {:#} {}", self.answer, self.stderr);

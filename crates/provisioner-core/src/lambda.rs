@@ -17,6 +17,7 @@ use crate::domain::requests::MALFORMED_JSON_KEY;
 use crate::domain::{CancelRequest, InstanceEvent, RunKind, RunRequest};
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::error::Result;
+use crate::service::plan::Answer;
 use crate::service::runner::{CancelResponse, RunResponse, Runner};
 use crate::service::status::StatusResponse;
 use crate::service::survey::Operations;
@@ -49,14 +50,15 @@ where
             let started = std::time::Instant::now();
             let invocation = invocation_of(&event.context);
             let outcome = answer(function, &invocation, handler(service, event.payload, invocation.clone())).await;
-            let aws_calls = log_calls(function, &calls);
+            let made = calls.take();
+            log_calls(function, &made);
             crate::metrics::invocation(
                 function,
                 outcome.as_ref().map(|_| ()).map_err(|(_, e)| e),
                 started.elapsed().as_secs_f64(),
-                aws_calls,
+                made.len(),
             );
-            outcome.map_err(|(diagnostic, _)| diagnostic)
+            outcome.map(|response| with_calls_of_a_plan(response, made)).map_err(|(diagnostic, _)| diagnostic)
         }
     });
     Runtime::new(lambda).layer(TracingLayer::new()).layer(MapRequestLayer::new(flag_malformed_json)).run().await
@@ -82,9 +84,14 @@ pub async fn answer<R: Serialize>(
     outcome.map_err(|error| (Diagnostic::from(error.clone()), error))
 }
 
-/// DEPLOY(cluster): see `service/deploy.rs`.
-pub async fn deploy(provisioner: Provisioner, event: Value, invocation: Invocation) -> Result<DeployResponse> {
-    provisioner.deploy(DeployRequest::parse(event)?, &invocation).await
+/// DEPLOY(cluster): see `service/deploy.rs`; a dry run, `plan_deploy`.
+pub async fn deploy(provisioner: Provisioner, event: Value, invocation: Invocation) -> Result<Answer<DeployResponse>> {
+    let (event, dry_run) = dry_run_of(event)?;
+    let request = DeployRequest::parse(event)?;
+    if dry_run {
+        return provisioner.plan_deploy(&request).await.map(Answer::Plan);
+    }
+    provisioner.deploy(request, &invocation).await.map(Answer::Done)
 }
 
 /// SCHEDULE_DESTROY(cluster, time_to_destroy): see `service/schedule_destroy.rs`.
@@ -92,24 +99,46 @@ pub async fn schedule_destroy(
     provisioner: Provisioner,
     event: Value,
     invocation: Invocation,
-) -> Result<ScheduleDestroyResponse> {
+) -> Result<Answer<ScheduleDestroyResponse>> {
+    let (event, dry_run) = dry_run_of(event)?;
     let request = ScheduleDestroyRequest::parse(event, provisioner.clock.now())?;
-    provisioner.schedule_destroy(request, &invocation).await
+    if dry_run {
+        return provisioner.plan_schedule_destroy(&request).await.map(Answer::Plan);
+    }
+    provisioner.schedule_destroy(request, &invocation).await.map(Answer::Done)
 }
 
 /// DESTROY(cluster): see `service/destroy.rs`.
-pub async fn destroy(provisioner: Provisioner, event: Value, invocation: Invocation) -> Result<DestroyResponse> {
-    provisioner.destroy(ClusterRequest::parse(event)?, &invocation).await
+pub async fn destroy(
+    provisioner: Provisioner,
+    event: Value,
+    invocation: Invocation,
+) -> Result<Answer<DestroyResponse>> {
+    let (event, dry_run) = dry_run_of(event)?;
+    let request = ClusterRequest::parse(event)?;
+    if dry_run {
+        return provisioner.plan_destroy(&request).await.map(Answer::Plan);
+    }
+    provisioner.destroy(request, &invocation).await.map(Answer::Done)
 }
 
 /// TEST(cluster, version): see `service/runner.rs`.
-pub async fn test(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
-    runner.run(RunKind::Test, RunRequest::parse(event)?, &invocation).await
+pub async fn test(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
+    run(runner, RunKind::Test, event, invocation).await
 }
 
 /// BUILD(cluster, version): see `service/runner.rs`.
-pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
-    runner.run(RunKind::Build, RunRequest::parse(event)?, &invocation).await
+pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
+    run(runner, RunKind::Build, event, invocation).await
+}
+
+async fn run(runner: Runner, kind: RunKind, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
+    let (event, dry_run) = dry_run_of(event)?;
+    let request = RunRequest::parse(event)?;
+    if dry_run {
+        return runner.plan(kind, &request).await.map(Answer::Plan);
+    }
+    runner.run(kind, request, &invocation).await.map(Answer::Done)
 }
 
 /// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).
@@ -134,10 +163,28 @@ pub async fn sweep(operations: Operations, event: Value, invocation: Invocation)
 }
 
 /// One event per invocation naming every AWS call it made, in order; returns how many.
-fn log_calls(function: &str, calls: &CallLog) -> usize {
-    let calls = calls.take();
+fn log_calls(function: &str, calls: &[String]) {
     tracing::info!(function, aws_calls = calls.len(), operations = %calls.join(" "), "AWS calls");
-    calls.len()
+}
+
+/// A dry run's answer names every AWS call it made (from the SDK's call log), so a caller sees
+/// that it only read.
+fn with_calls_of_a_plan<R: Serialize>(response: R, made: Vec<String>) -> Value {
+    let mut value = serde_json::to_value(response).unwrap_or(Value::Null);
+    if let Some(fields) = value.as_object_mut().filter(|fields| fields.get("status") == Some(&Value::from("plan"))) {
+        fields.insert("aws_calls".into(), made.into());
+    }
+    value
+}
+
+/// Takes `"dry_run"` out of an event: `true` asks for the plan. Anything but a boolean is refused.
+fn dry_run_of(mut event: Value) -> Result<(Value, bool)> {
+    let dry_run = match event.as_object_mut().and_then(|fields| fields.remove("dry_run")) {
+        None => false,
+        Some(Value::Bool(dry_run)) => dry_run,
+        Some(other) => return Err(crate::Error::invalid(format!("dry_run must be true or false, not {other}"))),
+    };
+    Ok((event, dry_run))
 }
 
 /// The runtime parses each payload itself and answers what it cannot parse with its own error

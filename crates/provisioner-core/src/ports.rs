@@ -191,6 +191,11 @@ pub trait Runs: Send + Sync {
         deadline: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Vec<RunId>>>;
+    /// The run active for `record`'s kind, cluster and version at `now` (its deadline not passed),
+    /// if any: a read, for a dry run.
+    async fn active(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>>;
+    /// The runs holding one of `slots`' slots at `now`: a read, for a dry run.
+    async fn slots_held(&self, slots: &Slots, now: Timestamp) -> Result<Vec<RunId>>;
     /// Frees `run_id`'s slot of `profile`'s runs of `kind`, if it holds one.
     async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()>;
 }

@@ -267,3 +267,58 @@ async fn who_asked_is_recorded_and_shown_by_status() {
         .assert_success();
     make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={cluster}")]).assert_success();
 }
+
+/// `"dry_run": true` answers the plan of every function that takes it: the branch and the writes
+/// it would make; the SDK's call log it answers with holds only reads, and nothing was made.
+/// `DRY_RUN=1` on the Makefile's goals asks for it.
+#[tokio::test]
+async fn a_dry_run_answers_the_plan_and_makes_only_reads() {
+    let cluster = unique("ci-dry-");
+    let reads_only = |answer: &Value| {
+        assert_eq!(answer["status"], "plan", "{answer:#}");
+        let calls: Vec<&str> = answer["aws_calls"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(!calls.is_empty(), "{answer:#}");
+        let writes: Vec<&&str> = calls.iter().filter(|call| provisioner_core::service::plan::is_write(call)).collect();
+        assert!(writes.is_empty(), "a dry run wrote: {writes:?}");
+    };
+    let plan = make_invoke("deploy", &json!({"cluster": cluster, "dry_run": true}).to_string());
+    let answer = plan.assert_plan();
+    reads_only(answer);
+    let writes: Vec<&str> = answer["plan"].as_array().unwrap().iter().filter_map(|w| w["write"].as_str()).collect();
+    assert_eq!(writes, ["CloudFormation.CreateStack", "Scheduler.CreateSchedule"]);
+    let cloudformation = aws_sdk_cloudformation::Client::new(&emulator().await);
+    let described = cloudformation.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await;
+    assert!(described.is_err(), "no stack was made");
+
+    let at = (Timestamp::now() + SignedDuration::from_hours(2)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let plan = make_invoke(
+        "schedule_destroy",
+        &json!({"cluster": cluster, "time_to_destroy": at, "dry_run": true}).to_string(),
+    );
+    reads_only(plan.assert_plan());
+    let plan = make_invoke("destroy", &json!({"cluster": cluster, "dry_run": true}).to_string());
+    reads_only(plan.assert_plan());
+    for kind in ["test", "build"] {
+        let plan = make_invoke(kind, &json!({"cluster": cluster, "version": "main", "dry_run": true}).to_string());
+        let answer = plan.assert_plan();
+        reads_only(answer);
+        let launch = answer["plan"].as_array().unwrap().iter().find(|w| w["write"] == "EC2.RunInstances").unwrap();
+        assert!(launch["user_data_bytes"].as_u64().unwrap() <= 16_384, "{launch:#}");
+        assert_eq!(launch["market"], "spot");
+    }
+    // The same errors as the call; a bad dry_run is refused.
+    make_invoke("deploy", &json!({"cluster": "nobody", "dry_run": true}).to_string()).assert_error("UnknownCluster");
+    make_invoke("deploy", &json!({"cluster": cluster, "dry_run": "yes"}).to_string()).assert_error("InvalidRequest");
+    make_invoke("status", &json!({"dry_run": true}).to_string()).assert_error("InvalidRequest");
+
+    // Through the Makefile.
+    let output = Command::new("make")
+        .args(["-s", "cluster-deploy", "LOCAL=1", &format!("CLUSTER={cluster}"), "DRY_RUN=1"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    reads_only(&answer);
+    assert!(cloudformation.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await.is_err());
+}

@@ -459,6 +459,32 @@ impl Runs for DynamoStore {
         }))
     }
 
+    async fn active(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let Some(item) = self.read(active_key(record)).await? else { return Ok(None) };
+        let deadline = item.get(active::DEADLINE_EPOCH).and_then(|v| v.as_n().ok()?.parse::<i64>().ok()).unwrap_or(0);
+        if deadline < now.as_second() {
+            return Ok(None);
+        }
+        Ok(text_of(&item, active::RUN_ID).and_then(|id| RunId::parse(&id).ok()))
+    }
+
+    async fn slots_held(&self, pool: &Slots, now: Timestamp) -> Result<Vec<RunId>> {
+        let item = self.read(s(&slots::key(&pool.profile, pool.kind))).await?;
+        let mut held: Vec<RunId> = item
+            .as_ref()
+            .and_then(|i| i.get(slots::RUNS))
+            .and_then(|runs| runs.as_m().ok())
+            .into_iter()
+            .flatten()
+            .filter(|(_, until)| {
+                until.as_n().ok().and_then(|n| n.parse::<i64>().ok()).is_some_and(|u| u >= now.as_second())
+            })
+            .filter_map(|(id, _)| RunId::parse(id).ok())
+            .collect();
+        held.sort_by_key(ToString::to_string);
+        Ok(held)
+    }
+
     async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
         let outcome = self
             .update_item(s(&slots::key(profile, kind)))

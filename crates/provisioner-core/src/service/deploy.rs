@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::lock::with_lock_or;
+use super::plan::{Plan, PlannedWrite};
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
 use crate::catalog::Profile;
@@ -351,4 +352,80 @@ impl Provisioner {
 
 pub(super) fn status_text(stack: &Option<StackSnapshot>) -> String {
     stack.as_ref().map_or_else(|| "absent".to_owned(), |s| s.status.to_string())
+}
+
+impl Provisioner {
+    /// DRY_RUN of DEPLOY: the branch of the table the deploy would take and the writes it would
+    /// make, from reads only (the stack, the schedules, the registry), without the lock.
+    pub async fn plan_deploy(&self, request: &DeployRequest) -> Result<Plan> {
+        let cluster = &request.cluster;
+        let profile = self.catalog.profile_for(cluster)?;
+        let version = match &request.version {
+            Some(version) => ImageTag::to_deploy(version)?,
+            None => profile.default_version.clone(),
+        };
+        let now = self.clock.now();
+        let target = Target {
+            cluster,
+            profile,
+            version,
+            stack_name: stack_name(cluster),
+            started: now,
+            requested_by: request.requested_by.clone(),
+        };
+        let stack = self.stacks.describe(&target.stack_name).await?;
+        if let Some(running) = stack.as_ref().filter(|s| s.status.phase() == StackPhase::Running) {
+            let version = running.parameters.get("Version").map_or("?", String::as_str);
+            let branch = format!("step 1: {} is running at version {version}: success, nothing changes", running.name);
+            return Ok(Plan::new("deploy", branch, Vec::new()));
+        }
+        let scheduled = self.schedules.list(&schedule_prefix(cluster)).await?;
+        if let Some(first) = scheduled.iter().min_by_key(|s| s.at) {
+            return Err(Error::ScheduledForDelete { cluster: cluster.to_string(), at: first.at.to_string() });
+        }
+        let create = |spec: &StackSpec| {
+            let parameters: BTreeMap<&str, &str> =
+                spec.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let tags: BTreeMap<&str, &str> = spec.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            PlannedWrite::new(
+                "CloudFormation.CreateStack",
+                serde_json::json!({"stack": spec.name, "profile": profile.name, "parameters": parameters, "tags": tags}),
+            )
+        };
+        let status = status_text(&stack);
+        let (branch, mut plan) = match phase_of(&stack) {
+            StackPhase::Absent => {
+                let spec = self.ready_to_create(&target).await?;
+                ("step 3: there is no stack: create it and wait up to 10 minutes".to_owned(), vec![create(&spec)])
+            }
+            StackPhase::InProgress => {
+                (format!("step 3: the stack is {status}: wait up to 10 minutes for it"), Vec::new())
+            }
+            StackPhase::Deleting => {
+                let spec = self.ready_to_create(&target).await?;
+                (format!("step 3: the stack is {status}: wait for the delete, then create it"), vec![create(&spec)])
+            }
+            StackPhase::FailedReplaceable => {
+                let spec = self.ready_to_create(&target).await?;
+                let delete =
+                    PlannedWrite::new("CloudFormation.DeleteStack", serde_json::json!({"stack": target.stack_name}));
+                (format!("step 3: the stack is {status} and left nothing: replace it"), vec![delete, create(&spec)])
+            }
+            StackPhase::FailedNeedsAttention | StackPhase::Running => {
+                return Err(self.deploy_failed(cluster, &target.stack_name, &stack).await);
+            }
+        };
+        if let Some(lifetime) = profile.default_ttl {
+            let at = crate::domain::time::whole_seconds(now) + lifetime;
+            plan.push(PlannedWrite::new(
+                "Scheduler.CreateSchedule",
+                serde_json::json!({
+                    "schedule": crate::domain::resource_names::schedule_name(cluster, at),
+                    "at": at.to_string(),
+                    "why": format!("the '{}' profile's default lifetime, once the cluster runs", profile.name),
+                }),
+            ));
+        }
+        Ok(Plan::new("deploy", branch, plan))
+    }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::deploy::status_text;
 use super::lock::with_lock;
+use super::plan::{Plan, PlannedWrite};
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
 use crate::domain::resource_names::{schedule_prefix, scheduled_time, stack_name};
@@ -135,5 +136,39 @@ impl Provisioner {
             removed.push(schedule.name);
         }
         Ok(removed)
+    }
+}
+
+impl Provisioner {
+    /// DRY_RUN of DESTROY: the stack it would delete and the schedules it would remove, from
+    /// reads only, without the lock.
+    pub async fn plan_destroy(&self, request: &ClusterRequest) -> Result<Plan> {
+        let cluster = &request.cluster;
+        self.catalog.profile_for(cluster)?;
+        let name = stack_name(cluster);
+        let stack = self.stacks.describe(&name).await?;
+        let schedules = self.schedules.list(&schedule_prefix(cluster)).await?;
+        let status = status_text(&stack);
+        let (branch, mut plan) = match phase_of(&stack) {
+            StackPhase::Absent => ("step 1: there is no stack: nothing to delete".to_owned(), Vec::new()),
+            StackPhase::Deleting => {
+                (format!("step 1: the stack is {status}: wait up to 10 minutes for it"), Vec::new())
+            }
+            StackPhase::InProgress => (
+                format!("step 1: the stack is {status}: wait for it to settle, then delete it and wait"),
+                vec![PlannedWrite::new("CloudFormation.DeleteStack", serde_json::json!({"stack": name}))],
+            ),
+            _ => (
+                format!("step 1: the stack is {status}: delete it and wait up to 10 minutes"),
+                vec![PlannedWrite::new("CloudFormation.DeleteStack", serde_json::json!({"stack": name}))],
+            ),
+        };
+        for schedule in &schedules {
+            plan.push(PlannedWrite::new(
+                "Scheduler.DeleteSchedule",
+                serde_json::json!({"schedule": schedule.name, "at": schedule.at.to_string()}),
+            ));
+        }
+        Ok(Plan::new("destroy", branch, plan))
     }
 }

@@ -9,6 +9,7 @@ mod attempts;
 mod deploy;
 mod destroy;
 mod lock;
+pub mod plan;
 pub mod runner;
 mod schedule_destroy;
 pub mod status;
@@ -220,6 +221,8 @@ mod attempts_tests;
 mod cluster_tests;
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod runner_tests;
 #[cfg(test)]

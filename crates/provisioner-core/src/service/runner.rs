@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::attempts::{attempt_outcome_of, end_attempt, new_attempt, INTERRUPTED};
+use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::attempt::describe_all;
@@ -869,5 +870,83 @@ impl Runner {
             hold_minutes: record.hold_minutes,
             requested_by: record.requested_by,
         }
+    }
+}
+
+impl Runner {
+    /// DRY_RUN of a TEST or BUILD start: the run it would start (or the active one it would answer
+    /// with, or the cap it would hit), and the writes it would make: the run record, the slot, the
+    /// launch (instance types in order, market, image, user-data size). Reads only.
+    pub async fn plan(&self, kind: RunKind, request: &RunRequest) -> Result<Plan> {
+        let RunRequest::Start { cluster, version, hold_minutes, requested_by, .. } = request else {
+            return Err(Error::invalid("dry_run plans a start: give a cluster and a version, not a run_id"));
+        };
+        let profile = self.catalog.profile_for(cluster)?;
+        let now = crate::domain::time::whole_seconds(self.clock.now());
+        let run_id = RunId::new(kind, cluster, now);
+        let record = RunRecord {
+            requested_by: requested_by.clone(),
+            ..self.new_record(profile, run_id, cluster.clone(), version.clone(), now, *hold_minutes)
+        };
+        // The same checks of every value as a start: a bad one is the same error.
+        let user_data = self.user_data(profile, &record)?;
+        if let Some(active) = self.runs.active(&record, now).await? {
+            let branch = format!("the same {kind} run of {version} on {cluster} is active: it answers with {active}");
+            return Ok(Plan::new(kind.as_str(), branch, Vec::new()));
+        }
+        let mut plan = Vec::new();
+        if let Some(cap) = profile.max_concurrent_runs.of(kind) {
+            let slots = Slots { profile: profile.name.clone(), kind, cap };
+            let mut active = Vec::new();
+            for holder in self.runs.slots_held(&slots, now).await? {
+                if let Some(run) = self.runs.get(&holder).await?.filter(|run| !run.state.ended()) {
+                    active.push(format!("{} ({} on {})", run.run_id, run.version, run.cluster));
+                }
+            }
+            if active.len() >= cap as usize {
+                return Err(Error::RunsCapped(format!(
+                    "the '{}' profile allows {cap} concurrent {kind} run(s), and these are active: {}; wait for one to \
+                     end, or resume it with its run_id",
+                    profile.name,
+                    active.join(", ")
+                )));
+            }
+            plan.push(PlannedWrite::new(
+                "DynamoDB.UpdateItem",
+                serde_json::json!({"item": crate::table::slots::key(&profile.name, kind), "takes": "one of its slots", "cap": cap}),
+            ));
+        }
+        plan.push(PlannedWrite::new(
+            "DynamoDB.PutItem",
+            serde_json::json!({
+                "item": format!("{}{}", crate::table::run::PREFIX, record.run_id),
+                "run_id": record.run_id,
+                "then": "the active-run pointer of its kind, cluster and version",
+                "requested_by": record.requested_by,
+            }),
+        ));
+        let runner = &profile.runner;
+        let market = record.current_attempt().map_or(Market::Spot, |attempt| attempt.market);
+        plan.push(PlannedWrite::new(
+            "EC2.RunInstances",
+            serde_json::json!({
+                "image": self.instances.latest_image(&runner.architecture).await?,
+                "architecture": runner.architecture,
+                "instance_types": runner.instance_types,
+                "subnets": self.settings.subnets,
+                "market": market,
+                "on_demand_fallback": runner.on_demand_fallback,
+                "max_attempts": runner.max_attempts,
+                "instance_profile": self.settings.instance_profile(kind),
+                "volume_gb": runner.volume_gb,
+                "time_limit_minutes": runner.time_limit_minutes,
+                "hold_minutes": record.hold_minutes,
+                "user_data_bytes": user_data.len(),
+                "script_bytes": user_data.script_len(),
+            }),
+        ));
+        let branch =
+            format!("start a {kind} run of {version} on {cluster}, on the '{}' profile's runner", profile.name);
+        Ok(Plan::new(kind.as_str(), branch, plan))
     }
 }

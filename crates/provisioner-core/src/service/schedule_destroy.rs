@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::lock::with_lock;
+use super::plan::{Plan, PlannedWrite};
 use super::{Invocation, Provisioner};
 use crate::domain::resource_names::{schedule_name, schedule_prefix};
 use crate::domain::time::can_reschedule;
@@ -114,5 +115,53 @@ impl Provisioner {
             removed.push(format!("{}@{}", schedule.name, schedule.at));
         }
         Ok(())
+    }
+}
+
+impl Provisioner {
+    /// DRY_RUN of SCHEDULE_DESTROY: the branch the call would take and the schedules it would
+    /// create and remove, from reads only, without the lock.
+    pub async fn plan_schedule_destroy(&self, request: &ScheduleDestroyRequest) -> Result<Plan> {
+        let (cluster, time_to_destroy) = (&request.cluster, request.time_to_destroy);
+        let profile = self.catalog.profile_for(cluster)?;
+        let now = self.clock.now();
+        if let Some(max) = profile.max_ttl {
+            if time_to_destroy > now + max {
+                return Err(Error::invalid(format!(
+                    "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes \
+                     from now; give a time no later than {}",
+                    profile.name,
+                    max.as_mins(),
+                    crate::domain::time::whole_seconds(now + max)
+                )));
+            }
+        }
+        let existing = self.schedules.list(&schedule_prefix(cluster)).await?;
+        if let Some(due) = existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
+            return Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() });
+        }
+        let name = schedule_name(cluster, time_to_destroy);
+        let kept = existing.iter().any(|s| s.name == name && s.at == time_to_destroy);
+        let mut plan = Vec::new();
+        if !kept {
+            plan.push(PlannedWrite::new(
+                "Scheduler.CreateSchedule",
+                serde_json::json!({"schedule": name, "at": time_to_destroy.to_string(), "input": {"cluster": cluster}}),
+            ));
+        }
+        for old in existing.iter().filter(|s| !(s.name == name && s.at == time_to_destroy)) {
+            plan.push(PlannedWrite::new(
+                "Scheduler.DeleteSchedule",
+                serde_json::json!({"schedule": old.name, "at": old.at.to_string()}),
+            ));
+        }
+        let branch = match (existing.is_empty(), kept) {
+            (true, _) => "step 3: no schedule yet: create one".to_owned(),
+            (false, true) => "steps 2 and 3: a schedule at that time exists: keep it, remove the others".to_owned(),
+            (false, false) => {
+                "steps 2 and 3: the existing schedule is due in more than 5 minutes: replace it".to_owned()
+            }
+        };
+        Ok(Plan::new("schedule_destroy", branch, plan))
     }
 }

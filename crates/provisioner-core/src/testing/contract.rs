@@ -193,7 +193,11 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     let build = run_record(RunKind::Build, cluster, "main", now);
     assert_eq!(runs.get(&first.run_id).await.unwrap(), None);
 
+    assert_eq!(runs.active(&first, now).await.unwrap(), None, "nothing is active yet");
     assert_eq!(runs.start(&first, now).await.unwrap(), None, "nothing is active");
+    assert_eq!(runs.active(&second, now).await.unwrap().as_ref(), Some(&first.run_id), "read, for a dry run");
+    let later = first.deadline + SignedDuration::from_secs(1);
+    assert_eq!(runs.active(&second, later).await.unwrap(), None, "past its deadline, it is not active");
     // Asked again (an earlier answer was lost): it is the active run, and its record stays.
     assert_eq!(runs.start(&first, now).await.unwrap(), Some(first.run_id.clone()), "a start asked again");
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&first), "a start asked again keeps it");
@@ -275,7 +279,8 @@ async fn slots(runs: &dyn Runs, cluster: &str, now: Timestamp) {
     assert_eq!(runs.take_slot(&pool, &ids[1], deadline, now).await.unwrap(), None, "the last slot");
     let mut holders = vec![ids[0].clone(), ids[1].clone()];
     holders.sort_by_key(ToString::to_string);
-    assert_eq!(runs.take_slot(&pool, &ids[2], deadline, now).await.unwrap(), Some(holders), "full");
+    assert_eq!(runs.take_slot(&pool, &ids[2], deadline, now).await.unwrap(), Some(holders.clone()), "full");
+    assert_eq!(runs.slots_held(&pool, now).await.unwrap(), holders, "read, for a dry run");
     let other_kind = Slots { kind: RunKind::Test, ..pool.clone() };
     assert_eq!(runs.take_slot(&other_kind, &ids[2], deadline, now).await.unwrap(), None, "each kind its own");
 

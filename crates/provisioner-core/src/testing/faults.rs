@@ -38,6 +38,8 @@ struct FaultState {
     /// The next calls of an operation fail with a fault, once per entry.
     scripted: Vec<(&'static str, Fault)>,
     injected: usize,
+    /// Every operation drawn for, in order: what was asked of the fakes.
+    drawn: Vec<&'static str>,
     /// Faults injected into each task, so a storm can tell which operations they hit.
     by_task: HashMap<tokio::task::Id, usize>,
 }
@@ -96,6 +98,7 @@ impl Faults {
     /// otherwise what to answer once it has.
     pub fn draw(&self, operation: &'static str) -> Result<Effect> {
         let mut state = self.state.lock().unwrap();
+        state.drawn.push(operation);
         let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
             Some(index) => Some(state.scripted.remove(index).1),
             None => state
@@ -112,6 +115,13 @@ impl Faults {
             Fault::LostAnswer => Ok(Effect(Some(fault.error(operation)))),
             before => Err(before.error(operation)),
         }
+    }
+}
+
+impl Faults {
+    /// Every call made to the fakes sharing these faults since the last take, oldest first.
+    pub fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.state.lock().unwrap().drawn)
     }
 }
 

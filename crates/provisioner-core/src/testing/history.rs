@@ -37,7 +37,7 @@ impl History for FakeHistory {
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, _: usize) -> Result<Vec<HistoryEntry>> {
-        let effect = self.faults.draw("ReadHistory")?;
+        let effect = self.faults.draw("GetHistory")?;
         // Newest first; of two at the same instant, the later written.
         let mut kept: Vec<HistoryEntry> =
             self.all(cluster.as_str()).into_iter().rev().filter(|e| e.kept_at(now)).collect();

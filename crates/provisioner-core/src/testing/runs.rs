@@ -111,6 +111,17 @@ impl Runs for FakeRuns {
         effect.answer(None)
     }
 
+    async fn active(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        let effect = self.faults.draw("GetActiveRun")?;
+        let active = self.active.lock().unwrap();
+        effect
+            .answer(active.get(&active_key(record)).filter(|(_, deadline)| *deadline >= now).map(|(id, _)| id.clone()))
+    }
+
+    async fn slots_held(&self, slots: &Slots, now: Timestamp) -> Result<Vec<RunId>> {
+        self.faults.draw("GetSlots")?.answer(self.slot_holders(&slots.profile, slots.kind, now))
+    }
+
     async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
         let effect = self.faults.draw("FreeSlot")?;
         if let Some(pool) = self.slots.lock().unwrap().get_mut(&format!("{profile}#{kind}")) {
