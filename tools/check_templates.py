@@ -28,13 +28,14 @@ SAMPLE = {
     "ContainerRegistry": "210987654321.dkr.ecr.us-east-1.amazonaws.com",
     "ProjectBucket": "project-bucket",
     "ProjectPublicBucket": "project-public-bucket",
+    "LogBucket": "run-logs",
     "ProjectFolder": "cf",
     "PublicDataBuckets": ["data-a", "data-b"],
     "AlertStream": "alerts",
     "TelemetryStream": "telemetry",
 }
 # Optional settings that may be left empty, and so are checked both ways.
-OPTIONAL = ("AlertStream", "TelemetryStream", "ProjectPublicBucket")
+OPTIONAL = ("AlertStream", "TelemetryStream", "ProjectPublicBucket", "LogBucket")
 NO_VALUE = object()
 
 
@@ -189,6 +190,9 @@ def expected_grants(values):
         grants.add(("s3:GetObject", f"arn:aws:s3:::{bucket}/*"))
     if values["ProjectPublicBucket"]:
         grants.add(("s3:PutObject", f"arn:aws:s3:::{values['ProjectPublicBucket']}/*"))
+    # The provisioner's one addition to the facts: a cluster's container logs, kept before a destroy.
+    if values["LogBucket"]:
+        grants.add(("s3:PutObject", f"arn:aws:s3:::{values['LogBucket']}/clusters/{values['ClusterName']}/*"))
     for stream in ("AlertStream", "TelemetryStream"):
         if values[stream]:
             for action in ("firehose:PutRecord", "firehose:PutRecordBatch"):

@@ -84,6 +84,27 @@ pub trait Schedules: Send + Sync {
     async fn delete(&self, name: &str) -> Result<()>;
 }
 
+/// What a command asked of an instance came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// A cluster's container logs, copied off its instances before a destroy (SSM Run Command).
+#[async_trait]
+pub trait ClusterLogs: Send + Sync {
+    /// The instances of stack `stack_name` that run: its EC2 instances and its Auto Scaling
+    /// groups' instances, found by the stack's resources. None for an absent stack.
+    async fn instances(&self, stack_name: &str) -> Result<Vec<String>>;
+    /// Asks `instance_id` to copy its containers' logs under `destination` (an `s3://` prefix
+    /// of its own); returns the command's id.
+    async fn copy_logs(&self, instance_id: &str, destination: &str) -> Result<String>;
+    /// How `command_id` stands on `instance_id`.
+    async fn outcome(&self, command_id: &str, instance_id: &str) -> Result<CommandOutcome>;
+}
+
 /// Each cluster's history of operations, kept 400 days.
 #[async_trait]
 pub trait History: Send + Sync {
@@ -345,6 +366,25 @@ impl Images for NoImages {
     }
 }
 
+/// The cluster logs of the functions that never destroy (deploy, schedule_destroy): they link
+/// no Run Command client.
+pub struct NoLogs;
+
+#[async_trait]
+impl ClusterLogs for NoLogs {
+    async fn instances(&self, _: &str) -> Result<Vec<String>> {
+        Err(crate::Error::DestroyFailed("this function links no Run Command client; only destroy keeps logs".into()))
+    }
+
+    async fn copy_logs(&self, _: &str, _: &str) -> Result<String> {
+        Err(crate::Error::DestroyFailed("this function links no Run Command client; only destroy keeps logs".into()))
+    }
+
+    async fn outcome(&self, _: &str, _: &str) -> Result<CommandOutcome> {
+        Ok(CommandOutcome::Failed("no Run Command client".into()))
+    }
+}
+
 /// What the cluster side (deploy, schedule_destroy, destroy, the sweeper's destroys) asks of the
 /// cloud and of time: AWS adapters in the functions (`wiring::cluster_ports`), fakes in tests.
 #[derive(Clone)]
@@ -355,6 +395,8 @@ pub struct ClusterPorts {
     /// Only `deploy` asks it anything; the others are given [`NoImages`].
     pub images: Arc<dyn Images>,
     pub history: Arc<dyn History>,
+    /// Only a destroy asks it anything: the cluster's logs before its instances go.
+    pub logs: Arc<dyn ClusterLogs>,
     pub notices: Arc<dyn Notices>,
     pub clock: Arc<dyn Clock>,
 }

@@ -57,6 +57,8 @@ pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
     ("ContainerRegistry", CONTAINER_REGISTRY),
     ("ProjectBucket", PROJECT_BUCKET),
     ("ProjectPublicBucket", "PROVISIONER_PROJECT_PUBLIC_BUCKET"),
+    // Where a destroy keeps the cluster's container logs (the run-log bucket).
+    ("LogBucket", RUN_LOG_BUCKET),
     ("ProjectFolder", PROJECT_FOLDER),
     ("JwtIssuer", "PROVISIONER_JWT_ISSUER"),
     ("PublicDataBuckets", "PROVISIONER_PUBLIC_DATA_BUCKETS"),
@@ -271,6 +273,7 @@ mod tests {
         let mut read: Vec<&str> =
             CLUSTER_SETTINGS.iter().map(|(_, variable)| *variable).chain(OTHER_VARIABLES).collect();
         read.sort();
+        read.dedup();
         assert_eq!(set, read);
     }
 

@@ -5,22 +5,29 @@
 
 use std::sync::Arc;
 
-use crate::aws::{cloudformation, dynamodb, ec2, scheduler, sns, Aws};
+use crate::aws::{cloudformation, cluster_logs, dynamodb, ec2, scheduler, sns, Aws};
 use crate::catalog::Catalog;
-use crate::ports::{ClusterPorts, Images, NoImages, RunPorts, SystemClock};
+use crate::ports::{ClusterLogs, ClusterPorts, Images, NoImages, RunPorts, SystemClock};
 use crate::service::runner::Runner;
 use crate::service::survey::Operations;
 use crate::service::Provisioner;
 use crate::settings::Settings;
 
-/// The cluster side's ports, with `images` as the registry (only `deploy` gives a real one).
-pub fn cluster_ports(aws: &Aws, settings: &Settings, images: Arc<dyn Images>) -> Result<ClusterPorts, String> {
+/// The cluster side's ports, with `images` as the registry (only `deploy` gives a real one) and
+/// `logs` as what keeps a cluster's logs (only what destroys gives a real one).
+pub fn cluster_ports(
+    aws: &Aws,
+    settings: &Settings,
+    images: Arc<dyn Images>,
+    logs: Arc<dyn ClusterLogs>,
+) -> Result<ClusterPorts, String> {
     Ok(ClusterPorts {
         stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
         schedules: Arc::new(scheduler::EventBridgeSchedules::new(aws, settings.schedule_target()?)),
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         images,
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        logs,
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: Arc::new(SystemClock),
     })
@@ -47,7 +54,7 @@ pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> 
     let catalog = Arc::new(Catalog::shipped().map_err(|error| error.to_string())?);
     let provisioner = Provisioner::new(
         catalog.clone(),
-        cluster_ports(aws, settings, Arc::new(NoImages))?,
+        cluster_ports(aws, settings, Arc::new(NoImages), Arc::new(cluster_logs::RunCommandLogs::new(aws)))?,
         settings.cluster_parameters(),
     );
     Ok(Operations::new(provisioner, runner(aws, settings, catalog)?))

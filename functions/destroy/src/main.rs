@@ -11,7 +11,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
-    let ports = wiring::cluster_ports(&aws, &settings, Arc::new(NoImages))?;
+    let ports = wiring::cluster_ports(
+        &aws,
+        &settings,
+        Arc::new(NoImages),
+        Arc::new(provisioner_core::aws::cluster_logs::RunCommandLogs::new(&aws)),
+    )?;
     let provisioner = Provisioner::new(Arc::new(Catalog::shipped()?), ports, settings.cluster_parameters());
     lambda::serve("destroy", aws.calls, provisioner, lambda::destroy).await
 }

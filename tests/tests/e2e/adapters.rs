@@ -182,7 +182,8 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         schedules: Arc::new(schedules(group).await),
         locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         images: Arc::new(EcrImages::new(&Aws::from_config(config.clone()))),
-        history: Arc::new(DynamoStore::new(&Aws::from_config(config), table_name)),
+        history: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
+        logs: Arc::new(provisioner_core::aws::cluster_logs::RunCommandLogs::new(&Aws::from_config(config))),
         notices: Arc::new(NoNotices),
         clock: Arc::new(SystemClock),
     };

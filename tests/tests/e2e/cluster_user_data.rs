@@ -64,6 +64,7 @@ fn parameters(bucket: &str, alert_stream: &str) -> HashMap<String, String> {
         ("ProjectBucket", bucket),
         ("ProjectPublicBucket", "sliderule-public"),
         ("ProjectFolder", "cf"),
+        ("LogBucket", "sliderule-provisioner-runs"),
         ("JwtIssuer", "https://login.slideruleearth.io"),
         ("PublicDataBuckets", "sliderule-public"),
         ("AlertStream", alert_stream),

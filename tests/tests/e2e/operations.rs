@@ -322,3 +322,19 @@ async fn a_dry_run_answers_the_plan_and_makes_only_reads() {
     reads_only(&answer);
     assert!(cloudformation.describe_stacks().stack_name(format!("sliderule-cluster-{cluster}")).send().await.is_err());
 }
+
+/// `destroy` answers exactly one of `logs` (where its instances copied their containers' logs,
+/// through Run Command, before the stack went) and `logs_note` (why none were kept).
+#[test]
+fn destroy_says_where_the_clusters_logs_went_or_why_none_were_kept() {
+    let cluster = unique("ci-logs-");
+    make_invoke("deploy", &json!({"cluster": cluster}).to_string()).assert_success();
+    let destroyed = make_invoke("destroy", &json!({"cluster": cluster}).to_string());
+    let answer = destroyed.assert_success();
+    let logs = answer["logs"].as_str().unwrap_or_else(|| panic!("logs: {answer:#}"));
+    assert!(logs.starts_with("s3://") && logs.contains(&format!("/clusters/{cluster}/")), "{logs}");
+    assert!(answer.get("logs_note").is_none(), "exactly one: {answer:#}");
+    let again = make_invoke("destroy", &json!({"cluster": cluster}).to_string());
+    let answer = again.assert_success();
+    assert_eq!((answer.get("logs"), answer["logs_note"].as_str()), (None, Some("there was no cluster")));
+}

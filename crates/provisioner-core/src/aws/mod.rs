@@ -2,6 +2,7 @@
 //! [`Error::Aws`] classified by its code, so services react to kinds, not strings.
 
 pub mod cloudformation;
+pub mod cluster_logs;
 pub mod dynamodb;
 pub mod ec2;
 pub mod ecr;

@@ -796,3 +796,47 @@ fn errors_say_what_to_do() {
     let error = Error::UnknownCluster("other".into());
     assert!(error.to_string().contains("catalog"));
 }
+
+/// Before the stack goes, each instance copies its containers' logs to its own folder of this
+/// destroy (Run Command), and the answer says where; what goes wrong is a note, never a failure,
+/// and the wait for the copies is at most 60 seconds.
+#[tokio::test(start_paused = true)]
+async fn destroy_keeps_the_clusters_logs_first_and_says_where_or_why_not() {
+    use crate::testing::Copying;
+    let world = World::new(NOW);
+    world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("d1")).await.unwrap();
+    world.logs.set_instances(STACK, &["i-0aaa", "i-0bbb"]);
+    world.faults.take_calls();
+    let done = world.provisioner.destroy(request("ci-1"), &world.invocation("x1")).await.unwrap();
+    let location = done.logs.clone().expect("logs were kept");
+    assert!(location.starts_with("s3://sliderule-provisioner-runs/clusters/ci-1/2026"), "{location}");
+    assert_eq!(done.logs_note, None, "exactly one of logs and logs_note");
+    let sent = world.logs.sent();
+    assert_eq!(
+        sent,
+        [("i-0aaa".into(), format!("{location}i-0aaa/")), ("i-0bbb".into(), format!("{location}i-0bbb/"))]
+    );
+    let calls = world.faults.take_calls();
+    let position = |name: &str| calls.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name}: {calls:?}"));
+    assert!(position("SendCommand") < position("DeleteStack"), "the logs go first: {calls:?}");
+
+    // Copies that never end hold the destroy 60 seconds, no more; the note says why.
+    for (copying, why) in [
+        (Copying::Hangs, "not done in 60 s"),
+        (Copying::Fails, "exit status 1"),
+        (Copying::Refused, "InvalidInstanceId"),
+    ] {
+        world.provisioner.deploy(deploy_request("ci-1"), &world.invocation("d2")).await.unwrap();
+        world.logs.set_copying(copying);
+        let before = world.clock.now();
+        let done = world.provisioner.destroy(request("ci-1"), &world.invocation("x2")).await.unwrap();
+        let took = world.clock.now().duration_since(before);
+        assert_eq!(done.logs, None, "{copying:?}");
+        assert!(done.logs_note.as_deref().unwrap().contains(why), "{copying:?}: {:?}", done.logs_note);
+        assert!(took < SignedDuration::from_secs(60 + 75), "{copying:?}: {took:?}");
+        assert_eq!(world.stacks.status(STACK), None, "destroyed all the same");
+    }
+    // No cluster, no logs.
+    let none = world.provisioner.destroy(request("ci-1"), &world.invocation("x3")).await.unwrap();
+    assert_eq!((none.logs, none.logs_note.as_deref()), (None, Some("there was no cluster")));
+}

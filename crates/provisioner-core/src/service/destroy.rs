@@ -2,7 +2,11 @@
 //! 1. destroy and wait up to 10 minutes;
 //! 2. still there → `DestroyFailed` / `DestroyTimedOut` (schedules are kept as a safety net);
 //! 3. remove every destroy schedule of the cluster; 4. success.
+//!
+//! Before step 1 deletes the stack, its instances are asked (SSM Run Command) to copy their
+//! containers' logs to the run-log bucket; at most 60 seconds, never a failure of the destroy.
 
+use jiff::SignedDuration;
 use serde::Serialize;
 
 use super::deploy::status_text;
@@ -10,9 +14,14 @@ use super::lock::with_lock;
 use super::plan::{Plan, PlannedWrite};
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
+use crate::domain::cluster_logs::{instance_destination, logs_location, LOGS_WAIT_SECONDS};
 use crate::domain::resource_names::{schedule_prefix, scheduled_time, stack_name};
 use crate::domain::{ClusterName, ClusterRequest, StackPhase};
 use crate::error::{Error, Result};
+use crate::ports::CommandOutcome;
+
+/// How often a destroy asks whether the instances copied their logs.
+const LOGS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A DELETE_FAILED stack gets one more delete before destroy gives up: a second try often
 /// succeeds once dependent resources are gone.
@@ -34,7 +43,21 @@ pub struct DestroyResponse {
     pub action: DestroyAction,
     pub stack_name: String,
     pub schedules_removed: Vec<String>,
+    /// Where the cluster's container logs were saved before its instances went (exactly one of
+    /// `logs` and `logs_note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+    /// Why no logs were saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs_note: Option<String>,
     pub elapsed_seconds: f64,
+}
+
+/// Where a destroy kept the cluster's logs, or why it kept none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptLogs {
+    At(String),
+    NotKept(String),
 }
 
 impl Provisioner {
@@ -54,7 +77,12 @@ impl Provisioner {
                     DestroyAction::Deleted => "the stack was deleted",
                     DestroyAction::AlreadyAbsent => "there was no stack",
                 };
-                Some(fired.map_or_else(|| action.to_owned(), |name| format!("{action}; fired by schedule {name}")))
+                let logs = response.logs.as_ref().map_or_else(
+                    || format!("; no logs kept: {}", response.logs_note.as_deref().unwrap_or_default()),
+                    |at| format!("; logs at {at}"),
+                );
+                let fired = fired.map(|name| format!("; fired by schedule {name}")).unwrap_or_default();
+                Some(format!("{action}{fired}{logs}"))
             }
             Err(error) => Some(error.to_string()),
         };
@@ -74,6 +102,11 @@ impl Provisioner {
             let mut stack = self.stacks.describe(&stack_name).await?;
             let mut seen = stack.as_ref().map(|s| s.status.as_str().to_owned());
             let action = if stack.is_none() { DestroyAction::AlreadyAbsent } else { DestroyAction::Deleted };
+            let kept = match phase_of(&stack) {
+                StackPhase::Absent => KeptLogs::NotKept("there was no cluster".into()),
+                StackPhase::Deleting => KeptLogs::NotKept("its stack was already being deleted".into()),
+                _ => self.keep_logs(&cluster, &stack_name).await,
+            };
             let mut delete_calls = 0;
             // Step 1.
             loop {
@@ -114,16 +147,78 @@ impl Provisioner {
             }
             // Step 3.
             let schedules_removed = self.remove_destroy_schedules(&cluster).await?;
+            let (logs, logs_note) = match kept {
+                KeptLogs::At(location) => (Some(location), None),
+                KeptLogs::NotKept(why) => (None, Some(why)),
+            };
             Ok(DestroyResponse {
                 status: "success",
                 cluster: cluster.clone(),
                 action,
                 stack_name,
                 schedules_removed,
+                logs,
+                logs_note,
                 elapsed_seconds: seconds_between(started, self.clock.now()),
             })
         })
         .await
+    }
+
+    /// Asks each instance of the cluster's stack to copy its containers' logs under one location
+    /// of this destroy, and waits for them, at most [`LOGS_WAIT_SECONDS`] in all. Never fails:
+    /// what went wrong is the note.
+    async fn keep_logs(&self, cluster: &ClusterName, stack_name: &str) -> KeptLogs {
+        let not_kept = |why: String| {
+            tracing::warn!(cluster = %cluster, %why, "the cluster's logs were not kept");
+            KeptLogs::NotKept(why)
+        };
+        let now = self.clock.now();
+        let bucket = self.settings.get("LogBucket").map(String::as_str).unwrap_or_default();
+        let Some(location) = logs_location(bucket, cluster, now) else {
+            return not_kept("no log bucket is configured (the provisioner's run-log bucket)".into());
+        };
+        let instances = match self.logs.instances(stack_name).await {
+            Ok(instances) if instances.is_empty() => return not_kept("the cluster had no running instance".into()),
+            Ok(instances) => instances,
+            Err(error) => return not_kept(format!("its instances could not be listed ({})", error.code())),
+        };
+        let until = now + SignedDuration::from_secs(LOGS_WAIT_SECONDS as i64);
+        let mut pending = Vec::new();
+        let mut refused = Vec::new();
+        for instance in &instances {
+            let Some(destination) = instance_destination(&location, instance) else { continue };
+            match self.logs.copy_logs(instance, &destination).await {
+                Ok(command) => pending.push((instance.clone(), command)),
+                Err(error) => refused.push(format!("{instance}: {error}")),
+            }
+        }
+        if pending.is_empty() {
+            return not_kept(format!("Run Command took no copy ({})", refused.join("; ")));
+        }
+        let (mut copied, mut failed) = (Vec::new(), refused);
+        loop {
+            let mut still = Vec::new();
+            for (instance, command) in pending {
+                match self.logs.outcome(&command, &instance).await {
+                    Ok(CommandOutcome::Succeeded) => copied.push(instance),
+                    Ok(CommandOutcome::Failed(why)) => failed.push(format!("{instance}: {why}")),
+                    Ok(CommandOutcome::Running) | Err(_) => still.push((instance, command)),
+                }
+            }
+            pending = still;
+            let now = self.clock.now();
+            if pending.is_empty() || now >= until {
+                break;
+            }
+            self.clock.sleep(LOGS_POLL.min(until.duration_since(now).unsigned_abs())).await;
+        }
+        failed.extend(pending.iter().map(|(instance, _)| format!("{instance}: not done in {LOGS_WAIT_SECONDS} s")));
+        if copied.is_empty() {
+            return not_kept(format!("no instance copied its logs ({})", failed.join("; ")));
+        }
+        tracing::info!(cluster = %cluster, %location, copied = copied.len(), failed = failed.len(), "cluster logs kept");
+        KeptLogs::At(location)
     }
 
     /// Deletes every destroy schedule of `cluster`, whatever its name suffix.

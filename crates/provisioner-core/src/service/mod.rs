@@ -31,7 +31,7 @@ use crate::catalog::Catalog;
 use crate::domain::resource_names::schedule_name;
 use crate::domain::{ClusterName, HistoryEntry, RequestedBy};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, ClusterPorts, History, Images, Locks, Notices, Schedules, Stacks};
+use crate::ports::{Clock, ClusterLogs, ClusterPorts, History, Images, Locks, Notices, Schedules, Stacks};
 use crate::settings::ClusterSettings;
 
 /// The spec's limit on waiting for a stack to be created or deleted.
@@ -95,6 +95,8 @@ pub struct Provisioner {
     pub images: Arc<dyn Images>,
     /// Every operation on a cluster is added to its history.
     pub history: Arc<dyn History>,
+    /// A destroy keeps the cluster's container logs before its instances go.
+    pub logs: Arc<dyn ClusterLogs>,
     pub clock: Arc<dyn Clock>,
     pub timeouts: Timeouts,
     /// The account's settings that cluster stacks take as parameters.
@@ -106,7 +108,7 @@ pub struct Provisioner {
 impl Provisioner {
     /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
-        let ClusterPorts { stacks, schedules, locks, images, history, notices, clock } = ports;
+        let ClusterPorts { stacks, schedules, locks, images, history, logs, notices, clock } = ports;
         Provisioner {
             catalog,
             stacks,
@@ -114,6 +116,7 @@ impl Provisioner {
             locks,
             images,
             history,
+            logs,
             clock,
             timeouts: Timeouts::default(),
             settings,
@@ -129,6 +132,7 @@ impl Provisioner {
             locks: self.locks.clone(),
             images: self.images.clone(),
             history: self.history.clone(),
+            logs: self.logs.clone(),
             notices: self.notices.clone(),
             clock: self.clock.clone(),
         }

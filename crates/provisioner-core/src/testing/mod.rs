@@ -4,6 +4,7 @@
 //! implementation of a port promises, fake or adapter: [`contract`].
 
 mod clock;
+mod cluster_logs;
 pub mod contract;
 #[cfg(test)]
 mod fault_storm;
@@ -20,6 +21,7 @@ mod stacks;
 mod worlds;
 
 pub use clock::TestClock;
+pub use cluster_logs::{Copying, FakeClusterLogs};
 pub use faults::{Call, Effect, Fault, Faults};
 pub use history::FakeHistory;
 pub use images::{FakeImages, SEEDED_VERSION};

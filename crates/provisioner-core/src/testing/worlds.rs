@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use super::{
-    FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules, FakeStacks, Faults,
-    TestClock,
+    FakeClusterLogs, FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules,
+    FakeStacks, Faults, TestClock,
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
@@ -25,6 +25,7 @@ pub fn test_settings() -> ClusterSettings {
         ("ContainerRegistry", "000000000000.dkr.ecr.us-west-2.amazonaws.com"),
         ("ProjectBucket", "sliderule"),
         ("ProjectPublicBucket", "sliderule-public"),
+        ("LogBucket", "sliderule-provisioner-runs"),
         ("ProjectFolder", "cf"),
         ("JwtIssuer", "https://login.slideruleearth.io"),
         ("PublicDataBuckets", "sliderule-public,prd-tnm"),
@@ -65,6 +66,7 @@ pub struct World {
     pub locks: Arc<FakeLocks>,
     pub images: Arc<FakeImages>,
     pub history: Arc<FakeHistory>,
+    pub logs: Arc<FakeClusterLogs>,
     pub notices: Arc<FakeNotices>,
     pub provisioner: Provisioner,
 }
@@ -81,6 +83,7 @@ impl World {
         // As in an account after a release: each profile's default version is in the registry.
         let images = FakeImages::new(faults.clone());
         let history = FakeHistory::new(faults.clone());
+        let logs = FakeClusterLogs::new(faults.clone());
         for profile in catalog.profiles() {
             images.push(&profile.images, profile.default_version.as_str());
         }
@@ -90,11 +93,12 @@ impl World {
             locks: locks.clone(),
             images: images.clone(),
             history: history.clone(),
+            logs: logs.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let provisioner = Provisioner::new(Arc::new(catalog), ports, test_settings());
-        World { clock, faults, stacks, schedules, locks, images, history, notices, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, history, logs, notices, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.
