@@ -113,6 +113,9 @@ pub trait History: Send + Sync {
     /// `cluster`'s entries kept at `now`, newest first: all of them, or at least the newest
     /// `at_least` when there are more. It reads a bounded number of items, never the table.
     async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>>;
+    /// Claims the warning of destroy schedule `schedule` (kept until `until`): `true` for the one
+    /// caller that claims it first, so a warning is sent once; another schedule is another claim.
+    async fn claim_warning(&self, schedule: &str, until: Timestamp) -> Result<bool>;
 }
 
 /// Who holds a lock, and until when.
@@ -343,6 +346,9 @@ pub trait Instances: Send + Sync {
 pub trait Notices: Send + Sync {
     /// Sends one alert. `subject` is one line of at most 100 characters.
     async fn publish(&self, subject: &str, message: &str) -> Result<()>;
+    /// Sends one alert meant also for `requested_by`: the message carries it as the attribute a
+    /// person's subscription filters on (the topic's other subscribers get it as any alert).
+    async fn publish_for(&self, subject: &str, message: &str, requested_by: &str) -> Result<()>;
 }
 
 /// Alerts nowhere: for a provisioner deployed without a topic.
@@ -351,6 +357,10 @@ pub struct NoNotices;
 #[async_trait]
 impl Notices for NoNotices {
     async fn publish(&self, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn publish_for(&self, _: &str, _: &str, _: &str) -> Result<()> {
         Ok(())
     }
 }

@@ -170,6 +170,13 @@ pub mod history {
     )];
 }
 
+/// `warning#<destroy schedule name>`: the warning before that schedule fires was sent (by the
+/// sweeper that wrote it first); it expires a day after the schedule's time. A new schedule (a
+/// reschedule) has another name, and so another warning.
+pub mod warning {
+    pub const PREFIX: &str = "warning#";
+}
+
 /// `slots#<profile>#<kind>`: the runs of that kind that hold one of the profile's slots, which
 /// keep its cap on concurrent runs exact: a start takes a slot with a conditional write on the
 /// item's version, so two starts cannot both take the last one.

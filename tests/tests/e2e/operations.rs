@@ -338,3 +338,32 @@ fn destroy_says_where_the_clusters_logs_went_or_why_none_were_kept() {
     let answer = again.assert_success();
     assert_eq!((answer.get("logs"), answer["logs_note"].as_str()), (None, Some("there was no cluster")));
 }
+
+/// Thirty minutes before a destroy schedule fires, the sweeper warns whoever made it (through the
+/// alert topic, with their name as the message attribute a subscription filters on), once.
+#[test]
+fn the_sweeper_warns_once_before_a_scheduled_destroy() {
+    let cluster = unique("ci-warn-");
+    make_invoke("deploy", &json!({"cluster": cluster}).to_string()).assert_success();
+    let at = (Timestamp::now() + SignedDuration::from_mins(20)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let scheduled = json!({"cluster": cluster, "time_to_destroy": at, "requested_by": "ana@example.org"});
+    make_invoke("schedule_destroy", &scheduled.to_string()).assert_success();
+    let warning = |swept: &Value| {
+        swept["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "warn_destroy" && a["target"] == cluster.as_str())
+            .cloned()
+    };
+    // Other tests sweep too: whichever sweep comes first warns, and no other does.
+    let sweeps: Vec<Value> = (0..2).map(|_| make_invoke("sweep", "{}").assert_success().clone()).collect();
+    assert!(sweeps.iter().filter_map(warning).count() <= 1, "once: {sweeps:#?}");
+    let status = make_invoke("status", &json!({"cluster": cluster}).to_string());
+    let history = status.assert_success()["history"].as_array().unwrap().clone();
+    let warnings: Vec<&Value> = history.iter().filter(|e| e["operation"] == "destroy_warning").collect();
+    assert_eq!(warnings.len(), 1, "{history:#?}");
+    let detail = warnings[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("ana@example.org and the alert topic: destroy at "), "{detail}");
+    make_invoke("destroy", &json!({"cluster": cluster}).to_string()).assert_success();
+}

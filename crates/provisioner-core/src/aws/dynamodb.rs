@@ -26,7 +26,7 @@ use crate::domain::HistoryEntry;
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-use crate::table::{active, history, lock, run, slots};
+use crate::table::{active, history, lock, run, slots, warning};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -712,6 +712,20 @@ impl History for DynamoStore {
             tracing::warn!(cluster = %cluster, "this month's history of the cluster is full; the entry is dropped");
         }
         Ok(())
+    }
+
+    async fn claim_warning(&self, schedule: &str, until: Timestamp) -> Result<bool> {
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, s(&format!("{}{schedule}", warning::PREFIX)))
+            .item(TTL_ATTRIBUTE, n(until.as_second()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", KEY)
+            .send()
+            .await;
+        written(outcome, "PutItem")
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>> {

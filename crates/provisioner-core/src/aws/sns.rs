@@ -64,7 +64,28 @@ impl Notices for SnsNotices {
             .map_err(|error| aws_error("SNS", "Publish", error))?;
         Ok(())
     }
+
+    async fn publish_for(&self, subject: &str, message: &str, requested_by: &str) -> Result<()> {
+        let attribute = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(requested_by)
+            .build()
+            .map_err(|error| crate::Error::invalid(format!("the alert's requested_by attribute: {error}")))?;
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(fit_subject(subject))
+            .message(fit_message(message))
+            .message_attributes(REQUESTED_BY_ATTRIBUTE, attribute)
+            .send()
+            .await
+            .map_err(|error| aws_error("SNS", "Publish", error))?;
+        Ok(())
+    }
 }
+
+/// The message attribute a person's email subscription filters on (README, "Warnings").
+pub const REQUESTED_BY_ATTRIBUTE: &str = "requested_by";
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,9 @@
 //!   when it reported, passed its attempt's time limit, lost its instance, has none recorded after
 //!   the grace, received a spot interruption notice, or did not check in by its boot deadline;
 //! - a cluster is destroyed, through `destroy` under its lock, when its destroy schedule is
-//!   overdue, or when it is older than its profile's maximum lifetime and has no schedule.
+//!   overdue, or when it is older than its profile's maximum lifetime and has no schedule;
+//! - 30 minutes before a running cluster's destroy schedule fires, whoever made the schedule
+//!   (and the alert topic) is warned, once per schedule: a reschedule is warned again.
 //!
 //! What the rules notice but leave alone (a stack no profile matches, a failed delete) is reported.
 
@@ -26,12 +28,15 @@ use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{tags, ClusterName, ClusterRequest, RequestedBy, RunId, RunRecord, StackPhase};
+use crate::domain::{tags, ClusterName, ClusterRequest, HistoryEntry, RequestedBy, RunId, RunRecord, StackPhase};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
 /// Who the sweeper's destroys are requested by, in the clusters' histories.
 pub const SWEEPER: &str = "sweeper";
+
+/// How long before a destroy schedule fires whoever made it is warned.
+pub const WARN_BEFORE: SignedDuration = SignedDuration::from_mins(30);
 
 /// A destroy schedule this long past its time whose cluster still exists failed (its retries and
 /// dead-letter queue take less): the sweeper destroys the cluster.
@@ -43,6 +48,8 @@ pub enum SweepAction {
     TerminateInstance,
     ResumeRun,
     DestroyCluster,
+    /// Tell whoever scheduled a destroy that it fires soon.
+    WarnDestroy,
     /// Noticed and left alone: someone should look.
     Report,
 }
@@ -54,6 +61,7 @@ impl SweepAction {
             SweepAction::TerminateInstance => "InstancesTerminated",
             SweepAction::ResumeRun => "RunsResumed",
             SweepAction::DestroyCluster => "ClustersDestroyed",
+            SweepAction::WarnDestroy => "DestroysWarned",
             SweepAction::Report => "Reported",
         }
     }
@@ -153,6 +161,7 @@ pub struct Surveyed {
 pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
     let mut found = instance_findings(survey);
     found.extend(run_findings(survey));
+    found.extend(warning_findings(survey));
     found.extend(survey.stacks.iter().filter_map(|stack| stack_finding(catalog, survey, stack)));
     found.sort();
     found
@@ -235,6 +244,28 @@ fn run_findings(survey: &Survey) -> Vec<Finding> {
         .collect()
 }
 
+/// Running clusters whose first destroy schedule fires within [`WARN_BEFORE`].
+fn warning_findings(survey: &Survey) -> Vec<Finding> {
+    let now = survey.now;
+    survey
+        .stacks
+        .iter()
+        .filter(|stack| stack.status.phase() == StackPhase::Running)
+        .filter_map(|stack| {
+            let cluster = stack_cluster(&stack.name)?;
+            let schedule = survey.first_destroy_schedule(cluster.as_str())?;
+            if !(schedule.at - WARN_BEFORE <= now && now < schedule.at) {
+                return None;
+            }
+            let minutes = schedule.at.duration_since(now).as_mins();
+            let by = schedule.requested_by.as_deref().map(|who| format!(", made by {who}")).unwrap_or_default();
+            let reason =
+                format!("its destroy schedule {} fires at {} (in {minutes} min{by})", schedule.name, schedule.at);
+            Some(Finding { action: SweepAction::WarnDestroy, target: Target::Cluster(cluster), reason })
+        })
+        .collect()
+}
+
 /// A cluster to destroy (its schedule overdue, or past its profile's lifetime with none), or a
 /// stack to report (no profile's, not a cluster's, or a failed delete).
 fn stack_finding(catalog: &Catalog, survey: &Survey, stack: &StackSnapshot) -> Option<Finding> {
@@ -289,6 +320,14 @@ impl Operations {
                     let outcome = self.resume(&survey, &run_id).await;
                     actions.push(swept(finding, outcome));
                 }
+                (SweepAction::WarnDestroy, Target::Cluster(cluster)) => {
+                    // Once per schedule: a warning another sweep sent is not an action of this one.
+                    match self.warn(&survey, &cluster).await {
+                        Ok(None) => {}
+                        Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
+                        Err(error) => actions.push(swept(finding, Err(error))),
+                    }
+                }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
                     let request = ClusterRequest { cluster, requested_by: RequestedBy::parse(SWEEPER).ok() };
                     let outcome = self.provisioner.destroy(request, invocation).await;
@@ -334,25 +373,74 @@ impl Operations {
         })
     }
 
+    /// Warns whoever made `cluster`'s first destroy schedule (and the alert topic) that it fires
+    /// soon, with the command that moves it; `None` when a sweep warned of it already.
+    async fn warn(&self, survey: &Survey, cluster: &ClusterName) -> Result<Option<String>> {
+        let Some(schedule) = survey.first_destroy_schedule(cluster.as_str()) else { return Ok(None) };
+        let history = &self.provisioner.history;
+        if !history.claim_warning(&schedule.name, schedule.at + SignedDuration::from_hours(24)).await? {
+            return Ok(None);
+        }
+        let minutes = schedule.at.duration_since(survey.now).as_mins();
+        let subject = format!("SlideRule provisioner: {cluster} will be destroyed in {minutes} minutes");
+        let message = format!(
+            "The cluster {cluster} is scheduled to be destroyed at {} (schedule {}{}). To keep it longer, \
+             schedule its destroy again, for instance in 4 hours: make cluster-schedule-destroy CLUSTER={cluster} \
+             TTL=240 (at most its profile's maximum lifetime). To let it go, do nothing.",
+            schedule.at,
+            schedule.name,
+            schedule.requested_by.as_deref().map(|who| format!(", made by {who}")).unwrap_or_default()
+        );
+        let notices = &*self.provisioner.notices;
+        let sent = match schedule.requested_by.as_deref() {
+            Some(who) => notices.publish_for(&subject, &message, who).await,
+            None => notices.publish(&subject, &message).await,
+        };
+        let told = schedule
+            .requested_by
+            .as_deref()
+            .map_or("the alert topic".to_owned(), |who| format!("{who} and the alert topic"));
+        let outcome = sent.map(|()| format!("warned {told}"));
+        let entry = HistoryEntry {
+            operation: "destroy_warning".into(),
+            at: survey.now,
+            requested_by: Some(SWEEPER.into()),
+            outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
+            version: None,
+            detail: Some(format!("{told}: destroy at {} ({})", schedule.at, schedule.name)),
+        };
+        if let Err(error) = history.record(cluster, &entry).await {
+            tracing::warn!(cluster = %cluster, %error, "could not add the warning to the cluster's history");
+        }
+        outcome.map(Some)
+    }
+
     /// One structured event, one metric line, and an alert when the sweep acted.
     async fn report(&self, actions: &[SweptAction]) {
-        let counts: Vec<(&str, usize)> =
-            [SweepAction::TerminateInstance, SweepAction::ResumeRun, SweepAction::DestroyCluster, SweepAction::Report]
-                .into_iter()
-                .map(|kind| (kind.metric(), actions.iter().filter(|a| a.finding.action == kind).count()))
-                .collect();
+        let counts: Vec<(&str, usize)> = [
+            SweepAction::TerminateInstance,
+            SweepAction::ResumeRun,
+            SweepAction::DestroyCluster,
+            SweepAction::WarnDestroy,
+            SweepAction::Report,
+        ]
+        .into_iter()
+        .map(|kind| (kind.metric(), actions.iter().filter(|a| a.finding.action == kind).count()))
+        .collect();
         crate::metrics::sweep(&counts);
         let listed = serde_json::to_string(actions).unwrap_or_default();
         tracing::info!(actions = actions.len(), failed = actions.iter().filter(|a| !a.ok).count(), detail = %listed, "sweep");
         // What is only reported stays as it is and would repeat every sweep: it alerts with an action.
-        if actions.iter().all(|a| a.finding.action == SweepAction::Report) {
+        // A warning is its own message.
+        if actions.iter().all(|a| matches!(a.finding.action, SweepAction::Report | SweepAction::WarnDestroy)) {
             return;
         }
         let lines: Vec<String> = actions
             .iter()
+            .filter(|a| a.finding.action != SweepAction::WarnDestroy)
             .map(|a| format!("- {:?} {}: {} -> {}", a.finding.action, a.finding.target, a.finding.reason, a.result))
             .collect();
-        let subject = format!("SlideRule provisioner: the sweeper acted on {} thing(s)", actions.len());
+        let subject = format!("SlideRule provisioner: the sweeper acted on {} thing(s)", lines.len());
         alert(&*self.provisioner.notices, &subject, &lines.join("\n")).await;
     }
 }

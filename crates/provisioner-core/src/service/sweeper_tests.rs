@@ -408,3 +408,55 @@ async fn every_operation_on_a_cluster_is_in_its_history_and_status_of_the_cluste
     // The whole account's status has no history.
     assert!(ops.operations.status().await.unwrap().history.is_none());
 }
+
+/// Thirty minutes before a cluster's destroy schedule fires, whoever made it (and the alert
+/// topic) is told once, with the command that moves it; rescheduling re-arms the warning.
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_warns_once_before_a_scheduled_destroy_and_again_after_a_reschedule() {
+    use crate::domain::{DeployRequest, RequestedBy, ScheduleDestroyRequest};
+    let ops = OpsWorld::new(NOW);
+    let provisioner = &ops.world.provisioner;
+    let deploy = DeployRequest {
+        cluster: cluster("ci-1"),
+        version: None,
+        requested_by: RequestedBy::parse("ana@example.org").ok(),
+    };
+    provisioner.deploy(deploy, &ops.world.invocation("d1")).await.unwrap();
+    let warned = |swept: &super::sweeper::SweepResponse| {
+        swept.actions.iter().filter(|a| a.finding.action == SweepAction::WarnDestroy).count()
+    };
+    // The default schedule fires 240 minutes after the deploy: not yet within 30 minutes.
+    pass(205).await;
+    assert_eq!(warned(&ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap()), 0);
+    pass(10).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert_eq!(warned(&swept), 1, "{:?}", swept.actions);
+    assert_eq!(swept.actions[0].result, "warned ana@example.org and the alert topic");
+    let told = ops.world.notices.sent_for();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].1, "ana@example.org");
+    let (subject, message) = ops.world.notices.sent().last().cloned().unwrap();
+    assert!(subject.contains("ci-1 will be destroyed in"), "{subject}");
+    assert!(message.contains("make cluster-schedule-destroy CLUSTER=ci-1 TTL="), "{message}");
+    // Once: the next sweep sends nothing.
+    pass(10).await;
+    let again = ops.operations.sweep(&ops.world.invocation("s3")).await.unwrap();
+    assert_eq!((warned(&again), ops.world.notices.sent_for().len()), (0, 1));
+
+    // Rescheduled: warned again, 30 minutes before the new time, whoever made it.
+    let later = crate::domain::time::whole_seconds(ops.world.clock.now() + SignedDuration::from_mins(45));
+    let schedule = ScheduleDestroyRequest {
+        cluster: cluster("ci-1"),
+        time_to_destroy: later,
+        requested_by: RequestedBy::parse("ben").ok(),
+    };
+    provisioner.schedule_destroy(schedule, &ops.world.invocation("r1")).await.unwrap();
+    assert_eq!(warned(&ops.operations.sweep(&ops.world.invocation("s4")).await.unwrap()), 0);
+    pass(20).await;
+    assert_eq!(warned(&ops.operations.sweep(&ops.world.invocation("s5")).await.unwrap()), 1);
+    assert_eq!(ops.world.notices.sent_for().last().unwrap().1, "ben");
+    let history = ops.world.history.all("ci-1");
+    assert_eq!(history.iter().filter(|e| e.operation == "destroy_warning").count(), 2);
+    // Warnings are their own messages: no sweep summary was sent for them.
+    assert!(ops.world.notices.sent().iter().all(|(subject, _)| !subject.contains("the sweeper acted")));
+}

@@ -367,6 +367,16 @@ pub async fn history(history: &dyn History, cluster: &ClusterName, other: &Clust
     history.record(other, &entry(1, "deploy")).await.unwrap();
     let read = history.of(cluster, now, 50).await.unwrap();
     assert_eq!(read, [written[3].clone(), written[2].clone(), written[1].clone()], "newest first, 400 days kept");
+
+    // A warning is claimed once per schedule.
+    let schedule = format!("destroy.{cluster}.20261202T130000");
+    let until = now + SignedDuration::from_hours(24);
+    assert!(history.claim_warning(&schedule, until).await.unwrap(), "the first claim");
+    assert!(!history.claim_warning(&schedule, until).await.unwrap(), "claimed already");
+    assert!(
+        history.claim_warning(&format!("destroy.{cluster}.20261202T140000"), until).await.unwrap(),
+        "another schedule"
+    );
 }
 
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.

@@ -15,6 +15,7 @@ use crate::ports::History;
 pub struct FakeHistory {
     faults: Arc<Faults>,
     entries: Mutex<HashMap<String, Vec<HistoryEntry>>>,
+    warned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeHistory {
@@ -34,6 +35,12 @@ impl History for FakeHistory {
         let effect = self.faults.draw("RecordHistory")?;
         self.entries.lock().unwrap().entry(cluster.to_string()).or_default().push(entry.clone());
         effect.answer(())
+    }
+
+    async fn claim_warning(&self, schedule: &str, _: Timestamp) -> Result<bool> {
+        let effect = self.faults.draw("ClaimWarning")?;
+        let first = self.warned.lock().unwrap().insert(schedule.to_owned());
+        effect.answer(first)
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, _: usize) -> Result<Vec<HistoryEntry>> {
