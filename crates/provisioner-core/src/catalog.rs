@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::domain::RunKind;
+use crate::domain::attempt::attempt_log_location;
+use crate::domain::{Attempt, AttemptOutcome, Market, RunKind};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::Error;
 use crate::instance::{Layout, Plan};
@@ -235,6 +236,25 @@ impl Default for RunnerProfile {
 }
 
 impl RunnerProfile {
+    /// Attempt `number` of a run that starts it `now`: on demand when it is the last of several
+    /// and the profile says so; its check-in deadline and time limit from the profile.
+    pub fn attempt(&self, number: u32, now: Timestamp, run_log_location: &str) -> Attempt {
+        let last = number > 1 && number >= self.max_attempts;
+        Attempt {
+            number,
+            instance_id: None,
+            market: if last && self.on_demand_fallback { Market::OnDemand } else { Market::Spot },
+            instance_type: None,
+            started_at: now,
+            ended_at: None,
+            outcome: AttemptOutcome::Running,
+            check_in_by: now + SignedDuration::from_mins(i64::from(self.boot_timeout_minutes)),
+            deadline: now + SignedDuration::from_mins(i64::from(self.time_limit_minutes)),
+            step: None,
+            log_location: attempt_log_location(run_log_location, number),
+        }
+    }
+
     fn check(&self, profile: &str) -> Result<(), String> {
         if !matches!(self.architecture.as_str(), "arm64" | "x86_64") {
             return Err(format!(

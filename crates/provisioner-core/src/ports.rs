@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::run::{RequestedBy, RunId, RunKind, RunRecord};
+use crate::domain::names::RequestedBy;
+use crate::domain::run::{RunId, RunKind, RunRecord};
 use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, StackStatus, UserData};
 use crate::error::Result;
 

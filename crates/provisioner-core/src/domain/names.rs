@@ -203,6 +203,38 @@ pub fn shown(raw: &str) -> String {
     format!("'{text}'")
 }
 
+/// Who asks, as a caller names itself (the contract's `requested_by`: 1 to 64 letters, digits,
+/// `.`, `_`, `@`, `+`, `-`): a person's address or name, or a workflow's actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RequestedBy(String);
+
+impl RequestedBy {
+    pub fn parse(raw: &str) -> Result<RequestedBy, Error> {
+        let valid =
+            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+        if valid {
+            Ok(RequestedBy(raw.to_owned()))
+        } else {
+            Err(Error::invalid(format!(
+                "the requested_by {} is not 1 to 64 letters, digits, '.', '_', '@', '+' or '-'",
+                shown(raw)
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestedBy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        RequestedBy::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

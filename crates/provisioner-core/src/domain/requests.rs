@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::names::RequestedBy;
 use crate::domain::names::{ClusterName, GitRef};
-use crate::domain::run::RequestedBy;
 use crate::domain::time::parse_future_time;
 use crate::error::Error;
 

@@ -7,11 +7,14 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::domain::attempt::Attempt;
+use crate::domain::attempt::{Attempt, AttemptOutcome};
 use crate::domain::names::shown;
 use crate::domain::requests::from_event;
-use crate::domain::{ClusterName, GitRef};
+use crate::domain::{ClusterName, GitRef, RequestedBy};
 use crate::error::Error;
+
+/// What the instance writes as its state when it received a spot interruption notice.
+pub const INSTANCE_INTERRUPTED: &str = "interrupted";
 
 /// The longest a caller may ask one invocation to wait (the contract's 840 s: 14 minutes).
 pub const MAX_WAIT_SECONDS: u64 = 840;
@@ -196,38 +199,6 @@ impl RunRequest {
     }
 }
 
-/// Who asks, as a caller names itself (the contract's `requested_by`: 1 to 64 letters, digits,
-/// `.`, `_`, `@`, `+`, `-`): a person's address or name, or a workflow's actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct RequestedBy(String);
-
-impl RequestedBy {
-    pub fn parse(raw: &str) -> Result<RequestedBy, Error> {
-        let valid =
-            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
-        if valid {
-            Ok(RequestedBy(raw.to_owned()))
-        } else {
-            Err(Error::invalid(format!(
-                "the requested_by {} is not 1 to 64 letters, digits, '.', '_', '@', '+' or '-'",
-                shown(raw)
-            )))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for RequestedBy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        RequestedBy::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
-
 /// What a `cancel` event asks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +256,16 @@ impl RunState {
 
     pub fn ended(self) -> bool {
         !matches!(self, RunState::Launching | RunState::Running)
+    }
+
+    /// How the current attempt ended when the run ends in this state.
+    pub fn attempt_outcome(self) -> AttemptOutcome {
+        match self {
+            RunState::Succeeded | RunState::Failed => AttemptOutcome::Completed,
+            RunState::Cancelled => AttemptOutcome::Cancelled,
+            RunState::CapacityUnavailable => AttemptOutcome::Capacity,
+            RunState::Lost | RunState::Launching | RunState::Running => AttemptOutcome::Lost,
+        }
     }
 }
 
@@ -414,6 +395,23 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Ends the current attempt as `outcome` at `at`, if it is still running; one the cloud
+    /// ended keeps the step it was in.
+    pub fn end_attempt(&mut self, outcome: AttemptOutcome, at: Option<Timestamp>) {
+        let step = self
+            .steps
+            .iter()
+            .find(|step| matches!(step.status, StepStatus::Running | StepStatus::Interrupted))
+            .map(|step| step.name.clone());
+        if let Some(attempt) = self.attempts.last_mut().filter(|attempt| attempt.outcome == AttemptOutcome::Running) {
+            attempt.outcome = outcome;
+            attempt.ended_at = at;
+            if outcome.is_cloud() {
+                attempt.step = step;
+            }
+        }
+    }
+
     /// The attempt under way, or the last one.
     pub fn current_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()

@@ -14,66 +14,17 @@
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::runner::{AttemptLaunch, Runner};
 use crate::catalog::Profile;
-use crate::domain::attempt::{attempt_log_location, describe_all};
-use crate::domain::{Attempt, AttemptOutcome, InstanceChange, InstanceEvent, Market, RunId, RunRecord, RunState};
-use crate::domain::{StepResult, StepStatus, UserData};
+use crate::domain::attempt::describe_all;
+use crate::domain::{Attempt, AttemptOutcome, InstanceChange, InstanceEvent, RunId, RunRecord, RunState};
+use crate::domain::{StepResult, UserData};
 use crate::error::{AwsErrorKind, Error, Result};
 
-/// What the instance writes as its state when it received a spot interruption notice.
-pub const INTERRUPTED: &str = "interrupted";
 /// Between launches of attempts that found no capacity: long enough for the market to move.
 const CAPACITY_RETRY_PAUSE: Duration = Duration::from_secs(20);
-
-/// Attempt `number` of a run of `profile` that starts `now`: on demand when it is the last of
-/// several and the profile says so.
-pub(super) fn new_attempt(profile: &Profile, number: u32, now: Timestamp, run_log_location: &str) -> Attempt {
-    let runner = &profile.runner;
-    let last = number > 1 && number >= runner.max_attempts;
-    Attempt {
-        number,
-        instance_id: None,
-        market: if last && runner.on_demand_fallback { Market::OnDemand } else { Market::Spot },
-        instance_type: None,
-        started_at: now,
-        ended_at: None,
-        outcome: AttemptOutcome::Running,
-        check_in_by: now + SignedDuration::from_mins(i64::from(runner.boot_timeout_minutes)),
-        deadline: now + SignedDuration::from_mins(i64::from(runner.time_limit_minutes)),
-        step: None,
-        log_location: attempt_log_location(run_log_location, number),
-    }
-}
-
-/// Ends the current attempt as `outcome`, if it is still running.
-pub(super) fn end_attempt(record: &mut RunRecord, outcome: AttemptOutcome, at: Option<Timestamp>) {
-    let step = record
-        .steps
-        .iter()
-        .find(|step| matches!(step.status, StepStatus::Running | StepStatus::Interrupted))
-        .map(|step| step.name.clone());
-    if let Some(attempt) = record.attempts.last_mut().filter(|attempt| attempt.outcome == AttemptOutcome::Running) {
-        attempt.outcome = outcome;
-        attempt.ended_at = at;
-        if outcome.is_cloud() {
-            attempt.step = step;
-        }
-    }
-}
-
-/// How the current attempt ended when the run ends as `state`.
-pub(super) fn attempt_outcome_of(state: RunState) -> AttemptOutcome {
-    match state {
-        RunState::Succeeded | RunState::Failed => AttemptOutcome::Completed,
-        RunState::Cancelled => AttemptOutcome::Cancelled,
-        RunState::CapacityUnavailable => AttemptOutcome::Capacity,
-        RunState::Lost | RunState::Launching | RunState::Running => AttemptOutcome::Lost,
-    }
-}
 
 /// What `instance_event` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +117,7 @@ impl Runner {
         let profile = self.catalog.profile_for(&record.cluster)?.clone();
         self.terminate_attempt(record).await?;
         if record.attempt_number() >= profile.runner.max_attempts {
-            end_attempt(record, outcome, Some(self.clock.now()));
+            record.end_attempt(outcome, Some(self.clock.now()));
             let state =
                 if outcome == AttemptOutcome::Capacity { RunState::CapacityUnavailable } else { RunState::Lost };
             let failure = format!("{why}; it used up its {} attempt(s)", record.attempts.len());
@@ -190,10 +141,10 @@ impl Runner {
         why: &str,
     ) -> Result<Option<UserData>> {
         let now = self.clock.now();
-        end_attempt(record, outcome, Some(now));
+        record.end_attempt(outcome, Some(now));
         tracing::warn!(run_id = %record.run_id, attempt = record.attempt_number(), outcome = outcome.as_str(), %why,
             "attempt ended; beginning the next");
-        let next = new_attempt(profile, record.attempt_number() + 1, now, &record.log_location);
+        let next = profile.runner.attempt(record.attempt_number() + 1, now, &record.log_location);
         record.attempts.push(next);
         record.state = RunState::Launching;
         record.instance_id = None;
@@ -233,7 +184,7 @@ impl Runner {
             };
             let why = format!("no capacity ({})", refused.join(", "));
             if record.attempt_number() >= profile.runner.max_attempts {
-                end_attempt(record, AttemptOutcome::Capacity, Some(self.clock.now()));
+                record.end_attempt(AttemptOutcome::Capacity, Some(self.clock.now()));
                 let error = Error::CapacityUnavailable(format!(
                     "{} run {} was not started: {why} in each of its {} attempt(s) ({}); try again later or add \
                      instance types to the profile",

@@ -9,11 +9,11 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::attempts::{attempt_outcome_of, end_attempt, new_attempt, INTERRUPTED};
 use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::attempt::describe_all;
+use crate::domain::run::INSTANCE_INTERRUPTED;
 use crate::domain::tags;
 use crate::domain::UserData;
 use crate::domain::{Attempt, AttemptOutcome, Market};
@@ -280,7 +280,7 @@ impl Runner {
         let deadline = now + SignedDuration::from_mins(i64::from(runner.time_limit_minutes * runner.max_attempts));
         let log_location = run_id.log_location(&self.settings.log_bucket);
         RunRecord {
-            attempts: vec![new_attempt(profile, 1, now, &log_location)],
+            attempts: vec![profile.runner.attempt(1, now, &log_location)],
             log_location,
             run_id,
             kind,
@@ -625,7 +625,7 @@ impl Runner {
         record.state = state;
         record.failure = Some(error.to_string());
         record.ended_at = Some(self.clock.now());
-        end_attempt(record, attempt_outcome_of(state), record.ended_at);
+        record.end_attempt(state.attempt_outcome(), record.ended_at);
         if let Err(write) = self.runs.update(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch");
         }
@@ -697,7 +697,7 @@ impl Runner {
             }
             return Ok(());
         };
-        if record.instance_state.as_deref() == Some(INTERRUPTED) {
+        if record.instance_state.as_deref() == Some(INSTANCE_INTERRUPTED) {
             let why = format!("its instance {instance_id} received a spot interruption notice");
             return self.retry(record, AttemptOutcome::Interrupted, why).await.map(drop);
         }
@@ -753,7 +753,7 @@ impl Runner {
         record.failure = failure;
         record.ended_at = Some(now);
         record.held_until = held.is_some().then(|| now + SignedDuration::from_mins(i64::from(record.hold_minutes)));
-        end_attempt(record, attempt_outcome_of(state), Some(now));
+        record.end_attempt(state.attempt_outcome(), Some(now));
         match self.runs.update(record).await {
             Ok(()) => self.report_end(record).await,
             // Another invocation ended it first (its ending stands), or began its next attempt.

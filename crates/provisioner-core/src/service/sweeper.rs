@@ -22,7 +22,6 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
-use super::attempts::INTERRUPTED;
 use super::runner::LAUNCH_GRACE;
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
@@ -227,7 +226,7 @@ fn run_findings(survey: &Survey) -> Vec<Finding> {
                 "it reported its outcome and nobody concluded it".to_owned()
             } else if deadline <= now {
                 format!("it passed its time limit at {deadline}")
-            } else if run.instance_state.as_deref() == Some(INTERRUPTED) {
+            } else if run.instance_state.as_deref() == Some(crate::domain::run::INSTANCE_INTERRUPTED) {
                 "its instance received a spot interruption notice".to_owned()
             } else {
                 match &run.instance_id {
