@@ -24,6 +24,21 @@ impl Ec2Instances {
     pub fn new(aws: &Aws) -> Self {
         Ec2Instances { ec2: crate::aws_client!(aws_sdk_ec2, aws), ssm: crate::aws_client!(aws_sdk_ssm, aws) }
     }
+
+    /// The instance as EC2 describes it, in any state; `None` when EC2 does not know it.
+    async fn described(&self, instance_id: &str) -> Result<Option<aws_sdk_ec2::types::Instance>> {
+        let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
+            Err(error) => return Err(aws_error(SERVICE, "DescribeInstances", error)),
+        };
+        Ok(output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .cloned())
+    }
 }
 
 /// The public parameter that names the current AWS-provided Amazon Linux 2023 AMI.
@@ -167,35 +182,13 @@ impl Instances for Ec2Instances {
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
-        let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
-            Ok(output) => output,
-            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
-            Err(error) => return Err(aws_error(SERVICE, "DescribeInstances", error)),
-        };
-        Ok(output
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(instance_id))
-            .and_then(|i| i.state())
-            .and_then(|s| s.name())
-            .and_then(|name| InstanceState::parse(name.as_str())))
+        Ok(self.described(instance_id).await?.and_then(|i| InstanceState::parse(i.state()?.name()?.as_str())))
     }
 
     async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>> {
-        let output = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
-            Ok(output) => output,
-            Err(error) if error.as_service_error().is_some_and(is_missing_instance) => return Ok(None),
-            Err(error) => return Err(aws_error(SERVICE, "DescribeInstances", error)),
-        };
-        Ok(output
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| i.instance_id() == Some(instance_id))
-            .flat_map(|i| i.tags())
-            .find(|tag| tag.key() == Some(tags::RUN_ID))
-            .and_then(|tag| RunId::parse(tag.value()?).ok()))
+        let described = self.described(instance_id).await?;
+        let tag = described.as_ref().and_then(|i| i.tags().iter().find(|tag| tag.key() == Some(tags::RUN_ID)));
+        Ok(tag.and_then(|tag| RunId::parse(tag.value()?).ok()))
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {

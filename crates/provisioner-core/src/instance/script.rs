@@ -416,11 +416,16 @@ upload_while_running() {
   while sleep "$LOG_UPLOAD_SECONDS"; do upload_log "$1"; done
 }
 
+# Stops background job $1 (a pid; nothing when empty) and what it started.
+stop_job() {
+  [[ -n $1 ]] || return 0
+  pkill -P "$1" 2>/dev/null
+  kill "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+}
+
 stop_uploader() {
-  [[ -n $UPLOADER ]] || return 0
-  pkill -P "$UPLOADER" 2>/dev/null
-  kill "$UPLOADER" 2>/dev/null
-  wait "$UPLOADER" 2>/dev/null
+  stop_job "$UPLOADER"
   UPLOADER=""
 }
 
@@ -454,10 +459,7 @@ watch_interruption() {
 }
 
 stop_watcher() {
-  [[ -n $WATCHER ]] || return 0
-  pkill -P "$WATCHER" 2>/dev/null
-  kill "$WATCHER" 2>/dev/null
-  wait "$WATCHER" 2>/dev/null
+  stop_job "$WATCHER"
   WATCHER=""
 }
 
