@@ -38,6 +38,14 @@
 //!   [`domain::attempt`], [`domain::instance_event`]; the profile's `max_attempts`,
 //!   `on_demand_fallback`, `boot_timeout_minutes`: [`catalog::RunnerProfile`]
 //! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
+//! - who asked (`requested_by`), recorded on stacks, schedules, runs and instances:
+//!   [`domain::names::RequestedBy`], [`domain::requests`]; shown by [`service::status`]
+//! - a cluster's history (400 days, `status {"cluster"}`): [`domain::history`], [`ports::History`],
+//!   [`service`] (`record_history`), [`service::status`] (`status_of_cluster`)
+//! - DRY_RUN (the plan, reads only): [`service::plan`]; each function's `plan_*` beside it
+//! - logs kept before a destroy (Run Command): [`service`] `destroy.rs` (`keep_logs`),
+//!   [`domain::cluster_logs`], [`ports::ClusterLogs`]
+//! - the warning 30 minutes before a scheduled destroy: [`service::sweeper`] (`warn`, `WARN_BEFORE`)
 //! - the instance's side of attempts (IMDSv2 spot notice watcher, reports fenced by attempt, the
 //!   hold at power-off): [`instance::script`]
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],
