@@ -151,7 +151,8 @@ impl Provisioner {
     ) {
         let entry = HistoryEntry {
             operation: operation.to_owned(),
-            at: self.clock.now(),
+            // To the millisecond: two operations in one second keep their order.
+            at: self.clock.now().round(jiff::Unit::Millisecond).unwrap_or_else(|_| self.clock.now()),
             requested_by: requested_by.map(|who| who.as_str().to_owned()),
             outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
             version,
