@@ -600,18 +600,8 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
     sandbox.sleep_when("npm test");
     let mut child = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).spawn().unwrap();
 
-    // Wait until the slow step is running (its command, and so its log, started), then stop the
-    // whole run as a shutdown would.
-    let started = Instant::now();
-    let log = sandbox.dir.join("work/logs/nodejs-client-jests.log");
-    loop {
-        let statuses = step_statuses(&record(&dynamodb, &values).await);
-        if statuses["nodejs-client-jests"] == "running" && log.exists() {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the step never started: {statuses:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Wait until the slow step runs, then stop the whole run as a shutdown would.
+    until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
     let killed = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
     assert!(killed.success(), "the run was signalled");
     let status = child.wait().unwrap();
@@ -641,12 +631,7 @@ async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_it
     sandbox.sleep_when("npm test");
     let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
     let mut child = command.env("PROVISIONER_INTERRUPT_POLL_SECONDS", "1").spawn().unwrap();
-    let started = Instant::now();
-    let log = sandbox.dir.join("work/logs/nodejs-client-jests.log");
-    while step_statuses(&record(&dynamodb, &values).await)["nodejs-client-jests"] != "running" || !log.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the step never started");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
     let notice = r#"{"action": "terminate", "time": "2026-11-23T12:02:00Z"}"#;
     std::fs::write(sandbox.dir.join("spot-notice"), notice).unwrap();
     let noticed = Instant::now();
@@ -654,14 +639,14 @@ async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_it
         assert!(noticed.elapsed() < Duration::from_secs(30), "the notice was not reported");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let record = record(&dynamodb, &values).await;
-    assert_eq!(step_statuses(&record)["nodejs-client-jests"], "interrupted");
+    let reported = record(&dynamodb, &values).await;
+    assert_eq!(step_statuses(&reported)["nodejs-client-jests"], "interrupted");
     let prefix = format!("runs/{}/", values.run_id);
     assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&format!("{prefix}nodejs-client-jests.log")));
     // EC2 reclaims the instance: its shutdown signals the script, which claims no outcome.
     Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
     child.wait().unwrap();
-    assert!(!record_has_outcome(&dynamodb, &values).await, "no outcome is claimed");
+    assert!(!record(&dynamodb, &values).await.contains_key(run::OUTCOME), "no outcome is claimed");
 }
 
 /// An instance whose attempt ended (the run moved on to the next) writes nothing more.
@@ -679,8 +664,18 @@ async fn an_instance_of_an_attempt_that_ended_writes_nothing() {
     assert!(std::fs::read_to_string(sandbox.dir.join("work/logs/report.log")).unwrap().contains("report failed"));
 }
 
-async fn record_has_outcome(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> bool {
-    record(dynamodb, values).await.contains_key(run::OUTCOME)
+/// Waits until `step` runs: reported running, and its command (so its log) started.
+async fn until_step_runs(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues, sandbox: &Sandbox, step: &str) {
+    let started = Instant::now();
+    let log = sandbox.dir.join(format!("work/logs/{step}.log"));
+    loop {
+        let statuses = step_statuses(&record(dynamodb, values).await);
+        if statuses[step] == "running" && log.exists() {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{step} never started: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A running step's log reaches S3 while the step runs (every 60 s on an instance, every second

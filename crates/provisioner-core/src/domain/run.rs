@@ -412,6 +412,17 @@ impl RunRecord {
         }
     }
 
+    /// Whether its instance received a spot interruption notice (and said so).
+    pub fn interrupted(&self) -> bool {
+        self.instance_state.as_deref() == Some(INSTANCE_INTERRUPTED)
+    }
+
+    /// Whether the current attempt's instance has not checked in and its check-in deadline
+    /// passed at `now`.
+    pub fn missed_check_in(&self, now: Timestamp) -> bool {
+        self.reported_at.is_none() && self.current_attempt().is_some_and(|attempt| attempt.check_in_by <= now)
+    }
+
     /// The attempt under way, or the last one.
     pub fn current_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()

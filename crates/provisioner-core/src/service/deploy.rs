@@ -83,29 +83,31 @@ impl Provisioner {
             }
             Err(error) => (asked, Some(error.to_string())),
         };
-        // Only a cluster some profile matches has a history.
-        if self.catalog.profile_for(&cluster).is_ok() {
-            self.record_history(&cluster, "deploy", requested_by.as_ref(), &outcome, version, detail).await;
-        }
+        self.record_history(&cluster, "deploy", requested_by.as_ref(), &outcome, version, detail).await;
         outcome
     }
 
-    async fn deploy_checked(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
-        let started = self.clock.now();
-        let cluster = request.cluster;
-        let profile = self.catalog.profile_for(&cluster)?;
+    /// What `request` asks for: its profile and the version's image tag (checked before any call).
+    fn target<'a>(&'a self, request: &'a DeployRequest) -> Result<Target<'a>> {
+        let cluster = &request.cluster;
+        let profile = self.catalog.profile_for(cluster)?;
         let version = match &request.version {
             Some(version) => ImageTag::to_deploy(version)?,
             None => profile.default_version.clone(),
         };
-        let target = Target {
-            cluster: &cluster,
+        Ok(Target {
+            cluster,
             profile,
             version,
-            stack_name: stack_name(&cluster),
-            started,
-            requested_by: request.requested_by,
-        };
+            stack_name: stack_name(cluster),
+            started: self.clock.now(),
+            requested_by: request.requested_by.clone(),
+        })
+    }
+
+    async fn deploy_checked(&self, request: DeployRequest, invocation: &Invocation) -> Result<DeployResponse> {
+        let target = self.target(&request)?;
+        let cluster = target.cluster;
         // Step 1 before the lock: a running cluster answers in one call.
         if let Some(stack) = self.stacks.describe(&target.stack_name).await? {
             if stack.status.phase() == StackPhase::Running {
@@ -121,7 +123,7 @@ impl Provisioner {
                 _ => None,
             }
         };
-        with_lock_or(self, invocation, &cluster, "deploy", running_now, self.deploy_locked(&target, invocation)).await
+        with_lock_or(self, invocation, cluster, "deploy", running_now, self.deploy_locked(&target, invocation)).await
     }
 
     async fn deploy_locked(&self, target: &Target<'_>, invocation: &Invocation) -> Result<DeployResponse> {
@@ -358,21 +360,8 @@ impl Provisioner {
     /// DRY_RUN of DEPLOY: the branch of the table the deploy would take and the writes it would
     /// make, from reads only (the stack, the schedules, the registry), without the lock.
     pub async fn plan_deploy(&self, request: &DeployRequest) -> Result<Plan> {
-        let cluster = &request.cluster;
-        let profile = self.catalog.profile_for(cluster)?;
-        let version = match &request.version {
-            Some(version) => ImageTag::to_deploy(version)?,
-            None => profile.default_version.clone(),
-        };
-        let now = self.clock.now();
-        let target = Target {
-            cluster,
-            profile,
-            version,
-            stack_name: stack_name(cluster),
-            started: now,
-            requested_by: request.requested_by.clone(),
-        };
+        let target = self.target(request)?;
+        let (cluster, profile, now) = (target.cluster, target.profile, target.started);
         let stack = self.stacks.describe(&target.stack_name).await?;
         if let Some(running) = stack.as_ref().filter(|s| s.status.phase() == StackPhase::Running) {
             let version = running.parameters.get("Version").map_or("?", String::as_str);

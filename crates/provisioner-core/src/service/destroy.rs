@@ -86,9 +86,7 @@ impl Provisioner {
             }
             Err(error) => Some(error.to_string()),
         };
-        if self.catalog.profile_for(&cluster).is_ok() {
-            self.record_history(&cluster, "destroy", requested_by.as_ref(), &outcome, None, detail).await;
-        }
+        self.record_history(&cluster, "destroy", requested_by.as_ref(), &outcome, None, detail).await;
         outcome
     }
 

@@ -138,8 +138,8 @@ impl Provisioner {
         }
     }
 
-    /// Adds an operation on `cluster` to its history. Best effort: a history that cannot be
-    /// written never fails the operation.
+    /// Adds an operation on `cluster` to its history, when some profile matches it (only such a
+    /// cluster has one). Best effort: a history that cannot be written never fails the operation.
     async fn record_history<T>(
         &self,
         cluster: &ClusterName,
@@ -149,6 +149,9 @@ impl Provisioner {
         version: Option<String>,
         detail: Option<String>,
     ) {
+        if self.catalog.profile_for(cluster).is_err() {
+            return;
+        }
         let entry = HistoryEntry {
             operation: operation.to_owned(),
             // To the millisecond: two operations in one second keep their order.

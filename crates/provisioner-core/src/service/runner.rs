@@ -13,7 +13,6 @@ use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::attempt::describe_all;
-use crate::domain::run::INSTANCE_INTERRUPTED;
 use crate::domain::tags;
 use crate::domain::UserData;
 use crate::domain::{Attempt, AttemptOutcome, Market};
@@ -58,6 +57,21 @@ fn instance_tags(record: &RunRecord) -> Vec<(String, String)> {
     .into_iter()
     .chain(record.requested_by.as_ref().map(|who| (tags::REQUESTED_BY.into(), who.as_str().to_owned())))
     .collect()
+}
+
+/// `RunsCapped`: `slots` are all held by the `active` runs, named oldest first.
+fn runs_capped(slots: &Slots, mut active: Vec<RunRecord>) -> Error {
+    active.sort_by_key(|run| run.started_at);
+    let runs: Vec<String> =
+        active.iter().map(|run| format!("{} ({} on {})", run.run_id, run.version, run.cluster)).collect();
+    Error::RunsCapped(format!(
+        "the '{}' profile allows {} concurrent {} run(s), and these are active: {}; wait for one to end, or resume it \
+         with its run_id",
+        slots.profile,
+        slots.cap,
+        slots.kind,
+        runs.join(", ")
+    ))
 }
 
 /// How a launch ended that was not refused.
@@ -388,16 +402,7 @@ impl Runner {
                 break;
             }
         }
-        active.sort_by_key(|run| run.started_at);
-        let runs: Vec<String> =
-            active.iter().map(|run| format!("{} ({} on {})", run.run_id, run.version, run.cluster)).collect();
-        Err(Error::RunsCapped(format!(
-            "the '{}' profile allows {cap} concurrent {} run(s), and these are active: {}; wait for one to end, \
-             or resume it with its run_id",
-            profile.name,
-            record.kind,
-            runs.join(", ")
-        )))
+        Err(runs_capped(&slots, active))
     }
 
     /// Frees the run's slot, if its profile caps its kind. A slot that cannot be freed now frees
@@ -697,7 +702,7 @@ impl Runner {
             }
             return Ok(());
         };
-        if record.instance_state.as_deref() == Some(INSTANCE_INTERRUPTED) {
+        if record.interrupted() {
             let why = format!("its instance {instance_id} received a spot interruption notice");
             return self.retry(record, AttemptOutcome::Interrupted, why).await.map(drop);
         }
@@ -716,7 +721,7 @@ impl Runner {
             );
             return self.retry(record, AttemptOutcome::Lost, why).await.map(drop);
         }
-        if record.reported_at.is_none() && now >= attempt.check_in_by {
+        if record.missed_check_in(now) {
             let why = format!("its instance {instance_id} did not check in by {}", attempt.check_in_by);
             return self.retry(record, AttemptOutcome::BootTimeout, why).await.map(drop);
         }
@@ -899,17 +904,10 @@ impl Runner {
             let slots = Slots { profile: profile.name.clone(), kind, cap };
             let mut active = Vec::new();
             for holder in self.runs.slots_held(&slots, now).await? {
-                if let Some(run) = self.runs.get(&holder).await?.filter(|run| !run.state.ended()) {
-                    active.push(format!("{} ({} on {})", run.run_id, run.version, run.cluster));
-                }
+                active.extend(self.runs.get(&holder).await?.filter(|run| !run.state.ended()));
             }
             if active.len() >= cap as usize {
-                return Err(Error::RunsCapped(format!(
-                    "the '{}' profile allows {cap} concurrent {kind} run(s), and these are active: {}; wait for one to \
-                     end, or resume it with its run_id",
-                    profile.name,
-                    active.join(", ")
-                )));
+                return Err(runs_capped(&slots, active));
             }
             plan.push(PlannedWrite::new(
                 "DynamoDB.UpdateItem",

@@ -41,10 +41,7 @@ impl Provisioner {
             Ok(response) => format!("destroy at {at}, replacing {}", response.replaced.join(", ")),
             Err(error) => error.to_string(),
         };
-        if self.catalog.profile_for(&cluster).is_ok() {
-            self.record_history(&cluster, "schedule_destroy", requested_by.as_ref(), &outcome, None, Some(detail))
-                .await;
-        }
+        self.record_history(&cluster, "schedule_destroy", requested_by.as_ref(), &outcome, None, Some(detail)).await;
         outcome
     }
 
@@ -53,20 +50,8 @@ impl Provisioner {
         request: ScheduleDestroyRequest,
         invocation: &Invocation,
     ) -> Result<ScheduleDestroyResponse> {
+        self.check_within_lifetime(&request)?;
         let ScheduleDestroyRequest { cluster, time_to_destroy, requested_by } = request;
-        let profile = self.catalog.profile_for(&cluster)?;
-        if let Some(max) = profile.max_ttl {
-            let latest = self.clock.now() + max;
-            if time_to_destroy > latest {
-                return Err(Error::invalid(format!(
-                    "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes \
-                     from now; give a time no later than {}",
-                    profile.name,
-                    max.as_mins(),
-                    crate::domain::time::whole_seconds(latest)
-                )));
-            }
-        }
         with_lock(self, invocation, &cluster, "schedule_destroy", async {
             let now = self.clock.now();
             if time_to_destroy <= now {
@@ -76,9 +61,7 @@ impl Provisioner {
             }
             let existing = self.schedules.list(&schedule_prefix(&cluster)).await?;
             // Step 1.
-            if let Some(due) = existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
-                return Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() });
-            }
+            too_late_to_reschedule(&cluster, &existing, now)?;
             // Steps 2 and 3, creating before removing: should a call fail, the cluster keeps a
             // destroy schedule (the old one or both), never none.
             let name = schedule_name(&cluster, time_to_destroy);
@@ -109,6 +92,24 @@ impl Provisioner {
         .await
     }
 
+    /// A time beyond the profile's maximum lifetime from now is refused, before any call.
+    fn check_within_lifetime(&self, request: &ScheduleDestroyRequest) -> Result<()> {
+        let (cluster, time_to_destroy) = (&request.cluster, request.time_to_destroy);
+        let profile = self.catalog.profile_for(cluster)?;
+        let Some(max) = profile.max_ttl else { return Ok(()) };
+        let latest = self.clock.now() + max;
+        if time_to_destroy > latest {
+            return Err(Error::invalid(format!(
+                "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes from \
+                 now; give a time no later than {}",
+                profile.name,
+                max.as_mins(),
+                crate::domain::time::whole_seconds(latest)
+            )));
+        }
+        Ok(())
+    }
+
     async fn remove_schedules(&self, schedules: &[&ScheduleEntry], removed: &mut Vec<String>) -> Result<()> {
         for schedule in schedules {
             self.schedules.delete(&schedule.name).await?;
@@ -123,23 +124,10 @@ impl Provisioner {
     /// create and remove, from reads only, without the lock.
     pub async fn plan_schedule_destroy(&self, request: &ScheduleDestroyRequest) -> Result<Plan> {
         let (cluster, time_to_destroy) = (&request.cluster, request.time_to_destroy);
-        let profile = self.catalog.profile_for(cluster)?;
+        self.check_within_lifetime(request)?;
         let now = self.clock.now();
-        if let Some(max) = profile.max_ttl {
-            if time_to_destroy > now + max {
-                return Err(Error::invalid(format!(
-                    "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes \
-                     from now; give a time no later than {}",
-                    profile.name,
-                    max.as_mins(),
-                    crate::domain::time::whole_seconds(now + max)
-                )));
-            }
-        }
         let existing = self.schedules.list(&schedule_prefix(cluster)).await?;
-        if let Some(due) = existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
-            return Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() });
-        }
+        too_late_to_reschedule(cluster, &existing, now)?;
         let name = schedule_name(cluster, time_to_destroy);
         let kept = existing.iter().any(|s| s.name == name && s.at == time_to_destroy);
         let mut plan = Vec::new();
@@ -163,5 +151,13 @@ impl Provisioner {
             }
         };
         Ok(Plan::new("schedule_destroy", branch, plan))
+    }
+}
+
+/// Step 1: a schedule due in 5 minutes or less cannot be moved.
+fn too_late_to_reschedule(cluster: &ClusterName, existing: &[ScheduleEntry], now: jiff::Timestamp) -> Result<()> {
+    match existing.iter().filter(|s| !can_reschedule(s.at, now)).min_by_key(|s| s.at) {
+        Some(due) => Err(Error::TooLateToReschedule { cluster: cluster.to_string(), at: due.at.to_string() }),
+        None => Ok(()),
     }
 }

@@ -226,12 +226,12 @@ fn run_findings(survey: &Survey) -> Vec<Finding> {
                 "it reported its outcome and nobody concluded it".to_owned()
             } else if deadline <= now {
                 format!("it passed its time limit at {deadline}")
-            } else if run.instance_state.as_deref() == Some(crate::domain::run::INSTANCE_INTERRUPTED) {
+            } else if run.interrupted() {
                 "its instance received a spot interruption notice".to_owned()
             } else {
                 match &run.instance_id {
                     Some(instance) if !live.contains(instance.as_str()) => format!("its instance {instance} is gone"),
-                    Some(instance) if run.reported_at.is_none() && attempt.is_some_and(|a| a.check_in_by <= now) => {
+                    Some(instance) if run.missed_check_in(now) => {
                         format!("its instance {instance} did not check in by its boot deadline")
                     }
                     None if began + LAUNCH_GRACE <= now => "it has no instance recorded since its launch".to_owned(),
