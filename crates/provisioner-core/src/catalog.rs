@@ -158,6 +158,12 @@ pub struct ProfileFile {
     /// The instances a cluster of this profile runs, for its cost.
     #[serde(default)]
     pub instances: Vec<ClusterInstances>,
+    /// What this profile's clusters and runs may cost in a calendar month (UTC), estimated from
+    /// the price table: once reached, what would add cost (a deploy that creates, a run) is
+    /// refused with `BudgetExceeded`. Nothing running is stopped. No budget when absent.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub monthly_budget_usd: Option<f64>,
 }
 
 /// The instances of a profile's runs.
@@ -310,6 +316,8 @@ pub struct Profile {
     pub max_ttl: Option<SignedDuration>,
     pub max_concurrent_runs: RunCaps,
     pub instances: Vec<ClusterInstances>,
+    /// US dollars this profile may spend in a calendar month (UTC); `None`: no budget.
+    pub monthly_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -398,6 +406,9 @@ impl Profile {
             return Err(format!("profile '{name}' caps runs at 0; give at least 1, or no cap"));
         }
         check_priced(&raw, &declared, prices)?;
+        if let Some(budget) = raw.monthly_budget_usd.filter(|usd| !usd.is_finite() || *usd < 0.0) {
+            return Err(format!("profile '{name}' has a monthly budget of {budget} USD; give 0 or more, or none"));
+        }
         let minutes = |m: Option<u32>| m.map(|m| SignedDuration::from_mins(i64::from(m)));
         Ok(Profile {
             name,
@@ -413,6 +424,7 @@ impl Profile {
             max_ttl: minutes(raw.max_ttl_minutes),
             max_concurrent_runs: raw.max_concurrent_runs,
             instances: raw.instances,
+            monthly_budget_usd: raw.monthly_budget_usd,
         })
     }
 }
@@ -702,7 +714,7 @@ mod tests {
     fn lifetimes_caps_and_costs_load_and_are_checked() {
         let extra = ", parameters: {Size: '3'}, default_ttl_minutes: 240, max_ttl_minutes: 720, \
             max_concurrent_runs: {test: 2}, instances: [{type_parameter: Color}, {type_parameter: Color, \
-            count_parameter: Size}]";
+            count_parameter: Size}], monthly_budget_usd: 250.5";
         let prices = |yaml: String| yaml.replace("t.big: 2.0", "red: 0.5, blue: 1.5, t.big: 2.0");
         let catalog = Catalog::from_yaml(
             &prices(format!("profiles:\n{}{PLANS}", profile("[a]", extra))),
@@ -716,6 +728,7 @@ mod tests {
             (loaded.max_concurrent_runs.of(RunKind::Test), loaded.max_concurrent_runs.of(RunKind::Build)),
             (Some(2), None)
         );
+        assert_eq!(loaded.monthly_budget_usd, Some(250.5));
         // The template's default colour (red, 0.5) once, and per Size (3 from the profile).
         assert_eq!(loaded.hourly_cost(&BTreeMap::new(), catalog.prices()), Some(2.0));
         // The stack's own values win; a type without a price has no cost.
@@ -732,6 +745,8 @@ mod tests {
             (", instances: [{type_parameter: Nope}]", "does not declare"),
             (", instances: [{type_parameter: Size}]", "price table"),
             (", runner: {instance_types: [x9.huge]}", "price table"),
+            (", monthly_budget_usd: -1", "monthly budget of -1 USD"),
+            (", monthly_budget_usd: .nan", "monthly budget of NaN USD"),
         ];
         for (extra, reason) in cases {
             let yaml = format!("profiles:\n{}", profile("[a]", &format!(", parameters: {{Size: '1'}}{extra}")));
@@ -741,13 +756,16 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_profiles_set_lifetimes_and_price_their_clusters() {
+    fn the_shipped_profiles_set_lifetimes_price_their_clusters_and_budget() {
         let catalog = Catalog::shipped().unwrap();
         for profile in catalog.profiles() {
             let (default, max) = (profile.default_ttl.unwrap(), profile.max_ttl.unwrap());
             assert!(default <= max && max <= SignedDuration::from_hours(12), "{}", profile.name);
             let cost = profile.hourly_cost(&BTreeMap::new(), catalog.prices()).unwrap();
             assert!(cost > 0.0, "{}", profile.name);
+            // A budget that a month of one cluster alone would not reach.
+            let budget = profile.monthly_budget_usd.unwrap();
+            assert!(budget > cost * 24.0 * 31.0, "{}: {budget} for {cost}/h", profile.name);
         }
     }
 

@@ -95,6 +95,8 @@ pub enum Error {
     ImagesMissing(String),
     #[error("{0}")]
     RunCancelled(String),
+    #[error("{0}")]
+    BudgetExceeded(String),
     #[error("{0}; retry later, and check the provisioner's permissions if it persists")]
     Aws(AwsFailure),
 }
@@ -118,6 +120,7 @@ impl Error {
             Error::CapacityUnavailable(_) => "CapacityUnavailable",
             Error::ImagesMissing(_) => "ImagesMissing",
             Error::RunCancelled(_) => "RunCancelled",
+            Error::BudgetExceeded(_) => "BudgetExceeded",
             Error::Aws(_) => "AwsError",
         }
     }
@@ -166,6 +169,7 @@ mod tests {
             "CapacityUnavailable",
             "ImagesMissing",
             "RunCancelled",
+            "BudgetExceeded",
             "AwsError",
         ];
         let samples = [
@@ -185,6 +189,7 @@ mod tests {
             Error::CapacityUnavailable("x".into()),
             Error::ImagesMissing("x".into()),
             Error::RunCancelled("x".into()),
+            Error::BudgetExceeded("x".into()),
             Error::Aws(AwsFailure {
                 service: "s",
                 operation: "o",

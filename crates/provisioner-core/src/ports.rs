@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use crate::domain::names::RequestedBy;
 use crate::domain::run::{RunId, RunKind, RunRecord};
-use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, StackStatus, UserData};
+use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, OnceNotice, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -114,9 +114,12 @@ pub trait History: Send + Sync {
     /// `cluster`'s entries kept at `now`, newest first: all of them, or at least the newest
     /// `at_least` when there are more. It reads a bounded number of items, never the table.
     async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>>;
-    /// Claims the warning of destroy schedule `schedule` (kept until `until`): `true` for the one
-    /// caller that claims it first, so a warning is sent once; another schedule is another claim.
-    async fn claim_warning(&self, schedule: &str, until: Timestamp) -> Result<bool>;
+    /// Every cluster's entries of `month` (`YYYY-MM`), in no order: what the month's estimated
+    /// spend starts from. It reads the whole table (a Scan), so only the budget asks it.
+    async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>>;
+    /// Claims `notice`: `true` for the one caller that claims it first, so it is sent once; a
+    /// claim is kept until [`OnceNotice::kept_until`].
+    async fn claim(&self, notice: &OnceNotice) -> Result<bool>;
 }
 
 /// Who holds a lock, and until when.
@@ -406,6 +409,8 @@ pub struct ClusterPorts {
     /// Only `deploy` asks it anything; the others are given [`NoImages`].
     pub images: Arc<dyn Images>,
     pub history: Arc<dyn History>,
+    /// Only the budget reads it: a deploy that would create counts the profile's runs too.
+    pub runs: Arc<dyn Runs>,
     /// Only a destroy asks it anything: the cluster's logs before its instances go.
     pub logs: Arc<dyn ClusterLogs>,
     pub notices: Arc<dyn Notices>,
@@ -417,6 +422,9 @@ pub struct ClusterPorts {
 pub struct RunPorts {
     pub runs: Arc<dyn Runs>,
     pub instances: Arc<dyn Instances>,
+    /// Only the budget reads these: a start counts the profile's clusters too.
+    pub stacks: Arc<dyn Stacks>,
+    pub history: Arc<dyn History>,
     pub notices: Arc<dyn Notices>,
     pub clock: Arc<dyn Clock>,
 }

@@ -115,7 +115,7 @@ pub mod run {
         function(STARTED_AT, "when the run started"),
         function(ENDED_AT, "when it ended (the instance writes it too, with its outcome)"),
         function(DEADLINE, "when its instance must be gone: the profile's time limit"),
-        function(EXPIRES_AT, "when the record may go (30 days after the deadline)"),
+        function(EXPIRES_AT, "when the record may go (32 days after the deadline: the month's budget counts it)"),
         function(LOG_LOCATION, "the S3 prefix of the step logs"),
         function(STEP_ORDER, "the plan's step names, in order"),
         function(INSTANCE_ID, "the run's instance, once launched"),
@@ -170,11 +170,25 @@ pub mod history {
     )];
 }
 
-/// `warning#<destroy schedule name>`: the warning before that schedule fires was sent (by the
-/// sweeper that wrote it first); it expires a day after the schedule's time. A new schedule (a
-/// reschedule) has another name, and so another warning.
-pub mod warning {
-    pub const PREFIX: &str = "warning#";
+/// The claims of notices sent once ([`crate::domain::OnceNotice`]), each kept until the notice no
+/// longer matters: `warning#<destroy schedule name>` (a reschedule makes another schedule name, and
+/// so another warning) and `budget-alert#<profile>#<YYYY-MM>#<percent>`.
+pub mod notice {
+    use crate::domain::history::month_of;
+    use crate::domain::OnceNotice;
+
+    pub const WARNING_PREFIX: &str = "warning#";
+    pub const BUDGET_ALERT_PREFIX: &str = "budget-alert#";
+
+    /// The item that claims `notice`.
+    pub fn key(notice: &OnceNotice) -> String {
+        match notice {
+            OnceNotice::DestroyWarning { schedule, .. } => format!("{WARNING_PREFIX}{schedule}"),
+            OnceNotice::BudgetAlert { profile, month_start, percent } => {
+                format!("{BUDGET_ALERT_PREFIX}{profile}#{}#{percent}", month_of(*month_start))
+            }
+        }
+    }
 }
 
 /// `slots#<profile>#<kind>`: the runs of that kind that hold one of the profile's slots, which

@@ -27,6 +27,7 @@ pub fn cluster_ports(
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         images,
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         logs,
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: Arc::new(SystemClock),
@@ -38,6 +39,8 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
     Ok(RunPorts {
         runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         instances: Arc::new(ec2::Ec2Instances::new(aws)),
+        stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
+        history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: Arc::new(SystemClock),
     })

@@ -183,6 +183,7 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         images: Arc::new(EcrImages::new(&Aws::from_config(config.clone()))),
         history: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
+        runs: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         logs: Arc::new(provisioner_core::aws::cluster_logs::RunCommandLogs::new(&Aws::from_config(config))),
         notices: Arc::new(NoNotices),
         clock: Arc::new(SystemClock),

@@ -22,11 +22,11 @@ use crate::ports::{History, Lease, Locks, Runs, Slots, WAITING_LAPSES_AFTER};
 
 const SERVICE: &str = "DynamoDB";
 use crate::domain::history::{month_of, months_kept, HISTORY_RETENTION};
-use crate::domain::HistoryEntry;
+use crate::domain::{HistoryEntry, OnceNotice};
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-use crate::table::{active, history, lock, run, slots, warning};
+use crate::table::{self, active, history, lock, run, slots};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -277,6 +277,12 @@ impl Locks for DynamoStore {
         written(left, "UpdateItem")?;
         Ok(())
     }
+}
+
+/// The entries of one month's history item, in no order.
+fn history_entries(item: &HashMap<String, AttributeValue>) -> impl Iterator<Item = HistoryEntry> + '_ {
+    let stored = item.get(history::ENTRIES).and_then(|v| v.as_m().ok());
+    stored.into_iter().flatten().filter_map(|(_, v)| serde_json::from_str::<HistoryEntry>(v.as_s().ok()?).ok())
 }
 
 fn run_key(id: &RunId) -> AttributeValue {
@@ -714,18 +720,53 @@ impl History for DynamoStore {
         Ok(())
     }
 
-    async fn claim_warning(&self, schedule: &str, until: Timestamp) -> Result<bool> {
+    async fn claim(&self, notice: &OnceNotice) -> Result<bool> {
         let outcome = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item(KEY, s(&format!("{}{schedule}", warning::PREFIX)))
-            .item(TTL_ATTRIBUTE, n(until.as_second()))
+            .item(KEY, s(&table::notice::key(notice)))
+            .item(TTL_ATTRIBUTE, n(notice.kept_until().as_second()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", KEY)
             .send()
             .await;
         written(outcome, "PutItem")
+    }
+
+    async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            // A cluster name has no `#`: `#<month>` at the end of the key is the month.
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#pk, :prefix) AND contains(#pk, :month)")
+                .expression_attribute_names("#pk", KEY)
+                .expression_attribute_values(":prefix", s(history::PREFIX))
+                .expression_attribute_values(":month", s(&format!("#{month}")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|error| aws_error(SERVICE, "Scan", error))?;
+            for item in output.items() {
+                let Some(cluster) = item
+                    .get(KEY)
+                    .and_then(|key| key.as_s().ok())
+                    .and_then(|key| key.strip_prefix(history::PREFIX)?.strip_suffix(&format!("#{month}")))
+                    .and_then(|cluster| ClusterName::parse(cluster).ok())
+                else {
+                    continue;
+                };
+                found.extend(history_entries(item).map(|entry| (cluster.clone(), entry)));
+            }
+            start = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>> {
@@ -735,14 +776,7 @@ impl History for DynamoStore {
                 break;
             }
             let Some(item) = self.read(s(&history::key(cluster, &month))).await? else { continue };
-            let stored = item.get(history::ENTRIES).and_then(|v| v.as_m().ok());
-            entries.extend(
-                stored
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(_, v)| serde_json::from_str::<HistoryEntry>(v.as_s().ok()?).ok())
-                    .filter(|entry| entry.kept_at(now)),
-            );
+            entries.extend(history_entries(&item).filter(|entry| entry.kept_at(now)));
         }
         entries.sort_by_key(|entry| std::cmp::Reverse(entry.at));
         Ok(entries)

@@ -26,6 +26,10 @@ pub struct HistoryEntry {
     /// What else it did: created or found running, the schedule's time, which schedule fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For a destroy that found the cluster's stack: when that stack was created. With `at`, the
+    /// hours the cluster ran, which the month's spend counts once the stack is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_created_at: Option<Timestamp>,
 }
 
 impl HistoryEntry {
@@ -33,6 +37,32 @@ impl HistoryEntry {
     pub fn kept_at(&self, now: Timestamp) -> bool {
         self.at + HISTORY_RETENTION > now
     }
+}
+
+/// A notice sent once, by whichever caller claims it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnceNotice {
+    /// The warning before destroy schedule `schedule`, which fires at `at`.
+    DestroyWarning { schedule: String, at: Timestamp },
+    /// `profile`'s estimated spend reached `percent` % of its budget in the month that begins at
+    /// `month_start`.
+    BudgetAlert { profile: String, month_start: Timestamp, percent: u32 },
+}
+
+impl OnceNotice {
+    /// Until when its claim is kept: past the time it is about, after which none would send it.
+    pub fn kept_until(&self) -> Timestamp {
+        match self {
+            OnceNotice::DestroyWarning { at, .. } => *at + SignedDuration::from_hours(24),
+            OnceNotice::BudgetAlert { month_start, .. } => *month_start + SignedDuration::from_hours(62 * 24),
+        }
+    }
+}
+
+/// The first instant of the calendar month (UTC) `at` falls in.
+pub fn start_of_month(at: Timestamp) -> Timestamp {
+    let date = jiff::tz::TimeZone::UTC.to_datetime(at).date().first_of_month();
+    jiff::tz::TimeZone::UTC.to_timestamp(date.to_datetime(jiff::civil::Time::midnight())).unwrap_or(at)
 }
 
 /// The calendar month (UTC) `at` falls in, `YYYY-MM`: history is kept by cluster and month.
@@ -75,8 +105,13 @@ mod tests {
             outcome: "success".into(),
             version: None,
             detail: None,
+            stack_created_at: None,
         };
         assert!(entry("2025-10-29T00:00:00Z").kept_at(now));
+        assert_eq!(start_of_month(now), "2026-12-01T00:00:00Z".parse::<Timestamp>().unwrap());
+        assert_eq!(start_of_month("2026-03-01T00:00:00Z".parse().unwrap()), "2026-03-01T00:00:00Z".parse().unwrap());
+        let alert = OnceNotice::BudgetAlert { profile: "ci".into(), month_start: start_of_month(now), percent: 80 };
+        assert_eq!(alert.kept_until(), "2027-02-01T00:00:00Z".parse::<Timestamp>().unwrap());
         assert!(!entry("2025-10-28T11:00:00Z").kept_at(now));
     }
 }

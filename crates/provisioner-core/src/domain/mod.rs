@@ -13,7 +13,7 @@ pub mod time;
 pub mod user_data;
 
 pub use attempt::{Attempt, AttemptOutcome, Market};
-pub use history::HistoryEntry;
+pub use history::{HistoryEntry, OnceNotice};
 pub use instance_event::{InstanceChange, InstanceEvent};
 pub use names::{ClusterName, GitRef, ImageTag, RequestedBy};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};

@@ -2,7 +2,8 @@
 //! 1. running → success (even when a delete is scheduled);
 //! 2. scheduled for delete → `ScheduledForDelete`;
 //! 3. deploy and wait up to 10 minutes: before anything is created, every image the profile runs
-//!    must be in the registry at the version's tag, or the answer is `ImagesMissing`;
+//!    must be in the registry at the version's tag, or the answer is `ImagesMissing`, and the
+//!    profile's spend this month must be under its budget, or the answer is `BudgetExceeded`;
 //! 4. running → success; 5. else `DeployFailed` / `DeployTimedOut`.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use crate::catalog::Profile;
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
 use crate::domain::resource_names::{schedule_prefix, stack_name};
 use crate::domain::tags;
-use crate::domain::{ClusterName, DeployRequest, ImageTag, RequestedBy, StackPhase};
+use crate::domain::{ClusterName, DeployRequest, HistoryEntry, ImageTag, RequestedBy, StackPhase};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::{StackSnapshot, StackSpec};
 
@@ -83,7 +84,8 @@ impl Provisioner {
             }
             Err(error) => (asked, Some(error.to_string())),
         };
-        self.record_history(&cluster, "deploy", requested_by.as_ref(), &outcome, version, detail).await;
+        let entry = self.history_entry("deploy", requested_by.as_ref(), &outcome);
+        self.record_history(&cluster, HistoryEntry { version, detail, ..entry }).await;
         outcome
     }
 
@@ -203,11 +205,13 @@ impl Provisioner {
         }
     }
 
-    /// The stack to create, after checking that it can be: its parameters are all set, and every
-    /// image the profile runs is in the registry at the tag (`ImagesMissing` otherwise).
+    /// The stack to create, after checking that it can be: its parameters are all set, every
+    /// image the profile runs is in the registry at the tag (`ImagesMissing` otherwise), and the
+    /// profile's spend this month has not reached its budget (`BudgetExceeded` otherwise).
     async fn ready_to_create(&self, target: &Target<'_>) -> Result<StackSpec> {
         let spec = self.stack_spec(target)?;
         self.check_images(target).await?;
+        self.ledger.allow(target.profile, &format!("cluster '{}'", target.cluster)).await?;
         Ok(spec)
     }
 

@@ -6,7 +6,9 @@
 //! Before step 1 deletes the stack, its instances are asked (SSM Run Command) to copy their
 //! containers' logs to the run-log bucket; at most 60 seconds, never a failure of the destroy.
 
-use jiff::SignedDuration;
+use std::sync::OnceLock;
+
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::deploy::status_text;
@@ -16,7 +18,7 @@ use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
 use crate::domain::cluster_logs::{instance_destination, logs_location, LOGS_WAIT_SECONDS};
 use crate::domain::resource_names::{schedule_prefix, scheduled_time, stack_name};
-use crate::domain::{ClusterName, ClusterRequest, StackPhase};
+use crate::domain::{ClusterName, ClusterRequest, HistoryEntry, StackPhase};
 use crate::error::{Error, Result};
 use crate::ports::CommandOutcome;
 
@@ -63,7 +65,8 @@ pub enum KeptLogs {
 impl Provisioner {
     pub async fn destroy(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
         let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
-        let outcome = self.destroy_checked(request, invocation).await;
+        let found_created_at = OnceLock::new();
+        let outcome = self.destroy_checked(request, invocation, &found_created_at).await;
         super::alert_if_failed(&*self.notices, "destroy", &cluster, &outcome).await;
         let detail = match &outcome {
             Ok(response) => {
@@ -86,11 +89,20 @@ impl Provisioner {
             }
             Err(error) => Some(error.to_string()),
         };
-        self.record_history(&cluster, "destroy", requested_by.as_ref(), &outcome, None, detail).await;
+        let entry = self.history_entry("destroy", requested_by.as_ref(), &outcome);
+        // Whatever the outcome: once the stack is gone, this says when it was made.
+        let stack_created_at = found_created_at.get().copied();
+        self.record_history(&cluster, HistoryEntry { detail, stack_created_at, ..entry }).await;
         outcome
     }
 
-    async fn destroy_checked(&self, request: ClusterRequest, invocation: &Invocation) -> Result<DestroyResponse> {
+    /// Destroys the cluster; `found_created_at` learns when the stack it found was created.
+    async fn destroy_checked(
+        &self,
+        request: ClusterRequest,
+        invocation: &Invocation,
+        found_created_at: &OnceLock<Timestamp>,
+    ) -> Result<DestroyResponse> {
         let started = self.clock.now();
         let cluster = request.cluster;
         self.catalog.profile_for(&cluster)?;
@@ -98,6 +110,9 @@ impl Provisioner {
             let stack_name = stack_name(&cluster);
             let limit = self.stack_wait_until(invocation, started);
             let mut stack = self.stacks.describe(&stack_name).await?;
+            if let Some(created_at) = stack.as_ref().and_then(|s| s.created_at) {
+                let _ = found_created_at.set(created_at);
+            }
             let mut seen = stack.as_ref().map(|s| s.status.as_str().to_owned());
             let action = if stack.is_none() { DestroyAction::AlreadyAbsent } else { DestroyAction::Deleted };
             let kept = match phase_of(&stack) {

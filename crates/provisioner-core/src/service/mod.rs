@@ -6,6 +6,7 @@
 //! together in one place: `Provisioner::new`, `Runner::new`, `Operations::new`.
 
 mod attempts;
+pub mod budget;
 mod deploy;
 mod destroy;
 mod lock;
@@ -31,7 +32,8 @@ use crate::catalog::Catalog;
 use crate::domain::resource_names::schedule_name;
 use crate::domain::{ClusterName, HistoryEntry, RequestedBy};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, ClusterLogs, ClusterPorts, History, Images, Locks, Notices, Schedules, Stacks};
+use crate::ports::{Clock, ClusterLogs, ClusterPorts, History, Images, Locks, Notices, Runs, Schedules, Stacks};
+use budget::Ledger;
 use crate::settings::ClusterSettings;
 
 /// The spec's limit on waiting for a stack to be created or deleted.
@@ -95,6 +97,10 @@ pub struct Provisioner {
     pub images: Arc<dyn Images>,
     /// Every operation on a cluster is added to its history.
     pub history: Arc<dyn History>,
+    /// Only the budget reads them.
+    pub runs: Arc<dyn Runs>,
+    /// A deploy that would create is checked against the profile's budget.
+    pub ledger: Ledger,
     /// A destroy keeps the cluster's container logs before its instances go.
     pub logs: Arc<dyn ClusterLogs>,
     pub clock: Arc<dyn Clock>,
@@ -108,8 +114,11 @@ pub struct Provisioner {
 impl Provisioner {
     /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
-        let ClusterPorts { stacks, schedules, locks, images, history, logs, notices, clock } = ports;
+        let ClusterPorts { stacks, schedules, locks, images, history, runs, logs, notices, clock } = ports;
+        let ledger = Ledger::new(catalog.clone(), stacks.clone(), history.clone(), runs.clone(), clock.clone());
         Provisioner {
+            runs,
+            ledger,
             catalog,
             stacks,
             schedules,
@@ -132,37 +141,35 @@ impl Provisioner {
             locks: self.locks.clone(),
             images: self.images.clone(),
             history: self.history.clone(),
+            runs: self.runs.clone(),
             logs: self.logs.clone(),
             notices: self.notices.clone(),
             clock: self.clock.clone(),
         }
     }
 
-    /// Adds an operation on `cluster` to its history, when some profile matches it (only such a
-    /// cluster has one). Best effort: a history that cannot be written never fails the operation.
-    async fn record_history<T>(
-        &self,
-        cluster: &ClusterName,
-        operation: &str,
-        requested_by: Option<&RequestedBy>,
-        outcome: &Result<T>,
-        version: Option<String>,
-        detail: Option<String>,
-    ) {
-        if self.catalog.profile_for(cluster).is_err() {
-            return;
-        }
-        let entry = HistoryEntry {
+    /// The history entry of `operation`, asked by `requested_by`, that ended as `outcome`, now.
+    fn history_entry<T>(&self, operation: &str, requested_by: Option<&RequestedBy>, outcome: &Result<T>) -> HistoryEntry {
+        HistoryEntry {
             operation: operation.to_owned(),
             // To the millisecond: two operations in one second keep their order.
             at: self.clock.now().round(jiff::Unit::Millisecond).unwrap_or_else(|_| self.clock.now()),
             requested_by: requested_by.map(|who| who.as_str().to_owned()),
             outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
-            version,
-            detail,
-        };
+            version: None,
+            detail: None,
+            stack_created_at: None,
+        }
+    }
+
+    /// Adds `entry` to `cluster`'s history, when some profile matches it (only such a cluster
+    /// has one). Best effort: a history that cannot be written never fails the operation.
+    async fn record_history(&self, cluster: &ClusterName, entry: HistoryEntry) {
+        if self.catalog.profile_for(cluster).is_err() {
+            return;
+        }
         if let Err(error) = self.history.record(cluster, &entry).await {
-            tracing::warn!(cluster = %cluster, operation, %error, "could not add the operation to the cluster's history");
+            tracing::warn!(cluster = %cluster, operation = entry.operation, %error, "could not add the operation to the cluster's history");
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::budget::Ledger;
 use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
@@ -20,7 +21,7 @@ use crate::domain::{CancelRequest, RequestedBy, RunId, RunKind, RunRecord, RunRe
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::instance::{render, RunValues};
-use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs, Slots};
+use crate::ports::{Clock, History, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs, Slots, Stacks};
 use crate::settings::RunSettings;
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
@@ -89,8 +90,9 @@ pub(super) enum AttemptLaunch {
     NoCapacity(Vec<String>),
 }
 
-/// How long a run record is kept after the run's deadline.
-pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// How long a run record is kept after the run's deadline: past the end of the longest month, so
+/// the month's budget counts every run that started in it.
+pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(32 * 24);
 
 /// Everything TEST and BUILD need, built once per process.
 #[derive(Clone)]
@@ -98,6 +100,11 @@ pub struct Runner {
     pub catalog: Arc<Catalog>,
     pub runs: Arc<dyn Runs>,
     pub instances: Arc<dyn Instances>,
+    /// Only the budget reads them.
+    pub stacks: Arc<dyn Stacks>,
+    pub history: Arc<dyn History>,
+    /// A start is checked against the profile's budget.
+    pub ledger: Ledger,
     pub clock: Arc<dyn Clock>,
     pub settings: RunSettings,
     pub timeouts: Timeouts,
@@ -157,8 +164,9 @@ pub struct RunResponse {
 impl Runner {
     /// The run side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: RunPorts, settings: RunSettings) -> Runner {
-        let RunPorts { runs, instances, notices, clock } = ports;
-        Runner { catalog, runs, instances, clock, settings, timeouts: Timeouts::default(), notices }
+        let RunPorts { runs, instances, stacks, history, notices, clock } = ports;
+        let ledger = Ledger::new(catalog.clone(), stacks.clone(), history.clone(), runs.clone(), clock.clone());
+        Runner { catalog, runs, instances, stacks, history, ledger, clock, settings, timeouts: Timeouts::default(), notices }
     }
 
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
@@ -246,12 +254,31 @@ impl Runner {
         if let Some(active) = self.take_slot(profile, &record, now).await? {
             return Ok(active);
         }
+        if let Err(refused) = self.within_budget(profile, &record, now).await {
+            self.free_slot(&record).await;
+            return refused;
+        }
         let started = self.record_and_launch(record.clone(), profile, user_data, now).await;
         // The slot is this run's only if this run started.
         if !matches!(&started, Ok(id) if *id == record.run_id) {
             self.free_slot(&record).await;
         }
         started
+    }
+
+    /// `Ok` when the run may start within the profile's budget; `Err(Ok(id))` when the same run
+    /// is active already (the answer, at no more cost), `Err(Err(BudgetExceeded))` when the spend
+    /// has reached the budget.
+    async fn within_budget(&self, profile: &Profile, record: &RunRecord, now: Timestamp) -> Result<(), Result<RunId>> {
+        if profile.monthly_budget_usd.is_none() {
+            return Ok(());
+        }
+        match self.runs.active(record, now).await {
+            Ok(Some(active)) => return Err(Ok(active)),
+            Ok(None) => {}
+            Err(error) => return Err(Err(error)),
+        }
+        self.ledger.allow(profile, &describe_start(record)).await.map_err(Err)
     }
 
     /// The script of the run's current attempt, compressed as EC2 takes it.
@@ -914,6 +941,8 @@ impl Runner {
                 serde_json::json!({"item": crate::table::slots::key(&profile.name, kind), "takes": "one of its slots", "cap": cap}),
             ));
         }
+        // As a start: the cap first, then the budget.
+        self.ledger.allow(profile, &describe_start(&record)).await?;
         plan.push(PlannedWrite::new(
             "DynamoDB.PutItem",
             serde_json::json!({
@@ -947,4 +976,9 @@ impl Runner {
             format!("start a {kind} run of {version} on {cluster}, on the '{}' profile's runner", profile.name);
         Ok(Plan::new(kind.as_str(), branch, plan))
     }
+}
+
+/// `the test run of v5.5.0 on ci-1`: what a start would have started, for `BudgetExceeded`.
+fn describe_start(record: &RunRecord) -> String {
+    format!("the {} run of {} on {}", record.kind, record.version, record.cluster)
 }

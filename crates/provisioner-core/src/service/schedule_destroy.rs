@@ -13,7 +13,7 @@ use super::plan::{Plan, PlannedWrite};
 use super::{Invocation, Provisioner};
 use crate::domain::resource_names::{schedule_name, schedule_prefix};
 use crate::domain::time::can_reschedule;
-use crate::domain::{ClusterName, ScheduleDestroyRequest};
+use crate::domain::{ClusterName, HistoryEntry, ScheduleDestroyRequest};
 use crate::error::{Error, Result};
 use crate::ports::ScheduleEntry;
 
@@ -41,7 +41,8 @@ impl Provisioner {
             Ok(response) => format!("destroy at {at}, replacing {}", response.replaced.join(", ")),
             Err(error) => error.to_string(),
         };
-        self.record_history(&cluster, "schedule_destroy", requested_by.as_ref(), &outcome, None, Some(detail)).await;
+        let entry = self.history_entry("schedule_destroy", requested_by.as_ref(), &outcome);
+        self.record_history(&cluster, HistoryEntry { detail: Some(detail), ..entry }).await;
         outcome
     }
 

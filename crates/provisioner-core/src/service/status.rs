@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::budget::ProfileSpend;
 use super::survey::{Operations, Survey};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
@@ -35,6 +36,8 @@ pub struct StatusResponse {
     /// For `{"cluster": NAME}`: the cluster's operations, newest first (at least the last 50).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// Each profile's estimated spend this month (UTC) against its monthly budget.
+    pub budgets: Vec<ProfileSpend>,
     /// Where the costs come from.
     pub prices: PriceBasis,
 }
@@ -136,6 +139,10 @@ impl Operations {
         let now = self.provisioner.clock.now();
         let (survey, history) = tokio::join!(self.survey(), self.provisioner.history.of(&cluster, now, HISTORY_SHOWN));
         let mut survey = survey?;
+        // The budget counts every cluster of the profile: before the survey is narrowed to one.
+        let profile = self.provisioner.catalog.profile_for(&cluster)?.name.clone();
+        let mut budgets = survey.spend(&self.provisioner.catalog);
+        budgets.retain(|spend| spend.profile == profile);
         let name = cluster.as_str();
         survey.stacks.retain(|stack| stack_cluster(&stack.name).is_some_and(|c| c.as_str() == name));
         survey.schedules.retain(|s| scheduled_cluster(&s.name) == Some(name));
@@ -145,6 +152,7 @@ impl Operations {
         let mut status =
             status_of(&self.provisioner.catalog, &survey, &|instance| self.runner.connect_command(instance));
         status.history = Some(history?);
+        status.budgets = budgets;
         Ok(status)
     }
 }
@@ -164,6 +172,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         held: held_instances(survey, connect),
         sweeper: findings(catalog, survey),
         history: None,
+        budgets: survey.spend(catalog),
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
     }
 }

@@ -1,13 +1,16 @@
-//! What `status` and `sweep` both start from: one survey of the account, four listing calls made
+//! What `status` and `sweep` both start from: one survey of the account, five listing calls made
 //! together (the cluster stacks, the destroy schedules, the run records, the provisioner-tagged
-//! instances). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
+//! instances, the month's history of every cluster, which the budget counts). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
 
 use jiff::Timestamp;
 
 use super::runner::Runner;
 use super::Provisioner;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
-use crate::domain::RunRecord;
+use super::budget::{month_spend, ProfileSpend, SpendSources};
+use crate::catalog::Catalog;
+use crate::domain::history::month_of;
+use crate::domain::{ClusterName, HistoryEntry, RunRecord};
 use crate::error::Result;
 use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};
 
@@ -19,7 +22,7 @@ pub struct Operations {
     pub runner: Runner,
 }
 
-/// What the account holds, as four listing calls saw it.
+/// What the account holds, as five listing calls saw it.
 #[derive(Debug, Clone)]
 pub struct Survey {
     pub now: Timestamp,
@@ -27,12 +30,21 @@ pub struct Survey {
     pub schedules: Vec<ScheduleEntry>,
     pub runs: Vec<RunRecord>,
     pub instances: Vec<TaggedInstance>,
+    /// Every cluster's history entries of `now`'s month.
+    pub month_history: Vec<(ClusterName, HistoryEntry)>,
 }
 
 impl Survey {
     /// When the first destroy schedule of `cluster` fires.
     pub fn first_destroy(&self, cluster: &str) -> Option<Timestamp> {
         self.first_destroy_schedule(cluster).map(|s| s.at)
+    }
+
+    /// Every profile's estimated spend this month, against its budget.
+    pub fn spend(&self, catalog: &Catalog) -> Vec<ProfileSpend> {
+        let sources =
+            SpendSources { now: self.now, stacks: &self.stacks, history: &self.month_history, runs: &self.runs };
+        month_spend(catalog, &sources)
     }
 
     /// The first destroy schedule of `cluster`.
@@ -47,16 +59,20 @@ impl Operations {
         Operations { provisioner, runner }
     }
 
-    /// The survey: four listings, made together.
+    /// The survey: five listings, made together.
     pub async fn survey(&self) -> Result<Survey> {
-        let (stacks, schedules, runs, instances) = tokio::join!(
+        let now = self.provisioner.clock.now();
+        let month = month_of(now);
+        let (stacks, schedules, runs, instances, month_history) = tokio::join!(
             self.provisioner.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.runs.list(),
             self.runner.instances.tagged(),
+            self.provisioner.history.month(&month),
         );
         Ok(Survey {
-            now: self.provisioner.clock.now(),
+            now,
+            month_history: month_history?,
             stacks: stacks?,
             schedules: schedules?,
             runs: runs?,

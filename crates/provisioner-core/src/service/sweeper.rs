@@ -12,7 +12,9 @@
 //! - a cluster is destroyed, through `destroy` under its lock, when its destroy schedule is
 //!   overdue, or when it is older than its profile's maximum lifetime and has no schedule;
 //! - 30 minutes before a running cluster's destroy schedule fires, whoever made the schedule
-//!   (and the alert topic) is warned, once per schedule: a reschedule is warned again.
+//!   (and the alert topic) is warned, once per schedule: a reschedule is warned again;
+//! - when a profile's estimated spend this month reaches 80 % and then 100 % of its budget, the
+//!   alert topic is told, once a month per level (`budget.rs`).
 //!
 //! What the rules notice but leave alone (a stack no profile matches, a failed delete) is reported.
 
@@ -26,8 +28,9 @@ use super::runner::LAUNCH_GRACE;
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
+use crate::domain::history::start_of_month;
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{tags, ClusterName, ClusterRequest, HistoryEntry, RequestedBy, RunId, RunRecord, StackPhase};
+use crate::domain::{tags, ClusterName, ClusterRequest, HistoryEntry, OnceNotice, RequestedBy, RunId, RunRecord, StackPhase};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -49,6 +52,8 @@ pub enum SweepAction {
     DestroyCluster,
     /// Tell whoever scheduled a destroy that it fires soon.
     WarnDestroy,
+    /// Tell the alert topic a profile's spend reached 80 % or 100 % of its budget (once a month each).
+    AlertBudget,
     /// Noticed and left alone: someone should look.
     Report,
 }
@@ -61,6 +66,7 @@ impl SweepAction {
             SweepAction::ResumeRun => "RunsResumed",
             SweepAction::DestroyCluster => "ClustersDestroyed",
             SweepAction::WarnDestroy => "DestroysWarned",
+            SweepAction::AlertBudget => "BudgetAlerts",
             SweepAction::Report => "Reported",
         }
     }
@@ -82,12 +88,14 @@ pub enum Target {
     Cluster(ClusterName),
     /// A stack whose name is no cluster's.
     Stack(String),
+    /// A profile of the catalog.
+    Profile(String),
 }
 
 impl Target {
     pub fn as_str(&self) -> &str {
         match self {
-            Target::Instance(id) | Target::Stack(id) => id,
+            Target::Instance(id) | Target::Stack(id) | Target::Profile(id) => id,
             Target::Run(run_id) => run_id.as_str(),
             Target::Cluster(cluster) => cluster.as_str(),
         }
@@ -120,6 +128,7 @@ impl Target {
             Target::Run(_) => 1,
             Target::Cluster(_) => 2,
             Target::Stack(_) => 3,
+            Target::Profile(_) => 4,
         }
     }
 }
@@ -161,6 +170,7 @@ pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
     let mut found = instance_findings(survey);
     found.extend(run_findings(survey));
     found.extend(warning_findings(survey));
+    found.extend(budget_findings(catalog, survey));
     found.extend(survey.stacks.iter().filter_map(|stack| stack_finding(catalog, survey, stack)));
     found.sort();
     found
@@ -239,6 +249,26 @@ fn run_findings(survey: &Survey) -> Vec<Finding> {
                 }
             };
             Some(Finding { action: SweepAction::ResumeRun, target: Target::Run(run.run_id.clone()), reason })
+        })
+        .collect()
+}
+
+/// Profiles whose spend this month reached a level of their budget that alerts.
+fn budget_findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
+    survey
+        .spend(catalog)
+        .into_iter()
+        .filter(|spend| !spend.alert_levels().is_empty())
+        .map(|spend| Finding {
+            action: SweepAction::AlertBudget,
+            target: Target::Profile(spend.profile.clone()),
+            reason: format!(
+                "its estimated spend in {} is {:.2} USD, {}% of its {:.2} USD budget",
+                spend.month,
+                spend.spent_usd,
+                spend.percent_of_budget.unwrap_or_default(),
+                spend.budget_usd.unwrap_or_default()
+            ),
         })
         .collect()
 }
@@ -327,6 +357,14 @@ impl Operations {
                         Err(error) => actions.push(swept(finding, Err(error))),
                     }
                 }
+                (SweepAction::AlertBudget, Target::Profile(profile)) => {
+                    // Once a month per level: an alert another sweep sent is not an action of this one.
+                    match self.alert_budget(&survey, &profile).await {
+                        Ok(None) => {}
+                        Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
+                        Err(error) => actions.push(swept(finding, Err(error))),
+                    }
+                }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
                     let request = ClusterRequest { cluster, requested_by: RequestedBy::parse(SWEEPER).ok() };
                     let outcome = self.provisioner.destroy(request, invocation).await;
@@ -377,7 +415,8 @@ impl Operations {
     async fn warn(&self, survey: &Survey, cluster: &ClusterName) -> Result<Option<String>> {
         let Some(schedule) = survey.first_destroy_schedule(cluster.as_str()) else { return Ok(None) };
         let history = &self.provisioner.history;
-        if !history.claim_warning(&schedule.name, schedule.at + SignedDuration::from_hours(24)).await? {
+        let notice = OnceNotice::DestroyWarning { schedule: schedule.name.clone(), at: schedule.at };
+        if !history.claim(&notice).await? {
             return Ok(None);
         }
         let minutes = schedule.at.duration_since(survey.now).as_mins();
@@ -407,11 +446,43 @@ impl Operations {
             outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
             version: None,
             detail: Some(format!("{told}: destroy at {} ({})", schedule.at, schedule.name)),
+            stack_created_at: None,
         };
         if let Err(error) = history.record(cluster, &entry).await {
             tracing::warn!(cluster = %cluster, %error, "could not add the warning to the cluster's history");
         }
         outcome.map(Some)
+    }
+
+    /// Tells the alert topic that `profile`'s spend reached a level of its budget, once a month
+    /// per level: the highest level this sweep claimed first; `None` when every level it reached
+    /// was told already.
+    async fn alert_budget(&self, survey: &Survey, profile: &str) -> Result<Option<String>> {
+        let catalog = &self.provisioner.catalog;
+        let Some(spend) = survey.spend(catalog).into_iter().find(|spend| spend.profile == profile) else {
+            return Ok(None);
+        };
+        let mut claimed = None;
+        for percent in spend.alert_levels() {
+            let notice =
+                OnceNotice::BudgetAlert { profile: profile.to_owned(), month_start: start_of_month(survey.now), percent };
+            if self.provisioner.history.claim(&notice).await? {
+                claimed = Some(percent);
+            }
+        }
+        let Some(percent) = claimed else { return Ok(None) };
+        let subject = format!("SlideRule provisioner: profile {profile} reached {percent}% of its monthly budget");
+        let consequence = if spend.exhausted() {
+            "Until the month ends, a deploy that would create a cluster and a new run of this profile are refused              (BudgetExceeded); what runs goes on."
+        } else {
+            "At 100 %, a deploy that would create a cluster and a new run of this profile are refused until the month              ends."
+        };
+        let message = format!(
+            "{}. {consequence} See `make status`; destroy what is no longer needed, or raise monthly_budget_usd in              clusters/catalog.yaml.",
+            spend.describe()
+        );
+        self.provisioner.notices.publish(&subject, &message).await?;
+        Ok(Some(format!("alerted at {percent}%")))
     }
 
     /// One structured event, one metric line, and an alert when the sweep acted.
@@ -421,6 +492,7 @@ impl Operations {
             SweepAction::ResumeRun,
             SweepAction::DestroyCluster,
             SweepAction::WarnDestroy,
+            SweepAction::AlertBudget,
             SweepAction::Report,
         ]
         .into_iter()
@@ -430,13 +502,14 @@ impl Operations {
         let listed = serde_json::to_string(actions).unwrap_or_default();
         tracing::info!(actions = actions.len(), failed = actions.iter().filter(|a| !a.ok).count(), detail = %listed, "sweep");
         // What is only reported stays as it is and would repeat every sweep: it alerts with an action.
-        // A warning is its own message.
-        if actions.iter().all(|a| matches!(a.finding.action, SweepAction::Report | SweepAction::WarnDestroy)) {
+        // A warning and a budget alert are their own messages.
+        let own_message = |action| matches!(action, SweepAction::WarnDestroy | SweepAction::AlertBudget);
+        if actions.iter().all(|a| a.finding.action == SweepAction::Report || own_message(a.finding.action)) {
             return;
         }
         let lines: Vec<String> = actions
             .iter()
-            .filter(|a| a.finding.action != SweepAction::WarnDestroy)
+            .filter(|a| !own_message(a.finding.action))
             .map(|a| format!("- {:?} {}: {} -> {}", a.finding.action, a.finding.target, a.finding.reason, a.result))
             .collect();
         let subject = format!("SlideRule provisioner: the sweeper acted on {} thing(s)", lines.len());

@@ -6,7 +6,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::tags;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
-use crate::domain::{HistoryEntry, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
+use crate::domain::history::{month_of, start_of_month};
+use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
     History, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
@@ -359,6 +360,7 @@ pub async fn history(history: &dyn History, cluster: &ClusterName, other: &Clust
         outcome: "success".into(),
         version: Some("v5.5.0".into()),
         detail: Some("created".into()),
+        stack_created_at: None,
     };
     let written = [entry(401, "deploy"), entry(40, "deploy"), entry(3, "schedule_destroy"), entry(0, "destroy")];
     for written in &written {
@@ -368,15 +370,29 @@ pub async fn history(history: &dyn History, cluster: &ClusterName, other: &Clust
     let read = history.of(cluster, now, 50).await.unwrap();
     assert_eq!(read, [written[3].clone(), written[2].clone(), written[1].clone()], "newest first, 400 days kept");
 
-    // A warning is claimed once per schedule.
-    let schedule = format!("destroy.{cluster}.20261202T130000");
-    let until = now + SignedDuration::from_hours(24);
-    assert!(history.claim_warning(&schedule, until).await.unwrap(), "the first claim");
-    assert!(!history.claim_warning(&schedule, until).await.unwrap(), "claimed already");
-    assert!(
-        history.claim_warning(&format!("destroy.{cluster}.20261202T140000"), until).await.unwrap(),
-        "another schedule"
-    );
+    // A month's entries of every cluster, and only that month's.
+    let mut month = history.month(&month_of(now)).await.unwrap();
+    month.sort_by_key(|(_, entry)| entry.at);
+    let ours: Vec<_> = month.iter().filter(|(c, _)| c == cluster).map(|(_, e)| e.clone()).collect();
+    assert_eq!(ours, [written[3].clone()], "this month's (December's), of this cluster");
+    assert!(month.iter().any(|(c, e)| c == other && e.operation == "deploy"), "another cluster's too");
+
+    // A notice is claimed once: each schedule's warning, each month's budget alert of each level.
+    let warning = |at: &str| OnceNotice::DestroyWarning {
+        schedule: format!("destroy.{cluster}.{at}"),
+        at: now + SignedDuration::from_hours(1),
+    };
+    assert!(history.claim(&warning("20261202T130000")).await.unwrap(), "the first claim");
+    assert!(!history.claim(&warning("20261202T130000")).await.unwrap(), "claimed already");
+    assert!(history.claim(&warning("20261202T140000")).await.unwrap(), "another schedule");
+    let alert = |percent| OnceNotice::BudgetAlert {
+        profile: format!("p-{cluster}"),
+        month_start: start_of_month(now),
+        percent,
+    };
+    assert!(history.claim(&alert(80)).await.unwrap());
+    assert!(!history.claim(&alert(80)).await.unwrap(), "once a month");
+    assert!(history.claim(&alert(100)).await.unwrap(), "another level");
 }
 
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::Faults;
-use crate::domain::{ClusterName, HistoryEntry};
+use crate::domain::history::month_of;
+use crate::domain::{ClusterName, HistoryEntry, OnceNotice};
 use crate::error::Result;
 use crate::ports::History;
 
@@ -15,7 +16,7 @@ use crate::ports::History;
 pub struct FakeHistory {
     faults: Arc<Faults>,
     entries: Mutex<HashMap<String, Vec<HistoryEntry>>>,
-    warned: Mutex<std::collections::HashSet<String>>,
+    claimed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeHistory {
@@ -37,10 +38,23 @@ impl History for FakeHistory {
         effect.answer(())
     }
 
-    async fn claim_warning(&self, schedule: &str, _: Timestamp) -> Result<bool> {
-        let effect = self.faults.draw("ClaimWarning")?;
-        let first = self.warned.lock().unwrap().insert(schedule.to_owned());
+    async fn claim(&self, notice: &OnceNotice) -> Result<bool> {
+        let effect = self.faults.draw("ClaimNotice")?;
+        let first = self.claimed.lock().unwrap().insert(format!("{notice:?}"));
         effect.answer(first)
+    }
+
+    async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {
+        let effect = self.faults.draw("ScanHistory")?;
+        let entries = self.entries.lock().unwrap();
+        let of_month = entries
+            .iter()
+            .filter_map(|(cluster, entries)| Some((ClusterName::parse(cluster).ok()?, entries)))
+            .flat_map(|(cluster, entries)| {
+                entries.iter().filter(|e| month_of(e.at) == month).map(move |e| (cluster.clone(), e.clone()))
+            })
+            .collect();
+        effect.answer(of_month)
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, _: usize) -> Result<Vec<HistoryEntry>> {

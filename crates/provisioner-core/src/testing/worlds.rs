@@ -66,6 +66,8 @@ pub struct World {
     pub locks: Arc<FakeLocks>,
     pub images: Arc<FakeImages>,
     pub history: Arc<FakeHistory>,
+    /// The run records the budget of a deploy counts (a [`RunWorld`] sharing this world writes them).
+    pub runs: Arc<FakeRuns>,
     pub logs: Arc<FakeClusterLogs>,
     pub notices: Arc<FakeNotices>,
     pub provisioner: Provisioner,
@@ -84,6 +86,7 @@ impl World {
         let images = FakeImages::new(faults.clone());
         let history = FakeHistory::new(faults.clone());
         let logs = FakeClusterLogs::new(faults.clone());
+        let runs = FakeRuns::new(faults.clone());
         for profile in catalog.profiles() {
             images.push(&profile.images, profile.default_version.as_str());
         }
@@ -93,12 +96,13 @@ impl World {
             locks: locks.clone(),
             images: images.clone(),
             history: history.clone(),
+            runs: runs.clone(),
             logs: logs.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let provisioner = Provisioner::new(Arc::new(catalog), ports, test_settings());
-        World { clock, faults, stacks, schedules, locks, images, history, logs, notices, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, history, runs, logs, notices, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.
@@ -120,6 +124,9 @@ pub struct RunWorld {
     pub faults: Arc<Faults>,
     pub runs: Arc<FakeRuns>,
     pub instances: Arc<FakeInstances>,
+    /// The clusters and histories the budget of a start counts.
+    pub stacks: Arc<FakeStacks>,
+    pub history: Arc<FakeHistory>,
     pub notices: Arc<FakeNotices>,
     pub runner: Runner,
 }
@@ -127,23 +134,38 @@ pub struct RunWorld {
 impl RunWorld {
     pub fn new(now: &str) -> RunWorld {
         let clock = TestClock::starting_at(now.parse().expect("a test time"));
-        RunWorld::sharing(clock, Faults::none(), None)
+        let faults = Faults::none();
+        let runs = FakeRuns::new(faults.clone());
+        let (stacks, history) = (FakeStacks::new(clock.clone(), faults.clone()), FakeHistory::new(faults.clone()));
+        RunWorld::over(clock, faults.clone(), runs, stacks, history, FakeNotices::new(faults))
     }
 
-    /// A runner on `clock` and `faults`, sending its alerts to `notices` (its own when `None`).
-    pub fn sharing(clock: Arc<TestClock>, faults: Arc<Faults>, notices: Option<Arc<FakeNotices>>) -> RunWorld {
-        let notices = notices.unwrap_or_else(|| FakeNotices::new(faults.clone()));
-        let runs = FakeRuns::new(faults.clone());
+    /// A runner over the clock, faults, run records, stacks, history and alert topic of `world`.
+    pub fn sharing(world: &World) -> RunWorld {
+        let (stacks, history) = (world.stacks.clone(), world.history.clone());
+        RunWorld::over(world.clock.clone(), world.faults.clone(), world.runs.clone(), stacks, history, world.notices.clone())
+    }
+
+    fn over(
+        clock: Arc<TestClock>,
+        faults: Arc<Faults>,
+        runs: Arc<FakeRuns>,
+        stacks: Arc<FakeStacks>,
+        history: Arc<FakeHistory>,
+        notices: Arc<FakeNotices>,
+    ) -> RunWorld {
         let instances = FakeInstances::new(clock.clone(), faults.clone());
         let ports = RunPorts {
             runs: runs.clone(),
             instances: instances.clone(),
+            stacks: stacks.clone(),
+            history: history.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let catalog = Arc::new(Catalog::shipped().expect("the shipped catalog loads"));
         let runner = Runner::new(catalog, ports, test_run_settings());
-        RunWorld { clock, faults, runs, instances, notices, runner }
+        RunWorld { clock, faults, runs, instances, stacks, history, notices, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {
@@ -161,7 +183,7 @@ pub struct OpsWorld {
 impl OpsWorld {
     pub fn new(now: &str) -> OpsWorld {
         let world = World::new(now);
-        let runs = RunWorld::sharing(world.clock.clone(), world.faults.clone(), Some(world.notices.clone()));
+        let runs = RunWorld::sharing(&world);
         let operations = Operations::new(world.provisioner.clone(), runs.runner.clone());
         OpsWorld { world, runs, operations }
     }
