@@ -192,13 +192,16 @@ pub fn month_spend(catalog: &Catalog, sources: &SpendSources) -> Vec<ProfileSpen
         spend.runs_usd = cents(spend.runs_usd);
         spend.spent_usd = cents(spend.clusters_usd + spend.runs_usd);
         // A budget of 0 is spent from the start.
-        spend.percent_of_budget = spend.budget_usd.map(|budget| {
-            if budget > 0.0 {
-                (spend.spent_usd / budget * 1000.0).round() / 10.0
-            } else {
-                100.0
-            }
-        });
+        spend.percent_of_budget =
+            spend.budget_usd.map(
+                |budget| {
+                    if budget > 0.0 {
+                        (spend.spent_usd / budget * 1000.0).round() / 10.0
+                    } else {
+                        100.0
+                    }
+                },
+            );
     }
     spends
 }

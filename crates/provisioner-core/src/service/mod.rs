@@ -33,8 +33,8 @@ use crate::domain::resource_names::schedule_name;
 use crate::domain::{ClusterName, HistoryEntry, RequestedBy};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, ClusterLogs, ClusterPorts, History, Images, Locks, Notices, Runs, Schedules, Stacks};
-use budget::Ledger;
 use crate::settings::ClusterSettings;
+use budget::Ledger;
 
 /// The spec's limit on waiting for a stack to be created or deleted.
 pub const STACK_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
@@ -149,7 +149,12 @@ impl Provisioner {
     }
 
     /// The history entry of `operation`, asked by `requested_by`, that ended as `outcome`, now.
-    fn history_entry<T>(&self, operation: &str, requested_by: Option<&RequestedBy>, outcome: &Result<T>) -> HistoryEntry {
+    fn history_entry<T>(
+        &self,
+        operation: &str,
+        requested_by: Option<&RequestedBy>,
+        outcome: &Result<T>,
+    ) -> HistoryEntry {
         HistoryEntry {
             operation: operation.to_owned(),
             // To the millisecond: two operations in one second keep their order.
@@ -232,6 +237,8 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 
 #[cfg(test)]
 mod attempts_tests;
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]

@@ -166,7 +166,18 @@ impl Runner {
     pub fn new(catalog: Arc<Catalog>, ports: RunPorts, settings: RunSettings) -> Runner {
         let RunPorts { runs, instances, stacks, history, notices, clock } = ports;
         let ledger = Ledger::new(catalog.clone(), stacks.clone(), history.clone(), runs.clone(), clock.clone());
-        Runner { catalog, runs, instances, stacks, history, ledger, clock, settings, timeouts: Timeouts::default(), notices }
+        Runner {
+            catalog,
+            runs,
+            instances,
+            stacks,
+            history,
+            ledger,
+            clock,
+            settings,
+            timeouts: Timeouts::default(),
+            notices,
+        }
     }
 
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {

@@ -4,12 +4,12 @@
 
 use jiff::Timestamp;
 
+use super::budget::{month_spend, ProfileSpend, SpendSources};
 use super::runner::Runner;
 use super::Provisioner;
-use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
-use super::budget::{month_spend, ProfileSpend, SpendSources};
 use crate::catalog::Catalog;
 use crate::domain::history::month_of;
+use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord};
 use crate::error::Result;
 use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};

@@ -30,7 +30,9 @@ use super::{alert, Invocation};
 use crate::catalog::Catalog;
 use crate::domain::history::start_of_month;
 use crate::domain::resource_names::stack_cluster;
-use crate::domain::{tags, ClusterName, ClusterRequest, HistoryEntry, OnceNotice, RequestedBy, RunId, RunRecord, StackPhase};
+use crate::domain::{
+    tags, ClusterName, ClusterRequest, HistoryEntry, OnceNotice, RequestedBy, RunId, RunRecord, StackPhase,
+};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -464,8 +466,11 @@ impl Operations {
         };
         let mut claimed = None;
         for percent in spend.alert_levels() {
-            let notice =
-                OnceNotice::BudgetAlert { profile: profile.to_owned(), month_start: start_of_month(survey.now), percent };
+            let notice = OnceNotice::BudgetAlert {
+                profile: profile.to_owned(),
+                month_start: start_of_month(survey.now),
+                percent,
+            };
             if self.provisioner.history.claim(&notice).await? {
                 claimed = Some(percent);
             }

@@ -4,9 +4,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::domain::history::{month_of, start_of_month};
 use crate::domain::tags;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
-use crate::domain::history::{month_of, start_of_month};
 use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{

@@ -143,7 +143,14 @@ impl RunWorld {
     /// A runner over the clock, faults, run records, stacks, history and alert topic of `world`.
     pub fn sharing(world: &World) -> RunWorld {
         let (stacks, history) = (world.stacks.clone(), world.history.clone());
-        RunWorld::over(world.clock.clone(), world.faults.clone(), world.runs.clone(), stacks, history, world.notices.clone())
+        RunWorld::over(
+            world.clock.clone(),
+            world.faults.clone(),
+            world.runs.clone(),
+            stacks,
+            history,
+            world.notices.clone(),
+        )
     }
 
     fn over(
