@@ -320,6 +320,16 @@ def print_status(answer: dict) -> None:
         [[s.get("action"), s.get("target"), s.get("reason")] for s in sweeper],
         "nothing",
     )
+    budgets = answer.get("budgets", [])
+    month = budgets[0].get("month") if budgets else None
+    table(
+        f"Spend this month ({month}, UTC, estimated)",
+        ["PROFILE", "SPENT", "BUDGET", "OF BUDGET", "CLUSTERS", "RUNS"],
+        [[b.get("profile"), usd(b.get("spent_usd")), usd(b.get("budget_usd")) if b.get("budget_usd") is not None
+          else "no budget", "-" if b.get("percent_of_budget") is None else f"{b.get('percent_of_budget')}%",
+          usd(b.get("clusters_usd")), usd(b.get("runs_usd"))] for b in budgets],
+        "no profile",
+    )
     prices = answer.get("prices") or {}
     print(f"Costs from the catalog's prices of {prices.get('as_of')} ({prices.get('basis')}); runs use spot "
           f"instances, so their costs are upper bounds. As of {answer.get('at')}.")

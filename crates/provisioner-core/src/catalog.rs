@@ -333,6 +333,11 @@ impl Catalog {
         Catalog::from_yaml(CATALOG_YAML, TEMPLATES)
     }
 
+    /// A catalog of `yaml` over the shipped templates: an edited catalog, checked as the shipped one is.
+    pub fn with_shipped_templates(yaml: &str) -> Result<Catalog, Error> {
+        Catalog::from_yaml(yaml, TEMPLATES)
+    }
+
     /// Parses and checks a catalog against the given templates.
     pub fn from_yaml(yaml: &str, templates: &[(&str, &'static str)]) -> Result<Catalog, Error> {
         let bad = |why: String| Error::invalid(format!("the cluster catalog is invalid: {why}"));

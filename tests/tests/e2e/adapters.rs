@@ -12,7 +12,9 @@ use provisioner_core::aws::ecr::EcrImages;
 use provisioner_core::aws::scheduler::EventBridgeSchedules;
 use provisioner_core::aws::Aws;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, ImageTag, RunId, ScheduleDestroyRequest};
+use provisioner_core::domain::history::start_of_month;
+use provisioner_core::domain::ScheduleDestroyRequest;
+use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, HistoryEntry, ImageTag, RunId};
 use provisioner_core::error::AwsErrorKind;
 use provisioner_core::ports::{ClusterPorts, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
@@ -176,6 +178,11 @@ async fn the_ec2_adapter_keeps_the_instances_contract() {
 }
 
 async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner {
+    provisioner_of(Catalog::shipped().unwrap(), table_name, group).await
+}
+
+/// A provisioner of `catalog` over the emulator, with its own table and schedule group.
+async fn provisioner_of(catalog: Catalog, table_name: &str, group: &str) -> Provisioner {
     let config = emulator().await;
     let ports = ClusterPorts {
         stacks: Arc::new(stacks().await),
@@ -188,7 +195,7 @@ async fn provisioner_over_emulator(table_name: &str, group: &str) -> Provisioner
         notices: Arc::new(NoNotices),
         clock: Arc::new(SystemClock),
     };
-    let mut provisioner = Provisioner::new(Arc::new(Catalog::shipped().unwrap()), ports, local_cluster_settings());
+    let mut provisioner = Provisioner::new(Arc::new(catalog), ports, local_cluster_settings());
     provisioner.timeouts = Timeouts {
         stack_poll: Duration::from_millis(200),
         lock_poll: Duration::from_millis(100),
@@ -228,6 +235,51 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     let destroyed = first.destroy(request, &invocation("four")).await.unwrap();
     assert_eq!(destroyed.schedules_removed, vec![scheduled.schedule_name]);
     assert!(first.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
+}
+
+/// The budget over the real adapters: the month's history read back by a Scan counts a destroyed
+/// cluster's hours, and a profile whose budget is spent (0 here) gets no new cluster.
+#[tokio::test]
+async fn a_deploy_past_the_budget_creates_nothing_and_the_months_history_counts() {
+    let (_, table_name) = table().await;
+    let group = unique("group-");
+    let yaml = include_str!("../../../clusters/catalog.yaml");
+    assert!(yaml.contains("monthly_budget_usd: 750"), "the ci profile's budget moved; follow it here");
+    let catalog = Catalog::with_shipped_templates(&yaml.replace("monthly_budget_usd: 750", "monthly_budget_usd: 0"));
+    let provisioner = provisioner_of(catalog.unwrap(), &table_name, &group).await;
+    let cluster = ClusterName::parse(&unique("ci-")).unwrap();
+
+    // A cluster of this month, destroyed now after two hours (fewer in a month's first two).
+    let now = Timestamp::now();
+    let created = now - SignedDuration::from_hours(2);
+    let destroyed = HistoryEntry {
+        operation: "destroy".into(),
+        at: now,
+        requested_by: None,
+        outcome: "success".into(),
+        version: None,
+        detail: None,
+        stack_created_at: Some(created),
+    };
+    provisioner.history.record(&cluster, &destroyed).await.unwrap();
+    let hours = now.duration_since(created.max(start_of_month(now))).as_secs_f64() / 3600.0;
+    let profile = provisioner.catalog.profile_for(&cluster).unwrap();
+    let rate = profile.hourly_cost(&Default::default(), provisioner.catalog.prices()).unwrap();
+    let spend = provisioner.ledger.spend().await.unwrap();
+    let ci = spend.iter().find(|spend| spend.profile == "ci").unwrap();
+    // At least: other tests' ci clusters stand on the same emulator.
+    assert!(ci.clusters_usd >= (rate * hours * 100.0).round() / 100.0 - 0.01, "{ci:?} for {hours} h at {rate}");
+    assert!(ci.exhausted());
+
+    let deploy = DeployRequest { cluster: cluster.clone(), version: None, requested_by: None };
+    let refused = provisioner.deploy(deploy.clone(), &invocation("budget")).await.unwrap_err();
+    assert_eq!(refused.code(), "BudgetExceeded", "{refused}");
+    assert!(refused.to_string().contains("of its 0.00 USD budget"), "{refused}");
+    assert!(provisioner.stacks.describe(&format!("sliderule-cluster-{cluster}")).await.unwrap().is_none());
+    assert_eq!(provisioner.plan_deploy(&deploy).await.unwrap_err().code(), "BudgetExceeded");
+    // The refusal is in the cluster's history too.
+    let history = provisioner.history.of(&cluster, Timestamp::now(), 50).await.unwrap();
+    assert_eq!((history[0].operation.as_str(), history[0].outcome.as_str()), ("deploy", "BudgetExceeded"));
 }
 
 #[tokio::test]

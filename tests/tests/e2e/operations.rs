@@ -135,9 +135,31 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
     assert!(cluster_row.contains("CREATE_COMPLETE") && cluster_row.contains("$0.43"), "{cluster_row}");
     let run_row = tables.lines().find(|line| line.contains(&run_id)).unwrap_or_else(|| panic!("{tables}"));
     assert!(run_row.contains(&run_instance) && run_row.contains("m7g.2xlarge") && run_row.contains('$'), "{run_row}");
-    for heading in ["Clusters (", "Active runs (", "Recent runs (", "The sweeper would act on ("] {
+    for heading in ["Clusters (", "Active runs (", "Recent runs (", "The sweeper would act on (", "Spend this month ("]
+    {
         assert!(tables.contains(heading), "{heading}: {tables}");
     }
+    // Each profile's spend this month against its budget: the cluster and the run count in ci's.
+    let month = Timestamp::now().strftime("%Y-%m").to_string();
+    let budgets = answer["budgets"].as_array().unwrap();
+    let profiles: Vec<(&str, f64)> =
+        budgets.iter().map(|b| (b["profile"].as_str().unwrap(), b["budget_usd"].as_f64().unwrap())).collect();
+    assert_eq!(profiles, [("developers", 500.0), ("ci", 750.0)]);
+    let ci = &budgets[1];
+    assert_eq!(ci["month"].as_str(), Some(month.as_str()));
+    let (spent, clusters, runs) =
+        (ci["spent_usd"].as_f64().unwrap(), ci["clusters_usd"].as_f64().unwrap(), ci["runs_usd"].as_f64().unwrap());
+    assert!((spent - (clusters + runs)).abs() < 0.011 && spent >= 0.0, "{ci}");
+    let running: Vec<&str> = ci["running"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(running.iter().any(|r| r.starts_with(&format!("cluster {cluster} ("))), "{running:?}");
+    assert!(running.iter().any(|r| r.contains(&run_id)), "{running:?}");
+    let spend_row =
+        tables.lines().find(|line| line.trim_start().starts_with("ci ")).unwrap_or_else(|| panic!("{tables}"));
+    assert!(spend_row.contains("$750.00"), "{spend_row}");
+    // A cluster's status shows its profile's spend alone.
+    let one = make_invoke("status", &json!({"cluster": cluster}).to_string()).assert_success().clone();
+    let one: Vec<&str> = one["budgets"].as_array().unwrap().iter().filter_map(|b| b["profile"].as_str()).collect();
+    assert_eq!(one, ["ci"]);
 
     // The nightly's job summary: every step of the run, from the same answer.
     let answer_file = std::env::temp_dir().join(format!("{cluster}-status.json"));
