@@ -357,7 +357,7 @@ def cold_target(row: dict) -> str:
     if row["scenario"] == "deploy, cluster running":
         checks.append(("≤ 3 calls", row["aws_calls"] <= 3))
     if row["scenario"] == "sweep, nothing to do":
-        checks.append(("4 listings + 1 read per schedule, no action", row["aws_calls"] == 5))
+        checks.append(("5 listings + 1 read per schedule, no action", row["aws_calls"] == 6))
     return ", ".join(f"{what}: {verdict(ok)}" for what, ok in checks)
 
 

@@ -46,6 +46,9 @@
 //! - logs kept before a destroy (Run Command): [`service`] `destroy.rs` (`keep_logs`),
 //!   [`domain::cluster_logs`], [`ports::ClusterLogs`]
 //! - the warning 30 minutes before a scheduled destroy: [`service::sweeper`] (`warn`, `WARN_BEFORE`)
+//! - a budget per profile (`monthly_budget_usd`): the month's estimated spend, `BudgetExceeded`,
+//!   the 80/100 % alerts, spend in status: [`service::budget`] (`month_spend`, `Ledger::allow`),
+//!   [`service::sweeper`] (`alert_budget`), [`catalog::Profile::monthly_budget_usd`]
 //! - the instance's side of attempts (IMDSv2 spot notice watcher, reports fenced by attempt, the
 //!   hold at power-off): [`instance::script`]
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],

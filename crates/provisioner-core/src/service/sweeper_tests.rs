@@ -19,7 +19,7 @@ async fn pass(minutes: u64) {
 // The sweeper.
 
 #[tokio::test(start_paused = true)]
-async fn an_idle_sweep_lists_four_things_and_does_nothing() {
+async fn an_idle_sweep_lists_five_things_and_does_nothing() {
     let ops = OpsWorld::new(NOW);
     ops.world.stacks.seed("sliderule-cluster-developers", "CREATE_COMPLETE", None);
     ops.world.schedules.insert("destroy.developers.20261123T180000", at("2026-11-23T18:00:00Z"));
