@@ -39,6 +39,35 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// Every item whose key passes `filter` (over `#pk`, with `values`), page after page: the
+    /// whole table is read.
+    async fn scan(
+        &self,
+        filter: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(filter)
+                .expression_attribute_names("#pk", KEY)
+                .set_exclusive_start_key(start);
+            for (name, value) in &values {
+                request = request.expression_attribute_values(*name, value.clone());
+            }
+            let output = request.send().await.map_err(|error| aws_error(SERVICE, "Scan", error))?;
+            items.extend(output.items().iter().cloned());
+            start = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     pub fn new(aws: &Aws, table: impl Into<String>) -> Self {
         DynamoStore { client: crate::aws_client!(aws_sdk_dynamodb, aws), table: table.into() }
     }
@@ -664,26 +693,8 @@ impl Runs for DynamoStore {
     }
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
-        let mut records = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(#pk, :prefix)")
-                .expression_attribute_names("#pk", KEY)
-                .expression_attribute_values(":prefix", s(run::PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|error| aws_error(SERVICE, "Scan", error))?;
-            records.extend(output.items().iter().filter_map(run_from));
-            start = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
-            if start.is_none() {
-                return Ok(records);
-            }
-        }
+        let items = self.scan("begins_with(#pk, :prefix)", vec![(":prefix", s(run::PREFIX))]).await?;
+        Ok(items.iter().filter_map(run_from).collect())
     }
 }
 
@@ -735,38 +746,26 @@ impl History for DynamoStore {
     }
 
     async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {
+        // A cluster name has no `#`: `#<month>` at the end of the key is the month.
+        let suffix = format!("#{month}");
+        let items = self
+            .scan(
+                "begins_with(#pk, :prefix) AND contains(#pk, :month)",
+                vec![(":prefix", s(history::PREFIX)), (":month", s(&suffix))],
+            )
+            .await?;
         let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            // A cluster name has no `#`: `#<month>` at the end of the key is the month.
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(#pk, :prefix) AND contains(#pk, :month)")
-                .expression_attribute_names("#pk", KEY)
-                .expression_attribute_values(":prefix", s(history::PREFIX))
-                .expression_attribute_values(":month", s(&format!("#{month}")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|error| aws_error(SERVICE, "Scan", error))?;
-            for item in output.items() {
-                let Some(cluster) = item
-                    .get(KEY)
-                    .and_then(|key| key.as_s().ok())
-                    .and_then(|key| key.strip_prefix(history::PREFIX)?.strip_suffix(&format!("#{month}")))
-                    .and_then(|cluster| ClusterName::parse(cluster).ok())
-                else {
-                    continue;
-                };
+        for item in &items {
+            let cluster = item
+                .get(KEY)
+                .and_then(|key| key.as_s().ok())
+                .and_then(|key| key.strip_prefix(history::PREFIX)?.strip_suffix(&suffix))
+                .and_then(|cluster| ClusterName::parse(cluster).ok());
+            if let Some(cluster) = cluster {
                 found.extend(history_entries(item).map(|entry| (cluster.clone(), entry)));
             }
-            start = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
-            if start.is_none() {
-                return Ok(found);
-            }
         }
+        Ok(found)
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, at_least: usize) -> Result<Vec<HistoryEntry>> {
