@@ -5,7 +5,8 @@ Runtime API host below, which serves one event and times spawn -> first `invocat
 -> response (invoke); peak RSS is read from /proc before the process is stopped. The functions talk
 to a local AWS emulator started here; the AWS calls of each invocation come from the SDK
 interceptor's log event ("AWS calls"). Warm throughput serves many events to one process. The wait
-loop's completion latency comes from `wait-latency` (fakes under paused time).
+loop's completion latency comes from `wait-latency` (fakes under paused time). The TEST plan's
+steps side by side are timed in the sandbox (`steps.py`).
 
 Prints a table and writes bench/results.md and bench/results.json."""
 
@@ -26,6 +27,8 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+
+import steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -309,6 +312,7 @@ def main() -> None:
                                         text=True).stdout)
     user_data = json.loads(run(["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "user_data_sizes"],
                                capture_output=True, text=True).stdout)
+    side_by_side = steps.play()
 
     rows = []
     for name, results in cold.items():
@@ -334,6 +338,7 @@ def main() -> None:
                  "per_second": warm_rate, "peak_rss_mb": warm["peak_rss_mb"]},
         "wait_latency": latency,
         "user_data": user_data,
+        "steps_side_by_side": side_by_side,
     }
     markdown = render(report)
     print(markdown)
@@ -417,6 +422,8 @@ def render(report: dict) -> str:
     ]
     lines += [f"| {k['kind']} | {k['script_bytes']:,} | {k['user_data_bytes']:,} | {k['budget_bytes']:,} | "
               f"{k['limit_bytes']:,} | {k['headroom_percent']:.0f} % |" for k in report.get("user_data", [])]
+    if "steps_side_by_side" in report:
+        lines += steps.render(report["steps_side_by_side"])
     return "\n".join(lines) + "\n"
 
 

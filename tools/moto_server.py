@@ -16,6 +16,7 @@ fails on any such request."""
 import io
 import os
 import sys
+import threading
 
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import InstanceBackend
@@ -81,6 +82,10 @@ def _run_instances_once_per_token(self, image_id, count, user_data, security_gro
 
 
 _dispatch = DomainDispatcherApplication.__call__
+# moto's backends are not thread-safe (two stacks created at once can take one subnet address and
+# fail with "IP already in use", which the caller's retry turns into AlreadyExists): the emulator
+# serves one request at a time. No request of ours waits inside moto for another.
+_serving = threading.Lock()
 
 
 def _updated_item_size(params, region):
@@ -101,10 +106,11 @@ def _dispatch_checked(self, environ, start_response):
         headers["content-type"] = environ["CONTENT_TYPE"]
     request = aws_guard.Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), headers, body)
     checked = aws_guard.check(request)
-    response = _dispatch(self, environ, start_response)
-    if checked is not None and (checked.service, checked.operation) == ("dynamodb", "UpdateItem"):
-        size = _updated_item_size(checked.params, aws_guard.region_of(headers))
-        checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), size)
+    with _serving:
+        response = _dispatch(self, environ, start_response)
+        if checked is not None and (checked.service, checked.operation) == ("dynamodb", "UpdateItem"):
+            size = _updated_item_size(checked.params, aws_guard.region_of(headers))
+            checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), size)
     aws_guard.record(checked)
     return response
 

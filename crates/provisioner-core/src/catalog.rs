@@ -684,8 +684,9 @@ mod tests {
         "Parameters:\n  ClusterName: {Type: String}\n  Version: {Type: String}\n  Domain: {Type: String}\n  \
                             Size: {Type: String}\n  Color: {Type: String, Default: red}\nResources: {}\n";
 
-    const PLANS: &str = "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: [{name: a, run: \
-        'true'}]\n  build: [{name: b, run: 'true'}]\nprices: {as_of: 2026-11-01, basis: test, hourly_usd: \
+    const PLANS: &str =
+        "plans:\n  layouts: [{name: L, present: [x], components: {}}]\n  test: {steps: [{name: a, run: \
+        'true'}]}\n  build: {steps: [{name: b, run: 'true'}]}\nprices: {as_of: 2026-11-01, basis: test, hourly_usd: \
         {c7g.2xlarge: 0.29, m7g.2xlarge: 0.33, c6g.2xlarge: 0.27, t.big: 2.0}}\n";
 
     /// A profile `p` for `match`, with `extra` YAML fields (flow style) added.

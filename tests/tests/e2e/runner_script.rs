@@ -218,6 +218,7 @@ fn layouts() -> Vec<Layout> {
 fn test_plan() -> Plan {
     let step = Step::command;
     Plan {
+        parallelism: 1,
         steps: vec![
             step("conda-environment", "conda env create --name sliderule_env", StepPlace::Host, &[]),
             step(
@@ -586,6 +587,97 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
         record[run::STEPS].as_m().unwrap()["debug-build"].as_m().unwrap()[run::STEP_EXIT_CODE].as_n().unwrap().clone();
     assert_eq!(exit_code, "3");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
+}
+
+/// When each step started and ended, in seconds from the first start, by the lines its command
+/// wrote to `$SANDBOX/timeline` (`start NAME EPOCH`, `end NAME EPOCH`).
+fn timeline(sandbox: &Sandbox) -> HashMap<String, (f64, f64)> {
+    let mut times: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in sandbox.lines("timeline") {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (what, name, at) = (words[0], words[1].to_owned(), words[2].parse::<f64>().unwrap());
+        let entry = times.entry(name).or_insert((f64::NAN, f64::NAN));
+        if what == "start" {
+            entry.0 = at
+        } else {
+            entry.1 = at
+        }
+    }
+    let first = times.values().map(|(start, _)| *start).fold(f64::INFINITY, f64::min);
+    times.into_iter().map(|(name, (start, end))| (name, (start - first, end - first))).collect()
+}
+
+/// Steps run side by side: each starts once every step it needs has ended, in the plan's order
+/// among those ready, never more than the plan's parallelism at once; a failed step skips only
+/// what needs it; the record keeps the plan's order.
+#[tokio::test]
+async fn independent_steps_run_side_by_side_up_to_the_plans_parallelism() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let timed = |name: &str, seconds: &str, then: &str| {
+        format!(
+            r#"echo "start {name} $(date +%s.%N)" >>"$SANDBOX/timeline"; sleep {seconds}; echo "end {name} $(date +%s.%N)" >>"$SANDBOX/timeline"; {then}"#
+        )
+    };
+    let step = |name: &str, seconds: &str, then: &str, needs: &[&str]| {
+        Step::command(name, &timed(name, seconds, then), StepPlace::Host, needs)
+    };
+    let plan = Plan {
+        parallelism: 2,
+        steps: vec![
+            // Long enough that the others (and their reports) run beside it, even on a busy machine.
+            step("long", "4", "true", &[]),
+            step("short", "0.3", "true", &[]),
+            step("third", "0.3", "true", &[]),
+            step("fails", "0.2", "exit 1", &["short"]),
+            step("after-fails", "0.1", "true", &["fails"]),
+            step("joins", "0.2", "true", &["long", "third"]),
+        ],
+    };
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    let started = Instant::now();
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
+    let wall = started.elapsed().as_secs_f64();
+
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    let expected = [
+        ("checkout", "passed"),
+        ("long", "passed"),
+        ("short", "passed"),
+        ("third", "passed"),
+        ("fails", "failed"),
+        ("after-fails", "skipped"),
+        ("joins", "passed"),
+    ];
+    for (name, status) in expected {
+        assert_eq!(statuses[name], status, "{name}: {statuses:?}");
+    }
+    assert_eq!(text(&record, run::OUTCOME), "failed");
+
+    let times = timeline(&sandbox);
+    assert!(!times.contains_key("after-fails"), "a step that needs a failed one never runs: {times:?}");
+    // Each starts only after what it needs ended.
+    for (name, needs) in [("fails", &["short"][..]), ("joins", &["long", "third"])] {
+        for need in needs {
+            assert!(times[name].0 >= times[*need].1, "{name} started before {need} ended: {times:?}");
+        }
+    }
+    // At most two at once, and two at once indeed: long beside short, then beside third, then fails.
+    let mut edges: Vec<(f64, i32)> = times.values().flat_map(|(start, end)| [(*start, 1), (*end, -1)]).collect();
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut running, mut most) = (0, 0);
+    for (_, change) in edges {
+        running += change;
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "{times:?}");
+    assert!(times["third"].0 >= times["short"].1, "third waits for a free place: {times:?}");
+    assert!(times["fails"].0 >= times["third"].1, "fails, ready after short, waits behind third: {times:?}");
+    assert!(times["fails"].1 <= times["long"].1, "fails ran beside long: {times:?}");
+    let sum: f64 = times.values().map(|(start, end)| end - start).sum();
+    let critical = times["joins"].1;
+    eprintln!("steps side by side: wall {wall:.2} s, steps' sum {sum:.2} s, last end {critical:.2} s");
 }
 
 /// A signal (the instance's shutdown: a spot reclaim, or the function terminating it) is not a

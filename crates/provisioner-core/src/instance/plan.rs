@@ -76,12 +76,24 @@ pub struct Step {
     pub github_token: bool,
 }
 
-/// The steps of one kind of run, in order, after the checkout.
+/// The steps of one kind of run, in order, after the checkout, and how many run side by side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(transparent)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// How many steps run at once at most: a step starts as soon as every step it needs has
+    /// ended, in the plan's order among those ready (1: one after another).
+    #[serde(default = "one_at_a_time")]
+    #[schemars(range(min = 1, max = 16))]
+    pub parallelism: u32,
     pub steps: Vec<Step>,
 }
+
+fn one_at_a_time() -> u32 {
+    1
+}
+
+/// The most steps a plan may run at once.
+pub const MAX_PARALLELISM: u32 = 16;
 
 /// One layout the SlideRule repository has had: how to recognise it in a checkout, and where each
 /// component lives in it.
@@ -187,6 +199,9 @@ impl Plan {
         if self.steps.is_empty() {
             return Err(bad("it has no steps".into()));
         }
+        if !(1..=MAX_PARALLELISM).contains(&self.parallelism) {
+            return Err(bad(format!("its parallelism is {}; use 1 to {MAX_PARALLELISM}", self.parallelism)));
+        }
         let mut earlier: BTreeSet<&str> = BTreeSet::from([CHECKOUT_STEP]);
         for step in &self.steps {
             let name = step.name.as_str();
@@ -236,6 +251,11 @@ impl Plan {
         Ok(())
     }
 
+    /// A plan of `steps` run one after another.
+    pub fn new(steps: Vec<Step>) -> Plan {
+        Plan { parallelism: 1, steps }
+    }
+
     /// Every step name the instance will report, checkout first.
     pub fn step_names(&self) -> Vec<String> {
         std::iter::once(CHECKOUT_STEP.to_owned()).chain(self.steps.iter().map(|s| s.name.clone())).collect()
@@ -266,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_plan_names_its_steps_after_the_checkout() {
-        let plan = Plan { steps: vec![step("build", &["checkout"]), step("selftest", &["build"])] };
+        let plan = Plan::new(vec![step("build", &["checkout"]), step("selftest", &["build"])]);
         plan.check("test", &components()).unwrap();
         assert_eq!(plan.step_names(), vec!["checkout", "build", "selftest"]);
     }
@@ -275,35 +295,29 @@ mod tests {
     fn bad_plans_are_refused() {
         let missing = |path: &str| Condition::Missing { missing: path.into(), reason: "none here".into() };
         let cases = [
-            (Plan { steps: vec![] }, "no steps"),
-            (Plan { steps: vec![step("Build", &[])] }, "lowercase"),
-            (Plan { steps: vec![step("a;b", &[])] }, "lowercase"),
-            (Plan { steps: vec![step("checkout", &[])] }, "twice"),
-            (Plan { steps: vec![step("a", &[]), step("a", &[])] }, "twice"),
-            (Plan { steps: vec![step("a", &["b"]), step("b", &[])] }, "not an earlier step"),
-            (Plan { steps: vec![Step { run: "  ".into(), ..step("a", &[]) }] }, "no command"),
-            (Plan { steps: vec![Step { component: Some("srever".into()), ..step("a", &[]) }] }, "no layout names"),
+            (Plan::new(vec![]), "no steps"),
+            (Plan::new(vec![step("Build", &[])]), "lowercase"),
+            (Plan::new(vec![step("a;b", &[])]), "lowercase"),
+            (Plan::new(vec![step("checkout", &[])]), "twice"),
+            (Plan::new(vec![step("a", &[]), step("a", &[])]), "twice"),
+            (Plan::new(vec![step("a", &["b"]), step("b", &[])]), "not an earlier step"),
+            (Plan::new(vec![Step { run: "  ".into(), ..step("a", &[]) }]), "no command"),
+            (Plan::new(vec![Step { component: Some("srever".into()), ..step("a", &[]) }]), "no layout names"),
+            (Plan::new(vec![Step { not_applicable_if: vec![missing("../etc")], ..step("a", &[]) }]), "relative path"),
+            (Plan::new(vec![Step { not_applicable_if: vec![missing("$(id)")], ..step("a", &[]) }]), "relative path"),
             (
-                Plan { steps: vec![Step { not_applicable_if: vec![missing("../etc")], ..step("a", &[]) }] },
-                "relative path",
-            ),
-            (
-                Plan { steps: vec![Step { not_applicable_if: vec![missing("$(id)")], ..step("a", &[]) }] },
-                "relative path",
-            ),
-            (
-                Plan {
-                    steps: vec![Step {
-                        not_applicable_if: vec![Condition::Matches {
-                            path: "a".into(),
-                            matches: "x\ny".into(),
-                            reason: "r".into(),
-                        }],
-                        ..step("a", &[])
+                Plan::new(vec![Step {
+                    not_applicable_if: vec![Condition::Matches {
+                        path: "a".into(),
+                        matches: "x\ny".into(),
+                        reason: "r".into(),
                     }],
-                },
+                    ..step("a", &[])
+                }]),
                 "one-line",
             ),
+            (Plan { parallelism: 0, ..Plan::new(vec![step("a", &[])]) }, "parallelism is 0"),
+            (Plan { parallelism: 17, ..Plan::new(vec![step("a", &[])]) }, "use 1 to 16"),
         ];
         for (plan, reason) in cases {
             let error = plan.check("test", &components()).unwrap_err();

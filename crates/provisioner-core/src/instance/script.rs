@@ -257,11 +257,13 @@ fn variables(values: &RunValues) -> String {
     text
 }
 
-/// The checkout, then each step of the plan as a `run_step` call with its needs, component,
-/// token and conditions.
+/// The checkout, then each step of the plan as a function (a `run_step` call with its needs,
+/// component, token and conditions) that `run_steps` starts once every step it needs has ended,
+/// up to the plan's parallelism at once.
 fn steps(plan: &Plan) -> String {
     let q = shell_quote;
     let mut text = format!("STEPS=({})\n", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" "));
+    text.push_str(&format!("PARALLELISM={}\n", plan.parallelism));
     text.push_str(
         "trap finish EXIT\ntrap 'exit 143' TERM INT HUP\nrecord_state running\n\
          watch_interruption >/dev/null 2>&1 &\nWATCHER=$!\n\n",
@@ -271,12 +273,22 @@ fn steps(plan: &Plan) -> String {
         r#"git -c advice.detachedHead=false checkout --quiet "$VERSION" && "#,
         r#"git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#
     );
-    text.push_str(&format!("run_step {} host '' '' 0 {}\nread_checkout\n", q(CHECKOUT_STEP), q(checkout)));
-    for step in &plan.steps {
-        text.push_str(&step_call(step));
-        text.push('\n');
+    text.push_str(&format!("run_step {} host '' '' 0 {}\nread_checkout\n\n", q(CHECKOUT_STEP), q(checkout)));
+    for (index, step) in plan.steps.iter().enumerate() {
+        text.push_str(&format!(
+            "NEEDS[{name}]={needs}\nSTEP_FUNCTIONS[{name}]=step_{index}\nstep_{index}() {{\n{call}\n}}\n",
+            name = q(&step.name),
+            needs = q(&needs_of(step)),
+            call = step_call(step),
+        ));
     }
+    text.push_str("run_steps\n");
     text
+}
+
+/// The steps `step` needs, comma-separated: the checkout and those the plan names.
+fn needs_of(step: &super::plan::Step) -> String {
+    std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect::<Vec<_>>().join(",")
 }
 
 fn step_call(step: &super::plan::Step) -> String {
@@ -285,12 +297,11 @@ fn step_call(step: &super::plan::Step) -> String {
         StepPlace::Host => "host",
         StepPlace::Container => "container",
     };
-    let needs: Vec<&str> = std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect();
     let mut call = format!(
         "run_step {} {} {} {} {} {}",
         q(&step.name),
         place,
-        q(&needs.join(",")),
+        q(&needs_of(step)),
         q(step.component.as_deref().unwrap_or("")),
         u8::from(step.github_token),
         q(&step.run)
@@ -354,10 +365,11 @@ UPLOADER="" WATCHER=""
 export HOME=${HOME:-/root}
 export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
 export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
-mkdir -p "$LOG_DIR" "$WORK_DIR/bin" "$DATA_DIR"
+mkdir -p "$LOG_DIR/running" "$LOG_DIR/ended" "$WORK_DIR/bin" "$DATA_DIR"
 # The AMI has no git; the checkout needs it before any step can install tools.
 command -v git >/dev/null || dnf install -y -q git >>"$LOG_DIR/report.log" 2>&1
-declare -A STATUS=() REASONS=() COMPONENTS=()
+# Each step's status and reason; what it needs and the function that runs it; the jobs running steps.
+declare -A STATUS=() REASONS=() COMPONENTS=() NEEDS=() STEP_FUNCTIONS=() STEP_PIDS=()
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
@@ -416,11 +428,17 @@ upload_while_running() {
   while sleep "$LOG_UPLOAD_SECONDS"; do upload_log "$1"; done
 }
 
+# Ends process $1 and every process under it, deepest first.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null
+}
+
 # Stops background job $1 (a pid; nothing when empty) and what it started.
 stop_job() {
   [[ -n $1 ]] || return 0
-  pkill -P "$1" 2>/dev/null
-  kill "$1" 2>/dev/null
+  kill_tree "$1"
   wait "$1" 2>/dev/null
 }
 
@@ -429,18 +447,19 @@ stop_uploader() {
   UPLOADER=""
 }
 
-# On a spot interruption notice (EC2 reclaims the instance two minutes later): the running
+# On a spot interruption notice (EC2 reclaims the instance two minutes later): each running
 # step's log is uploaded and the step reported interrupted, so the next attempt knows where
 # this one stopped. The marker keeps the exit trap from reporting an outcome.
 interrupted() {
-  local step
+  local file step
   [[ -f "$WORK_DIR/interrupted" ]] && return 0
   : >"$WORK_DIR/interrupted"
-  step=$(cat "$LOG_DIR/current-step" 2>/dev/null || true)
-  if [[ -n $step ]]; then
+  for file in "$LOG_DIR"/running/*; do
+    [[ -f $file ]] || continue
+    step=${file##*/}
     upload_log "$step"
-    report_step "$step" interrupted -1 "$(cat "$LOG_DIR/current-started")" "$(now)"
-  fi
+    report_step "$step" interrupted -1 "$(cat "$file")" "$(now)"
+  done
   record_state interrupted
 }
 
@@ -486,6 +505,65 @@ with_github_token() {
   SLIDERULE_GITHUB_TOKEN=$token "$@" 2>&1 | redact "$token"
 }
 
+# Step $1 ended as $2 (with reason $3): in this shell, and in a file the scheduler reads when the
+# step ran in a job of its own.
+step_ended() {
+  STATUS[$1]=$2
+  REASONS[$1]=${3:-}
+  printf '%s\n%s\n' "$2" "${3:-}" >"$LOG_DIR/ended/$1"
+  rm -f "$LOG_DIR/running/$1"
+}
+
+# Reads how step $1 ended from its file into STATUS and REASONS; false while it has not ended.
+read_ended() {
+  local status="" reason=""
+  [[ -f "$LOG_DIR/ended/$1" ]] || return 1
+  { IFS= read -r status; IFS= read -r reason; } <"$LOG_DIR/ended/$1"
+  STATUS[$1]=$status
+  REASONS[$1]=$reason
+}
+
+# Starts each step of the plan after the checkout once every step it needs has ended, in the
+# plan's order among those ready, at most PARALLELISM at once, each as a job of its own (bash
+# 5.1's `wait -n` returns for a job that ended before it was called); returns when all ended.
+run_steps() {
+  local name need ready waiting=("${STEPS[@]:1}") still
+  while ((${#waiting[@]} > 0 || ${#STEP_PIDS[@]} > 0)); do
+    still=()
+    for name in "${waiting[@]}"; do
+      ready=1
+      for need in ${NEEDS[$name]//,/ }; do
+        case ${STATUS[$need]:-} in "" | running) ready=0 ;; esac
+      done
+      if ((ready && ${#STEP_PIDS[@]} < PARALLELISM)); then
+        STATUS[$name]=running
+        "${STEP_FUNCTIONS[$name]}" &
+        STEP_PIDS[$name]=$!
+      else
+        still+=("$name")
+      fi
+    done
+    waiting=("${still[@]}")
+    # Nothing runs and nothing can start: a plan's needs are earlier steps, so never.
+    ((${#STEP_PIDS[@]} > 0)) || break
+    wait -n "${STEP_PIDS[@]}" 2>/dev/null
+    for name in "${!STEP_PIDS[@]}"; do
+      if read_ended "$name" || ! kill -0 "${STEP_PIDS[$name]}" 2>/dev/null; then
+        wait "${STEP_PIDS[$name]}" 2>/dev/null
+        read_ended "$name" || STATUS[$name]=failed
+        unset "STEP_PIDS[$name]"
+      fi
+    done
+  done
+}
+
+# Stops the jobs of the steps still running.
+stop_steps() {
+  local name
+  for name in "${!STEP_PIDS[@]}"; do stop_job "${STEP_PIDS[$name]}"; done
+  STEP_PIDS=()
+}
+
 # run_step NAME host|container NEEDS COMPONENT TOKEN COMMANDS [missing|matches PATH PATTERN REASON]...
 # A step is skipped when a step it needs failed or was skipped, and not applicable when one it
 # needs is, when the checked-out version has no directory for its component, or when one of its
@@ -499,8 +577,8 @@ run_step() {
       passed) ;;
       not_applicable) [[ -n $reason ]] || reason=${REASONS[$need]} ;;
       *)
-        STATUS[$name]=skipped
         report_step "$name" skipped -1 "$started" "$(now)"
+        step_ended "$name" skipped
         return 0
         ;;
     esac
@@ -523,16 +601,14 @@ run_step() {
     shift 4
   done
   if [[ -n $reason ]]; then
-    STATUS[$name]=not_applicable
-    REASONS[$name]=$reason
     printf '%s is not applicable: %s\n' "$name" "$reason" >"$LOG_DIR/$name.log"
     report_step "$name" not_applicable -1 "$started" "$(now)" "$reason"
     upload_log "$name"
+    step_ended "$name" not_applicable "$reason"
     return 0
   fi
   STATUS[$name]=running
-  printf '%s\n' "$name" >"$LOG_DIR/current-step"
-  printf '%s\n' "$started" >"$LOG_DIR/current-started"
+  printf '%s\n' "$started" >"$LOG_DIR/running/$name"
   report_step "$name" running -1 "$started" "$started"
   mkdir -p "$dir"
   local runner=(bash -euo pipefail -c "$commands")
@@ -548,10 +624,11 @@ run_step() {
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
   stop_uploader
-  rm -f "$LOG_DIR/current-step"
-  if ((code == 0)); then STATUS[$name]=passed; else STATUS[$name]=failed; fi
-  report_step "$name" "${STATUS[$name]}" "$code" "$started" "$(now)"
+  local status=failed
+  ((code == 0)) && status=passed
+  report_step "$name" "$status" "$code" "$started" "$(now)"
   upload_log "$name"
+  step_ended "$name" "$status"
 }
 
 # After the checkout: the commit it resolved to, and the layout it has.
@@ -577,6 +654,7 @@ read_checkout() {
 finish() {
   local code=$? outcome=succeeded name image images=""
   trap - EXIT TERM INT HUP
+  stop_steps
   stop_uploader
   stop_watcher
   if [[ -f "$WORK_DIR/interrupted" ]] || ((code == 143)); then
@@ -586,6 +664,8 @@ finish() {
     exit "$code"
   fi
   for name in "${STEPS[@]}"; do
+    # A step that ended while the scheduler was not looking.
+    [[ ${STATUS[$name]:-} == running ]] && read_ended "$name"
     case ${STATUS[$name]:-} in
       passed | not_applicable) ;;
       running)
@@ -674,6 +754,7 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
+            parallelism: 1,
             steps: vec![
                 step("lint", "make lint", StepPlace::Host, &[]),
                 Step {

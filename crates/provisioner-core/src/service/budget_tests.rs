@@ -31,8 +31,8 @@ fn catalog_with_budget(small_budget: &str) -> Catalog {
         )
     };
     let yaml = format!(
-        "profiles:\n{}{}plans:\n  layouts: [{{name: L, present: [x], components: {{}}}}]\n  test: [{{name: a, run: \
-         'true'}}]\n  build: [{{name: b, run: 'true'}}]\nprices: {{as_of: 2026-11-01, basis: test, hourly_usd: \
+        "profiles:\n{}{}plans:\n  layouts: [{{name: L, present: [x], components: {{}}}}]\n  test: {{steps: [{{name: a, run: \
+         'true'}}]}}\n  build: {{steps: [{{name: b, run: 'true'}}]}}\nprices: {{as_of: 2026-11-01, basis: test, hourly_usd: \
          {{red: 1.0, blue: 3.0, t.run: 2.0}}}}\n",
         profile("small", "s-*", &format!(", monthly_budget_usd: {small_budget}")),
         profile("free", "f-*", "")
