@@ -7,7 +7,8 @@ deploys and destroys locally exactly as on AWS. It also leaves the default of a 
 (CommaDelimitedList) a string, so `!Join` over it joins characters: defaults are split as given
 values are. Its EC2 ignores RunInstances' ClientToken, where EC2 answers a repeated token with the
 instance it launched first: the provisioner relies on that to never launch twice, so it is added.
-Nothing else is changed in what it does.
+Its CreateImage refuses snapshot tags (NotImplementedError), which EC2 puts on the image's
+snapshots: they are applied. Nothing else is changed in what it does.
 
 It is also stricter than moto: every request passes tools/aws_guard.py first, which records what
 AWS would refuse (its models and documented limits) to PROVISIONER_AWS_GUARD_LOG, and make test
@@ -19,6 +20,7 @@ import sys
 import threading
 
 from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.instances import InstanceBackend
 from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.models.internet_gateways import InternetGateway
@@ -81,6 +83,20 @@ def _run_instances_once_per_token(self, image_id, count, user_data, security_gro
     return _run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
 
 
+_create_image = AmiBackend.create_image
+
+
+def _create_image_with_snapshot_tags(self, instance_id, name, description, tag_specifications=None):
+    specifications = tag_specifications or []
+    snapshot_tags = [tag for spec in specifications if spec["ResourceType"] == "snapshot" for tag in spec["Tags"]]
+    others = [spec for spec in specifications if spec["ResourceType"] != "snapshot"]
+    ami = _create_image(self, instance_id, name, description, tag_specifications=others)
+    snapshot = getattr(ami, "ebs_snapshot", None)
+    for tag in snapshot_tags if snapshot is not None else []:
+        snapshot.add_tag(tag["Key"], tag["Value"])
+    return ami
+
+
 _dispatch = DomainDispatcherApplication.__call__
 # moto's backends are not thread-safe (two stacks created at once can take one subnet address and
 # fail with "IP already in use", which the caller's retry turns into AlreadyExists): the emulator
@@ -118,6 +134,7 @@ def _dispatch_checked(self, environ, start_response):
 ResourceMap.load_parameters = _load_parameters_with_list_defaults
 DomainDispatcherApplication.__call__ = _dispatch_checked
 InstanceBackend.run_instances = _run_instances_once_per_token
+AmiBackend.create_image = _create_image_with_snapshot_tags
 RouteTable.delete = _delete_route_table
 InternetGateway.delete = _delete_internet_gateway
 NatGateway.delete = _delete_nat_gateway

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::domain::attempt::attempt_log_location;
+use crate::domain::names::shown;
 use crate::domain::{Attempt, AttemptOutcome, Market, RunKind};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::Error;
@@ -43,6 +44,21 @@ pub struct CatalogFile {
     pub plans: Plans,
     /// Hourly prices of the instance types clusters and runs use: what status reports costs from.
     pub prices: Prices,
+    /// Whose runner the runner image run uses and what it checks out; none: no runner image.
+    #[serde(default)]
+    pub runner_image: Option<RunnerImageFile>,
+}
+
+/// The runner image run, as the catalog names it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerImageFile {
+    /// The name its run carries: its profile's runner launches it, and its budget pays for it.
+    #[schemars(with = "String")]
+    pub cluster: ClusterName,
+    /// The version it checks out, whose client environments and browsers it caches.
+    #[schemars(with = "String")]
+    pub version: GitRef,
 }
 
 /// A dated price table: instance type → US dollars per hour. Not a pricing API: status answers
@@ -86,10 +102,12 @@ pub struct RunCaps {
 }
 
 impl RunCaps {
+    /// The runner image run has no cap: one per architecture is active at most.
     pub fn of(&self, kind: RunKind) -> Option<u32> {
         match kind {
             RunKind::Test => self.test,
             RunKind::Build => self.build,
+            RunKind::RunnerImage => None,
         }
     }
 }
@@ -100,15 +118,26 @@ impl RunCaps {
 pub struct Plans {
     /// The layouts the SlideRule repository has had, tried in order on each checkout.
     pub layouts: Vec<Layout>,
+    /// With the steps only the runner image run runs (`image: only`), which TEST runs leave out.
     pub test: Plan,
     pub build: Plan,
+    /// The TEST steps of the runner image (`image` set), derived when the catalog loads.
+    #[serde(skip, default = "no_plan")]
+    #[schemars(skip)]
+    pub runner_image: Plan,
+}
+
+fn no_plan() -> Plan {
+    Plan::new(Vec::new())
 }
 
 impl Plans {
+    /// The plan a run of `kind` carries out.
     pub fn of(&self, kind: RunKind) -> &Plan {
         match kind {
             RunKind::Test => &self.test,
             RunKind::Build => &self.build,
+            RunKind::RunnerImage => &self.runner_image,
         }
     }
 }
@@ -197,6 +226,15 @@ pub struct RunnerProfile {
     #[serde(default = "default_boot_timeout_minutes")]
     #[schemars(range(min = 2, max = 60))]
     pub boot_timeout_minutes: u32,
+    /// A TEST run launches from the newest runner image of its architecture and plan no older than
+    /// this; from the plain Amazon Linux AMI when there is none.
+    #[serde(default = "default_runner_image_max_age_days")]
+    #[schemars(range(min = 1, max = 90))]
+    pub runner_image_max_age_days: u32,
+}
+
+fn default_runner_image_max_age_days() -> u32 {
+    14
 }
 
 fn default_max_attempts() -> u32 {
@@ -237,6 +275,7 @@ impl Default for RunnerProfile {
             max_attempts: default_max_attempts(),
             on_demand_fallback: default_on_demand_fallback(),
             boot_timeout_minutes: default_boot_timeout_minutes(),
+            runner_image_max_age_days: default_runner_image_max_age_days(),
         }
     }
 }
@@ -285,6 +324,12 @@ impl RunnerProfile {
                 self.time_limit_minutes
             ));
         }
+        if !(1..=90).contains(&self.runner_image_max_age_days) {
+            return Err(format!(
+                "profile '{profile}' accepts runner images {} days old; use 1 to 90",
+                self.runner_image_max_age_days
+            ));
+        }
         if !(1..=5).contains(&self.max_attempts) {
             return Err(format!("profile '{profile}' allows {} runner attempts; use 1 to 5", self.max_attempts));
         }
@@ -325,6 +370,8 @@ pub struct Catalog {
     profiles: Vec<Profile>,
     plans: Plans,
     prices: Prices,
+    /// The runner image run, and the architecture of its profile's runner.
+    runner_image: Option<(RunnerImageFile, String)>,
 }
 
 impl Catalog {
@@ -354,9 +401,31 @@ impl Catalog {
             profiles.push(Profile::from_file(raw, templates, &file.prices).map_err(bad)?);
         }
         let components = crate::instance::plan::check_layouts(&file.plans.layouts)?;
-        file.plans.test.check("test", &components)?;
-        file.plans.build.check("build", &components)?;
-        Ok(Catalog { profiles, plans: file.plans, prices: file.prices })
+        let mut plans = file.plans;
+        plans.test.check("test", &components)?;
+        plans.build.check("build", &components)?;
+        plans.runner_image = plans.test.for_runner_image();
+        plans.test = plans.test.for_runs();
+        let runner_image = match file.runner_image {
+            None => None,
+            Some(image_run) => {
+                let profile = profiles
+                    .iter()
+                    .find(|profile| {
+                        profile.patterns.iter().any(|pattern| glob_matches(pattern, image_run.cluster.as_str()))
+                    })
+                    .ok_or_else(|| {
+                        bad(format!("the runner image's cluster '{}' matches no profile", image_run.cluster))
+                    })?;
+                if plans.runner_image.steps.is_empty() {
+                    return Err(bad(
+                        "it names a runner image, and no TEST step is the image's (image: holds or only)".into()
+                    ));
+                }
+                Some((image_run, profile.runner.architecture.clone()))
+            }
+        };
+        Ok(Catalog { profiles, plans, prices: file.prices, runner_image })
     }
 
     pub fn plans(&self) -> &Plans {
@@ -365,6 +434,22 @@ impl Catalog {
 
     pub fn prices(&self) -> &Prices {
         &self.prices
+    }
+
+    /// The name and version the runner image run of `architecture` carries, and the profile whose
+    /// runner launches it; `InvalidRequest` for an architecture no runner image is made for.
+    pub fn runner_image(&self, architecture: Option<&str>) -> Result<(&RunnerImageFile, &Profile), Error> {
+        let Some((image_run, ours)) = &self.runner_image else {
+            return Err(Error::invalid("the cluster catalog names no runner image (its runner_image section)"));
+        };
+        if let Some(asked) = architecture.filter(|asked| asked != ours) {
+            return Err(Error::invalid(format!(
+                "the catalog's TEST runs use {ours}, so no {} runner image is made: an image of it would never be \
+                 used; ask for {ours} or none",
+                shown(asked)
+            )));
+        }
+        Ok((image_run, self.profile_for(&image_run.cluster)?))
     }
 
     /// The first profile that accepts `cluster`.

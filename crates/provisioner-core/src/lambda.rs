@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::aws::CallLog;
 use crate::domain::requests::MALFORMED_JSON_KEY;
-use crate::domain::{CancelRequest, InstanceEvent, RunKind, RunRequest};
+use crate::domain::{CancelRequest, InstanceEvent, RunKind, RunRequest, RunnerImageRequest};
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::error::Result;
 use crate::service::plan::Answer;
@@ -139,6 +139,11 @@ async fn run(runner: Runner, kind: RunKind, event: Value, invocation: Invocation
         return runner.plan(kind, &request).await.map(Answer::Plan);
     }
     runner.run(kind, request, &invocation).await.map(Answer::Done)
+}
+
+/// RUNNER_IMAGE: see `service/runner_image.rs`.
+pub async fn runner_image(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
+    runner.runner_image(RunnerImageRequest::parse(event)?, &invocation).await
 }
 
 /// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use crate::domain::names::RequestedBy;
 use crate::domain::run::{RunId, RunKind, RunRecord};
-use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, OnceNotice, StackStatus, UserData};
+use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, OnceNotice, RunnerImage, StackStatus, UserData};
 use crate::error::Result;
 
 /// A stack as last described.
@@ -343,6 +343,14 @@ pub trait Instances: Send + Sync {
     async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>>;
     /// Terminates the instance. Terminating a gone instance succeeds.
     async fn terminate(&self, instance_id: &str) -> Result<()>;
+    /// The account's runner images (AMIs tagged as the provisioner's, of kind `runner_image`), in
+    /// any state but deregistered.
+    async fn runner_images(&self) -> Result<Vec<RunnerImage>>;
+    /// Makes an AMI named `name` of the instance without rebooting it (its script has ended and
+    /// synced its disk), the image and its snapshots tagged with `tags`; returns the image's id.
+    async fn create_image(&self, instance_id: &str, name: &str, tags: &[(String, String)]) -> Result<String>;
+    /// Deregisters the image, then deletes its snapshots. A gone image or snapshot is no error.
+    async fn retire_image(&self, image: &RunnerImage) -> Result<()>;
 }
 
 /// Where alerts go (an SNS topic): failures someone must look at, and what the sweeper did.

@@ -43,7 +43,8 @@ impl RunSettings {
     /// The instance profile runs of `kind` launch with.
     pub fn instance_profile(&self, kind: RunKind) -> Option<&String> {
         match kind {
-            RunKind::Test => self.test_instance_profile.as_ref(),
+            // The runner image run carries out TEST steps, with what they may do.
+            RunKind::Test | RunKind::RunnerImage => self.test_instance_profile.as_ref(),
             RunKind::Build => self.build_instance_profile.as_ref(),
         }
     }

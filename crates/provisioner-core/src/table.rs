@@ -99,6 +99,7 @@ pub mod run {
     pub const HOLD_MINUTES: &str = "hold_minutes";
     pub const HELD_UNTIL: &str = "held_until";
     pub const REQUESTED_BY: &str = "requested_by";
+    pub const RUNNER_IMAGE: &str = "runner_image";
 
     /// Fields of each step in [`STEPS`] (a map by step name), all written by the instance.
     pub const STEP_STATUS: &str = "status";
@@ -108,7 +109,7 @@ pub mod run {
     pub const STEP_REASON: &str = "reason";
 
     pub const ATTRIBUTES: &[Attribute] = &[
-        function(KIND, "test or build"),
+        function(KIND, "test, build or runner_image"),
         function(CLUSTER, "the cluster it runs against"),
         function(VERSION, "the git ref asked for"),
         function(STATE, "launching, running, succeeded, failed, lost, capacity_unavailable or cancelled"),
@@ -125,6 +126,7 @@ pub mod run {
         function(HOLD_MINUTES, "how long a failed run's instance is kept up after the run ended"),
         function(HELD_UNTIL, "until when its failed instance is kept up; absent when none is held"),
         function(REQUESTED_BY, "who started it (the start's requested_by); absent when nobody said"),
+        function(RUNNER_IMAGE, "the AMI a TEST run launches from, or the one a runner image run made"),
         instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
         instance(COMMIT, "the commit the version resolved to"),
         instance(LAYOUT, "the repository layout found in the checkout"),

@@ -376,6 +376,7 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
         instance_state: text_of(item, run::INSTANCE_STATE),
         reported_at: time(run::REPORTED_AT),
         requested_by: text_of(item, run::REQUESTED_BY).and_then(|who| RequestedBy::parse(&who).ok()),
+        runner_image: text_of(item, run::RUNNER_IMAGE),
     })
 }
 
@@ -557,6 +558,9 @@ impl Runs for DynamoStore {
         if let Some(who) = &record.requested_by {
             put = put.item(run::REQUESTED_BY, s(who.as_str()));
         }
+        if let Some(image) = &record.runner_image {
+            put = put.item(run::RUNNER_IMAGE, s(image));
+        }
         put.send().await.map_err(|error| aws_error(SERVICE, "PutItem", error))?;
         let pointer = self
             .client
@@ -605,6 +609,7 @@ impl Runs for DynamoStore {
             (run::ENDED_AT, ":ended_at", record.ended_at.map(|t| t.to_string())),
             (run::FAILURE, ":failure", record.failure.clone()),
             (run::HELD_UNTIL, ":held_until", record.held_until.map(|t| t.to_string())),
+            (run::RUNNER_IMAGE, ":runner_image", record.runner_image.clone()),
         ];
         for (name, value, text) in optional {
             if let Some(text) = text {

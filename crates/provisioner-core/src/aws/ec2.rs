@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{aws_error, Aws};
-use crate::domain::{tags, Market, RunId};
+use crate::domain::{tags, Market, RunId, RunKind, RunnerImage};
 use crate::error::Result;
 use crate::ports::{InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -66,6 +66,11 @@ fn tagged_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<TaggedInst
             .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
             .collect(),
     })
+}
+
+/// The image or snapshot is gone already (another sweep retired it).
+fn is_gone_image<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code().is_some_and(|c| c.starts_with("InvalidAMIID") || c.starts_with("InvalidSnapshot"))
 }
 
 fn is_missing_instance<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -> bool {
@@ -198,4 +203,88 @@ impl Instances for Ec2Instances {
             Err(error) => Err(aws_error(SERVICE, "TerminateInstances", error)),
         }
     }
+
+    async fn runner_images(&self) -> Result<Vec<RunnerImage>> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let output = self
+                .ec2
+                .describe_images()
+                .owners("self")
+                .filters(Filter::builder().name(format!("tag:{}", tags::PROVISIONER)).values("true").build())
+                .filters(
+                    Filter::builder().name(format!("tag:{}", tags::KIND)).values(RunKind::RunnerImage.as_str()).build(),
+                )
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|error| aws_error(SERVICE, "DescribeImages", error))?;
+            found.extend(output.images().iter().filter_map(runner_image));
+            token = output.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn create_image(&self, instance_id: &str, name: &str, image_tags: &[(String, String)]) -> Result<String> {
+        let tags: Vec<Tag> = image_tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let output = self
+            .ec2
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .description("SlideRule Provisioner runner image: the host tools of the TEST plan")
+            .no_reboot(true)
+            // Its snapshots too: the sweeper may delete only snapshots tagged as the provisioner's.
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Image).set_tags(Some(tags.clone())).build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "CreateImage", error))?;
+        Ok(output.image_id().unwrap_or_default().to_owned())
+    }
+
+    async fn retire_image(&self, image: &RunnerImage) -> Result<()> {
+        match self.ec2.deregister_image().image_id(&image.id).send().await {
+            Ok(_) => {}
+            Err(error) if error.as_service_error().is_some_and(is_gone_image) => {}
+            Err(error) => return Err(aws_error(SERVICE, "DeregisterImage", error)),
+        }
+        // A snapshot of a registered image cannot be deleted: hence after.
+        for snapshot in &image.snapshots {
+            match self.ec2.delete_snapshot().snapshot_id(snapshot).send().await {
+                Ok(_) => {}
+                Err(error) if error.as_service_error().is_some_and(is_gone_image) => {}
+                Err(error) => return Err(aws_error(SERVICE, "DeleteSnapshot", error)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A runner image from what DescribeImages says of it.
+fn runner_image(image: &aws_sdk_ec2::types::Image) -> Option<RunnerImage> {
+    let tags = image
+        .tags()
+        .iter()
+        .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
+        .collect();
+    let snapshots = image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|mapping| mapping.ebs()?.snapshot_id().map(str::to_owned))
+        .collect();
+    RunnerImage::from_tags(
+        image.image_id()?.to_owned(),
+        image.state().map(|state| state.as_str().to_owned()).unwrap_or_default(),
+        image.creation_date().and_then(|date| date.parse().ok()),
+        &tags,
+        snapshots,
+    )
 }

@@ -8,6 +8,7 @@ pub mod names;
 pub mod requests;
 pub mod resource_names;
 pub mod run;
+pub mod runner_image;
 pub mod stack_status;
 pub mod time;
 pub mod user_data;
@@ -18,6 +19,9 @@ pub use instance_event::{InstanceChange, InstanceEvent};
 pub use names::{ClusterName, GitRef, ImageTag, RequestedBy};
 pub use requests::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 pub use resource_names::tags;
-pub use run::{CancelRequest, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult, StepStatus};
+pub use run::{
+    CancelRequest, RunId, RunKind, RunRecord, RunRequest, RunState, RunnerImageRequest, StepResult, StepStatus,
+};
+pub use runner_image::RunnerImage;
 pub use stack_status::{StackPhase, StackStatus};
 pub use user_data::{UserData, EC2_USER_DATA_LIMIT, USER_DATA_BUDGET};

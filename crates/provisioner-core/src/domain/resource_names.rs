@@ -28,6 +28,11 @@ pub mod tags {
     pub const ATTEMPT: &str = "sliderule:attempt";
     /// When the instance's run must have ended (RFC 3339): the sweeper terminates it after.
     pub const EXPIRES: &str = "sliderule:expires-at";
+    /// A runner image's architecture, and the hash of the plan that made it.
+    pub const ARCHITECTURE: &str = "sliderule:architecture";
+    pub const PLAN_HASH: &str = "sliderule:plan-hash";
+    /// The day a runner image was made (YYYY-MM-DD), for people; its age is EC2's CreationDate.
+    pub const CREATED_ON: &str = "sliderule:created-on";
 }
 
 /// `sliderule-cluster-<name>`.

@@ -24,24 +24,32 @@ pub const MAX_WAIT_SECONDS: u64 = 840;
 pub enum RunKind {
     Test,
     Build,
+    /// Makes the runner image TEST runs launch from (`runner_image`).
+    RunnerImage,
 }
 
 impl RunKind {
     /// Every kind of run: what holds for each plan is checked over these.
-    pub const ALL: [RunKind; 2] = [RunKind::Test, RunKind::Build];
+    pub const ALL: [RunKind; 3] = [RunKind::Test, RunKind::Build, RunKind::RunnerImage];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Test => "test",
             RunKind::Build => "build",
+            RunKind::RunnerImage => "runner_image",
         }
     }
 
     pub fn parse(raw: &str) -> Option<RunKind> {
-        match raw {
-            "test" => Some(RunKind::Test),
-            "build" => Some(RunKind::Build),
-            _ => None,
+        RunKind::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+
+    /// How its run ids start: a run id is safe in a shell, a tag and an S3 key.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            RunKind::Test => "test-",
+            RunKind::Build => "build-",
+            RunKind::RunnerImage => "image-",
         }
     }
 }
@@ -52,7 +60,7 @@ impl fmt::Display for RunKind {
     }
 }
 
-/// `<kind>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
+/// `<test|build|image>-<cluster>-<yyyymmddthhmmss>-<4 hex>`: unique, and safe in a shell, a tag and an S3 key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RunId(String);
@@ -60,29 +68,25 @@ pub struct RunId(String);
 impl RunId {
     pub fn new(kind: RunKind, cluster: &ClusterName, now: Timestamp) -> RunId {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
-        RunId(format!("{kind}-{cluster}-{}-{suffix}", now.strftime("%Y%m%dt%H%M%S")))
+        RunId(format!("{}{cluster}-{}-{suffix}", kind.id_prefix(), now.strftime("%Y%m%dt%H%M%S")))
     }
 
     pub fn parse(raw: &str) -> Result<RunId, Error> {
         let valid = raw.len() <= 100
-            && (raw.starts_with("test-") || raw.starts_with("build-"))
+            && RunKind::ALL.iter().any(|kind| raw.starts_with(kind.id_prefix()))
             && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if valid {
             Ok(RunId(raw.to_owned()))
         } else {
             Err(Error::invalid(format!(
-                "the run_id {} is not a run id; use the run_id a test or build answered with",
+                "the run_id {} is not a run id; use the run_id a test, build or runner_image answered with",
                 shown(raw)
             )))
         }
     }
 
     pub fn kind(&self) -> RunKind {
-        if self.0.starts_with("test-") {
-            RunKind::Test
-        } else {
-            RunKind::Build
-        }
+        RunKind::ALL.into_iter().find(|kind| self.0.starts_with(kind.id_prefix())).unwrap_or(RunKind::Build)
     }
 
     pub fn as_str(&self) -> &str {
@@ -196,6 +200,58 @@ impl RunRequest {
         match self {
             RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
         }
+    }
+}
+
+/// What a `runner_image` event asks: make the image (of the catalog's TEST architecture, or the
+/// one named), or wait again for the run that makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerImageRequest {
+    Start { architecture: Option<String>, wait_seconds: Option<u64>, requested_by: Option<RequestedBy> },
+    Resume { run_id: RunId, wait_seconds: Option<u64> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageStart {
+    architecture: Option<String>,
+    wait_seconds: Option<u64>,
+    requested_by: Option<RequestedBy>,
+}
+
+impl RunnerImageRequest {
+    pub fn parse(event: serde_json::Value) -> Result<RunnerImageRequest, Error> {
+        let request = if event.get("run_id").is_some() {
+            let raw: RawResume = from_event(event, r#"{"run_id": "ID"}"#)?;
+            if raw.run_id.kind() != RunKind::RunnerImage {
+                return Err(Error::invalid(format!(
+                    "run {} is a {} run; resume it with the {} function",
+                    raw.run_id,
+                    raw.run_id.kind(),
+                    raw.run_id.kind()
+                )));
+            }
+            RunnerImageRequest::Resume { run_id: raw.run_id, wait_seconds: raw.wait_seconds }
+        } else {
+            let raw: RawImageStart = from_event(event, r#"{} or {"architecture": "arm64" | "x86_64"}"#)?;
+            if let Some(architecture) = raw.architecture.as_deref().filter(|a| !matches!(*a, "arm64" | "x86_64")) {
+                return Err(Error::invalid(format!("the architecture {} is not arm64 or x86_64", shown(architecture))));
+            }
+            RunnerImageRequest::Start {
+                architecture: raw.architecture,
+                wait_seconds: raw.wait_seconds,
+                requested_by: raw.requested_by,
+            }
+        };
+        let wait = match &request {
+            RunnerImageRequest::Start { wait_seconds, .. } | RunnerImageRequest::Resume { wait_seconds, .. } => {
+                *wait_seconds
+            }
+        };
+        if wait.is_some_and(|w| w > MAX_WAIT_SECONDS) {
+            return Err(Error::invalid(format!("wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")));
+        }
+        Ok(request)
     }
 }
 
@@ -392,6 +448,9 @@ pub struct RunRecord {
     pub reported_at: Option<Timestamp>,
     /// Who started it, when they said.
     pub requested_by: Option<RequestedBy>,
+    /// The runner image: a TEST run's instances launch from it (none: the plain Amazon Linux
+    /// AMI); a runner image run made it, once its steps passed.
+    pub runner_image: Option<String>,
 }
 
 impl RunRecord {
@@ -526,6 +585,31 @@ mod tests {
         assert_eq!(RunId::parse(a.as_str()).unwrap(), a);
         for bad in ["", "x-1", "test-$(id)", "test-A", "build-a b", &format!("test-{}", "a".repeat(100))] {
             assert_eq!(RunId::parse(bad).unwrap_err().code(), "InvalidRequest", "{bad}");
+        }
+    }
+
+    #[test]
+    fn runner_image_events_start_for_an_architecture_or_resume() {
+        assert_eq!(
+            RunnerImageRequest::parse(json!({})).unwrap(),
+            RunnerImageRequest::Start { architecture: None, wait_seconds: None, requested_by: None }
+        );
+        let x86 = RunnerImageRequest::parse(json!({"architecture": "x86_64", "wait_seconds": 0})).unwrap();
+        assert!(
+            matches!(x86, RunnerImageRequest::Start { architecture: Some(a), wait_seconds: Some(0), .. } if a == "x86_64")
+        );
+        let resume =
+            RunnerImageRequest::parse(json!({"run_id": "image-ci-runner-image-20261203t120000-ab12"})).unwrap();
+        assert!(matches!(resume, RunnerImageRequest::Resume { .. }));
+        for bad in [
+            json!({"architecture": "riscv"}),
+            json!({"architecture": 64}),
+            json!({"cluster": "ci-1"}),
+            json!({"wait_seconds": 841}),
+            json!({"run_id": "test-ci-1-20261123t120000-ab12"}),
+            json!({"run_id": "image-x", "architecture": "arm64"}),
+        ] {
+            assert_eq!(RunnerImageRequest::parse(bad.clone()).unwrap_err().code(), "InvalidRequest", "{bad}");
         }
     }
 

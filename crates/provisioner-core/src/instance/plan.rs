@@ -24,6 +24,17 @@ pub enum StepPlace {
     Container,
 }
 
+/// What the runner image has to do with a TEST step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageRole {
+    /// The runner image run runs it, and a TEST run launched from the image skips it as passed:
+    /// what it makes (host tools, the build-environment image) is on the image's disk.
+    Holds,
+    /// Only the runner image run runs it (it warms caches the TEST steps then find).
+    Only,
+}
+
 /// What makes a step not applicable to the checked-out version, besides a missing component.
 /// Paths are relative to the step's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -74,6 +85,10 @@ pub struct Step {
     /// it alone (never written to the script, the record or a log).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub github_token: bool,
+    /// TEST steps only: whether the runner image holds what the step makes, or only its run
+    /// runs the step. A step the image holds may need only steps it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRole>,
 }
 
 /// The steps of one kind of run, in order, after the checkout, and how many run side by side.
@@ -187,6 +202,7 @@ impl Step {
             component: None,
             not_applicable_if: Vec::new(),
             github_token: false,
+            image: None,
         }
     }
 }
@@ -230,6 +246,20 @@ impl Plan {
                     return Err(bad(format!("step '{name}' runs in component '{component}', which no layout names")));
                 }
             }
+            let image_step = |need: &String| self.steps.iter().find(|s| &s.name == need).and_then(|s| s.image);
+            for need in step.needs.iter().filter(|need| *need != CHECKOUT_STEP) {
+                match (step.image, image_step(need)) {
+                    (Some(_), Some(ImageRole::Holds)) | (None, None | Some(ImageRole::Holds)) => {}
+                    (Some(_), _) => {
+                        return Err(bad(format!(
+                            "step '{name}' is the runner image's, and needs '{need}', which the image does not hold"
+                        )))
+                    }
+                    (None, Some(ImageRole::Only)) => {
+                        return Err(bad(format!("step '{name}' needs '{need}', which only the runner image run runs")))
+                    }
+                }
+            }
             for condition in &step.not_applicable_if {
                 let (path, pattern) = match condition {
                     Condition::Missing { missing, .. } => (missing, None),
@@ -254,6 +284,26 @@ impl Plan {
     /// A plan of `steps` run one after another.
     pub fn new(steps: Vec<Step>) -> Plan {
         Plan { parallelism: 1, steps }
+    }
+
+    /// The plan a run carries out: without the steps only the runner image run runs.
+    pub fn for_runs(&self) -> Plan {
+        let steps = self.steps.iter().filter(|step| step.image != Some(ImageRole::Only)).cloned().collect();
+        Plan { parallelism: self.parallelism, steps }
+    }
+
+    /// The runner image run's plan: the steps the image holds and those only it runs.
+    pub fn for_runner_image(&self) -> Plan {
+        let steps = self.steps.iter().filter(|step| step.image.is_some()).cloned().collect();
+        Plan { parallelism: self.parallelism, steps }
+    }
+
+    /// The first 16 hex digits of a SHA-256 of the steps: an image made by a plan of another
+    /// hash may not hold what this one's steps make.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_string(&self.steps).unwrap_or_default();
+        Sha256::digest(text.as_bytes()).iter().take(8).map(|byte| format!("{byte:02x}")).collect()
     }
 
     /// Every step name the instance will report, checkout first.

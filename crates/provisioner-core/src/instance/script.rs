@@ -3,7 +3,7 @@
 //! catalog. The script holds no secret: the instance's role reads the one secret a step needs when
 //! that step starts.
 
-use super::plan::{Condition, Layout, Plan, StepPlace, CHECKOUT_STEP};
+use super::plan::{Condition, ImageRole, Layout, Plan, StepPlace, CHECKOUT_STEP};
 use crate::domain::names::{shown, ClusterName, GitRef};
 use crate::domain::{RunId, RunKind};
 use crate::error::Error;
@@ -27,6 +27,8 @@ pub struct RunValues {
     pub time_limit_minutes: u32,
     /// A failed run keeps its instance up this long after its last step (0: it powers off).
     pub hold_minutes: u32,
+    /// The runner image the instance boots from: the steps it holds are passed at once.
+    pub runner_image: Option<String>,
     pub settings: RunSettings,
 }
 
@@ -89,6 +91,11 @@ mod allowed {
     pub const IMAGE: usize = 255;
     pub const HOST: usize = 253;
     pub const TAG: usize = 128;
+    /// `ami-` and 8 or 17 hex digits.
+    pub fn is_image_id(id: &str) -> bool {
+        id.strip_prefix("ami-")
+            .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
     pub const FOLDER: usize = 200;
     pub const SECRET: usize = 2048;
     pub const TIME_LIMIT_MINUTES: u32 = 24 * 60;
@@ -135,6 +142,9 @@ impl RunValues {
         if self.hold_minutes > crate::domain::run::MAX_HOLD_MINUTES {
             return Err(Error::invalid("a run's instance is held at most 240 minutes"));
         }
+        if let Some(image) = self.runner_image.as_deref().filter(|image| !is_image_id(image)) {
+            return Err(Error::invalid(format!("the runner image {} is not an AMI id", shown(image))));
+        }
         if self.attempt == 0 || self.attempt > MAX_ATTEMPT {
             return Err(Error::invalid(format!("a run has attempts 1 to {MAX_ATTEMPT}")));
         }
@@ -159,7 +169,7 @@ pub fn longest_values(kind: RunKind) -> RunValues {
         value
     };
     RunValues {
-        run_id: RunId::parse(&text(&format!("{kind}-"), id, RUN_ID)).expect("a valid run id"),
+        run_id: RunId::parse(&text(kind.id_prefix(), id, RUN_ID)).expect("a valid run id"),
         kind,
         cluster: ClusterName::parse("c").expect("a valid name"),
         version: GitRef::parse("v").expect("a valid ref"),
@@ -167,6 +177,7 @@ pub fn longest_values(kind: RunKind) -> RunValues {
         attempt: MAX_ATTEMPT,
         time_limit_minutes: TIME_LIMIT_MINUTES,
         hold_minutes: crate::domain::run::MAX_HOLD_MINUTES,
+        runner_image: None,
         settings: RunSettings {
             region: text("", region, REGION),
             table: text("", aws_name, AWS_NAME),
@@ -198,7 +209,7 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
     script.push('\n');
     script.push_str(&render_layouts(layouts));
     script.push('\n');
-    script.push_str(&steps(plan));
+    script.push_str(&steps(plan, values.runner_image.is_some()));
     Ok(script)
 }
 
@@ -247,6 +258,7 @@ fn variables(values: &RunValues) -> String {
         ("PROJECT_FOLDER", settings.project_folder.as_str()),
         // The secret's name: the token itself is read when a step that needs it starts.
         ("GITHUB_TOKEN_SECRET", secret),
+        ("RUNNER_IMAGE", values.runner_image.as_deref().unwrap_or("")),
         ("COMMIT", "unknown"),
         ("LAYOUT", "unknown"),
     ];
@@ -259,8 +271,8 @@ fn variables(values: &RunValues) -> String {
 
 /// The checkout, then each step of the plan as a function (a `run_step` call with its needs,
 /// component, token and conditions) that `run_steps` starts once every step it needs has ended,
-/// up to the plan's parallelism at once.
-fn steps(plan: &Plan) -> String {
+/// up to the plan's parallelism at once. On a runner image, a step it holds is passed at once.
+fn steps(plan: &Plan, from_runner_image: bool) -> String {
     let q = shell_quote;
     let mut text = format!("STEPS=({})\n", plan.step_names().iter().map(|n| q(n)).collect::<Vec<_>>().join(" "));
     text.push_str(&format!("PARALLELISM={}\n", plan.parallelism));
@@ -275,11 +287,12 @@ fn steps(plan: &Plan) -> String {
     );
     text.push_str(&format!("run_step {} host '' '' 0 {}\nread_checkout\n\n", q(CHECKOUT_STEP), q(checkout)));
     for (index, step) in plan.steps.iter().enumerate() {
+        let held = from_runner_image && step.image == Some(ImageRole::Holds);
         text.push_str(&format!(
             "NEEDS[{name}]={needs}\nSTEP_FUNCTIONS[{name}]=step_{index}\nstep_{index}() {{\n{call}\n}}\n",
             name = q(&step.name),
             needs = q(&needs_of(step)),
-            call = step_call(step),
+            call = if held { format!("held_step {}", q(&step.name)) } else { step_call(step) },
         ));
     }
     text.push_str("run_steps\n");
@@ -365,6 +378,8 @@ UPLOADER="" WATCHER=""
 export HOME=${HOME:-/root}
 export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
 export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
+# A runner image carries its own run's checkout and logs: none of them are this run's.
+rm -rf "$LOG_DIR" "$REPO_DIR" "$WORK_DIR/interrupted"
 mkdir -p "$LOG_DIR/running" "$LOG_DIR/ended" "$WORK_DIR/bin" "$DATA_DIR"
 # The AMI has no git; the checkout needs it before any step can install tools.
 command -v git >/dev/null || dnf install -y -q git >>"$LOG_DIR/report.log" 2>&1
@@ -631,6 +646,14 @@ run_step() {
   step_ended "$name" "$status"
 }
 
+# Step $1 made what the runner image this instance booted from holds: passed, in no time.
+held_step() {
+  local at
+  at=$(now)
+  report_step "$1" passed 0 "$at" "$at" "the runner image $RUNNER_IMAGE holds what it makes"
+  step_ended "$1" passed
+}
+
 # After the checkout: the commit it resolved to, and the layout it has.
 read_checkout() {
   local commit layout
@@ -683,6 +706,11 @@ finish() {
     done <"$LOG_DIR/images"
     [[ -n $images ]] && record 'SET #images = :images' '{"#images":"images"}' "{\":images\":{\"L\":[${images%,}]}}"
   fi
+  if [[ $outcome == succeeded && $KIND == runner_image ]]; then
+    # The image keeps no registry credential and no checkout, and is on disk before the outcome.
+    rm -rf "$REPO_DIR" "$HOME/.docker/config.json"
+    sync
+  fi
   upload_log report
   record 'SET #state = :state, #outcome = :outcome, #ended = :now' \
     '{"#state":"instance_state","#outcome":"outcome","#ended":"ended_at"}' \
@@ -690,6 +718,9 @@ finish() {
   if [[ $outcome == failed ]] && ((HOLD_MINUTES > 0)); then
     echo "$(now) the run failed: holding the instance for $HOLD_MINUTES minutes" >>"$LOG_DIR/report.log"
     shutdown -h "+$HOLD_MINUTES"
+  elif [[ $outcome == succeeded && $KIND == runner_image ]]; then
+    # The function images this disk, then terminates the instance (the deadman stands).
+    echo "$(now) the runner image steps passed: waiting to be imaged" >>"$LOG_DIR/report.log"
   else
     shutdown -h now
   fi
@@ -717,6 +748,7 @@ mod tests {
             attempt: 1,
             time_limit_minutes: 120,
             hold_minutes: 0,
+            runner_image: None,
             settings: RunSettings {
                 region: "us-west-2".into(),
                 table: "sliderule-provisioner".into(),
@@ -792,6 +824,24 @@ mod tests {
             .unwrap();
         assert!(checkout < lint && lint < selftest);
         assert!(script.contains("STEPS=('checkout' 'lint' 'selftest')"));
+    }
+
+    #[test]
+    fn each_step_is_a_function_the_scheduler_starts_when_its_needs_have_ended() {
+        let parallel = Plan { parallelism: 3, ..plan() };
+        let script = render(&parallel, &layouts(), &values()).unwrap();
+        assert!(script.contains("PARALLELISM=3\n"), "{script}");
+        // The checkout runs first, by itself; then each step is declared and the scheduler starts them.
+        let checkout = script.find("run_step 'checkout' host").unwrap();
+        let declared = [
+            "NEEDS['lint']='checkout'\nSTEP_FUNCTIONS['lint']=step_0\nstep_0() {\nrun_step 'lint' host",
+            "NEEDS['selftest']='checkout,lint'\nSTEP_FUNCTIONS['selftest']=step_1\nstep_1() {\nrun_step 'selftest'",
+        ];
+        let at: Vec<usize> =
+            declared.iter().map(|text| script.find(text).unwrap_or_else(|| panic!("{text}"))).collect();
+        let scheduler = script.rfind("\nrun_steps\n").unwrap();
+        assert!(checkout < at[0] && at[0] < at[1] && at[1] < scheduler);
+        assert!(script.ends_with("run_steps\n"));
     }
 
     #[test]

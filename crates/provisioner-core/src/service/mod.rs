@@ -12,6 +12,7 @@ mod destroy;
 mod lock;
 pub mod plan;
 pub mod runner;
+mod runner_image;
 mod schedule_destroy;
 pub mod status;
 pub mod survey;
@@ -245,6 +246,8 @@ mod cluster_tests;
 mod limits_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod runner_image_tests;
 #[cfg(test)]
 mod runner_tests;
 #[cfg(test)]

@@ -154,6 +154,11 @@ pub struct RunResponse {
     pub hold_minutes: u32,
     /// Who started it, when they said.
     pub requested_by: Option<RequestedBy>,
+    /// The runner image a TEST run's instances launch from (null: the plain Amazon Linux AMI).
+    pub runner_image: Option<String>,
+    /// The image a runner image run made, once it is available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     /// Until when its failed instance is kept up for debugging, and how to reach it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_until: Option<String>,
@@ -258,8 +263,12 @@ impl Runner {
         let profile = self.catalog.profile_for(&cluster)?;
         let now = crate::domain::time::whole_seconds(self.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
-        let record =
-            RunRecord { requested_by, ..self.new_record(profile, run_id, cluster, version, now, hold_minutes) };
+        let runner_image = self.runner_image_for(kind, profile, now).await;
+        let record = RunRecord {
+            requested_by,
+            runner_image,
+            ..self.new_record(profile, run_id, cluster, version, now, hold_minutes)
+        };
         // Rendering checks every value: nothing is written or launched for a bad one.
         let user_data = self.user_data(profile, &record)?;
         if let Some(active) = self.take_slot(profile, &record, now).await? {
@@ -299,7 +308,7 @@ impl Runner {
         let image_tag = match (kind, ImageTag::for_version(&record.version)) {
             (_, Ok(tag)) => tag.to_string(),
             (RunKind::Build, Err(error)) => return Err(error),
-            (RunKind::Test, Err(_)) => String::new(),
+            (RunKind::Test | RunKind::RunnerImage, Err(_)) => String::new(),
         };
         let values = RunValues {
             run_id: record.run_id.clone(),
@@ -310,6 +319,7 @@ impl Runner {
             attempt: record.attempt_number(),
             time_limit_minutes: profile.runner.time_limit_minutes,
             hold_minutes: record.hold_minutes,
+            runner_image: record.runner_image.clone().filter(|_| kind == RunKind::Test),
             settings: self.settings.clone(),
         };
         let plans = self.catalog.plans();
@@ -355,6 +365,7 @@ impl Runner {
             instance_state: None,
             reported_at: None,
             requested_by: None,
+            runner_image: None,
         }
     }
 
@@ -466,7 +477,7 @@ impl Runner {
         profile: &Profile,
         user_data: &UserData,
     ) -> Result<AttemptLaunch> {
-        let image_id = match self.instances.latest_image(&profile.runner.architecture).await {
+        let image_id = match self.launch_image(record, profile).await {
             Ok(image) => image,
             Err(error) => return Err(self.abandon(record, RunState::Failed, error).await),
         };
@@ -713,6 +724,9 @@ impl Runner {
     pub(crate) async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
         if let Some(outcome) = record.outcome.clone() {
             let passed = outcome == "succeeded" && record.failed_steps().is_empty();
+            if passed && record.kind == RunKind::RunnerImage {
+                return self.make_image(record).await;
+            }
             return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
         }
         let now = self.clock.now();
@@ -866,7 +880,7 @@ impl Runner {
                 }
                 Err(match record.kind {
                     RunKind::Test => Error::TestsFailed(message),
-                    RunKind::Build => Error::BuildFailed(message),
+                    RunKind::Build | RunKind::RunnerImage => Error::BuildFailed(message),
                 })
             }
             RunState::Lost => Err(Error::RunLost(format!(
@@ -912,6 +926,11 @@ impl Runner {
             attempts: record.attempts,
             hold_minutes: record.hold_minutes,
             requested_by: record.requested_by,
+            image_id: record
+                .runner_image
+                .clone()
+                .filter(|_| record.kind == RunKind::RunnerImage && record.state == RunState::Succeeded),
+            runner_image: record.runner_image.filter(|_| record.kind == RunKind::Test),
         }
     }
 }
@@ -929,6 +948,7 @@ impl Runner {
         let run_id = RunId::new(kind, cluster, now);
         let record = RunRecord {
             requested_by: requested_by.clone(),
+            runner_image: self.runner_image_for(kind, profile, now).await,
             ..self.new_record(profile, run_id, cluster.clone(), version.clone(), now, *hold_minutes)
         };
         // The same checks of every value as a start: a bad one is the same error.
@@ -968,7 +988,8 @@ impl Runner {
         plan.push(PlannedWrite::new(
             "EC2.RunInstances",
             serde_json::json!({
-                "image": self.instances.latest_image(&runner.architecture).await?,
+                "image": self.launch_image(&record, profile).await?,
+                "runner_image": record.runner_image,
                 "architecture": runner.architecture,
                 "instance_types": runner.instance_types,
                 "subnets": self.settings.subnets,

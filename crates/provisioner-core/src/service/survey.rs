@@ -1,6 +1,7 @@
-//! What `status` and `sweep` both start from: one survey of the account, five listing calls made
+//! What `status` and `sweep` both start from: one survey of the account, six listing calls made
 //! together (the cluster stacks, the destroy schedules, the run records, the provisioner-tagged
-//! instances, the month's history of every cluster, which the budget counts). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
+//! instances, the month's history of every cluster, which the budget counts, and the runner
+//! images). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
 
 use jiff::Timestamp;
 
@@ -10,7 +11,7 @@ use super::Provisioner;
 use crate::catalog::Catalog;
 use crate::domain::history::month_of;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
-use crate::domain::{ClusterName, HistoryEntry, RunRecord};
+use crate::domain::{ClusterName, HistoryEntry, RunRecord, RunnerImage};
 use crate::error::Result;
 use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};
 
@@ -22,7 +23,7 @@ pub struct Operations {
     pub runner: Runner,
 }
 
-/// What the account holds, as five listing calls saw it.
+/// What the account holds, as six listing calls saw it.
 #[derive(Debug, Clone)]
 pub struct Survey {
     pub now: Timestamp,
@@ -32,6 +33,7 @@ pub struct Survey {
     pub instances: Vec<TaggedInstance>,
     /// Every cluster's history entries of `now`'s month.
     pub month_history: Vec<(ClusterName, HistoryEntry)>,
+    pub runner_images: Vec<RunnerImage>,
 }
 
 impl Survey {
@@ -59,16 +61,17 @@ impl Operations {
         Operations { provisioner, runner }
     }
 
-    /// The survey: five listings, made together.
+    /// The survey: six listings, made together.
     pub async fn survey(&self) -> Result<Survey> {
         let now = self.provisioner.clock.now();
         let month = month_of(now);
-        let (stacks, schedules, runs, instances, month_history) = tokio::join!(
+        let (stacks, schedules, runs, instances, month_history, runner_images) = tokio::join!(
             self.provisioner.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.runs.list(),
             self.runner.instances.tagged(),
             self.provisioner.history.month(&month),
+            self.runner.instances.runner_images(),
         );
         Ok(Survey {
             now,
@@ -77,6 +80,7 @@ impl Operations {
             schedules: schedules?,
             runs: runs?,
             instances: instances?,
+            runner_images: runner_images?,
         })
     }
 }

@@ -14,7 +14,9 @@
 //! - 30 minutes before a running cluster's destroy schedule fires, whoever made the schedule
 //!   (and the alert topic) is warned, once per schedule: a reschedule is warned again;
 //! - when a profile's estimated spend this month reaches 80 % and then 100 % of its budget, the
-//!   alert topic is told, once a month per level (`budget.rs`).
+//!   alert topic is told, once a month per level (`budget.rs`);
+//! - runner images beyond the newest two per architecture, and failed ones, are deregistered with
+//!   their snapshots, never one an active run launches from ([`crate::domain::runner_image::to_retire`]).
 //!
 //! What the rules notice but leave alone (a stack no profile matches, a failed delete) is reported.
 
@@ -30,6 +32,7 @@ use super::{alert, Invocation};
 use crate::catalog::Catalog;
 use crate::domain::history::start_of_month;
 use crate::domain::resource_names::stack_cluster;
+use crate::domain::runner_image::{to_retire, KEPT_PER_ARCHITECTURE};
 use crate::domain::{
     tags, ClusterName, ClusterRequest, HistoryEntry, OnceNotice, RequestedBy, RunId, RunRecord, StackPhase,
 };
@@ -56,6 +59,8 @@ pub enum SweepAction {
     WarnDestroy,
     /// Tell the alert topic a profile's spend reached 80 % or 100 % of its budget (once a month each).
     AlertBudget,
+    /// Deregister a runner image no run will launch from, and delete its snapshots.
+    RetireImage,
     /// Noticed and left alone: someone should look.
     Report,
 }
@@ -69,6 +74,7 @@ impl SweepAction {
             SweepAction::DestroyCluster => "ClustersDestroyed",
             SweepAction::WarnDestroy => "DestroysWarned",
             SweepAction::AlertBudget => "BudgetAlerts",
+            SweepAction::RetireImage => "ImagesRetired",
             SweepAction::Report => "Reported",
         }
     }
@@ -92,12 +98,14 @@ pub enum Target {
     Stack(String),
     /// A profile of the catalog.
     Profile(String),
+    /// A runner image (AMI).
+    Image(String),
 }
 
 impl Target {
     pub fn as_str(&self) -> &str {
         match self {
-            Target::Instance(id) | Target::Stack(id) | Target::Profile(id) => id,
+            Target::Instance(id) | Target::Stack(id) | Target::Profile(id) | Target::Image(id) => id,
             Target::Run(run_id) => run_id.as_str(),
             Target::Cluster(cluster) => cluster.as_str(),
         }
@@ -131,6 +139,7 @@ impl Target {
             Target::Cluster(_) => 2,
             Target::Stack(_) => 3,
             Target::Profile(_) => 4,
+            Target::Image(_) => 5,
         }
     }
 }
@@ -173,6 +182,7 @@ pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
     found.extend(run_findings(survey));
     found.extend(warning_findings(survey));
     found.extend(budget_findings(catalog, survey));
+    found.extend(image_findings(survey));
     found.extend(survey.stacks.iter().filter_map(|stack| stack_finding(catalog, survey, stack)));
     found.sort();
     found
@@ -275,6 +285,30 @@ fn budget_findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
         .collect()
 }
 
+/// Runner images to retire: all but the newest two of each architecture, and failed ones; not
+/// one an active run launches from.
+fn image_findings(survey: &Survey) -> Vec<Finding> {
+    let in_use: BTreeSet<String> =
+        survey.runs.iter().filter(|run| !run.state.ended()).filter_map(|run| run.runner_image.clone()).collect();
+    to_retire(&survey.runner_images, &in_use)
+        .into_iter()
+        .map(|image| Finding {
+            action: SweepAction::RetireImage,
+            target: Target::Image(image.id.clone()),
+            reason: if image.available() {
+                format!(
+                    "{} newer {} runner images are kept; it was made {}",
+                    KEPT_PER_ARCHITECTURE,
+                    image.architecture,
+                    image.created_at.map_or("at an unknown time".to_owned(), |at| format!("at {at}"))
+                )
+            } else {
+                format!("it is {}: no run can launch from it", image.state)
+            },
+        })
+        .collect()
+}
+
 /// Running clusters whose first destroy schedule fires within [`WARN_BEFORE`].
 fn warning_findings(survey: &Survey) -> Vec<Finding> {
     let now = survey.now;
@@ -366,6 +400,18 @@ impl Operations {
                         Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
                         Err(error) => actions.push(swept(finding, Err(error))),
                     }
+                }
+                (SweepAction::RetireImage, Target::Image(id)) => {
+                    let outcome = match survey.runner_images.iter().find(|image| image.id == id) {
+                        Some(image) => self
+                            .runner
+                            .instances
+                            .retire_image(image)
+                            .await
+                            .map(|()| format!("deregistered, {} snapshot(s) deleted", image.snapshots.len())),
+                        None => Ok("gone already".to_owned()),
+                    };
+                    actions.push(swept(finding, outcome));
                 }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
                     let request = ClusterRequest { cluster, requested_by: RequestedBy::parse(SWEEPER).ok() };
@@ -498,6 +544,7 @@ impl Operations {
             SweepAction::DestroyCluster,
             SweepAction::WarnDestroy,
             SweepAction::AlertBudget,
+            SweepAction::RetireImage,
             SweepAction::Report,
         ]
         .into_iter()

@@ -165,6 +165,7 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         instance_state: None,
         reported_at: None,
         requested_by: Some(RequestedBy::parse("dev@example.org").unwrap()),
+        runner_image: Some("ami-0123456789abcdef0".into()),
     }
 }
 
@@ -344,6 +345,24 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     let second = instances.launch(&on_demand).await.unwrap();
     assert_ne!(second, id);
     assert_eq!(instances.run_of(&second).await.unwrap().as_ref(), Some(run_id));
+
+    // A runner image of it: listed by its tags with its snapshots, retired (twice: no error).
+    let image_run =
+        RunId::parse(&format!("image-{}", &run_id.as_str()[run_id.as_str().find('-').unwrap() + 1..])).unwrap();
+    let made: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+    let image_tags = crate::domain::runner_image::image_tags("arm64", "0123456789abcdef", &image_run, made);
+    let name = crate::domain::runner_image::image_name("arm64", &image_run);
+    let image_id = instances.create_image(&second, &name, &image_tags).await.unwrap();
+    assert!(image_id.starts_with("ami-"), "{image_id}");
+    let images = instances.runner_images().await.unwrap();
+    let image = images.iter().find(|image| image.id == image_id).expect("the new image is listed").clone();
+    assert_eq!((image.architecture.as_str(), image.plan_hash.as_str()), ("arm64", "0123456789abcdef"));
+    assert_eq!(image.run_id.as_ref(), Some(&image_run));
+    assert!(image.created_at.is_some(), "EC2 says when it was made: {image:?}");
+    assert!(!image.snapshots.is_empty() && matches!(image.state.as_str(), "pending" | "available"), "{image:?}");
+    instances.retire_image(&image).await.unwrap();
+    assert!(instances.runner_images().await.unwrap().iter().all(|listed| listed.id != image_id), "retired");
+    instances.retire_image(&image).await.expect("retiring again succeeds");
     instances.terminate(&second).await.unwrap();
     assert_eq!(instances.state("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no state");
 }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{tags, Market, RunId};
+use crate::domain::{tags, Market, RunId, RunnerImage};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -46,6 +46,9 @@ pub struct FakeInstances {
     launches: Mutex<Vec<LaunchSpec>>,
     instances: Mutex<BTreeMap<String, FakeInstance>>,
     terminated: Mutex<Vec<String>>,
+    images: Mutex<BTreeMap<String, RunnerImage>>,
+    /// Images that `create_image` makes stay `pending` while set.
+    images_pending: Mutex<bool>,
 }
 
 impl FakeInstances {
@@ -86,7 +89,30 @@ impl FakeInstances {
             launches: Mutex::default(),
             instances: Mutex::default(),
             terminated: Mutex::default(),
+            images: Mutex::default(),
+            images_pending: Mutex::default(),
         })
+    }
+
+    /// A runner image EC2 lists, made outside this test's runs.
+    pub fn put_image(&self, image: RunnerImage) {
+        self.images.lock().unwrap().insert(image.id.clone(), image);
+    }
+
+    /// The runner images EC2 lists now, by id.
+    pub fn images(&self) -> BTreeMap<String, RunnerImage> {
+        self.images.lock().unwrap().clone()
+    }
+
+    /// Images made from now on stay `pending` while `pending`; setting it false makes every
+    /// pending image available.
+    pub fn set_images_pending(&self, pending: bool) {
+        *self.images_pending.lock().unwrap() = pending;
+        if !pending {
+            for image in self.images.lock().unwrap().values_mut().filter(|image| image.state == "pending") {
+                image.state = "available".into();
+            }
+        }
     }
 
     /// An instance started outside the provisioner's launch path (a stray, or one launched by
@@ -214,6 +240,33 @@ impl Instances for FakeInstances {
         if let Some(instance) = self.instances.lock().unwrap().get_mut(instance_id) {
             instance.state = InstanceState::Terminated;
         }
+        effect.answer(())
+    }
+
+    async fn runner_images(&self) -> Result<Vec<RunnerImage>> {
+        let effect = self.faults.draw("DescribeImages")?;
+        effect.answer(self.images.lock().unwrap().values().cloned().collect())
+    }
+
+    async fn create_image(&self, instance_id: &str, name: &str, tags: &[(String, String)]) -> Result<String> {
+        let effect = self.faults.draw("CreateImage")?;
+        if !self.instances.lock().unwrap().get(instance_id).is_some_and(|i| i.live()) {
+            return Err(fake_failure("CreateImage", "InvalidInstanceID.NotFound", AwsErrorKind::NotFound));
+        }
+        let mut images = self.images.lock().unwrap();
+        let id = format!("ami-{:017}", images.len() + 1);
+        let state = if *self.images_pending.lock().unwrap() { "pending" } else { "available" };
+        let tags = tags.iter().cloned().collect();
+        let snapshots = vec![format!("snap-of-{name}")];
+        let image = RunnerImage::from_tags(id.clone(), state.into(), Some(self.clock.now()), &tags, snapshots)
+            .ok_or_else(|| fake_failure("CreateImage", "NotARunnerImage", AwsErrorKind::Other))?;
+        images.insert(id.clone(), image);
+        effect.answer(id)
+    }
+
+    async fn retire_image(&self, image: &RunnerImage) -> Result<()> {
+        let effect = self.faults.draw("DeregisterImage")?;
+        self.images.lock().unwrap().remove(&image.id);
         effect.answer(())
     }
 }

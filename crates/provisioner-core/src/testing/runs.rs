@@ -182,6 +182,9 @@ impl Runs for FakeRuns {
         if record.held_until.is_some() {
             stored.held_until = record.held_until;
         }
+        if record.runner_image.is_some() {
+            stored.runner_image = record.runner_image.clone();
+        }
         stored.attempts = record.attempts.clone();
         effect.answer(())
     }

@@ -1,0 +1,110 @@
+//! RUNNER_IMAGE: a run of the TEST plan's host-tool steps whose instance, once they passed, is
+//! made into an AMI (then terminated); the image TEST runs launch from; and which images the
+//! sweeper retires. The rules of choice and retirement are in [`crate::domain::runner_image`].
+
+use jiff::Timestamp;
+
+use super::runner::{RunResponse, Runner};
+use super::Invocation;
+use crate::catalog::Profile;
+use crate::domain::runner_image::{choose, image_name, image_tags};
+use crate::domain::{RunKind, RunRecord, RunRequest, RunState, RunnerImageRequest};
+use crate::error::{AwsErrorKind, Result};
+
+impl Runner {
+    /// RUNNER_IMAGE: starts the image run of the architecture asked (the catalog's TEST one by
+    /// default), or answers the active one; then waits as `test` does.
+    pub async fn runner_image(&self, request: RunnerImageRequest, invocation: &Invocation) -> Result<RunResponse> {
+        let request = match request {
+            RunnerImageRequest::Start { architecture, wait_seconds, requested_by } => {
+                let (image_run, _) = self.catalog.runner_image(architecture.as_deref())?;
+                RunRequest::Start {
+                    cluster: image_run.cluster.clone(),
+                    version: image_run.version.clone(),
+                    wait_seconds,
+                    hold_minutes: 0,
+                    requested_by,
+                }
+            }
+            RunnerImageRequest::Resume { run_id, wait_seconds } => RunRequest::Resume { run_id, wait_seconds },
+        };
+        self.run(RunKind::RunnerImage, request, invocation).await
+    }
+
+    /// The runner image a `kind` run of `profile` launches from at `now`: for TEST, the newest of
+    /// its architecture and plan within the profile's age; none for other runs, when none fits,
+    /// or when the images cannot be listed (the run then installs its tools itself).
+    pub(super) async fn runner_image_for(&self, kind: RunKind, profile: &Profile, now: Timestamp) -> Option<String> {
+        if kind != RunKind::Test {
+            return None;
+        }
+        let images = match self.instances.runner_images().await {
+            Ok(images) => images,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the runner images; the run installs its tools itself");
+                return None;
+            }
+        };
+        let runner = &profile.runner;
+        let hash = self.catalog.plans().runner_image.hash();
+        let chosen = choose(&images, &runner.architecture, &hash, runner.runner_image_max_age_days, now);
+        chosen.map(|image| image.id.clone())
+    }
+
+    /// The AMI a run's instance boots: its runner image, else the current Amazon Linux one.
+    pub(super) async fn launch_image(&self, record: &RunRecord, profile: &Profile) -> Result<String> {
+        match &record.runner_image {
+            Some(image) if record.kind == RunKind::Test => Ok(image.clone()),
+            _ => self.instances.latest_image(&profile.runner.architecture).await,
+        }
+    }
+
+    /// A runner image run whose steps passed: makes the image of its instance (once: an image
+    /// already tagged with the run is the one), and ends the run when the image is available,
+    /// terminating the instance. A failed image, or an instance gone before it was imaged, fails
+    /// the run.
+    pub(super) async fn make_image(&self, record: &mut RunRecord) -> Result<()> {
+        let Some(instance_id) = record.instance_id.clone() else {
+            let why = "its steps passed, but it has no instance recorded to image".to_owned();
+            return self.conclude(record, RunState::Failed, Some(why)).await;
+        };
+        let profile = self.catalog.profile_for(&record.cluster)?;
+        let architecture = profile.runner.architecture.clone();
+        let images = self.instances.runner_images().await?;
+        if record.runner_image.is_none() {
+            let made = images.iter().find(|image| image.run_id.as_ref() == Some(&record.run_id));
+            let image_id = match made {
+                Some(image) => image.id.clone(),
+                None => {
+                    let hash = self.catalog.plans().runner_image.hash();
+                    let name = image_name(&architecture, &record.run_id);
+                    let tags = image_tags(&architecture, &hash, &record.run_id, self.clock.now());
+                    match self.instances.create_image(&instance_id, &name, &tags).await {
+                        Ok(id) => id,
+                        Err(error) if error.aws_kind() == Some(AwsErrorKind::NotFound) => {
+                            let why = format!("its instance {instance_id} was gone before it could be imaged");
+                            return self.conclude(record, RunState::Failed, Some(why)).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            };
+            tracing::info!(run_id = %record.run_id, %image_id, %instance_id, "imaging the runner instance");
+            record.runner_image = Some(image_id);
+            self.runs.update(record).await?;
+            // The image is listed from the next look on.
+            return Ok(());
+        }
+        let image_id = record.runner_image.clone().unwrap_or_default();
+        let state = images.iter().find(|image| image.id == image_id).map(|image| image.state.as_str());
+        match state {
+            Some("available") => self.conclude(record, RunState::Succeeded, None).await,
+            // Being made, or not listed yet: EC2 lists a new image a moment after making it.
+            Some("pending") | None if self.clock.now() < record.deadline => Ok(()),
+            other => {
+                let why = format!("its image {image_id} is {}", other.unwrap_or("not listed by the run's time limit"));
+                self.conclude(record, RunState::Failed, Some(why)).await
+            }
+        }
+    }
+}
