@@ -191,6 +191,29 @@ def _ec2_run_instances(params, operation):
     return findings
 
 
+# EC2 API reference, CreateImage: "Name: A name for the new image. Constraints: 3-128 alphanumeric
+# characters, parentheses (()), square brackets ([]), spaces ( ), periods (.), slashes (/),
+# dashes (-), single quotes ('), at-signs (@), or underscores(_)"; a description of up to 255
+# characters.
+EC2_IMAGE_NAME = re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]{3,128}")
+EC2_IMAGE_DESCRIPTION_CHARACTERS = 255
+
+
+def _ec2_create_image(params, operation):
+    findings = []
+    name = params.get("Name", "")
+    if not EC2_IMAGE_NAME.fullmatch(name):
+        findings.append(Finding(operation, "Name", "3 to 128 of letters, digits and ()[] ./-'@_ (EC2 API reference)", shown(name)))
+    description = params.get("Description") or ""
+    if len(description) > EC2_IMAGE_DESCRIPTION_CHARACTERS:
+        findings.append(
+            Finding(operation, "Description", f"at most {EC2_IMAGE_DESCRIPTION_CHARACTERS} characters (EC2 API reference)", shown(description))
+        )
+    for index, spec in enumerate(params.get("TagSpecifications") or []):
+        findings += _tags(spec.get("Tags"), f"TagSpecifications[{index}].Tags", operation, EC2_TAGS)
+    return findings
+
+
 def _ec2_create_tags(params, operation):
     return _tags(params.get("Tags"), "Tags", operation, EC2_TAGS)
 
@@ -298,6 +321,7 @@ def _dynamodb_write(params, operation):
 LIMITS = {
     ("ec2", "RunInstances"): _ec2_run_instances,
     ("ec2", "CreateTags"): _ec2_create_tags,
+    ("ec2", "CreateImage"): _ec2_create_image,
     ("cloudformation", "CreateStack"): _cfn_stack,
     ("cloudformation", "UpdateStack"): _cfn_stack,
     ("cloudformation", "CreateChangeSet"): _cfn_stack,

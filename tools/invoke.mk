@@ -9,7 +9,7 @@
 # -q or -t (also --dry-run, --just-print, --recon, --question, --touch) nothing is invoked, and the
 # command that would run is printed instead.
 
-INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build cluster-cancel status
+INVOKE_GOALS := invoke cluster-deploy cluster-schedule-destroy cluster-destroy cluster-test cluster-build cluster-cancel runner-image status
 invoke_goal := $(filter $(INVOKE_GOALS),$(MAKECMDGOALS))
 # The single-letter flags make was given (the documented way to test them while reading).
 invoke_modes := $(firstword -$(MAKEFLAGS))
@@ -21,6 +21,7 @@ invoke_function_cluster-destroy := destroy
 invoke_function_cluster-test := test
 invoke_function_cluster-build := build
 invoke_function_cluster-cancel := cancel
+invoke_function_runner-image := runner_image
 invoke_function_status := status
 
 ifneq ($(invoke_goal),)
@@ -31,7 +32,8 @@ invoke_function := $(invoke_function_$(invoke_goal))
 invoke_args := $(invoke_function)
 invoke_args += $(if $(LOCAL),--local)
 invoke_args += $(if $(filter invoke,$(invoke_goal)),--payload $(call quote,$(value PAYLOAD)))
-invoke_args += $(if $(filter-out invoke status cluster-cancel,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
+invoke_args += $(if $(filter-out invoke status cluster-cancel runner-image,$(invoke_goal)),--cluster $(call quote,$(value CLUSTER)))
+invoke_args += $(if $(and $(ARCH),$(filter runner-image,$(invoke_goal))),--architecture $(call quote,$(value ARCH)))
 invoke_args += $(if $(filter cluster-cancel,$(invoke_goal)),--run-id $(call quote,$(value RUN_ID)))
 invoke_args += $(if $(filter status,$(invoke_goal)),--table)
 invoke_args += $(if $(and $(filter status,$(invoke_goal)),$(CLUSTER)),--cluster $(call quote,$(value CLUSTER)))
@@ -40,7 +42,7 @@ invoke_args += $(if $(AT),--at $(call quote,$(value AT)))
 invoke_args += $(if $(TTL),--ttl $(call quote,$(value TTL)))
 invoke_args += $(if $(WAIT),--wait-seconds $(call quote,$(value WAIT)))
 invoke_args += $(if $(and $(HOLD),$(filter cluster-test cluster-build,$(invoke_goal))),--hold $(call quote,$(value HOLD)))
-invoke_args += $(if $(filter cluster-test cluster-build,$(invoke_goal)),--follow)
+invoke_args += $(if $(filter cluster-test cluster-build runner-image,$(invoke_goal)),--follow)
 invoke_args += $(if $(and $(DRY_RUN),$(filter-out invoke status cluster-cancel,$(invoke_goal))),--dry-run)
 ifneq ($(findstring n,$(invoke_modes))$(findstring q,$(invoke_modes))$(findstring t,$(invoke_modes)),)
 $(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(strip $(invoke_args)))
@@ -64,7 +66,8 @@ cluster-schedule-destroy: ## CLUSTER= AT=|TTL=: schedule its destroy (RFC 3339, 
 cluster-destroy: ## CLUSTER=: destroy a cluster now
 cluster-test: ## CLUSTER= VERSION= [HOLD=minutes]: run the test suites against a cluster (HOLD keeps a failed run's instance)
 cluster-build: ## CLUSTER= VERSION= [HOLD=minutes]: build and push the cluster's images
-cluster-cancel: ## RUN_ID=: end a test or build run now, terminating its instance
+cluster-cancel: ## RUN_ID=: end a test, build or runner image run now, terminating its instance
+runner-image: ## [ARCH=arm64|x86_64] [DRY_RUN=1]: make the runner image TEST runs launch from, following the run to its end
 status: ## Every cluster, run and what the sweeper would do, as tables; CLUSTER=: one cluster with its history (LOCAL=1: local)
 
 .PHONY: $(INVOKE_GOALS)

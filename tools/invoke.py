@@ -3,7 +3,7 @@
 
 Exit status (the contract): 0 success, 1 function error, 2 the invocation itself failed.
 With --local it calls the local Lambda emulator; otherwise the deployed function via
-`aws lambda invoke`. With --follow, a `test` or `build` answer of "running" is invoked again
+`aws lambda invoke`. With --follow, a `test`, `build` or `runner_image` answer of "running" is invoked again
 with its run_id until the run ends; progress goes to stderr. With --table, a `status` answer is
 printed as tables instead of JSON. Standard library only."""
 
@@ -158,6 +158,9 @@ def build_payload(args) -> bytes:
         return json.dumps(event).encode()
     if args.run_id:
         event["run_id"] = args.run_id
+    elif args.function == "runner_image":
+        if args.architecture:
+            event["architecture"] = args.architecture
     else:
         if not args.cluster:
             raise InvocationFailed("give PAYLOAD=, or CLUSTER= for the cluster targets")
@@ -330,6 +333,14 @@ def print_status(answer: dict) -> None:
           usd(b.get("clusters_usd")), usd(b.get("runs_usd"))] for b in budgets],
         "no profile",
     )
+    images = answer.get("runner_images", [])
+    table(
+        f"Runner images ({len(images)}, newest first)",
+        ["IMAGE", "ARCHITECTURE", "STATE", "AGE (DAYS)", "CURRENT PLAN", "MADE BY RUN"],
+        [[i.get("image_id"), i.get("architecture"), i.get("state"), i.get("age_days"),
+          "yes" if i.get("current_plan") else "no", i.get("run_id")] for i in images],
+        "none: TEST runs install their tools (make runner-image makes one)",
+    )
     prices = answer.get("prices") or {}
     print(f"Costs from the catalog's prices of {prices.get('as_of')} ({prices.get('basis')}); runs use spot "
           f"instances, so their costs are upper bounds. As of {answer.get('at')}.")
@@ -346,6 +357,7 @@ def main() -> int:
     parser.add_argument("--run-id")
     parser.add_argument("--wait-seconds")
     parser.add_argument("--hold")
+    parser.add_argument("--architecture")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--local", action="store_true")
     parser.add_argument("--follow", action="store_true")

@@ -130,6 +130,16 @@ class PlantedViolationsAreCaught(unittest.TestCase):
         self.assertCaught(_findings("ec2", "run_instances", **tagged(many)), "Tags", "50 tags")
         self.assertCaught(_findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", Tags=many), "Tags", "50")
 
+    def test_image_name_and_description(self):
+        def image(**extra):
+            return dict(dict(InstanceId="i-1234567890abcdef0", Name="sliderule-runner-arm64-image-ci-1", NoReboot=True), **extra)
+
+        self.assertEqual(_findings("ec2", "create_image", **image()), [])
+        self.assertCaught(_findings("ec2", "create_image", **image(Name="ab")), "Name", "3 to 128")
+        self.assertCaught(_findings("ec2", "create_image", **image(Name="a" * 129)), "Name", "3 to 128")
+        self.assertCaught(_findings("ec2", "create_image", **image(Name="a:b:c")), "Name", "3 to 128")
+        self.assertCaught(_findings("ec2", "create_image", **image(Description="d" * 256)), "Description", "255")
+
     def test_launch_rules(self):
         interfaces = [{"DeviceIndex": 0, "SubnetId": "subnet-1", "Groups": ["sg-1"], "PrivateIpAddress": "10.0.1.4"}]
         self.assertCaught(_findings("ec2", "run_instances", **_launch(NetworkInterfaces=interfaces)), "SecurityGroupIds", "NetworkInterfaces")

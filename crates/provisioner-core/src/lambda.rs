@@ -142,8 +142,13 @@ async fn run(runner: Runner, kind: RunKind, event: Value, invocation: Invocation
 }
 
 /// RUNNER_IMAGE: see `service/runner_image.rs`.
-pub async fn runner_image(runner: Runner, event: Value, invocation: Invocation) -> Result<RunResponse> {
-    runner.runner_image(RunnerImageRequest::parse(event)?, &invocation).await
+pub async fn runner_image(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
+    let (event, dry_run) = dry_run_of(event)?;
+    let request = RunnerImageRequest::parse(event)?;
+    if dry_run {
+        return runner.plan_runner_image(&request).await.map(Answer::Plan);
+    }
+    runner.runner_image(request, &invocation).await.map(Answer::Done)
 }
 
 /// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).

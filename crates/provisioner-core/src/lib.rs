@@ -38,6 +38,10 @@
 //!   [`domain::attempt`], [`domain::instance_event`]; the profile's `max_attempts`,
 //!   `on_demand_fallback`, `boot_timeout_minutes`: [`catalog::RunnerProfile`]
 //! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
+//! - RUNNER_IMAGE: the image run, imaging its instance, the image a TEST run launches from, the
+//!   steps it holds: [`service`] `runner_image.rs`, [`domain::runner_image`] (`choose`, `to_retire`),
+//!   [`instance::plan::ImageRole`], the catalog's `runner_image` and `runner_image_max_age_days`;
+//!   retired by [`service::sweeper`]
 //! - who asked (`requested_by`), recorded on stacks, schedules, runs and instances:
 //!   [`domain::names::RequestedBy`], [`domain::requests`]; shown by [`service::status`]
 //! - a cluster's history (400 days, `status {"cluster"}`): [`domain::history`], [`ports::History`],

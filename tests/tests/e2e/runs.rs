@@ -399,3 +399,50 @@ fn cluster_test_keeps_invoking_until_the_run_ends() {
         followed.stderr
     );
 }
+
+/// `runner_image` makes an AMI of an instance whose host-tool steps passed, and the next TEST run
+/// launches from it, passing what it holds at once.
+#[tokio::test]
+async fn runner_image_makes_an_image_and_the_next_test_run_launches_from_it() {
+    let started = make_invoke("runner_image", r#"{"wait_seconds": 0, "requested_by": "nightly"}"#);
+    assert_eq!(started.exit, 0, "{:#} {}", started.answer, started.stderr);
+    let run_id = started.answer["run_id"].as_str().unwrap().to_owned();
+    assert!(run_id.starts_with("image-ci-runner-image-"), "{run_id}");
+    let instance_id = started.answer["instance_id"].as_str().unwrap().to_owned();
+    simulate(&instance_id, None);
+    let made = resume("runner_image", &run_id);
+    let answer = made.assert_success();
+    let image_id = answer["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(instance_state(&instance_id).await, "terminated", "imaged, then terminated");
+
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let described = ec2.describe_images().image_ids(&image_id).send().await.unwrap();
+    let image = &described.images()[0];
+    let tags: std::collections::BTreeMap<&str, &str> =
+        image.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert_eq!((tags["sliderule:kind"], tags["sliderule:architecture"]), ("runner_image", "arm64"));
+    assert_eq!(tags["sliderule:run-id"], run_id);
+    assert_eq!(tags["sliderule:plan-hash"].len(), 16);
+    let snapshot = image.block_device_mappings()[0].ebs().and_then(|ebs| ebs.snapshot_id()).unwrap();
+    let snapshots = ec2.describe_snapshots().snapshot_ids(snapshot).send().await.unwrap();
+    let snapshot_tags: Vec<(&str, &str)> =
+        snapshots.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(snapshot_tags.contains(&("sliderule:provisioner", "true")), "{snapshot_tags:?}");
+
+    // The next TEST run boots the image and passes what it holds at once; the rest runs.
+    let cluster = unique("ci-run-");
+    let test = start("test", &cluster, "main");
+    let chosen = test["runner_image"].as_str().unwrap_or_default();
+    assert!(chosen.starts_with("ami-"), "{test:#}");
+    assert_eq!(described_instance(test["instance_id"].as_str().unwrap()).await.image_id(), Some(chosen));
+    simulate(test["instance_id"].as_str().unwrap(), None);
+    let done = resume("test", test["run_id"].as_str().unwrap());
+    let answer = done.assert_success();
+    let steps = answer["steps"].as_array().unwrap();
+    let held = steps.iter().find(|s| s["name"] == "install-tools").unwrap();
+    assert_eq!(held["status"], "passed", "{held:#}");
+    assert!(held["reason"].as_str().is_some_and(|r| r.contains("runner image")), "{held:#}");
+    assert_eq!(held["duration_seconds"], 0.0, "{held:#}");
+    let ran = steps.iter().find(|s| s["name"] == "python-client-pytests").unwrap();
+    assert!(ran["reason"].is_null() && ran["status"] == "passed", "{ran:#}");
+}

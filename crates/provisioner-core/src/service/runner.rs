@@ -941,7 +941,7 @@ impl Runner {
     /// launch (instance types in order, market, image, user-data size). Reads only.
     pub async fn plan(&self, kind: RunKind, request: &RunRequest) -> Result<Plan> {
         let RunRequest::Start { cluster, version, hold_minutes, requested_by, .. } = request else {
-            return Err(Error::invalid("dry_run plans a start: give a cluster and a version, not a run_id"));
+            return Err(Error::invalid("dry_run plans a start, not the resume of a run_id"));
         };
         let profile = self.catalog.profile_for(cluster)?;
         let now = crate::domain::time::whole_seconds(self.clock.now());

@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 
+use super::plan::Plan;
 use super::runner::{RunResponse, Runner};
 use super::Invocation;
 use crate::catalog::Profile;
@@ -15,7 +16,17 @@ impl Runner {
     /// RUNNER_IMAGE: starts the image run of the architecture asked (the catalog's TEST one by
     /// default), or answers the active one; then waits as `test` does.
     pub async fn runner_image(&self, request: RunnerImageRequest, invocation: &Invocation) -> Result<RunResponse> {
-        let request = match request {
+        self.run(RunKind::RunnerImage, self.image_run_request(request)?, invocation).await
+    }
+
+    /// DRY_RUN of RUNNER_IMAGE: the run it would start, as a TEST or BUILD plan says.
+    pub async fn plan_runner_image(&self, request: &RunnerImageRequest) -> Result<Plan> {
+        self.plan(RunKind::RunnerImage, &self.image_run_request(request.clone())?).await
+    }
+
+    /// The run a runner image request starts or resumes: the catalog's image run.
+    fn image_run_request(&self, request: RunnerImageRequest) -> Result<RunRequest> {
+        Ok(match request {
             RunnerImageRequest::Start { architecture, wait_seconds, requested_by } => {
                 let (image_run, _) = self.catalog.runner_image(architecture.as_deref())?;
                 RunRequest::Start {
@@ -27,8 +38,7 @@ impl Runner {
                 }
             }
             RunnerImageRequest::Resume { run_id, wait_seconds } => RunRequest::Resume { run_id, wait_seconds },
-        };
-        self.run(RunKind::RunnerImage, request, invocation).await
+        })
     }
 
     /// The runner image a `kind` run of `profile` launches from at `now`: for TEST, the newest of

@@ -40,6 +40,22 @@ pub struct StatusResponse {
     pub budgets: Vec<ProfileSpend>,
     /// Where the costs come from.
     pub prices: PriceBasis,
+    /// The runner images TEST runs may launch from, newest first.
+    pub runner_images: Vec<RunnerImageStatus>,
+}
+
+/// A runner image as status lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunnerImageStatus {
+    pub image_id: String,
+    pub architecture: String,
+    pub state: String,
+    pub created_at: Option<String>,
+    pub age_days: Option<f64>,
+    pub plan_hash: String,
+    /// Whether the catalog's runner image plan made it: TEST runs launch only from such images.
+    pub current_plan: bool,
+    pub run_id: Option<RunId>,
 }
 
 /// A failed run's instance kept up for debugging.
@@ -174,7 +190,30 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         history: None,
         budgets: survey.spend(catalog),
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
+        runner_images: runner_images(catalog, survey),
     }
+}
+
+fn runner_images(catalog: &Catalog, survey: &Survey) -> Vec<RunnerImageStatus> {
+    let hash = catalog.plans().runner_image.hash();
+    let mut images: Vec<RunnerImageStatus> = survey
+        .runner_images
+        .iter()
+        .map(|image| RunnerImageStatus {
+            image_id: image.id.clone(),
+            architecture: image.architecture.clone(),
+            state: image.state.clone(),
+            created_at: image.created_at.map(|at| at.to_string()),
+            age_days: image
+                .created_at
+                .map(|at| (survey.now.duration_since(at).as_secs_f64().max(0.0) / 86_400.0 * 10.0).round() / 10.0),
+            plan_hash: image.plan_hash.clone(),
+            current_plan: image.plan_hash == hash,
+            run_id: image.run_id.clone(),
+        })
+        .collect();
+    images.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    images
 }
 
 fn cluster_status(catalog: &Catalog, survey: &Survey, stack: &StackSnapshot) -> ClusterStatus {
