@@ -312,7 +312,7 @@ def main() -> None:
                                         text=True).stdout)
     user_data = json.loads(run(["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "user_data_sizes"],
                                capture_output=True, text=True).stdout)
-    side_by_side = steps.play()
+    side_by_side = steps.play_both()
 
     rows = []
     for name, results in cold.items():
@@ -362,7 +362,7 @@ def cold_target(row: dict) -> str:
     if row["scenario"] == "deploy, cluster running":
         checks.append(("≤ 3 calls", row["aws_calls"] <= 3))
     if row["scenario"] == "sweep, nothing to do":
-        checks.append(("5 listings + 1 read per schedule, no action", row["aws_calls"] == 6))
+        checks.append(("6 listings + 1 read per schedule, no action", row["aws_calls"] == 7))
     return ", ".join(f"{what}: {verdict(ok)}" for what, ok in checks)
 
 

@@ -1,9 +1,11 @@
 //! Prints, as JSON, the shipped plan of a run kind (`test` or `build`, the first argument): its
-//! rendered script for a sample run, its parallelism, and each step with what it needs. `make
-//! bench` plays the script in the sandbox to time the steps side by side.
+//! rendered script for a sample run (booted from a runner image when the second argument is
+//! `image`), its parallelism, and each step with what it needs and whether the image holds it.
+//! `make bench` plays the script in the sandbox to time the steps side by side.
 
 use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, GitRef, RunId, RunKind};
+use provisioner_core::instance::plan::ImageRole;
 use provisioner_core::instance::{render, RunValues, CHECKOUT_STEP};
 use provisioner_core::settings::RunSettings;
 
@@ -12,11 +14,12 @@ fn main() {
         Some("build") => RunKind::Build,
         _ => RunKind::Test,
     };
+    let from_image = std::env::args().nth(2).as_deref() == Some("image");
     let catalog = Catalog::shipped().expect("the shipped catalog loads");
     let plans = catalog.plans();
     let plan = plans.of(kind);
     let values = RunValues {
-        run_id: RunId::parse(&format!("{kind}-ci-bench-20261202t120000-be01")).expect("a valid run id"),
+        run_id: RunId::parse(&format!("{}ci-bench-20261202t120000-be01", kind.id_prefix())).expect("a valid run id"),
         kind,
         cluster: ClusterName::parse("ci-bench").expect("a valid name"),
         version: GitRef::parse("main").expect("a valid ref"),
@@ -24,6 +27,7 @@ fn main() {
         attempt: 1,
         time_limit_minutes: 180,
         hold_minutes: 0,
+        runner_image: from_image.then(|| "ami-0123456789abcdef0".to_owned()),
         settings: RunSettings {
             region: "us-east-1".into(),
             table: "sliderule-provisioner".into(),
@@ -45,7 +49,8 @@ fn main() {
     let mut steps = vec![serde_json::json!({"name": CHECKOUT_STEP, "needs": []})];
     steps.extend(plan.steps.iter().map(|step| {
         let needs: Vec<&str> = std::iter::once(CHECKOUT_STEP).chain(step.needs.iter().map(String::as_str)).collect();
-        serde_json::json!({"name": step.name, "needs": needs, "component": step.component})
+        let held = from_image && step.image == Some(ImageRole::Holds);
+        serde_json::json!({"name": step.name, "needs": needs, "component": step.component, "held": held})
     }));
     let answer =
         serde_json::json!({"kind": kind.as_str(), "parallelism": plan.parallelism, "steps": steps, "script": script});

@@ -22,7 +22,7 @@ const PROJECT_FOLDER: &str = "cf";
 
 fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues {
     RunValues {
-        run_id: RunId::parse(&unique(&format!("{kind}-ci-1-"))).unwrap(),
+        run_id: RunId::parse(&unique(&format!("{}ci-1-", kind.id_prefix()))).unwrap(),
         kind,
         cluster: ClusterName::parse("ci-1").unwrap(),
         version: GitRef::parse(version).unwrap(),
@@ -30,6 +30,7 @@ fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues 
         attempt: 1,
         time_limit_minutes: 90,
         hold_minutes: 0,
+        runner_image: None,
         settings: RunSettings {
             region: "us-east-1".into(),
             table: table.into(),
@@ -624,8 +625,9 @@ async fn independent_steps_run_side_by_side_up_to_the_plans_parallelism() {
     let plan = Plan {
         parallelism: 2,
         steps: vec![
-            // Long enough that the others (and their reports) run beside it, even on a busy machine.
-            step("long", "4", "true", &[]),
+            // Long enough that the others run beside it even on a busy machine, where each step's
+            // reports (an AWS CLI call each) take seconds before its place frees.
+            step("long", "12", "true", &[]),
             step("short", "0.3", "true", &[]),
             step("third", "0.3", "true", &[]),
             step("fails", "0.2", "exit 1", &["short"]),

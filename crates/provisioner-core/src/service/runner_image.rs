@@ -80,7 +80,7 @@ impl Runner {
         };
         let profile = self.catalog.profile_for(&record.cluster)?;
         let architecture = profile.runner.architecture.clone();
-        let images = self.instances.runner_images().await?;
+        let mut images = self.instances.runner_images().await?;
         if record.runner_image.is_none() {
             let made = images.iter().find(|image| image.run_id.as_ref() == Some(&record.run_id));
             let image_id = match made {
@@ -102,8 +102,8 @@ impl Runner {
             tracing::info!(run_id = %record.run_id, %image_id, %instance_id, "imaging the runner instance");
             record.runner_image = Some(image_id);
             self.runs.update(record).await?;
-            // The image is listed from the next look on.
-            return Ok(());
+            // A small image may be available at once; EC2 may also list a new image a moment later.
+            images = self.instances.runner_images().await?;
         }
         let image_id = record.runner_image.clone().unwrap_or_default();
         let state = images.iter().find(|image| image.id == image_id).map(|image| image.state.as_str());
