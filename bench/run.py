@@ -288,17 +288,16 @@ def main() -> None:
                     raise SystemExit(f"bench: an idle sweep acted: {response['actions']}")
                 cold.setdefault(name, []).append(result)
                 if name.endswith("run start"):
-                    run_instances.append(response["instance_id"])
-            # Spot interruptions take both runs' instances; the sweeper ends the runs as lost, so
-            # the next round's sweep has nothing to do again (and no profile's run cap fills up).
-            run(["./.venv/bin/aws", "ec2", "terminate-instances", "--instance-ids", *run_instances], env=environment,
-                stdout=subprocess.DEVNULL)
-            run_instances.clear()
-            result = bench.invoke("provisioner-sweep", [{}], deadline_seconds=60)
-            results = [action["result"] for action in result["responses"][0]["actions"]]
-            if results != ["ended as lost", "ended as lost"]:
-                raise SystemExit(f"bench: the sweep after the interruptions did {results}")
-            cold.setdefault("sweep, two runs lost", []).append(result)
+                    run_instances.append(response["run_id"])
+            # Both runs are cancelled (their instances terminated), so the next round's sweep has
+            # nothing to do again and no profile's run cap fills up. (Terminating the instances
+            # would only begin their next attempts.)
+            for run_id in run_instances:
+                result = bench.invoke("provisioner-cancel", [{"run_id": run_id}], deadline_seconds=60)
+                outcome = result["responses"][0].get("outcome")
+                if outcome != "cancelled":
+                    raise SystemExit(f"bench: cancelling {run_id} answered {result['responses'][0]}")
+                cold.setdefault("cancel, run active", []).append(result)
         # One warm process: the first deploy creates the cluster, every later one finds it running.
         warm = bench.invoke("provisioner-deploy", [{"cluster": "ci-bench-warm"}] * (WARM_INVOCATIONS + 1))
         if any(r.get("action") != "already_running" for r in warm["responses"][1:]):

@@ -205,7 +205,7 @@ pub fn render(plan: &Plan, layouts: &[Layout], values: &RunValues) -> Result<Str
     values.check()?;
     let mut script = header(values);
     script.push_str(&variables(values));
-    script.push_str(RUNTIME);
+    script.push_str(&runtime());
     script.push('\n');
     script.push_str(&render_layouts(layouts));
     script.push('\n');
@@ -356,6 +356,12 @@ fn render_layouts(layouts: &[Layout]) -> String {
     ));
     load.push_str("    *) COMPONENTS=() ;;\n  esac\n}\n");
     detect + &load
+}
+
+/// [`RUNTIME`] as the instance gets it: its full-line comments, for readers of this file, left
+/// out, which keeps the user-data well within its budget.
+fn runtime() -> String {
+    RUNTIME.lines().filter(|line| !line.trim_start().starts_with('#')).flat_map(|line| [line, "\n"]).collect()
 }
 
 /// The fixed part of every script: reporting, step running and the exit trap. Reports go to the

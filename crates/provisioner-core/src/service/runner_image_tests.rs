@@ -31,6 +31,15 @@ fn test_run(cluster: &str) -> RunRequest {
     }
 }
 
+/// An available arm64 runner image of the plan of `hash`, made `age_days` ago by an earlier run.
+fn made(world: &RunWorld, id: &str, hash: &str, age_days: i64) -> RunnerImage {
+    let now = world.clock.now();
+    let run_id = RunId::parse("image-ci-runner-image-20261101t120000-ab12").unwrap();
+    let tags = image_tags("arm64", hash, &run_id, now).into_iter().collect();
+    let created = now - SignedDuration::from_hours(24 * age_days);
+    RunnerImage::from_tags(id.into(), "available".into(), Some(created), &tags, vec![format!("snap-{id}")]).unwrap()
+}
+
 /// Starts the image run and has its instance report every step passed.
 async fn image_run_passed(world: &RunWorld) -> RunId {
     let started = world.runner.runner_image(make_image(0), &world.invocation("i1")).await.unwrap();
@@ -145,14 +154,8 @@ async fn a_test_run_launches_from_the_image_and_passes_what_it_holds_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_test_run_skips_images_too_old_or_of_another_plan() {
     let world = RunWorld::new(NOW);
-    let now = world.clock.now();
-    let run_id = RunId::parse("image-ci-runner-image-20261101t120000-ab12").unwrap();
     let hash = world.runner.catalog.plans().runner_image.hash();
-    let image = |id: &str, hash: &str, age_days: i64| {
-        let tags = image_tags("arm64", hash, &run_id, now).into_iter().collect();
-        let created = now - SignedDuration::from_hours(24 * age_days);
-        RunnerImage::from_tags(id.into(), "available".into(), Some(created), &tags, vec![]).unwrap()
-    };
+    let image = |id: &str, hash: &str, age_days: i64| made(&world, id, hash, age_days);
     world.instances.put_image(image("ami-0000000000000000a", &hash, 15));
     world.instances.put_image(image("ami-0000000000000000b", "0000000000000000", 1));
     let run = world.runner.run(RunKind::Test, test_run("ci-1"), &world.invocation("t1")).await.unwrap();
@@ -167,16 +170,10 @@ async fn the_sweeper_retires_all_but_the_newest_two_images_and_never_one_in_use(
     let ops = OpsWorld::new(NOW);
     let world = &ops.runs;
     let now = world.clock.now();
-    let run_id = RunId::parse("image-ci-runner-image-20261101t120000-ab12").unwrap();
     let hash = world.runner.catalog.plans().runner_image.hash();
     for (id, age_days) in [("ami-00000000000000001", 30), ("ami-00000000000000002", 20), ("ami-00000000000000003", 10)]
     {
-        let tags = image_tags("arm64", &hash, &run_id, now).into_iter().collect();
-        let created = now - SignedDuration::from_hours(24 * age_days);
-        world.instances.put_image(
-            RunnerImage::from_tags(id.into(), "available".into(), Some(created), &tags, vec![format!("snap-{id}")])
-                .unwrap(),
-        );
+        world.instances.put_image(made(world, id, &hash, age_days));
     }
     // A run launched from the second image is still active; the oldest is nobody's.
     let mut active = crate::testing::contract::run_record(RunKind::Test, "ci-1", "main", now);
