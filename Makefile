@@ -47,7 +47,7 @@ local-down: ## Stop what local-up started
 # ---- Demo, tests, tools -----------------------------------------------------------------------
 
 .PHONY: demo
-demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> fired schedule -> destroy -> sweep -> status on the local stack
+demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> runner image -> fired schedule -> destroy -> sweep -> status on the local stack
 	@tools/demo
 
 .PHONY: test
