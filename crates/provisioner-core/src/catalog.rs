@@ -370,8 +370,7 @@ pub struct Catalog {
     profiles: Vec<Profile>,
     plans: Plans,
     prices: Prices,
-    /// The runner image run, and the architecture of its profile's runner.
-    runner_image: Option<(RunnerImageFile, String)>,
+    runner_image: Option<RunnerImageFile>,
 }
 
 impl Catalog {
@@ -406,26 +405,17 @@ impl Catalog {
         plans.build.check("build", &components)?;
         plans.runner_image = plans.test.for_runner_image();
         plans.test = plans.test.for_runs();
-        let runner_image = match file.runner_image {
-            None => None,
-            Some(image_run) => {
-                let profile = profiles
-                    .iter()
-                    .find(|profile| {
-                        profile.patterns.iter().any(|pattern| glob_matches(pattern, image_run.cluster.as_str()))
-                    })
-                    .ok_or_else(|| {
-                        bad(format!("the runner image's cluster '{}' matches no profile", image_run.cluster))
-                    })?;
-                if plans.runner_image.steps.is_empty() {
-                    return Err(bad(
-                        "it names a runner image, and no TEST step is the image's (image: holds or only)".into()
-                    ));
-                }
-                Some((image_run, profile.runner.architecture.clone()))
+        if let Some(image_run) = &file.runner_image {
+            if first_profile(&profiles, &image_run.cluster).is_none() {
+                return Err(bad(format!("the runner image's cluster '{}' matches no profile", image_run.cluster)));
             }
-        };
-        Ok(Catalog { profiles, plans, prices: file.prices, runner_image })
+            if plans.runner_image.steps.is_empty() {
+                return Err(bad(
+                    "it names a runner image, and no TEST step is the image's (image: holds or only)".into()
+                ));
+            }
+        }
+        Ok(Catalog { profiles, plans, prices: file.prices, runner_image: file.runner_image })
     }
 
     pub fn plans(&self) -> &Plans {
@@ -439,9 +429,11 @@ impl Catalog {
     /// The name and version the runner image run of `architecture` carries, and the profile whose
     /// runner launches it; `InvalidRequest` for an architecture no runner image is made for.
     pub fn runner_image(&self, architecture: Option<&str>) -> Result<(&RunnerImageFile, &Profile), Error> {
-        let Some((image_run, ours)) = &self.runner_image else {
+        let Some(image_run) = &self.runner_image else {
             return Err(Error::invalid("the cluster catalog names no runner image (its runner_image section)"));
         };
+        let profile = self.profile_for(&image_run.cluster)?;
+        let ours = &profile.runner.architecture;
         if let Some(asked) = architecture.filter(|asked| asked != ours) {
             return Err(Error::invalid(format!(
                 "the catalog's TEST runs use {ours}, so no {} runner image is made: an image of it would never be \
@@ -449,15 +441,12 @@ impl Catalog {
                 shown(asked)
             )));
         }
-        Ok((image_run, self.profile_for(&image_run.cluster)?))
+        Ok((image_run, profile))
     }
 
     /// The first profile that accepts `cluster`.
     pub fn profile_for(&self, cluster: &ClusterName) -> Result<&Profile, Error> {
-        self.profiles
-            .iter()
-            .find(|profile| profile.patterns.iter().any(|pattern| glob_matches(pattern, cluster.as_str())))
-            .ok_or_else(|| Error::UnknownCluster(cluster.to_string()))
+        first_profile(&self.profiles, cluster).ok_or_else(|| Error::UnknownCluster(cluster.to_string()))
     }
 
     pub fn profiles(&self) -> &[Profile] {
@@ -517,6 +506,11 @@ impl Profile {
             monthly_budget_usd: raw.monthly_budget_usd,
         })
     }
+}
+
+/// The first of `profiles` that accepts `cluster`.
+fn first_profile<'a>(profiles: &'a [Profile], cluster: &ClusterName) -> Option<&'a Profile> {
+    profiles.iter().find(|profile| profile.patterns.iter().any(|pattern| glob_matches(pattern, cluster.as_str())))
 }
 
 /// A lowercase DNS label, matching names by patterns of its own (no catch-all).

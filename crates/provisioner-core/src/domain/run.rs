@@ -187,12 +187,7 @@ impl RunRequest {
                 requested_by: raw.requested_by,
             }
         };
-        let wait = match &request {
-            RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
-        };
-        if wait.is_some_and(|w| w > MAX_WAIT_SECONDS) {
-            return Err(Error::invalid(format!("wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")));
-        }
+        check_wait(request.wait_seconds())?;
         Ok(request)
     }
 
@@ -201,6 +196,14 @@ impl RunRequest {
             RunRequest::Start { wait_seconds, .. } | RunRequest::Resume { wait_seconds, .. } => *wait_seconds,
         }
     }
+}
+
+/// `wait_seconds` within the contract's bound, when given.
+fn check_wait(wait_seconds: Option<u64>) -> Result<(), Error> {
+    if wait_seconds.is_some_and(|w| w > MAX_WAIT_SECONDS) {
+        return Err(Error::invalid(format!("wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")));
+    }
+    Ok(())
 }
 
 /// What a `runner_image` event asks: make the image (of the catalog's TEST architecture, or the
@@ -243,14 +246,9 @@ impl RunnerImageRequest {
                 requested_by: raw.requested_by,
             }
         };
-        let wait = match &request {
-            RunnerImageRequest::Start { wait_seconds, .. } | RunnerImageRequest::Resume { wait_seconds, .. } => {
-                *wait_seconds
-            }
-        };
-        if wait.is_some_and(|w| w > MAX_WAIT_SECONDS) {
-            return Err(Error::invalid(format!("wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")));
-        }
+        let (RunnerImageRequest::Start { wait_seconds, .. } | RunnerImageRequest::Resume { wait_seconds, .. }) =
+            &request;
+        check_wait(*wait_seconds)?;
         Ok(request)
     }
 }
