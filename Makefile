@@ -40,6 +40,10 @@ venv: $(VENV)/.installed $(SAM_VENV)/.installed ## Install the emulators and AWS
 local-up: venv ## Start the local AWS emulator and Lambda emulator on 127.0.0.1 (idempotent)
 	@tools/local-stack up
 
+.PHONY: local-advance
+local-advance: ## Move the local stack's clock MINUTES=N minutes forward (never back)
+	@tools/local-stack advance $(call quote,$(MINUTES))
+
 .PHONY: local-down
 local-down: ## Stop what local-up started
 	@tools/local-stack down

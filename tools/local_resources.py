@@ -214,6 +214,8 @@ def main(env_file: str) -> None:
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+        # The local stack's clock, which `make local-advance` moves (on AWS: the system clock).
+        "PROVISIONER_LOCAL_CLOCK_FILE": os.path.join(os.path.dirname(os.path.abspath(env_file)), "clock-offset"),
     })
     with open(env_file, "w", encoding="utf-8") as out:
         for key, value in sorted(environment.items()):

@@ -96,6 +96,8 @@ pub enum Error {
     #[error("{0}")]
     RunCancelled(String),
     #[error("{0}")]
+    RunTimedOut(String),
+    #[error("{0}")]
     BudgetExceeded(String),
     #[error("{0}; retry later, and check the provisioner's permissions if it persists")]
     Aws(AwsFailure),
@@ -120,6 +122,7 @@ impl Error {
             Error::CapacityUnavailable(_) => "CapacityUnavailable",
             Error::ImagesMissing(_) => "ImagesMissing",
             Error::RunCancelled(_) => "RunCancelled",
+            Error::RunTimedOut(_) => "RunTimedOut",
             Error::BudgetExceeded(_) => "BudgetExceeded",
             Error::Aws(_) => "AwsError",
         }
@@ -169,6 +172,7 @@ mod tests {
             "CapacityUnavailable",
             "ImagesMissing",
             "RunCancelled",
+            "RunTimedOut",
             "BudgetExceeded",
             "AwsError",
         ];
@@ -189,6 +193,7 @@ mod tests {
             Error::CapacityUnavailable("x".into()),
             Error::ImagesMissing("x".into()),
             Error::RunCancelled("x".into()),
+            Error::RunTimedOut("x".into()),
             Error::BudgetExceeded("x".into()),
             Error::Aws(AwsFailure {
                 service: "s",

@@ -117,9 +117,14 @@ pub trait History: Send + Sync {
     /// Every cluster's entries of `month` (`YYYY-MM`), in no order: what the month's estimated
     /// spend starts from. It reads the whole table (a Scan), so only the budget asks it.
     async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>>;
-    /// Claims `notice`: `true` for the one caller that claims it first, so it is sent once; a
-    /// claim is kept until [`OnceNotice::kept_until`].
-    async fn claim(&self, notice: &OnceNotice) -> Result<bool>;
+    /// Claims `notice` for `claimant` at `now`: `true` for the one caller that claims it first, so
+    /// it is sent once; `true` again for the same claimant (its own claim, whose answer may have
+    /// been lost), and for anyone once a claim never [`History::confirm`]ed is older than
+    /// [`crate::domain::history::CLAIM_LEASE`] (its sender failed or crashed). A claim is kept
+    /// until [`OnceNotice::kept_until`].
+    async fn claim(&self, notice: &OnceNotice, claimant: &str, now: Timestamp) -> Result<bool>;
+    /// Says `notice` was sent: its claim is never taken again.
+    async fn confirm(&self, notice: &OnceNotice) -> Result<()>;
 }
 
 /// Who holds a lock, and until when.
@@ -159,6 +164,35 @@ pub trait Locks: Send + Sync {
     async fn renew(&self, cluster: &ClusterName, lease: &Lease) -> Result<Option<Lease>>;
     /// Releases the lock if `owner` still holds it; otherwise does nothing. Who waits keeps its place.
     async fn release(&self, cluster: &ClusterName, owner: &str) -> Result<()>;
+}
+
+/// The local stack's clock: the system clock moved forward by the seconds its file holds
+/// (`make local-advance` adds to them; none, or an unreadable file, is not moved). Read at every
+/// `now`, so each function sees a move at once. A sleep is real time.
+pub struct MovedClock {
+    offset_file: std::path::PathBuf,
+}
+
+impl MovedClock {
+    pub fn new(offset_file: std::path::PathBuf) -> MovedClock {
+        MovedClock { offset_file }
+    }
+
+    fn offset(&self) -> jiff::SignedDuration {
+        let seconds = std::fs::read_to_string(&self.offset_file).ok().and_then(|text| text.trim().parse::<i64>().ok());
+        jiff::SignedDuration::from_secs(seconds.unwrap_or(0).max(0))
+    }
+}
+
+#[async_trait]
+impl Clock for MovedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now() + self.offset()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }
 
 /// Time, so tests can move it.
@@ -315,6 +349,16 @@ impl TaggedInstance {
         self.tags.get(key).map(String::as_str)
     }
 
+    /// The kind of run it carries out; `None` for anything else (a cluster's instance).
+    pub fn run_kind(&self) -> Option<crate::domain::RunKind> {
+        self.tag(crate::domain::tags::KIND).and_then(crate::domain::RunKind::parse)
+    }
+
+    /// The stack that made it, if CloudFormation did.
+    pub fn stack(&self) -> Option<&str> {
+        self.tag(crate::domain::tags::CLOUDFORMATION_STACK)
+    }
+
     /// The attempt of its run it carries out (an instance without the tag, the first).
     pub fn attempt(&self) -> u32 {
         self.tag(crate::domain::tags::ATTEMPT).and_then(|n| n.parse().ok()).unwrap_or(1)
@@ -333,9 +377,9 @@ pub trait Instances: Send + Sync {
     async fn launch(&self, spec: &LaunchSpec) -> Result<String>;
     /// The instances tagged with run id `run_id` that have not begun to terminate.
     async fn of_run(&self, run_id: &RunId) -> Result<Vec<TaggedInstance>>;
-    /// Every instance tagged as the provisioner's ([`crate::domain::tags::PROVISIONER`]) that
-    /// has not begun to terminate.
-    async fn tagged(&self) -> Result<Vec<TaggedInstance>>;
+    /// Every instance of a run or an image run (its [`crate::domain::tags::KIND`] a run kind) that
+    /// has not begun to terminate; never a cluster's, whose kind its stack gives it.
+    async fn of_runs(&self) -> Result<Vec<TaggedInstance>>;
     /// The instance's state, or `None` when EC2 no longer knows it.
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>>;
     /// The run id the instance is tagged with, in any state; `None` when EC2 does not know it

@@ -93,6 +93,10 @@ pub const ALERT_TOPIC_ARN: &str = "PROVISIONER_ALERT_TOPIC_ARN";
 pub const RUNNER_SUBNETS: &str = "PROVISIONER_RUNNER_SUBNETS";
 pub const RUNNER_SECURITY_GROUPS: &str = "PROVISIONER_RUNNER_SECURITY_GROUPS";
 
+/// The local stack's alone: a file holding how many seconds its clock was moved forward
+/// (`make local-advance`). Unset on AWS, where the functions read the system clock.
+pub const LOCAL_CLOCK_FILE: &str = "PROVISIONER_LOCAL_CLOCK_FILE";
+
 /// The variables that were set, each trimmed; unset and empty are the same.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -106,7 +110,8 @@ impl Settings {
 
     /// Settings from any source of variables (tests give a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Settings {
-        let names = CLUSTER_SETTINGS.iter().map(|(_, variable)| *variable).chain(OTHER_VARIABLES);
+        let names =
+            CLUSTER_SETTINGS.iter().map(|(_, variable)| *variable).chain(OTHER_VARIABLES).chain(LOCAL_STACK_VARIABLES);
         let values = names
             .filter_map(|name| Some((name.to_owned(), lookup(name)?.trim().to_owned())))
             .filter(|(_, value)| !value.is_empty())
@@ -132,6 +137,14 @@ impl Settings {
     /// The DynamoDB table of locks and run records.
     pub fn table(&self) -> Result<String, String> {
         self.required(TABLE)
+    }
+
+    /// The clock the functions read: the system's, or on the local stack the one it moves.
+    pub fn clock(&self) -> std::sync::Arc<dyn crate::ports::Clock> {
+        match self.optional(LOCAL_CLOCK_FILE) {
+            Some(file) => std::sync::Arc::new(crate::ports::MovedClock::new(file.into())),
+            None => std::sync::Arc::new(crate::ports::SystemClock),
+        }
     }
 
     /// The alert topic, when the template made one.
@@ -181,6 +194,9 @@ impl Settings {
         })
     }
 }
+
+/// What only the local stack sets (the template never does).
+const LOCAL_STACK_VARIABLES: [&str; 1] = [LOCAL_CLOCK_FILE];
 
 const OTHER_VARIABLES: [&str; 14] = [
     ALERT_TOPIC_ARN,

@@ -112,7 +112,7 @@ pub mod run {
         function(KIND, "test, build or runner_image"),
         function(CLUSTER, "the cluster it runs against"),
         function(VERSION, "the git ref asked for"),
-        function(STATE, "launching, running, succeeded, failed, lost, capacity_unavailable or cancelled"),
+        function(STATE, "launching, running, succeeded, failed, lost, capacity_unavailable, cancelled or timed_out"),
         function(STARTED_AT, "when the run started"),
         function(ENDED_AT, "when it ended (the instance writes it too, with its outcome)"),
         function(DEADLINE, "when its instance must be gone: the profile's time limit"),
@@ -158,8 +158,12 @@ pub mod history {
 
     pub const PREFIX: &str = "history#";
     pub const ENTRIES: &str = "entries";
-    /// The most entries one month of one cluster keeps (one item stays far below DynamoDB's 400 KB).
+    /// The most entries one month of one cluster keeps; a destroy that counts the month's spend
+    /// (it carries its stack's creation) may use [`SPEND_RESERVE`] more, so a month of failures
+    /// never drops it. With each entry within [`crate::domain::history::MAX_ENTRY_BYTES`], the
+    /// item stays below DynamoDB's 400 KB.
     pub const MAX_ENTRIES: usize = 1000;
+    pub const SPEND_RESERVE: usize = 100;
 
     /// The item of `cluster`'s history in `month` (`YYYY-MM`).
     pub fn key(cluster: &crate::domain::ClusterName, month: &str) -> String {
@@ -181,6 +185,10 @@ pub mod notice {
 
     pub const WARNING_PREFIX: &str = "warning#";
     pub const BUDGET_ALERT_PREFIX: &str = "budget-alert#";
+    /// Who claimed it (a sweep's request id), when (epoch seconds), and whether it was sent.
+    pub const CLAIMANT: &str = "claimant";
+    pub const CLAIMED_AT: &str = "claimed_at";
+    pub const SENT: &str = "sent";
 
     /// The item that claims `notice`.
     pub fn key(notice: &OnceNotice) -> String {

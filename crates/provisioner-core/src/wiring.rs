@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::aws::{cloudformation, cluster_logs, dynamodb, ec2, scheduler, sns, Aws};
 use crate::catalog::Catalog;
-use crate::ports::{ClusterLogs, ClusterPorts, Images, NoImages, RunPorts, SystemClock};
+use crate::ports::{ClusterLogs, ClusterPorts, Images, NoImages, RunPorts};
 use crate::service::runner::Runner;
 use crate::service::survey::Operations;
 use crate::service::Provisioner;
@@ -30,7 +30,7 @@ pub fn cluster_ports(
         runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         logs,
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
-        clock: Arc::new(SystemClock),
+        clock: settings.clock(),
     })
 }
 
@@ -42,7 +42,7 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
         stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
-        clock: Arc::new(SystemClock),
+        clock: settings.clock(),
     })
 }
 

@@ -719,7 +719,8 @@ impl History for DynamoStore {
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
         let id = format!("{}#{}", entry.at, &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let json = serde_json::to_string(entry).unwrap_or_default();
+        let json = entry.stored_json();
+        let max = history::MAX_ENTRIES + if entry.stack_created_at.is_some() { history::SPEND_RESERVE } else { 0 };
         let outcome = self
             .update_item(key)
             .update_expression("SET #entries.#id = :entry")
@@ -727,7 +728,7 @@ impl History for DynamoStore {
             .expression_attribute_names("#entries", history::ENTRIES)
             .expression_attribute_names("#id", id)
             .expression_attribute_values(":entry", s(&json))
-            .expression_attribute_values(":max", n(history::MAX_ENTRIES as i64))
+            .expression_attribute_values(":max", n(max as i64))
             .send()
             .await;
         if !written(outcome, "UpdateItem")? {
@@ -736,18 +737,44 @@ impl History for DynamoStore {
         Ok(())
     }
 
-    async fn claim(&self, notice: &OnceNotice) -> Result<bool> {
+    async fn claim(&self, notice: &OnceNotice, claimant: &str, now: Timestamp) -> Result<bool> {
+        let stale = now - crate::domain::history::CLAIM_LEASE;
         let outcome = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(KEY, s(&table::notice::key(notice)))
             .item(TTL_ATTRIBUTE, n(notice.kept_until().as_second()))
-            .condition_expression("attribute_not_exists(#pk)")
+            .item(table::notice::CLAIMANT, s(claimant))
+            .item(table::notice::CLAIMED_AT, n(now.as_second()))
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #claimant = :me OR (attribute_not_exists(#sent) AND #at < :stale)",
+            )
             .expression_attribute_names("#pk", KEY)
+            .expression_attribute_names("#claimant", table::notice::CLAIMANT)
+            .expression_attribute_names("#sent", table::notice::SENT)
+            .expression_attribute_names("#at", table::notice::CLAIMED_AT)
+            .expression_attribute_values(":me", s(claimant))
+            .expression_attribute_values(":stale", n(stale.as_second()))
             .send()
             .await;
         written(outcome, "PutItem")
+    }
+
+    async fn confirm(&self, notice: &OnceNotice) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(&table::notice::key(notice)))
+            .update_expression("SET #sent = :true")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", KEY)
+            .expression_attribute_names("#sent", table::notice::SENT)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))
     }
 
     async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {

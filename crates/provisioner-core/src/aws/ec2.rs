@@ -165,14 +165,15 @@ impl Instances for Ec2Instances {
         Ok(output.reservations().iter().flat_map(|r| r.instances()).filter_map(tagged_instance).collect())
     }
 
-    async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
+    async fn of_runs(&self) -> Result<Vec<TaggedInstance>> {
+        let kinds: Vec<String> = RunKind::ALL.iter().map(|kind| kind.as_str().to_owned()).collect();
         let mut found = Vec::new();
         let mut token = None;
         loop {
             let output = self
                 .ec2
                 .describe_instances()
-                .filters(Filter::builder().name(format!("tag:{}", tags::PROVISIONER)).values("true").build())
+                .filters(Filter::builder().name(format!("tag:{}", tags::KIND)).set_values(Some(kinds.clone())).build())
                 .filters(live_states())
                 .set_next_token(token)
                 .send()

@@ -47,6 +47,8 @@ pub enum AttemptOutcome {
     BootTimeout,
     /// It could not be launched.
     Capacity,
+    /// The run reached its time limit: never retried.
+    TimedOut,
     Cancelled,
 }
 
@@ -59,6 +61,7 @@ impl AttemptOutcome {
             AttemptOutcome::Lost => "lost",
             AttemptOutcome::BootTimeout => "boot_timeout",
             AttemptOutcome::Capacity => "capacity",
+            AttemptOutcome::TimedOut => "timed_out",
             AttemptOutcome::Cancelled => "cancelled",
         }
     }
@@ -156,7 +159,7 @@ mod tests {
     #[test]
     fn only_the_clouds_endings_are_retried() {
         use AttemptOutcome::*;
-        let retried: Vec<_> = [Running, Completed, Interrupted, Lost, BootTimeout, Capacity, Cancelled]
+        let retried: Vec<_> = [Running, Completed, Interrupted, Lost, BootTimeout, Capacity, TimedOut, Cancelled]
             .into_iter()
             .filter(|o| o.is_cloud())
             .collect();

@@ -32,12 +32,44 @@ pub struct HistoryEntry {
     pub stack_created_at: Option<Timestamp>,
 }
 
+/// The most bytes an entry takes as stored (its JSON): (1000 + 100) entries of it, with their
+/// keys, fit DynamoDB's 400 KB item. Longer details (whole error texts) are shortened.
+pub const MAX_ENTRY_BYTES: usize = 300;
+
 impl HistoryEntry {
+    /// The entry as stored: its JSON within [`MAX_ENTRY_BYTES`], its detail (then its version)
+    /// shortened with `…` when it would not fit.
+    pub fn stored_json(&self) -> String {
+        let mut entry = self.clone();
+        loop {
+            let json = serde_json::to_string(&entry).unwrap_or_default();
+            let over = json.len().saturating_sub(MAX_ENTRY_BYTES);
+            let field = match (&mut entry.detail, &mut entry.version) {
+                _ if over == 0 => return json,
+                (Some(detail), _) if !detail.is_empty() => detail,
+                (_, Some(version)) if !version.is_empty() => version,
+                _ => return json,
+            };
+            let mut cut = field.len().saturating_sub(over + '…'.len_utf8());
+            while !field.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            field.truncate(cut);
+            if !field.is_empty() {
+                field.push('…');
+            }
+        }
+    }
+
     /// Whether it is still kept at `now`.
     pub fn kept_at(&self, now: Timestamp) -> bool {
         self.at + HISTORY_RETENTION > now
     }
 }
+
+/// How long a notice's claim that was never confirmed sent keeps others from claiming it: less
+/// than the sweeper's period, so the next sweep sends what a failed one did not.
+pub const CLAIM_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 /// A notice sent once, by whichever caller claims it first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,5 +145,35 @@ mod tests {
         let alert = OnceNotice::BudgetAlert { profile: "ci".into(), month_start: start_of_month(now), percent: 80 };
         assert_eq!(alert.kept_until(), "2027-02-01T00:00:00Z".parse::<Timestamp>().unwrap());
         assert!(!entry("2025-10-28T11:00:00Z").kept_at(now));
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+
+    /// A month of the most entries, each with a whole error text, fits DynamoDB's 400 KB item.
+    #[test]
+    fn an_entry_with_a_whole_error_text_is_stored_within_its_share_of_the_item() {
+        let entry = HistoryEntry {
+            operation: "deploy".into(),
+            at: "2026-12-05T12:00:00Z".parse().unwrap(),
+            requested_by: Some("x".repeat(64)),
+            outcome: "DeployFailed".into(),
+            version: Some("v".repeat(200)),
+            detail: Some("é".repeat(3000)),
+            stack_created_at: Some("2026-12-05T11:00:00Z".parse().unwrap()),
+        };
+        let json = entry.stored_json();
+        assert!(json.len() <= MAX_ENTRY_BYTES, "{} bytes: {json}", json.len());
+        let stored: HistoryEntry = serde_json::from_str(&json).unwrap();
+        assert!(stored.detail.as_deref().is_some_and(|d| d.starts_with('é')) || stored.detail.as_deref() == Some(""));
+        assert_eq!((stored.stack_created_at, stored.outcome.as_str()), (entry.stack_created_at, "DeployFailed"));
+        // Each entry's key is its time and 8 characters: about 40 bytes more.
+        let item_bytes =
+            (crate::table::history::MAX_ENTRIES + crate::table::history::SPEND_RESERVE) * (MAX_ENTRY_BYTES + 40);
+        assert!(item_bytes < 400 * 1024, "{item_bytes}");
+        let short = HistoryEntry { detail: Some("created".into()), version: None, ..entry };
+        assert_eq!(short.stored_json(), serde_json::to_string(&short).unwrap(), "what fits is kept whole");
     }
 }

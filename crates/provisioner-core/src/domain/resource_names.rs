@@ -21,7 +21,16 @@ pub mod tags {
     pub const VERSION: &str = "sliderule:version";
     /// The run an instance belongs to: how a run finds an instance it lost track of.
     pub const RUN_ID: &str = "sliderule:run-id";
+    /// What a resource is: a run's instance (`test`, `build`), an image run's (`runner_image`), or
+    /// a cluster's stack and what CloudFormation makes of it ([`CLUSTER_KIND`]). The sweeper's
+    /// instance rules and the grants of the roles select by it.
     pub const KIND: &str = "sliderule:kind";
+    /// The kind of a cluster's stack, which CloudFormation copies onto the cluster's instances.
+    pub const CLUSTER_KIND: &str = "cluster";
+    /// The stack that made a resource: CloudFormation sets it, and nobody else can (`aws:` is reserved).
+    pub const CLOUDFORMATION_STACK: &str = "aws:cloudformation:stack-name";
+    /// The Auto Scaling group that launched an instance (set by Auto Scaling alone).
+    pub const AUTO_SCALING_GROUP: &str = "aws:autoscaling:groupName";
     /// Who asked for the stack or run (the events' `requested_by`), when they said.
     pub const REQUESTED_BY: &str = "sliderule:requested-by";
     /// Which attempt of its run an instance carries out (1 for the first).

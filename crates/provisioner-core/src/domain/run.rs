@@ -15,6 +15,8 @@ use crate::error::Error;
 
 /// What the instance writes as its state when it received a spot interruption notice.
 pub const INSTANCE_INTERRUPTED: &str = "interrupted";
+/// What the instance writes as its state when its deadman (the run's time limit) shut it down.
+pub const INSTANCE_TIMED_OUT: &str = "timed_out";
 
 /// The longest a caller may ask one invocation to wait (the contract's 840 s: 14 minutes).
 pub const MAX_WAIT_SECONDS: u64 = 840;
@@ -83,6 +85,13 @@ impl RunId {
                 shown(raw)
             )))
         }
+    }
+
+    /// When the run was started, as its id says (to the second).
+    pub fn started_at(&self) -> Option<Timestamp> {
+        let stamp = self.0.rsplit('-').nth(1)?;
+        let civil = jiff::civil::DateTime::strptime("%Y%m%dt%H%M%S", stamp).ok()?;
+        jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()
     }
 
     pub fn kind(&self) -> RunKind {
@@ -279,6 +288,8 @@ pub enum RunState {
     CapacityUnavailable,
     /// Ended by `cancel`: its instance was terminated.
     Cancelled,
+    /// It reached its time limit (`RunTimedOut`): never retried.
+    TimedOut,
 }
 
 impl RunState {
@@ -291,6 +302,7 @@ impl RunState {
             RunState::Lost => "lost",
             RunState::CapacityUnavailable => "capacity_unavailable",
             RunState::Cancelled => "cancelled",
+            RunState::TimedOut => "timed_out",
         }
     }
 
@@ -303,6 +315,7 @@ impl RunState {
             RunState::Lost,
             RunState::CapacityUnavailable,
             RunState::Cancelled,
+            RunState::TimedOut,
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
@@ -317,6 +330,7 @@ impl RunState {
         match self {
             RunState::Succeeded | RunState::Failed => AttemptOutcome::Completed,
             RunState::Cancelled => AttemptOutcome::Cancelled,
+            RunState::TimedOut => AttemptOutcome::TimedOut,
             RunState::CapacityUnavailable => AttemptOutcome::Capacity,
             RunState::Lost | RunState::Launching | RunState::Running => AttemptOutcome::Lost,
         }
@@ -463,7 +477,7 @@ impl RunRecord {
         if let Some(attempt) = self.attempts.last_mut().filter(|attempt| attempt.outcome == AttemptOutcome::Running) {
             attempt.outcome = outcome;
             attempt.ended_at = at;
-            if outcome.is_cloud() {
+            if outcome.is_cloud() || outcome == AttemptOutcome::TimedOut {
                 attempt.step = step;
             }
         }
@@ -472,6 +486,19 @@ impl RunRecord {
     /// Whether its instance received a spot interruption notice (and said so).
     pub fn interrupted(&self) -> bool {
         self.instance_state.as_deref() == Some(INSTANCE_INTERRUPTED)
+    }
+
+    /// Whether the current attempt reached its time limit at `now`, or its instance said its
+    /// deadman fired: whatever EC2 then says of the instance, the run timed out.
+    pub fn timed_out(&self, now: Timestamp) -> bool {
+        self.instance_state.as_deref() == Some(INSTANCE_TIMED_OUT)
+            || self.current_attempt().is_some_and(|attempt| attempt.deadline <= now)
+    }
+
+    /// The steps under way when the instance stopped: what `RunTimedOut` names.
+    pub fn steps_under_way(&self) -> Vec<&str> {
+        let under_way = |s: &&StepResult| matches!(s.status, StepStatus::Running | StepStatus::Interrupted);
+        self.steps.iter().filter(under_way).map(|s| s.name.as_str()).collect()
     }
 
     /// Whether the current attempt's instance has not checked in and its check-in deadline

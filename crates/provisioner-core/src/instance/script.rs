@@ -223,10 +223,13 @@ fn header(values: &RunValues) -> String {
          # The deadman comes first: whatever happens below, the instance powers off, and so terminates\n\
          # (its time limit, plus the hold a failed run may keep it for).\n\
          shutdown -h +{}\n\
+         # A shutdown signal from then on is the time limit, not a spot interruption.\n\
+         LIMIT_AT=$(($(date +%s) + {} * 60))\n\
          set -u -o pipefail\n\n",
         values.kind,
         values.run_id,
-        values.time_limit_minutes + values.hold_minutes
+        values.time_limit_minutes + values.hold_minutes,
+        values.time_limit_minutes
     )
 }
 
@@ -468,10 +471,12 @@ stop_uploader() {
   UPLOADER=""
 }
 
-# On a spot interruption notice (EC2 reclaims the instance two minutes later): each running
-# step's log is uploaded and the step reported interrupted, so the next attempt knows where
-# this one stopped. The marker keeps the exit trap from reporting an outcome.
-interrupted() {
+# The instance is going away: each running step's log is uploaded and the step reported
+# interrupted, so the function knows where it stopped, and the instance says why ($1):
+# `interrupted` on a spot notice (EC2 reclaims it two minutes later; the next attempt follows),
+# `timed_out` when its deadman fired (the run's time limit; never retried). The marker keeps the
+# exit trap from reporting an outcome.
+going_away() {
   local file step
   [[ -f "$WORK_DIR/interrupted" ]] && return 0
   : >"$WORK_DIR/interrupted"
@@ -481,8 +486,10 @@ interrupted() {
     upload_log "$step"
     report_step "$step" interrupted -1 "$(cat "$file")" "$(now)"
   done
-  record_state interrupted
+  record_state "$1"
 }
+
+interrupted() { going_away interrupted; }
 
 # Asks the metadata service (IMDSv2: a session token first) for a spot interruption notice.
 watch_interruption() {
@@ -687,7 +694,7 @@ finish() {
   stop_uploader
   stop_watcher
   if [[ -f "$WORK_DIR/interrupted" ]] || ((code == 143)); then
-    interrupted
+    if (($(date +%s) >= LIMIT_AT)); then going_away timed_out; else interrupted; fi
     upload_log report
     shutdown -h now
     exit "$code"

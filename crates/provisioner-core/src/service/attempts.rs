@@ -101,6 +101,12 @@ impl Runner {
             let reason = format!("its run reported its outcome and ended as {}", record.state.as_str());
             return Ok(answer(EventAction::Recorded, Some(run_id), reason, record.attempts));
         }
+        // The deadman's shutdown, or the sweeper's termination, of a run past its limit: no retry.
+        if record.timed_out(self.clock.now()) {
+            self.time_out(&mut record).await?;
+            let reason = format!("{why}: its run reached its time limit and ended as {}", record.state.as_str());
+            return Ok(answer(EventAction::Recorded, Some(run_id), reason, record.attempts));
+        }
         tracing::info!(run_id = %run_id, instance_id = %event.instance_id, event = %event.id, %why, "instance event");
         let action = self.retry(&mut record, outcome, why.clone()).await?;
         Ok(answer(action, Some(run_id), why, record.attempts))
@@ -155,10 +161,20 @@ impl Runner {
         match self.runs.begin_attempt(record).await {
             Ok(()) => {}
             Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
-                if let Some(fresh) = self.runs.get(&record.run_id).await? {
-                    *record = fresh;
+                let fresh = self.runs.get(&record.run_id).await?;
+                // The answer to our own write may have been lost and the SDK's retry refused: the
+                // record then holds the very attempt we began, and it is ours to launch.
+                let ours = fresh
+                    .as_ref()
+                    .is_some_and(|fresh| !fresh.state.ended() && fresh.current_attempt() == record.current_attempt());
+                if !ours {
+                    if let Some(fresh) = fresh {
+                        *record = fresh;
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
+                tracing::info!(run_id = %record.run_id, attempt = record.attempt_number(), "our write began the \
+                    attempt though its answer was lost");
             }
             Err(error) => return Err(error),
         }

@@ -280,3 +280,75 @@ async fn cancel_during_a_later_attempt_terminates_that_attempts_instance() {
     let late = world.runner.instance_event(state_change(&second, "terminated")).await.unwrap();
     assert_eq!(late.action, EventAction::Ignored);
 }
+
+/// A hung run: its deadman shuts the instance down at the time limit and EC2 says so. The run ends
+/// `RunTimedOut` naming the limit and the step, its one attempt `timed_out`: never retried.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_reaches_its_time_limit_ends_timed_out_and_is_never_retried() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
+    let (run_id, instance) = (started.run_id.clone(), started.instance_id.clone().unwrap());
+    let names: Vec<String> = world.runs.record(&run_id).unwrap().steps.iter().map(|s| s.name.clone()).collect();
+    world.runs.report(
+        &run_id,
+        &[(names[0].as_str(), StepStatus::Passed), (names[1].as_str(), StepStatus::Running)],
+        None,
+    );
+    pass(180).await;
+    // The deadman: the exit trap says so, then EC2's state changes follow.
+    world.runs.report_timed_out(&run_id);
+    world.instances.set_state(&instance, Some(InstanceState::ShuttingDown));
+    let answer = world.runner.instance_event(state_change(&instance, "shutting-down")).await.unwrap();
+    assert_eq!(answer.action, EventAction::Recorded, "{answer:?}");
+    let record = world.runs.record(&run_id).unwrap();
+    assert_eq!(record.state, RunState::TimedOut);
+    assert_eq!(record.attempts.len(), 1, "never retried: {:?}", record.attempts);
+    assert_eq!(record.attempts[0].outcome, AttemptOutcome::TimedOut);
+    assert_eq!(record.attempts[0].step.as_deref(), Some(names[1].as_str()));
+    assert_eq!(world.instances.launches().len(), 1, "no second instance");
+    let again = world.runner.instance_event(state_change(&instance, "terminated")).await.unwrap();
+    assert_eq!(again.action, EventAction::Ignored, "the run ended: {again:?}");
+    let error = world.runner.run(RunKind::Test, resume(&run_id), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "RunTimedOut");
+    let text = error.to_string();
+    assert!(text.contains("time limit of 180 minutes") && text.contains(&format!("in step {}", names[1])), "{text}");
+    let alerts = world.notices.sent();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].0.contains("RunTimedOut"), "{alerts:?}");
+}
+
+/// The deadman's own signal is the time limit, not a spot interruption, even before the limit
+/// the function counts: the instance said so.
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_says_its_deadman_fired_ends_its_run_timed_out() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
+    world.runs.report(&started.run_id, &[], None);
+    pass(10).await;
+    world.runs.report_timed_out(&started.run_id);
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "RunTimedOut", "{error}");
+    assert!(error.to_string().contains("outside any step"), "{error}");
+    assert_eq!(world.instances.launches().len(), 1);
+}
+
+/// Whichever sees the limit first, the sweep (terminating the expired instance, resuming the run)
+/// or EC2's event after it, the run ends timed out once and launches nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_past_the_time_limit_ends_the_run_timed_out_and_the_later_event_changes_nothing() {
+    let ops = OpsWorld::new(NOW);
+    let world = &ops.runs;
+    let started = world.runner.run(RunKind::Build, start_held(0), &world.invocation("r1")).await.unwrap();
+    let instance = started.instance_id.clone().unwrap();
+    world.runs.report(&started.run_id, &[], None);
+    pass(181).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert!(swept.actions.iter().all(|a| a.ok), "{:?}", swept.actions);
+    assert!(world.instances.terminated().contains(&instance));
+    let record = world.runs.record(&started.run_id).unwrap();
+    assert_eq!((record.state, record.attempts.len()), (RunState::TimedOut, 1), "{:?}", record.attempts);
+    let answer = world.runner.instance_event(state_change(&instance, "terminated")).await.unwrap();
+    assert_eq!(answer.action, EventAction::Ignored);
+    assert_eq!(world.instances.launches().len(), 1);
+    assert!(ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap().actions.is_empty());
+}

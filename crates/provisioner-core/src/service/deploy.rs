@@ -250,6 +250,8 @@ impl Provisioner {
             (tags::PROFILE.into(), profile.name.clone()),
             (tags::VERSION.into(), target.version.to_string()),
             (tags::PROVISIONER.into(), "true".into()),
+            // CloudFormation copies it onto the cluster's instances: they say they are a cluster's.
+            (tags::KIND.into(), tags::CLUSTER_KIND.into()),
         ];
         if let Some(who) = &target.requested_by {
             tags.push((tags::REQUESTED_BY.into(), who.as_str().to_owned()));

@@ -1,6 +1,7 @@
 //! A profile's lifetimes and caps, and alerts, on fakes with paused time.
 
 use crate::domain::{RunKind, RunRequest, ScheduleDestroyRequest, StepStatus};
+use crate::ports::Clock;
 use crate::testing::requests::{at, cluster, deploy, start, NOW};
 use crate::testing::{Fault, RunWorld, StackBehaviour, World};
 
@@ -106,6 +107,55 @@ async fn a_run_with_failed_steps_alerts_once_and_a_passed_run_not_at_all() {
 }
 
 // Caps on concurrent runs.
+
+/// Ten starts at the same moment, each yielding between its calls as real ones do, against the
+/// ci profile's cap of six TEST runs: six runs and six instances at most, the rest `Busy`.
+#[tokio::test(start_paused = true)]
+async fn ten_starts_at_once_against_a_cap_of_six_give_six_runs_and_the_rest_busy() {
+    let world = RunWorld::new(NOW);
+    let names: Vec<String> = (1..=10).map(|n| format!("ci-{n}")).collect();
+    let starts = names.iter().enumerate().map(|(index, name)| {
+        let invocation = world.invocation(&format!("r{index}"));
+        let runner = world.runner.clone();
+        async move { runner.run(RunKind::Test, start(name, "main"), &invocation).await }
+    });
+    let answers = futures::future::join_all(starts).await;
+    let started = answers.iter().filter(|answer| answer.is_ok()).count();
+    let busy: Vec<_> = answers.iter().filter_map(|answer| answer.as_ref().err()).collect();
+    assert!(busy.iter().all(|error| error.code() == "Busy"), "{busy:?}");
+    assert_eq!((started, busy.len()), (6, 4), "{answers:?}");
+    let live = world.instances.instances().values().filter(|instance| instance.live()).count();
+    assert_eq!(live, 6, "never more instances than the cap");
+    let active = world.runs.all().into_iter().filter(|run| !run.state.ended()).count();
+    assert_eq!(active, 6, "never more runs than the cap");
+}
+
+/// A start that crashed after taking its slot leaks it: nobody frees it while its start may still
+/// write its record, the sweeper frees it after the lease, and the next start takes it.
+#[tokio::test(start_paused = true)]
+async fn a_leaked_slot_is_held_through_its_lease_and_reclaimed_by_the_next_sweep() {
+    let ops = crate::testing::OpsWorld::new(NOW);
+    let world = &ops.runs;
+    for (index, name) in ["ci-a", "ci-b"].into_iter().enumerate() {
+        world.runner.run(RunKind::Build, start(name, "v5.1.0"), &world.invocation(&format!("r{index}"))).await.unwrap();
+    }
+    // The third slot, taken by a start that never wrote its record.
+    let crashed = crate::domain::RunId::new(RunKind::Build, &cluster("ci-x"), world.clock.now());
+    let slots = crate::ports::Slots { profile: "ci".into(), kind: RunKind::Build, cap: 3 };
+    let deadline = world.clock.now() + jiff::SignedDuration::from_hours(9);
+    let taken = crate::ports::Runs::take_slot(&*world.runs, &slots, &crashed, deadline, world.clock.now()).await;
+    assert_eq!(taken.unwrap(), None);
+    let error = world.runner.run(RunKind::Build, start("ci-c", "v5.1.0"), &world.invocation("r3")).await.unwrap_err();
+    assert_eq!(error.code(), "Busy", "within its lease the slot may still be its start's");
+    tokio::time::advance(std::time::Duration::from_secs(4 * 60)).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    let freed: Vec<_> =
+        swept.actions.iter().filter(|a| a.finding.action == super::sweeper::SweepAction::FreeSlot).collect();
+    assert_eq!(freed.len(), 1, "{:?}", swept.actions);
+    assert_eq!(freed[0].finding.target.as_str(), crashed.as_str());
+    assert!(freed[0].finding.reason.contains("no record"), "{:?}", freed[0]);
+    world.runner.run(RunKind::Build, start("ci-c", "v5.1.0"), &world.invocation("r4")).await.unwrap();
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_start_beyond_the_profile_cap_is_busy_naming_the_active_runs() {

@@ -34,6 +34,8 @@ const LAUNCH_RETRY_PAUSE: Duration = Duration::from_secs(2);
 const RECORD_ATTEMPTS: u32 = 3;
 /// Writes of a new run before answering an error.
 const START_ATTEMPTS: u32 = 3;
+/// Endings a cancel tries while other callers keep beginning the run's next attempt.
+const CANCEL_ATTEMPTS: u32 = 10;
 
 /// Where a launch refused for capacity goes on, and why it was refused.
 enum Refusal {
@@ -58,6 +60,24 @@ fn instance_tags(record: &RunRecord) -> Vec<(String, String)> {
     .into_iter()
     .chain(record.requested_by.as_ref().map(|who| (tags::REQUESTED_BY.into(), who.as_str().to_owned())))
     .collect()
+}
+
+/// How long a slot may be held by a run with no record before others may free it: a start takes
+/// its slot after every check, right before writing its record.
+pub const SLOT_LEASE: SignedDuration = SignedDuration::from_mins(3);
+
+/// Why `holder`'s slot may be freed by someone other than its holder (a start, the sweeper): its
+/// run ended, or it got no record within [`SLOT_LEASE`] of its start (the start crashed). `None`
+/// while it may still be in use.
+pub fn slot_abandoned(holder: &RunId, record: Option<&RunRecord>, now: Timestamp) -> Option<String> {
+    match record {
+        Some(run) if run.state.ended() => Some(format!("its run ended as {}", run.state.as_str())),
+        Some(_) => None,
+        None => holder
+            .started_at()
+            .is_none_or(|started| started + SLOT_LEASE <= now)
+            .then(|| format!("its run has no record {} minutes after its start", SLOT_LEASE.as_mins())),
+    }
 }
 
 /// `RunsCapped`: `slots` are all held by the `active` runs, named oldest first.
@@ -225,11 +245,19 @@ impl Runner {
         let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.clock.now()));
         // Another invocation may end it first (then its ending is the answer), or start its next
         // attempt first (then that attempt is cancelled).
-        for _ in 0..START_ATTEMPTS {
+        for _ in 0..CANCEL_ATTEMPTS {
             if record.state.ended() {
                 break;
             }
             self.conclude(&mut record, RunState::Cancelled, Some(why.clone())).await?;
+        }
+        // The contract's outcomes are endings: a run others kept moving is not answered as running.
+        if !record.state.ended() {
+            return Err(Error::Busy {
+                cluster: record.cluster.to_string(),
+                operation: format!("{} run {} that kept beginning new attempts", record.kind, record.run_id),
+                since: record.started_at.to_string(),
+            });
         }
         if record.state.ended() {
             self.end_hold(&mut record).await?;
@@ -271,16 +299,22 @@ impl Runner {
         };
         // Rendering checks every value: nothing is written or launched for a bad one.
         let user_data = self.user_data(profile, &record)?;
+        // Every check first, the slot last: a slot is held only by a start that will write its
+        // record at once, so a competitor never finds a holder still checking.
+        if let Err(refused) = self.within_budget(profile, &record, now).await {
+            return refused;
+        }
         if let Some(active) = self.take_slot(profile, &record, now).await? {
             return Ok(active);
         }
-        if let Err(refused) = self.within_budget(profile, &record, now).await {
-            self.free_slot(&record).await;
-            return refused;
-        }
         let started = self.record_and_launch(record.clone(), profile, user_data, now).await;
-        // The slot is this run's only if this run started.
-        if !matches!(&started, Ok(id) if *id == record.run_id) {
+        // The slot is this run's while its record is active: freed when the run did not start
+        // (or another answered), kept when it started and its launch failed (the run goes on).
+        let keep = match &started {
+            Ok(id) => *id == record.run_id,
+            Err(_) => self.runs.get(&record.run_id).await.ok().flatten().is_some_and(|run| !run.state.ended()),
+        };
+        if !keep {
             self.free_slot(&record).await;
         }
         started
@@ -419,9 +453,10 @@ impl Runner {
     }
 
     /// Takes one of the profile's slots for runs of the record's kind (its cap on concurrent runs).
-    /// When all are held: the same run, active, answers (starting it again starts nothing);
-    /// a holder that ended without freeing its slot frees it now; else `RunsCapped` naming the
-    /// holders. Reads the holders' records only when the slots are full: at most the cap.
+    /// When all are held: the same run, active, answers (starting it again starts nothing); a
+    /// holder's slot that [`slot_abandoned`] says nobody holds any more is freed and the take
+    /// tried again; else `RunsCapped` naming the holders. Reads the holders' records only when the
+    /// slots are full: at most the cap.
     async fn take_slot(&self, profile: &Profile, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         let Some(cap) = profile.max_concurrent_runs.of(record.kind) else { return Ok(None) };
         let slots = Slots { profile: profile.name.clone(), kind: record.kind, cap };
@@ -433,7 +468,8 @@ impl Runner {
             active.clear();
             let mut freed = false;
             for holder in holders {
-                match self.runs.get(&holder).await? {
+                let run = self.runs.get(&holder).await?;
+                match run {
                     Some(run) if !run.state.ended() => {
                         if run.cluster == record.cluster && run.version == record.version {
                             tracing::info!(run_id = %run.run_id, "the same run is active; answering with it");
@@ -441,9 +477,12 @@ impl Runner {
                         }
                         active.push(run);
                     }
-                    _ => {
-                        self.runs.free_slot(&slots.profile, slots.kind, &holder).await?;
-                        freed = true;
+                    run => {
+                        if let Some(why) = slot_abandoned(&holder, run.as_ref(), now) {
+                            tracing::info!(run_id = %holder, %why, "freeing a slot nobody holds");
+                            self.runs.free_slot(&slots.profile, slots.kind, &holder).await?;
+                            freed = true;
+                        }
                     }
                 }
             }
@@ -734,13 +773,8 @@ impl Runner {
             let why = "it has no attempt recorded (an older provisioner started it)".to_owned();
             return self.conclude(record, RunState::Lost, Some(why)).await;
         };
-        if now >= attempt.deadline {
-            let instance = record.instance_id.as_deref().unwrap_or("none");
-            let why = format!(
-                "attempt {} passed its time limit at {} and its instance ({instance}) was terminated",
-                attempt.number, attempt.deadline
-            );
-            return self.conclude(record, RunState::Lost, Some(why)).await;
+        if record.timed_out(now) {
+            return self.time_out(record).await;
         }
         let Some(instance_id) = record.instance_id.clone() else {
             // Launching, here or in another invocation, or launched and not recorded: look by tag.
@@ -780,6 +814,24 @@ impl Runner {
         Ok(())
     }
 
+    /// Ends a run that reached its time limit (or whose deadman fired): `RunTimedOut`, naming the
+    /// limit and the step it was in, its attempt `timed_out`. Never retried, whatever EC2 then
+    /// says of its instance.
+    pub(super) async fn time_out(&self, record: &mut RunRecord) -> Result<()> {
+        let Some(attempt) = record.current_attempt().cloned() else { return Ok(()) };
+        let minutes = attempt.deadline.duration_since(attempt.started_at).as_mins();
+        let steps = record.steps_under_way();
+        let place =
+            if steps.is_empty() { "outside any step".to_owned() } else { format!("in step {}", steps.join(", ")) };
+        let instance = record.instance_id.as_deref().unwrap_or("none");
+        let why = format!(
+            "attempt {} reached the run's time limit of {minutes} minutes at {} {place}; its instance ({instance}) \
+             was terminated",
+            attempt.number, attempt.deadline
+        );
+        self.conclude(record, RunState::TimedOut, Some(why)).await
+    }
+
     /// Ends the run as `state`: terminates its instances (but the one a failed run holds for
     /// debugging), ends its attempt, frees its place and slot, and reports it once.
     pub(super) async fn conclude(
@@ -813,13 +865,24 @@ impl Runner {
         record.end_attempt(state.attempt_outcome(), Some(now));
         match self.runs.update(record).await {
             Ok(()) => self.report_end(record).await,
-            // Another invocation ended it first (its ending stands), or began its next attempt.
-            Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
-                if let Some(fresh) = self.runs.get(&record.run_id).await? {
-                    *record = fresh;
-                }
-                if !record.state.ended() {
-                    return Ok(());
+            // Another invocation ended it first (its ending stands), or began its next attempt; or
+            // the answer to our own write was lost (then the record holds our very ending).
+            Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Conflict | AwsErrorKind::Indeterminate)) => {
+                let fresh = self.runs.get(&record.run_id).await?;
+                let ours = fresh
+                    .as_ref()
+                    .is_some_and(|fresh| fresh.state == record.state && fresh.ended_at == record.ended_at);
+                if ours {
+                    self.report_end(record).await;
+                } else if error.aws_kind() == Some(AwsErrorKind::Indeterminate) {
+                    return Err(error);
+                } else {
+                    if let Some(fresh) = fresh {
+                        *record = fresh;
+                    }
+                    if !record.state.ended() {
+                        return Ok(());
+                    }
                 }
             }
             Err(error) => return Err(error),
@@ -842,7 +905,11 @@ impl Runner {
             record.kind,
             record.version,
             record.cluster,
-            if record.state == RunState::Lost { "was lost (RunLost)" } else { "failed" }
+            match record.state {
+                RunState::Lost => "was lost (RunLost)",
+                RunState::TimedOut => "timed out (RunTimedOut)",
+                _ => "failed",
+            }
         );
         let message = match self.answer(record.clone()) {
             Err(error) => error.to_string(),
@@ -891,6 +958,12 @@ impl Runner {
             RunState::CapacityUnavailable => Err(Error::CapacityUnavailable(
                 record.failure.unwrap_or_else(|| format!("no spot capacity for {run}; try again later")),
             )),
+            RunState::TimedOut => Err(Error::RunTimedOut(format!(
+                "{run} timed out: {}; read the logs at {}, and raise the profile's time_limit_minutes if it needs \
+                 longer",
+                record.failure.as_deref().unwrap_or("it reached its time limit"),
+                record.log_location
+            ))),
             RunState::Cancelled => Err(Error::RunCancelled(format!(
                 "{run} was {}; start it again to run it",
                 record.failure.as_deref().unwrap_or("cancelled")
@@ -957,6 +1030,8 @@ impl Runner {
             let branch = format!("the same {kind} run of {version} on {cluster} is active: it answers with {active}");
             return Ok(Plan::new(kind.as_str(), branch, Vec::new()));
         }
+        // As a start: the budget first, then the cap.
+        self.ledger.allow(profile, &describe_start(&record)).await?;
         let mut plan = Vec::new();
         if let Some(cap) = profile.max_concurrent_runs.of(kind) {
             let slots = Slots { profile: profile.name.clone(), kind, cap };
@@ -972,8 +1047,6 @@ impl Runner {
                 serde_json::json!({"item": crate::table::slots::key(&profile.name, kind), "takes": "one of its slots", "cap": cap}),
             ));
         }
-        // As a start: the cap first, then the budget.
-        self.ledger.allow(profile, &describe_start(&record)).await?;
         plan.push(PlannedWrite::new(
             "DynamoDB.PutItem",
             serde_json::json!({

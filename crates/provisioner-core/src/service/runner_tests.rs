@@ -164,13 +164,13 @@ async fn a_run_whose_instances_vanish_before_reporting_is_retried_then_lost() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_run_past_its_time_limit_is_terminated_and_lost() {
+async fn a_run_past_its_time_limit_is_terminated_and_timed_out() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
     tokio::time::advance(std::time::Duration::from_secs(181 * 60)).await;
     let error = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap_err();
-    assert_eq!(error.code(), "RunLost");
-    assert!(error.to_string().contains("time limit"), "{error}");
+    assert_eq!(error.code(), "RunTimedOut");
+    assert!(error.to_string().contains("time limit of 180 minutes"), "{error}");
     assert_eq!(world.instances.terminated(), vec![started.instance_id.unwrap()]);
 }
 

@@ -1,6 +1,6 @@
 //! What `status` and `sweep` both start from: one survey of the account, six listing calls made
-//! together (the cluster stacks, the destroy schedules, the run records, the provisioner-tagged
-//! instances, the month's history of every cluster, which the budget counts, and the runner
+//! together (the cluster stacks, the destroy schedules, the run records, the instances of
+//! runs, the month's history of every cluster, which the budget counts, and the runner
 //! images). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
 
 use jiff::Timestamp;
@@ -12,8 +12,9 @@ use crate::catalog::Catalog;
 use crate::domain::history::month_of;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord, RunnerImage};
+use crate::domain::{RunId, RunKind};
 use crate::error::Result;
-use crate::ports::{ScheduleEntry, StackSnapshot, TaggedInstance};
+use crate::ports::{ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
 
 /// Both sides of the provisioner: the sweeper destroys through the provisioner and resumes runs
 /// through the runner.
@@ -34,6 +35,8 @@ pub struct Survey {
     /// Every cluster's history entries of `now`'s month.
     pub month_history: Vec<(ClusterName, HistoryEntry)>,
     pub runner_images: Vec<RunnerImage>,
+    /// Every capped profile's slots of each kind, and the runs holding them.
+    pub slots: Vec<(Slots, Vec<RunId>)>,
 }
 
 impl Survey {
@@ -61,19 +64,21 @@ impl Operations {
         Operations { provisioner, runner }
     }
 
-    /// The survey: six listings, made together.
+    /// The survey: six listings and the slots items, read together.
     pub async fn survey(&self) -> Result<Survey> {
         let now = self.provisioner.clock.now();
         let month = month_of(now);
-        let (stacks, schedules, runs, instances, month_history, runner_images) = tokio::join!(
+        let (stacks, schedules, runs, instances, month_history, runner_images, slots) = tokio::join!(
             self.provisioner.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.runs.list(),
-            self.runner.instances.tagged(),
+            self.runner.instances.of_runs(),
             self.provisioner.history.month(&month),
             self.runner.instances.runner_images(),
+            self.slots(now),
         );
         Ok(Survey {
+            slots: slots?,
             now,
             month_history: month_history?,
             stacks: stacks?,
@@ -82,5 +87,20 @@ impl Operations {
             instances: instances?,
             runner_images: runner_images?,
         })
+    }
+
+    /// Each capped profile's slots of each kind, with their holders: one read each.
+    async fn slots(&self, now: jiff::Timestamp) -> Result<Vec<(Slots, Vec<RunId>)>> {
+        let capped = self.runner.catalog.profiles().iter().flat_map(|profile| {
+            RunKind::ALL.into_iter().filter_map(|kind| {
+                let cap = profile.max_concurrent_runs.of(kind)?;
+                Some(Slots { profile: profile.name.clone(), kind, cap })
+            })
+        });
+        let reads = capped.map(|slots| async move {
+            let held = self.runner.runs.slots_held(&slots, now).await?;
+            Ok((slots, held))
+        });
+        futures::future::try_join_all(reads).await
     }
 }

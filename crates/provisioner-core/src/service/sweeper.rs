@@ -2,7 +2,7 @@
 //! applies pure rules ([`findings`]): status shows what the sweeper would do, the sweeper does it.
 //!
 //! The sweeper's rules:
-//! - a provisioner-tagged instance is terminated when its run's time limit (its expiry tag)
+//! - a run's or image run's instance (never a cluster's: those go with their stack) is terminated when its run's time limit (its expiry tag)
 //!   passed, its run ended (a failed run's held instance once its hold ended), its run does not
 //!   exist (after the launch grace), or it is a second instance of a run that runs on another;
 //! - an active run is resumed (as a waiting `test`/`build` would: its next attempt begun when the
@@ -15,6 +15,8 @@
 //!   (and the alert topic) is warned, once per schedule: a reschedule is warned again;
 //! - when a profile's estimated spend this month reaches 80 % and then 100 % of its budget, the
 //!   alert topic is told, once a month per level (`budget.rs`);
+//! - a profile's slot is freed when its run ended, or had no record [`super::runner::SLOT_LEASE`]
+//!   after its start (the start crashed): a leaked slot is reclaimed within one sweep;
 //! - runner images beyond the newest two per architecture, and failed ones, are deregistered with
 //!   their snapshots, never one an active run launches from ([`crate::domain::runner_image::to_retire`]).
 //!
@@ -26,7 +28,7 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
-use super::runner::LAUNCH_GRACE;
+use super::runner::{slot_abandoned, LAUNCH_GRACE};
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
@@ -61,6 +63,8 @@ pub enum SweepAction {
     AlertBudget,
     /// Deregister a runner image no run will launch from, and delete its snapshots.
     RetireImage,
+    /// Free a profile's slot its run no longer holds (ended, or a start that crashed).
+    FreeSlot,
     /// Noticed and left alone: someone should look.
     Report,
 }
@@ -75,6 +79,7 @@ impl SweepAction {
             SweepAction::WarnDestroy => "DestroysWarned",
             SweepAction::AlertBudget => "BudgetAlerts",
             SweepAction::RetireImage => "ImagesRetired",
+            SweepAction::FreeSlot => "SlotsFreed",
             SweepAction::Report => "Reported",
         }
     }
@@ -183,6 +188,7 @@ pub fn findings(catalog: &Catalog, survey: &Survey) -> Vec<Finding> {
     found.extend(warning_findings(survey));
     found.extend(budget_findings(catalog, survey));
     found.extend(image_findings(survey));
+    found.extend(slot_findings(survey));
     found.extend(survey.stacks.iter().filter_map(|stack| stack_finding(catalog, survey, stack)));
     found.sort();
     found
@@ -206,6 +212,11 @@ fn instance_findings(survey: &Survey) -> Vec<Finding> {
 }
 
 fn why_terminate(instance: &TaggedInstance, runs: &BTreeMap<&str, &RunRecord>, now: Timestamp) -> Option<String> {
+    // Only a run's or an image run's instance: a cluster's goes with its stack, whatever its tags
+    // (the listing already leaves them out; this holds whatever lists them).
+    if instance.run_kind().is_none() || instance.stack().is_some() {
+        return None;
+    }
     let past_grace = instance.launched_at.is_none_or(|at| at + LAUNCH_GRACE <= now);
     let expired = instance.tag(tags::EXPIRES).and_then(|t| t.parse::<Timestamp>().ok()).filter(|at| *at <= now);
     let run_id = instance.tag(tags::RUN_ID);
@@ -230,6 +241,24 @@ fn why_terminate(instance: &TaggedInstance, runs: &BTreeMap<&str, &RunRecord>, n
         }
         _ => None,
     }
+}
+
+/// Slots whose run no longer holds them: its run ended, or the start that took it crashed.
+fn slot_findings(survey: &Survey) -> Vec<Finding> {
+    let runs: BTreeMap<&str, &RunRecord> = survey.runs.iter().map(|run| (run.run_id.as_str(), run)).collect();
+    survey
+        .slots
+        .iter()
+        .flat_map(|(slots, holders)| holders.iter().map(move |holder| (slots, holder)))
+        .filter_map(|(slots, holder)| {
+            let why = slot_abandoned(holder, runs.get(holder.as_str()).copied(), survey.now)?;
+            Some(Finding {
+                action: SweepAction::FreeSlot,
+                target: Target::Run(holder.clone()),
+                reason: format!("it holds a slot of the '{}' profile's {} runs and {why}", slots.profile, slots.kind),
+            })
+        })
+        .collect()
 }
 
 /// Active runs to resume: reported, past their time limit, without their instance.
@@ -387,7 +416,7 @@ impl Operations {
                 }
                 (SweepAction::WarnDestroy, Target::Cluster(cluster)) => {
                     // Once per schedule: a warning another sweep sent is not an action of this one.
-                    match self.warn(&survey, &cluster).await {
+                    match self.warn(&survey, &cluster, &invocation.request_id).await {
                         Ok(None) => {}
                         Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
                         Err(error) => actions.push(swept(finding, Err(error))),
@@ -395,7 +424,7 @@ impl Operations {
                 }
                 (SweepAction::AlertBudget, Target::Profile(profile)) => {
                     // Once a month per level: an alert another sweep sent is not an action of this one.
-                    match self.alert_budget(&survey, &profile).await {
+                    match self.alert_budget(&survey, &profile, &invocation.request_id).await {
                         Ok(None) => {}
                         Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
                         Err(error) => actions.push(swept(finding, Err(error))),
@@ -410,6 +439,19 @@ impl Operations {
                             .await
                             .map(|()| format!("deregistered, {} snapshot(s) deleted", image.snapshots.len())),
                         None => Ok("gone already".to_owned()),
+                    };
+                    actions.push(swept(finding, outcome));
+                }
+                (SweepAction::FreeSlot, Target::Run(holder)) => {
+                    let slots = survey.slots.iter().find(|(_, holders)| holders.contains(&holder)).map(|(s, _)| s);
+                    let outcome = match slots {
+                        Some(slots) => self
+                            .runner
+                            .runs
+                            .free_slot(&slots.profile, slots.kind, &holder)
+                            .await
+                            .map(|()| "freed".to_owned()),
+                        None => Ok("freed already".to_owned()),
                     };
                     actions.push(swept(finding, outcome));
                 }
@@ -460,11 +502,12 @@ impl Operations {
 
     /// Warns whoever made `cluster`'s first destroy schedule (and the alert topic) that it fires
     /// soon, with the command that moves it; `None` when a sweep warned of it already.
-    async fn warn(&self, survey: &Survey, cluster: &ClusterName) -> Result<Option<String>> {
+    /// A warning whose sending failed is confirmed never, so a later sweep sends it.
+    async fn warn(&self, survey: &Survey, cluster: &ClusterName, claimant: &str) -> Result<Option<String>> {
         let Some(schedule) = survey.first_destroy_schedule(cluster.as_str()) else { return Ok(None) };
         let history = &self.provisioner.history;
         let notice = OnceNotice::DestroyWarning { schedule: schedule.name.clone(), at: schedule.at };
-        if !history.claim(&notice).await? {
+        if !history.claim(&notice, claimant, survey.now).await? {
             return Ok(None);
         }
         let minutes = schedule.at.duration_since(survey.now).as_mins();
@@ -486,6 +529,9 @@ impl Operations {
             .requested_by
             .as_deref()
             .map_or("the alert topic".to_owned(), |who| format!("{who} and the alert topic"));
+        if sent.is_ok() {
+            history.confirm(&notice).await?;
+        }
         let outcome = sent.map(|()| format!("warned {told}"));
         let entry = HistoryEntry {
             operation: "destroy_warning".into(),
@@ -505,34 +551,41 @@ impl Operations {
     /// Tells the alert topic that `profile`'s spend reached a level of its budget, once a month
     /// per level: the highest level this sweep claimed first; `None` when every level it reached
     /// was told already.
-    async fn alert_budget(&self, survey: &Survey, profile: &str) -> Result<Option<String>> {
+    async fn alert_budget(&self, survey: &Survey, profile: &str, claimant: &str) -> Result<Option<String>> {
         let catalog = &self.provisioner.catalog;
         let Some(spend) = survey.spend(catalog).into_iter().find(|spend| spend.profile == profile) else {
             return Ok(None);
         };
-        let mut claimed = None;
+        let history = &self.provisioner.history;
+        let mut claimed = Vec::new();
         for percent in spend.alert_levels() {
             let notice = OnceNotice::BudgetAlert {
                 profile: profile.to_owned(),
                 month_start: start_of_month(survey.now),
                 percent,
             };
-            if self.provisioner.history.claim(&notice).await? {
-                claimed = Some(percent);
+            if history.claim(&notice, claimant, survey.now).await? {
+                claimed.push((percent, notice));
             }
         }
-        let Some(percent) = claimed else { return Ok(None) };
+        let Some(percent) = claimed.iter().map(|(percent, _)| *percent).max() else { return Ok(None) };
         let subject = format!("SlideRule provisioner: profile {profile} reached {percent}% of its monthly budget");
         let consequence = if spend.exhausted() {
-            "Until the month ends, a deploy that would create a cluster and a new run of this profile are refused              (BudgetExceeded); what runs goes on."
+            "Until the month ends, a deploy that would create a cluster and a new run of this profile are refused \
+             (BudgetExceeded); what runs goes on."
         } else {
-            "At 100 %, a deploy that would create a cluster and a new run of this profile are refused until the month              ends."
+            "At 100 %, a deploy that would create a cluster and a new run of this profile are refused until the month \
+             ends."
         };
         let message = format!(
-            "{}. {consequence} See `make status`; destroy what is no longer needed, or raise monthly_budget_usd in              clusters/catalog.yaml.",
+            "{}. {consequence} See `make status`; destroy what is no longer needed, or raise monthly_budget_usd in \
+             clusters/catalog.yaml.",
             spend.describe()
         );
         self.provisioner.notices.publish(&subject, &message).await?;
+        for (_, notice) in &claimed {
+            history.confirm(notice).await?;
+        }
         Ok(Some(format!("alerted at {percent}%")))
     }
 
@@ -545,6 +598,7 @@ impl Operations {
             SweepAction::WarnDestroy,
             SweepAction::AlertBudget,
             SweepAction::RetireImage,
+            SweepAction::FreeSlot,
             SweepAction::Report,
         ]
         .into_iter()

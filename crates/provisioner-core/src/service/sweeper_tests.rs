@@ -49,8 +49,8 @@ async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_ot
     let active = runner.run(RunKind::Test, start("ci-2", "main"), &ops.world.invocation("r3")).await.unwrap();
     let kept = active.instance_id.clone().unwrap();
 
-    fn tagged<'a>(run: &'a str, expires: &'a str) -> [(&'a str, &'a str); 3] {
-        [(tags::PROVISIONER, "true"), (tags::RUN_ID, run), (tags::EXPIRES, expires)]
+    fn tagged<'a>(run: &'a str, expires: &'a str) -> [(&'a str, &'a str); 4] {
+        [(tags::PROVISIONER, "true"), (tags::KIND, "test"), (tags::RUN_ID, run), (tags::EXPIRES, expires)]
     }
     let later = "2026-11-23T20:00:00Z";
     instances.put("i-ended", "c7g.2xlarge", &tagged(ended.run_id.as_str(), later));
@@ -77,6 +77,63 @@ async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_ot
         reasons[2].contains(&format!("second instance of run {}, which runs on {kept}", active.run_id)),
         "{reasons:?}"
     );
+}
+
+/// CloudFormation copies a stack's tags (the provisioner's among them) onto its instances; the
+/// sweeper's instance rules are for runs' instances, so a cluster stands beside every sweep.
+#[tokio::test(start_paused = true)]
+async fn a_clusters_own_instances_survive_every_sweep_while_it_stands_and_go_with_it() {
+    let ops = OpsWorld::new(NOW);
+    let invocation = ops.world.invocation("d1");
+    ops.world.provisioner.deploy(deploy("ci-standing"), &invocation).await.unwrap();
+    let stack = "sliderule-cluster-ci-standing";
+    let instances = &ops.runs.instances;
+    let of_stack = || -> Vec<String> {
+        let all = instances.instances();
+        all.into_iter()
+            .filter(|(_, i)| i.live() && i.tag(tags::CLOUDFORMATION_STACK) == Some(stack))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let launched = of_stack();
+    assert_eq!(launched.len(), 3, "the fake CloudFormation launched the stack's instances");
+    assert!(instances.instances()[&launched[0]].tag(tags::PROVISIONER) == Some("true"), "with the stack's tags");
+    // Its four hours (the profile's default lifetime) of sweeps every ten minutes, past the launch
+    // grace many times over; the schedule does not fire here.
+    for minute in (10..=260).step_by(10) {
+        pass(10).await;
+        let swept = ops.operations.sweep(&ops.world.invocation(&format!("s{minute}"))).await.unwrap();
+        let ended: Vec<_> =
+            swept.actions.iter().filter(|a| a.finding.action == SweepAction::TerminateInstance).collect();
+        assert!(ended.is_empty(), "minute {minute}: {ended:?}");
+    }
+    assert_eq!(of_stack(), launched, "the same instances stand");
+    assert!(instances.stack_instances_ended(stack).is_empty());
+    // Its destroy schedule overdue, it goes as a whole stack.
+    pass(10).await;
+    let swept = ops.operations.sweep(&ops.world.invocation("s-last")).await.unwrap();
+    assert_eq!(swept.actions.iter().map(|a| a.finding.action).collect::<Vec<_>>(), [SweepAction::DestroyCluster]);
+    assert!(of_stack().is_empty(), "its delete ended its instances");
+}
+
+/// The fake is the cloud: an Auto Scaling group replaces a node terminated while its stack stands.
+#[tokio::test(start_paused = true)]
+async fn a_terminated_node_of_a_standing_cluster_is_replaced_as_auto_scaling_does() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.stacks.seed("sliderule-cluster-ci-a", "CREATE_COMPLETE", None);
+    let instances = &ops.runs.instances;
+    let node = |all: &std::collections::BTreeMap<String, crate::testing::FakeInstance>| -> Vec<String> {
+        all.iter()
+            .filter(|(_, i)| i.live() && i.tag(tags::AUTO_SCALING_GROUP).is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let first = node(&instances.instances());
+    crate::ports::Instances::terminate(&**instances, &first[0]).await.unwrap();
+    let now = node(&instances.instances());
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first, "a new node replaced it");
+    assert_eq!(instances.stack_instances_ended("sliderule-cluster-ci-a"), first);
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,7 +284,7 @@ async fn status_lists_clusters_with_costs_runs_with_progress_and_what_the_sweepe
     ops.runs.instances.put(
         "i-stray",
         "c7g.2xlarge",
-        &[(tags::PROVISIONER, "true"), (tags::EXPIRES, "2026-11-23T11:00:00Z")],
+        &[(tags::PROVISIONER, "true"), (tags::KIND, "test"), (tags::EXPIRES, "2026-11-23T11:00:00Z")],
     );
     pass(120).await;
 
@@ -285,9 +342,10 @@ async fn two_sweeps_at_once_do_each_thing_once() {
     }
     assert_eq!(ops.world.stacks.count(|c| matches!(c, Call::DeleteStack(_))), 1, "deleted once");
     assert_eq!(ops.world.stacks.status("sliderule-cluster-ci-old"), None);
-    assert_eq!(ops.runs.runs.record(&run.run_id).unwrap().state, RunState::Lost);
+    // Its instance vanished, but nobody looked before its time limit: it timed out.
+    assert_eq!(ops.runs.runs.record(&run.run_id).unwrap().state, RunState::TimedOut);
     let lost: Vec<_> =
-        ops.world.notices.sent().into_iter().filter(|(subject, _)| subject.contains("RunLost")).collect();
+        ops.world.notices.sent().into_iter().filter(|(subject, _)| subject.contains("RunTimedOut")).collect();
     assert_eq!(lost.len(), 1, "one run, one ending, one alert: {lost:?}");
 }
 

@@ -309,7 +309,11 @@ pub fn launch_spec(image_id: String, run_id: &RunId) -> LaunchSpec {
         instance_profile: None,
         user_data: crate::domain::UserData::compress("#!/bin/bash\n").expect("a small script"),
         volume_gb: 8,
-        tags: vec![(tags::RUN_ID.into(), run_id.to_string()), (tags::PROVISIONER.into(), "true".into())],
+        tags: vec![
+            (tags::RUN_ID.into(), run_id.to_string()),
+            (tags::KIND.into(), run_id.kind().to_string()),
+            (tags::PROVISIONER.into(), "true".into()),
+        ],
         client_token: run_id.launch_token(1, 0),
     }
 }
@@ -328,15 +332,26 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     assert!(instances.state(&id).await.unwrap().is_some_and(|s| s.is_working()), "a new instance works");
     assert_eq!(instances.run_of(&id).await.unwrap().as_ref(), Some(run_id), "an instance names its run");
     assert_eq!(instances.run_of("i-0000000000000dead").await.unwrap(), None, "an unknown instance has no run");
-    let tagged = instances.tagged().await.unwrap();
-    let listed = tagged.iter().find(|i| i.id == id).expect("a provisioner-tagged instance is listed");
+    // A cluster's instance carries the provisioner's tag too (its stack's), but is no run's.
+    let cluster_tags = vec![(tags::KIND.into(), tags::CLUSTER_KIND.into()), (tags::PROVISIONER.into(), "true".into())];
+    let cluster_spec = LaunchSpec {
+        tags: cluster_tags,
+        client_token: format!("{}-cluster", run_id.launch_token(1, 0)),
+        ..spec.clone()
+    };
+    let cluster_instance = instances.launch(&cluster_spec).await.unwrap();
+    let of_runs = instances.of_runs().await.unwrap();
+    let listed = of_runs.iter().find(|i| i.id == id).expect("a run's instance is listed");
+    assert!(of_runs.iter().all(|i| i.id != cluster_instance), "a cluster's instance is not a run's: {of_runs:?}");
+    assert_eq!(listed.run_kind(), Some(run_id.kind()));
+    instances.terminate(&cluster_instance).await.unwrap();
     assert_eq!((listed.instance_type.as_str(), listed.tag(tags::RUN_ID)), ("c7g.2xlarge", Some(run_id.as_str())));
     assert!(listed.launched_at.is_some() && listed.state.is_working(), "{listed:?}");
 
     instances.terminate(&id).await.unwrap();
     assert!(!instances.state(&id).await.unwrap().is_some_and(|s| s.is_live()), "terminated");
     assert!(instances.of_run(run_id).await.unwrap().is_empty(), "a terminated instance is not the run's");
-    assert!(instances.tagged().await.unwrap().iter().all(|i| i.id != id), "a terminated instance is not listed");
+    assert!(instances.of_runs().await.unwrap().iter().all(|i| i.id != id), "a terminated instance is not listed");
     instances.terminate(&id).await.expect("terminating again succeeds");
     assert_eq!(instances.run_of(&id).await.unwrap().as_ref(), Some(run_id), "a terminated instance still names it");
 
@@ -401,17 +416,25 @@ pub async fn history(history: &dyn History, cluster: &ClusterName, other: &Clust
         schedule: format!("destroy.{cluster}.{at}"),
         at: now + SignedDuration::from_hours(1),
     };
-    assert!(history.claim(&warning("20261202T130000")).await.unwrap(), "the first claim");
-    assert!(!history.claim(&warning("20261202T130000")).await.unwrap(), "claimed already");
-    assert!(history.claim(&warning("20261202T140000")).await.unwrap(), "another schedule");
+    assert!(history.claim(&warning("20261202T130000"), "sweep-1", now).await.unwrap(), "the first claim");
+    assert!(history.claim(&warning("20261202T130000"), "sweep-1", now).await.unwrap(), "its own claim, asked again");
+    assert!(!history.claim(&warning("20261202T130000"), "sweep-2", now).await.unwrap(), "claimed already");
+    assert!(history.claim(&warning("20261202T140000"), "sweep-2", now).await.unwrap(), "another schedule");
+    // A claim never confirmed (its sender failed) is taken again after the lease; a confirmed one never.
+    let later = now + crate::domain::history::CLAIM_LEASE + SignedDuration::from_secs(1);
+    assert!(history.claim(&warning("20261202T130000"), "sweep-3", later).await.unwrap(), "an unsent claim");
+    history.confirm(&warning("20261202T130000")).await.unwrap();
+    let much_later = later + SignedDuration::from_hours(1);
+    assert!(!history.claim(&warning("20261202T130000"), "sweep-4", much_later).await.unwrap(), "sent");
     let alert = |percent| OnceNotice::BudgetAlert {
         profile: format!("p-{cluster}"),
         month_start: start_of_month(now),
         percent,
     };
-    assert!(history.claim(&alert(80)).await.unwrap());
-    assert!(!history.claim(&alert(80)).await.unwrap(), "once a month");
-    assert!(history.claim(&alert(100)).await.unwrap(), "another level");
+    assert!(history.claim(&alert(80), "sweep-1", now).await.unwrap());
+    history.confirm(&alert(80)).await.unwrap();
+    assert!(!history.claim(&alert(80), "sweep-2", much_later).await.unwrap(), "once a month");
+    assert!(history.claim(&alert(100), "sweep-2", now).await.unwrap(), "another level");
 }
 
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.

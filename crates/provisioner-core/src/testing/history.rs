@@ -16,7 +16,8 @@ use crate::ports::History;
 pub struct FakeHistory {
     faults: Arc<Faults>,
     entries: Mutex<HashMap<String, Vec<HistoryEntry>>>,
-    claimed: Mutex<std::collections::HashSet<String>>,
+    /// Each claimed notice: who claimed it, when, and whether it was confirmed sent.
+    claimed: Mutex<HashMap<String, (String, Timestamp, bool)>>,
 }
 
 impl FakeHistory {
@@ -38,10 +39,25 @@ impl History for FakeHistory {
         effect.answer(())
     }
 
-    async fn claim(&self, notice: &OnceNotice) -> Result<bool> {
+    async fn claim(&self, notice: &OnceNotice, claimant: &str, now: Timestamp) -> Result<bool> {
         let effect = self.faults.draw("ClaimNotice")?;
-        let first = self.claimed.lock().unwrap().insert(format!("{notice:?}"));
-        effect.answer(first)
+        let mut claimed = self.claimed.lock().unwrap();
+        let key = format!("{notice:?}");
+        let free = claimed
+            .get(&key)
+            .is_none_or(|(by, at, sent)| by == claimant || (!sent && *at + crate::domain::history::CLAIM_LEASE < now));
+        if free {
+            claimed.insert(key, (claimant.to_owned(), now, false));
+        }
+        effect.answer(free)
+    }
+
+    async fn confirm(&self, notice: &OnceNotice) -> Result<()> {
+        let effect = self.faults.draw("ConfirmNotice")?;
+        if let Some(claim) = self.claimed.lock().unwrap().get_mut(&format!("{notice:?}")) {
+            claim.2 = true;
+        }
+        effect.answer(())
     }
 
     async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{tags, Market, RunId, RunnerImage};
+use crate::domain::{tags, Market, RunId, RunKind, RunnerImage};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -49,7 +49,13 @@ pub struct FakeInstances {
     images: Mutex<BTreeMap<String, RunnerImage>>,
     /// Images that `create_image` makes stay `pending` while set.
     images_pending: Mutex<bool>,
+    /// Stacks being deleted: their Auto Scaling groups replace nothing.
+    deleted_stacks: Mutex<Vec<String>>,
 }
+
+/// What CloudFormation makes of a cluster's stack: its logical ids, and whether an Auto Scaling
+/// group launched it (then it is replaced when terminated while the stack stands).
+const STACK_INSTANCES: [(&str, bool); 3] = [("ILB", false), ("Monitor", false), ("Nodes", true)];
 
 impl FakeInstances {
     /// Launches of `instance_type` are refused for capacity until [`Self::capacity_back`].
@@ -91,7 +97,57 @@ impl FakeInstances {
             terminated: Mutex::default(),
             images: Mutex::default(),
             images_pending: Mutex::default(),
+            deleted_stacks: Mutex::default(),
         })
+    }
+
+    /// What CloudFormation does for a stack it creates: it launches the stack's instances, each
+    /// carrying the stack's tags and its name (and an Auto Scaling group's name, for the nodes).
+    pub fn launch_for_stack(&self, stack: &str, stack_tags: &BTreeMap<String, String>) {
+        self.deleted_stacks.lock().unwrap().retain(|name| name != stack);
+        let mut instances = self.instances.lock().unwrap();
+        for (logical_id, scaled) in STACK_INSTANCES {
+            let mut tags: Vec<(String, String)> = stack_tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            tags.push((tags::CLOUDFORMATION_STACK.into(), stack.to_owned()));
+            tags.push(("aws:cloudformation:logical-id".into(), logical_id.to_owned()));
+            if scaled {
+                tags.push((tags::AUTO_SCALING_GROUP.into(), format!("{stack}-{logical_id}")));
+            }
+            let id = format!("i-{:08}", instances.len() + 1);
+            instances.insert(id, self.stack_instance(tags));
+        }
+    }
+
+    fn stack_instance(&self, tags: Vec<(String, String)>) -> FakeInstance {
+        FakeInstance {
+            state: InstanceState::Running,
+            instance_type: "c7g.xlarge".into(),
+            launched_at: self.clock.now(),
+            client_token: format!("stack-{}", tags.len()),
+            tags,
+            market: Market::OnDemand,
+        }
+    }
+
+    /// What a stack's delete does to its instances: they go, and nothing replaces them.
+    pub fn end_stack(&self, stack: &str) {
+        self.deleted_stacks.lock().unwrap().push(stack.to_owned());
+        for instance in self.instances.lock().unwrap().values_mut() {
+            if instance.tag(tags::CLOUDFORMATION_STACK) == Some(stack) {
+                instance.state = InstanceState::Terminated;
+            }
+        }
+    }
+
+    /// The instances of `stack` that ended while it stood (terminated by someone, not its delete).
+    pub fn stack_instances_ended(&self, stack: &str) -> Vec<String> {
+        let instances = self.instances.lock().unwrap();
+        let terminated = self.terminated.lock().unwrap();
+        terminated
+            .iter()
+            .filter(|id| instances.get(*id).is_some_and(|i| i.tag(tags::CLOUDFORMATION_STACK) == Some(stack)))
+            .cloned()
+            .collect()
     }
 
     /// A runner image EC2 lists, made outside this test's runs.
@@ -219,9 +275,9 @@ impl Instances for FakeInstances {
         effect.answer(self.listed(|i| i.tag(tags::RUN_ID) == Some(run_id.as_str())))
     }
 
-    async fn tagged(&self) -> Result<Vec<TaggedInstance>> {
+    async fn of_runs(&self) -> Result<Vec<TaggedInstance>> {
         let effect = self.faults.draw("DescribeInstances")?;
-        effect.answer(self.listed(|i| i.tag(tags::PROVISIONER) == Some("true")))
+        effect.answer(self.listed(|i| i.tag(tags::KIND).and_then(RunKind::parse).is_some()))
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
@@ -237,8 +293,18 @@ impl Instances for FakeInstances {
     async fn terminate(&self, instance_id: &str) -> Result<()> {
         let effect = self.faults.draw("TerminateInstances")?;
         self.terminated.lock().unwrap().push(instance_id.to_owned());
-        if let Some(instance) = self.instances.lock().unwrap().get_mut(instance_id) {
-            instance.state = InstanceState::Terminated;
+        let mut instances = self.instances.lock().unwrap();
+        let Some(instance) = instances.get_mut(instance_id).filter(|i| i.live()) else { return effect.answer(()) };
+        instance.state = InstanceState::Terminated;
+        // An Auto Scaling group of a standing stack launches a replacement, as EC2 Auto Scaling does.
+        let replaced = instance.tag(tags::AUTO_SCALING_GROUP).is_some()
+            && instance
+                .tag(tags::CLOUDFORMATION_STACK)
+                .is_some_and(|stack| !self.deleted_stacks.lock().unwrap().iter().any(|name| name == stack));
+        if replaced {
+            let replacement = self.stack_instance(instance.tags.clone());
+            let id = format!("i-{:08}", instances.len() + 1);
+            instances.insert(id, replacement);
         }
         effect.answer(())
     }

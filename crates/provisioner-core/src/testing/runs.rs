@@ -82,12 +82,21 @@ impl FakeRuns {
 
     /// Plays the instance's spot-notice watcher: the running step, if any, reported interrupted.
     pub fn report_interrupted(&self, id: &RunId) {
+        self.report_going_away(id, crate::domain::run::INSTANCE_INTERRUPTED);
+    }
+
+    /// Plays the instance's exit trap when its deadman fired (the run's time limit).
+    pub fn report_timed_out(&self, id: &RunId) {
+        self.report_going_away(id, crate::domain::run::INSTANCE_TIMED_OUT);
+    }
+
+    fn report_going_away(&self, id: &RunId, state: &str) {
         let mut records = self.records.lock().unwrap();
         let record = records.get_mut(id.as_str()).expect("a run");
         if let Some(step) = record.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
             step.status = StepStatus::Interrupted;
         }
-        record.instance_state = Some("interrupted".into());
+        record.instance_state = Some(state.into());
         record.reported_at = Some(record.started_at);
     }
 }
@@ -101,6 +110,8 @@ impl Runs for FakeRuns {
         deadline: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Vec<RunId>>> {
+        // A call takes time: other callers run meanwhile, as on DynamoDB.
+        tokio::task::yield_now().await;
         let effect = self.faults.draw("TakeSlot")?;
         let holders = self.slot_holders(&slots.profile, slots.kind, now);
         let mut all = self.slots.lock().unwrap();
@@ -117,6 +128,7 @@ impl Runs for FakeRuns {
     }
 
     async fn active(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        tokio::task::yield_now().await;
         let effect = self.faults.draw("GetActiveRun")?;
         let active = self.active.lock().unwrap();
         effect
@@ -128,6 +140,7 @@ impl Runs for FakeRuns {
     }
 
     async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
+        tokio::task::yield_now().await;
         let effect = self.faults.draw("FreeSlot")?;
         if let Some(pool) = self.slots.lock().unwrap().get_mut(&format!("{profile}#{kind}")) {
             pool.remove(run_id);
@@ -138,6 +151,7 @@ impl Runs for FakeRuns {
     /// Two writes, as the adapter makes them, each of which a fault may fail or lose the answer
     /// of: the record, then the pointer; a pointer to another run removes the record again.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
+        tokio::task::yield_now().await;
         let written = self.faults.draw("PutRun")?;
         self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
         written.answer(())?;
@@ -156,6 +170,7 @@ impl Runs for FakeRuns {
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
+        tokio::task::yield_now().await;
         self.faults.draw("GetRun")?.answer(self.record(id))
     }
 
@@ -224,6 +239,7 @@ impl Runs for FakeRuns {
     }
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
+        tokio::task::yield_now().await;
         self.faults.draw("ListRuns")?.answer(self.all())
     }
 

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 
 use super::faults::fake_failure;
-use super::{Call, Faults, SEEDED_VERSION};
+use super::{Call, FakeInstances, Faults, SEEDED_VERSION};
+use crate::domain::tags;
 use crate::domain::{StackPhase, StackStatus};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Clock, StackSnapshot, StackSpec, Stacks};
@@ -73,6 +74,8 @@ pub struct FakeStacks {
     calls: Mutex<Vec<Call>>,
     created: Mutex<Vec<StackSpec>>,
     next_id: Mutex<u32>,
+    /// Where CloudFormation launches the stacks' instances, once told ([`Self::launch_instances_in`]).
+    instances: Mutex<Option<Arc<FakeInstances>>>,
 }
 
 impl FakeStacks {
@@ -85,7 +88,20 @@ impl FakeStacks {
             calls: Mutex::default(),
             created: Mutex::default(),
             next_id: Mutex::new(0),
+            instances: Mutex::default(),
         })
+    }
+
+    /// From now on every stack created or seeded launches its instances in `instances`, carrying
+    /// its tags as CloudFormation copies them, and its delete ends them.
+    pub fn launch_instances_in(&self, instances: Arc<FakeInstances>) {
+        *self.instances.lock().unwrap() = Some(instances);
+    }
+
+    fn launch_stack_instances(&self, name: &str, tags: &BTreeMap<String, String>) {
+        if let Some(instances) = self.instances.lock().unwrap().as_ref() {
+            instances.launch_for_stack(name, tags);
+        }
     }
 
     fn new_id(&self, name: &str) -> String {
@@ -109,10 +125,16 @@ impl FakeStacks {
         }
         let id = self.new_id(name);
         let parameters = BTreeMap::from([("Version".to_owned(), version.to_owned())]);
+        // The tags a deploy gives a cluster's stack.
+        let tags = BTreeMap::from([
+            (tags::PROVISIONER.to_owned(), "true".to_owned()),
+            (tags::KIND.to_owned(), tags::CLUSTER_KIND.to_owned()),
+        ]);
+        self.launch_stack_instances(name, &tags);
         self.stacks
             .lock()
             .unwrap()
-            .insert(name.to_owned(), FakeStack { id, created_at: now, parameters, tags: BTreeMap::new(), timeline });
+            .insert(name.to_owned(), FakeStack { id, created_at: now, parameters, tags, timeline });
     }
 
     pub fn set_behaviour(&self, behaviour: StackBehaviour) {
@@ -177,16 +199,9 @@ impl Stacks for FakeStacks {
         }
         timeline.push((done, behaviour.create_ends_in.to_owned()));
         let parameters = spec.parameters.iter().cloned().collect();
-        stacks.insert(
-            spec.name.clone(),
-            FakeStack {
-                id: id.clone(),
-                created_at: now,
-                parameters,
-                tags: spec.tags.iter().cloned().collect(),
-                timeline,
-            },
-        );
+        let tags: BTreeMap<String, String> = spec.tags.iter().cloned().collect();
+        self.launch_stack_instances(&spec.name, &tags);
+        stacks.insert(spec.name.clone(), FakeStack { id: id.clone(), created_at: now, parameters, tags, timeline });
         self.created.lock().unwrap().push(spec.clone());
         effect.answer(id)
     }
@@ -207,6 +222,9 @@ impl Stacks for FakeStacks {
         }
         stack.timeline.retain(|(from, _)| *from <= now);
         stack.timeline.push((now, "DELETE_IN_PROGRESS".to_owned()));
+        if let Some(instances) = self.instances.lock().unwrap().as_ref() {
+            instances.end_stack(name);
+        }
         stack.timeline.push((
             now + SignedDuration::try_from(behaviour.delete_takes).unwrap(),
             behaviour.delete_ends_in.to_owned(),

@@ -162,6 +162,8 @@ impl RunWorld {
         notices: Arc<FakeNotices>,
     ) -> RunWorld {
         let instances = FakeInstances::new(clock.clone(), faults.clone());
+        // CloudFormation launches the clusters' instances where the runs' are.
+        stacks.launch_instances_in(instances.clone());
         let ports = RunPorts {
             runs: runs.clone(),
             instances: instances.clone(),

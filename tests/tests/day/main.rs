@@ -1,0 +1,254 @@
+//! A day in the life, on the local stack: hours of provisioner time pass (`make local-advance`) in
+//! ten-minute steps while clusters stand beside runs, spot warnings, a cancel, a hung run that
+//! reaches its limit, a warning before a destroy and the destroy its schedule fires, with a sweep
+//! every step. After every step the invariants are checked and printed.
+//!
+//! It moves the local stack's clock, so `make test` runs it alone, after every other test.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ec2::types::Filter;
+use jiff::{SignedDuration, Timestamp};
+use provisioner_e2e::{emulator, local_function_env, make, make_invoke, unique};
+use serde_json::{json, Value};
+
+/// The local stack's time: the real time moved forward by `make local-advance`.
+fn local_now() -> Timestamp {
+    let file = local_function_env().get("PROVISIONER_LOCAL_CLOCK_FILE").cloned().expect("the local clock's file");
+    let offset: i64 = std::fs::read_to_string(file).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0);
+    Timestamp::now() + SignedDuration::from_secs(offset)
+}
+
+fn advance(minutes: u32) {
+    let output = std::process::Command::new("make")
+        .args(["-s", "--no-print-directory", "local-advance", &format!("MINUTES={minutes}")])
+        .current_dir(provisioner_e2e::repo_root())
+        .output()
+        .expect("make runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A live instance (not yet terminating) and its tags.
+#[derive(Debug)]
+struct Live {
+    id: String,
+    tags: BTreeMap<String, String>,
+}
+
+/// Every instance of the emulator that has not begun to terminate.
+async fn live_instances() -> Vec<Live> {
+    let ec2 = aws_sdk_ec2::Client::new(&emulator().await);
+    let states = Filter::builder().name("instance-state-name").values("pending").values("running").build();
+    let described = ec2.describe_instances().filters(states).send().await.unwrap();
+    described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| Live {
+            id: i.instance_id().unwrap().to_owned(),
+            tags: i.tags().iter().map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned())).collect(),
+        })
+        .collect()
+}
+
+/// What the instance writes when it checks in and starts its first step (it hangs there).
+async fn check_in(run_id: &str) {
+    let table = local_function_env()["PROVISIONER_TABLE"].clone();
+    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let now = local_now().to_string();
+    let step = AttributeValue::M(
+        [
+            ("status".to_owned(), AttributeValue::S("running".into())),
+            ("started_at".to_owned(), AttributeValue::S(now.clone())),
+        ]
+        .into(),
+    );
+    client
+        .update_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(format!("run#{run_id}")))
+        .update_expression("SET #state = :state, #reported = :now, #steps.#step = :step")
+        .expression_attribute_names("#state", "instance_state")
+        .expression_attribute_names("#reported", "reported_at")
+        .expression_attribute_names("#steps", "steps")
+        .expression_attribute_names("#step", "checkout")
+        .expression_attribute_values(":state", AttributeValue::S("running".into()))
+        .expression_attribute_values(":now", AttributeValue::S(now))
+        .expression_attribute_values(":step", step)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn spot_warning(instance_id: &str) -> Value {
+    let event = json!({
+        "version": "0", "id": unique("event-"), "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2", "account": "123456789012", "time": local_now().to_string(), "region": "us-east-1",
+        "resources": [], "detail": {"instance-id": instance_id, "instance-action": "terminate"}
+    });
+    make_invoke("instance_event", &event.to_string()).assert_success().clone()
+}
+
+/// A run's answer now (success, running, or its error), without waiting.
+fn peek(kind: &str, run_id: &str) -> Value {
+    make_invoke(kind, &json!({"run_id": run_id, "wait_seconds": 0}).to_string()).answer
+}
+
+fn start(kind: &str, cluster: &str) -> Value {
+    let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "requested_by": "day-in-the-life"});
+    make_invoke(kind, &payload.to_string()).assert_success().clone()
+}
+
+struct Day {
+    standing: String,
+    scheduled: String,
+    stack_instances: Vec<String>,
+    /// (kind, run id) of every run started, and the outcome each must end with.
+    runs: Vec<(&'static str, String, &'static str)>,
+    warned: bool,
+    destroyed_scheduled: bool,
+}
+
+impl Day {
+    /// The invariants after a step, printed as one line.
+    async fn check(&self, minute: u32, swept: &Value) {
+        let live = live_instances().await;
+        let stack = format!("sliderule-cluster-{}", self.standing);
+        // No instance of the standing cluster's stack ended, and the sweep ended none of them.
+        let standing: Vec<&str> = live
+            .iter()
+            .filter(|i| i.tags.get("aws:cloudformation:stack-name") == Some(&stack))
+            .map(|i| i.id.as_str())
+            .collect();
+        for id in &self.stack_instances {
+            assert!(standing.contains(&id.as_str()), "minute {minute}: {id} of the standing cluster ended");
+        }
+        let actions = swept["actions"].as_array().cloned().unwrap_or_default();
+        for action in &actions {
+            assert!(
+                !self.stack_instances.iter().any(|id| action["target"] == id.as_str()),
+                "minute {minute}: the sweep acted on the cluster's instance: {action:#}"
+            );
+        }
+        // Never two live instances of a run; none alive past its expiry.
+        let now = local_now();
+        let mut per_run: BTreeMap<&str, usize> = BTreeMap::new();
+        for instance in &live {
+            if let Some(run) = instance.tags.get("sliderule:run-id") {
+                if self.runs.iter().any(|(_, id, _)| id == run) {
+                    *per_run.entry(run).or_default() += 1;
+                    let expires: Timestamp = instance.tags["sliderule:expires-at"].parse().unwrap();
+                    // A sweep every ten minutes ends what expired since the last.
+                    assert!(
+                        expires + SignedDuration::from_mins(10) > now,
+                        "minute {minute}: {} outlived {expires}",
+                        instance.id
+                    );
+                }
+            }
+        }
+        assert!(per_run.values().all(|count| *count <= 1), "minute {minute}: two live instances of a run: {per_run:?}");
+        // Every run that ended has exactly one contract outcome, the one it must have.
+        let mut ended = Vec::new();
+        for (kind, run_id, expected) in &self.runs {
+            let answer = peek(kind, run_id);
+            let outcome = answer["errorType"].as_str().or(answer["status"].as_str()).unwrap_or("?").to_owned();
+            if outcome != "running" {
+                assert_eq!(outcome, *expected, "minute {minute}: {run_id}: {answer:#}");
+                ended.push(format!("{kind} {outcome}"));
+            }
+        }
+        let acted: Vec<String> = actions.iter().map(|a| format!("{} {}", a["action"], a["target"])).collect();
+        println!(
+            "minute {minute:>3}: cluster {} stands on {} instance(s); runs live {}; ended [{}]; sweep [{}]",
+            self.standing,
+            standing.len(),
+            per_run.len(),
+            ended.join(", "),
+            acted.join(", ")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
+    let standing = unique("ci-day-");
+    let scheduled = unique("ci-day-");
+    make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={standing}")]).assert_success();
+    // The standing cluster is kept past the day; the other goes at its default lifetime.
+    make(&["cluster-schedule-destroy", "LOCAL=1", &format!("CLUSTER={standing}"), "TTL=700"]).assert_success();
+    make(&["cluster-deploy", "LOCAL=1", &format!("CLUSTER={scheduled}")]).assert_success();
+    let stack = format!("sliderule-cluster-{standing}");
+    let stack_instances: Vec<String> = live_instances()
+        .await
+        .into_iter()
+        .filter(|i| i.tags.get("aws:cloudformation:stack-name") == Some(&stack))
+        .map(|i| i.id)
+        .collect();
+    assert!(!stack_instances.is_empty(), "the emulator's CloudFormation launched the cluster's instances");
+
+    // A TEST run that hangs in its first step, a BUILD run a spot warning interrupts and a cancel ends.
+    let hung = start("test", &standing);
+    let hung_id = hung["run_id"].as_str().unwrap().to_owned();
+    check_in(&hung_id).await;
+    let build = start("build", &standing);
+    let build_id = build["run_id"].as_str().unwrap().to_owned();
+    check_in(&build_id).await;
+    let mut day = Day {
+        standing: standing.clone(),
+        scheduled: scheduled.clone(),
+        stack_instances,
+        runs: vec![("test", hung_id.clone(), "RunTimedOut"), ("build", build_id.clone(), "RunCancelled")],
+        warned: false,
+        destroyed_scheduled: false,
+    };
+
+    for minute in (10..=480).step_by(10) {
+        advance(10);
+        match minute {
+            20 => {
+                let instance = peek("build", &build_id)["instance_id"].as_str().unwrap().to_owned();
+                assert_eq!(spot_warning(&instance)["action"], "retried");
+                let next = peek("build", &build_id);
+                assert_eq!(next["attempts"].as_array().unwrap().len(), 2, "{next:#}");
+                check_in(&build_id).await;
+            }
+            40 => {
+                let cancelled = make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={build_id}")]);
+                assert_eq!(cancelled.assert_success()["outcome"], "cancelled");
+            }
+            240 => {
+                // The schedule fires (the emulator fires none): destroy with the schedule's own input.
+                assert!(day.warned, "the scheduled cluster was warned before its destroy");
+                make_invoke("destroy", &json!({"cluster": scheduled}).to_string()).assert_success();
+                day.destroyed_scheduled = true;
+            }
+            _ => {}
+        }
+        let swept = make_invoke("sweep", "{}").assert_success().clone();
+        let actions = swept["actions"].as_array().cloned().unwrap_or_default();
+        if actions.iter().any(|a| a["action"] == "warn_destroy" && a["target"] == day.scheduled.as_str()) {
+            assert!((210..240).contains(&minute), "warned at minute {minute}");
+            day.warned = true;
+        }
+        day.check(minute, &swept).await;
+    }
+
+    // The hung run ended at its limit, once, naming it; nothing of it is left.
+    let timed_out = peek("test", &hung_id);
+    assert_eq!(timed_out["errorType"], "RunTimedOut", "{timed_out:#}");
+    let message = timed_out["errorMessage"].as_str().unwrap();
+    assert!(message.contains("time limit of 180 minutes") && message.contains("in step checkout"), "{message}");
+    let cancel = make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={hung_id}")]);
+    let attempts = cancel.assert_success()["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 1, "never retried: {attempts:#?}");
+    assert_eq!(attempts[0]["outcome"], "timed_out");
+    assert!(day.destroyed_scheduled);
+    let status = make_invoke("status", "{}").assert_success().clone();
+    let clusters: Vec<&str> =
+        status["clusters"].as_array().unwrap().iter().filter_map(|c| c["cluster"].as_str()).collect();
+    assert!(clusters.contains(&standing.as_str()) && !clusters.contains(&scheduled.as_str()), "{clusters:?}");
+    day.runs.clear();
+    make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={standing}")]).assert_success();
+}
