@@ -37,6 +37,17 @@
 //!   on-demand last attempt and fallback, `instance_event`, holds: [`service`] `attempts.rs`,
 //!   [`domain::attempt`], [`domain::instance_event`]; the profile's `max_attempts`,
 //!   `on_demand_fallback`, `boot_timeout_minutes`: [`catalog::RunnerProfile`]
+//! - a run's time limit: `RunTimedOut`, its attempt `timed_out`, never retried: [`service::runner`]
+//!   (`time_out`), [`domain::RunRecord::timed_out`]; the deadman's shutdown reported as such:
+//!   [`instance::script`] (`going_away`)
+//! - what each resource is (`sliderule:kind`: a run's, an image run's, a cluster's), which the
+//!   sweeper and the roles' grants select by: [`domain::resource_names`] (`tags::KIND`),
+//!   [`ports::Instances::of_runs`], `template.yaml`
+//! - exact caps: every check first, the slot last, freed by others only after
+//!   [`service::runner::SLOT_LEASE`]: [`service::runner`] (`take_slot`, `slot_abandoned`); leaked
+//!   slots reclaimed by [`service::sweeper`] (`FreeSlot`)
+//! - the clock the functions read, which the local stack moves (`make local-advance`):
+//!   [`settings::Settings::clock`], [`ports::MovedClock`]; a day in the life: `tests/tests/day`
 //! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
 //! - RUNNER_IMAGE: the image run, imaging its instance, the image a TEST run launches from, the
 //!   steps it holds: [`service`] `runner_image.rs`, [`domain::runner_image`] (`choose`, `to_retire`),

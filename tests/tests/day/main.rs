@@ -97,7 +97,9 @@ fn peek(kind: &str, run_id: &str) -> Value {
 
 fn start(kind: &str, cluster: &str) -> Value {
     let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "requested_by": "day-in-the-life"});
-    make_invoke(kind, &payload.to_string()).assert_success().clone()
+    let started = make_invoke(kind, &payload.to_string());
+    assert_eq!((started.exit, &started.answer["status"]), (0, &json!("running")), "{:#}", started.answer);
+    started.answer
 }
 
 struct Day {

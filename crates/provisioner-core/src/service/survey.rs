@@ -1,7 +1,8 @@
 //! What `status` and `sweep` both start from: one survey of the account, six listing calls made
 //! together (the cluster stacks, the destroy schedules, the run records, the instances of
 //! runs, the month's history of every cluster, which the budget counts, and the runner
-//! images). The sweeper's rules are in `sweeper.rs`, the report in `status.rs`.
+//! images), and one read of each capped profile's slots. The sweeper's rules are in
+//! `sweeper.rs`, the report in `status.rs`.
 
 use jiff::Timestamp;
 

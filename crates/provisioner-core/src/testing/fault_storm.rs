@@ -179,6 +179,8 @@ impl Storm {
     fn new() -> Storm {
         let world = World::new(NOW);
         let runs = RunWorld::new(NOW);
+        // The clusters' stacks own instances, beside the runs', as in an account.
+        world.stacks.launch_instances_in(runs.instances.clone());
         let violations = Violations::default();
         let witness = Arc::new(Witness {
             locks: world.locks.clone(),
@@ -366,6 +368,15 @@ impl Storm {
     fn check_instances(&self) {
         let mut per_run: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (instance_id, instance) in self.runs.instances.instances() {
+            // A cluster's instance: alive while its stack stands, never ended by anyone else.
+            if let Some(stack) = instance.tag(tags::CLOUDFORMATION_STACK) {
+                let stands = self.world.stacks.status(stack).is_some_and(|status| !status.starts_with("DELETE"));
+                if stands && !instance.live() && self.runs.instances.stack_instances_ended(stack).contains(&instance_id)
+                {
+                    self.violation(format!("instance {instance_id} of the standing cluster stack {stack} was ended"));
+                }
+                continue;
+            }
             if !instance.live() {
                 continue;
             }
