@@ -714,6 +714,59 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
 }
 
+/// The deadman's shutdown (a signal at or past the run's time limit) is the time limit, not a
+/// spot interruption: the running step is reported interrupted, the instance says `timed_out`,
+/// and no outcome is claimed, so the function ends the run `RunTimedOut` and retries nothing.
+#[tokio::test]
+async fn a_signal_past_the_time_limit_reports_the_run_timed_out() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let plan = test_plan();
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.sleep_when("npm test");
+    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
+    // The limit passed at once (the instance's clock, in place of 90 minutes).
+    let mut child = command.env("PROVISIONER_LIMIT_SECONDS", "0").spawn().unwrap();
+    until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
+    let killed = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(killed.success(), "the run was signalled");
+    assert!(!child.wait().unwrap().success());
+    let record = record(&dynamodb, &values).await;
+    assert_eq!(text(&record, run::INSTANCE_STATE), "timed_out");
+    assert_eq!(step_statuses(&record)["nodejs-client-jests"], "interrupted");
+    assert!(!record.contains_key(run::OUTCOME), "no outcome is claimed");
+}
+
+/// A step whose job dies without saying how it ended (killed, out of memory) is failed in the
+/// record, with why, not left running; what needs it is skipped and the run fails.
+#[tokio::test]
+async fn a_step_whose_job_dies_is_failed_in_the_record_not_left_running() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    // The command kills its step's job: of its ancestors that are the script's forks (the same
+    // command line), the one just below the script itself.
+    let dies = concat!(
+        r#"p=$PPID; top=$(tr '\0' ' ' </proc/$p/cmdline); forks=(); "#,
+        r#"while [[ $(tr '\0' ' ' </proc/$p/cmdline) == "$top" ]]; do forks+=("$p"); p=$(ps -o ppid= -p "$p" | tr -d ' '); done; "#,
+        r#"kill -KILL "${forks[-2]}"; sleep 5"#
+    );
+    let plan = Plan {
+        parallelism: 2,
+        steps: vec![
+            Step::command("dies", dies, StepPlace::Host, &[]),
+            Step::command("after", "true", StepPlace::Host, &["dies"]),
+        ],
+    };
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    let output = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).output().unwrap();
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!((statuses["dies"].as_str(), statuses["after"].as_str()), ("failed", "skipped"), "{statuses:?} {stderr}");
+    assert!(step_field(&record, "reason")["dies"].contains("its job ended without reporting how"), "{record:?}");
+    assert_eq!(text(&record, run::OUTCOME), "failed");
+}
+
 /// The metadata service's spot interruption notice (IMDSv2): the watcher uploads the running
 /// step's log and reports it interrupted within the two minutes, and the run claims no outcome.
 #[tokio::test]

@@ -224,12 +224,12 @@ fn header(values: &RunValues) -> String {
          # (its time limit, plus the hold a failed run may keep it for).\n\
          shutdown -h +{}\n\
          # A shutdown signal from then on is the time limit, not a spot interruption.\n\
-         LIMIT_AT=$(($(date +%s) + {} * 60))\n\
+         LIMIT_AT=$(($(date +%s) + ${{PROVISIONER_LIMIT_SECONDS:-{}}}))\n\
          set -u -o pipefail\n\n",
         values.kind,
         values.run_id,
         values.time_limit_minutes + values.hold_minutes,
-        values.time_limit_minutes
+        values.time_limit_minutes * 60
     )
 }
 
@@ -447,9 +447,10 @@ upload_log() {
     2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
 }
 
-# Uploads the log of running step $1 every LOG_UPLOAD_SECONDS, until stopped.
+# Uploads the log of running step $1 every LOG_UPLOAD_SECONDS, until stopped or its step's job
+# ($2) is gone.
 upload_while_running() {
-  while sleep "$LOG_UPLOAD_SECONDS"; do upload_log "$1"; done
+  while sleep "$LOG_UPLOAD_SECONDS" && kill -0 "$2" 2>/dev/null; do upload_log "$1"; done
 }
 
 # Ends process $1 and every process under it, deepest first.
@@ -578,11 +579,19 @@ run_steps() {
     for name in "${!STEP_PIDS[@]}"; do
       if read_ended "$name" || ! kill -0 "${STEP_PIDS[$name]}" 2>/dev/null; then
         wait "${STEP_PIDS[$name]}" 2>/dev/null
-        read_ended "$name" || STATUS[$name]=failed
+        read_ended "$name" || job_died "$name"
         unset "STEP_PIDS[$name]"
       fi
     done
   done
+}
+
+# Step $1's job ended without saying how (killed, out of memory): the step failed, and says so.
+job_died() {
+  local reason="its job ended without reporting how (killed, or out of memory)"
+  report_step "$1" failed -1 "$(cat "$LOG_DIR/running/$1" 2>/dev/null || now)" "$(now)" "$reason"
+  upload_log "$1"
+  step_ended "$1" failed "$reason"
 }
 
 # Stops the jobs of the steps still running.
@@ -647,7 +656,7 @@ run_step() {
       -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" "$BUILD_IMAGE" "${runner[@]}")
   fi
   if ((token)); then runner=(with_github_token "${runner[@]}"); fi
-  upload_while_running "$name" >/dev/null 2>&1 &
+  upload_while_running "$name" "$BASHPID" >/dev/null 2>&1 &
   UPLOADER=$!
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
