@@ -37,8 +37,15 @@ class Checked:
     params: dict = field(default_factory=dict)
 
 
+# The app name of requests a test plants to prove, end to end, that the guard refuses what AWS
+# would: the report expects them refused, and fails when none was seen or one passed.
+PLANTED_APP = "sliderule-guard-planted"
+
+
 def _agent(headers):
     agent = headers.get("user-agent", "")
+    if f"app/{PLANTED_APP}" in agent:
+        return "planted"
     if "app/sliderule-provisioner" in agent:
         return "functions"
     if "aws-sdk-rust" in agent:
@@ -54,8 +61,19 @@ def _agent(headers):
 
 
 def check(request):
-    """Everything AWS would refuse in `request`; None when it is not a signed AWS request."""
+    """Everything AWS would refuse in `request`. Every request is checked and recorded: the
+    emulator's own interface (/moto-api/) and presigned URLs (their signature in the query, which
+    AWS takes) are recorded as such; any other unsigned request is a finding, as AWS refuses it."""
     checked = Checked(agent=_agent(request.headers))
+    if request.path.startswith("/moto-api"):
+        checked.service, checked.operation = "emulator", request.path
+        return checked
+    if signing_name(request.headers) is None:
+        presigned = "X-Amz-Signature=" in request.query
+        checked.service, checked.operation = ("presigned" if presigned else "unsigned"), f"{request.method} {request.path}"
+        if not presigned:
+            checked.findings.append(Finding(f"{request.method} {request.path}", "(request)", "signed (AWS refuses an unsigned request)", "no Authorization header"))
+        return checked
     try:
         found = identify(request)
     except Exception as error:  # noqa: BLE001 (any failure to identify is a finding)
@@ -100,18 +118,27 @@ def record(checked, path=None):
         log.write(json.dumps(line) + "\n")
 
 
-def report(path):
-    """Prints the tally of a guard log; 1 when any request would have been refused."""
+def report(path, at_least=0, planted=0):
+    """Prints the tally of a guard log; 1 when any request would have been refused, when fewer
+    than `at_least` requests were recorded (something stopped handing them to the guard), or when
+    fewer than `planted` planted violations were seen refused (or one passed)."""
     if not os.path.exists(path):
         print(f"aws-guard: no requests were recorded ({path} is missing)", file=sys.stderr)
         return 1
     requests, by_agent, operations, findings = 0, Counter(), Counter(), []
+    planted_caught, planted_passed = 0, []
     with open(path, encoding="utf-8") as log:
         for line in log:
             entry = json.loads(line)
             requests += 1
             by_agent[entry["agent"]] += 1
             operations[f"{entry['service']} {entry['operation']}"] += 1
+            if entry["agent"] == "planted":
+                if entry["findings"]:
+                    planted_caught += 1
+                else:
+                    planted_passed.append(f"{entry['service']} {entry['operation']}")
+                continue
             findings += [(entry["agent"], Finding(**f)) for f in entry["findings"]]
     agents = ", ".join(f"{count} from {agent}" for agent, count in by_agent.most_common())
     print(f"aws-guard: {requests} requests to the emulator ({agents}), {len(operations)} operations, checked against AWS's models and limits")
@@ -119,11 +146,25 @@ def report(path):
     for agent, text in distinct:
         print(f"  refused by AWS ({agent}): {text}")
     print(f"aws-guard: {len(findings)} requests AWS would refuse ({len(distinct)} distinct)")
-    return 1 if findings else 0
+    failed = bool(findings)
+    if requests < at_least:
+        print(f"aws-guard: only {requests} requests were recorded, fewer than the {at_least} the suite sends: is the guard still handed every request?", file=sys.stderr)
+        failed = True
+    if planted:
+        print(f"aws-guard: {planted_caught} planted violation(s) sent through the emulator were refused")
+    if planted_caught < planted or planted_passed:
+        print(f"aws-guard: the planted violations were not all refused (expected {planted}, refused {planted_caught}, passed: {planted_passed})", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "report":
-        sys.exit(report(sys.argv[2]))
-    print("usage: aws_guard.py report LOG", file=sys.stderr)
-    sys.exit(2)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the tally of a guard log")
+    parser.add_argument("command", choices=["report"])
+    parser.add_argument("log")
+    parser.add_argument("--at-least", type=int, default=0, help="fail when fewer requests were recorded")
+    parser.add_argument("--planted", type=int, default=0, help="planted violations that must have been refused")
+    arguments = parser.parse_args()
+    sys.exit(report(arguments.log, arguments.at_least, arguments.planted))

@@ -103,8 +103,11 @@ class ValidRequestsPass(unittest.TestCase):
         self.assertEqual(checked.params["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"], 100)
         self.assertEqual(checked.params["InstanceMarketOptions"]["SpotOptions"]["SpotInstanceType"], "one-time")
 
-    def test_unsigned_requests_are_not_aws_calls(self):
-        self.assertIsNone(aws_guard.check(aws_guard.Request("GET", "/moto-api/", "", {}, b"")))
+    def test_the_emulators_own_interface_and_presigned_urls_are_recorded_and_pass(self):
+        emulator = aws_guard.check(aws_guard.Request("GET", "/moto-api/", "", {}, b""))
+        self.assertEqual((emulator.service, emulator.findings), ("emulator", []))
+        presigned = aws_guard.check(aws_guard.Request("GET", "/bucket/key", "X-Amz-Signature=abc&X-Amz-Credential=x", {}, b""))
+        self.assertEqual((presigned.service, presigned.findings), ("presigned", []))
 
 
 class PlantedViolationsAreCaught(unittest.TestCase):
@@ -190,6 +193,10 @@ class PlantedViolationsAreCaught(unittest.TestCase):
         self.assertFalse(aws_guard.check_updated_item("t", 400 * 1024))
         self.assertEqual(aws_guard.dynamodb_item_size({"ab": {"S": "xyz"}, "n": {"N": "123"}}), 2 + 3 + 1 + 3)
 
+    def test_an_unsigned_request_is_a_finding(self):
+        checked = aws_guard.check(aws_guard.Request("GET", "/bucket/key", "", {}, b""))
+        self.assertCaught(checked.findings, "(request)", "signed")
+
     def test_a_request_it_cannot_identify_is_a_finding(self):
         request = _request("ec2", "describe_instances")
         request.body = b"Action=NoSuchAction&Version=2016-11-15"
@@ -208,6 +215,25 @@ class PlantedViolationsAreCaught(unittest.TestCase):
             self.assertEqual(aws_guard.report(log), 1)
             with open(log, encoding="utf-8") as lines:
                 self.assertEqual(len([json.loads(line) for line in lines]), 2)
+
+    def test_the_report_fails_when_it_saw_too_few_requests_or_a_planted_violation_passed(self):
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as directory:
+            log = os.path.join(directory, "guard.jsonl")
+            aws_guard.record(aws_guard.check(_request("ec2", "run_instances", **_launch())), log)
+            self.assertEqual(aws_guard.report(log, at_least=1), 0)
+            self.assertEqual(aws_guard.report(log, at_least=2), 1, "fewer requests than the suite sends")
+            self.assertEqual(aws_guard.report(log, planted=1), 1, "no planted violation was seen")
+            planted = _request("ec2", "run_instances", **_launch(ClientToken="t" * 65))
+            planted.headers["user-agent"] = f"aws-sdk-rust/1.0 app/{aws_guard.PLANTED_APP}"
+            aws_guard.record(aws_guard.check(planted), log)
+            self.assertEqual(aws_guard.report(log, planted=1), 0, "a planted violation refused is no finding")
+            passed = _request("ec2", "run_instances", **_launch())
+            passed.headers["user-agent"] = f"aws-sdk-rust/1.0 app/{aws_guard.PLANTED_APP}"
+            aws_guard.record(aws_guard.check(passed), log)
+            self.assertEqual(aws_guard.report(log, planted=1), 1, "a planted request the guard passed")
 
 
 if __name__ == "__main__":

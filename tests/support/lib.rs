@@ -48,12 +48,16 @@ pub async fn emulator() -> SdkConfig {
         .await
 }
 
+/// The local stack's state directory (`LOCAL_STACK_STATE`, or `.local`).
+pub fn local_stack_state() -> PathBuf {
+    std::env::var_os("LOCAL_STACK_STATE").map_or_else(|| repo_root().join(".local"), PathBuf::from)
+}
+
 /// The environment the local stack gives the functions (`lambda.env` in its state directory,
 /// `LOCAL_STACK_STATE` or `.local`, resolved from template.yaml), so tests build what the
 /// functions build.
 pub fn local_function_env() -> std::collections::BTreeMap<String, String> {
-    let state = std::env::var_os("LOCAL_STACK_STATE").map_or_else(|| repo_root().join(".local"), PathBuf::from);
-    let path = state.join("lambda.env");
+    let path = local_stack_state().join("lambda.env");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} is unreadable ({e}); run `make local-up`", path.display()));
     text.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()

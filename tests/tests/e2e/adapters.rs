@@ -321,3 +321,22 @@ async fn the_registry_adapter_reports_exactly_the_repositories_without_the_tag()
     let not_ecr = images.missing("ghcr.io/sliderule", &[held], &tag).await.unwrap_err();
     assert!(not_ecr.to_string().contains("not an Amazon ECR registry"), "{not_ecr}");
 }
+
+/// The request guard, proven end to end: a request AWS would refuse (a schedule name over its
+/// model's 64 characters), sent through the emulator by a client marked as planting it, is
+/// recorded refused; `make test`'s report fails unless it sees it refused.
+#[tokio::test]
+async fn a_planted_request_aws_would_refuse_is_recorded_refused_by_the_guard() {
+    let planted = aws_config::AppName::new("sliderule-guard-planted").unwrap();
+    let config = emulator().await.into_builder().app_name(planted).build();
+    let client = aws_sdk_scheduler::Client::new(&config);
+    let name = format!("{}{}", unique("planted-"), "x".repeat(64));
+    let _refused_or_not = client.get_schedule().name(&name).send().await;
+    let log = std::fs::read_to_string(provisioner_e2e::local_stack_state().join("aws-requests.jsonl")).unwrap();
+    let caught = log.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).any(|entry| {
+        entry["agent"] == "planted"
+            && entry["operation"] == "GetSchedule"
+            && entry["findings"].as_array().is_some_and(|findings| !findings.is_empty())
+    });
+    assert!(caught, "the guard did not record the planted request refused: {log}");
+}

@@ -171,13 +171,19 @@ async fn the_sweeper_retires_all_but_the_newest_two_images_and_never_one_in_use(
     let world = &ops.runs;
     let now = world.clock.now();
     let hash = world.runner.catalog.plans().runner_image.hash();
-    for (id, age_days) in [("ami-00000000000000001", 30), ("ami-00000000000000002", 20), ("ami-00000000000000003", 10)]
-    {
+    let images = [
+        ("ami-00000000000000001", 40),
+        ("ami-00000000000000002", 30),
+        ("ami-00000000000000003", 20),
+        ("ami-00000000000000004", 10),
+    ];
+    for (id, age_days) in images {
         world.instances.put_image(made(world, id, &hash, age_days));
     }
-    // A run launched from the second image is still active; the oldest is nobody's.
+    // A run launched from the oldest image is still active (beyond the newest two, so only the
+    // in-use rule keeps it); the second oldest is nobody's.
     let mut active = crate::testing::contract::run_record(RunKind::Test, "ci-1", "main", now);
-    active.runner_image = Some("ami-00000000000000002".into());
+    active.runner_image = Some("ami-00000000000000001".into());
     active.state = RunState::Running;
     world.runs.put(active);
     let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
@@ -187,9 +193,9 @@ async fn the_sweeper_retires_all_but_the_newest_two_images_and_never_one_in_use(
         .filter(|a| a.finding.action == SweepAction::RetireImage)
         .map(|a| a.finding.target.as_str())
         .collect();
-    assert_eq!(retired, ["ami-00000000000000001"]);
+    assert_eq!(retired, ["ami-00000000000000002"]);
     let left: Vec<String> = world.instances.images().into_keys().collect();
-    assert_eq!(left, ["ami-00000000000000002", "ami-00000000000000003"]);
+    assert_eq!(left, ["ami-00000000000000001", "ami-00000000000000003", "ami-00000000000000004"]);
     let again = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
     assert!(again.actions.iter().all(|a| a.finding.action != SweepAction::RetireImage));
 }
