@@ -47,7 +47,8 @@
 //!   [`service::runner::SLOT_LEASE`]: [`service::runner`] (`take_slot`, `slot_abandoned`); leaked
 //!   slots reclaimed by [`service::sweeper`] (`FreeSlot`)
 //! - the clock the functions read, which the local stack moves (`make local-advance`):
-//!   [`settings::Settings::clock`], [`ports::MovedClock`]; a day in the life: `tests/tests/day`
+//!   [`settings::Settings::clock`], [`ports::MovedClock`]; a day in the life: on fakes that
+//!   behave like the cloud, [`service`] `day_tests.rs`; on the local stack, `tests/tests/day`
 //! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
 //! - RUNNER_IMAGE: the image run, imaging its instance, the image a TEST run launches from, the
 //!   steps it holds: [`service`] `runner_image.rs`, [`domain::runner_image`] (`choose`, `to_retire`),

@@ -243,6 +243,8 @@ mod budget_tests;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod day_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod plan_tests;

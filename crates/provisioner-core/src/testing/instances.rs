@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::faults::fake_failure;
 use super::Faults;
-use crate::domain::{tags, Market, RunId, RunKind, RunnerImage};
+use crate::domain::{tags, InstanceEvent, Market, RunId, RunKind, RunnerImage};
 use crate::error::{AwsErrorKind, Result};
 use crate::ports::{Clock, InstanceState, Instances, LaunchSpec, TaggedInstance};
 
@@ -51,6 +51,17 @@ pub struct FakeInstances {
     images_pending: Mutex<bool>,
     /// Stacks being deleted: their Auto Scaling groups replace nothing.
     deleted_stacks: Mutex<Vec<String>>,
+    /// What EC2 does later (an instance a spot interruption reclaims two minutes after its
+    /// warning), and the events it sends EventBridge, each from the time it is due.
+    later: Mutex<Vec<(Timestamp, Later)>>,
+    sent: Mutex<u32>,
+}
+
+/// Something EC2 does at its time.
+#[derive(Debug, Clone)]
+enum Later {
+    State(String, InstanceState),
+    Event(InstanceEvent),
 }
 
 /// What CloudFormation makes of a cluster's stack: its logical ids, and whether an Auto Scaling
@@ -98,7 +109,81 @@ impl FakeInstances {
             images: Mutex::default(),
             images_pending: Mutex::default(),
             deleted_stacks: Mutex::default(),
+            later: Mutex::default(),
+            sent: Mutex::default(),
         })
+    }
+
+    /// EC2's event (`detail` names the instance), as EventBridge delivers it.
+    fn event(&self, detail_type: &str, detail: serde_json::Value) -> InstanceEvent {
+        let mut sent = self.sent.lock().unwrap();
+        *sent += 1;
+        InstanceEvent::parse(serde_json::json!({
+            "version": "0", "id": format!("00000000-0000-4000-8000-{:012}", *sent), "detail-type": detail_type,
+            "source": "aws.ec2", "account": "123456789012", "time": self.clock.now().to_string(),
+            "region": "us-west-2", "resources": [], "detail": detail
+        }))
+        .expect("an EC2 event")
+    }
+
+    fn at(&self, after: jiff::SignedDuration, later: Later) {
+        self.later.lock().unwrap().push((self.clock.now() + after, later));
+    }
+
+    /// The instance powers itself off (its deadman, or its run's end): shutting-down now,
+    /// terminated a minute later, and EC2's state-change events for both.
+    pub fn shut_down(&self, instance_id: &str) {
+        self.set_state(instance_id, Some(InstanceState::ShuttingDown));
+        let changed = |state: &str| {
+            self.event(
+                crate::domain::instance_event::STATE_CHANGE,
+                serde_json::json!({"instance-id": instance_id, "state": state}),
+            )
+        };
+        self.at(jiff::SignedDuration::ZERO, Later::Event(changed("shutting-down")));
+        let minute = jiff::SignedDuration::from_mins(1);
+        self.at(minute, Later::State(instance_id.to_owned(), InstanceState::Terminated));
+        self.at(minute, Later::Event(changed("terminated")));
+    }
+
+    /// A spot interruption: the warning now, and two minutes later EC2 reclaims the instance
+    /// (shutting-down, then terminated), with the events of each.
+    pub fn interrupt(&self, instance_id: &str) {
+        let warning = self.event(
+            crate::domain::instance_event::SPOT_WARNING,
+            serde_json::json!({"instance-id": instance_id, "instance-action": "terminate"}),
+        );
+        self.at(jiff::SignedDuration::ZERO, Later::Event(warning));
+        let changed = |state: &str| {
+            self.event(
+                crate::domain::instance_event::STATE_CHANGE,
+                serde_json::json!({"instance-id": instance_id, "state": state}),
+            )
+        };
+        let two = jiff::SignedDuration::from_mins(2);
+        self.at(two, Later::State(instance_id.to_owned(), InstanceState::ShuttingDown));
+        self.at(two, Later::Event(changed("shutting-down")));
+        let three = jiff::SignedDuration::from_mins(3);
+        self.at(three, Later::State(instance_id.to_owned(), InstanceState::Terminated));
+        self.at(three, Later::Event(changed("terminated")));
+    }
+
+    /// What EC2 did by now: applies the state changes that came due and answers the events
+    /// EventBridge delivers, in order.
+    pub fn due_events(&self) -> Vec<InstanceEvent> {
+        let now = self.clock.now();
+        let mut later = self.later.lock().unwrap();
+        let (due, rest): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at <= now);
+        *later = rest;
+        drop(later);
+        let mut events = Vec::new();
+        for (_, what) in due {
+            match what {
+                Later::State(id, state) => self.set_state(&id, Some(state)),
+                Later::Event(event) => events.push(event),
+            }
+        }
+        events
     }
 
     /// What CloudFormation does for a stack it creates: it launches the stack's instances, each
