@@ -767,6 +767,36 @@ async fn a_step_whose_job_dies_is_failed_in_the_record_not_left_running() {
     assert_eq!(text(&record, run::OUTCOME), "failed");
 }
 
+/// On an instance booted from a runner image, a held step passes at once only when its check
+/// does; when the image no longer holds what the step makes, the step runs itself, saying why.
+#[tokio::test]
+async fn a_held_step_whose_check_fails_runs_itself() {
+    let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    values.runner_image = Some("ami-0123456789abcdef0".into());
+    let held = |name: &str, check: &str| Step {
+        image: Some(provisioner_core::instance::ImageRole::Holds),
+        held_check: Some(check.into()),
+        ..Step::command(name, &format!("make {name}"), StepPlace::Host, &[])
+    };
+    let plan = Plan { parallelism: 1, steps: vec![held("kept", "true"), held("gone", "command -v no-such-tool")] };
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.command(&render(&plan, &layouts(), &values).unwrap()).output().unwrap();
+    let record = record(&dynamodb, &values).await;
+    let statuses = step_statuses(&record);
+    assert_eq!((statuses["kept"].as_str(), statuses["gone"].as_str()), ("passed", "passed"), "{statuses:?}");
+    let reasons = step_field(&record, "reason");
+    assert!(reasons.get("kept").is_some_and(|r| r.contains("holds what it makes (checked)")), "{reasons:?}");
+    assert!(!reasons.contains_key("gone"), "it ran: {reasons:?}");
+    let calls = sandbox.calls();
+    assert!(calls.iter().any(|c| c == "make gone") && !calls.iter().any(|c| c == "make kept"), "{calls:?}");
+    let report = std::fs::read_to_string(sandbox.dir.join("work/logs/report.log")).unwrap_or_default();
+    assert!(
+        report.contains("gone: the runner image ami-0123456789abcdef0 failed its check; running the step"),
+        "{report}"
+    );
+}
+
 /// The metadata service's spot interruption notice (IMDSv2): the watcher uploads the running
 /// step's log and reports it interrupted within the two minutes, and the run claims no outcome.
 #[tokio::test]

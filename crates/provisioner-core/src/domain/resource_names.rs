@@ -40,6 +40,8 @@ pub mod tags {
     /// A runner image's architecture, and the hash of the plan that made it.
     pub const ARCHITECTURE: &str = "sliderule:architecture";
     pub const PLAN_HASH: &str = "sliderule:plan-hash";
+    /// The build-environment image a runner image's run pulled (its `BUILD_IMAGE`).
+    pub const BUILD_IMAGE: &str = "sliderule:build-image";
     /// The day a runner image was made (YYYY-MM-DD), for people; its age is EC2's CreationDate.
     pub const CREATED_ON: &str = "sliderule:created-on";
 }

@@ -22,6 +22,8 @@ pub struct RunnerImage {
     pub plan_hash: String,
     /// The run that made it.
     pub run_id: Option<RunId>,
+    /// The build-environment image its run pulled (a TEST run pulls again: the tag moves).
+    pub build_image: Option<String>,
     pub created_at: Option<Timestamp>,
     /// The EBS snapshots behind it, deleted with it.
     pub snapshots: Vec<String>,
@@ -48,17 +50,25 @@ impl RunnerImage {
             architecture: tags.get(tags::ARCHITECTURE).cloned().unwrap_or_default(),
             plan_hash: tags.get(tags::PLAN_HASH).cloned().unwrap_or_default(),
             run_id: tags.get(tags::RUN_ID).and_then(|id| RunId::parse(id).ok()),
+            build_image: tags.get(tags::BUILD_IMAGE).cloned(),
             created_at,
             snapshots,
         })
     }
 }
 
-/// The tags of the image `run_id` makes of the runner image plan of `plan_hash`, and of its
-/// snapshots: what [`RunnerImage::from_tags`] reads back.
-pub fn image_tags(architecture: &str, plan_hash: &str, run_id: &RunId, now: Timestamp) -> Vec<(String, String)> {
+/// The tags of the image `run_id` makes of the runner image plan of `plan_hash` (its run having
+/// pulled `build_image`), and of its snapshots: what [`RunnerImage::from_tags`] reads back.
+pub fn image_tags(
+    architecture: &str,
+    plan_hash: &str,
+    build_image: &str,
+    run_id: &RunId,
+    now: Timestamp,
+) -> Vec<(String, String)> {
     [
         (tags::PROVISIONER, "true".to_owned()),
+        (tags::BUILD_IMAGE, build_image.to_owned()),
         (tags::KIND, RunKind::RunnerImage.as_str().to_owned()),
         (tags::ARCHITECTURE, architecture.to_owned()),
         (tags::PLAN_HASH, plan_hash.to_owned()),
@@ -117,6 +127,8 @@ pub fn image_name(architecture: &str, run_id: &RunId) -> String {
 mod tests {
     use super::*;
 
+    const BUILD_ENV: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com/sliderule-buildenv:latest";
+
     fn image(id: &str, architecture: &str, hash: &str, created: &str) -> RunnerImage {
         RunnerImage {
             id: id.into(),
@@ -124,6 +136,7 @@ mod tests {
             architecture: architecture.into(),
             plan_hash: hash.into(),
             run_id: None,
+            build_image: None,
             created_at: Some(created.parse().unwrap()),
             snapshots: vec![format!("snap-{id}")],
         }
@@ -173,11 +186,12 @@ mod tests {
     #[test]
     fn an_image_is_read_back_from_its_tags() {
         let run_id = RunId::parse("image-ci-runner-image-20261203t120000-ab12").unwrap();
-        let tags: BTreeMap<String, String> = image_tags("arm64", "h1", &run_id, now()).into_iter().collect();
+        let tags: BTreeMap<String, String> = image_tags("arm64", "h1", BUILD_ENV, &run_id, now()).into_iter().collect();
         assert_eq!(tags["sliderule:created-on"], "2026-12-03");
         let read = RunnerImage::from_tags("ami-1".into(), "available".into(), Some(now()), &tags, vec![]).unwrap();
         assert_eq!((read.architecture.as_str(), read.plan_hash.as_str()), ("arm64", "h1"));
         assert_eq!(read.run_id, Some(run_id));
+        assert_eq!(read.build_image.as_deref(), Some(BUILD_ENV));
         let mut theirs = tags.clone();
         theirs.remove(tags::PROVISIONER);
         assert_eq!(RunnerImage::from_tags("ami-2".into(), "available".into(), None, &theirs, vec![]), None);

@@ -33,6 +33,10 @@ pub enum ImageRole {
     Holds,
     /// Only the runner image run runs it (it warms caches the TEST steps then find).
     Only,
+    /// The runner image run runs it, and so does every TEST run, never held: what it makes may
+    /// have changed since (the image keeps no registry login; a tag such as `:latest` moves), and
+    /// on the image it is quick (a pull of what is there fetches no layer).
+    Also,
 }
 
 /// What makes a step not applicable to the checked-out version, besides a missing component.
@@ -89,6 +93,11 @@ pub struct Step {
     /// runs the step. A step the image holds may need only steps it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRole>,
+    /// For a step the runner image holds: bash that proves, on an instance booted from the
+    /// image, that what the step makes is there; when it fails, the step runs. Required: no step
+    /// is reported held without a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_check: Option<String>,
 }
 
 /// The steps of one kind of run, in order, after the checkout, and how many run side by side.
@@ -203,6 +212,7 @@ impl Step {
             not_applicable_if: Vec::new(),
             github_token: false,
             image: None,
+            held_check: None,
         }
     }
 }
@@ -249,7 +259,8 @@ impl Plan {
             let image_step = |need: &String| self.steps.iter().find(|s| &s.name == need).and_then(|s| s.image);
             for need in step.needs.iter().filter(|need| *need != CHECKOUT_STEP) {
                 match (step.image, image_step(need)) {
-                    (Some(_), Some(ImageRole::Holds)) | (None, None | Some(ImageRole::Holds)) => {}
+                    (Some(_), Some(ImageRole::Holds | ImageRole::Also))
+                    | (None, None | Some(ImageRole::Holds | ImageRole::Also)) => {}
                     (Some(_), _) => {
                         return Err(bad(format!(
                             "step '{name}' is the runner image's, and needs '{need}', which the image does not hold"
@@ -258,6 +269,15 @@ impl Plan {
                     (None, Some(ImageRole::Only)) => {
                         return Err(bad(format!("step '{name}' needs '{need}', which only the runner image run runs")))
                     }
+                }
+            }
+            match (step.image, &step.held_check) {
+                (Some(ImageRole::Holds), None) => {
+                    return Err(bad(format!("step '{name}' is held by the runner image but has no held_check")))
+                }
+                (Some(ImageRole::Holds), Some(_)) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(bad(format!("step '{name}' has a held_check but the image does not hold it")))
                 }
             }
             for condition in &step.not_applicable_if {
@@ -365,6 +385,17 @@ mod tests {
                     ..step("a", &[])
                 }]),
                 "one-line",
+            ),
+            (Plan::new(vec![Step { image: Some(ImageRole::Holds), ..step("a", &[]) }]), "has no held_check"),
+            (Plan::new(vec![Step { held_check: Some("true".into()), ..step("a", &[]) }]), "does not hold it"),
+            (
+                Plan::new(vec![
+                    Step { image: Some(ImageRole::Only), ..step("a", &[]) },
+                    Step { image: Some(ImageRole::Also), ..step("b", &[]) },
+                    step("c", &["b"]),
+                    step("d", &["a"]),
+                ]),
+                "which only the runner image run runs",
             ),
             (Plan { parallelism: 0, ..Plan::new(vec![step("a", &[])]) }, "parallelism is 0"),
             (Plan { parallelism: 17, ..Plan::new(vec![step("a", &[])]) }, "use 1 to 16"),

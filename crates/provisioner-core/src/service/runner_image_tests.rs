@@ -35,7 +35,8 @@ fn test_run(cluster: &str) -> RunRequest {
 fn made(world: &RunWorld, id: &str, hash: &str, age_days: i64) -> RunnerImage {
     let now = world.clock.now();
     let run_id = RunId::parse("image-ci-runner-image-20261101t120000-ab12").unwrap();
-    let tags = image_tags("arm64", hash, &run_id, now).into_iter().collect();
+    let build_image = &world.runner.settings.build_image;
+    let tags = image_tags("arm64", hash, build_image, &run_id, now).into_iter().collect();
     let created = now - SignedDuration::from_hours(24 * age_days);
     RunnerImage::from_tags(id.into(), "available".into(), Some(created), &tags, vec![format!("snap-{id}")]).unwrap()
 }
@@ -140,12 +141,16 @@ async fn a_test_run_launches_from_the_image_and_passes_what_it_holds_at_once() {
     let launch = world.instances.launches().last().cloned().unwrap();
     assert_eq!(launch.image_id, image_id);
     let script = launch.user_data.script();
-    for held in ["install-tools", "ecr-login", "pull-build-environment"] {
-        assert!(script.contains(&format!("held_step '{held}'")), "{held}");
+    // Held, with its check, and the step itself should the check fail; never a registry login
+    // nor the build environment, which every run does again.
+    assert!(script.contains("held_step 'install-tools' 'for tool in git make docker node"), "{script}");
+    assert!(script.contains("dnf install -y -q git make rsync docker nodejs20"), "run when the check fails");
+    for again in ["ecr-login", "pull-build-environment"] {
+        assert!(!script.contains(&format!("held_step '{again}'")), "{again}");
+        assert!(script.contains(&format!("run_step '{again}'")), "{again}");
     }
-    assert!(!script.contains("dnf install -y -q git make rsync docker nodejs20"), "its commands are not sent");
     assert!(script.contains("RUNNER_IMAGE='ami-"));
-    assert!(launch.user_data.len() < world.instances.launches()[0].user_data.len());
+
     // BUILD never launches from it.
     world.runner.run(RunKind::Build, test_run("ci-3"), &world.invocation("b1")).await.unwrap();
     assert_eq!(world.instances.launches().last().unwrap().image_id, "ami-al2023-arm64");
@@ -205,4 +210,30 @@ async fn the_fake_ec2_keeps_the_instances_contract_runner_images_included() {
     let world = RunWorld::new(NOW);
     let run_id = RunId::parse("test-ci-1-20261203t120000-ab12").unwrap();
     crate::testing::contract::instances(&*world.instances, &run_id).await;
+}
+
+/// Status says what each image holds (the steps a TEST run passes at once once checked), the
+/// build environment its run pulled, and how the last refresh ended.
+#[tokio::test(start_paused = true)]
+async fn status_shows_what_each_image_holds_and_the_last_refresh() {
+    let ops = OpsWorld::new(NOW);
+    let world = &ops.runs;
+    let hash = world.runner.catalog.plans().runner_image.hash();
+    world.instances.put_image(made(world, "ami-0000000000000000a", &hash, 3));
+    world.instances.put_image(made(world, "ami-0000000000000000b", "0000000000000000", 2));
+    let mut refresh =
+        crate::testing::contract::run_record(RunKind::RunnerImage, "ci-runner-image", "main", world.clock.now());
+    refresh.state = RunState::Failed;
+    refresh.failure = Some("steps failed: cache-browsers".into());
+    world.runs.put(refresh.clone());
+    let status = serde_json::to_value(ops.operations.status().await.unwrap()).unwrap();
+    let images = status["runner_images"].as_array().unwrap();
+    let current = images.iter().find(|i| i["image_id"] == "ami-0000000000000000a").unwrap();
+    assert_eq!(current["holds"], serde_json::json!(["install-tools"]), "{current:#}");
+    assert_eq!(current["build_image"], world.runner.settings.build_image.as_str());
+    let other = images.iter().find(|i| i["image_id"] == "ami-0000000000000000b").unwrap();
+    assert_eq!(other["holds"], serde_json::json!([]), "another plan's image holds nothing a run trusts");
+    let last = &status["last_image_refresh"];
+    assert_eq!((last["run_id"].as_str(), last["state"].as_str()), (Some(refresh.run_id.as_str()), Some("failed")));
+    assert_eq!(last["failure"], "steps failed: cache-browsers");
 }

@@ -13,7 +13,9 @@ use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::history::HISTORY_SHOWN;
 use crate::domain::resource_names::{scheduled_cluster, stack_cluster};
-use crate::domain::{Attempt, ClusterName, HistoryEntry, RequestedBy, RunId, RunRecord, StepResult, StepStatus};
+use crate::domain::{
+    Attempt, ClusterName, HistoryEntry, RequestedBy, RunId, RunKind, RunRecord, StepResult, StepStatus,
+};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -42,6 +44,8 @@ pub struct StatusResponse {
     pub prices: PriceBasis,
     /// The runner images TEST runs may launch from, newest first.
     pub runner_images: Vec<RunnerImageStatus>,
+    /// The last runner image run, when one is kept.
+    pub last_image_refresh: Option<ImageRefresh>,
 }
 
 /// A runner image as status lists it.
@@ -56,6 +60,20 @@ pub struct RunnerImageStatus {
     /// Whether the catalog's runner image plan made it: TEST runs launch only from such images.
     pub current_plan: bool,
     pub run_id: Option<RunId>,
+    /// What a TEST run launched from it passes at once, once each step's check passes (the
+    /// steps the current plan says it holds); the build-environment image its run pulled, which
+    /// every run pulls again.
+    pub holds: Vec<String>,
+    pub build_image: Option<String>,
+}
+
+/// The last runner image run (the refresh): how it ended, and why when it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRefresh {
+    pub run_id: RunId,
+    pub state: &'static str,
+    pub started_at: String,
+    pub failure: Option<String>,
 }
 
 /// A failed run's instance kept up for debugging.
@@ -191,11 +209,30 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         budgets: survey.spend(catalog),
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
         runner_images: runner_images(catalog, survey),
+        last_image_refresh: survey
+            .runs
+            .iter()
+            .filter(|run| run.kind == RunKind::RunnerImage)
+            .max_by_key(|run| run.started_at)
+            .map(|run| ImageRefresh {
+                run_id: run.run_id.clone(),
+                state: run.state.as_str(),
+                started_at: run.started_at.to_string(),
+                failure: run.failure.clone(),
+            }),
     }
 }
 
 fn runner_images(catalog: &Catalog, survey: &Survey) -> Vec<RunnerImageStatus> {
     let hash = catalog.plans().runner_image.hash();
+    let held: Vec<String> = catalog
+        .plans()
+        .runner_image
+        .steps
+        .iter()
+        .filter(|step| step.image == Some(crate::instance::ImageRole::Holds))
+        .map(|step| step.name.clone())
+        .collect();
     let mut images: Vec<RunnerImageStatus> = survey
         .runner_images
         .iter()
@@ -210,6 +247,8 @@ fn runner_images(catalog: &Catalog, survey: &Survey) -> Vec<RunnerImageStatus> {
             plan_hash: image.plan_hash.clone(),
             current_plan: image.plan_hash == hash,
             run_id: image.run_id.clone(),
+            holds: if image.plan_hash == hash { held.clone() } else { Vec::new() },
+            build_image: image.build_image.clone(),
         })
         .collect();
     images.sort_by(|a, b| b.created_at.cmp(&a.created_at));

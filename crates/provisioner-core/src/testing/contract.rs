@@ -365,7 +365,13 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     let image_run =
         RunId::parse(&format!("image-{}", &run_id.as_str()[run_id.as_str().find('-').unwrap() + 1..])).unwrap();
     let made: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
-    let image_tags = crate::domain::runner_image::image_tags("arm64", "0123456789abcdef", &image_run, made);
+    let image_tags = crate::domain::runner_image::image_tags(
+        "arm64",
+        "0123456789abcdef",
+        "registry/buildenv:latest",
+        &image_run,
+        made,
+    );
     let name = crate::domain::runner_image::image_name("arm64", &image_run);
     let image_id = instances.create_image(&second, &name, &image_tags).await.unwrap();
     assert!(image_id.starts_with("ami-"), "{image_id}");
