@@ -682,24 +682,36 @@ async fn independent_steps_run_side_by_side_up_to_the_plans_parallelism() {
     eprintln!("steps side by side: wall {wall:.2} s, steps' sum {sum:.2} s, last end {critical:.2} s");
 }
 
-/// A signal (the instance's shutdown: a spot reclaim, or the function terminating it) is not a
-/// step failure: the running step is reported interrupted, its log uploaded, and no outcome is
-/// claimed, so the function decides what follows (the next attempt).
-#[tokio::test]
-async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no_outcome() {
+/// A TEST run whose client jest suite hangs, started in a sandbox with `env`, once that step runs.
+async fn run_hanging_in_jests(
+    env: &[(&str, &str)],
+) -> (RunValues, aws_sdk_dynamodb::Client, Sandbox, std::process::Child) {
     let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
     let sandbox = sandbox_with_layout("D");
     sandbox.sleep_when("npm test");
-    let mut child = sandbox.command(&render(&plan, &layouts(), &values).unwrap()).spawn().unwrap();
-
-    // Wait until the slow step runs, then stop the whole run as a shutdown would.
+    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
+    let child = command.envs(env.iter().copied()).spawn().unwrap();
     until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
+    (values, dynamodb, sandbox, child)
+}
+
+/// Stops the whole run as a shutdown does: a TERM to its process group.
+fn signal(child: &mut std::process::Child) {
     let killed = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
     assert!(killed.success(), "the run was signalled");
-    let status = child.wait().unwrap();
-    assert!(!status.success());
+    assert!(!child.wait().unwrap().success());
+}
+
+/// A signal (the instance's shutdown: a spot reclaim, or the function terminating it) is not a
+/// step failure: the running step is reported interrupted, its log uploaded, and no outcome is
+/// claimed, so the function decides what follows (the next attempt).
+#[tokio::test]
+async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no_outcome() {
+    // Once the slow step runs, stop the whole run as a shutdown would.
+    let (values, dynamodb, sandbox, mut child) = run_hanging_in_jests(&[]).await;
+    signal(&mut child);
 
     let record = record(&dynamodb, &values).await;
     let statuses = step_statuses(&record);
@@ -719,18 +731,9 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
 /// and no outcome is claimed, so the function ends the run `RunTimedOut` and retries nothing.
 #[tokio::test]
 async fn a_signal_past_the_time_limit_reports_the_run_timed_out() {
-    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
-    let plan = test_plan();
-    let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = sandbox_with_layout("D");
-    sandbox.sleep_when("npm test");
-    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
     // The limit passed at once (the instance's clock, in place of 90 minutes).
-    let mut child = command.env("PROVISIONER_LIMIT_SECONDS", "0").spawn().unwrap();
-    until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
-    let killed = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
-    assert!(killed.success(), "the run was signalled");
-    assert!(!child.wait().unwrap().success());
+    let (values, dynamodb, _sandbox, mut child) = run_hanging_in_jests(&[("PROVISIONER_LIMIT_SECONDS", "0")]).await;
+    signal(&mut child);
     let record = record(&dynamodb, &values).await;
     assert_eq!(text(&record, run::INSTANCE_STATE), "timed_out");
     assert_eq!(step_statuses(&record)["nodejs-client-jests"], "interrupted");
@@ -801,14 +804,8 @@ async fn a_held_step_whose_check_fails_runs_itself() {
 /// step's log and reports it interrupted within the two minutes, and the run claims no outcome.
 #[tokio::test]
 async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_its_log() {
-    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
-    let plan = test_plan();
-    let dynamodb = run_record(&values, &plan.step_names()).await;
-    let sandbox = sandbox_with_layout("D");
-    sandbox.sleep_when("npm test");
-    let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
-    let mut child = command.env("PROVISIONER_INTERRUPT_POLL_SECONDS", "1").spawn().unwrap();
-    until_step_runs(&dynamodb, &values, &sandbox, "nodejs-client-jests").await;
+    let (values, dynamodb, sandbox, mut child) =
+        run_hanging_in_jests(&[("PROVISIONER_INTERRUPT_POLL_SECONDS", "1")]).await;
     let notice = r#"{"action": "terminate", "time": "2026-11-23T12:02:00Z"}"#;
     std::fs::write(sandbox.dir.join("spot-notice"), notice).unwrap();
     let noticed = Instant::now();
