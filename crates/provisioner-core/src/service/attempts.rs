@@ -160,7 +160,7 @@ impl Runner {
         record.images.clear();
         match self.runs.begin_attempt(record).await {
             Ok(()) => {}
-            Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
+            Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Conflict | AwsErrorKind::Indeterminate)) => {
                 let fresh = self.runs.get(&record.run_id).await?;
                 // The answer to our own write may have been lost and the SDK's retry refused: the
                 // record then holds the very attempt we began, and it is ours to launch.
@@ -168,6 +168,10 @@ impl Runner {
                     .as_ref()
                     .is_some_and(|fresh| !fresh.state.ended() && fresh.current_attempt() == record.current_attempt());
                 if !ours {
+                    // Not taken: the answer says nothing of what happened; another caller moved it.
+                    if error.aws_kind() == Some(AwsErrorKind::Indeterminate) {
+                        return Err(error);
+                    }
                     if let Some(fresh) = fresh {
                         *record = fresh;
                     }

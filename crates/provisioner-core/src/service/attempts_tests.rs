@@ -352,3 +352,36 @@ async fn a_sweep_past_the_time_limit_ends_the_run_timed_out_and_the_later_event_
     assert_eq!(world.instances.launches().len(), 1);
     assert!(ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap().actions.is_empty());
 }
+
+/// The answer to the write that begins the next attempt is lost, and the SDK's retry of it fails
+/// its condition (met by that very write), or the answer is lost outright: the write is
+/// recognised as ours, and the next attempt launches at once rather than waiting to be lost.
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_to_the_write_that_begins_an_attempt_still_launches_it() {
+    for fault in [crate::testing::Fault::RetryMeetsOwnWrite, crate::testing::Fault::LostAnswer] {
+        let world = RunWorld::new(NOW);
+        let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
+        let first = started.instance_id.clone().unwrap();
+        world.faults.script("BeginAttempt", fault, 1);
+        let answer = world.runner.instance_event(warning(&first)).await.unwrap();
+        assert_eq!(answer.action, EventAction::Retried, "{fault:?}: {answer:?}");
+        let record = world.runs.record(&started.run_id).unwrap();
+        assert_eq!(record.attempts.len(), 2, "{fault:?}");
+        let second = record.instance_id.clone().expect("the next attempt launched at once");
+        assert_ne!(second, first);
+        assert_eq!(world.instances.launches().len(), 2, "{fault:?}");
+    }
+}
+
+/// The answer to the write that ends a run is lost: the run still alerts, once, as ended by us.
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_to_the_write_that_ends_a_run_still_alerts_once() {
+    let world = RunWorld::new(NOW);
+    let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
+    report_all(&world, &started.run_id, 1);
+    world.faults.script("UpdateRun", crate::testing::Fault::LostAnswer, 1);
+    let error = world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r2")).await.unwrap_err();
+    assert_eq!(error.code(), "TestsFailed", "{error}");
+    world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r3")).await.unwrap_err();
+    assert_eq!(world.notices.sent().len(), 1, "{:?}", world.notices.sent());
+}

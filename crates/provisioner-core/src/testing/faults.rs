@@ -16,6 +16,10 @@ pub enum Fault {
     Reset,
     /// The call took effect and its answer was lost.
     LostAnswer,
+    /// A conditional write took effect, its answer was lost, and the SDK's retry of it failed
+    /// its condition (the write's own effect): answered as a conflict. Scripted only: it is a
+    /// fault of conditional writes.
+    RetryMeetsOwnWrite,
 }
 
 impl Fault {
@@ -27,6 +31,9 @@ impl Fault {
             Fault::ServerError => fake_failure(operation, "InternalFailure", AwsErrorKind::Indeterminate),
             Fault::Reset => fake_failure(operation, "ConnectionFailure", AwsErrorKind::Indeterminate),
             Fault::LostAnswer => fake_failure(operation, "Timeout", AwsErrorKind::Indeterminate),
+            Fault::RetryMeetsOwnWrite => {
+                fake_failure(operation, "ConditionalCheckFailedException", AwsErrorKind::Conflict)
+            }
         }
     }
 }
@@ -112,7 +119,7 @@ impl Faults {
             *state.by_task.entry(task).or_default() += 1;
         }
         match fault {
-            Fault::LostAnswer => Ok(Effect(Some(fault.error(operation)))),
+            Fault::LostAnswer | Fault::RetryMeetsOwnWrite => Ok(Effect(Some(fault.error(operation)))),
             before => Err(before.error(operation)),
         }
     }
