@@ -518,3 +518,26 @@ async fn the_sweeper_warns_once_before_a_scheduled_destroy_and_again_after_a_res
     // Warnings are their own messages: no sweep summary was sent for them.
     assert!(ops.world.notices.sent().iter().all(|(subject, _)| !subject.contains("the sweeper acted")));
 }
+
+/// A warning whose sending failed is claimed but not confirmed: the next sweep sends it, once.
+#[tokio::test(start_paused = true)]
+async fn a_warning_that_could_not_be_sent_is_sent_by_the_next_sweep() {
+    let ops = OpsWorld::new(NOW);
+    ops.world.provisioner.deploy(deploy("ci-1"), &ops.world.invocation("d1")).await.unwrap();
+    let warned = |swept: &super::sweeper::SweepResponse| -> Vec<bool> {
+        swept.actions.iter().filter(|a| a.finding.action == SweepAction::WarnDestroy).map(|a| a.ok).collect()
+    };
+    pass(215).await;
+    ops.world.faults.script("Publish", Fault::Throttled, 1);
+    let failed = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert_eq!(warned(&failed), [false], "{:?}", failed.actions);
+    assert!(ops.world.notices.sent().iter().all(|(subject, _)| !subject.contains("will be destroyed")));
+    pass(10).await;
+    let sent = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert_eq!(warned(&sent), [true], "{:?}", sent.actions);
+    pass(10).await;
+    let again = ops.operations.sweep(&ops.world.invocation("s3")).await.unwrap();
+    assert!(warned(&again).is_empty(), "sent once: {:?}", again.actions);
+    let warnings = ops.world.notices.sent().iter().filter(|(subject, _)| subject.contains("will be destroyed")).count();
+    assert_eq!(warnings, 1);
+}
