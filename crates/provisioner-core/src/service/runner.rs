@@ -259,9 +259,7 @@ impl Runner {
                 since: record.started_at.to_string(),
             });
         }
-        if record.state.ended() {
-            self.end_hold(&mut record).await?;
-        }
+        self.end_hold(&mut record).await?;
         tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "cancel");
         Ok(CancelResponse {
             status: "success",
@@ -468,8 +466,7 @@ impl Runner {
             active.clear();
             let mut freed = false;
             for holder in holders {
-                let run = self.runs.get(&holder).await?;
-                match run {
+                match self.runs.get(&holder).await? {
                     Some(run) if !run.state.ended() => {
                         if run.cluster == record.cluster && run.version == record.version {
                             tracing::info!(run_id = %run.run_id, "the same run is active; answering with it");

@@ -2,9 +2,10 @@
 //! applies pure rules ([`findings`]): status shows what the sweeper would do, the sweeper does it.
 //!
 //! The sweeper's rules:
-//! - a run's or image run's instance (never a cluster's: those go with their stack) is terminated when its run's time limit (its expiry tag)
-//!   passed, its run ended (a failed run's held instance once its hold ended), its run does not
-//!   exist (after the launch grace), or it is a second instance of a run that runs on another;
+//! - a run's or image run's instance (never a cluster's: those go with their stack) is terminated
+//!   when its run's time limit (its expiry tag) passed, its run ended (a failed run's held
+//!   instance once its hold ended), its run does not exist (after the launch grace), or it is a
+//!   second instance of a run that runs on another;
 //! - an active run is resumed (as a waiting `test`/`build` would: its next attempt begun when the
 //!   cloud ended the current one, given an instance found by its tag, concluded when it reported)
 //!   when it reported, passed its attempt's time limit, lost its instance, has none recorded after

@@ -126,6 +126,12 @@ impl FakeInstances {
         .expect("an EC2 event")
     }
 
+    /// EC2's event that `instance_id` entered `state`.
+    fn state_change(&self, instance_id: &str, state: &str) -> InstanceEvent {
+        let detail = serde_json::json!({"instance-id": instance_id, "state": state});
+        self.event(crate::domain::instance_event::STATE_CHANGE, detail)
+    }
+
     fn at(&self, after: jiff::SignedDuration, later: Later) {
         self.later.lock().unwrap().push((self.clock.now() + after, later));
     }
@@ -134,16 +140,10 @@ impl FakeInstances {
     /// terminated a minute later, and EC2's state-change events for both.
     pub fn shut_down(&self, instance_id: &str) {
         self.set_state(instance_id, Some(InstanceState::ShuttingDown));
-        let changed = |state: &str| {
-            self.event(
-                crate::domain::instance_event::STATE_CHANGE,
-                serde_json::json!({"instance-id": instance_id, "state": state}),
-            )
-        };
-        self.at(jiff::SignedDuration::ZERO, Later::Event(changed("shutting-down")));
+        self.at(jiff::SignedDuration::ZERO, Later::Event(self.state_change(instance_id, "shutting-down")));
         let minute = jiff::SignedDuration::from_mins(1);
         self.at(minute, Later::State(instance_id.to_owned(), InstanceState::Terminated));
-        self.at(minute, Later::Event(changed("terminated")));
+        self.at(minute, Later::Event(self.state_change(instance_id, "terminated")));
     }
 
     /// A spot interruption: the warning now, and two minutes later EC2 reclaims the instance
@@ -154,18 +154,12 @@ impl FakeInstances {
             serde_json::json!({"instance-id": instance_id, "instance-action": "terminate"}),
         );
         self.at(jiff::SignedDuration::ZERO, Later::Event(warning));
-        let changed = |state: &str| {
-            self.event(
-                crate::domain::instance_event::STATE_CHANGE,
-                serde_json::json!({"instance-id": instance_id, "state": state}),
-            )
-        };
         let two = jiff::SignedDuration::from_mins(2);
         self.at(two, Later::State(instance_id.to_owned(), InstanceState::ShuttingDown));
-        self.at(two, Later::Event(changed("shutting-down")));
+        self.at(two, Later::Event(self.state_change(instance_id, "shutting-down")));
         let three = jiff::SignedDuration::from_mins(3);
         self.at(three, Later::State(instance_id.to_owned(), InstanceState::Terminated));
-        self.at(three, Later::Event(changed("terminated")));
+        self.at(three, Later::Event(self.state_change(instance_id, "terminated")));
     }
 
     /// What EC2 did by now: applies the state changes that came due and answers the events
@@ -199,16 +193,16 @@ impl FakeInstances {
                 tags.push((tags::AUTO_SCALING_GROUP.into(), format!("{stack}-{logical_id}")));
             }
             let id = format!("i-{:08}", instances.len() + 1);
-            instances.insert(id, self.stack_instance(tags));
+            instances.insert(id.clone(), self.stack_instance(&id, tags));
         }
     }
 
-    fn stack_instance(&self, tags: Vec<(String, String)>) -> FakeInstance {
+    fn stack_instance(&self, id: &str, tags: Vec<(String, String)>) -> FakeInstance {
         FakeInstance {
             state: InstanceState::Running,
             instance_type: "c7g.xlarge".into(),
             launched_at: self.clock.now(),
-            client_token: format!("stack-{}", tags.len()),
+            client_token: format!("stack-{id}"),
             tags,
             market: Market::OnDemand,
         }
@@ -387,9 +381,9 @@ impl Instances for FakeInstances {
                 .tag(tags::CLOUDFORMATION_STACK)
                 .is_some_and(|stack| !self.deleted_stacks.lock().unwrap().iter().any(|name| name == stack));
         if replaced {
-            let replacement = self.stack_instance(instance.tags.clone());
+            let tags = instance.tags.clone();
             let id = format!("i-{:08}", instances.len() + 1);
-            instances.insert(id, replacement);
+            instances.insert(id.clone(), self.stack_instance(&id, tags));
         }
         effect.answer(())
     }
