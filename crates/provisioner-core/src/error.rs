@@ -75,6 +75,9 @@ pub enum Error {
     /// `Busy` too: a profile's cap on concurrent runs is reached.
     #[error("{0}")]
     RunsCapped(String),
+    /// `Busy` too: a start could not record its run before its answer was due (AWS too slow).
+    #[error("{0}")]
+    StartTooSlow(String),
     #[error("{0}")]
     DeployFailed(String),
     #[error("{0}")]
@@ -111,7 +114,7 @@ impl Error {
             Error::UnknownCluster(_) => "UnknownCluster",
             Error::ScheduledForDelete { .. } => "ScheduledForDelete",
             Error::TooLateToReschedule { .. } => "TooLateToReschedule",
-            Error::Busy { .. } | Error::RunsCapped(_) => "Busy",
+            Error::Busy { .. } | Error::RunsCapped(_) | Error::StartTooSlow(_) => "Busy",
             Error::DeployFailed(_) => "DeployFailed",
             Error::DeployTimedOut(_) => "DeployTimedOut",
             Error::DestroyFailed(_) => "DestroyFailed",
@@ -162,6 +165,7 @@ mod tests {
             "TooLateToReschedule",
             "Busy",
             "Busy",
+            "Busy",
             "DeployFailed",
             "DeployTimedOut",
             "DestroyFailed",
@@ -183,6 +187,7 @@ mod tests {
             Error::TooLateToReschedule { cluster: "x".into(), at: "t".into() },
             Error::Busy { cluster: "x".into(), operation: "deploy".into(), since: "t".into() },
             Error::RunsCapped("x".into()),
+            Error::StartTooSlow("x".into()),
             Error::DeployFailed("x".into()),
             Error::DeployTimedOut("x".into()),
             Error::DestroyFailed("x".into()),

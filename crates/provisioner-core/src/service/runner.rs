@@ -32,10 +32,16 @@ const LAUNCH_ATTEMPTS: u32 = 3;
 const LAUNCH_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Writes of a launched instance's id before leaving it to the wait.
 const RECORD_ATTEMPTS: u32 = 3;
+/// How long an ask may take when its `wait_seconds` is shorter: a start to record and launch
+/// its run (a run is not answered `running` before it exists), a resume to read it once.
+pub const LEAST_ANSWER_TIME: SignedDuration = SignedDuration::from_secs(10);
 /// Writes of a new run before answering an error.
 const START_ATTEMPTS: u32 = 3;
 /// Endings a cancel tries while other callers keep beginning the run's next attempt.
 const CANCEL_ATTEMPTS: u32 = 10;
+
+/// The run as last read or written by an invocation: what it answers when its time is up.
+type Known = tokio::sync::watch::Sender<Option<RunRecord>>;
 
 /// Where a launch refused for capacity goes on, and why it was refused.
 enum Refusal {
@@ -205,18 +211,27 @@ impl Runner {
         }
     }
 
+    /// Starts or resumes a run and waits for it. The answer comes by `wait_seconds` whatever AWS
+    /// does, or by [`LEAST_ANSWER_TIME`] when that is later: what was
+    /// cut off is picked up by the next ask or sweep, as after a crash. Cut off before its run was
+    /// recorded or read, it answers `Busy`, nothing started.
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
         let started = self.clock.now();
-        let wait_until = {
-            let by_deadline = invocation.deadline - signed(self.timeouts.deadline_margin);
-            match request.wait_seconds() {
-                Some(seconds) => by_deadline.min(started + SignedDuration::from_secs(seconds as i64)),
-                None => by_deadline,
-            }
+        let by_deadline = invocation.deadline - signed(self.timeouts.deadline_margin);
+        let wait_until = match request.wait_seconds() {
+            Some(seconds) => by_deadline.min(started + SignedDuration::from_secs(seconds as i64)),
+            None => by_deadline,
         };
-        let run_id = match request {
+        let answer_by = by_deadline.min(wait_until.max(started + LEAST_ANSWER_TIME));
+        let (known, _) = tokio::sync::watch::channel(None::<RunRecord>);
+        let run_id = match &request {
             RunRequest::Start { cluster, version, hold_minutes, requested_by, .. } => {
-                self.start(kind, cluster, version, hold_minutes, requested_by).await?
+                let start =
+                    self.start(kind, cluster.clone(), version.clone(), *hold_minutes, requested_by.clone(), &known);
+                match self.by(answer_by, start).await {
+                    Some(run_id) => run_id?,
+                    None => return self.cut_off(kind, &request, &known, started),
+                }
             }
             RunRequest::Resume { run_id, .. } => {
                 if run_id.kind() != kind {
@@ -226,10 +241,49 @@ impl Runner {
                         run_id.kind()
                     )));
                 }
-                run_id
+                run_id.clone()
             }
         };
-        self.wait(&run_id, wait_until).await
+        match self.by(answer_by, self.wait(&run_id, wait_until, &known)).await {
+            Some(answer) => answer,
+            None => self.cut_off(kind, &request, &known, started),
+        }
+    }
+
+    /// `work`'s result, or `None` when `until` came first (the work is dropped where it stood).
+    async fn by<T>(&self, until: Timestamp, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let left = until.duration_since(self.clock.now());
+        tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = self.clock.sleep(left.try_into().unwrap_or(Duration::ZERO)) => None,
+        }
+    }
+
+    /// The answer of a start or wait whose time ran out: `running` with the run as last known.
+    fn cut_off(&self, kind: RunKind, request: &RunRequest, known: &Known, started: Timestamp) -> Result<RunResponse> {
+        let seconds = self.clock.now().duration_since(started).as_secs();
+        let last_known = known.borrow().clone();
+        let Some(record) = last_known else {
+            let what = match request {
+                RunRequest::Start { cluster, version, .. } => format!(
+                    "a {kind} run of {version} on {cluster} could not be recorded within {seconds} s; nothing runs \
+                     for it"
+                ),
+                RunRequest::Resume { run_id, .. } => {
+                    format!("{kind} run {run_id} could not be read within {seconds} s")
+                }
+            };
+            return Err(Error::StartTooSlow(format!(
+                "{what}: AWS answered too slowly (throttled?); try again in a minute"
+            )));
+        };
+        if record.state.ended() {
+            return self.answer(record);
+        }
+        tracing::warn!(run_id = %record.run_id, seconds, "answering as the time to wait ran out; the next ask or sweep \
+            goes on");
+        Ok(self.response("running", record))
     }
 
     /// CANCEL: ends an active run at once, its instances terminated and its outcome `cancelled`;
@@ -285,6 +339,7 @@ impl Runner {
         version: GitRef,
         hold_minutes: u32,
         requested_by: Option<RequestedBy>,
+        known: &Known,
     ) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
         let now = crate::domain::time::whole_seconds(self.clock.now());
@@ -305,7 +360,7 @@ impl Runner {
         if let Some(active) = self.take_slot(profile, &record, now).await? {
             return Ok(active);
         }
-        let started = self.record_and_launch(record.clone(), profile, user_data, now).await;
+        let started = self.record_and_launch(record.clone(), profile, user_data, now, known).await;
         // The slot is this run's while its record is active: freed when the run did not start
         // (or another answered), kept when it started and its launch failed (the run goes on).
         let keep = match &started {
@@ -409,6 +464,7 @@ impl Runner {
         profile: &Profile,
         user_data: UserData,
         now: Timestamp,
+        known: &Known,
     ) -> Result<RunId> {
         let run_id = record.run_id.clone();
         for attempt in 1..=START_ATTEMPTS {
@@ -425,7 +481,10 @@ impl Runner {
             match active.filter(|active| *active != run_id) {
                 // Free, or ours already: an earlier attempt whose answer was lost wrote it.
                 None => {
-                    self.launch_attempts(&mut record, profile, user_data).await?;
+                    known.send_replace(Some(record.clone()));
+                    let launched = self.launch_attempts(&mut record, profile, user_data).await;
+                    known.send_replace(Some(record));
+                    launched?;
                     return Ok(run_id);
                 }
                 Some(active) => match self.runs.get(&active).await? {
@@ -727,7 +786,7 @@ impl Runner {
     }
 
     /// Waits for the run to end, until `wait_until`.
-    async fn wait(&self, run_id: &RunId, wait_until: Timestamp) -> Result<RunResponse> {
+    async fn wait(&self, run_id: &RunId, wait_until: Timestamp, known: &Known) -> Result<RunResponse> {
         let mut last_reported = String::new();
         loop {
             let mut record = self.runs.get(run_id).await?.ok_or_else(|| {
@@ -739,8 +798,10 @@ impl Runner {
                 tracing::info!(run_id = %run_id, steps = %progress, "run progress");
                 last_reported = progress;
             }
+            known.send_replace(Some(record.clone()));
             if !record.state.ended() {
                 self.check_progress(&mut record).await?;
+                known.send_replace(Some(record.clone()));
             }
             if record.state.ended() {
                 return self.answer(record);

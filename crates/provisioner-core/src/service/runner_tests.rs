@@ -10,6 +10,9 @@ use crate::testing::{Fault, RunWorld};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 
+/// Long enough for a start whose calls meet faults (each costs the SDK's retries) to finish.
+const FAULTED_START_WAIT: u64 = 120;
+
 fn start(cluster: &str, version: &str, wait: u64) -> RunRequest {
     RunRequest::Start {
         cluster: ClusterName::parse(cluster).unwrap(),
@@ -275,7 +278,11 @@ async fn no_capacity_anywhere_in_any_attempt_is_capacity_unavailable_with_the_aw
     let types =
         world.runner.catalog.profile_for(&ClusterName::parse("ci-1").unwrap()).unwrap().runner.instance_types.clone();
     types.iter().for_each(|t| world.instances.no_on_demand_capacity_for(t));
-    let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap_err();
+    let error = world
+        .runner
+        .run(RunKind::Test, start("ci-1", "main", FAULTED_START_WAIT), &world.invocation("r1"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "CapacityUnavailable");
     assert!(error.to_string().contains("InsufficientInstanceCapacity"), "{error}");
     assert!(error.to_string().contains("each of its 3 attempt(s)"), "{error}");
@@ -366,7 +373,11 @@ async fn an_ambiguous_launch_that_did_launch_is_adopted_not_repeated() {
     for lost_answers in [1, 3] {
         let world = RunWorld::new(NOW);
         world.faults.script("RunInstances", Fault::LostAnswer, lost_answers);
-        let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+        let started = world
+            .runner
+            .run(RunKind::Test, start("ci-1", "main", FAULTED_START_WAIT), &world.invocation("r1"))
+            .await
+            .unwrap();
         let instances = world.instances.instances();
         assert_eq!(instances.len(), 1, "{lost_answers} lost answers: {instances:?}");
         let instance_id = instances.keys().next().unwrap().clone();
@@ -409,7 +420,7 @@ async fn an_instance_whose_record_update_failed_is_found_by_its_tag() {
     assert_eq!(world.instances.instances().len(), 1);
     assert_eq!(world.runs.record(&started.run_id).unwrap().instance_id, None, "the update failed");
 
-    let resumed = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
+    let resumed = world.runner.run(RunKind::Test, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
     let instance_id = world.instances.instances().keys().next().unwrap().clone();
     assert_eq!((resumed.state, resumed.instance_id.as_deref()), (RunState::Running, Some(instance_id.as_str())));
     assert_eq!(world.runs.record(&started.run_id).unwrap().instance_id.as_deref(), Some(instance_id.as_str()));
@@ -441,7 +452,11 @@ async fn a_run_recorded_without_an_answer_is_launched_once() {
 async fn ending_a_run_terminates_every_instance_tagged_with_it() {
     let world = RunWorld::new(NOW);
     world.faults.script("RunInstances", Fault::Reset, 3);
-    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &world.invocation("r1")).await.unwrap();
+    let started = world
+        .runner
+        .run(RunKind::Test, start("ci-1", "main", FAULTED_START_WAIT), &world.invocation("r1"))
+        .await
+        .unwrap();
     assert_eq!(started.instance_id, None);
     world.runs.report(&started.run_id, &[], Some("failed"));
     // Ends without an instance on record; one tagged with the run appears meanwhile.
@@ -508,4 +523,48 @@ fn cancel_events_take_a_run_id_and_who_asks_and_nothing_else() {
     ] {
         assert_eq!(CancelRequest::parse(bad.clone()).unwrap_err().code(), "InvalidRequest", "{bad}");
     }
+}
+
+// ---- The answer's bound ----
+
+/// Throttled calls slow a start, not its answer: with `wait_seconds: 2` it answers `running` by
+/// the least answer time, and the next asks carry the run on to its one instance.
+#[tokio::test(start_paused = true)]
+async fn a_start_whose_calls_are_throttled_answers_by_its_bound_and_the_run_goes_on() {
+    let world = RunWorld::new(NOW);
+    // Each throttled call takes the SDK's retries; the launch alone would take 23 s.
+    world.faults.script("RunInstances", Fault::Throttled, 3);
+    let asked = tokio::time::Instant::now();
+    let started = world.runner.run(RunKind::Test, start("ci-1", "main", 2), &world.invocation("r1")).await.unwrap();
+    let took = asked.elapsed();
+    assert!(took <= crate::service::runner::LEAST_ANSWER_TIME.unsigned_abs(), "answered after {took:?}");
+    assert_eq!((started.status, started.state), ("running", RunState::Launching));
+    let mut answer = started.clone();
+    while answer.instance_id.is_none() {
+        answer = world.runner.run(RunKind::Test, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
+        let waited = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
+        assert!(waited <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_mins(1), "{waited:?}");
+    }
+    assert_eq!(answer.state, RunState::Running);
+    let live: Vec<_> = world.instances.instances().into_iter().filter(|(_, i)| i.live()).collect();
+    assert_eq!(live.len(), 1, "one live instance: {live:?}");
+}
+
+/// An invocation near its end cannot record its run in time: it answers `Busy` saying nothing
+/// runs, and nothing does.
+#[tokio::test(start_paused = true)]
+async fn a_start_cut_off_before_its_run_was_recorded_answers_busy_and_nothing_runs() {
+    let world = RunWorld::new(NOW);
+    world.faults.script("DescribeImages", Fault::Throttled, 1);
+    let nearly_over = crate::service::Invocation {
+        request_id: "r1".into(),
+        deadline: world.clock.now()
+            + SignedDuration::try_from(crate::service::DEADLINE_MARGIN).unwrap()
+            + SignedDuration::from_secs(1),
+    };
+    let error = world.runner.run(RunKind::Test, start("ci-1", "main", 0), &nearly_over).await.unwrap_err();
+    assert_eq!(error.code(), "Busy");
+    assert!(error.to_string().contains("nothing runs for it"), "{error}");
+    assert_eq!(world.runs.count(), 0);
+    assert!(world.instances.launches().is_empty());
 }

@@ -160,8 +160,9 @@ async fn the_sweeper_concludes_a_reported_run_and_adopts_a_lost_track_instance()
     let reported = runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await.unwrap();
     ops.runs.runs.report(&reported.run_id, &[("checkout", StepStatus::Failed)], Some("failed"));
     // A run whose instance was launched but never recorded.
-    // (Three attempts as it launched, three more as its start waited.)
-    ops.world.faults.script("UpdateRun", Fault::ServerError, 6);
+    // Two writes of its instance fail (each after the SDK's retries); its answer comes due before
+    // the third.
+    ops.world.faults.script("UpdateRun", Fault::ServerError, 2);
     let untracked = runner.run(RunKind::Test, start("ci-2", "main"), &ops.world.invocation("r2")).await.unwrap();
     assert_eq!(ops.runs.runs.record(&untracked.run_id).unwrap().instance_id, None);
     pass(4).await;

@@ -56,12 +56,12 @@ impl FakeClusterLogs {
 #[async_trait]
 impl ClusterLogs for FakeClusterLogs {
     async fn instances(&self, stack_name: &str) -> Result<Vec<String>> {
-        let effect = self.faults.draw("DescribeStackResources")?;
+        let effect = self.faults.draw("DescribeStackResources").await?;
         effect.answer(self.instances.lock().unwrap().get(stack_name).cloned().unwrap_or_default())
     }
 
     async fn copy_logs(&self, instance_id: &str, destination: &str) -> Result<String> {
-        let effect = self.faults.draw("SendCommand")?;
+        let effect = self.faults.draw("SendCommand").await?;
         if *self.copying.lock().unwrap() == Copying::Refused {
             return Err(fake_failure("SendCommand", "InvalidInstanceId", AwsErrorKind::Other));
         }
@@ -70,7 +70,7 @@ impl ClusterLogs for FakeClusterLogs {
     }
 
     async fn outcome(&self, _: &str, _: &str) -> Result<CommandOutcome> {
-        let effect = self.faults.draw("GetCommandInvocation")?;
+        let effect = self.faults.draw("GetCommandInvocation").await?;
         effect.answer(match *self.copying.lock().unwrap() {
             Copying::Succeeds => CommandOutcome::Succeeded,
             Copying::Hangs => CommandOutcome::Running,

@@ -34,7 +34,7 @@ use crate::ports::{Clock, ClusterPorts, ScheduleEntry, Schedules, StackSnapshot,
 use crate::service::runner::Runner;
 use crate::service::survey::Operations;
 use crate::service::{Invocation, Provisioner};
-use crate::testing::{FakeLocks, RunWorld, World};
+use crate::testing::{Call, FakeLocks, RunWorld, World};
 
 const NOW: &str = "2026-11-23T12:00:00Z";
 const CLUSTERS: [&str; 3] = ["ci-1", "ci-2", "ci-3"];
@@ -226,11 +226,13 @@ impl Storm {
                 self.provisioner.schedule_destroy(request, &invocation).await.map(|_| ())
             }
             Operation::Destroy(cluster) => {
+                let created_before = self.creations_of(cluster);
                 let outcome = self
                     .provisioner
                     .destroy(ClusterRequest::new(ClusterName::parse(cluster).unwrap()), &invocation)
                     .await;
-                if outcome.is_ok() {
+                // A deploy may make it again once the lock is released, before the answer.
+                if outcome.is_ok() && self.creations_of(cluster) == created_before {
                     self.check_destroyed(cluster, &request_id);
                 }
                 outcome.map(|_| ())
@@ -243,7 +245,7 @@ impl Storm {
                     hold_minutes,
                     requested_by: None,
                 };
-                let outcome = self.runner.run(kind, request, &invocation).await;
+                let outcome = self.answered_in_time(wait, self.runner.run(kind, request, &invocation)).await;
                 if let Ok(response) = &outcome {
                     let mut ids = self.run_ids.lock().unwrap();
                     if !ids.contains(&response.run_id) {
@@ -254,10 +256,8 @@ impl Storm {
             }
             Operation::Resume(index, wait) => {
                 let run_id = self.run_id(index)?;
-                self.runner
-                    .run(run_id.kind(), RunRequest::Resume { run_id, wait_seconds: Some(wait) }, &invocation)
-                    .await
-                    .map(|_| ())
+                let request = RunRequest::Resume { run_id: run_id.clone(), wait_seconds: Some(wait) };
+                self.answered_in_time(wait, self.runner.run(run_id.kind(), request, &invocation)).await.map(|_| ())
             }
             Operation::Sweep => {
                 let operations = Operations::new(self.provisioner.clone(), self.runner.clone());
@@ -324,6 +324,19 @@ impl Storm {
         Some(answer.err().map_or_else(|| "success".to_owned(), |e| e.code().to_owned()))
     }
 
+    /// A start's or resume's answer, checked to come by its `wait_seconds` (or the least answer
+    /// time) however slow the calls it made.
+    async fn answered_in_time<T>(&self, wait: u64, ask: impl std::future::Future<Output = T>) -> T {
+        let asked = tokio::time::Instant::now();
+        let answer = ask.await;
+        let took = asked.elapsed();
+        let bound = Duration::from_secs(wait).max(crate::service::runner::LEAST_ANSWER_TIME.unsigned_abs());
+        if took > bound {
+            self.violation(format!("an ask with wait_seconds {wait} answered after {took:?}"));
+        }
+        answer
+    }
+
     fn run_id(&self, index: usize) -> Option<RunId> {
         let ids = self.run_ids.lock().unwrap();
         (!ids.is_empty()).then(|| ids[index % ids.len()].clone())
@@ -338,6 +351,17 @@ impl Storm {
         } else {
             Some(active[index % active.len()].clone())
         }
+    }
+
+    /// How many times the cluster's stack was created so far.
+    fn creations_of(&self, cluster: &str) -> usize {
+        let stack = stack_name(&ClusterName::parse(cluster).unwrap());
+        self.world
+            .stacks
+            .calls()
+            .iter()
+            .filter(|call| matches!(call, Call::CreateStack(name) if *name == stack))
+            .count()
     }
 
     fn check_destroyed(&self, cluster: &str, request_id: &str) {
@@ -457,7 +481,8 @@ impl Storm {
         }
     }
 
-    /// Draws the storm: operations and the time each starts.
+    /// Draws the storm: operations and the time each starts. Asks wait briefly as often as long,
+    /// so that slow calls meet their bound.
     fn plan(seed: u64) -> Vec<(Duration, Operation)> {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut plan: Vec<(Duration, Operation)> = (0..OPERATIONS)
@@ -471,9 +496,9 @@ impl Storm {
                     50..64 => {
                         let kind = if rng.bool() { RunKind::Test } else { RunKind::Build };
                         let hold = [0, 30][rng.usize(..2)];
-                        Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], rng.u64(0..300), hold)
+                        Operation::Start(kind, cluster, ["main", "v4.5.1"][rng.usize(..2)], wait(&mut rng), hold)
                     }
-                    64..72 => Operation::Resume(run, rng.u64(0..300)),
+                    64..72 => Operation::Resume(run, wait(&mut rng)),
                     72..77 => Operation::Sweep,
                     77..84 => Operation::Event(run, ["warning", "stopped"][rng.usize(..2)], rng.usize(1..3)),
                     84..87 => Operation::Cancel(run),
@@ -551,6 +576,15 @@ impl Storm {
         if !live.is_empty() {
             self.violation(format!("instances live after every run ended: {live:?}"));
         }
+    }
+}
+
+/// A `wait_seconds`: as often 0 to 4 (a caller printing progress) as up to 5 minutes.
+fn wait(rng: &mut fastrand::Rng) -> u64 {
+    if rng.bool() {
+        rng.u64(0..5)
+    } else {
+        rng.u64(0..300)
     }
 }
 

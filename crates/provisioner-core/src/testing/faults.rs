@@ -38,6 +38,10 @@ impl Fault {
     }
 }
 
+/// What the SDK's standard retries spend before they give up (three tries, backing off up to
+/// 1 s and 2 s), or before a lost answer times out.
+const SDK_GIVES_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Default)]
 struct FaultState {
     /// Faults at a rate: the generator (seeded, so a run can be replayed) and the rate.
@@ -102,8 +106,17 @@ impl Faults {
     }
 
     /// Decides the fate of one call of `operation`: `Err` when it fails before taking effect;
-    /// otherwise what to answer once it has.
-    pub fn draw(&self, operation: &'static str) -> Result<Effect> {
+    /// otherwise what to answer once it has. A fault takes the time the SDK spends on it.
+    pub async fn draw(&self, operation: &'static str) -> Result<Effect> {
+        let Some(fault) = self.decide(operation) else { return Ok(Effect(None)) };
+        tokio::time::sleep(SDK_GIVES_UP_AFTER).await;
+        match fault {
+            Fault::LostAnswer | Fault::RetryMeetsOwnWrite => Ok(Effect(Some(fault.error(operation)))),
+            before => Err(before.error(operation)),
+        }
+    }
+
+    fn decide(&self, operation: &'static str) -> Option<Fault> {
         let mut state = self.state.lock().unwrap();
         state.drawn.push(operation);
         let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
@@ -112,16 +125,12 @@ impl Faults {
                 .random
                 .as_mut()
                 .and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
-        };
-        let Some(fault) = fault else { return Ok(Effect(None)) };
+        }?;
         state.injected += 1;
         if let Some(task) = tokio::task::try_id() {
             *state.by_task.entry(task).or_default() += 1;
         }
-        match fault {
-            Fault::LostAnswer | Fault::RetryMeetsOwnWrite => Ok(Effect(Some(fault.error(operation)))),
-            before => Err(before.error(operation)),
-        }
+        Some(fault)
     }
 }
 

@@ -34,13 +34,13 @@ impl FakeHistory {
 #[async_trait]
 impl History for FakeHistory {
     async fn record(&self, cluster: &ClusterName, entry: &HistoryEntry) -> Result<()> {
-        let effect = self.faults.draw("RecordHistory")?;
+        let effect = self.faults.draw("RecordHistory").await?;
         self.entries.lock().unwrap().entry(cluster.to_string()).or_default().push(entry.clone());
         effect.answer(())
     }
 
     async fn claim(&self, notice: &OnceNotice, claimant: &str, now: Timestamp) -> Result<bool> {
-        let effect = self.faults.draw("ClaimNotice")?;
+        let effect = self.faults.draw("ClaimNotice").await?;
         let mut claimed = self.claimed.lock().unwrap();
         let key = format!("{notice:?}");
         let free = claimed
@@ -53,7 +53,7 @@ impl History for FakeHistory {
     }
 
     async fn confirm(&self, notice: &OnceNotice) -> Result<()> {
-        let effect = self.faults.draw("ConfirmNotice")?;
+        let effect = self.faults.draw("ConfirmNotice").await?;
         if let Some(claim) = self.claimed.lock().unwrap().get_mut(&format!("{notice:?}")) {
             claim.2 = true;
         }
@@ -61,7 +61,7 @@ impl History for FakeHistory {
     }
 
     async fn month(&self, month: &str) -> Result<Vec<(ClusterName, HistoryEntry)>> {
-        let effect = self.faults.draw("ScanHistory")?;
+        let effect = self.faults.draw("ScanHistory").await?;
         let entries = self.entries.lock().unwrap();
         let of_month = entries
             .iter()
@@ -74,7 +74,7 @@ impl History for FakeHistory {
     }
 
     async fn of(&self, cluster: &ClusterName, now: Timestamp, _: usize) -> Result<Vec<HistoryEntry>> {
-        let effect = self.faults.draw("GetHistory")?;
+        let effect = self.faults.draw("GetHistory").await?;
         // Newest first; of two at the same instant, the later written.
         let mut kept: Vec<HistoryEntry> =
             self.all(cluster.as_str()).into_iter().rev().filter(|e| e.kept_at(now)).collect();

@@ -40,7 +40,7 @@ impl FakeImages {
 impl Images for FakeImages {
     async fn missing(&self, _registry: &str, repositories: &[String], tag: &ImageTag) -> Result<Vec<String>> {
         self.calls.lock().unwrap().push(Call::MissingImages(repositories.to_vec(), tag.to_string()));
-        self.faults.draw("DescribeImages")?.answer(())?;
+        self.faults.draw("DescribeImages").await?.answer(())?;
         let held = self.held.lock().unwrap();
         Ok(repositories.iter().filter(|r| !held.contains(&format!("{r}:{tag}"))).cloned().collect())
     }

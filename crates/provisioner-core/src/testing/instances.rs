@@ -313,12 +313,12 @@ impl FakeInstances {
 #[async_trait]
 impl Instances for FakeInstances {
     async fn latest_image(&self, architecture: &str) -> Result<String> {
-        self.faults.draw("GetParameter")?.answer(format!("ami-al2023-{architecture}"))
+        self.faults.draw("GetParameter").await?.answer(format!("ami-al2023-{architecture}"))
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
         self.launches.lock().unwrap().push(spec.clone());
-        let effect = self.faults.draw("RunInstances")?;
+        let effect = self.faults.draw("RunInstances").await?;
         if *self.quota_reached.lock().unwrap() {
             return Err(fake_failure("RunInstances", "VcpuLimitExceeded", AwsErrorKind::Quota));
         }
@@ -350,27 +350,29 @@ impl Instances for FakeInstances {
     }
 
     async fn of_run(&self, run_id: &RunId) -> Result<Vec<TaggedInstance>> {
-        let effect = self.faults.draw("DescribeInstances")?;
+        let effect = self.faults.draw("DescribeInstances").await?;
         effect.answer(self.listed(|i| i.tag(tags::RUN_ID) == Some(run_id.as_str())))
     }
 
     async fn of_runs(&self) -> Result<Vec<TaggedInstance>> {
-        let effect = self.faults.draw("DescribeInstances")?;
+        let effect = self.faults.draw("DescribeInstances").await?;
         effect.answer(self.listed(|i| i.tag(tags::KIND).and_then(RunKind::parse).is_some()))
     }
 
     async fn state(&self, instance_id: &str) -> Result<Option<InstanceState>> {
-        self.faults.draw("DescribeInstances")?.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state))
+        let effect = self.faults.draw("DescribeInstances").await?;
+        effect.answer(self.instances.lock().unwrap().get(instance_id).map(|i| i.state))
     }
 
     async fn run_of(&self, instance_id: &str) -> Result<Option<RunId>> {
+        let effect = self.faults.draw("DescribeInstances").await?;
         let instances = self.instances.lock().unwrap();
         let run_id = instances.get(instance_id).and_then(|i| i.tag(tags::RUN_ID)).and_then(|id| RunId::parse(id).ok());
-        self.faults.draw("DescribeInstances")?.answer(run_id)
+        effect.answer(run_id)
     }
 
     async fn terminate(&self, instance_id: &str) -> Result<()> {
-        let effect = self.faults.draw("TerminateInstances")?;
+        let effect = self.faults.draw("TerminateInstances").await?;
         self.terminated.lock().unwrap().push(instance_id.to_owned());
         let mut instances = self.instances.lock().unwrap();
         let Some(instance) = instances.get_mut(instance_id).filter(|i| i.live()) else { return effect.answer(()) };
@@ -389,12 +391,12 @@ impl Instances for FakeInstances {
     }
 
     async fn runner_images(&self) -> Result<Vec<RunnerImage>> {
-        let effect = self.faults.draw("DescribeImages")?;
+        let effect = self.faults.draw("DescribeImages").await?;
         effect.answer(self.images.lock().unwrap().values().cloned().collect())
     }
 
     async fn create_image(&self, instance_id: &str, name: &str, tags: &[(String, String)]) -> Result<String> {
-        let effect = self.faults.draw("CreateImage")?;
+        let effect = self.faults.draw("CreateImage").await?;
         if !self.instances.lock().unwrap().get(instance_id).is_some_and(|i| i.live()) {
             return Err(fake_failure("CreateImage", "InvalidInstanceID.NotFound", AwsErrorKind::NotFound));
         }
@@ -410,7 +412,7 @@ impl Instances for FakeInstances {
     }
 
     async fn retire_image(&self, image: &RunnerImage) -> Result<()> {
-        let effect = self.faults.draw("DeregisterImage")?;
+        let effect = self.faults.draw("DeregisterImage").await?;
         self.images.lock().unwrap().remove(&image.id);
         effect.answer(())
     }

@@ -54,7 +54,7 @@ impl Locks for FakeLocks {
         waiting_since: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Lease>> {
-        let effect = self.faults.draw("AcquireLock")?;
+        let effect = self.faults.draw("AcquireLock").await?;
         let mut locks = self.locks.lock().unwrap();
         let lock = locks.entry(cluster.to_string()).or_default();
         let mine = lock.holder.as_ref().is_some_and(|h| h.owner == lease.owner);
@@ -75,7 +75,7 @@ impl Locks for FakeLocks {
     }
 
     async fn renew(&self, cluster: &ClusterName, lease: &Lease) -> Result<Option<Lease>> {
-        let effect = self.faults.draw("RenewLock")?;
+        let effect = self.faults.draw("RenewLock").await?;
         let mut locks = self.locks.lock().unwrap();
         let lock = locks.entry(cluster.to_string()).or_default();
         match &mut lock.holder {
@@ -89,7 +89,7 @@ impl Locks for FakeLocks {
     }
 
     async fn release(&self, cluster: &ClusterName, owner: &str) -> Result<()> {
-        let effect = self.faults.draw("ReleaseLock")?;
+        let effect = self.faults.draw("ReleaseLock").await?;
         let mut locks = self.locks.lock().unwrap();
         if let Some(lock) = locks.get_mut(cluster.as_str()) {
             if lock.holder.as_ref().is_some_and(|l| l.owner == owner) {

@@ -34,13 +34,13 @@ impl FakeNotices {
 #[async_trait]
 impl Notices for FakeNotices {
     async fn publish(&self, subject: &str, message: &str) -> Result<()> {
-        let effect = self.faults.draw("Publish")?;
+        let effect = self.faults.draw("Publish").await?;
         self.sent.lock().unwrap().push((subject.to_owned(), message.to_owned()));
         effect.answer(())
     }
 
     async fn publish_for(&self, subject: &str, message: &str, requested_by: &str) -> Result<()> {
-        let effect = self.faults.draw("Publish")?;
+        let effect = self.faults.draw("Publish").await?;
         self.sent.lock().unwrap().push((subject.to_owned(), message.to_owned()));
         self.for_whom.lock().unwrap().push((subject.to_owned(), requested_by.to_owned()));
         effect.answer(())

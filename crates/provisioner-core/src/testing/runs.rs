@@ -112,7 +112,7 @@ impl Runs for FakeRuns {
     ) -> Result<Option<Vec<RunId>>> {
         // A call takes time: other callers run meanwhile, as on DynamoDB.
         tokio::task::yield_now().await;
-        let effect = self.faults.draw("TakeSlot")?;
+        let effect = self.faults.draw("TakeSlot").await?;
         let holders = self.slot_holders(&slots.profile, slots.kind, now);
         let mut all = self.slots.lock().unwrap();
         let pool = all.entry(format!("{}#{}", slots.profile, slots.kind)).or_default();
@@ -129,19 +129,19 @@ impl Runs for FakeRuns {
 
     async fn active(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         tokio::task::yield_now().await;
-        let effect = self.faults.draw("GetActiveRun")?;
+        let effect = self.faults.draw("GetActiveRun").await?;
         let active = self.active.lock().unwrap();
         effect
             .answer(active.get(&active_key(record)).filter(|(_, deadline)| *deadline >= now).map(|(id, _)| id.clone()))
     }
 
     async fn slots_held(&self, slots: &Slots, now: Timestamp) -> Result<Vec<RunId>> {
-        self.faults.draw("GetSlots")?.answer(self.slot_holders(&slots.profile, slots.kind, now))
+        self.faults.draw("GetSlots").await?.answer(self.slot_holders(&slots.profile, slots.kind, now))
     }
 
     async fn free_slot(&self, profile: &str, kind: RunKind, run_id: &RunId) -> Result<()> {
         tokio::task::yield_now().await;
-        let effect = self.faults.draw("FreeSlot")?;
+        let effect = self.faults.draw("FreeSlot").await?;
         if let Some(pool) = self.slots.lock().unwrap().get_mut(&format!("{profile}#{kind}")) {
             pool.remove(run_id);
         }
@@ -152,10 +152,10 @@ impl Runs for FakeRuns {
     /// of: the record, then the pointer; a pointer to another run removes the record again.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         tokio::task::yield_now().await;
-        let written = self.faults.draw("PutRun")?;
+        let written = self.faults.draw("PutRun").await?;
         self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
         written.answer(())?;
-        let pointed = self.faults.draw("PutActiveRun")?;
+        let pointed = self.faults.draw("PutActiveRun").await?;
         let mut active = self.active.lock().unwrap();
         let current =
             active.get(&active_key(record)).filter(|(_, deadline)| *deadline >= now).map(|(id, _)| id.clone());
@@ -171,11 +171,11 @@ impl Runs for FakeRuns {
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
         tokio::task::yield_now().await;
-        self.faults.draw("GetRun")?.answer(self.record(id))
+        self.faults.draw("GetRun").await?.answer(self.record(id))
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
-        let effect = self.faults.draw("UpdateRun")?;
+        let effect = self.faults.draw("UpdateRun").await?;
         let mut records = self.records.lock().unwrap();
         let stored = records
             .get_mut(record.run_id.as_str())
@@ -205,7 +205,7 @@ impl Runs for FakeRuns {
     }
 
     async fn begin_attempt(&self, record: &RunRecord) -> Result<()> {
-        let effect = self.faults.draw("BeginAttempt")?;
+        let effect = self.faults.draw("BeginAttempt").await?;
         let mut records = self.records.lock().unwrap();
         let previous = record.attempt_number().saturating_sub(1);
         let stored = records
@@ -229,7 +229,7 @@ impl Runs for FakeRuns {
     }
 
     async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()> {
-        let effect = self.faults.draw("EndHold")?;
+        let effect = self.faults.draw("EndHold").await?;
         if let Some(stored) = self.records.lock().unwrap().get_mut(run_id.as_str()) {
             if stored.held_until.is_some() {
                 stored.held_until = Some(at);
@@ -240,11 +240,11 @@ impl Runs for FakeRuns {
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
         tokio::task::yield_now().await;
-        self.faults.draw("ListRuns")?.answer(self.all())
+        self.faults.draw("ListRuns").await?.answer(self.all())
     }
 
     async fn release(&self, record: &RunRecord) -> Result<()> {
-        let effect = self.faults.draw("ReleaseRun")?;
+        let effect = self.faults.draw("ReleaseRun").await?;
         let mut active = self.active.lock().unwrap();
         if active.get(&active_key(record)).is_some_and(|(id, _)| *id == record.run_id) {
             active.remove(&active_key(record));

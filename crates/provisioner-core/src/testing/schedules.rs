@@ -51,7 +51,7 @@ impl FakeSchedules {
 impl Schedules for FakeSchedules {
     async fn list(&self, prefix: &str) -> Result<Vec<ScheduleEntry>> {
         self.calls.lock().unwrap().push(Call::ListSchedules(prefix.to_owned()));
-        let effect = self.faults.draw("ListSchedules")?;
+        let effect = self.faults.draw("ListSchedules").await?;
         let schedules = self.schedules.lock().unwrap();
         effect.answer(
             schedules
@@ -68,7 +68,7 @@ impl Schedules for FakeSchedules {
 
     async fn create(&self, name: &str, at: Timestamp, input: &str, requested_by: Option<&RequestedBy>) -> Result<()> {
         self.calls.lock().unwrap().push(Call::CreateSchedule(name.to_owned()));
-        let effect = self.faults.draw("CreateSchedule")?;
+        let effect = self.faults.draw("CreateSchedule").await?;
         if let Some(code) = *self.failing_creates.lock().unwrap() {
             return Err(fake_failure("CreateSchedule", code, AwsErrorKind::Other));
         }
@@ -85,7 +85,7 @@ impl Schedules for FakeSchedules {
 
     async fn delete(&self, name: &str) -> Result<()> {
         self.calls.lock().unwrap().push(Call::DeleteSchedule(name.to_owned()));
-        let effect = self.faults.draw("DeleteSchedule")?;
+        let effect = self.faults.draw("DeleteSchedule").await?;
         self.schedules.lock().unwrap().remove(name);
         effect.answer(())
     }

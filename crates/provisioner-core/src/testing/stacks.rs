@@ -167,7 +167,7 @@ impl FakeStacks {
 impl Stacks for FakeStacks {
     async fn describe(&self, name: &str) -> Result<Option<StackSnapshot>> {
         self.record(Call::DescribeStack(name.to_owned()));
-        let effect = self.faults.draw("DescribeStacks")?;
+        let effect = self.faults.draw("DescribeStacks").await?;
         let now = self.clock.now();
         let stacks = self.stacks.lock().unwrap();
         effect.answer(stacks.get(name).and_then(|stack| stack.snapshot(name, now)))
@@ -175,7 +175,7 @@ impl Stacks for FakeStacks {
 
     async fn list(&self, prefix: &str) -> Result<Vec<StackSnapshot>> {
         self.record(Call::ListStacks(prefix.to_owned()));
-        let effect = self.faults.draw("DescribeStacks")?;
+        let effect = self.faults.draw("DescribeStacks").await?;
         let now = self.clock.now();
         let stacks = self.stacks.lock().unwrap();
         let listed = stacks.iter().filter(|(name, _)| name.starts_with(prefix));
@@ -184,7 +184,7 @@ impl Stacks for FakeStacks {
 
     async fn create(&self, spec: &StackSpec) -> Result<String> {
         self.record(Call::CreateStack(spec.name.clone()));
-        let effect = self.faults.draw("CreateStack")?;
+        let effect = self.faults.draw("CreateStack").await?;
         let now = self.clock.now();
         let behaviour = self.behaviour.lock().unwrap().clone();
         let mut stacks = self.stacks.lock().unwrap();
@@ -208,7 +208,7 @@ impl Stacks for FakeStacks {
 
     async fn delete(&self, name: &str) -> Result<()> {
         self.record(Call::DeleteStack(name.to_owned()));
-        let effect = self.faults.draw("DeleteStack")?;
+        let effect = self.faults.draw("DeleteStack").await?;
         let now = self.clock.now();
         let behaviour = self.behaviour.lock().unwrap().clone();
         let mut stacks = self.stacks.lock().unwrap();
@@ -234,7 +234,7 @@ impl Stacks for FakeStacks {
 
     async fn failure_reasons(&self, name: &str) -> Result<Vec<String>> {
         self.record(Call::StackEvents(name.to_owned()));
-        self.faults.draw("DescribeStackEvents")?.answer(())?;
+        self.faults.draw("DescribeStackEvents").await?.answer(())?;
         Ok(self.behaviour.lock().unwrap().failure_reasons.clone())
     }
 }
