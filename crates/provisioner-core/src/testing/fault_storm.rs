@@ -156,6 +156,8 @@ struct Figures {
     operations: usize,
     answers: BTreeMap<String, usize>,
     faults_injected: usize,
+    /// Retries of a conditional write that met the write's own effect (also as the runs settle).
+    own_writes_met: usize,
     faults_absorbed: usize,
     /// Runs that took more than one attempt, failed runs that held their instance, and cancelled runs.
     retried: usize,
@@ -353,6 +355,23 @@ impl Storm {
         }
     }
 
+    /// Without faults every attempt begun gets its instance: one that never did was stalled by
+    /// a write it took for another's.
+    fn check_calm_attempts_launched(&self, calm_from: Timestamp) {
+        for run in self.runs.runs.all() {
+            for attempt in run.attempts.iter().filter(|a| a.started_at >= calm_from && a.instance_id.is_none()) {
+                if attempt.outcome != crate::domain::AttemptOutcome::Cancelled {
+                    self.violation(format!(
+                        "{}: attempt {} began after the faults calmed and never launched ({})",
+                        run.run_id,
+                        attempt.number,
+                        attempt.outcome.as_str()
+                    ));
+                }
+            }
+        }
+    }
+
     /// How many times the cluster's stack was created so far.
     fn creations_of(&self, cluster: &str) -> usize {
         let stack = stack_name(&ClusterName::parse(cluster).unwrap());
@@ -538,6 +557,7 @@ impl Storm {
         }
         figures.faults_injected = self.world.faults.injected() + self.runs.faults.injected();
         self.settle().await;
+        figures.own_writes_met = self.world.faults.own_writes_met() + self.runs.faults.own_writes_met();
         let runs = self.runs.runs.all();
         figures.retried = runs.iter().filter(|run| run.attempts.len() > 1).count();
         figures.held = runs.iter().filter(|run| run.held_until.is_some()).count();
@@ -551,6 +571,9 @@ impl Storm {
     async fn settle(&self) {
         self.world.faults.calm();
         self.runs.faults.calm();
+        // Runs end now, and an ending or a new attempt whose answer is lost must still count.
+        self.runs.faults.meet_own_writes(7, 0.5);
+        let calm_from = self.world.clock.now();
         tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
         // Every run recorded, also those whose start answered an error: as a later ask would.
         for run_id in self.runs.runs.all().into_iter().map(|run| run.run_id) {
@@ -571,6 +594,7 @@ impl Storm {
             self.violation(format!("the sweep after the storm failed: {error}"));
         }
         self.check_holds();
+        self.check_calm_attempts_launched(calm_from);
         let live: BTreeSet<String> =
             self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
         if !live.is_empty() {
@@ -596,8 +620,8 @@ async fn a_fault_storm_breaks_no_invariant() {
         SPREAD.as_secs() / 60
     );
     println!(
-        "| seed | fault rate | operations | answers | faults injected | faults absorbed | runs retried | held | \
-         cancelled | violations |"
+        "| seed | fault rate | operations | answers | faults injected (own write met) | faults absorbed | runs \
+         retried | held | cancelled | violations |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut violations = Vec::new();
@@ -605,11 +629,12 @@ async fn a_fault_storm_breaks_no_invariant() {
         let figures = Arc::new(Storm::new()).blow(seed, rate).await;
         let answers: Vec<String> = figures.answers.iter().map(|(code, count)| format!("{code} {count}")).collect();
         println!(
-            "| {seed} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {seed} | {:.0} % | {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
             rate * 100.0,
             figures.operations,
             answers.join(", "),
             figures.faults_injected,
+            figures.own_writes_met,
             figures.faults_absorbed,
             figures.retried,
             figures.held,

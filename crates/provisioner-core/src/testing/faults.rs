@@ -17,8 +17,8 @@ pub enum Fault {
     /// The call took effect and its answer was lost.
     LostAnswer,
     /// A conditional write took effect, its answer was lost, and the SDK's retry of it failed
-    /// its condition (the write's own effect): answered as a conflict. Scripted only: it is a
-    /// fault of conditional writes.
+    /// its condition (the write's own effect): answered as a conflict. Drawn at random only for
+    /// writes whose own effect fails their condition ([`Faults::draw_self_falsifying`]).
     RetryMeetsOwnWrite,
 }
 
@@ -49,6 +49,10 @@ struct FaultState {
     /// The next calls of an operation fail with a fault, once per entry.
     scripted: Vec<(&'static str, Fault)>,
     injected: usize,
+    /// Of which, retries that met their own write.
+    own_writes_met: usize,
+    /// When no other faults are drawn: the rate at which conditional writes meet their own.
+    own_writes: Option<(fastrand::Rng, f64)>,
     /// Every operation drawn for, in order: what was asked of the fakes.
     drawn: Vec<&'static str>,
     /// Faults injected into each task, so a storm can tell which operations they hit.
@@ -86,6 +90,12 @@ impl Faults {
         self.state.lock().unwrap().random = Some((fastrand::Rng::with_seed(seed), rate));
     }
 
+    /// While calm: each conditional write whose own effect fails its condition meets its own
+    /// write on its retry with probability `rate`.
+    pub fn meet_own_writes(&self, seed: u64, rate: f64) {
+        self.state.lock().unwrap().own_writes = Some((fastrand::Rng::with_seed(seed), rate));
+    }
+
     /// Stops the faults at a rate.
     pub fn calm(&self) {
         self.state.lock().unwrap().random = None;
@@ -100,6 +110,11 @@ impl Faults {
         self.state.lock().unwrap().injected
     }
 
+    /// Injected retries that met their own write.
+    pub fn own_writes_met(&self) -> usize {
+        self.state.lock().unwrap().own_writes_met
+    }
+
     /// Faults injected into the task `task` so far.
     pub fn injected_into(&self, task: tokio::task::Id) -> usize {
         self.state.lock().unwrap().by_task.get(&task).copied().unwrap_or(0)
@@ -108,7 +123,19 @@ impl Faults {
     /// Decides the fate of one call of `operation`: `Err` when it fails before taking effect;
     /// otherwise what to answer once it has. A fault takes the time the SDK spends on it.
     pub async fn draw(&self, operation: &'static str) -> Result<Effect> {
-        let Some(fault) = self.decide(operation) else { return Ok(Effect(None)) };
+        self.draw_from(operation, &Fault::ALL).await
+    }
+
+    /// As [`Faults::draw`], for a conditional write whose own effect fails its condition: its
+    /// SDK retry after a lost answer may meet its own write.
+    pub async fn draw_self_falsifying(&self, operation: &'static str) -> Result<Effect> {
+        // Half its faults are the one only these writes can meet.
+        let faults = [Fault::ALL, [Fault::RetryMeetsOwnWrite; 4]].concat();
+        self.draw_from(operation, &faults).await
+    }
+
+    async fn draw_from(&self, operation: &'static str, faults: &[Fault]) -> Result<Effect> {
+        let Some(fault) = self.decide(operation, faults) else { return Ok(Effect(None)) };
         tokio::time::sleep(SDK_GIVES_UP_AFTER).await;
         match fault {
             Fault::LostAnswer | Fault::RetryMeetsOwnWrite => Ok(Effect(Some(fault.error(operation)))),
@@ -116,17 +143,25 @@ impl Faults {
         }
     }
 
-    fn decide(&self, operation: &'static str) -> Option<Fault> {
+    fn decide(&self, operation: &'static str, faults: &[Fault]) -> Option<Fault> {
         let mut state = self.state.lock().unwrap();
         state.drawn.push(operation);
         let fault = match state.scripted.iter().position(|(op, _)| *op == operation) {
             Some(index) => Some(state.scripted.remove(index).1),
-            None => state
+            None if state.random.is_some() => state
                 .random
                 .as_mut()
-                .and_then(|(rng, rate)| (rng.f64() < *rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])),
+                .and_then(|(rng, rate)| (rng.f64() < *rate).then(|| faults[rng.usize(..faults.len())])),
+            None => {
+                let meets = faults.contains(&Fault::RetryMeetsOwnWrite);
+                state
+                    .own_writes
+                    .as_mut()
+                    .and_then(|(rng, rate)| (meets && rng.f64() < *rate).then_some(Fault::RetryMeetsOwnWrite))
+            }
         }?;
         state.injected += 1;
+        state.own_writes_met += usize::from(fault == Fault::RetryMeetsOwnWrite);
         if let Some(task) = tokio::task::try_id() {
             *state.by_task.entry(task).or_default() += 1;
         }

@@ -175,7 +175,12 @@ impl Runs for FakeRuns {
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
-        let effect = self.faults.draw("UpdateRun").await?;
+        // A write that ends the run fails its own condition (active) when retried.
+        let effect = if record.state.ended() {
+            self.faults.draw_self_falsifying("UpdateRun").await?
+        } else {
+            self.faults.draw("UpdateRun").await?
+        };
         let mut records = self.records.lock().unwrap();
         let stored = records
             .get_mut(record.run_id.as_str())
@@ -205,7 +210,7 @@ impl Runs for FakeRuns {
     }
 
     async fn begin_attempt(&self, record: &RunRecord) -> Result<()> {
-        let effect = self.faults.draw("BeginAttempt").await?;
+        let effect = self.faults.draw_self_falsifying("BeginAttempt").await?;
         let mut records = self.records.lock().unwrap();
         let previous = record.attempt_number().saturating_sub(1);
         let stored = records
