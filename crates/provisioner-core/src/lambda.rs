@@ -279,16 +279,28 @@ impl<'de> serde::de::Visitor<'de> for StrictJson {
 }
 
 fn invocation_of(context: &lambda_runtime::Context) -> Invocation {
-    let deadline =
-        i64::try_from(context.deadline).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(|| {
+    let deadline = deadline_of(context.deadline, Timestamp::now());
+    // On the local stack the functions read a clock it moves: the deadline moves with it.
+    let moved = std::env::var(crate::settings::LOCAL_CLOCK_FILE).ok().filter(|file| !file.is_empty());
+    let offset = moved.map_or(jiff::SignedDuration::ZERO, |file| crate::ports::MovedClock::new(file.into()).offset());
+    Invocation { request_id: context.request_id.clone(), deadline: deadline + offset }
+}
+
+/// The invocation's deadline from Lambda's `Lambda-Runtime-Deadline-Ms` (epoch milliseconds). The
+/// local Lambda emulator sends the time left instead (600000 for ten minutes): a value that is
+/// no time of this century counts from `now`.
+fn deadline_of(deadline_ms: u64, now: Timestamp) -> Timestamp {
+    const YEAR_2001_MS: u64 = 978_307_200_000;
+    let at = i64::try_from(deadline_ms).ok().and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    match at {
+        Some(at) if deadline_ms >= YEAR_2001_MS => at,
+        Some(_) => now + jiff::SignedDuration::from_millis(deadline_ms as i64),
+        None => {
             // Not a reason to give up at once; a short deadline still answers in time.
-            tracing::warn!(
-                deadline_ms = context.deadline,
-                "the invocation's deadline is unreadable; assuming one minute"
-            );
-            Timestamp::now() + jiff::SignedDuration::from_mins(1)
-        });
-    Invocation { request_id: context.request_id.clone(), deadline }
+            tracing::warn!(deadline_ms, "the invocation's deadline is unreadable; assuming one minute");
+            now + jiff::SignedDuration::from_mins(1)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +308,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_deadline_is_lambdas_epoch_milliseconds_or_the_local_emulators_time_left() {
+        let now: Timestamp = "2026-12-05T18:00:00Z".parse().unwrap();
+        let lambda = now + jiff::SignedDuration::from_mins(15);
+        assert_eq!(deadline_of(lambda.as_millisecond() as u64, now), lambda);
+        assert_eq!(deadline_of(600_000, now), now + jiff::SignedDuration::from_mins(10));
+        assert_eq!(deadline_of(u64::MAX, now), now + jiff::SignedDuration::from_mins(1));
+    }
     use crate::testing::World;
 
     #[derive(Clone, Copy)]

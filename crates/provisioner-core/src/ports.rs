@@ -178,7 +178,8 @@ impl MovedClock {
         MovedClock { offset_file }
     }
 
-    fn offset(&self) -> jiff::SignedDuration {
+    /// How far ahead of the system's clock it is.
+    pub fn offset(&self) -> jiff::SignedDuration {
         let seconds = std::fs::read_to_string(&self.offset_file).ok().and_then(|text| text.trim().parse::<i64>().ok());
         jiff::SignedDuration::from_secs(seconds.unwrap_or(0).max(0))
     }
