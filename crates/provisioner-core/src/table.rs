@@ -100,6 +100,10 @@ pub mod run {
     pub const HELD_UNTIL: &str = "held_until";
     pub const REQUESTED_BY: &str = "requested_by";
     pub const RUNNER_IMAGE: &str = "runner_image";
+    pub const HOLDS: &str = "holds";
+    /// Fields of [`HOLDS`].
+    pub const HOLDS_BUILD_IMAGE_DIGEST: &str = "build_image_digest";
+    pub const HOLDS_TOOLS: &str = "tools";
 
     /// Fields of each step in [`STEPS`] (a map by step name), all written by the instance.
     pub const STEP_STATUS: &str = "status";
@@ -134,6 +138,7 @@ pub mod run {
         instance(INSTANCE_STATE, "running, then finished, or interrupted on a spot interruption notice"),
         instance(REPORTED_AT, "when the instance last wrote"),
         instance(OUTCOME, "succeeded or failed, written last"),
+        instance(HOLDS, "a runner image run's: build_image_digest and tools, what the image holds"),
     ];
 }
 

@@ -423,6 +423,12 @@ async fn runner_image_makes_an_image_and_the_next_test_run_launches_from_it() {
     assert_eq!((tags["sliderule:kind"], tags["sliderule:architecture"]), ("runner_image", "arm64"));
     assert_eq!(tags["sliderule:run-id"], run_id);
     assert_eq!(tags["sliderule:plan-hash"].len(), 16);
+    // What it holds, as its instance said: the build environment's digest and the tools' versions.
+    assert!(tags["sliderule:build-image-digest"].starts_with("sha256:"), "{tags:?}");
+    assert!(tags["sliderule:tools"].contains("git=1.0.0") && tags["sliderule:tools"].contains("docker="), "{tags:?}");
+    let status = make_invoke("status", "{}").assert_success().clone();
+    let listed = status["runner_images"].as_array().unwrap().iter().find(|i| i["image_id"] == image_id.as_str());
+    assert_eq!(listed.unwrap()["tools"], tags["sliderule:tools"], "{status:#}");
     let snapshot = image.block_device_mappings()[0].ebs().and_then(|ebs| ebs.snapshot_id()).unwrap();
     let snapshots = ec2.describe_snapshots().snapshot_ids(snapshot).send().await.unwrap();
     let snapshot_tags: Vec<(&str, &str)> =

@@ -15,6 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{aws_error, Aws};
 use crate::domain::run::step_results;
+use crate::domain::runner_image::ImageHolds;
 use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
@@ -377,6 +378,10 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
         reported_at: time(run::REPORTED_AT),
         requested_by: text_of(item, run::REQUESTED_BY).and_then(|who| RequestedBy::parse(&who).ok()),
         runner_image: text_of(item, run::RUNNER_IMAGE),
+        holds: item.get(run::HOLDS).and_then(|v| v.as_m().ok()).map(|holds| {
+            let field = |name: &str| holds.get(name).and_then(|v| v.as_s().ok()).cloned();
+            ImageHolds::checked(field(run::HOLDS_BUILD_IMAGE_DIGEST), field(run::HOLDS_TOOLS))
+        }),
     })
 }
 
@@ -636,6 +641,7 @@ impl Runs for DynamoStore {
             run::INSTANCE_STATE,
             run::REPORTED_AT,
             run::FAILURE,
+            run::HOLDS,
         ];
         // Every name by a placeholder: some (commit) are DynamoDB reserved words.
         let mut request = self.update_item(run_key(&record.run_id));

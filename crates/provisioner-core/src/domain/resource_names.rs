@@ -42,6 +42,9 @@ pub mod tags {
     pub const PLAN_HASH: &str = "sliderule:plan-hash";
     /// The build-environment image a runner image's run pulled (its `BUILD_IMAGE`).
     pub const BUILD_IMAGE: &str = "sliderule:build-image";
+    /// The digest of that image as the run pulled it, and the versions of the tools it installed.
+    pub const BUILD_IMAGE_DIGEST: &str = "sliderule:build-image-digest";
+    pub const TOOLS: &str = "sliderule:tools";
     /// The day a runner image was made (YYYY-MM-DD), for people; its age is EC2's CreationDate.
     pub const CREATED_ON: &str = "sliderule:created-on";
 }

@@ -463,6 +463,8 @@ pub struct RunRecord {
     /// The runner image: a TEST run's instances launch from it (none: the plain Amazon Linux
     /// AMI); a runner image run made it, once its steps passed.
     pub runner_image: Option<String>,
+    /// A runner image run's: what its instance said the image holds.
+    pub holds: Option<super::runner_image::ImageHolds>,
 }
 
 impl RunRecord {

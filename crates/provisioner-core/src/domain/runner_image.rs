@@ -4,12 +4,44 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use super::{tags, RunId, RunKind};
 
 /// How many runner images of each architecture the sweeper keeps: the newest, and the one before
 /// it while runs may still launch from it.
 pub const KEPT_PER_ARCHITECTURE: usize = 2;
+
+/// What a runner image run's instance reports it holds once its steps passed: the digest of the
+/// build environment it pulled (`sha256:…`) and the versions of the tools it installed
+/// (`git=2.47.1 make=4.3 …`). Each is kept only in its own shape: it becomes an AMI tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageHolds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<String>,
+}
+
+impl ImageHolds {
+    /// The parts that have their shape; the rest dropped.
+    pub fn checked(build_image_digest: Option<String>, tools: Option<String>) -> ImageHolds {
+        let digest_shaped = |d: &String| {
+            d.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let tools_shaped = |t: &String| {
+            !t.is_empty() && t.len() <= 200 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b" =._-".contains(&b))
+        };
+        ImageHolds { build_image_digest: build_image_digest.filter(digest_shaped), tools: tools.filter(tools_shaped) }
+    }
+
+    /// Its AMI tags.
+    pub fn tags(&self) -> Vec<(String, String)> {
+        let digest = self.build_image_digest.clone().map(|d| (tags::BUILD_IMAGE_DIGEST.to_owned(), d));
+        let tools = self.tools.clone().map(|t| (tags::TOOLS.to_owned(), t));
+        digest.into_iter().chain(tools).collect()
+    }
+}
 
 /// One runner image as EC2 lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +56,8 @@ pub struct RunnerImage {
     pub run_id: Option<RunId>,
     /// The build-environment image its run pulled (a TEST run pulls again: the tag moves).
     pub build_image: Option<String>,
+    /// What its run's instance said it holds.
+    pub holds: ImageHolds,
     pub created_at: Option<Timestamp>,
     /// The EBS snapshots behind it, deleted with it.
     pub snapshots: Vec<String>,
@@ -51,6 +85,7 @@ impl RunnerImage {
             plan_hash: tags.get(tags::PLAN_HASH).cloned().unwrap_or_default(),
             run_id: tags.get(tags::RUN_ID).and_then(|id| RunId::parse(id).ok()),
             build_image: tags.get(tags::BUILD_IMAGE).cloned(),
+            holds: ImageHolds::checked(tags.get(tags::BUILD_IMAGE_DIGEST).cloned(), tags.get(tags::TOOLS).cloned()),
             created_at,
             snapshots,
         })
@@ -137,6 +172,7 @@ mod tests {
             plan_hash: hash.into(),
             run_id: None,
             build_image: None,
+            holds: ImageHolds::default(),
             created_at: Some(created.parse().unwrap()),
             snapshots: vec![format!("snap-{id}")],
         }
@@ -202,5 +238,26 @@ mod tests {
         let run_id = RunId::parse(&format!("image-{}", "a".repeat(94))).unwrap();
         let name = image_name("x86_64", &run_id);
         assert!((3..=128).contains(&name.len()), "{name}");
+    }
+
+    #[test]
+    fn what_an_image_holds_keeps_only_its_own_shape_and_becomes_its_tags() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let holds = ImageHolds::checked(Some(digest.clone()), Some("git=2.47.1 make=4.3 node=20.18.0".into()));
+        assert_eq!(
+            holds.tags(),
+            [
+                (tags::BUILD_IMAGE_DIGEST.to_owned(), digest),
+                (tags::TOOLS.to_owned(), "git=2.47.1 make=4.3 node=20.18.0".into())
+            ]
+        );
+        for (digest, tools) in [
+            ("sha256:abc", "git=2.47.1, make"),
+            ("md5:00", "git=$(reboot)"),
+            (&*format!("sha256:{}", "g".repeat(64)), &*"x".repeat(201)),
+        ] {
+            let holds = ImageHolds::checked(Some(digest.into()), Some(tools.into()));
+            assert_eq!(holds, ImageHolds::default(), "{digest} {tools}");
+        }
     }
 }

@@ -69,7 +69,8 @@ pub struct Step {
     /// Bash commands, run with `set -euo pipefail` in the step's directory. They may use $CLUSTER,
     /// $ORGANIZATION, $VERSION, $IMAGE_TAG, $COMMIT, $DOMAIN, $REGION, $REGISTRY, $BUILD_IMAGE,
     /// $PROJECT_BUCKET, $PROJECT_FOLDER, $LAYOUT, $REPO_DIR, $WORK_DIR, $DATA_DIR, $CONDA_DIR,
-    /// $LOG_DIR and $STEP_LOG (this step's log, finished).
+    /// $LOG_DIR, $STEP_LOG (this step's log, finished) and $IMAGE_HOLDS (on a runner image: what it
+    /// holds, as `KEY=VALUE` lines), and the function `build_image_digest`.
     pub run: String,
     #[serde(default)]
     pub place: StepPlace,

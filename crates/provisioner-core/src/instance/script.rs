@@ -379,6 +379,8 @@ DATA_DIR=${PROVISIONER_DATA_DIR:-/data}
 REPO_DIR="$WORK_DIR/sliderule"
 LOG_DIR="$WORK_DIR/logs"
 CONDA_DIR="$WORK_DIR/miniforge"
+# What a runner image holds (KEY=VALUE lines), written by the run that made it.
+IMAGE_HOLDS="$WORK_DIR/runner-image-holds"
 # How long the client steps wait for the cluster to report nodes.
 DISCOVERY_TIMEOUT_SECONDS=${PROVISIONER_DISCOVERY_TIMEOUT_SECONDS:-900}
 # How often a running step's log is uploaded: a killed instance loses at most this much of it.
@@ -389,7 +391,7 @@ INTERRUPT_POLL_SECONDS=${PROVISIONER_INTERRUPT_POLL_SECONDS:-5}
 UPLOADER="" WATCHER=""
 export HOME=${HOME:-/root}
 export PATH="$WORK_DIR/bin:$CONDA_DIR/bin:$PATH"
-export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS
+export WORK_DIR DATA_DIR REPO_DIR LOG_DIR CONDA_DIR DISCOVERY_TIMEOUT_SECONDS IMAGE_HOLDS
 # A runner image carries its own run's checkout and logs: none of them are this run's.
 rm -rf "$LOG_DIR" "$REPO_DIR" "$WORK_DIR/interrupted"
 mkdir -p "$LOG_DIR/running" "$LOG_DIR/ended" "$WORK_DIR/bin" "$DATA_DIR"
@@ -686,6 +688,29 @@ held_step() {
   return 1
 }
 
+# The digest ($BUILD_IMAGE pulled) of the build environment, if docker has it.
+build_image_digest() {
+  docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$BUILD_IMAGE" 2>/dev/null |
+    sed -n 's/.*@\(sha256:[0-9a-f]\{64\}\)$/\1/p' | head -n 1 || true
+}
+export -f build_image_digest
+
+# What the image about to be made holds: in the image (for the runs booted from it, which say
+# when the build environment moved since) and in the record (for the image's tags).
+record_holds() {
+  local digest tools="" tool version
+  digest=$(build_image_digest)
+  for tool in git make docker node conda; do
+    version=$("$tool" --version 2>/dev/null | head -n 1 | grep -o '[0-9][0-9.]*' | head -n 1 || true)
+    [[ -n $version ]] && tools+="$tool=$version "
+  done
+  tools=${tools% }
+  printf 'BUILD_IMAGE=%s\nBUILD_IMAGE_DIGEST=%s\nTOOLS=%s\n' "$BUILD_IMAGE" "$digest" "$tools" >"$IMAGE_HOLDS"
+  local fields="\"tools\":{\"S\":\"$tools\"}"
+  [[ -n $digest ]] && fields+=",\"build_image_digest\":{\"S\":\"$digest\"}"
+  record 'SET #holds = :holds' '{"#holds":"holds"}' "{\":holds\":{\"M\":{$fields}}}"
+}
+
 # After the checkout: the commit it resolved to, and the layout it has.
 read_checkout() {
   local commit layout
@@ -740,6 +765,7 @@ finish() {
   fi
   if [[ $outcome == succeeded && $KIND == runner_image ]]; then
     # The image keeps no registry credential and no checkout, and is on disk before the outcome.
+    record_holds
     rm -rf "$REPO_DIR" "$HOME/.docker/config.json"
     sync
   fi

@@ -158,6 +158,7 @@ impl Runner {
         (record.commit, record.layout, record.outcome, record.instance_state, record.reported_at) =
             (None, None, None, None, None);
         record.images.clear();
+        record.holds = None;
         match self.runs.begin_attempt(record).await {
             Ok(()) => {}
             Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Conflict | AwsErrorKind::Indeterminate)) => {

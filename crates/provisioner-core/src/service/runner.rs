@@ -453,6 +453,7 @@ impl Runner {
             reported_at: None,
             requested_by: None,
             runner_image: None,
+            holds: None,
         }
     }
 

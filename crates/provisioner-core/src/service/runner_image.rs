@@ -89,7 +89,8 @@ impl Runner {
                     let hash = self.catalog.plans().runner_image.hash();
                     let name = image_name(&architecture, &record.run_id);
                     let build_image = &self.settings.build_image;
-                    let tags = image_tags(&architecture, &hash, build_image, &record.run_id, self.clock.now());
+                    let mut tags = image_tags(&architecture, &hash, build_image, &record.run_id, self.clock.now());
+                    tags.extend(record.holds.clone().unwrap_or_default().tags());
                     match self.instances.create_image(&instance_id, &name, &tags).await {
                         Ok(id) => id,
                         Err(error) if error.aws_kind() == Some(AwsErrorKind::NotFound) => {

@@ -4,7 +4,7 @@
 
 use jiff::SignedDuration;
 
-use crate::domain::runner_image::image_tags;
+use crate::domain::runner_image::{image_tags, ImageHolds};
 use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RunId, RunKind, RunRequest, RunState, RunnerImage, RunnerImageRequest, StepStatus};
 use crate::ports::Clock;
@@ -74,6 +74,9 @@ async fn the_image_run_images_its_instance_once_its_steps_passed_then_terminates
     assert_eq!((again.run_id.clone(), world.instances.launches().len()), (started.run_id.clone(), 1));
 
     let passed: Vec<(&str, StepStatus)> = started.steps.iter().map(|s| (s.name.as_str(), StepStatus::Passed)).collect();
+    let digest = format!("sha256:{}", "5e".repeat(32));
+    let holds = ImageHolds::checked(Some(digest.clone()), Some("git=2.47.1 docker=25.0.5".into()));
+    world.runs.report_holds(&started.run_id, holds.clone());
     world.runs.report(&started.run_id, &passed, Some("succeeded"));
     let imaging = world.runner.runner_image(resume(&started.run_id, 30), &world.invocation("i3")).await.unwrap();
     assert_eq!(imaging.status, "running", "the image is being made");
@@ -82,6 +85,7 @@ async fn the_image_run_images_its_instance_once_its_steps_passed_then_terminates
     let image = images.values().next().unwrap();
     assert_eq!((image.architecture.as_str(), image.run_id.as_ref()), ("arm64", Some(&started.run_id)));
     assert_eq!(image.plan_hash, world.runner.catalog.plans().runner_image.hash());
+    assert_eq!(image.holds, holds, "the image records what its run said it holds");
 
     world.instances.set_images_pending(false);
     let done = world.runner.runner_image(resume(&started.run_id, 60), &world.invocation("i4")).await.unwrap();

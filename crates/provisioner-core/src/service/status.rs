@@ -65,6 +65,9 @@ pub struct RunnerImageStatus {
     /// every run pulls again.
     pub holds: Vec<String>,
     pub build_image: Option<String>,
+    /// That image's digest as its run pulled it, and the versions of the tools it installed.
+    pub build_image_digest: Option<String>,
+    pub tools: Option<String>,
 }
 
 /// The last runner image run (the refresh): how it ended, and why when it failed.
@@ -249,6 +252,8 @@ fn runner_images(catalog: &Catalog, survey: &Survey) -> Vec<RunnerImageStatus> {
             run_id: image.run_id.clone(),
             holds: if image.plan_hash == hash { held.clone() } else { Vec::new() },
             build_image: image.build_image.clone(),
+            build_image_digest: image.holds.build_image_digest.clone(),
+            tools: image.holds.tools.clone(),
         })
         .collect();
     images.sort_by(|a, b| b.created_at.cmp(&a.created_at));

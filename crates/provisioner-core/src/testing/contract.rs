@@ -166,6 +166,8 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         reported_at: None,
         requested_by: Some(RequestedBy::parse("dev@example.org").unwrap()),
         runner_image: Some("ami-0123456789abcdef0".into()),
+        // Written by the instance alone.
+        holds: None,
     }
 }
 
@@ -365,13 +367,18 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     let image_run =
         RunId::parse(&format!("image-{}", &run_id.as_str()[run_id.as_str().find('-').unwrap() + 1..])).unwrap();
     let made: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
-    let image_tags = crate::domain::runner_image::image_tags(
+    let mut image_tags = crate::domain::runner_image::image_tags(
         "arm64",
         "0123456789abcdef",
         "registry/buildenv:latest",
         &image_run,
         made,
     );
+    let holds = crate::domain::runner_image::ImageHolds::checked(
+        Some(format!("sha256:{}", "0f".repeat(32))),
+        Some("git=2.47.1 make=4.3 docker=25.0.5 node=20.18.0 conda=24.9.2".into()),
+    );
+    image_tags.extend(holds.tags());
     let name = crate::domain::runner_image::image_name("arm64", &image_run);
     let image_id = instances.create_image(&second, &name, &image_tags).await.unwrap();
     assert!(image_id.starts_with("ami-"), "{image_id}");
@@ -379,6 +386,7 @@ pub async fn instances(instances: &dyn Instances, run_id: &RunId) {
     let image = images.iter().find(|image| image.id == image_id).expect("the new image is listed").clone();
     assert_eq!((image.architecture.as_str(), image.plan_hash.as_str()), ("arm64", "0123456789abcdef"));
     assert_eq!(image.run_id.as_ref(), Some(&image_run));
+    assert_eq!(image.holds, holds, "what it holds, read back from its tags");
     assert!(image.created_at.is_some(), "EC2 says when it was made: {image:?}");
     assert!(!image.snapshots.is_empty() && matches!(image.state.as_str(), "pending" | "available"), "{image:?}");
     instances.retire_image(&image).await.unwrap();

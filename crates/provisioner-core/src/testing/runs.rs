@@ -80,6 +80,11 @@ impl FakeRuns {
         }
     }
 
+    /// Plays a runner image run's instance saying what its image holds.
+    pub fn report_holds(&self, id: &RunId, holds: crate::domain::runner_image::ImageHolds) {
+        self.records.lock().unwrap().get_mut(id.as_str()).expect("a run").holds = Some(holds);
+    }
+
     /// Plays the instance's spot-notice watcher: the running step, if any, reported interrupted.
     pub fn report_interrupted(&self, id: &RunId) {
         self.report_going_away(id, crate::domain::run::INSTANCE_INTERRUPTED);
