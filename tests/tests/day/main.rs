@@ -81,6 +81,47 @@ async fn check_in(run_id: &str) {
         .unwrap();
 }
 
+/// What the instance writes when its last step ended: every step passed (or the last failed),
+/// what a runner image holds, and the outcome.
+async fn finish(run_id: &str, steps: &[Value], failed: bool, holds: Option<(&str, &str)>) {
+    let table = local_function_env()["PROVISIONER_TABLE"].clone();
+    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let now = local_now().to_string();
+    let s = |text: &str| AttributeValue::S(text.to_owned());
+    let mut reported = std::collections::HashMap::new();
+    for (index, step) in steps.iter().enumerate() {
+        let status = if failed && index == steps.len() - 1 { "failed" } else { "passed" };
+        let fields = [
+            ("status".to_owned(), s(status)),
+            ("exit_code".to_owned(), AttributeValue::N(if status == "failed" { "2" } else { "0" }.into())),
+            ("started_at".to_owned(), s(&now)),
+            ("ended_at".to_owned(), s(&now)),
+        ];
+        reported.insert(step["name"].as_str().unwrap().to_owned(), AttributeValue::M(fields.into()));
+    }
+    let mut update = client
+        .update_item()
+        .table_name(table)
+        .key("pk", s(&format!("run#{run_id}")))
+        .expression_attribute_names("#state", "instance_state")
+        .expression_attribute_names("#reported", "reported_at")
+        .expression_attribute_names("#steps", "steps")
+        .expression_attribute_names("#outcome", "outcome")
+        .expression_attribute_values(":state", s("finished"))
+        .expression_attribute_values(":now", s(&now))
+        .expression_attribute_values(":steps", AttributeValue::M(reported))
+        .expression_attribute_values(":outcome", s(if failed { "failed" } else { "succeeded" }));
+    let mut sets = "SET #state = :state, #reported = :now, #steps = :steps, #outcome = :outcome".to_owned();
+    if let Some((digest, tools)) = holds {
+        let holds = [("build_image_digest".to_owned(), s(digest)), ("tools".to_owned(), s(tools))];
+        update = update
+            .expression_attribute_names("#holds", "holds")
+            .expression_attribute_values(":holds", AttributeValue::M(holds.into()));
+        sets.push_str(", #holds = :holds");
+    }
+    update.update_expression(sets).send().await.unwrap();
+}
+
 fn spot_warning(instance_id: &str) -> Value {
     let event = json!({
         "version": "0", "id": unique("event-"), "detail-type": "EC2 Spot Instance Interruption Warning",
@@ -96,10 +137,53 @@ fn peek(kind: &str, run_id: &str) -> Value {
 }
 
 fn start(kind: &str, cluster: &str) -> Value {
-    let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "requested_by": "day-in-the-life"});
+    start_held(kind, cluster, 0)
+}
+
+fn start_held(kind: &str, cluster: &str, hold_minutes: u32) -> Value {
+    let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0, "requested_by": "day-in-the-life",
+        "hold_minutes": hold_minutes});
     let started = make_invoke(kind, &payload.to_string());
     assert_eq!((started.exit, &started.answer["status"]), (0, &json!("running")), "{:#}", started.answer);
     started.answer
+}
+
+/// Ten TEST starts at the same moment against the `ci` profile's cap of six: at most six run, the
+/// rest answer `Busy`; never more than six live instances. The runs are cancelled after.
+async fn ten_simultaneous_starts_stay_within_the_cap() {
+    const CAP: usize = 6;
+    let clusters: Vec<String> = (0..10).map(|_| unique("ci-cap-")).collect();
+    let answers: Vec<provisioner_e2e::Invoked> = std::thread::scope(|scope| {
+        let asks: Vec<_> = clusters
+            .iter()
+            .map(|cluster| {
+                let payload = json!({"cluster": cluster, "version": "main", "wait_seconds": 0});
+                scope.spawn(move || make_invoke("test", &payload.to_string()))
+            })
+            .collect();
+        asks.into_iter().map(|ask| ask.join().unwrap()).collect()
+    });
+    let started: Vec<String> = answers
+        .iter()
+        .filter(|a| a.answer["status"] == "running")
+        .map(|a| a.answer["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    let busy = answers.iter().filter(|a| a.answer["errorType"] == "Busy").count();
+    assert_eq!(started.len() + busy, 10, "each started or answered Busy: {answers:#?}");
+    assert!(started.len() <= CAP, "{} runs under a cap of {CAP}", started.len());
+    let live = live_instances().await;
+    let theirs = live.iter().filter(|i| i.tags.get("sliderule:run-id").is_some_and(|id| started.contains(id))).count();
+    assert!(theirs <= CAP, "{theirs} live instances under a cap of {CAP}");
+    let status = make_invoke("status", "{}").assert_success().clone();
+    let active = status["runs"].as_array().unwrap().iter().filter(|run| run["kind"] == "test").count();
+    assert!(active <= CAP, "{active} active test runs under a cap of {CAP}: {status:#}");
+    println!(
+        "ten simultaneous starts: {} started, {busy} answered Busy, {theirs} live instances, {active} active test runs",
+        started.len()
+    );
+    for run_id in &started {
+        make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]).assert_success();
+    }
 }
 
 struct Day {
@@ -189,6 +273,7 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
         .map(|i| i.id)
         .collect();
     assert!(!stack_instances.is_empty(), "the emulator's CloudFormation launched the cluster's instances");
+    ten_simultaneous_starts_stay_within_the_cap().await;
 
     // A TEST run that hangs in its first step, a BUILD run a spot warning interrupts and a cancel ends.
     let hung = start("test", &standing);
@@ -197,6 +282,12 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
     let build = start("build", &standing);
     let build_id = build["run_id"].as_str().unwrap().to_owned();
     check_in(&build_id).await;
+    // Runs of other clusters of the profile: a failed one held for debugging, one from the
+    // refreshed runner image.
+    let held_cluster = unique("ci-day-");
+    let from_image_cluster = unique("ci-day-");
+    let mut held_id = String::new();
+    let mut images: Vec<(String, String)> = Vec::new();
     let mut day = Day {
         standing: standing.clone(),
         scheduled: scheduled.clone(),
@@ -220,6 +311,39 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
                 let cancelled = make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={build_id}")]);
                 assert_eq!(cancelled.assert_success()["outcome"], "cancelled");
             }
+            60 => {
+                let held = start_held("test", &held_cluster, 30);
+                held_id = held["run_id"].as_str().unwrap().to_owned();
+                check_in(&held_id).await;
+                finish(&held_id, held["steps"].as_array().unwrap(), true, None).await;
+                let failed = peek("test", &held_id);
+                assert_eq!(failed["errorType"], "TestsFailed", "{failed:#}");
+                day.runs.push(("test", held_id.clone(), "TestsFailed"));
+            }
+            // Runner image refreshes: the second after the build environment moved (a new digest).
+            120 | 200 => {
+                let image_run = make_invoke("runner_image", r#"{"wait_seconds": 0, "requested_by": "nightly"}"#);
+                assert_eq!(image_run.answer["status"], "running", "{:#}", image_run.answer);
+                let run_id = image_run.answer["run_id"].as_str().unwrap().to_owned();
+                check_in(&run_id).await;
+                let digest = format!("sha256:{}", if minute == 120 { "a1" } else { "b2" }.repeat(32));
+                let steps = image_run.answer["steps"].as_array().unwrap().clone();
+                finish(&run_id, &steps, false, Some((&digest, "git=2.47.1 docker=25.0.5"))).await;
+                images.push((run_id.clone(), digest));
+                day.runs.push(("runner_image", run_id, "success"));
+            }
+            210 => {
+                let status = make_invoke("status", "{}").assert_success().clone();
+                let newest = &status["runner_images"][0];
+                let (image_run, digest) = images.last().unwrap();
+                assert_eq!((&newest["run_id"], &newest["build_image_digest"]), (&json!(image_run), &json!(digest)));
+                assert_eq!(status["last_image_refresh"]["state"], "succeeded", "{status:#}");
+                let test = start("test", &from_image_cluster);
+                assert_eq!(test["runner_image"], newest["image_id"], "a TEST run boots the refreshed image");
+                let run_id = test["run_id"].as_str().unwrap().to_owned();
+                make(&["cluster-cancel", "LOCAL=1", &format!("RUN_ID={run_id}")]).assert_success();
+                day.runs.push(("test", run_id, "RunCancelled"));
+            }
             240 => {
                 // The schedule fires (the emulator fires none): destroy with the schedule's own input.
                 assert!(day.warned, "the scheduled cluster was warned before its destroy");
@@ -235,6 +359,11 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
             day.warned = true;
         }
         day.check(minute, &swept).await;
+        // The failed run's instance is kept for its hold (30 minutes from minute 60), then ended.
+        if (70..=80).contains(&minute) || minute >= 100 {
+            let held = live_instances().await.into_iter().any(|i| i.tags.get("sliderule:run-id") == Some(&held_id));
+            assert_eq!(held, minute <= 80, "minute {minute}: the held instance is live only while held");
+        }
     }
 
     // The hung run ended at its limit, once, naming it; nothing of it is left.
@@ -251,6 +380,36 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
     let clusters: Vec<&str> =
         status["clusters"].as_array().unwrap().iter().filter_map(|c| c["cluster"].as_str()).collect();
     assert!(clusters.contains(&standing.as_str()) && !clusters.contains(&scheduled.as_str()), "{clusters:?}");
+    // History says what happened to each cluster, the sweeper's warning and the fired destroy too.
+    let operations = |cluster: &str| -> Vec<String> {
+        let answer = make_invoke("status", &json!({"cluster": cluster}).to_string()).assert_success().clone();
+        let history = answer["history"].as_array().cloned().unwrap_or_default();
+        history.iter().rev().map(|entry| format!("{} {}", entry["operation"], entry["outcome"])).collect()
+    };
+    let standing_history = operations(&standing);
+    let kinds = |history: &[String]| -> Vec<String> {
+        history.iter().map(|entry| entry.split(' ').next().unwrap().trim_matches('"').to_owned()).collect()
+    };
+    assert_eq!(kinds(&standing_history), ["deploy", "schedule_destroy"], "{standing_history:?}");
+    let scheduled_history = operations(&scheduled);
+    assert_eq!(kinds(&scheduled_history), ["deploy", "destroy_warning", "destroy"], "{scheduled_history:?}");
+    // The month's spend counts the standing cluster's hours and the day's runs.
+    let profile = status["budgets"].as_array().unwrap().iter().find(|b| b["profile"] == "ci").unwrap().clone();
+    let standing_status = status["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == standing.as_str());
+    let standing_cost = standing_status.unwrap()["cost_so_far_usd"].as_f64().unwrap();
+    let per_hour = standing_status.unwrap()["cost_per_hour_usd"].as_f64().unwrap();
+    let (spent, clusters, runs) = (
+        profile["spent_usd"].as_f64().unwrap(),
+        profile["clusters_usd"].as_f64().unwrap(),
+        profile["runs_usd"].as_f64().unwrap(),
+    );
+    assert!(standing_cost >= 8.0 * per_hour * 0.99, "eight hours of the standing cluster: {standing_cost}");
+    assert!(clusters >= standing_cost && runs > 0.0, "{profile:#}");
+    assert!((spent - clusters - runs).abs() < 0.02, "{profile:#}");
+    println!(
+        "history: {standing}: {standing_history:?}; {scheduled}: {scheduled_history:?}; spend of ci this month: \
+         {spent:.2} USD ({clusters:.2} clusters, {runs:.2} runs), the standing cluster {standing_cost:.2}"
+    );
     day.runs.clear();
     make(&["cluster-destroy", "LOCAL=1", &format!("CLUSTER={standing}")]).assert_success();
 }
