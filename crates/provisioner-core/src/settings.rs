@@ -87,6 +87,10 @@ pub const GITHUB_TOKEN_SECRET: &str = "PROVISIONER_GITHUB_TOKEN_SECRET";
 /// Each run kind launches with its own instance profile: only BUILD's may push images.
 pub const TEST_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_TEST_RUNNER_INSTANCE_PROFILE";
 pub const BUILD_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_BUILD_RUNNER_INSTANCE_PROFILE";
+/// The unique ids of those profiles' roles (`AROA…`): each instance reports under its caller id,
+/// ROLE-ID:INSTANCE-ID, the only item its role may write.
+pub const TEST_RUNNER_ROLE_ID: &str = "PROVISIONER_TEST_RUNNER_ROLE_ID";
+pub const BUILD_RUNNER_ROLE_ID: &str = "PROVISIONER_BUILD_RUNNER_ROLE_ID";
 /// The SNS topic alerts go to (all functions); without it, alerts are only logged.
 pub const ALERT_TOPIC_ARN: &str = "PROVISIONER_ALERT_TOPIC_ARN";
 /// Comma-separated lists; empty means the default VPC's.
@@ -137,6 +141,14 @@ impl Settings {
     /// The DynamoDB table of locks and run records.
     pub fn table(&self) -> Result<String, String> {
         self.required(TABLE)
+    }
+
+    /// The runner roles whose instances' reports runs are read with.
+    pub fn runner_roles(&self) -> crate::aws::dynamodb::RunnerRoles {
+        crate::aws::dynamodb::RunnerRoles {
+            test: self.optional(TEST_RUNNER_ROLE_ID),
+            build: self.optional(BUILD_RUNNER_ROLE_ID),
+        }
     }
 
     /// The clock the functions read: the system's, or on the local stack the one it moves.
@@ -198,7 +210,7 @@ impl Settings {
 /// What only the local stack sets (the template never does).
 const LOCAL_STACK_VARIABLES: [&str; 1] = [LOCAL_CLOCK_FILE];
 
-const OTHER_VARIABLES: [&str; 14] = [
+const OTHER_VARIABLES: [&str; 16] = [
     ALERT_TOPIC_ARN,
     TABLE,
     SCHEDULE_GROUP,
@@ -211,6 +223,8 @@ const OTHER_VARIABLES: [&str; 14] = [
     GITHUB_TOKEN_SECRET,
     TEST_RUNNER_INSTANCE_PROFILE,
     BUILD_RUNNER_INSTANCE_PROFILE,
+    TEST_RUNNER_ROLE_ID,
+    BUILD_RUNNER_ROLE_ID,
     RUNNER_SUBNETS,
     RUNNER_SECURITY_GROUPS,
 ];

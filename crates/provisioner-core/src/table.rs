@@ -1,6 +1,6 @@
 //! The provisioner's DynamoDB table, item by item: the one place its layout is written down. The
 //! adapter (`aws/dynamodb.rs`) reads and writes items by these names, the instance script
-//! (`instance/script.rs`) writes a run's instance attributes by them, and the tests read them by them.
+//! (`instance/script.rs`) writes its report by them, and the tests read them by them.
 //!
 //! Every item has the partition key [`KEY`] and may have [`TTL`] (epoch seconds after which
 //! DynamoDB removes it). Times are RFC 3339 strings unless named `*_epoch` or `*_ms`.
@@ -72,7 +72,7 @@ pub mod lock {
 
 /// `run#<run id>`: one TEST or BUILD run.
 pub mod run {
-    use super::{function, instance, Attribute};
+    use super::{function, Attribute};
 
     pub const PREFIX: &str = "run#";
     pub const KIND: &str = "kind";
@@ -131,6 +131,25 @@ pub mod run {
         function(HELD_UNTIL, "until when its failed instance is kept up; absent when none is held"),
         function(REQUESTED_BY, "who started it (the start's requested_by); absent when nobody said"),
         function(RUNNER_IMAGE, "the AMI a TEST run launches from, or the one a runner image run made"),
+        function(STEPS, "each step of the plan by name, pending: the current attempt's report says more"),
+    ];
+}
+
+/// `report#<caller>`: what one run instance reported, under its caller id (`aws:userid`, for an
+/// instance role's session `ROLE-ID:INSTANCE-ID`), the only item its role may write: IAM binds
+/// the key to the caller, so no instance writes another's report or any run's record. The
+/// adapter reads the current attempt's report with the run ([`crate::ports::Runs::get`]).
+pub mod report {
+    use super::run::{COMMIT, ENDED_AT, HOLDS, IMAGES, INSTANCE_STATE, LAYOUT, OUTCOME, REPORTED_AT, STEPS};
+    use super::{instance, Attribute};
+
+    pub const PREFIX: &str = "report#";
+    pub const RUN_ID: &str = "run_id";
+    pub const ATTEMPT: &str = "attempt";
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        instance(RUN_ID, "the run it carries out: a report of another run is not read"),
+        instance(ATTEMPT, "the attempt it carries out: only the current attempt's report is read"),
         instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
         instance(COMMIT, "the commit the version resolved to"),
         instance(LAYOUT, "the repository layout found in the checkout"),
@@ -138,6 +157,7 @@ pub mod run {
         instance(INSTANCE_STATE, "running, then finished, or interrupted on a spot interruption notice"),
         instance(REPORTED_AT, "when the instance last wrote"),
         instance(OUTCOME, "succeeded or failed, written last"),
+        instance(ENDED_AT, "when it wrote its outcome"),
         instance(HOLDS, "a runner image run's: build_image_digest and tools, what the image holds"),
     ];
 }
@@ -233,9 +253,14 @@ mod tests {
 
     #[test]
     fn no_item_names_an_attribute_twice() {
-        for attributes in
-            [lock::ATTRIBUTES, run::ATTRIBUTES, active::ATTRIBUTES, slots::ATTRIBUTES, history::ATTRIBUTES]
-        {
+        for attributes in [
+            lock::ATTRIBUTES,
+            run::ATTRIBUTES,
+            report::ATTRIBUTES,
+            active::ATTRIBUTES,
+            slots::ATTRIBUTES,
+            history::ATTRIBUTES,
+        ] {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);
             let count = names.len();

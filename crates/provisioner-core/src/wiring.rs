@@ -27,7 +27,7 @@ pub fn cluster_ports(
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         images,
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
-        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?).with_runner_roles(settings.runner_roles())),
         logs,
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: settings.clock(),
@@ -37,7 +37,7 @@ pub fn cluster_ports(
 /// The run side's ports.
 pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
     Ok(RunPorts {
-        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?).with_runner_roles(settings.runner_roles())),
         instances: Arc::new(ec2::Ec2Instances::new(aws)),
         stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),

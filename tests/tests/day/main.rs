@@ -52,6 +52,30 @@ async fn live_instances() -> Vec<Live> {
         .collect()
 }
 
+/// The kind of a run, from its id.
+fn kind_of(run_id: &str) -> &'static str {
+    match run_id.split('-').next() {
+        Some("build") => "build",
+        Some("image") => "runner_image",
+        _ => "test",
+    }
+}
+
+/// The current attempt of a run, as its answer lists them.
+fn attempt_of(run_id: &str) -> usize {
+    peek(kind_of(run_id), run_id)["attempts"].as_array().map_or(1, Vec::len)
+}
+
+/// The report item of the run's current instance: `report#ROLE-ID:INSTANCE-ID`, as its role's
+/// session names it (the only item that role may write).
+fn report_key(run_id: &str) -> AttributeValue {
+    let kind = kind_of(run_id);
+    let role = if kind == "build" { "PROVISIONER_BUILD_RUNNER_ROLE_ID" } else { "PROVISIONER_TEST_RUNNER_ROLE_ID" };
+    let role_id = local_function_env()[role].clone();
+    let instance = peek(kind, run_id)["instance_id"].as_str().expect("the run's instance").to_owned();
+    AttributeValue::S(format!("report#{role_id}:{instance}"))
+}
+
 /// What the instance writes when it checks in and starts its first step (it hangs there).
 async fn check_in(run_id: &str) {
     let table = local_function_env()["PROVISIONER_TABLE"].clone();
@@ -67,15 +91,18 @@ async fn check_in(run_id: &str) {
     client
         .update_item()
         .table_name(table)
-        .key("pk", AttributeValue::S(format!("run#{run_id}")))
-        .update_expression("SET #state = :state, #reported = :now, #steps.#step = :step")
+        .key("pk", report_key(run_id))
+        .update_expression("SET #state = :state, #reported = :now, #steps = :steps, #run = :run, #attempt = :attempt")
         .expression_attribute_names("#state", "instance_state")
         .expression_attribute_names("#reported", "reported_at")
         .expression_attribute_names("#steps", "steps")
-        .expression_attribute_names("#step", "checkout")
+        .expression_attribute_names("#run", "run_id")
+        .expression_attribute_names("#attempt", "attempt")
         .expression_attribute_values(":state", AttributeValue::S("running".into()))
         .expression_attribute_values(":now", AttributeValue::S(now))
-        .expression_attribute_values(":step", step)
+        .expression_attribute_values(":steps", AttributeValue::M([("checkout".to_owned(), step)].into()))
+        .expression_attribute_values(":run", AttributeValue::S(run_id.to_owned()))
+        .expression_attribute_values(":attempt", AttributeValue::N(attempt_of(run_id).to_string()))
         .send()
         .await
         .unwrap();
@@ -102,7 +129,11 @@ async fn finish(run_id: &str, steps: &[Value], failed: bool, holds: Option<(&str
     let mut update = client
         .update_item()
         .table_name(table)
-        .key("pk", s(&format!("run#{run_id}")))
+        .key("pk", report_key(run_id))
+        .expression_attribute_names("#run", "run_id")
+        .expression_attribute_names("#attempt", "attempt")
+        .expression_attribute_values(":run", s(run_id))
+        .expression_attribute_values(":attempt", AttributeValue::N(attempt_of(run_id).to_string()))
         .expression_attribute_names("#state", "instance_state")
         .expression_attribute_names("#reported", "reported_at")
         .expression_attribute_names("#steps", "steps")
@@ -111,7 +142,9 @@ async fn finish(run_id: &str, steps: &[Value], failed: bool, holds: Option<(&str
         .expression_attribute_values(":now", s(&now))
         .expression_attribute_values(":steps", AttributeValue::M(reported))
         .expression_attribute_values(":outcome", s(if failed { "failed" } else { "succeeded" }));
-    let mut sets = "SET #state = :state, #reported = :now, #steps = :steps, #outcome = :outcome".to_owned();
+    let mut sets =
+        "SET #state = :state, #reported = :now, #steps = :steps, #outcome = :outcome, #run = :run, #attempt = :attempt"
+            .to_owned();
     if let Some((digest, tools)) = holds {
         let holds = [("build_image_digest".to_owned(), s(digest)), ("tools".to_owned(), s(tools))];
         update = update

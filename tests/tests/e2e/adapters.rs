@@ -164,6 +164,59 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
     contract::runs(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &unique("ci-")).await;
 }
 
+/// A run is read with what its current instance reported (its `report#ROLE-ID:INSTANCE-ID`
+/// item, the only one its role may write), and with no report of another run or attempt.
+#[tokio::test]
+async fn a_run_is_read_with_its_current_instances_report_and_no_other() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use provisioner_core::aws::dynamodb::RunnerRoles;
+    use provisioner_core::domain::{RunKind, RunState, StepStatus};
+    use provisioner_core::ports::Runs;
+
+    let (client, name) = table().await;
+    let roles = RunnerRoles { test: Some("AROATESTRUNNER".into()), build: Some("AROABUILDRUNNER".into()) };
+    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name).with_runner_roles(roles);
+    let now = Timestamp::now();
+    let mut record = contract::run_record(RunKind::Test, &unique("ci-"), "main", now);
+    store.start(&record, now).await.unwrap();
+    let instance = "i-0123456789abcdef0";
+    record.instance_id = Some(instance.into());
+    record.attempts[0].instance_id = Some(instance.into());
+    record.state = RunState::Running;
+    store.update(&record).await.unwrap();
+    let report = |key: &str, run: &str, attempt: &str, outcome: &str| {
+        let checkout = AttributeValue::M([("status".to_owned(), AttributeValue::S("passed".into()))].into());
+        client
+            .put_item()
+            .table_name(&name)
+            .item("pk", AttributeValue::S(key.to_owned()))
+            .item("run_id", AttributeValue::S(run.to_owned()))
+            .item("attempt", AttributeValue::N(attempt.to_owned()))
+            .item("steps", AttributeValue::M([("checkout".to_owned(), checkout)].into()))
+            .item("outcome", AttributeValue::S(outcome.to_owned()))
+            .send()
+    };
+    let id = record.run_id.clone();
+    let read = || async {
+        let run = store.get(&id).await.unwrap().unwrap();
+        let listed = store.list().await.unwrap().into_iter().find(|r| r.run_id == id).unwrap();
+        assert_eq!((run.outcome.clone(), run.steps[0].status), (listed.outcome.clone(), listed.steps[0].status));
+        (run.outcome, run.steps[0].status)
+    };
+    assert_eq!(read().await, (None, StepStatus::Pending), "nothing reported yet");
+    // Another run's report, and this run's under the BUILD role: not this run's instance's.
+    report(&format!("report#AROATESTRUNNER:{instance}"), "test-ci-other-20261205t120000-ab12", "1", "failed")
+        .await
+        .unwrap();
+    assert_eq!(read().await, (None, StepStatus::Pending), "another run's report is not read");
+    report(&format!("report#AROATESTRUNNER:{instance}"), record.run_id.as_str(), "2", "failed").await.unwrap();
+    assert_eq!(read().await, (None, StepStatus::Pending), "another attempt's report is not read");
+    report(&format!("report#AROABUILDRUNNER:{instance}"), record.run_id.as_str(), "1", "failed").await.unwrap();
+    assert_eq!(read().await, (None, StepStatus::Pending), "another role's report is not read");
+    report(&format!("report#AROATESTRUNNER:{instance}"), record.run_id.as_str(), "1", "succeeded").await.unwrap();
+    assert_eq!(read().await, (Some("succeeded".into()), StepStatus::Passed));
+}
+
 #[tokio::test]
 async fn the_dynamodb_adapter_keeps_the_history_contract() {
     let (_, name) = table().await;

@@ -12,7 +12,7 @@ use provisioner_core::catalog::Catalog;
 use provisioner_core::domain::{ClusterName, GitRef, ImageTag, RunId, RunKind};
 use provisioner_core::instance::{render, Layout, Plan, RunValues, Step, StepPlace};
 use provisioner_core::settings::RunSettings;
-use provisioner_core::table::run;
+use provisioner_core::table::{report, run};
 use provisioner_e2e::{aws_cli, emulator, repo_root, s3, shellcheck, unique, Sandbox};
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -115,6 +115,7 @@ impl RunSandbox for Sandbox {
             .env("PROVISIONER_WORK_DIR", self.dir.join("work"))
             .env("PROVISIONER_DATA_DIR", self.dir.join("data"))
             .env("PROVISIONER_DISCOVERY_TIMEOUT_SECONDS", "0")
+            .env("PROVISIONER_CALLER_ID", SANDBOX_CALLER)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         command
@@ -184,15 +185,27 @@ async fn registry_has(repository: &str, tag: &str) -> bool {
     ecr.describe_images().repository_name(repository).image_ids(image).send().await.is_ok()
 }
 
+/// The caller id the sandbox's instance reports under (an instance role's session: ROLE-ID:INSTANCE-ID).
+const SANDBOX_CALLER: &str = "AROASANDBOXRUNNER:i-0123456789abcdef0";
+
+/// What the sandbox's instance reported: its own report item.
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
+    item(dynamodb, values, &format!("{}{SANDBOX_CALLER}", report::PREFIX)).await.expect("the instance reported")
+}
+
+async fn item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    values: &RunValues,
+    key: &str,
+) -> Option<HashMap<String, AttributeValue>> {
     let item = dynamodb
         .get_item()
         .table_name(&values.settings.table)
-        .key(provisioner_core::table::KEY, AttributeValue::S(format!("{}{}", run::PREFIX, values.run_id)))
+        .key(provisioner_core::table::KEY, AttributeValue::S(key.to_owned()))
         .send()
         .await
         .unwrap();
-    item.item().cloned().unwrap()
+    item.item().cloned()
 }
 
 fn step_field(record: &HashMap<String, AttributeValue>, field: &str) -> HashMap<String, String> {
@@ -823,19 +836,25 @@ async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_it
     assert!(!record(&dynamodb, &values).await.contains_key(run::OUTCOME), "no outcome is claimed");
 }
 
-/// An instance whose attempt ended (the run moved on to the next) writes nothing more.
+/// An instance writes its own report, naming its run and attempt, and never the run's record
+/// (its role may write nothing else): the function reads the current attempt's report alone.
 #[tokio::test]
-async fn an_instance_of_an_attempt_that_ended_writes_nothing() {
+async fn an_instance_reports_its_run_and_attempt_in_its_own_item_and_never_the_record() {
     let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     let plan = test_plan();
     let dynamodb = run_record(&values, &plan.step_names()).await;
     values.attempt = 2;
     let sandbox = sandbox_with_layout("D");
     sandbox.run(&render(&plan, &layouts(), &values).unwrap());
-    let record = record(&dynamodb, &values).await;
-    assert!(step_statuses(&record).values().all(|status| status == "pending"), "{:?}", step_statuses(&record));
-    assert!(!record.contains_key(run::OUTCOME) && !record.contains_key(run::INSTANCE_STATE));
-    assert!(std::fs::read_to_string(sandbox.dir.join("work/logs/report.log")).unwrap().contains("report failed"));
+    let stored = item(&dynamodb, &values, &format!("{}{}", run::PREFIX, values.run_id)).await.unwrap();
+    assert!(step_statuses(&stored).values().all(|status| status == "pending"), "{:?}", step_statuses(&stored));
+    assert!(!stored.contains_key(run::OUTCOME) && !stored.contains_key(run::INSTANCE_STATE));
+    let reported = record(&dynamodb, &values).await;
+    assert_eq!(
+        (text(&reported, report::RUN_ID), reported[report::ATTEMPT].as_n().unwrap().as_str()),
+        (values.run_id.as_str(), "2")
+    );
+    assert_eq!(text(&reported, run::OUTCOME), "succeeded");
 }
 
 /// Waits until `step` runs: reported running, and its command (so its log) started.

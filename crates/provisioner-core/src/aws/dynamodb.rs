@@ -27,7 +27,7 @@ use crate::domain::{HistoryEntry, OnceNotice};
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-use crate::table::{self, active, history, lock, run, slots};
+use crate::table::{self, active, history, lock, report, run, slots};
 pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -37,6 +37,27 @@ const KEEP_EXPIRED_SECONDS: i64 = 24 * 60 * 60;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// The runner roles' ids, which name their instances' reports (`report#ROLE-ID:INSTANCE-ID`).
+    runner_roles: RunnerRoles,
+}
+
+/// The unique ids of the roles run instances carry (IAM's `RoleId`, `AROA…`).
+#[derive(Debug, Clone, Default)]
+pub struct RunnerRoles {
+    pub test: Option<String>,
+    pub build: Option<String>,
+}
+
+impl RunnerRoles {
+    /// The key of the report the instance of a run of `kind` writes.
+    fn report_key(&self, kind: RunKind, instance_id: &str) -> Option<String> {
+        let role = match kind {
+            // The runner image run carries out TEST steps, with the TEST role.
+            RunKind::Test | RunKind::RunnerImage => self.test.as_ref(),
+            RunKind::Build => self.build.as_ref(),
+        }?;
+        Some(format!("{}{role}:{instance_id}", report::PREFIX))
+    }
 }
 
 impl DynamoStore {
@@ -70,7 +91,28 @@ impl DynamoStore {
     }
 
     pub fn new(aws: &Aws, table: impl Into<String>) -> Self {
-        DynamoStore { client: crate::aws_client!(aws_sdk_dynamodb, aws), table: table.into() }
+        DynamoStore {
+            client: crate::aws_client!(aws_sdk_dynamodb, aws),
+            table: table.into(),
+            runner_roles: RunnerRoles::default(),
+        }
+    }
+
+    /// Runs read with their instances' reports, named by these roles.
+    pub fn with_runner_roles(self, runner_roles: RunnerRoles) -> Self {
+        DynamoStore { runner_roles, ..self }
+    }
+
+    /// The record with what its current attempt's instance reported over it, if it did.
+    async fn with_report(&self, mut record: RunRecord) -> Result<RunRecord> {
+        let Some(key) = record.instance_id.as_deref().and_then(|id| self.runner_roles.report_key(record.kind, id))
+        else {
+            return Ok(record);
+        };
+        if let Some(report) = self.read(s(&key)).await? {
+            overlay_report(&mut record, &report);
+        }
+        Ok(record)
     }
 }
 
@@ -327,13 +369,9 @@ fn text_of(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> 
     item.get(key).and_then(|v| v.as_s().ok()).cloned()
 }
 
-/// The record stored under `run#<id>`, read back; `None` when the item is not a valid run.
-fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
-    let time = |key: &str| text_of(item, key).and_then(|t| t.parse::<Timestamp>().ok());
-    let order: Vec<String> =
-        item.get(run::STEP_ORDER)?.as_l().ok()?.iter().filter_map(|v| v.as_s().ok().cloned()).collect();
-    let reported: BTreeMap<String, BTreeMap<String, String>> = item
-        .get(run::STEPS)
+/// Each step of an item's `steps` map, by name, with its fields as text.
+fn reported_steps(item: &HashMap<String, AttributeValue>) -> BTreeMap<String, BTreeMap<String, String>> {
+    item.get(run::STEPS)
         .and_then(|v| v.as_m().ok())
         .map(|steps| {
             steps
@@ -348,7 +386,15 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The record stored under `run#<id>`, read back; `None` when the item is not a valid run.
+fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
+    let time = |key: &str| text_of(item, key).and_then(|t| t.parse::<Timestamp>().ok());
+    let order: Vec<String> =
+        item.get(run::STEP_ORDER)?.as_l().ok()?.iter().filter_map(|v| v.as_s().ok().cloned()).collect();
+    let reported = reported_steps(item);
     Some(RunRecord {
         run_id: RunId::parse(text_of(item, KEY)?.strip_prefix(run::PREFIX)?).ok()?,
         kind: RunKind::parse(&text_of(item, run::KIND)?)?,
@@ -383,6 +429,32 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
             ImageHolds::checked(field(run::HOLDS_BUILD_IMAGE_DIGEST), field(run::HOLDS_TOOLS))
         }),
     })
+}
+
+/// What a run's instance reported (its `report#` item) over the record: only a report of this
+/// run and of its current attempt counts.
+fn overlay_report(record: &mut RunRecord, report: &HashMap<String, AttributeValue>) {
+    let of_this_run = text_of(report, report::RUN_ID).as_deref() == Some(record.run_id.as_str());
+    let attempt = report.get(report::ATTEMPT).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u32>().ok());
+    if !of_this_run || attempt != Some(record.attempt_number()) {
+        return;
+    }
+    let order: Vec<String> = record.steps.iter().map(|step| step.name.clone()).collect();
+    record.steps = step_results(&order, &reported_steps(report));
+    record.commit = text_of(report, run::COMMIT).filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+    record.layout = text_of(report, run::LAYOUT);
+    record.images = report
+        .get(run::IMAGES)
+        .and_then(|v| v.as_l().ok())
+        .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+        .unwrap_or_default();
+    record.outcome = text_of(report, run::OUTCOME);
+    record.instance_state = text_of(report, run::INSTANCE_STATE);
+    record.reported_at = text_of(report, run::REPORTED_AT).and_then(|t| t.parse().ok());
+    record.holds = report.get(run::HOLDS).and_then(|v| v.as_m().ok()).map(|holds| {
+        let field = |name: &str| holds.get(name).and_then(|v| v.as_s().ok()).cloned();
+        ImageHolds::checked(field(run::HOLDS_BUILD_IMAGE_DIGEST), field(run::HOLDS_TOOLS))
+    });
 }
 
 /// The pending steps of a run's plan, as a new attempt starts them.
@@ -598,7 +670,10 @@ impl Runs for DynamoStore {
     }
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>> {
-        Ok(self.read(run_key(id)).await?.as_ref().and_then(run_from))
+        match self.read(run_key(id)).await?.as_ref().and_then(run_from) {
+            Some(record) => Ok(Some(self.with_report(record).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn update(&self, record: &RunRecord) -> Result<()> {
@@ -704,8 +779,21 @@ impl Runs for DynamoStore {
     }
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
-        let items = self.scan("begins_with(#pk, :prefix)", vec![(":prefix", s(run::PREFIX))]).await?;
-        Ok(items.iter().filter_map(run_from).collect())
+        let filter = "begins_with(#pk, :runs) OR begins_with(#pk, :reports)";
+        let items = self.scan(filter, vec![(":runs", s(run::PREFIX)), (":reports", s(report::PREFIX))]).await?;
+        let reports: HashMap<&str, &HashMap<String, AttributeValue>> = items
+            .iter()
+            .filter_map(|item| Some((item.get(KEY)?.as_s().ok()?.as_str(), item)))
+            .filter(|(key, _)| key.starts_with(report::PREFIX))
+            .collect();
+        let mut records: Vec<RunRecord> = items.iter().filter_map(run_from).collect();
+        for record in &mut records {
+            let key = record.instance_id.as_deref().and_then(|id| self.runner_roles.report_key(record.kind, id));
+            if let Some(report) = key.and_then(|key| reports.get(key.as_str())) {
+                overlay_report(record, report);
+            }
+        }
+        Ok(records)
     }
 }
 

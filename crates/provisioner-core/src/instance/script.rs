@@ -402,6 +402,15 @@ declare -A STATUS=() REASONS=() COMPONENTS=() NEEDS=() STEP_FUNCTIONS=() STEP_PI
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
+# Who this instance is to AWS: its role's session, ROLE-ID:INSTANCE-ID, which names its report.
+CALLER=${PROVISIONER_CALLER_ID:-$(aws sts get-caller-identity --query UserId --output text 2>>"$LOG_DIR/report.log")}
+if [[ ! $CALLER =~ ^[A-Za-z0-9]+:i-[0-9a-f]+$ ]]; then
+  echo "$(now) no caller id of an instance role ($CALLER): nothing can be reported" >>"$LOG_DIR/report.log"
+  CALLER=""
+fi
+# The report goes with the run's record: 33 days after the run's time limit.
+REPORT_KEPT_UNTIL=$((LIMIT_AT + 33 * 86400))
+
 # The region of an ECR registry host (ACCOUNT.dkr.ecr.REGION.amazonaws.com), else the run's region.
 ecr_region() {
   if [[ $1 =~ ^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]]; then
@@ -419,15 +428,15 @@ json_string() {
   printf '"%s"' "$text"
 }
 
-# Updates the run record while the run is active and this is its current attempt: an instance
-# whose attempt ended writes nothing more. A failed report is logged, never fatal. The attributes
-# it writes are those table.rs lists as written by the instance.
+# Updates this instance's report (report#CALLER, with its run and attempt), the one item its role
+# may write: the function reads the current attempt's report with the run. A failed report is
+# logged, never fatal. The attributes it writes are those table.rs lists for the report.
 record() {
-  local names="${2%\}},\"#pa\":\"attempt\",\"#ps\":\"state\"}"
-  local values="${3%\}},\":pa\":{\"N\":\"$ATTEMPT\"},\":pl\":{\"S\":\"launching\"},\":pr\":{\"S\":\"running\"}}"
+  local names="${2%\}},\"#prun\":\"run_id\",\"#pa\":\"attempt\",\"#pt\":\"expires_ttl\"}"
+  local values="${3%\}},\":prun\":{\"S\":\"$RUN_ID\"},\":pa\":{\"N\":\"$ATTEMPT\"},\":pt\":{\"N\":\"$REPORT_KEPT_UNTIL\"}}"
+  [[ -n $CALLER ]] || return 0
   aws dynamodb update-item --region "$REGION" --table-name "$TABLE" \
-    --key "{\"pk\":{\"S\":\"run#$RUN_ID\"}}" --update-expression "$1" \
-    --condition-expression '#pa = :pa AND (#ps = :pl OR #ps = :pr)' \
+    --key "{\"pk\":{\"S\":\"report#$CALLER\"}}" --update-expression "$1, #prun = :prun, #pa = :pa, #pt = :pt" \
     --expression-attribute-names "$names" --expression-attribute-values "$values" \
     >/dev/null 2>>"$LOG_DIR/report.log" || echo "$(now) report failed: $1" >>"$LOG_DIR/report.log"
 }
@@ -986,31 +995,31 @@ mod tests {
         }
     }
 
-    /// Every attribute the script writes is one the table lists as the instance's, each write is
-    /// conditioned on the function's attempt and state, and a step status it writes is one the
-    /// function reads.
+    /// Every attribute the script writes is one the table lists for an instance's report, every
+    /// write goes to its own report with its run and attempt, and a step status it writes is one
+    /// the function reads.
     #[test]
-    fn the_script_writes_the_run_item_as_the_table_lays_it_out() {
-        use crate::table::{run, Writer};
+    fn the_script_writes_its_report_as_the_table_lays_it_out() {
+        use crate::table::{report, run, Writer, TTL};
         let script = render(&plan(), &layouts(), &values()).unwrap();
         // The attribute names bound to `#placeholders`, escaped quotes read as quotes.
         let text = script.replace("\\\"", "\"");
-        let condition = format!("\"#pa\":\"{}\",\"#ps\":\"{}\"", run::ATTEMPT, run::STATE);
-        assert!(text.contains(&condition), "every write is conditioned on the attempt and the run's state");
-        assert!(script.contains("--condition-expression '#pa = :pa AND (#ps = :pl OR #ps = :pr)'"));
+        let identity = format!("\"#prun\":\"{}\",\"#pa\":\"{}\",\"#pt\":\"{TTL}\"", report::RUN_ID, report::ATTEMPT);
+        assert!(text.contains(&identity), "every write says its run and attempt");
+        assert!(script.contains("--key \"{\\\"pk\\\":{\\\"S\\\":\\\"report#$CALLER\\\"}}\""), "its own report");
+        assert!(!script.contains("run#$RUN_ID"), "never the run's record");
         let attributes: Vec<&str> = text
             .split("\"#")
             .skip(1)
             .filter_map(|rest| rest.split_once("\":\"").filter(|(placeholder, _)| !placeholder.contains('"')))
-            // Read by the condition, not written.
-            .filter(|(placeholder, _)| !["pa", "ps"].contains(placeholder))
+            .filter(|(_, after)| !after.starts_with(TTL))
             .filter_map(|(_, after)| after.split('"').next())
             .filter(|name| !name.starts_with('$'))
             .collect();
         assert!(attributes.len() >= 6, "{attributes:?}");
         for attribute in attributes {
-            let listed = run::ATTRIBUTES.iter().find(|a| a.name == attribute);
-            assert!(listed.is_some_and(|a| a.writer == Writer::Instance || a.name == run::ENDED_AT), "{attribute}");
+            let listed = report::ATTRIBUTES.iter().find(|a| a.name == attribute);
+            assert!(listed.is_some_and(|a| a.writer == Writer::Instance), "{attribute}");
         }
         let step_fields =
             [run::STEP_STATUS, run::STEP_EXIT_CODE, run::STEP_STARTED_AT, run::STEP_ENDED_AT, run::STEP_REASON];
