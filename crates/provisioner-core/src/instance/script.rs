@@ -441,9 +441,11 @@ record() {
     >/dev/null 2>>"$LOG_DIR/report.log" || echo "$(now) report failed: $1" >>"$LOG_DIR/report.log"
 }
 
+# The report's steps map is made with its first write: each step is then set in it by name.
 record_state() {
-  record 'SET #state = :state, #reported = :now' '{"#state":"instance_state","#reported":"reported_at"}' \
-    "{\":state\":{\"S\":\"$1\"},\":now\":{\"S\":\"$(now)\"}}"
+  record 'SET #state = :state, #reported = :now, #steps = if_not_exists(#steps, :none)' \
+    '{"#state":"instance_state","#reported":"reported_at","#steps":"steps"}' \
+    "{\":state\":{\"S\":\"$1\"},\":now\":{\"S\":\"$(now)\"},\":none\":{\"M\":{}}}"
 }
 
 # report_step NAME STATUS EXIT_CODE STARTED ENDED [REASON]
