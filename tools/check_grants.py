@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITION, REGION, ACCOUNT = "aws", "us-east-1", "123456789012"
 STACK = "sliderule-provisioner"
 VARIABLE = re.compile(r"\$\{([A-Za-z0-9:/_.-]+)\}")
+# In a Sub, ${!X} is the text ${X}: how a policy variable is written there.
+SUB_VARIABLE = re.compile(r"\$\{(!?)([A-Za-z0-9:/_.-]+)\}")
 
 
 def arn_of(logical_id: str, resource: dict) -> str:
@@ -52,14 +54,20 @@ class Template:
         self.resources = template["Resources"]
         self.values = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
                        "AWS::StackName": STACK, "AWS::URLSuffix": "amazonaws.com"}
+        # A list parameter's Ref is a list (what Join and Select take).
+        self.lists = set()
         for name, parameter in template.get("Parameters", {}).items():
             default = parameter.get("Default", f"{name.lower()}-value")
             self.values[name] = ",".join(default) if isinstance(default, list) else str(default)
+            if parameter.get("Type", "").startswith(("CommaDelimitedList", "List<")):
+                self.lists.add(name)
         self.values.update(parameters or {})
 
     def ref(self, name: str) -> str | None:
         if name == "AWS::NoValue":
             return None
+        if name in self.lists:
+            return [item for item in self.values[name].split(",") if item]
         if name in self.values:
             return self.values[name]
         return arn_of(name, self.resources[name])
@@ -71,15 +79,17 @@ class Template:
 
     def sub(self, text: str, local: dict[str, str]) -> str:
         def value(match: re.Match) -> str:
-            name = match[1]
+            literal, name = match[1], match[2]
+            if literal:
+                return f"${{{name}}}"
             if name in local:
                 return local[name]
             if "." in name:
                 return self.get_att(*name.split(".", 1))
             if name in self.values or name in self.resources:
-                return self.ref(name)
+                return flat_list_text(self.ref(name))
             return match[0]  # a policy variable, left for the request
-        return VARIABLE.sub(value, text)
+        return SUB_VARIABLE.sub(value, text)
 
     def resolve(self, node):
         """Every value of `node` resolved; an `Fn::If` becomes the list of its two branches (each
@@ -121,6 +131,11 @@ class Template:
         for arn in properties.get("ManagedPolicyArns", []):
             if isinstance(arn, dict) and "Ref" in arn:
                 documents.append(self.resources[arn["Ref"]]["Properties"]["PolicyDocument"])
+        # Policies of their own that attach themselves to the role.
+        for resource in self.resources.values():
+            attached = resource.get("Properties", {}).get("Roles", [])
+            if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in attached:
+                documents.append(resource["Properties"]["PolicyDocument"])
         found = []
         for document in documents:
             found.extend(statements_of(self.resolve(document["Statement"])))
@@ -133,6 +148,10 @@ def statements_of(node) -> list[dict]:
     if isinstance(node, dict) and node.get("Effect"):
         return [node]
     return []
+
+
+def flat_list_text(value) -> str:
+    return ",".join(value) if isinstance(value, list) else value
 
 
 def flat(value) -> str:
@@ -264,6 +283,8 @@ def secret_arn(name: str) -> str:
 # The runner roles' callers: an instance profile's session is named after its instance.
 RUN_A = {"aws:userid": "AROATESTRUNNERROLE:i-0aaaaaaaaaaaaaaaa"}
 RUN_B = {"aws:userid": "AROATESTRUNNERROLE:i-0bbbbbbbbbbbbbbbb"}
+# A step's session of the TEST step role, taken by run A's instance.
+STEP = {"aws:userid": "AROATESTSTEPROLE:step-i-0aaaaaaaaaaaaaaaa-lua-selftests"}
 # CloudFormation copies a stack's tags onto the instances it makes, and adds its own.
 CLUSTER_INSTANCE = instance("i-0c1c1c1c1c1c1c1c1", {"sliderule:kind": "cluster", "sliderule:provisioner": "true",
                                                     "aws:cloudformation:stack-name": "sliderule-cluster-ci-1"})
@@ -288,8 +309,13 @@ ROWS = [
     row("TestRunnerRole", "allowed", "dynamodb:UpdateItem", table_arn(),
         {**RUN_A, "dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
         "a run's instance writes its own report"),
-    row("TestRunnerRole", "refused", "s3:PutObject", log_arn("runs/test-ci-2-20261205t120000-b0b0/checkout.log"),
-        RUN_A, "run A's instance rewrites run B's log", open_issue=True),
+    row("TestRunnerRole", "refused", "s3:PutObject", log_arn(f"runs/{RUN_B['aws:userid']}/checkout.log"),
+        RUN_A, "run A's instance rewrites run B's log"),
+    row("TestRunnerRole", "refused", "s3:PutObject",
+        log_arn(f"runs/{RUN_B['aws:userid']}/{RUN_A['aws:userid']}/checkout.log"),
+        RUN_A, "run A's instance plants a log under run B's prefix"),
+    row("TestRunnerRole", "allowed", "s3:PutObject", log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"),
+        RUN_A, "a run's instance writes its own log"),
     row("TestRunnerRole", "refused", "dynamodb:UpdateItem", table_arn(),
         {**RUN_A, "dynamodb:LeadingKeys": ["lock#ci-1"]}, "a run's instance touches a cluster's lock"),
     row("CancelFunctionRole", "allowed", "dynamodb:GetItem", table_arn(),
@@ -316,8 +342,23 @@ ROWS = [
         "a TEST instance takes the BUILD runner's credentials"),
     row("TestRunnerRole", "refused", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule", RUN_A,
         "a TEST instance pushes a cluster image"),
-    row("TestRunnerRole", "allowed", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), RUN_A,
+    row("TestRunnerRole", "refused", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), RUN_A,
+        "a TEST instance's own role reads the selftests' credentials"),
+    row("TestRunnerRole", "allowed", "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/TestStepRole", RUN_A,
+        "a TEST instance takes the step role for a step that reads cloud data"),
+    row("BuildRunnerRole", "refused", "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/TestStepRole", RUN_B,
+        "a BUILD instance takes the TEST step role"),
+    row("TestStepRole", "allowed", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), STEP,
         "the selftests read their credentials"),
+    row("TestStepRole", "allowed", "s3:GetObject", "arn:aws:s3:::sliderule-public/data/test.h5", STEP,
+        "the selftests read public data"),
+    row("TestStepRole", "refused", "secretsmanager:GetSecretValue", secret_arn("ci/github-token"), STEP,
+        "a step given cloud data reads the GitHub token"),
+    row("TestStepRole", "refused", "dynamodb:UpdateItem", table_arn(),
+        {**STEP, "dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
+        "a step given cloud data writes its instance's report (a forged outcome)"),
+    row("TestStepRole", "refused", "s3:PutObject", log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"), STEP,
+        "a step given cloud data rewrites its run's logs"),
     row("BuildRunnerRole", "allowed", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule", RUN_B,
         "a BUILD instance pushes the cluster images"),
     row("BuildRunnerRole", "refused", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule-buildenv",
@@ -352,6 +393,9 @@ def check(template: Template) -> tuple[list[str], list[str]]:
     """(failures, open rows that do not hold yet)."""
     failures, still_open = [], []
     for role, expected, request, why, open_issue in ROWS:
+        if role not in template.resources:
+            failures.append(f"{role}: the template has no such role ({why})")
+            continue
         decided = decide(template.statements(role), request)
         line = f"{role} {request.action} on {request.resource}: {decided}, must be {expected} ({why})"
         if decided == expected:

@@ -39,10 +39,12 @@ fn main() {
             project_bucket: "sliderule".into(),
             project_folder: "cf".into(),
             github_token_secret: None,
+            step_role_arn: None,
             test_instance_profile: None,
             build_instance_profile: None,
             subnets: Vec::new(),
             security_groups: Vec::new(),
+            runner_roles: Default::default(),
         },
     };
     let script = render(plan, &plans.layouts, &values).expect("the plan renders");

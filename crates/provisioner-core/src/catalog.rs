@@ -8,7 +8,6 @@ use jiff::{SignedDuration, Timestamp};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::domain::attempt::attempt_log_location;
 use crate::domain::names::shown;
 use crate::domain::{Attempt, AttemptOutcome, Market, RunKind};
 use crate::domain::{ClusterName, GitRef, ImageTag};
@@ -283,7 +282,7 @@ impl Default for RunnerProfile {
 impl RunnerProfile {
     /// Attempt `number` of a run that starts it `now`: on demand when it is the last of several
     /// and the profile says so; its check-in deadline and time limit from the profile.
-    pub fn attempt(&self, number: u32, now: Timestamp, run_log_location: &str) -> Attempt {
+    pub fn attempt(&self, number: u32, now: Timestamp) -> Attempt {
         let last = number > 1 && number >= self.max_attempts;
         Attempt {
             number,
@@ -296,7 +295,7 @@ impl RunnerProfile {
             check_in_by: now + SignedDuration::from_mins(i64::from(self.boot_timeout_minutes)),
             deadline: now + SignedDuration::from_mins(i64::from(self.time_limit_minutes)),
             step: None,
-            log_location: attempt_log_location(run_log_location, number),
+            log_location: String::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::attempt::RunnerRoles;
 use crate::domain::RunKind;
 
 /// The account's settings that cluster stacks take as parameters, by parameter name; an empty
@@ -32,11 +33,14 @@ pub struct RunSettings {
     pub project_bucket: String,
     pub project_folder: String,
     pub github_token_secret: Option<String>,
+    /// The role a TEST run's instance hands the steps that read cloud data (the Lua selftests).
+    pub step_role_arn: Option<String>,
     /// The instance profiles TEST and BUILD instances launch with (each its own runner role).
     pub test_instance_profile: Option<String>,
     pub build_instance_profile: Option<String>,
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
+    pub runner_roles: RunnerRoles,
 }
 
 impl RunSettings {
@@ -90,6 +94,9 @@ pub const BUILD_RUNNER_INSTANCE_PROFILE: &str = "PROVISIONER_BUILD_RUNNER_INSTAN
 /// The unique ids of those profiles' roles (`AROA…`): each instance reports under its caller id,
 /// ROLE-ID:INSTANCE-ID, the only item its role may write.
 pub const TEST_RUNNER_ROLE_ID: &str = "PROVISIONER_TEST_RUNNER_ROLE_ID";
+/// The role whose temporary credentials a TEST instance gives the steps that read cloud data: the
+/// instance role's own never reach the repository's code.
+pub const TEST_STEP_ROLE_ARN: &str = "PROVISIONER_TEST_STEP_ROLE_ARN";
 pub const BUILD_RUNNER_ROLE_ID: &str = "PROVISIONER_BUILD_RUNNER_ROLE_ID";
 /// The SNS topic alerts go to (all functions); without it, alerts are only logged.
 pub const ALERT_TOPIC_ARN: &str = "PROVISIONER_ALERT_TOPIC_ARN";
@@ -144,11 +151,8 @@ impl Settings {
     }
 
     /// The runner roles whose instances' reports runs are read with.
-    pub fn runner_roles(&self) -> crate::aws::dynamodb::RunnerRoles {
-        crate::aws::dynamodb::RunnerRoles {
-            test: self.optional(TEST_RUNNER_ROLE_ID),
-            build: self.optional(BUILD_RUNNER_ROLE_ID),
-        }
+    pub fn runner_roles(&self) -> RunnerRoles {
+        RunnerRoles { test: self.optional(TEST_RUNNER_ROLE_ID), build: self.optional(BUILD_RUNNER_ROLE_ID) }
     }
 
     /// The clock the functions read: the system's, or on the local stack the one it moves.
@@ -199,10 +203,12 @@ impl Settings {
             project_bucket: self.optional(PROJECT_BUCKET).unwrap_or_default(),
             project_folder: self.optional(PROJECT_FOLDER).unwrap_or_default(),
             github_token_secret: self.optional(GITHUB_TOKEN_SECRET),
+            step_role_arn: self.optional(TEST_STEP_ROLE_ARN),
             test_instance_profile: self.optional(TEST_RUNNER_INSTANCE_PROFILE),
             build_instance_profile: self.optional(BUILD_RUNNER_INSTANCE_PROFILE),
             subnets: self.list(RUNNER_SUBNETS),
             security_groups: self.list(RUNNER_SECURITY_GROUPS),
+            runner_roles: self.runner_roles(),
         })
     }
 }
@@ -210,7 +216,7 @@ impl Settings {
 /// What only the local stack sets (the template never does).
 const LOCAL_STACK_VARIABLES: [&str; 1] = [LOCAL_CLOCK_FILE];
 
-const OTHER_VARIABLES: [&str; 16] = [
+const OTHER_VARIABLES: [&str; 17] = [
     ALERT_TOPIC_ARN,
     TABLE,
     SCHEDULE_GROUP,
@@ -225,6 +231,7 @@ const OTHER_VARIABLES: [&str; 16] = [
     BUILD_RUNNER_INSTANCE_PROFILE,
     TEST_RUNNER_ROLE_ID,
     BUILD_RUNNER_ROLE_ID,
+    TEST_STEP_ROLE_ARN,
     RUNNER_SUBNETS,
     RUNNER_SECURITY_GROUPS,
 ];

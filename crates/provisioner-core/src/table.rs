@@ -121,7 +121,7 @@ pub mod run {
         function(ENDED_AT, "when it ended (the instance writes it too, with its outcome)"),
         function(DEADLINE, "when its instance must be gone: the profile's time limit"),
         function(EXPIRES_AT, "when the record may go (32 days after the deadline: the month's budget counts it)"),
-        function(LOG_LOCATION, "the S3 prefix of the step logs"),
+        function(LOG_LOCATION, "the S3 prefix of the current instance's step logs: runs/ROLE-ID:INSTANCE-ID/"),
         function(STEP_ORDER, "the plan's step names, in order"),
         function(INSTANCE_ID, "the run's instance, once launched"),
         function(FAILURE, "why the function ended it (capacity, a lost instance)"),

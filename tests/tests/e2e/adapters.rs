@@ -169,7 +169,7 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
 #[tokio::test]
 async fn a_run_is_read_with_its_current_instances_report_and_no_other() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use provisioner_core::aws::dynamodb::RunnerRoles;
+    use provisioner_core::domain::attempt::RunnerRoles;
     use provisioner_core::domain::{RunKind, RunState, StepStatus};
     use provisioner_core::ports::Runs;
 

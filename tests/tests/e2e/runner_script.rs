@@ -42,10 +42,12 @@ fn values(table: &str, bucket: &str, kind: RunKind, version: &str) -> RunValues 
             project_bucket: bucket.into(),
             project_folder: PROJECT_FOLDER.into(),
             github_token_secret: None,
+            step_role_arn: None,
             test_instance_profile: None,
             build_instance_profile: None,
             subnets: Vec::new(),
             security_groups: Vec::new(),
+            runner_roles: Default::default(),
         },
     }
 }
@@ -284,6 +286,7 @@ struct TestRun {
 }
 
 const FAKE_TOKEN: &str = "ghp_FAKEtoken0123456789abcdefNEVERLOGGED";
+const STEP_ROLE: &str = "arn:aws:iam::123456789012:role/sliderule-provisioner-test-step";
 
 async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let secret_name = unique("ci/github-token-");
@@ -291,6 +294,7 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let mut values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
     values.settings.github_token_secret = Some(secret_name);
+    values.settings.step_role_arn = Some(STEP_ROLE.into());
     let catalog = Catalog::shipped().unwrap();
     let plan = &catalog.plans().test;
     let dynamodb = run_record(&values, &plan.step_names()).await;
@@ -298,7 +302,7 @@ async fn run_shipped_test_plan(layout: &str) -> TestRun {
     let user_data = render(plan, &layouts(), &values).unwrap();
     sandbox.run(&user_data);
     let record = record(&dynamodb, &values).await;
-    let logs = s3::texts(&values.settings.log_bucket, &format!("runs/{}/", values.run_id)).into_values().collect();
+    let logs = s3::texts(&values.settings.log_bucket, &format!("runs/{SANDBOX_CALLER}/")).into_values().collect();
     TestRun { sandbox, record, user_data, logs }
 }
 
@@ -337,6 +341,33 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
         position(&calls, "docker login") < position(&calls, "docker pull"),
         "the login precedes the pull: {calls:?}"
     );
+
+    // The repository's code runs as the step user, walled off from the metadata service before the
+    // checkout; the provisioner's own steps run as root; containers on Docker's bridge network.
+    let wall = "iptables -I OUTPUT -d 169.254.169.254/32 -m owner --uid-owner sliderule-run -j REJECT";
+    assert!(position(&calls, wall) < position(&calls, "git clone"), "walled off first: {calls:?}");
+    let as_step_user = sandbox.lines("runuser.log");
+    assert!(as_step_user.iter().all(|line| line.starts_with("sliderule-run\t")), "{as_step_user:?}");
+    for repository_code in ["conda run --no-capture-output --name ams pytest", "discovery/status"] {
+        assert!(as_step_user.iter().any(|line| line.contains(repository_code)), "{repository_code}: {as_step_user:?}");
+    }
+    for root_command in ["dnf install", "aws s3 cp", "docker pull", "docker login", "git clone"] {
+        assert!(!as_step_user.iter().any(|line| line.contains(root_command)), "{root_command}: {as_step_user:?}");
+    }
+    let containers: Vec<&String> = calls.iter().filter(|c| c.starts_with("docker run")).collect();
+    assert!(containers.iter().all(|c| !c.contains("--network host")), "{containers:?}");
+    // The selftests alone get credentials: a session of the step role, never the instance's.
+    let given: Vec<(String, String)> = sandbox
+        .lines("container-credentials.log")
+        .into_iter()
+        .filter_map(|line| line.split_once('\t').map(|(key, call)| (key.to_owned(), call.to_owned())))
+        .collect();
+    for (key, call) in &given {
+        let selftests = call.ends_with("make selftest");
+        assert_eq!(!key.is_empty(), selftests, "credentials given to {call}: {key:?}");
+        assert!(!selftests || key != "testing", "the selftests got the instance's credentials");
+    }
+    assert!(given.iter().any(|(_, call)| call.ends_with("make selftest")), "{given:?}");
 
     // The AMS pytests on the host, in the layout's AMS directory, with the project's data in place.
     let where_ = sandbox.calls_where();
@@ -577,8 +608,8 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
     assert_eq!(text(&record, run::OUTCOME), "succeeded");
     assert_eq!(text(&record, run::COMMIT), "0123456789abcdef0123456789abcdef01234567");
 
-    let keys = s3::keys(&values.settings.log_bucket, &format!("runs/{}/", values.run_id));
-    assert!(keys.contains(&format!("runs/{}/lua-selftests.log", values.run_id)), "{keys:?}");
+    let keys = s3::keys(&values.settings.log_bucket, &format!("runs/{SANDBOX_CALLER}/"));
+    assert!(keys.contains(&format!("runs/{SANDBOX_CALLER}/lua-selftests.log")), "{keys:?}");
 }
 
 #[tokio::test]
@@ -733,7 +764,7 @@ async fn a_script_stopped_by_a_signal_reports_its_step_interrupted_and_claims_no
     assert!(!statuses.contains_key("manager-pytests"), "never ran, so never reported: {statuses:?}");
     assert!(!record.contains_key(run::OUTCOME), "no outcome is claimed");
     assert_eq!(text(&record, run::INSTANCE_STATE), "interrupted");
-    let prefix = format!("runs/{}/", values.run_id);
+    let prefix = format!("runs/{SANDBOX_CALLER}/");
     let uploaded = s3::keys(&values.settings.log_bucket, &prefix);
     assert!(uploaded.contains(&format!("{prefix}nodejs-client-jests.log")), "{uploaded:?} {report}");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
@@ -828,7 +859,7 @@ async fn a_spot_interruption_notice_reports_the_running_step_interrupted_with_it
     }
     let reported = record(&dynamodb, &values).await;
     assert_eq!(step_statuses(&reported)["nodejs-client-jests"], "interrupted");
-    let prefix = format!("runs/{}/", values.run_id);
+    let prefix = format!("runs/{SANDBOX_CALLER}/");
     assert!(s3::keys(&values.settings.log_bucket, &prefix).contains(&format!("{prefix}nodejs-client-jests.log")));
     // EC2 reclaims the instance: its shutdown signals the script, which claims no outcome.
     Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status().unwrap();
@@ -884,7 +915,7 @@ async fn a_running_steps_log_reaches_s3_while_it_runs_and_outlives_a_kill() {
     let mut command = sandbox.command(&render(&plan, &layouts(), &values).unwrap());
     let mut child = command.env("PROVISIONER_LOG_UPLOAD_SECONDS", "1").spawn().unwrap();
 
-    let (prefix, log) = (format!("runs/{}/", values.run_id), "nodejs-client-jests");
+    let (prefix, log) = (format!("runs/{SANDBOX_CALLER}/"), "nodejs-client-jests");
     let key = format!("{prefix}{log}.log");
     let started = Instant::now();
     loop {

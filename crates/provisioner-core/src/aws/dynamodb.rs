@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::Client;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{aws_error, Aws};
+use crate::domain::attempt::RunnerRoles;
 use crate::domain::run::step_results;
 use crate::domain::runner_image::ImageHolds;
 use crate::domain::{ClusterName, GitRef};
@@ -41,23 +42,9 @@ pub struct DynamoStore {
     runner_roles: RunnerRoles,
 }
 
-/// The unique ids of the roles run instances carry (IAM's `RoleId`, `AROA…`).
-#[derive(Debug, Clone, Default)]
-pub struct RunnerRoles {
-    pub test: Option<String>,
-    pub build: Option<String>,
-}
-
-impl RunnerRoles {
-    /// The key of the report the instance of a run of `kind` writes.
-    fn report_key(&self, kind: RunKind, instance_id: &str) -> Option<String> {
-        let role = match kind {
-            // The runner image run carries out TEST steps, with the TEST role.
-            RunKind::Test | RunKind::RunnerImage => self.test.as_ref(),
-            RunKind::Build => self.build.as_ref(),
-        }?;
-        Some(format!("{}{role}:{instance_id}", report::PREFIX))
-    }
+/// The key of the report `instance_id`, launched for a run of `kind`, writes.
+fn report_key(roles: &RunnerRoles, kind: RunKind, instance_id: &str) -> Option<String> {
+    Some(format!("{}{}", report::PREFIX, roles.caller(kind, instance_id)?))
 }
 
 impl DynamoStore {
@@ -105,7 +92,7 @@ impl DynamoStore {
 
     /// The record with what its current attempt's instance reported over it, if it did.
     async fn with_report(&self, mut record: RunRecord) -> Result<RunRecord> {
-        let Some(key) = record.instance_id.as_deref().and_then(|id| self.runner_roles.report_key(record.kind, id))
+        let Some(key) = record.instance_id.as_deref().and_then(|id| report_key(&self.runner_roles, record.kind, id))
         else {
             return Ok(record);
         };
@@ -626,7 +613,6 @@ impl Runs for DynamoStore {
             .item(run::DEADLINE, s(&record.deadline.to_string()))
             .item(run::EXPIRES_AT, s(&record.expires_at.to_string()))
             .item(TTL_ATTRIBUTE, n(record.expires_at.as_second()))
-            .item(run::LOG_LOCATION, s(&record.log_location))
             .item(run::STEP_ORDER, AttributeValue::L(record.steps.iter().map(|step| s(&step.name)).collect()))
             .item(run::STEPS, pending_steps(record))
             .item(run::ATTEMPT, n(i64::from(record.attempt_number())))
@@ -690,6 +676,7 @@ impl Runs for DynamoStore {
             (run::FAILURE, ":failure", record.failure.clone()),
             (run::HELD_UNTIL, ":held_until", record.held_until.map(|t| t.to_string())),
             (run::RUNNER_IMAGE, ":runner_image", record.runner_image.clone()),
+            (run::LOG_LOCATION, ":log_location", Some(record.log_location.clone()).filter(|l| !l.is_empty())),
         ];
         for (name, value, text) in optional {
             if let Some(text) = text {
@@ -717,6 +704,7 @@ impl Runs for DynamoStore {
             run::REPORTED_AT,
             run::FAILURE,
             run::HOLDS,
+            run::LOG_LOCATION,
         ];
         // Every name by a placeholder: some (commit) are DynamoDB reserved words.
         let mut request = self.update_item(run_key(&record.run_id));
@@ -788,7 +776,7 @@ impl Runs for DynamoStore {
             .collect();
         let mut records: Vec<RunRecord> = items.iter().filter_map(run_from).collect();
         for record in &mut records {
-            let key = record.instance_id.as_deref().and_then(|id| self.runner_roles.report_key(record.kind, id));
+            let key = record.instance_id.as_deref().and_then(|id| report_key(&self.runner_roles, record.kind, id));
             if let Some(report) = key.and_then(|key| reports.get(key.as_str())) {
                 overlay_report(record, report);
             }

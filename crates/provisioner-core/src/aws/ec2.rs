@@ -108,6 +108,9 @@ impl Instances for Ec2Instances {
                 InstanceMetadataOptionsRequest::builder()
                     .http_tokens(HttpTokensState::Required)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    // One hop: a container on Docker's bridge network (one more) gets no token, so
+                    // no role credentials (the AMI's default is 2).
+                    .http_put_response_hop_limit(1)
                     .build(),
             )
             .block_device_mappings(

@@ -96,7 +96,9 @@ pub struct Attempt {
     /// The step it was in when the cloud ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
-    /// Where its step logs are (the run's prefix for the first, `attempt-<n>/` under it after).
+    /// Where its instance writes its step logs ([`instance_log_location`]); empty until the
+    /// attempt has an instance.
+    #[serde(default)]
     pub log_location: String,
 }
 
@@ -109,15 +111,32 @@ impl Attempt {
     }
 }
 
-/// Where attempt `number`'s logs go under a run's `log_location`: the first writes at the run's
-/// prefix itself (as runs always have), a retry under `attempt-<n>/` so it keeps the logs of the
-/// attempts before it.
-pub fn attempt_log_location(run_log_location: &str, number: u32) -> String {
-    if number <= 1 {
-        run_log_location.to_owned()
-    } else {
-        format!("{run_log_location}attempt-{number}/")
+/// The unique ids of the roles run instances carry (IAM's `RoleId`, `AROA…`). AWS names an
+/// instance profile's session after its instance, so an instance calls as ROLE-ID:INSTANCE-ID
+/// (`aws:userid`): the name of its report and of its log prefix, the only ones its role may write.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerRoles {
+    pub test: Option<String>,
+    pub build: Option<String>,
+}
+
+impl RunnerRoles {
+    /// `aws:userid` of `instance_id`, launched for a run of `kind`; None when the role is unknown.
+    pub fn caller(&self, kind: super::RunKind, instance_id: &str) -> Option<String> {
+        let role = match kind {
+            // The runner image run carries out TEST steps, with the TEST role.
+            super::RunKind::Test | super::RunKind::RunnerImage => self.test.as_ref(),
+            super::RunKind::Build => self.build.as_ref(),
+        }?;
+        Some(format!("{role}:{instance_id}"))
     }
+}
+
+/// Where the instance calling as `caller` ([`RunnerRoles::caller`]) writes its step logs in the
+/// run-log `bucket`: `s3://<bucket>/runs/<caller>/`, the one prefix its role may write. Each
+/// attempt has its own instance, so a retry keeps the logs of the attempts before it.
+pub fn instance_log_location(bucket: &str, caller: &str) -> String {
+    format!("s3://{bucket}/runs/{caller}/")
 }
 
 /// What was said of every attempt, for `RunLost` and its alert.
@@ -143,16 +162,15 @@ mod tests {
             check_in_by: at,
             deadline: at,
             step: None,
-            log_location: attempt_log_location("s3://b/runs/r/", 2),
+            log_location: instance_log_location("b", "AROAX:i-1"),
         };
         let json = serde_json::to_value(&attempt).unwrap();
         assert_eq!(json["market"], "on-demand");
         assert_eq!(json["outcome"], "boot_timeout");
         assert_eq!(json["started_at"], "2026-11-23T12:00:00Z");
         assert_eq!(json["ended_at"], serde_json::Value::Null);
-        assert_eq!(json["log_location"], "s3://b/runs/r/attempt-2/");
+        assert_eq!(json["log_location"], "s3://b/runs/AROAX:i-1/");
         assert_eq!(serde_json::from_value::<Attempt>(json).unwrap(), attempt);
-        assert_eq!(attempt_log_location("s3://b/runs/r/", 1), "s3://b/runs/r/");
         assert_eq!(attempt.describe(), "attempt 2: i-1 (on-demand) boot_timeout");
     }
 

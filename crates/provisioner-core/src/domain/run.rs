@@ -102,12 +102,6 @@ impl RunId {
         &self.0
     }
 
-    /// Where the run's step logs go in the run-log `bucket`: `s3://<bucket>/runs/<id>/`, the
-    /// instance appending `<step>.log`.
-    pub fn log_location(&self, bucket: &str) -> String {
-        format!("s3://{bucket}/runs/{self}/")
-    }
-
     /// The `ClientToken` of the launch request for the run's attempt `attempt`, its `choice`-th
     /// instance type, subnet and market: 32 hex digits of a SHA-256 of the run id, then both
     /// numbers. The same on a retry of that launch (EC2 then starts no second instance), different
@@ -442,6 +436,7 @@ pub struct RunRecord {
     pub deadline: Timestamp,
     /// When the record may be removed (DynamoDB TTL).
     pub expires_at: Timestamp,
+    /// Where the current attempt's instance writes its step logs: empty until it has one.
     pub log_location: String,
     /// Images a build pushed.
     pub images: Vec<String>,

@@ -69,8 +69,8 @@ pub struct Step {
     /// Bash commands, run with `set -euo pipefail` in the step's directory. They may use $CLUSTER,
     /// $ORGANIZATION, $VERSION, $IMAGE_TAG, $COMMIT, $DOMAIN, $REGION, $REGISTRY, $BUILD_IMAGE,
     /// $PROJECT_BUCKET, $PROJECT_FOLDER, $LAYOUT, $REPO_DIR, $WORK_DIR, $DATA_DIR, $CONDA_DIR,
-    /// $LOG_DIR, $STEP_LOG (this step's log, finished) and $IMAGE_HOLDS (on a runner image: what it
-    /// holds, as `KEY=VALUE` lines), and the function `build_image_digest`.
+    /// $LOG_DIR, $HOME (the step user's, for a host step not run as root) and $IMAGE_HOLDS (on a
+    /// runner image: what it holds, as `KEY=VALUE` lines), and the function `build_image_digest`.
     pub run: String,
     #[serde(default)]
     pub place: StepPlace,
@@ -90,6 +90,16 @@ pub struct Step {
     /// it alone (never written to the script, the record or a log).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub github_token: bool,
+    /// Runs as root with the instance role's credentials: for the provisioner's own commands that
+    /// need them (packages, the Docker daemon, the registry, the project bucket), never for the
+    /// repository's code. Every other host step runs as the unprivileged step user, which the
+    /// metadata service (and so the role) is walled off from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root: bool,
+    /// TEST steps only: the step gets temporary credentials of the TEST step role, which reads the
+    /// public data and project buckets and the selftests' `localhost/*` secrets, and nothing else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cloud_data: bool,
     /// TEST steps only: whether the runner image holds what the step makes, or only its run
     /// runs the step. A step the image holds may need only steps it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +222,8 @@ impl Step {
             component: None,
             not_applicable_if: Vec::new(),
             github_token: false,
+            root: false,
+            cloud_data: false,
             image: None,
             held_check: None,
         }
@@ -251,6 +263,17 @@ impl Plan {
             }
             if step.github_token && step.place != StepPlace::Host {
                 return Err(bad(format!("step '{name}' runs in the container, where the GitHub token is not given")));
+            }
+            if step.root && step.place != StepPlace::Host {
+                return Err(bad(format!("step '{name}' runs in the container: it cannot run as the instance's root")));
+            }
+            if step.root && (step.github_token || step.cloud_data) {
+                return Err(bad(format!(
+                    "step '{name}' runs as root, which is given no secret and no step credentials"
+                )));
+            }
+            if step.cloud_data && what != "test" {
+                return Err(bad(format!("step '{name}' reads cloud data, which only TEST steps are given")));
             }
             if let Some(component) = &step.component {
                 if !components.contains(component) {
@@ -388,6 +411,10 @@ mod tests {
                 "one-line",
             ),
             (Plan::new(vec![Step { image: Some(ImageRole::Holds), ..step("a", &[]) }]), "has no held_check"),
+            (Plan::new(vec![Step { github_token: true, place: StepPlace::Container, ..step("a", &[]) }]), "not given"),
+            (Plan::new(vec![Step { root: true, place: StepPlace::Container, ..step("a", &[]) }]), "instance's root"),
+            (Plan::new(vec![Step { root: true, github_token: true, ..step("a", &[]) }]), "no secret"),
+            (Plan::new(vec![Step { root: true, cloud_data: true, ..step("a", &[]) }]), "no secret"),
             (Plan::new(vec![Step { held_check: Some("true".into()), ..step("a", &[]) }]), "does not hold it"),
             (
                 Plan::new(vec![
@@ -405,6 +432,10 @@ mod tests {
             let error = plan.check("test", &components()).unwrap_err();
             assert!(error.to_string().contains(reason), "{error}");
         }
+        let cloud = Plan::new(vec![Step { cloud_data: true, ..step("a", &[]) }]);
+        cloud.check("test", &components()).unwrap();
+        let error = cloud.check("build", &components()).unwrap_err();
+        assert!(error.to_string().contains("only TEST steps"), "{error}");
     }
 
     #[test]

@@ -80,6 +80,10 @@ mod allowed {
     pub fn secret(c: char) -> bool {
         c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '=' | '.' | '@' | ':' | '-')
     }
+    /// An IAM role ARN: a path and name of letters, digits and `+=,.@_-`.
+    pub fn role_arn(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '_' | '+' | '=' | ',' | '.' | '@' | '-')
+    }
     pub fn tag(c: char) -> bool {
         c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
     }
@@ -97,7 +101,10 @@ mod allowed {
             .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
     }
     pub const FOLDER: usize = 200;
-    pub const SECRET: usize = 2048;
+    /// A secret's ARN: its prefix, a name of at most 512 characters and AWS's 7-character suffix.
+    pub const SECRET: usize = 600;
+    /// `arn:aws:iam::ACCOUNT:role/` and a role's name (at most 64 characters) under a short path.
+    pub const ROLE_ARN: usize = 200;
     pub const TIME_LIMIT_MINUTES: u32 = 24 * 60;
     pub const MAX_ATTEMPT: u32 = 99;
 }
@@ -135,6 +142,12 @@ impl RunValues {
         }
         if let Some(name) = &settings.github_token_secret {
             check("GitHub token secret", name, secret, SECRET)?;
+        }
+        if let Some(arn) = &settings.step_role_arn {
+            check("step role", arn, role_arn, ROLE_ARN)?;
+            if !arn.starts_with("arn:") {
+                return Err(Error::invalid(format!("the step role {} is not a role ARN", shown(arn))));
+            }
         }
         if self.time_limit_minutes == 0 || self.time_limit_minutes > TIME_LIMIT_MINUTES {
             return Err(Error::invalid("the run's time limit must be between 1 minute and 24 hours"));
@@ -189,10 +202,12 @@ pub fn longest_values(kind: RunKind) -> RunValues {
             project_bucket: text("", bucket, BUCKET),
             project_folder: text("", folder, FOLDER),
             github_token_secret: Some(text("", secret, SECRET)),
+            step_role_arn: Some(text("arn:aws:iam::", role_arn, ROLE_ARN)),
             test_instance_profile: None,
             build_instance_profile: None,
             subnets: Vec::new(),
             security_groups: Vec::new(),
+            runner_roles: Default::default(),
         },
     }
 }
@@ -237,8 +252,6 @@ fn header(values: &RunValues) -> String {
 fn variables(values: &RunValues) -> String {
     let settings = &values.settings;
     let secret = settings.github_token_secret.as_deref().unwrap_or("");
-    let log_location =
-        crate::domain::attempt::attempt_log_location(&values.run_id.log_location(&settings.log_bucket), values.attempt);
     let attempt = values.attempt.to_string();
     let hold = values.hold_minutes.to_string();
     let assigned = [
@@ -252,7 +265,7 @@ fn variables(values: &RunValues) -> String {
         ("IMAGE_TAG", values.image_tag.as_str()),
         ("REGION", settings.region.as_str()),
         ("TABLE", settings.table.as_str()),
-        ("LOG_LOCATION", log_location.as_str()),
+        ("LOG_BUCKET", settings.log_bucket.as_str()),
         ("REPOSITORY", settings.repository.as_str()),
         ("BUILD_IMAGE", settings.build_image.as_str()),
         ("REGISTRY", settings.registry.as_str()),
@@ -261,13 +274,18 @@ fn variables(values: &RunValues) -> String {
         ("PROJECT_FOLDER", settings.project_folder.as_str()),
         // The secret's name: the token itself is read when a step that needs it starts.
         ("GITHUB_TOKEN_SECRET", secret),
+        // The role the steps that read cloud data are given temporary credentials of.
+        ("STEP_ROLE_ARN", settings.step_role_arn.as_deref().unwrap_or("")),
         ("RUNNER_IMAGE", values.runner_image.as_deref().unwrap_or("")),
         ("COMMIT", "unknown"),
         ("LAYOUT", "unknown"),
     ];
     let mut text: String = assigned.iter().map(|(name, value)| format!("{name}={}\n", shell_quote(value))).collect();
-    let exported: Vec<&str> =
-        assigned.iter().map(|(name, _)| *name).filter(|name| *name != "GITHUB_TOKEN_SECRET").collect();
+    let exported: Vec<&str> = assigned
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !matches!(*name, "GITHUB_TOKEN_SECRET" | "STEP_ROLE_ARN"))
+        .collect();
     text.push_str(&format!("export {}\n", exported.join(" ")));
     text
 }
@@ -288,7 +306,7 @@ fn steps(plan: &Plan, from_runner_image: bool) -> String {
         r#"git -c advice.detachedHead=false checkout --quiet "$VERSION" && "#,
         r#"git rev-parse HEAD > "$LOG_DIR/commit" && detect_layout > "$LOG_DIR/layout""#
     );
-    text.push_str(&format!("run_step {} host '' '' 0 {}\nread_checkout\n\n", q(CHECKOUT_STEP), q(checkout)));
+    text.push_str(&format!("run_step {} root '' '' '' {}\nread_checkout\n\n", q(CHECKOUT_STEP), q(checkout)));
     for (index, step) in plan.steps.iter().enumerate() {
         let held = from_runner_image && step.image == Some(ImageRole::Holds);
         text.push_str(&format!(
@@ -313,16 +331,22 @@ fn needs_of(step: &super::plan::Step) -> String {
 fn step_call(step: &super::plan::Step) -> String {
     let q = shell_quote;
     let place = match step.place {
+        StepPlace::Host if step.root => "root",
         StepPlace::Host => "host",
         StepPlace::Container => "container",
     };
+    // What the step is given beyond the run's values.
+    let given: Vec<&str> = [(step.github_token, "token"), (step.cloud_data, "cloud")]
+        .into_iter()
+        .filter_map(|(given, word)| given.then_some(word))
+        .collect();
     let mut call = format!(
         "run_step {} {} {} {} {} {}",
         q(&step.name),
         place,
         q(&needs_of(step)),
         q(step.component.as_deref().unwrap_or("")),
-        u8::from(step.github_token),
+        q(&given.join(",")),
         q(&step.run)
     );
     for condition in &step.not_applicable_if {
@@ -371,8 +395,8 @@ fn runtime() -> String {
 }
 
 /// The fixed part of every script: reporting, step running and the exit trap. Reports go to the
-/// run's record (`run#<id>` in the table, laid out as `table.rs` lists it) and logs to the run's
-/// `LOG_LOCATION` ([`RunId::log_location`]).
+/// instance's report (`report#<caller>` in the table, laid out as `table.rs` lists it) and logs
+/// under the instance's own prefix ([`crate::domain::attempt::instance_log_location`]).
 const RUNTIME: &str = r##"
 WORK_DIR=${PROVISIONER_WORK_DIR:-/var/lib/sliderule-run}
 DATA_DIR=${PROVISIONER_DATA_DIR:-/data}
@@ -402,11 +426,34 @@ declare -A STATUS=() REASONS=() COMPONENTS=() NEEDS=() STEP_FUNCTIONS=() STEP_PI
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
-# Who this instance is to AWS: its role's session, ROLE-ID:INSTANCE-ID, which names its report.
+# Who this instance is to AWS: its role's session, ROLE-ID:INSTANCE-ID, which names its report
+# and its log prefix (the only ones its role may write).
 CALLER=${PROVISIONER_CALLER_ID:-$(aws sts get-caller-identity --query UserId --output text 2>>"$LOG_DIR/report.log")}
 if [[ ! $CALLER =~ ^[A-Za-z0-9]+:i-[0-9a-f]+$ ]]; then
   echo "$(now) no caller id of an instance role ($CALLER): nothing can be reported" >>"$LOG_DIR/report.log"
   CALLER=""
+fi
+LOG_LOCATION="s3://$LOG_BUCKET/runs/$CALLER/"
+# The repository's code runs as an unprivileged user that cannot reach the metadata service, so
+# never with the instance role's credentials; only the provisioner's own steps run as root.
+STEP_USER=${PROVISIONER_STEP_USER:-sliderule-run}
+STEP_HOME="$WORK_DIR/home"
+STEPS_WALLED=0
+wall_off_steps() {
+  command -v iptables >/dev/null || dnf install -y -q iptables-nft || return 1
+  id -u "$STEP_USER" >/dev/null 2>&1 ||
+    useradd --system --home-dir "$STEP_HOME" --shell /sbin/nologin "$STEP_USER" || return 1
+  mkdir -p "$STEP_HOME" && chown "$STEP_USER:" "$STEP_HOME" || return 1
+  # flock opens its lock file for reading: the step user needs only to read it.
+  touch "$WORK_DIR/conda.lock" || return 1
+  iptables -C OUTPUT -d 169.254.169.254/32 -m owner --uid-owner "$STEP_USER" -j REJECT 2>/dev/null ||
+    iptables -I OUTPUT -d 169.254.169.254/32 -m owner --uid-owner "$STEP_USER" -j REJECT
+}
+if wall_off_steps >>"$LOG_DIR/report.log" 2>&1; then
+  STEPS_WALLED=1
+else
+  echo "$(now) the step user could not be walled off from the metadata service: the repository's steps fail" \
+    >>"$LOG_DIR/report.log"
 fi
 # The report goes with the run's record: 33 days after the run's time limit.
 REPORT_KEPT_UNTIL=$((LIMIT_AT + 33 * 86400))
@@ -458,7 +505,7 @@ report_step() {
 }
 
 upload_log() {
-  [[ -f "$LOG_DIR/$1.log" ]] || return 0
+  [[ -f "$LOG_DIR/$1.log" && -n $CALLER ]] || return 0
   aws s3 cp --only-show-errors --region "$REGION" "$LOG_DIR/$1.log" "$LOG_LOCATION$1.log" \
     2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
 }
@@ -550,6 +597,29 @@ with_github_token() {
   SLIDERULE_GITHUB_TOKEN=$token "$@" 2>&1 | redact "$token"
 }
 
+# Runs a command with temporary credentials of the TEST step role (AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), taken for step $1: it reads cloud data with them and
+# reaches nothing of the instance role's. They last an hour, AWS's most for a role taken by a role.
+with_step_credentials() {
+  local name=$1 session credentials
+  shift
+  if [[ -z $STEP_ROLE_ARN ]]; then
+    echo "no step role is configured (the provisioner's TestStepRole): running without cloud credentials"
+    "$@"
+    return
+  fi
+  session="step-${CALLER#*:}-$name"
+  if ! credentials=$(aws sts assume-role --region "$REGION" --role-arn "$STEP_ROLE_ARN" \
+    --role-session-name "${session:0:64}" --duration-seconds 3600 \
+    --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' --output text 2>>"$LOG_DIR/report.log"); then
+    echo "could not take the step role $STEP_ROLE_ARN: does the TEST runner role allow it?"
+    return 1
+  fi
+  read -r AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<<"$credentials"
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+  "$@"
+}
+
 # Step $1 ended as $2 (with reason $3): in this shell, and in a file the scheduler reads when the
 # step ran in a job of its own.
 step_ended() {
@@ -617,12 +687,14 @@ stop_steps() {
   STEP_PIDS=()
 }
 
-# run_step NAME host|container NEEDS COMPONENT TOKEN COMMANDS [missing|matches PATH PATTERN REASON]...
+# run_step NAME host|root|container NEEDS COMPONENT GIVEN COMMANDS [missing|matches PATH PATTERN REASON]...
+# A host step runs as the step user, a root one as root, a container one in the build environment;
+# GIVEN lists what it gets besides: token (the GitHub token), cloud (the step role's credentials).
 # A step is skipped when a step it needs failed or was skipped, and not applicable when one it
 # needs is, when the checked-out version has no directory for its component, or when one of its
 # conditions holds.
 run_step() {
-  local name=$1 place=$2 needs=$3 component=$4 token=$5 commands=$6 started code need dir reason=""
+  local name=$1 place=$2 needs=$3 component=$4 given=$5 commands=$6 started code need dir reason=""
   shift 6
   started=$(now)
   for need in ${needs//,/ }; do
@@ -636,7 +708,10 @@ run_step() {
         ;;
     esac
   done
+  # Root runs nothing in the step user's checkout but a component of it: no file of the
+  # repository's (a git config, a tool on a relative path) is read by root by accident.
   dir=$REPO_DIR
+  [[ $place == root ]] && dir=$WORK_DIR
   if [[ -z $reason && -n $component ]]; then
     if [[ -z ${COMPONENTS[$component]:-} ]]; then
       reason="layout $LAYOUT has no $component"
@@ -665,13 +740,32 @@ run_step() {
   report_step "$name" running -1 "$started" "$started"
   mkdir -p "$dir"
   local runner=(bash -euo pipefail -c "$commands")
-  if [[ $place == container ]]; then
-    # The repository at the same path as outside (its make files use absolute paths), and the data.
-    runner=(docker run --rm --network host -v "$REPO_DIR:$REPO_DIR" -v "$DATA_DIR:/data" -w "$dir"
-      -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT -e DOMAIN -e REGION -e LAYOUT
-      -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" "$BUILD_IMAGE" "${runner[@]}")
-  fi
-  if ((token)); then runner=(with_github_token "${runner[@]}"); fi
+  case $place in
+    host)
+      if ((!STEPS_WALLED)); then
+        echo "the step user is not walled off from the metadata service (see report.log): not running the" \
+          "repository's code where the instance role's credentials are in reach" >"$LOG_DIR/$name.log"
+        report_step "$name" failed 1 "$started" "$(now)"
+        upload_log "$name"
+        step_ended "$name" failed
+        return 0
+      fi
+      # Its own home and conda environments: the base environment and the tools stay root's.
+      runner=(runuser -m -u "$STEP_USER" -- env HOME="$STEP_HOME" PATH="$PATH"
+        CONDA_ENVS_DIRS="$STEP_HOME/conda/envs" CONDA_PKGS_DIRS="$STEP_HOME/conda/pkgs" "${runner[@]}")
+      ;;
+    container)
+      # The repository at the same path as outside (its make files use absolute paths), and the
+      # data. On Docker's bridge network: the launch's hop limit of 1 keeps the metadata service
+      # out of reach. The step credentials, when given, pass by name.
+      runner=(docker run --rm -v "$REPO_DIR:$REPO_DIR" -v "$DATA_DIR:/data" -w "$dir"
+        -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT -e DOMAIN -e REGION -e LAYOUT
+        -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION"
+        -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN "$BUILD_IMAGE" "${runner[@]}")
+      ;;
+  esac
+  if [[ ,$given, == *,cloud,* ]]; then runner=(with_step_credentials "$name" "${runner[@]}"); fi
+  if [[ ,$given, == *,token,* ]]; then runner=(with_github_token "${runner[@]}"); fi
   upload_while_running "$name" "$BASHPID" >/dev/null 2>&1 &
   UPLOADER=$!
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
@@ -730,6 +824,8 @@ read_checkout() {
     COMMIT=$commit
     record 'SET #commit = :commit' '{"#commit":"commit"}' "{\":commit\":{\"S\":\"$COMMIT\"}}"
   fi
+  # The checkout is the step user's: the repository's steps write in it.
+  if [[ -d $REPO_DIR ]] && ! chown -R "$STEP_USER:" "$REPO_DIR" 2>>"$LOG_DIR/report.log"; then STEPS_WALLED=0; fi
   layout=$(cat "$LOG_DIR/layout" 2>/dev/null || true)
   if [[ $layout =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
     LAYOUT=$layout
@@ -831,10 +927,12 @@ mod tests {
                 github_token_secret: Some(
                     "arn:aws:secretsmanager:us-west-2:742127912612:secret:ci/github-token-AbCdEf".into(),
                 ),
+                step_role_arn: Some("arn:aws:iam::742127912612:role/sliderule-provisioner-test-step".into()),
                 test_instance_profile: None,
                 build_instance_profile: None,
                 subnets: Vec::new(),
                 security_groups: Vec::new(),
+                runner_roles: Default::default(),
             },
         }
     }
@@ -881,11 +979,11 @@ mod tests {
     #[test]
     fn steps_are_rendered_in_order_with_their_needs_components_conditions_and_quoted_commands() {
         let script = render(&plan(), &layouts(), &values()).unwrap();
-        let checkout = script.find("run_step 'checkout' host '' '' 0").unwrap();
-        let lint = script.find("run_step 'lint' host 'checkout' '' 0 'make lint'").unwrap();
+        let checkout = script.find("run_step 'checkout' root '' '' ''").unwrap();
+        let lint = script.find("run_step 'lint' host 'checkout' '' '' 'make lint'").unwrap();
         let selftest = script
             .find(concat!(
-                r#"run_step 'selftest' container 'checkout,lint' 'server' 0 "#,
+                r#"run_step 'selftest' container 'checkout,lint' 'server' '' "#,
                 r#"'echo '\''it'\'''\''s'\'' && make selftest' \"#,
                 "\n",
                 r#"  matches 'a' 'x'\''y' 'it'\''s old'"#
@@ -896,12 +994,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_is_rendered_with_who_runs_it_and_what_it_is_given() {
+        let plan = Plan::new(vec![
+            Step { root: true, ..step("tools", "dnf install -y make", StepPlace::Host, &[]) },
+            Step { github_token: true, ..step("clients", "pytest", StepPlace::Host, &[]) },
+            Step { cloud_data: true, ..step("selftests", "make selftest", StepPlace::Container, &[]) },
+        ]);
+        let script = render(&plan, &layouts(), &values()).unwrap();
+        assert!(script.contains("run_step 'tools' root 'checkout' '' '' 'dnf install -y make'"), "{script}");
+        assert!(script.contains("run_step 'clients' host 'checkout' '' 'token' 'pytest'"), "{script}");
+        assert!(script.contains("run_step 'selftests' container 'checkout' '' 'cloud' 'make selftest'"), "{script}");
+        assert!(script.contains("STEP_ROLE_ARN='arn:aws:iam::742127912612:role/sliderule-provisioner-test-step'\n"));
+        assert!(!script.lines().any(|line| line.starts_with("export ") && line.contains("STEP_ROLE_ARN")));
+    }
+
+    #[test]
     fn each_step_is_a_function_the_scheduler_starts_when_its_needs_have_ended() {
         let parallel = Plan { parallelism: 3, ..plan() };
         let script = render(&parallel, &layouts(), &values()).unwrap();
         assert!(script.contains("PARALLELISM=3\n"), "{script}");
         // The checkout runs first, by itself; then each step is declared and the scheduler starts them.
-        let checkout = script.find("run_step 'checkout' host").unwrap();
+        let checkout = script.find("run_step 'checkout' root").unwrap();
         let declared = [
             "NEEDS['lint']='checkout'\nSTEP_FUNCTIONS['lint']=step_0\nstep_0() {\nrun_step 'lint' host",
             "NEEDS['selftest']='checkout,lint'\nSTEP_FUNCTIONS['selftest']=step_1\nstep_1() {\nrun_step 'selftest'",
@@ -934,7 +1047,7 @@ mod tests {
         type Spoil = fn(&mut RunValues);
         // A run id, kind, cluster or version cannot hold these: their types refuse them.
         assert!(RunId::parse("x; reboot").is_err());
-        let attempts: [(&str, Spoil); 13] = [
+        let attempts: [(&str, Spoil); 15] = [
             ("region", |v| v.settings.region = "us-west-2$(id)".into()),
             ("table", |v| v.settings.table = "t'b".into()),
             ("log bucket", |v| v.settings.log_bucket = "b`id`".into()),
@@ -947,6 +1060,8 @@ mod tests {
             ("project bucket", |v| v.settings.project_bucket = "B$x".into()),
             ("project folder", |v| v.settings.project_folder = "../x".into()),
             ("secret", |v| v.settings.github_token_secret = Some("x;id".into())),
+            ("step role", |v| v.settings.step_role_arn = Some("arn:aws:iam::1:role/$(id)".into())),
+            ("step role", |v| v.settings.step_role_arn = Some("role/x".into())),
             ("time limit", |v| v.time_limit_minutes = 0),
         ];
         for (what, spoil) in attempts {
@@ -985,14 +1100,15 @@ mod tests {
             let values = longest_values(kind);
             values.check().unwrap();
             let secret = values.settings.github_token_secret.map(|s| s.len());
-            assert_eq!((values.run_id.as_str().len(), secret), (100, Some(2048)));
+            assert_eq!((values.run_id.as_str().len(), secret), (100, Some(600)));
         }
     }
 
     #[test]
     fn no_secret_reaches_the_script() {
         let script = render(&plan(), &layouts(), &values()).unwrap();
-        for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "aws_secret", "password="] {
+        // The runtime names the step credentials' variables, never gives them a value.
+        for secret in ["AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "aws_secret", "password="] {
             assert!(!script.contains(secret), "{secret}");
         }
     }

@@ -150,10 +150,11 @@ impl Runner {
         record.end_attempt(outcome, Some(now));
         tracing::warn!(run_id = %record.run_id, attempt = record.attempt_number(), outcome = outcome.as_str(), %why,
             "attempt ended; beginning the next");
-        let next = profile.runner.attempt(record.attempt_number() + 1, now, &record.log_location);
+        let next = profile.runner.attempt(record.attempt_number() + 1, now);
         record.attempts.push(next);
         record.state = RunState::Launching;
         record.instance_id = None;
+        record.log_location.clear();
         record.steps = record.steps.iter().map(|step| StepResult::pending(&step.name)).collect();
         (record.commit, record.layout, record.outcome, record.instance_state, record.reported_at) =
             (None, None, None, None, None);

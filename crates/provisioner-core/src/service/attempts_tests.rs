@@ -166,9 +166,14 @@ async fn the_instances_own_interruption_report_begins_the_next_attempt_from_a_cl
     assert!(answer.steps.iter().all(|s| s.status == StepStatus::Pending), "a clean start: {:?}", answer.steps);
     assert_eq!(answer.commit, None);
     let second = &answer.attempts[1];
-    assert_eq!(second.log_location, format!("{}attempt-2/", answer.log_location), "the first's logs are kept");
+    // Each attempt logs under its own instance's caller id, the one prefix its role may write.
+    let instance = second.instance_id.as_deref().expect("the second attempt has its instance");
+    assert_eq!(second.log_location, format!("s3://sliderule-provisioner-runs/runs/AROATESTRUNNER:{instance}/"));
+    assert_eq!(answer.log_location, second.log_location, "the run's logs are its current attempt's");
+    let first_instance = first.instance_id.as_deref().unwrap();
+    assert_eq!(first.log_location, format!("s3://sliderule-provisioner-runs/runs/AROATESTRUNNER:{first_instance}/"));
     let script = world.instances.launches()[1].user_data.script();
-    assert!(script.contains("ATTEMPT='2'") && script.contains(&format!("LOG_LOCATION='{}'", second.log_location)));
+    assert!(script.contains("ATTEMPT='2'") && script.contains("LOG_BUCKET='sliderule-provisioner-runs'"));
     let tags: std::collections::BTreeMap<_, _> = world.instances.launches()[1].tags.iter().cloned().collect();
     assert_eq!(tags["sliderule:attempt"], "2");
 }

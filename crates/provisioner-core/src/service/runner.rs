@@ -13,7 +13,7 @@ use super::budget::Ledger;
 use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
-use crate::domain::attempt::describe_all;
+use crate::domain::attempt::{describe_all, instance_log_location};
 use crate::domain::tags;
 use crate::domain::UserData;
 use crate::domain::{Attempt, AttemptOutcome, Market};
@@ -427,10 +427,10 @@ impl Runner {
         let kind = run_id.kind();
         let runner = &profile.runner;
         let deadline = now + SignedDuration::from_mins(i64::from(runner.time_limit_minutes * runner.max_attempts));
-        let log_location = run_id.log_location(&self.settings.log_bucket);
         RunRecord {
-            attempts: vec![profile.runner.attempt(1, now, &log_location)],
-            log_location,
+            attempts: vec![profile.runner.attempt(1, now)],
+            // Its instance's, once it has one.
+            log_location: String::new(),
             run_id,
             kind,
             cluster,
@@ -741,9 +741,14 @@ impl Runner {
     /// (this invocation's or the next's) finds the instance by its tag; when the run has ended
     /// meanwhile, the instance is terminated.
     async fn adopt(&self, record: &mut RunRecord, instance_id: String) {
+        // Where the instance writes its logs: the prefix named by its caller id, the one its role may write.
+        record.log_location = (self.settings.runner_roles.caller(record.kind, &instance_id))
+            .map(|caller| instance_log_location(&self.settings.log_bucket, &caller))
+            .unwrap_or_default();
         record.instance_id = Some(instance_id.clone());
         if let Some(attempt) = record.attempts.last_mut() {
             attempt.instance_id = Some(instance_id.clone());
+            attempt.log_location = record.log_location.clone();
         }
         record.state = RunState::Running;
         let mut pause = LAUNCH_RETRY_PAUSE;

@@ -105,7 +105,9 @@ async fn a_failed_step_fails_the_run_naming_the_steps_and_the_logs() {
         assert_eq!(error.code(), expected);
         let text = error.to_string();
         assert!(text.contains(&format!("steps failed: {failing}")) && text.contains(&skipped), "{text}");
-        assert!(text.contains(&format!("s3://sliderule-provisioner-runs/runs/{}/", started.run_id)), "{text}");
+        let (instance, role) =
+            (started.instance_id.as_deref().unwrap(), format!("AROA{}RUNNER", kind.as_str().to_uppercase()));
+        assert!(text.contains(&format!("s3://sliderule-provisioner-runs/runs/{role}:{instance}/")), "{text}");
         assert_eq!(world.instances.terminated().len(), 1);
     }
 }
@@ -119,7 +121,9 @@ async fn the_answer_names_the_log_of_every_step_that_ran_the_running_one_include
     let running = started.steps[1].name.clone();
     world.runs.report(&started.run_id, &[("checkout", StepStatus::Passed), (&running, StepStatus::Running)], None);
     let answer = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap();
-    let location = format!("s3://sliderule-provisioner-runs/runs/{}/", started.run_id);
+    // The instance's own prefix, named by its caller id (the runner role's id and the instance).
+    let instance = started.instance_id.as_deref().unwrap();
+    let location = format!("s3://sliderule-provisioner-runs/runs/AROATESTRUNNER:{instance}/");
     assert_eq!(answer.steps[0].log.as_deref(), Some(format!("{location}checkout.log").as_str()));
     assert_eq!(answer.steps[1].log.as_deref(), Some(format!("{location}{running}.log").as_str()));
     assert!(answer.steps[2..].iter().all(|step| step.log.is_none()), "{:?}", answer.steps);

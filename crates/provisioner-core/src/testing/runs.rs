@@ -210,6 +210,9 @@ impl Runs for FakeRuns {
         if record.runner_image.is_some() {
             stored.runner_image = record.runner_image.clone();
         }
+        if !record.log_location.is_empty() {
+            stored.log_location = record.log_location.clone();
+        }
         stored.attempts = record.attempts.clone();
         effect.answer(())
     }
@@ -235,6 +238,7 @@ impl Runs for FakeRuns {
         stored.instance_state = None;
         stored.reported_at = None;
         stored.failure = None;
+        stored.log_location = String::new();
         effect.answer(())
     }
 

@@ -49,10 +49,15 @@ pub fn test_run_settings() -> RunSettings {
         project_bucket: "sliderule".into(),
         project_folder: "cf".into(),
         github_token_secret: Some("ci/github-token".into()),
+        step_role_arn: Some("arn:aws:iam::123456789012:role/sliderule-provisioner-test-step".into()),
         test_instance_profile: Some("sliderule-provisioner-runner".into()),
         build_instance_profile: Some("sliderule-provisioner-builder".into()),
         subnets: vec!["subnet-a".into(), "subnet-b".into()],
         security_groups: vec![],
+        runner_roles: crate::domain::attempt::RunnerRoles {
+            test: Some("AROATESTRUNNER".into()),
+            build: Some("AROABUILDRUNNER".into()),
+        },
     }
 }
 
