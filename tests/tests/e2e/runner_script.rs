@@ -118,6 +118,8 @@ impl RunSandbox for Sandbox {
             .env("PROVISIONER_DATA_DIR", self.dir.join("data"))
             .env("PROVISIONER_DISCOVERY_TIMEOUT_SECONDS", "0")
             .env("PROVISIONER_CALLER_ID", SANDBOX_CALLER)
+            // The sandbox's own user stands in for the step user (the sandbox makes no user).
+            .env("PROVISIONER_STEP_USER", sandbox_user())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         command
@@ -189,6 +191,12 @@ async fn registry_has(repository: &str, tag: &str) -> bool {
 
 /// The caller id the sandbox's instance reports under (an instance role's session: ROLE-ID:INSTANCE-ID).
 const SANDBOX_CALLER: &str = "AROASANDBOXRUNNER:i-0123456789abcdef0";
+
+/// The user the sandbox runs as: the step user of its scripts.
+fn sandbox_user() -> String {
+    let output = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
 
 /// What the sandbox's instance reported: its own report item.
 async fn record(dynamodb: &aws_sdk_dynamodb::Client, values: &RunValues) -> HashMap<String, AttributeValue> {
@@ -344,10 +352,13 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
 
     // The repository's code runs as the step user, walled off from the metadata service before the
     // checkout; the provisioner's own steps run as root; containers on Docker's bridge network.
-    let wall = "iptables -I OUTPUT -d 169.254.169.254/32 -m owner --uid-owner sliderule-run -j REJECT";
-    assert!(position(&calls, wall) < position(&calls, "git clone"), "walled off first: {calls:?}");
+    let user = sandbox_user();
+    let stand_in = format!("iptables -t nat -I OUTPUT -d 169.254.169.254/32 -p tcp --dport 80 -m owner --uid-owner {user} -j DNAT --to-destination 127.0.0.1:");
+    let refused = format!("iptables -I OUTPUT -d 169.254.169.254/32 -m owner --uid-owner {user} -j REJECT");
+    assert!(position(&calls, &stand_in) < position(&calls, "git clone"), "walled off first: {calls:?}");
+    assert!(position(&calls, &refused) < position(&calls, "git clone"), "walled off first: {calls:?}");
     let as_step_user = sandbox.lines("runuser.log");
-    assert!(as_step_user.iter().all(|line| line.starts_with("sliderule-run\t")), "{as_step_user:?}");
+    assert!(as_step_user.iter().all(|line| line.starts_with(&format!("{user}\t"))), "{as_step_user:?}");
     for repository_code in ["conda run --no-capture-output --name ams pytest", "discovery/status"] {
         assert!(as_step_user.iter().any(|line| line.contains(repository_code)), "{repository_code}: {as_step_user:?}");
     }
@@ -355,8 +366,9 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
         assert!(!as_step_user.iter().any(|line| line.contains(root_command)), "{root_command}: {as_step_user:?}");
     }
     let containers: Vec<&String> = calls.iter().filter(|c| c.starts_with("docker run")).collect();
-    assert!(containers.iter().all(|c| !c.contains("--network host")), "{containers:?}");
-    // The selftests alone get credentials: a session of the step role, never the instance's.
+    assert!(containers.iter().all(|c| c.contains(" --user ")), "containers run as the step user: {containers:?}");
+    // The stand-in metadata service answers the selftests alone: a session of the step role,
+    // never the instance's credentials.
     let given: Vec<(String, String)> = sandbox
         .lines("container-credentials.log")
         .into_iter()
@@ -610,6 +622,33 @@ async fn a_run_arms_the_deadman_first_reports_every_step_and_powers_off() {
 
     let keys = s3::keys(&values.settings.log_bucket, &format!("runs/{SANDBOX_CALLER}/"));
     assert!(keys.contains(&format!("runs/{SANDBOX_CALLER}/lua-selftests.log")), "{keys:?}");
+}
+
+/// Without the wall (the firewall refused its rules), no step runs the repository's code, and the
+/// provisioner's own steps, run as root, still do.
+#[tokio::test]
+async fn a_step_user_that_cannot_be_walled_off_runs_none_of_the_repositorys_code() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let step = Step::command;
+    let plan = Plan::new(vec![
+        Step { root: true, ..step("install-tools", "dnf install -y make", StepPlace::Host, &[]) },
+        step("pytests", "conda run --name sliderule pytest", StepPlace::Host, &[]),
+        step("lua-selftests", "make selftest", StepPlace::Container, &[]),
+    ]);
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    sandbox.fail_when("iptables -t nat -I OUTPUT");
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
+
+    let statuses = step_statuses(&record(&dynamodb, &values).await);
+    assert_eq!((statuses["checkout"].as_str(), statuses["install-tools"].as_str()), ("passed", "passed"));
+    for step in ["pytests", "lua-selftests"] {
+        assert_eq!(statuses[step], "failed", "{step}");
+        assert!(sandbox.log(step).contains("not walled off from the metadata service"), "{}", sandbox.log(step));
+    }
+    let calls = sandbox.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("conda run") || c.starts_with("docker run")), "{calls:?}");
+    assert!(sandbox.lines("runuser.log").is_empty());
 }
 
 #[tokio::test]

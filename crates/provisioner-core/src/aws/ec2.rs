@@ -109,7 +109,7 @@ impl Instances for Ec2Instances {
                     .http_tokens(HttpTokensState::Required)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
                     // One hop: a container on Docker's bridge network (one more) gets no token, so
-                    // no role credentials (the AMI's default is 2).
+                    // no role credentials (the AMI's default is 2); steps reach only a stand-in.
                     .http_put_response_hop_limit(1)
                     .build(),
             )

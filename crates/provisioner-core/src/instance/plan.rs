@@ -92,12 +92,13 @@ pub struct Step {
     pub github_token: bool,
     /// Runs as root with the instance role's credentials: for the provisioner's own commands that
     /// need them (packages, the Docker daemon, the registry, the project bucket), never for the
-    /// repository's code. Every other host step runs as the unprivileged step user, which the
-    /// metadata service (and so the role) is walled off from.
+    /// repository's code. Every other step runs as the unprivileged step user, walled off from the
+    /// metadata service (and so the role).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub root: bool,
-    /// TEST steps only: the step gets temporary credentials of the TEST step role, which reads the
-    /// public data and project buckets and the selftests' `localhost/*` secrets, and nothing else.
+    /// TEST steps only: while the step runs, the metadata service the step user reaches (the
+    /// runtime's stand-in) answers with the TEST step role, which reads the public data and project
+    /// buckets and the selftests' `localhost/*` secrets, and nothing else.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cloud_data: bool,
     /// TEST steps only: whether the runner image holds what the step makes, or only its run

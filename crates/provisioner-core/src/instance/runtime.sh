@@ -38,20 +38,88 @@ if [[ ! $CALLER =~ ^[A-Za-z0-9]+:i-[0-9a-f]+$ ]]; then
   CALLER=""
 fi
 LOG_LOCATION="s3://$LOG_BUCKET/runs/$CALLER/"
-# The repository's code runs as an unprivileged user that cannot reach the metadata service, so
-# never with the instance role's credentials; only the provisioner's own steps run as root.
+# The repository's code runs as an unprivileged user, never with the instance role: its requests
+# to the metadata service go to a stand-in of ours, which answers with the TEST step role's
+# credentials while a step marked cloud_data runs (the selftests find credentials only there), and
+# with none otherwise; only the provisioner's own steps run as root.
 STEP_USER=${PROVISIONER_STEP_USER:-sliderule-run}
 STEP_HOME="$WORK_DIR/home"
+STEP_IDS=""
 STEPS_WALLED=0
+STEP_METADATA=""
+IMDS_ADDRESS=169.254.169.254
+# The stand-in metadata service: PORT_FILE ROLE_ARN SESSION SERVING_DIR.
+STEP_METADATA_PY='
+import http.server, json, os, subprocess, sys, time
+port_file, role, session, serving = sys.argv[1:5]
+cached = {"until": 0}
+def credentials():
+    if cached["until"] < time.time() + 300:
+        out = subprocess.run(["aws", "sts", "assume-role", "--region", os.environ["REGION"], "--role-arn", role,
+            "--role-session-name", session,
+            "--duration-seconds", "3600", "--query", "Credentials", "--output", "json"],
+            capture_output=True, text=True, check=True).stdout
+        c = json.loads(out)
+        cached["body"] = json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": c["AccessKeyId"],
+            "SecretAccessKey": c["SecretAccessKey"], "Token": c["SessionToken"], "Expiration": c["Expiration"]})
+        cached["until"] = time.time() + 3000
+    return cached["body"]
+class Metadata(http.server.BaseHTTPRequestHandler):
+    def answer(self, code, body=""):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def do_PUT(self):
+        self.answer(200, "step-metadata") if self.path == "/latest/api/token" else self.answer(404)
+    def do_GET(self):
+        base = "/latest/meta-data/iam/security-credentials/"
+        if self.path.rstrip("/") == "/latest/meta-data":
+            self.answer(200, "iam/")
+        elif not (role and os.listdir(serving)):
+            self.answer(404)
+        elif self.path == base:
+            self.answer(200, "sliderule-test-step")
+        elif self.path == base + "sliderule-test-step":
+            try:
+                self.answer(200, credentials())
+            except Exception:
+                self.answer(503)
+        else:
+            self.answer(404)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+with open(port_file, "w") as f:
+    f.write(str(server.server_port))
+server.serve_forever()
+'
 wall_off_steps() {
+  local port=""
   command -v iptables >/dev/null || dnf install -y -q iptables-nft || return 1
   id -u "$STEP_USER" >/dev/null 2>&1 ||
     useradd --system --home-dir "$STEP_HOME" --shell /sbin/nologin "$STEP_USER" || return 1
-  mkdir -p "$STEP_HOME" && chown "$STEP_USER:" "$STEP_HOME" || return 1
+  STEP_IDS="$(id -u "$STEP_USER"):$(id -g "$STEP_USER")" || return 1
+  mkdir -p "$STEP_HOME" "$WORK_DIR/serving" && chown "$STEP_USER:" "$STEP_HOME" || return 1
+  rm -f "$WORK_DIR/serving/"* "$WORK_DIR/step-metadata.port"
   # flock opens its lock file for reading: the step user needs only to read it.
   touch "$WORK_DIR/conda.lock" || return 1
-  iptables -C OUTPUT -d 169.254.169.254/32 -m owner --uid-owner "$STEP_USER" -j REJECT 2>/dev/null ||
-    iptables -I OUTPUT -d 169.254.169.254/32 -m owner --uid-owner "$STEP_USER" -j REJECT
+  python3 -c "$STEP_METADATA_PY" "$WORK_DIR/step-metadata.port" "$STEP_ROLE_ARN" "step-${CALLER#*:}" \
+    "$WORK_DIR/serving" 2>>"$LOG_DIR/report.log" &
+  STEP_METADATA=$!
+  for _ in {1..50}; do
+    port=$(cat "$WORK_DIR/step-metadata.port" 2>/dev/null) && [[ -n $port ]] && break
+    sleep 0.1
+  done
+  [[ -n $port ]] || return 1
+  # The step user's requests to the metadata service reach the stand-in; were that rule gone,
+  # the second refuses them.
+  iptables -t nat -C OUTPUT -d "$IMDS_ADDRESS/32" -p tcp --dport 80 -m owner --uid-owner "$STEP_USER" \
+    -j DNAT --to-destination "127.0.0.1:$port" 2>/dev/null ||
+    iptables -t nat -I OUTPUT -d "$IMDS_ADDRESS/32" -p tcp --dport 80 -m owner --uid-owner "$STEP_USER" \
+      -j DNAT --to-destination "127.0.0.1:$port" || return 1
+  iptables -C OUTPUT -d "$IMDS_ADDRESS/32" -m owner --uid-owner "$STEP_USER" -j REJECT 2>/dev/null ||
+    iptables -I OUTPUT -d "$IMDS_ADDRESS/32" -m owner --uid-owner "$STEP_USER" -j REJECT
 }
 if wall_off_steps >>"$LOG_DIR/report.log" 2>&1; then
   STEPS_WALLED=1
@@ -201,29 +269,6 @@ with_github_token() {
   SLIDERULE_GITHUB_TOKEN=$token "$@" 2>&1 | redact "$token"
 }
 
-# Runs a command with temporary credentials of the TEST step role (AWS_ACCESS_KEY_ID,
-# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), taken for step $1: it reads cloud data with them and
-# reaches nothing of the instance role's. They last an hour, AWS's most for a role taken by a role.
-with_step_credentials() {
-  local name=$1 session credentials
-  shift
-  if [[ -z $STEP_ROLE_ARN ]]; then
-    echo "no step role is configured (the provisioner's TestStepRole): running without cloud credentials"
-    "$@"
-    return
-  fi
-  session="step-${CALLER#*:}-$name"
-  if ! credentials=$(aws sts assume-role --region "$REGION" --role-arn "$STEP_ROLE_ARN" \
-    --role-session-name "${session:0:64}" --duration-seconds 3600 \
-    --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' --output text 2>>"$LOG_DIR/report.log"); then
-    echo "could not take the step role $STEP_ROLE_ARN: does the TEST runner role allow it?"
-    return 1
-  fi
-  read -r AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<<"$credentials"
-  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
-  "$@"
-}
-
 # Step $1 ended as $2 (with reason $3): in this shell, and in a file the scheduler reads when the
 # step ran in a job of its own.
 step_ended() {
@@ -359,21 +404,29 @@ run_step() {
         CONDA_ENVS_DIRS="$STEP_HOME/conda/envs" CONDA_PKGS_DIRS="$STEP_HOME/conda/pkgs" "${runner[@]}")
       ;;
     container)
+      if ((!STEPS_WALLED)); then
+        echo "the step user is not walled off from the metadata service (see report.log)" >"$LOG_DIR/$name.log"
+        report_step "$name" failed 1 "$started" "$(now)"
+        upload_log "$name"
+        step_ended "$name" failed
+        return 0
+      fi
       # The repository at the same path as outside (its make files use absolute paths), and the
-      # data. On Docker's bridge network: the launch's hop limit of 1 keeps the metadata service
-      # out of reach. The step credentials, when given, pass by name.
-      runner=(docker run --rm -v "$REPO_DIR:$REPO_DIR" -v "$DATA_DIR:/data" -w "$dir"
-        -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT -e DOMAIN -e REGION -e LAYOUT
-        -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION"
-        -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN "$BUILD_IMAGE" "${runner[@]}")
+      # data. As the step user, as the repository's own build target runs it, so the wall holds.
+      runner=(docker run --rm --network host --user "$STEP_IDS" -e HOME=/tmp -v "$REPO_DIR:$REPO_DIR"
+        -v "$DATA_DIR:/data" -w "$dir" -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT
+        -e DOMAIN -e REGION -e LAYOUT -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION"
+        "$BUILD_IMAGE" "${runner[@]}")
       ;;
   esac
-  if [[ ,$given, == *,cloud,* ]]; then runner=(with_step_credentials "$name" "${runner[@]}"); fi
   if [[ ,$given, == *,token,* ]]; then runner=(with_github_token "${runner[@]}"); fi
+  # The stand-in metadata service answers with the step role while a cloud_data step runs.
+  if [[ ,$given, == *,cloud,* ]]; then touch "$WORK_DIR/serving/$name"; fi
   upload_while_running "$name" "$BASHPID" >/dev/null 2>&1 &
   UPLOADER=$!
   (cd "$dir" && "${runner[@]}") >"$LOG_DIR/$name.log" 2>&1
   code=$?
+  rm -f "$WORK_DIR/serving/$name"
   stop_uploader
   local status=failed
   ((code == 0)) && status=passed
@@ -448,6 +501,7 @@ finish() {
   stop_steps
   stop_uploader
   stop_watcher
+  stop_job "$STEP_METADATA"
   if [[ -f "$WORK_DIR/interrupted" ]] || ((code == 143)); then
     if (($(date +%s) >= LIMIT_AT)); then going_away timed_out; else interrupted; fi
     upload_log report
