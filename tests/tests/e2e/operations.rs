@@ -165,7 +165,7 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
     let answer_file = std::env::temp_dir().join(format!("{cluster}-status.json"));
     std::fs::write(&answer_file, answer.to_string()).unwrap();
     let summary = Command::new("python3")
-        .arg(repo_root().join("tools/run_summary.py"))
+        .arg(repo_root().join("tools/local/run_summary.py"))
         .args([answer_file.to_str().unwrap(), &cluster, "test", "build"])
         .output()
         .unwrap();

@@ -129,7 +129,7 @@ impl Instances for Ec2Instances {
             .tag_specifications(tagged(ResourceType::Instance))
             .tag_specifications(tagged(ResourceType::Volume))
             .client_token(&spec.client_token);
-        // Together with the limits of every other request, checked in make test by tools/aws_guard.py.
+        // Together with the limits of every other request, checked in make test by tools/guard/aws_guard.py.
         if spec.market == Market::Spot {
             request = request.instance_market_options(
                 InstanceMarketOptionsRequest::builder()

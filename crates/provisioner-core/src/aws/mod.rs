@@ -46,7 +46,7 @@ impl Aws {
     /// local emulator), with our retry and timeout policy.
     pub async fn from_env() -> Aws {
         let config = aws_config::defaults(BehaviorVersion::latest())
-            // In every request's User-Agent: tools/aws_guard.py tells the functions' calls by it.
+            // In every request's User-Agent: tools/guard/aws_guard.py tells the functions' calls by it.
             .app_name(aws_config::AppName::new(APP_NAME).expect("a valid app name"))
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build())

@@ -24,8 +24,8 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from aws_limits import LIMITS, Finding, check_model, check_updated_item, dynamodb_item_size  # noqa: F401 (moto_server)
-from aws_wire import Request, signing_name, identify, parse, region_of  # noqa: F401 (moto_server, the tests)
+from guard.aws_limits import LIMITS, Finding, check_model, check_updated_item, dynamodb_item_size  # noqa: F401 (moto_server)
+from guard.aws_wire import Request, signing_name, identify, parse, region_of  # noqa: F401 (moto_server, the tests)
 
 
 @dataclass
@@ -70,15 +70,27 @@ def check(request):
         return checked
     if signing_name(request.headers) is None:
         presigned = "X-Amz-Signature=" in request.query
-        checked.service, checked.operation = ("presigned" if presigned else "unsigned"), f"{request.method} {request.path}"
+        checked.service, checked.operation = (
+            ("presigned" if presigned else "unsigned"),
+            f"{request.method} {request.path}",
+        )
         if not presigned:
-            checked.findings.append(Finding(f"{request.method} {request.path}", "(request)", "signed (AWS refuses an unsigned request)", "no Authorization header"))
+            checked.findings.append(
+                Finding(
+                    f"{request.method} {request.path}",
+                    "(request)",
+                    "signed (AWS refuses an unsigned request)",
+                    "no Authorization header",
+                )
+            )
         return checked
     try:
         found = identify(request)
     except Exception as error:  # noqa: BLE001 (any failure to identify is a finding)
         checked.service, checked.operation = signing_name(request.headers) or "?", "?"
-        checked.findings.append(Finding(f"{checked.service} ?", "(request)", "identified as an AWS operation", str(error)))
+        checked.findings.append(
+            Finding(f"{checked.service} ?", "(request)", "identified as an AWS operation", str(error))
+        )
         return checked
     if found is None:
         return None
@@ -141,19 +153,27 @@ def report(path, at_least=0, planted=0):
                 continue
             findings += [(entry["agent"], Finding(**f)) for f in entry["findings"]]
     agents = ", ".join(f"{count} from {agent}" for agent, count in by_agent.most_common())
-    print(f"aws-guard: {requests} requests to the emulator ({agents}), {len(operations)} operations, checked against AWS's models and limits")
+    print(
+        f"aws-guard: {requests} requests to the emulator ({agents}), {len(operations)} operations, checked against AWS's models and limits"
+    )
     distinct = sorted({(agent, str(f)) for agent, f in findings})
     for agent, text in distinct:
         print(f"  refused by AWS ({agent}): {text}")
     print(f"aws-guard: {len(findings)} requests AWS would refuse ({len(distinct)} distinct)")
     failed = bool(findings)
     if requests < at_least:
-        print(f"aws-guard: only {requests} requests were recorded, fewer than the {at_least} the suite sends: is the guard still handed every request?", file=sys.stderr)
+        print(
+            f"aws-guard: only {requests} requests were recorded, fewer than the {at_least} the suite sends: is the guard still handed every request?",
+            file=sys.stderr,
+        )
         failed = True
     if planted:
         print(f"aws-guard: {planted_caught} planted violation(s) sent through the emulator were refused")
     if planted_caught < planted or planted_passed:
-        print(f"aws-guard: the planted violations were not all refused (expected {planted}, refused {planted_caught}, passed: {planted_passed})", file=sys.stderr)
+        print(
+            f"aws-guard: the planted violations were not all refused (expected {planted}, refused {planted_caught}, passed: {planted_passed})",
+            file=sys.stderr,
+        )
         failed = True
     return 1 if failed else 0
 

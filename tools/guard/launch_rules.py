@@ -21,8 +21,15 @@ SPOT_SOURCE = "EC2 API reference, SpotMarketOptions: one-time spot instances ter
 # EBS user guide, "Amazon EBS volume types", and EbsBlockDevice: sizes per type; Iops only for
 # io1, io2 and gp3 (required for io1 and io2); Throughput only for gp3; a KMS key only when encrypted.
 VOLUME_SOURCE = "EBS user guide, volume types, and EC2 API reference, EbsBlockDevice"
-VOLUME_SIZES = {"gp2": (1, 16384), "gp3": (1, 65536), "io1": (4, 16384), "io2": (4, 65536), "st1": (125, 16384),
-                "sc1": (125, 16384), "standard": (1, 1024)}
+VOLUME_SIZES = {
+    "gp2": (1, 16384),
+    "gp3": (1, 65536),
+    "io1": (4, 16384),
+    "io2": (4, 65536),
+    "st1": (125, 16384),
+    "sc1": (125, 16384),
+    "standard": (1, 1024),
+}
 # An instance that runs with an instance profile reads its credentials from the metadata service.
 IMDS_SOURCE = "EC2 user guide, instance metadata: credentials of the instance profile come from IMDS"
 
@@ -86,7 +93,9 @@ def _volume_findings(mappings):
             findings.append((f"{path}.Iops", f"at least 3000 for gp3 ({VOLUME_SOURCE})", str(iops)))
         throughput = _as_int(ebs.get("Throughput"))
         if throughput is not None and (kind != "gp3" or throughput < 125):
-            findings.append((f"{path}.Throughput", f"gp3 only, at least 125 MiB/s ({VOLUME_SOURCE})", f"{throughput} on {kind}"))
+            findings.append(
+                (f"{path}.Throughput", f"gp3 only, at least 125 MiB/s ({VOLUME_SOURCE})", f"{throughput} on {kind}")
+            )
         encrypted = str(ebs.get("Encrypted", "false")).lower() == "true"
         if ebs.get("KmsKeyId") and not encrypted:
             findings.append((f"{path}.KmsKeyId", f"only with Encrypted ({VOLUME_SOURCE})", str(ebs["KmsKeyId"])))

@@ -8,7 +8,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from launch_rules import launch_findings
+from guard.launch_rules import launch_findings
 
 
 @dataclass
@@ -59,7 +59,9 @@ def check_model(shape, value, path, findings, operation):
             return
         for required in meta.get("required", []):
             if required not in value:
-                findings.append(Finding(operation, f"{path}.{required}".lstrip("."), "required by the model", "missing"))
+                findings.append(
+                    Finding(operation, f"{path}.{required}".lstrip("."), "required by the model", "missing")
+                )
         for name, item in value.items():
             if name in shape.members:
                 check_model(shape.members[name], item, f"{path}.{name}".lstrip("."), findings, operation)
@@ -83,7 +85,9 @@ def check_model(shape, value, path, findings, operation):
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         enum = getattr(shape, "enum", None) or meta.get("enum")
         if enum and text not in enum:
-            found(f"one of the model's {len(enum)} values ({', '.join(enum[:6])}{', ...' if len(enum) > 6 else ''})", text)
+            found(
+                f"one of the model's {len(enum)} values ({', '.join(enum[:6])}{', ...' if len(enum) > 6 else ''})", text
+            )
         if "min" in meta and len(text) < meta["min"]:
             found(f"at least {meta['min']} characters (model)", text)
         if "max" in meta and len(text) > meta["max"]:
@@ -124,7 +128,9 @@ def _tags(tags, path, operation, source):
         if not 1 <= len(key) <= 128:
             findings.append(Finding(operation, f"{path}[{index}].Key", f"1 to 128 characters ({source})", shown(key)))
         if len(value) > 256:
-            findings.append(Finding(operation, f"{path}[{index}].Value", f"at most 256 characters ({source})", shown(value)))
+            findings.append(
+                Finding(operation, f"{path}[{index}].Value", f"at most 256 characters ({source})", shown(value))
+            )
         if key.lower().startswith("aws:"):
             findings.append(Finding(operation, f"{path}[{index}].Key", f"no 'aws:' prefix ({source})", key))
     return findings
@@ -178,12 +184,22 @@ def _ec2_run_instances(params, operation):
             raw = b""
         if len(raw) > EC2_USER_DATA_BYTES:
             findings.append(
-                Finding(operation, "UserData", f"at most {EC2_USER_DATA_BYTES} bytes raw (EC2 user guide)", f"{len(raw)} bytes")
+                Finding(
+                    operation,
+                    "UserData",
+                    f"at most {EC2_USER_DATA_BYTES} bytes raw (EC2 user guide)",
+                    f"{len(raw)} bytes",
+                )
             )
     token = params.get("ClientToken")
     if token is not None and (len(token) > EC2_CLIENT_TOKEN_CHARACTERS or not token.isascii()):
         findings.append(
-            Finding(operation, "ClientToken", f"at most {EC2_CLIENT_TOKEN_CHARACTERS} ASCII characters (EC2 API reference)", token)
+            Finding(
+                operation,
+                "ClientToken",
+                f"at most {EC2_CLIENT_TOKEN_CHARACTERS} ASCII characters (EC2 API reference)",
+                token,
+            )
         )
     for index, spec in enumerate(params.get("TagSpecifications") or []):
         findings += _tags(spec.get("Tags"), f"TagSpecifications[{index}].Tags", operation, EC2_TAGS)
@@ -203,11 +219,18 @@ def _ec2_create_image(params, operation):
     findings = []
     name = params.get("Name", "")
     if not EC2_IMAGE_NAME.fullmatch(name):
-        findings.append(Finding(operation, "Name", "3 to 128 of letters, digits and ()[] ./-'@_ (EC2 API reference)", shown(name)))
+        findings.append(
+            Finding(operation, "Name", "3 to 128 of letters, digits and ()[] ./-'@_ (EC2 API reference)", shown(name))
+        )
     description = params.get("Description") or ""
     if len(description) > EC2_IMAGE_DESCRIPTION_CHARACTERS:
         findings.append(
-            Finding(operation, "Description", f"at most {EC2_IMAGE_DESCRIPTION_CHARACTERS} characters (EC2 API reference)", shown(description))
+            Finding(
+                operation,
+                "Description",
+                f"at most {EC2_IMAGE_DESCRIPTION_CHARACTERS} characters (EC2 API reference)",
+                shown(description),
+            )
         )
     for index, spec in enumerate(params.get("TagSpecifications") or []):
         findings += _tags(spec.get("Tags"), f"TagSpecifications[{index}].Tags", operation, EC2_TAGS)
@@ -223,11 +246,18 @@ def _cfn_stack(params, operation):
     body = params.get("TemplateBody")
     if body is not None and _size(body) > CFN_TEMPLATE_BODY_BYTES:
         findings.append(
-            Finding(operation, "TemplateBody", f"at most {CFN_TEMPLATE_BODY_BYTES} bytes (CloudFormation quotas)", f"{_size(body)} bytes")
+            Finding(
+                operation,
+                "TemplateBody",
+                f"at most {CFN_TEMPLATE_BODY_BYTES} bytes (CloudFormation quotas)",
+                f"{_size(body)} bytes",
+            )
         )
     parameters = params.get("Parameters") or []
     if len(parameters) > CFN_PARAMETERS:
-        findings.append(Finding(operation, "Parameters", f"at most {CFN_PARAMETERS} (CloudFormation quotas)", len(parameters)))
+        findings.append(
+            Finding(operation, "Parameters", f"at most {CFN_PARAMETERS} (CloudFormation quotas)", len(parameters))
+        )
     for index, parameter in enumerate(parameters):
         value = parameter.get("ParameterValue") or ""
         if _size(value) > CFN_PARAMETER_VALUE_BYTES:
@@ -246,7 +276,14 @@ def _cfn_stack(params, operation):
 def _scheduler_schedule(params, operation):
     expression = params.get("ScheduleExpression")
     if expression is not None and not SCHEDULER_EXPRESSION.fullmatch(expression):
-        return [Finding(operation, "ScheduleExpression", "at(yyyy-mm-ddThh:mm:ss), rate() or cron() (Scheduler user guide)", expression)]
+        return [
+            Finding(
+                operation,
+                "ScheduleExpression",
+                "at(yyyy-mm-ddThh:mm:ss), rate() or cron() (Scheduler user guide)",
+                expression,
+            )
+        ]
     return []
 
 
@@ -256,17 +293,29 @@ def _sns_publish(params, operation):
     if subject is not None:
         if len(subject) > SNS_SUBJECT_CHARACTERS or any(ord(c) < 32 or ord(c) == 127 for c in subject):
             findings.append(
-                Finding(operation, "Subject", "less than 100 characters, no line breaks or control characters (SNS API reference)", repr(subject))
+                Finding(
+                    operation,
+                    "Subject",
+                    "less than 100 characters, no line breaks or control characters (SNS API reference)",
+                    repr(subject),
+                )
             )
     message = params.get("Message") or ""
     if _size(message) > SNS_MESSAGE_BYTES:
-        findings.append(Finding(operation, "Message", f"at most {SNS_MESSAGE_BYTES} bytes (SNS API reference)", f"{_size(message)} bytes"))
+        findings.append(
+            Finding(
+                operation,
+                "Message",
+                f"at most {SNS_MESSAGE_BYTES} bytes (SNS API reference)",
+                f"{_size(message)} bytes",
+            )
+        )
     return findings
 
 
 def dynamodb_value_size(value):
     """The size DynamoDB counts for an attribute value (its "Item sizes" page)."""
-    (kind, item), = value.items()
+    ((kind, item),) = value.items()
     if kind == "S":
         return _size(item)
     if kind == "N":
@@ -298,7 +347,14 @@ def _dynamodb_key(key, path, operation):
     for name, value in (key or {}).items():
         size = dynamodb_value_size(value)
         if size > DYNAMODB_PARTITION_KEY_BYTES:
-            findings.append(Finding(operation, f"{path}.{name}", f"a key value of at most {DYNAMODB_PARTITION_KEY_BYTES} bytes (DynamoDB quotas)", f"{size} bytes"))
+            findings.append(
+                Finding(
+                    operation,
+                    f"{path}.{name}",
+                    f"a key value of at most {DYNAMODB_PARTITION_KEY_BYTES} bytes (DynamoDB quotas)",
+                    f"{size} bytes",
+                )
+            )
     return findings
 
 
@@ -308,11 +364,26 @@ def _dynamodb_write(params, operation):
     if item is not None:
         size = dynamodb_item_size(item)
         if size > DYNAMODB_ITEM_BYTES:
-            findings.append(Finding(operation, "Item", f"at most {DYNAMODB_ITEM_BYTES} bytes (DynamoDB quotas)", f"{size} bytes"))
+            findings.append(
+                Finding(operation, "Item", f"at most {DYNAMODB_ITEM_BYTES} bytes (DynamoDB quotas)", f"{size} bytes")
+            )
     findings += _dynamodb_key(params.get("Key") or {}, "Key", operation)
-    for name in ("UpdateExpression", "ConditionExpression", "KeyConditionExpression", "FilterExpression", "ProjectionExpression"):
+    for name in (
+        "UpdateExpression",
+        "ConditionExpression",
+        "KeyConditionExpression",
+        "FilterExpression",
+        "ProjectionExpression",
+    ):
         if name in params and _size(params[name]) > DYNAMODB_EXPRESSION_BYTES:
-            findings.append(Finding(operation, name, f"at most {DYNAMODB_EXPRESSION_BYTES} bytes (DynamoDB quotas)", f"{_size(params[name])} bytes"))
+            findings.append(
+                Finding(
+                    operation,
+                    name,
+                    f"at most {DYNAMODB_EXPRESSION_BYTES} bytes (DynamoDB quotas)",
+                    f"{_size(params[name])} bytes",
+                )
+            )
     return findings
 
 
@@ -340,5 +411,12 @@ LIMITS = {
 
 def check_updated_item(table, size, operation="DynamoDB UpdateItem"):
     if size > DYNAMODB_ITEM_BYTES:
-        return [Finding(operation, f"the item in {table}", f"at most {DYNAMODB_ITEM_BYTES} bytes after the update (DynamoDB quotas)", f"{size} bytes")]
+        return [
+            Finding(
+                operation,
+                f"the item in {table}",
+                f"at most {DYNAMODB_ITEM_BYTES} bytes after the update (DynamoDB quotas)",
+                f"{size} bytes",
+            )
+        ]
     return []

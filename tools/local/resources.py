@@ -28,7 +28,7 @@ from cfnlint.decode import decode
 from samtranslator.public.exceptions import InvalidDocumentException
 from samtranslator.translator.transform import transform
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STACK = "sliderule-provisioner"
 CODE_BUCKET = f"{STACK}-local-code"
 TEMPLATE_KEY = "template.json"
@@ -52,7 +52,9 @@ def translate(parameters: dict) -> dict:
     try:
         return transform(template, parameters, NoManagedPolicies())
     except InvalidDocumentException as error:
-        raise SystemExit(f"local-resources: the SAM translator refused template.yaml: {[str(c) for c in error.causes]}")
+        raise SystemExit(
+            f"local-resources: the SAM translator refused template.yaml: {[str(c) for c in error.causes]}"
+        ) from None
 
 
 def template_functions() -> list[str]:
@@ -92,7 +94,9 @@ def schedule_groups_by_hand(template: dict, scheduler) -> dict:
         if name == {"Ref": "AWS::StackName"}:
             name = STACK
         if not isinstance(name, str):
-            raise SystemExit(f"local-resources: schedule group {logical_id} needs a literal Name or !Ref AWS::StackName")
+            raise SystemExit(
+                f"local-resources: schedule group {logical_id} needs a literal Name or !Ref AWS::StackName"
+            )
         ignore(("ConflictException",), scheduler.create_schedule_group, Name=name)
         del template["Resources"][logical_id]
         template = replace_references(template, logical_id, name)
@@ -104,17 +108,25 @@ PROJECT_BUCKET = "sliderule-local-project"
 PROJECT_FOLDER = "cf"
 TOKEN_SECRET = "sliderule-provisioner-local/github-token"
 # A minimal image manifest: the emulator's registry stores it as an image.
-MANIFEST = json.dumps({
-    "schemaVersion": 2,
-    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:" + "0" * 64},
-    "layers": [],
-})
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 2,
+            "digest": "sha256:" + "0" * 64,
+        },
+        "layers": [],
+    }
+)
 
 
 def push_stand_in(ecr, repository: str, tag: str) -> None:
     ignore(("RepositoryAlreadyExistsException",), ecr.create_repository, repositoryName=repository)
-    ignore(("ImageAlreadyExistsException",), ecr.put_image, repositoryName=repository, imageTag=tag, imageManifest=MANIFEST)
+    ignore(
+        ("ImageAlreadyExistsException",), ecr.put_image, repositoryName=repository, imageTag=tag, imageManifest=MANIFEST
+    )
 
 
 def profile_default_images() -> set[tuple[str, str]]:
@@ -144,9 +156,13 @@ def project_stand_ins(client) -> str:
     ignore(("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), s3.create_bucket, Bucket=PROJECT_BUCKET)
     for folder in ("server", "ams"):
         s3.put_object(Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{folder}/README", Body=b"local stand-in data\n")
-    s3.put_object(Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{DOMAIN}.pem", Body=b"local stand-in, not a certificate\n")
+    s3.put_object(
+        Bucket=PROJECT_BUCKET, Key=f"{PROJECT_FOLDER}/{DOMAIN}.pem", Body=b"local stand-in, not a certificate\n"
+    )
     secrets = client("secretsmanager")
-    ignore(("ResourceExistsException",), secrets.create_secret, Name=TOKEN_SECRET, SecretString="local-not-a-real-token")
+    ignore(
+        ("ResourceExistsException",), secrets.create_secret, Name=TOKEN_SECRET, SecretString="local-not-a-real-token"
+    )
     ecr = client("ecr")
     for repository, tag in {("sliderule-buildenv", "latest")} | profile_default_images():
         push_stand_in(ecr, repository, tag)
@@ -164,7 +180,10 @@ def main(env_file: str) -> None:
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     session = boto3.session.Session(region_name=region)
-    client = lambda name: session.client(name, endpoint_url=endpoint)
+
+    def client(name):
+        return session.client(name, endpoint_url=endpoint)
+
     account = client("sts").get_caller_identity()["Account"]
     parameters = {
         "BuildEnvironmentImage": f"{account}.dkr.ecr.{region}.amazonaws.com/sliderule-buildenv:latest",
@@ -196,7 +215,9 @@ def main(env_file: str) -> None:
         )
         stack = described_stack(cloudformation) or {"StackStatus": "ABSENT"}
         if stack["StackStatus"] != "CREATE_COMPLETE":
-            raise SystemExit(f"local-resources: stack {STACK} is {stack['StackStatus']}: {stack.get('StackStatusReason')}")
+            raise SystemExit(
+                f"local-resources: stack {STACK} is {stack['StackStatus']}: {stack.get('StackStatusReason')}"
+            )
 
     # Every function's environment, as the template resolved it; they share the Globals.
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
@@ -206,22 +227,28 @@ def main(env_file: str) -> None:
         configuration = lambda_client.get_function_configuration(FunctionName=outputs[f"{function}Name"])
         for key, value in configuration.get("Environment", {}).get("Variables", {}).items():
             if environment.setdefault(key, value) != value:
-                raise SystemExit(f"local-resources: functions disagree on {key}; the local Lambda emulator has one environment")
-    environment.update({
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-        # The local stack's clock, which `make local-advance` moves (on AWS: the system clock).
-        "PROVISIONER_LOCAL_CLOCK_FILE": os.path.join(os.path.dirname(os.path.abspath(env_file)), "clock-offset"),
-    })
+                raise SystemExit(
+                    f"local-resources: functions disagree on {key}; the local Lambda emulator has one environment"
+                )
+    environment.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+            # The local stack's clock, which `make local-advance` moves (on AWS: the system clock).
+            "PROVISIONER_LOCAL_CLOCK_FILE": os.path.join(os.path.dirname(os.path.abspath(env_file)), "clock-offset"),
+        }
+    )
     with open(env_file, "w", encoding="utf-8") as out:
         for key, value in sorted(environment.items()):
             out.write(f"{key}={value}\n")
-    print(f"local resources ready: stack {STACK} from template.yaml ({len(outputs)} outputs), "
-          f"table {environment['PROVISIONER_TABLE']}, schedule group {environment['PROVISIONER_SCHEDULE_GROUP']}")
+    print(
+        f"local resources ready: stack {STACK} from template.yaml ({len(outputs)} outputs), "
+        f"table {environment['PROVISIONER_TABLE']}, schedule group {environment['PROVISIONER_SCHEDULE_GROUP']}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ actions the function's role allows (its inline policies and the template's manag
 attaches; both branches of an `Fn::If`). Also fails when a function made no invocation at all,
 so every function is checked.
 
-usage: check_permissions.py LAMBDA_LOG
+usage: PYTHONPATH=tools python -m checks.permissions LAMBDA_LOG
 
-Runs with the SAM venv's Python (cfn-lint's YAML loader)."""
+Runs with cfn-lint's YAML loader (in .venv)."""
 
 import fnmatch
 import re
@@ -17,12 +17,22 @@ from pathlib import Path
 
 from cfnlint.decode import decode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The IAM service prefix of each SDK service name the call log uses; IAM action names are the
 # API operation names for these services.
-IAM_PREFIX = {"CloudFormation": "cloudformation", "Scheduler": "scheduler", "DynamoDB": "dynamodb", "EC2": "ec2",
-              "SSM": "ssm", "ECR": "ecr", "SNS": "sns", "STS": "sts"}
-CALLS = re.compile(r'AWS calls function="(?P<function>[a-z_]+)" aws_calls=\d+ operations=(?P<operations>[A-Za-z0-9. ]*)')
+IAM_PREFIX = {
+    "CloudFormation": "cloudformation",
+    "Scheduler": "scheduler",
+    "DynamoDB": "dynamodb",
+    "EC2": "ec2",
+    "SSM": "ssm",
+    "ECR": "ecr",
+    "SNS": "sns",
+    "STS": "sts",
+}
+CALLS = re.compile(
+    r'AWS calls function="(?P<function>[a-z_]+)" aws_calls=\d+ operations=(?P<operations>[A-Za-z0-9. ]*)'
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -83,8 +93,10 @@ def main(log_file: str) -> int:
             return 1
         invoked.add(function)
         made[function].update(match["operations"].split())
-    failures = [f"{name} was never invoked on the local stack, so its permissions went unchecked"
-                for name in sorted(set(roles) - invoked)]
+    failures = [
+        f"{name} was never invoked on the local stack, so its permissions went unchecked"
+        for name in sorted(set(roles) - invoked)
+    ]
     for name, operations in sorted(made.items()):
         for operation in sorted(operations):
             service, _, action = operation.partition(".")
@@ -94,8 +106,10 @@ def main(log_file: str) -> int:
     for failure in failures:
         print(f"check-permissions: {failure}", file=sys.stderr)
     checked = sum(len(operations) for operations in made.values())
-    print(f"check-permissions: {len(roles)} functions, {checked} distinct calls checked against their roles, "
-          f"{len(failures)} problem(s)")
+    print(
+        f"check-permissions: {len(roles)} functions, {checked} distinct calls checked against their roles, "
+        f"{len(failures)} problem(s)"
+    )
     return 1 if failures else 0
 
 

@@ -1,10 +1,10 @@
 """The grants check fails on a planted over-broad statement, and evaluates conditions and policy
-variables as IAM does. Run with the SAM venv's Python: python -m unittest test_check_grants."""
+variables as IAM does. Found by tools/run-tests (unittest discover)."""
 
 import unittest
 
-import check_grants as grants
-from check_grants import Request, decide
+from checks import grants
+from checks.grants import Request, decide
 
 
 def plant(template: grants.Template, role: str, statement: dict) -> None:
@@ -20,16 +20,30 @@ class PlantedStatements(unittest.TestCase):
 
     def test_an_over_broad_statement_fails_the_check(self):
         planted = [
-            ("ClusterFunctionRole", {"Effect": "Allow", "Action": "ssm:SendCommand", "Resource": "*"},
-             "sends a command to a run's instance"),
-            ("RunnerImageFunctionRole", {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
-             "images a cluster's instance"),
-            ("TestRunnerRole", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
-             "reads a secret not its own"),
-            ("SweepFunctionRole", {"Effect": "Allow", "Action": "ec2:TerminateInstances",
-                                   "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:"
-                                                           "${AWS::AccountId}:instance/*"}},
-             "ends a cluster's instance"),
+            (
+                "ClusterFunctionRole",
+                {"Effect": "Allow", "Action": "ssm:SendCommand", "Resource": "*"},
+                "sends a command to a run's instance",
+            ),
+            (
+                "RunnerImageFunctionRole",
+                {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+                "images a cluster's instance",
+            ),
+            (
+                "TestRunnerRole",
+                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
+                "reads a secret not its own",
+            ),
+            (
+                "SweepFunctionRole",
+                {
+                    "Effect": "Allow",
+                    "Action": "ec2:TerminateInstances",
+                    "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"},
+                },
+                "ends a cluster's instance",
+            ),
         ]
         for role, statement, why in planted:
             with self.subTest(role=role):
@@ -48,8 +62,12 @@ class Evaluation(unittest.TestCase):
         self.assertEqual(decide([own], Request("s3:PutObject", "arn:aws:s3:::logs//a.log", {})), "refused")
 
     def test_for_all_values_holds_without_the_key_and_an_explicit_deny_wins(self):
-        keyed = {"Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": "*",
-                 "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["run#*"]}}}
+        keyed = {
+            "Effect": "Allow",
+            "Action": "dynamodb:UpdateItem",
+            "Resource": "*",
+            "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["run#*"]}},
+        }
         self.assertEqual(decide([keyed], Request("dynamodb:UpdateItem", "t", {})), "allowed")
         leading = {"dynamodb:LeadingKeys": ["run#a", "lock#b"]}
         self.assertEqual(decide([keyed], Request("dynamodb:UpdateItem", "t", leading)), "refused")
@@ -58,12 +76,18 @@ class Evaluation(unittest.TestCase):
         self.assertEqual(decide([keyed, deny], Request("dynamodb:UpdateItem", "t", only_runs)), "refused")
 
     def test_tag_conditions_need_the_tag(self):
-        kind = {"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*",
-                "Condition": {"StringEquals": {"aws:ResourceTag/sliderule:kind": ["test", "build"]}}}
+        kind = {
+            "Effect": "Allow",
+            "Action": "ec2:TerminateInstances",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:ResourceTag/sliderule:kind": ["test", "build"]}},
+        }
         self.assertEqual(decide([kind], Request("ec2:TerminateInstances", "i", {})), "refused")
         tagged = {"aws:ResourceTag/sliderule:kind": "build"}
         self.assertEqual(decide([kind], Request("ec2:TerminateInstances", "i", tagged)), "allowed")
-        self.assertEqual(decide([kind], Request("ec2:terminateinstances", "i", tagged)), "allowed", "actions ignore case")
+        self.assertEqual(
+            decide([kind], Request("ec2:terminateinstances", "i", tagged)), "allowed", "actions ignore case"
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ AWS would refuse (its models and documented limits) to PROVISIONER_AWS_GUARD_LOG
 fails on any such request."""
 
 import io
-import os
 import sys
 import threading
 
@@ -32,8 +31,7 @@ from moto.dynamodb.models import dynamodb_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import aws_guard  # noqa: E402  (beside this file)
+from guard import aws_guard
 
 
 def _delete_route_table(self, account_id, region_name):
@@ -120,7 +118,9 @@ def _dispatch_checked(self, environ, start_response):
     headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
     if "CONTENT_TYPE" in environ:
         headers["content-type"] = environ["CONTENT_TYPE"]
-    request = aws_guard.Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), headers, body)
+    request = aws_guard.Request(
+        environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), headers, body
+    )
     checked = aws_guard.check(request)
     with _serving:
         response = _dispatch(self, environ, start_response)

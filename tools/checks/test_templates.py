@@ -1,4 +1,4 @@
-"""check_templates.py catches what it claims: the launch-rule and role mistakes it was written for,
+"""checks.templates catches what it claims: the launch-rule and role mistakes it was written for,
 planted back into the shipped cluster template, and a Lambda answer over 6 MB in invoke.py.
 Run by make test."""
 
@@ -7,8 +7,8 @@ import unittest
 
 from cfnlint.decode import decode
 
-import check_templates
-import invoke
+from checks import templates as check_templates
+from local import invoke
 
 TEMPLATE = "../clusters/sliderule-cluster.yaml"
 
@@ -32,8 +32,14 @@ class TheShippedTemplates(unittest.TestCase):
         ilb = broken["Resources"]["IlbInstance"]["Properties"]
         for key in ("SubnetId", "PrivateIpAddress", "SecurityGroupIds"):
             ilb.pop(key)
-        ilb["NetworkInterfaces"] = [{"DeviceIndex": "0", "AssociatePublicIpAddress": True, "SubnetId": {"Ref": "PublicSubnet"},
-                                     "GroupSet": [{"Ref": "IlbSecurityGroup"}]}]
+        ilb["NetworkInterfaces"] = [
+            {
+                "DeviceIndex": "0",
+                "AssociatePublicIpAddress": True,
+                "SubnetId": {"Ref": "PublicSubnet"},
+                "GroupSet": [{"Ref": "IlbSecurityGroup"}],
+            }
+        ]
         found = problems(broken)
         self.assertTrue(any("IlbInstance would not launch: SecurityGroupIds" in p for p in found), found)
 
@@ -51,7 +57,14 @@ class TheShippedTemplates(unittest.TestCase):
         broken = copy.deepcopy(self.template)
         policies = broken["Resources"]["InstanceRole"]["Properties"]["Policies"]
         policies[:] = [p for p in policies if p["PolicyName"] != "find-nodes"]
-        policies.append({"PolicyName": "more", "PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*"}]}})
+        policies.append(
+            {
+                "PolicyName": "more",
+                "PolicyDocument": {
+                    "Statement": [{"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*"}]
+                },
+            }
+        )
         found = problems(broken)
         self.assertTrue(any("lacks ec2:DescribeInstances on *" in p for p in found), found)
         self.assertTrue(any("grants ec2:TerminateInstances on *" in p for p in found), found)
@@ -59,7 +72,10 @@ class TheShippedTemplates(unittest.TestCase):
 
 class LambdaResponses(unittest.TestCase):
     def test_an_answer_over_6_mb_fails_as_on_aws(self):
-        self.assertEqual(invoke.within_response_limit(b"x" * invoke.LAMBDA_RESPONSE_BYTES, "status"), b"x" * invoke.LAMBDA_RESPONSE_BYTES)
+        self.assertEqual(
+            invoke.within_response_limit(b"x" * invoke.LAMBDA_RESPONSE_BYTES, "status"),
+            b"x" * invoke.LAMBDA_RESPONSE_BYTES,
+        )
         with self.assertRaises(invoke.InvocationFailed):
             invoke.within_response_limit(b"x" * (invoke.LAMBDA_RESPONSE_BYTES + 1), "status")
 

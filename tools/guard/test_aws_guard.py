@@ -8,8 +8,8 @@ import unittest
 import botocore.session
 from botocore.config import Config
 
-import aws_guard
-from launch_rules import launch_findings
+from guard import aws_guard
+from guard.launch_rules import launch_findings
 
 
 class _Sent(Exception):
@@ -62,10 +62,15 @@ def _launch(**extra):
         MaxCount=1,
         UserData="#!/bin/bash\necho hi\n",  # botocore base64-encodes it
         ClientToken="0123456789abcdef0123456789abcdef-0",
-        InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}},
+        InstanceMarketOptions={
+            "MarketType": "spot",
+            "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+        },
         InstanceInitiatedShutdownBehavior="terminate",
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 100, "VolumeType": "gp3", "Encrypted": True}}],
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 100, "VolumeType": "gp3", "Encrypted": True}}
+        ],
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "sliderule:run-id", "Value": "test-ci-1"}]}],
         SubnetId="subnet-1234",
         SecurityGroupIds=["sg-1234"],
@@ -79,13 +84,60 @@ class ValidRequestsPass(unittest.TestCase):
         cases = [
             ("ec2", "run_instances", _launch()),
             ("ec2", "describe_instances", {"Filters": [{"Name": "tag:sliderule:run-id", "Values": ["x"]}]}),
-            ("cloudformation", "create_stack", {"StackName": "sliderule-cluster-ci-1", "TemplateBody": "{}", "Parameters": [{"ParameterKey": "A", "ParameterValue": "b"}]}),
-            ("scheduler", "create_schedule", {"Name": "destroy.ci-1.1", "GroupName": "g", "ScheduleExpression": "at(2026-12-02T10:00:00)", "FlexibleTimeWindow": {"Mode": "OFF"}, "Target": {"Arn": "arn:aws:lambda:us-west-2:123456789012:function:d", "RoleArn": "arn:aws:iam::123456789012:role/r", "Input": "{}"}}),
+            (
+                "cloudformation",
+                "create_stack",
+                {
+                    "StackName": "sliderule-cluster-ci-1",
+                    "TemplateBody": "{}",
+                    "Parameters": [{"ParameterKey": "A", "ParameterValue": "b"}],
+                },
+            ),
+            (
+                "scheduler",
+                "create_schedule",
+                {
+                    "Name": "destroy.ci-1.1",
+                    "GroupName": "g",
+                    "ScheduleExpression": "at(2026-12-02T10:00:00)",
+                    "FlexibleTimeWindow": {"Mode": "OFF"},
+                    "Target": {
+                        "Arn": "arn:aws:lambda:us-west-2:123456789012:function:d",
+                        "RoleArn": "arn:aws:iam::123456789012:role/r",
+                        "Input": "{}",
+                    },
+                },
+            ),
             ("scheduler", "get_schedule", {"Name": "destroy.ci-1.1", "GroupName": "g"}),
             ("scheduler", "list_schedules", {"GroupName": "g", "NamePrefix": "destroy."}),
-            ("sns", "publish", {"TopicArn": "arn:aws:sns:us-west-2:123456789012:t", "Subject": "SlideRule: run failed", "Message": "m"}),
-            ("dynamodb", "put_item", {"TableName": "t", "Item": {"pk": {"S": "run#1"}, "n": {"N": "12"}, "m": {"M": {"a": {"L": [{"S": "x"}]}}}}}),
-            ("dynamodb", "update_item", {"TableName": "t", "Key": {"pk": {"S": "run#1"}}, "UpdateExpression": "SET #a = :a", "ExpressionAttributeNames": {"#a": "a"}, "ExpressionAttributeValues": {":a": {"S": "b"}}}),
+            (
+                "sns",
+                "publish",
+                {
+                    "TopicArn": "arn:aws:sns:us-west-2:123456789012:t",
+                    "Subject": "SlideRule: run failed",
+                    "Message": "m",
+                },
+            ),
+            (
+                "dynamodb",
+                "put_item",
+                {
+                    "TableName": "t",
+                    "Item": {"pk": {"S": "run#1"}, "n": {"N": "12"}, "m": {"M": {"a": {"L": [{"S": "x"}]}}}},
+                },
+            ),
+            (
+                "dynamodb",
+                "update_item",
+                {
+                    "TableName": "t",
+                    "Key": {"pk": {"S": "run#1"}},
+                    "UpdateExpression": "SET #a = :a",
+                    "ExpressionAttributeNames": {"#a": "a"},
+                    "ExpressionAttributeValues": {":a": {"S": "b"}},
+                },
+            ),
             ("s3", "put_object", {"Bucket": "runs", "Key": "runs/test-ci-1/checkout.log", "Body": b"log"}),
             ("ecr", "describe_images", {"repositoryName": "sliderule", "imageIds": [{"imageTag": "v5.5.0"}]}),
             ("ssm", "get_parameter", {"Name": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"}),
@@ -106,7 +158,9 @@ class ValidRequestsPass(unittest.TestCase):
     def test_the_emulators_own_interface_and_presigned_urls_are_recorded_and_pass(self):
         emulator = aws_guard.check(aws_guard.Request("GET", "/moto-api/", "", {}, b""))
         self.assertEqual((emulator.service, emulator.findings), ("emulator", []))
-        presigned = aws_guard.check(aws_guard.Request("GET", "/bucket/key", "X-Amz-Signature=abc&X-Amz-Credential=x", {}, b""))
+        presigned = aws_guard.check(
+            aws_guard.Request("GET", "/bucket/key", "X-Amz-Signature=abc&X-Amz-Credential=x", {}, b"")
+        )
         self.assertEqual((presigned.service, presigned.findings), ("presigned", []))
 
 
@@ -116,7 +170,9 @@ class PlantedViolationsAreCaught(unittest.TestCase):
         self.assertTrue(matching, f"no finding on {member} for '{rule}' in {[str(f) for f in findings]}")
 
     def test_user_data_over_16_kb_raw(self):
-        self.assertCaught(_findings("ec2", "run_instances", **_launch(UserData="#" * (16 * 1024 + 1))), "UserData", "16384 bytes raw")
+        self.assertCaught(
+            _findings("ec2", "run_instances", **_launch(UserData="#" * (16 * 1024 + 1))), "UserData", "16384 bytes raw"
+        )
         self.assertEqual(_findings("ec2", "run_instances", **_launch(UserData="#" * (16 * 1024))), [])
 
     def test_client_token_over_64_characters(self):
@@ -127,15 +183,21 @@ class PlantedViolationsAreCaught(unittest.TestCase):
             return _launch(TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
 
         self.assertCaught(_findings("ec2", "run_instances", **tagged([{"Key": "k" * 129, "Value": "v"}])), "Key", "128")
-        self.assertCaught(_findings("ec2", "run_instances", **tagged([{"Key": "k", "Value": "v" * 257}])), "Value", "256")
+        self.assertCaught(
+            _findings("ec2", "run_instances", **tagged([{"Key": "k", "Value": "v" * 257}])), "Value", "256"
+        )
         self.assertCaught(_findings("ec2", "run_instances", **tagged([{"Key": "aws:x", "Value": "v"}])), "Key", "aws:")
         many = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
         self.assertCaught(_findings("ec2", "run_instances", **tagged(many)), "Tags", "50 tags")
-        self.assertCaught(_findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", Tags=many), "Tags", "50")
+        self.assertCaught(
+            _findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", Tags=many), "Tags", "50"
+        )
 
     def test_image_name_and_description(self):
         def image(**extra):
-            return dict(dict(InstanceId="i-1234567890abcdef0", Name="sliderule-runner-arm64-image-ci-1", NoReboot=True), **extra)
+            return dict(
+                dict(InstanceId="i-1234567890abcdef0", Name="sliderule-runner-arm64-image-ci-1", NoReboot=True), **extra
+            )
 
         self.assertEqual(_findings("ec2", "create_image", **image()), [])
         self.assertCaught(_findings("ec2", "create_image", **image(Name="ab")), "Name", "3 to 128")
@@ -145,9 +207,18 @@ class PlantedViolationsAreCaught(unittest.TestCase):
 
     def test_launch_rules(self):
         interfaces = [{"DeviceIndex": 0, "SubnetId": "subnet-1", "Groups": ["sg-1"], "PrivateIpAddress": "10.0.1.4"}]
-        self.assertCaught(_findings("ec2", "run_instances", **_launch(NetworkInterfaces=interfaces)), "SecurityGroupIds", "NetworkInterfaces")
-        stop = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "stop"}}
-        self.assertCaught(_findings("ec2", "run_instances", **_launch(InstanceMarketOptions=stop)), "SpotOptions", "one-time")
+        self.assertCaught(
+            _findings("ec2", "run_instances", **_launch(NetworkInterfaces=interfaces)),
+            "SecurityGroupIds",
+            "NetworkInterfaces",
+        )
+        stop = {
+            "MarketType": "spot",
+            "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "stop"},
+        }
+        self.assertCaught(
+            _findings("ec2", "run_instances", **_launch(InstanceMarketOptions=stop)), "SpotOptions", "one-time"
+        )
         gp2 = [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20, "VolumeType": "gp2", "Iops": 3000}}]
         self.assertCaught(_findings("ec2", "run_instances", **_launch(BlockDeviceMappings=gp2)), "Iops", "only for io1")
         off = {"HttpEndpoint": "disabled"}
@@ -158,36 +229,79 @@ class PlantedViolationsAreCaught(unittest.TestCase):
         launch = _launch()
         del launch["MinCount"]
         self.assertCaught(_findings("ec2", "run_instances", **launch), "MinCount", "required")
-        self.assertCaught(_findings("ec2", "run_instances", **_launch(InstanceType="x9.huge")), "InstanceType", "one of the model's")
-        self.assertCaught(_findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", TimeoutInMinutes=0), "TimeoutInMinutes", "at least 1")
-        schedule = {"GroupName": "g", "ScheduleExpression": "at(2026-12-02T10:00:00)", "FlexibleTimeWindow": {"Mode": "OFF"}, "Target": {"Arn": "a", "RoleArn": "arn:aws:iam::123456789012:role/r"}}
-        self.assertCaught(_findings("scheduler", "create_schedule", Name="n" * 65, **schedule), "Name", "at most 64 characters")
+        self.assertCaught(
+            _findings("ec2", "run_instances", **_launch(InstanceType="x9.huge")), "InstanceType", "one of the model's"
+        )
+        self.assertCaught(
+            _findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", TimeoutInMinutes=0),
+            "TimeoutInMinutes",
+            "at least 1",
+        )
+        schedule = {
+            "GroupName": "g",
+            "ScheduleExpression": "at(2026-12-02T10:00:00)",
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {"Arn": "a", "RoleArn": "arn:aws:iam::123456789012:role/r"},
+        }
+        self.assertCaught(
+            _findings("scheduler", "create_schedule", Name="n" * 65, **schedule), "Name", "at most 64 characters"
+        )
         self.assertCaught(_findings("scheduler", "create_schedule", Name="a b", **schedule), "Name", "pattern")
-        self.assertCaught(_findings("scheduler", "create_schedule", Name="ok", **{**schedule, "FlexibleTimeWindow": {"Mode": "SOMETIMES"}}), "FlexibleTimeWindow.Mode", "one of")
+        self.assertCaught(
+            _findings(
+                "scheduler", "create_schedule", Name="ok", **{**schedule, "FlexibleTimeWindow": {"Mode": "SOMETIMES"}}
+            ),
+            "FlexibleTimeWindow.Mode",
+            "one of",
+        )
 
     def test_cloudformation_quotas(self):
-        self.assertCaught(_findings("cloudformation", "create_stack", StackName="s", TemplateBody=" " * 51_201), "TemplateBody", "51200 bytes")
+        self.assertCaught(
+            _findings("cloudformation", "create_stack", StackName="s", TemplateBody=" " * 51_201),
+            "TemplateBody",
+            "51200 bytes",
+        )
         big = [{"ParameterKey": "P", "ParameterValue": "v" * 4_097}]
-        self.assertCaught(_findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", Parameters=big), "ParameterValue", "4096 bytes")
+        self.assertCaught(
+            _findings("cloudformation", "create_stack", StackName="s", TemplateBody="{}", Parameters=big),
+            "ParameterValue",
+            "4096 bytes",
+        )
 
     def test_scheduler_at_expression(self):
-        schedule = {"GroupName": "g", "FlexibleTimeWindow": {"Mode": "OFF"}, "Target": {"Arn": "a", "RoleArn": "arn:aws:iam::123456789012:role/r"}}
+        schedule = {
+            "GroupName": "g",
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {"Arn": "a", "RoleArn": "arn:aws:iam::123456789012:role/r"},
+        }
         for expression in ["at(2026-12-02T10:00:00Z)", "at(2026-12-02 10:00:00)", "at(2026-12-02T10:00:00.000)"]:
             with self.subTest(expression=expression):
-                self.assertCaught(_findings("scheduler", "create_schedule", Name="n", ScheduleExpression=expression, **schedule), "ScheduleExpression", "at(yyyy")
+                self.assertCaught(
+                    _findings("scheduler", "create_schedule", Name="n", ScheduleExpression=expression, **schedule),
+                    "ScheduleExpression",
+                    "at(yyyy",
+                )
 
     def test_sns_subject_and_message(self):
         topic = "arn:aws:sns:us-west-2:123456789012:t"
-        self.assertCaught(_findings("sns", "publish", TopicArn=topic, Message="m", Subject="s" * 100), "Subject", "less than 100")
-        self.assertCaught(_findings("sns", "publish", TopicArn=topic, Message="m", Subject="two\nlines"), "Subject", "line breaks")
+        self.assertCaught(
+            _findings("sns", "publish", TopicArn=topic, Message="m", Subject="s" * 100), "Subject", "less than 100"
+        )
+        self.assertCaught(
+            _findings("sns", "publish", TopicArn=topic, Message="m", Subject="two\nlines"), "Subject", "line breaks"
+        )
         self.assertCaught(_findings("sns", "publish", TopicArn=topic, Message="m" * 262_145), "Message", "262144 bytes")
 
     def test_dynamodb_item_key_and_expression_sizes(self):
         item = {"pk": {"S": "run#1"}, "log": {"S": "x" * (400 * 1024)}}
         self.assertCaught(_findings("dynamodb", "put_item", TableName="t", Item=item), "Item", "409600 bytes")
-        self.assertCaught(_findings("dynamodb", "get_item", TableName="t", Key={"pk": {"S": "k" * 2049}}), "Key.pk", "2048 bytes")
+        self.assertCaught(
+            _findings("dynamodb", "get_item", TableName="t", Key={"pk": {"S": "k" * 2049}}), "Key.pk", "2048 bytes"
+        )
         long_expression = "SET " + ", ".join(f"#a{i} = :a" for i in range(700))
-        found = _findings("dynamodb", "update_item", TableName="t", Key={"pk": {"S": "k"}}, UpdateExpression=long_expression)
+        found = _findings(
+            "dynamodb", "update_item", TableName="t", Key={"pk": {"S": "k"}}, UpdateExpression=long_expression
+        )
         self.assertCaught(found, "UpdateExpression", "4096 bytes")
         self.assertTrue(aws_guard.check_updated_item("t", 400 * 1024 + 1))
         self.assertFalse(aws_guard.check_updated_item("t", 400 * 1024))

@@ -114,7 +114,9 @@ def _rest_routes_of(model):
                     needs.append(["header:" + serialization.get("name", member).lower()])
                 elif serialization.get("location") == "querystring":
                     needs.append([serialization.get("name", member)])
-            routes.append((operation.http["method"], re.compile(pattern + "/?$"), needs, literal + 100 * len(needs), name))
+            routes.append(
+                (operation.http["method"], re.compile(pattern + "/?$"), needs, literal + 100 * len(needs), name)
+            )
         _rest_routes[model.service_name] = routes
     return _rest_routes[model.service_name]
 
@@ -289,7 +291,11 @@ def parse(operation, protocol, request, labels=None):
                 value[name] = {key: items[-1] for key, items in query.items()}
             elif serialized in query:
                 items = query[serialized]
-                value[name] = [_scalar(member.member, i) for i in items] if member.type_name == "list" else _scalar(member, items[-1])
+                value[name] = (
+                    [_scalar(member.member, i) for i in items]
+                    if member.type_name == "list"
+                    else _scalar(member, items[-1])
+                )
         elif location == "header" and serialized.lower() in request.headers:
             value[name] = _scalar(member, request.headers[serialized.lower()])
         elif location == "headers":

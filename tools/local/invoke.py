@@ -18,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 # Every directory under functions/ is one function.
 FUNCTIONS = sorted(os.listdir(os.path.join(ROOT, "functions")))
 # Functions whose event is always {}.
@@ -69,13 +69,15 @@ def invoke_local(function: str, payload: bytes) -> tuple[bool, object]:
             raise InvocationFailed(f"the local Lambda emulator answered HTTP {error.code}: {body[:300]!r}") from None
         if isinstance(answer, dict) and "errorType" in answer:
             return False, answer
-        raise InvocationFailed(f"the local Lambda emulator answered HTTP {error.code}: {answer}")
+        raise InvocationFailed(f"the local Lambda emulator answered HTTP {error.code}: {answer}") from None
     except (urllib.error.URLError, OSError) as error:
-        raise InvocationFailed(f"the local Lambda emulator at 127.0.0.1:{port} did not answer ({error}); run `make local-up`") from None
+        raise InvocationFailed(
+            f"the local Lambda emulator at 127.0.0.1:{port} did not answer ({error}); run `make local-up`"
+        ) from None
 
 
 def aws_cli() -> str:
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv", "bin", "aws")
+    here = os.path.join(ROOT, ".venv", "bin", "aws")
     return here if os.path.exists(here) else (shutil.which("aws") or "aws")
 
 
@@ -87,11 +89,15 @@ def deployed_function_name(function: str) -> str:
     query = f"Stacks[0].Outputs[?OutputKey=='{OUTPUT_KEYS[function]}'].OutputValue | [0]"
     result = subprocess.run(
         [aws_cli(), "cloudformation", "describe-stacks", "--stack-name", stack, "--query", query, "--output", "text"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     name = result.stdout.strip()
     if result.returncode != 0 or not name or name == "None":
-        raise InvocationFailed(f"cannot find the {function} function in stack {stack}: {result.stderr.strip() or 'no such output'}")
+        raise InvocationFailed(
+            f"cannot find the {function} function in stack {stack}: {result.stderr.strip() or 'no such output'}"
+        )
     return name
 
 
@@ -105,9 +111,26 @@ def invoke_aws(function: str, payload: bytes) -> tuple[bool, object]:
         # fileb:// works with AWS CLI v1 and v2; no retries, so an error is reported once.
         env = dict(os.environ, AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
         result = subprocess.run(
-            [aws_cli(), "lambda", "invoke", "--function-name", name, "--payload", f"fileb://{payload_file}",
-             "--cli-read-timeout", "910", "--cli-connect-timeout", "10", "--output", "json", answer_file],
-            capture_output=True, text=True, check=False, env=env,
+            [
+                aws_cli(),
+                "lambda",
+                "invoke",
+                "--function-name",
+                name,
+                "--payload",
+                f"fileb://{payload_file}",
+                "--cli-read-timeout",
+                "910",
+                "--cli-connect-timeout",
+                "10",
+                "--output",
+                "json",
+                answer_file,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
         if result.returncode != 0:
             raise InvocationFailed(f"aws lambda invoke {name} failed: {result.stderr.strip()}")
@@ -123,8 +146,9 @@ def requested_by() -> str | None:
     who = os.environ.get("PROVISIONER_REQUESTED_BY", "")
     if not who:
         try:
-            who = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True,
-                                 check=False).stdout.strip()
+            who = subprocess.run(
+                ["git", "config", "user.email"], capture_output=True, text=True, check=False
+            ).stdout.strip()
         except OSError:
             who = ""
     who = who or os.environ.get("USER", "")
@@ -136,7 +160,7 @@ def stopped_following(args, run_id: str) -> None:
     """Ctrl-C while following a run stops the waiting, not the run: say how to go on."""
     local = " LOCAL=1" if args.local else ""
     print(f"\nstopped waiting; run {run_id} goes on. To wait for it again, or to end it:", file=sys.stderr)
-    print(f"  make invoke{local} FUNCTION={args.function} PAYLOAD='{{\"run_id\": \"{run_id}\"}}'", file=sys.stderr)
+    print(f'  make invoke{local} FUNCTION={args.function} PAYLOAD=\'{{"run_id": "{run_id}"}}\'', file=sys.stderr)
     print(f"  make cluster-cancel{local} RUN_ID={run_id}", file=sys.stderr)
 
 
@@ -214,7 +238,9 @@ def report_progress(answer: dict, printed: set) -> None:
             print(f"  attempt {attempt.get('number')} runs on {where}", file=sys.stderr)
         else:
             step = f" in step {attempt['step']}" if attempt.get("step") else ""
-            print(f"  attempt {attempt.get('number')} on {where} ended: {attempt.get('outcome')}{step}", file=sys.stderr)
+            print(
+                f"  attempt {attempt.get('number')} on {where} ended: {attempt.get('outcome')}{step}", file=sys.stderr
+            )
     if answer.get("held_until"):
         key = ("held", answer.get("held_until"))
         if key not in printed:
@@ -234,8 +260,10 @@ def report_progress(answer: dict, printed: set) -> None:
             print(f"  {status:>14}  {step.get('name')}  ({step.get('duration_seconds', '?')} s)", file=sys.stderr)
         elif status == "not_applicable":
             printed.add(key)
-            print(f"  {'not applicable':>14}  {step.get('name')}: {step.get('reason', 'this version has no such component')}",
-                  file=sys.stderr)
+            print(
+                f"  {'not applicable':>14}  {step.get('name')}: {step.get('reason', 'this version has no such component')}",
+                file=sys.stderr,
+            )
 
 
 def table(title: str, headers: list[str], rows: list[list], empty: str) -> None:
@@ -246,7 +274,7 @@ def table(title: str, headers: list[str], rows: list[list], empty: str) -> None:
     cells = [[("-" if cell is None or cell == "" else str(cell)) for cell in row] for row in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
     for row in [headers, *cells]:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     print()
 
 
@@ -271,32 +299,87 @@ def print_status(answer: dict) -> None:
     clusters = answer.get("clusters", [])
     table(
         f"Clusters ({len(clusters)})",
-        ["CLUSTER", "PROFILE", "STACK", "VERSION", "BY", "AGE (MIN)", "DESTROY AT", "SCHEDULED BY", "COST/HOUR",
-         "COST SO FAR"],
-        [[c.get("cluster"), c.get("profile"), c.get("stack_status"), c.get("version"), c.get("requested_by"),
-          c.get("age_minutes"), c.get("time_to_destroy") or "not scheduled", c.get("destroy_requested_by"),
-          usd(c.get("cost_per_hour_usd")), usd(c.get("cost_so_far_usd"))]
-         for c in clusters],
+        [
+            "CLUSTER",
+            "PROFILE",
+            "STACK",
+            "VERSION",
+            "BY",
+            "AGE (MIN)",
+            "DESTROY AT",
+            "SCHEDULED BY",
+            "COST/HOUR",
+            "COST SO FAR",
+        ],
+        [
+            [
+                c.get("cluster"),
+                c.get("profile"),
+                c.get("stack_status"),
+                c.get("version"),
+                c.get("requested_by"),
+                c.get("age_minutes"),
+                c.get("time_to_destroy") or "not scheduled",
+                c.get("destroy_requested_by"),
+                usd(c.get("cost_per_hour_usd")),
+                usd(c.get("cost_so_far_usd")),
+            ]
+            for c in clusters
+        ],
         "none",
     )
     runs = answer.get("runs", [])
     table(
         f"Active runs ({len(runs)})",
-        ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "STEPS", "CURRENT STEP", "ATTEMPT", "INSTANCE", "AGE (MIN)",
-         "COST SO FAR"],
-        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("requested_by"),
-          f"{r.get('steps_done')}/{r.get('steps_total')}",
-          r.get("current_step"), attempt_text(r.get("attempts")),
-          " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
-          r.get("age_minutes"), usd(r.get("cost_so_far_usd"))] for r in runs],
+        [
+            "RUN",
+            "KIND",
+            "CLUSTER",
+            "VERSION",
+            "BY",
+            "STEPS",
+            "CURRENT STEP",
+            "ATTEMPT",
+            "INSTANCE",
+            "AGE (MIN)",
+            "COST SO FAR",
+        ],
+        [
+            [
+                r.get("run_id"),
+                r.get("kind"),
+                r.get("cluster"),
+                r.get("version"),
+                r.get("requested_by"),
+                f"{r.get('steps_done')}/{r.get('steps_total')}",
+                r.get("current_step"),
+                attempt_text(r.get("attempts")),
+                " ".join(x for x in (r.get("instance_id"), r.get("instance_type")) if x),
+                r.get("age_minutes"),
+                usd(r.get("cost_so_far_usd")),
+            ]
+            for r in runs
+        ],
         "none",
     )
     recent = answer.get("recent_runs", [])
     table(
         f"Recent runs ({len(recent)})",
         ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
-        [[r.get("run_id"), r.get("kind"), r.get("cluster"), r.get("version"), r.get("requested_by"), r.get("state"),
-          ",".join(r.get("failed_steps") or []), r.get("ended_at"), r.get("minutes")] for r in recent],
+        [
+            [
+                r.get("run_id"),
+                r.get("kind"),
+                r.get("cluster"),
+                r.get("version"),
+                r.get("requested_by"),
+                r.get("state"),
+                ",".join(r.get("failed_steps") or []),
+                r.get("ended_at"),
+                r.get("minutes"),
+            ]
+            for r in recent
+        ],
         "none",
     )
     history = answer.get("history")
@@ -304,16 +387,33 @@ def print_status(answer: dict) -> None:
         table(
             f"History ({len(history)}, newest first)",
             ["AT", "OPERATION", "BY", "OUTCOME", "VERSION", "DETAIL"],
-            [[h.get("at"), h.get("operation"), h.get("requested_by"), h.get("outcome"), h.get("version"),
-              h.get("detail")] for h in history],
+            [
+                [
+                    h.get("at"),
+                    h.get("operation"),
+                    h.get("requested_by"),
+                    h.get("outcome"),
+                    h.get("version"),
+                    h.get("detail"),
+                ]
+                for h in history
+            ],
             "no operation in the last 400 days",
         )
     held = answer.get("held", [])
     table(
         f"Held for debugging ({len(held)})",
         ["RUN", "INSTANCE", "HELD UNTIL", "FAILED STEPS", "CONNECT"],
-        [[h.get("run_id"), h.get("instance_id"), h.get("held_until"), ",".join(h.get("failed_steps") or []),
-          h.get("connect")] for h in held],
+        [
+            [
+                h.get("run_id"),
+                h.get("instance_id"),
+                h.get("held_until"),
+                ",".join(h.get("failed_steps") or []),
+                h.get("connect"),
+            ]
+            for h in held
+        ],
         "none",
     )
     sweeper = answer.get("sweeper", [])
@@ -328,22 +428,41 @@ def print_status(answer: dict) -> None:
     table(
         f"Spend this month ({month}, UTC, estimated)",
         ["PROFILE", "SPENT", "BUDGET", "OF BUDGET", "CLUSTERS", "RUNS"],
-        [[b.get("profile"), usd(b.get("spent_usd")), usd(b.get("budget_usd")) if b.get("budget_usd") is not None
-          else "no budget", "-" if b.get("percent_of_budget") is None else f"{b.get('percent_of_budget')}%",
-          usd(b.get("clusters_usd")), usd(b.get("runs_usd"))] for b in budgets],
+        [
+            [
+                b.get("profile"),
+                usd(b.get("spent_usd")),
+                usd(b.get("budget_usd")) if b.get("budget_usd") is not None else "no budget",
+                "-" if b.get("percent_of_budget") is None else f"{b.get('percent_of_budget')}%",
+                usd(b.get("clusters_usd")),
+                usd(b.get("runs_usd")),
+            ]
+            for b in budgets
+        ],
         "no profile",
     )
     images = answer.get("runner_images", [])
     table(
         f"Runner images ({len(images)}, newest first)",
         ["IMAGE", "ARCHITECTURE", "STATE", "AGE (DAYS)", "CURRENT PLAN", "MADE BY RUN"],
-        [[i.get("image_id"), i.get("architecture"), i.get("state"), i.get("age_days"),
-          "yes" if i.get("current_plan") else "no", i.get("run_id")] for i in images],
+        [
+            [
+                i.get("image_id"),
+                i.get("architecture"),
+                i.get("state"),
+                i.get("age_days"),
+                "yes" if i.get("current_plan") else "no",
+                i.get("run_id"),
+            ]
+            for i in images
+        ],
         "none: TEST runs install their tools (make runner-image makes one)",
     )
     prices = answer.get("prices") or {}
-    print(f"Costs from the catalog's prices of {prices.get('as_of')} ({prices.get('basis')}); runs use spot "
-          f"instances, so their costs are upper bounds. As of {answer.get('at')}.")
+    print(
+        f"Costs from the catalog's prices of {prices.get('as_of')} ({prices.get('basis')}); runs use spot "
+        f"instances, so their costs are upper bounds. As of {answer.get('at')}."
+    )
 
 
 def main() -> int:
@@ -384,7 +503,9 @@ def main() -> int:
         print(json.dumps({"errorType": "InvocationFailed", "errorMessage": str(error)}, indent=2))
         return 2
     except ValueError as error:
-        print(json.dumps({"errorType": "InvocationFailed", "errorMessage": f"the answer is not JSON: {error}"}, indent=2))
+        print(
+            json.dumps({"errorType": "InvocationFailed", "errorMessage": f"the answer is not JSON: {error}"}, indent=2)
+        )
         return 2
     if args.table and ok and isinstance(answer, dict):
         print_status(answer)

@@ -2,15 +2,15 @@
 must be refused or allowed, evaluated the way IAM evaluates identity policies (an explicit Deny
 wins; else an Allow whose Action, Resource and every Condition match; else refused), with policy
 variables (`${aws:userid}`) and tag conditions. The emulator enforces no IAM: this is what stands
-for it. `check_permissions.py` checks the other way round (every call a function made is allowed).
+for it. `checks.permissions` checks the other way round (every call a function made is allowed).
 
 Each row is a request of one role, in the request context AWS would give it (resource tags, the
 caller's `aws:userid`, the DynamoDB key it touches). Rows marked `open` are boundaries the template
 does not draw yet: printed, not failed, until it does (then they must hold, and the mark goes).
 
-usage: check_grants.py [TEMPLATE]
+usage: PYTHONPATH=tools python -m checks.grants [TEMPLATE]
 
-Runs with the SAM venv's Python (cfn-lint's YAML loader)."""
+Runs with cfn-lint's YAML loader (in .venv)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cfnlint.decode import decode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PARTITION, REGION, ACCOUNT = "aws", "us-east-1", "123456789012"
 STACK = "sliderule-provisioner"
 VARIABLE = re.compile(r"\$\{([A-Za-z0-9:/_.-]+)\}")
@@ -52,8 +52,13 @@ class Template:
         if problems:
             raise SystemExit(f"check-grants: {path} does not parse: {problems}")
         self.resources = template["Resources"]
-        self.values = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
-                       "AWS::StackName": STACK, "AWS::URLSuffix": "amazonaws.com"}
+        self.values = {
+            "AWS::Partition": PARTITION,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::StackName": STACK,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
         # A list parameter's Ref is a list (what Join and Select take).
         self.lists = set()
         for name, parameter in template.get("Parameters", {}).items():
@@ -89,6 +94,7 @@ class Template:
             if name in self.values or name in self.resources:
                 return flat_list_text(self.ref(name))
             return match[0]  # a policy variable, left for the request
+
         return SUB_VARIABLE.sub(value, text)
 
     def resolve(self, node):
@@ -99,7 +105,7 @@ class Template:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (function, argument), = node.items()
+            ((function, argument),) = node.items()
             if function == "Ref":
                 return self.ref(argument)
             if function == "Fn::GetAtt":
@@ -168,6 +174,7 @@ def flat_list(value) -> list[str]:
 @dataclass
 class Request:
     """One request of a role: its action, resource ARN and request context."""
+
     action: str
     resource: str
     context: dict[str, str | list[str]] = field(default_factory=dict)
@@ -185,6 +192,7 @@ def substitute(pattern: str, context: dict) -> str | None:
             missing = True
             return ""
         return known
+
     filled = VARIABLE.sub(value, pattern)
     return None if missing else filled
 
@@ -229,6 +237,7 @@ def condition_holds(operator: str, key: str, expected, context: dict) -> bool:
             case "Bool":
                 return any(e.lower() == value.lower() for e in expected)
         raise SystemExit(f"check-grants: the condition operator {operator} is not modelled")
+
     if qualifier == "ForAllValues":
         return all(one(value) for value in values)
     if qualifier == "ForAnyValue":
@@ -286,8 +295,14 @@ RUN_B = {"aws:userid": "AROATESTRUNNERROLE:i-0bbbbbbbbbbbbbbbb"}
 # A step's session of the TEST step role, taken by run A's instance.
 STEP = {"aws:userid": "AROATESTSTEPROLE:step-i-0aaaaaaaaaaaaaaaa-lua-selftests"}
 # CloudFormation copies a stack's tags onto the instances it makes, and adds its own.
-CLUSTER_INSTANCE = instance("i-0c1c1c1c1c1c1c1c1", {"sliderule:kind": "cluster", "sliderule:provisioner": "true",
-                                                    "aws:cloudformation:stack-name": "sliderule-cluster-ci-1"})
+CLUSTER_INSTANCE = instance(
+    "i-0c1c1c1c1c1c1c1c1",
+    {
+        "sliderule:kind": "cluster",
+        "sliderule:provisioner": "true",
+        "aws:cloudformation:stack-name": "sliderule-cluster-ci-1",
+    },
+)
 TEST_INSTANCE = instance("i-0aaaaaaaaaaaaaaaa", {"sliderule:kind": "test", "sliderule:provisioner": "true"})
 IMAGE_INSTANCE = instance("i-0d1d1d1d1d1d1d1d1", {"sliderule:kind": "runner_image", "sliderule:provisioner": "true"})
 
@@ -300,92 +315,309 @@ def row(role, expected, action, resource_and_tags, context=None, why="", open_is
 # Who may do what to whom: each row a request, what IAM must answer, and why.
 ROWS = [
     # A run's instance reaches only its own run.
-    row("TestRunnerRole", "refused", "dynamodb:UpdateItem", table_arn(),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "dynamodb:UpdateItem",
+        table_arn(),
         {**RUN_A, "dynamodb:LeadingKeys": ["run#test-ci-2-20261205t120000-b0b0"]},
-        "run A's instance updates run B's record"),
-    row("TestRunnerRole", "refused", "dynamodb:UpdateItem", table_arn(),
+        "run A's instance updates run B's record",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "dynamodb:UpdateItem",
+        table_arn(),
         {**RUN_A, "dynamodb:LeadingKeys": [f"report#{RUN_B['aws:userid']}"]},
-        "run A's instance writes run B's instance's report"),
-    row("TestRunnerRole", "allowed", "dynamodb:UpdateItem", table_arn(),
+        "run A's instance writes run B's instance's report",
+    ),
+    row(
+        "TestRunnerRole",
+        "allowed",
+        "dynamodb:UpdateItem",
+        table_arn(),
         {**RUN_A, "dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
-        "a run's instance writes its own report"),
-    row("TestRunnerRole", "refused", "s3:PutObject", log_arn(f"runs/{RUN_B['aws:userid']}/checkout.log"),
-        RUN_A, "run A's instance rewrites run B's log"),
-    row("TestRunnerRole", "refused", "s3:PutObject",
+        "a run's instance writes its own report",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "s3:PutObject",
+        log_arn(f"runs/{RUN_B['aws:userid']}/checkout.log"),
+        RUN_A,
+        "run A's instance rewrites run B's log",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "s3:PutObject",
         log_arn(f"runs/{RUN_B['aws:userid']}/{RUN_A['aws:userid']}/checkout.log"),
-        RUN_A, "run A's instance plants a log under run B's prefix"),
-    row("TestRunnerRole", "allowed", "s3:PutObject", log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"),
-        RUN_A, "a run's instance writes its own log"),
-    row("TestRunnerRole", "refused", "dynamodb:UpdateItem", table_arn(),
-        {**RUN_A, "dynamodb:LeadingKeys": ["lock#ci-1"]}, "a run's instance touches a cluster's lock"),
-    row("CancelFunctionRole", "allowed", "dynamodb:GetItem", table_arn(),
-        {"dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]}, "cancel reads the run with its report"),
-    row("CancelFunctionRole", "refused", "dynamodb:UpdateItem", table_arn(),
-        {"dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]}, "cancel rewrites an instance's report"),
-    row("TestRunnerRole", "refused", "dynamodb:DeleteItem", table_arn(),
-        {**RUN_A, "dynamodb:LeadingKeys": ["run#test-ci-1-20261205t120000-a0a0"]}, "a run's instance deletes a record"),
-    row("TestRunnerRole", "refused", "ec2:CreateTags", TEST_INSTANCE, RUN_A,
-        "a run's instance moves its own expiry tag"),
-    row("BuildRunnerRole", "refused", "ec2:TerminateInstances", TEST_INSTANCE, RUN_B,
-        "a run's instance ends another run's instance"),
-    row("TestRunnerRole", "refused", "ssm:SendCommand", CLUSTER_INSTANCE, RUN_A,
-        "a run's instance runs a command on a cluster's instance"),
-    row("TestRunnerRole", "refused", "cloudformation:DeleteStack",
-        f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/sliderule-cluster-ci-1/x", RUN_A,
-        "a run's instance deletes a cluster"),
+        RUN_A,
+        "run A's instance plants a log under run B's prefix",
+    ),
+    row(
+        "TestRunnerRole",
+        "allowed",
+        "s3:PutObject",
+        log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"),
+        RUN_A,
+        "a run's instance writes its own log",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "dynamodb:UpdateItem",
+        table_arn(),
+        {**RUN_A, "dynamodb:LeadingKeys": ["lock#ci-1"]},
+        "a run's instance touches a cluster's lock",
+    ),
+    row(
+        "CancelFunctionRole",
+        "allowed",
+        "dynamodb:GetItem",
+        table_arn(),
+        {"dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
+        "cancel reads the run with its report",
+    ),
+    row(
+        "CancelFunctionRole",
+        "refused",
+        "dynamodb:UpdateItem",
+        table_arn(),
+        {"dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
+        "cancel rewrites an instance's report",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "dynamodb:DeleteItem",
+        table_arn(),
+        {**RUN_A, "dynamodb:LeadingKeys": ["run#test-ci-1-20261205t120000-a0a0"]},
+        "a run's instance deletes a record",
+    ),
+    row(
+        "TestRunnerRole", "refused", "ec2:CreateTags", TEST_INSTANCE, RUN_A, "a run's instance moves its own expiry tag"
+    ),
+    row(
+        "BuildRunnerRole",
+        "refused",
+        "ec2:TerminateInstances",
+        TEST_INSTANCE,
+        RUN_B,
+        "a run's instance ends another run's instance",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "ssm:SendCommand",
+        CLUSTER_INSTANCE,
+        RUN_A,
+        "a run's instance runs a command on a cluster's instance",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "cloudformation:DeleteStack",
+        f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/sliderule-cluster-ci-1/x",
+        RUN_A,
+        "a run's instance deletes a cluster",
+    ),
     # Secrets reach only what uses them.
-    row("BuildRunnerRole", "refused", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), RUN_B,
-        "a BUILD instance reads the selftests' credentials"),
-    row("TestRunnerRole", "refused", "secretsmanager:GetSecretValue", secret_arn("sliderule/deploy-key"), RUN_A,
-        "a TEST instance reads a secret not its own"),
-    row("TestRunnerRole", "refused", "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/BuildRunnerRole", RUN_A,
-        "a TEST instance takes the BUILD runner's credentials"),
-    row("TestRunnerRole", "refused", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule", RUN_A,
-        "a TEST instance pushes a cluster image"),
-    row("TestRunnerRole", "refused", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), RUN_A,
-        "a TEST instance's own role reads the selftests' credentials"),
-    row("TestRunnerRole", "allowed", "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/TestStepRole", RUN_A,
-        "a TEST instance takes the step role for a step that reads cloud data"),
-    row("BuildRunnerRole", "refused", "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/TestStepRole", RUN_B,
-        "a BUILD instance takes the TEST step role"),
-    row("TestStepRole", "allowed", "secretsmanager:GetSecretValue", secret_arn("localhost/earthdata"), STEP,
-        "the selftests read their credentials"),
-    row("TestStepRole", "allowed", "s3:GetObject", "arn:aws:s3:::sliderule-public/data/test.h5", STEP,
-        "the selftests read public data"),
-    row("TestStepRole", "refused", "secretsmanager:GetSecretValue", secret_arn("ci/github-token"), STEP,
-        "a step given cloud data reads the GitHub token"),
-    row("TestStepRole", "refused", "dynamodb:UpdateItem", table_arn(),
+    row(
+        "BuildRunnerRole",
+        "refused",
+        "secretsmanager:GetSecretValue",
+        secret_arn("localhost/earthdata"),
+        RUN_B,
+        "a BUILD instance reads the selftests' credentials",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "secretsmanager:GetSecretValue",
+        secret_arn("sliderule/deploy-key"),
+        RUN_A,
+        "a TEST instance reads a secret not its own",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "sts:AssumeRole",
+        f"arn:aws:iam::{ACCOUNT}:role/BuildRunnerRole",
+        RUN_A,
+        "a TEST instance takes the BUILD runner's credentials",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "ecr:PutImage",
+        f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule",
+        RUN_A,
+        "a TEST instance pushes a cluster image",
+    ),
+    row(
+        "TestRunnerRole",
+        "refused",
+        "secretsmanager:GetSecretValue",
+        secret_arn("localhost/earthdata"),
+        RUN_A,
+        "a TEST instance's own role reads the selftests' credentials",
+    ),
+    row(
+        "TestRunnerRole",
+        "allowed",
+        "sts:AssumeRole",
+        f"arn:aws:iam::{ACCOUNT}:role/TestStepRole",
+        RUN_A,
+        "a TEST instance takes the step role for a step that reads cloud data",
+    ),
+    row(
+        "BuildRunnerRole",
+        "refused",
+        "sts:AssumeRole",
+        f"arn:aws:iam::{ACCOUNT}:role/TestStepRole",
+        RUN_B,
+        "a BUILD instance takes the TEST step role",
+    ),
+    row(
+        "TestStepRole",
+        "allowed",
+        "secretsmanager:GetSecretValue",
+        secret_arn("localhost/earthdata"),
+        STEP,
+        "the selftests read their credentials",
+    ),
+    row(
+        "TestStepRole",
+        "allowed",
+        "s3:GetObject",
+        "arn:aws:s3:::sliderule-public/data/test.h5",
+        STEP,
+        "the selftests read public data",
+    ),
+    row(
+        "TestStepRole",
+        "refused",
+        "secretsmanager:GetSecretValue",
+        secret_arn("ci/github-token"),
+        STEP,
+        "a step given cloud data reads the GitHub token",
+    ),
+    row(
+        "TestStepRole",
+        "refused",
+        "dynamodb:UpdateItem",
+        table_arn(),
         {**STEP, "dynamodb:LeadingKeys": [f"report#{RUN_A['aws:userid']}"]},
-        "a step given cloud data writes its instance's report (a forged outcome)"),
-    row("TestStepRole", "refused", "s3:PutObject", log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"), STEP,
-        "a step given cloud data rewrites its run's logs"),
-    row("BuildRunnerRole", "allowed", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule", RUN_B,
-        "a BUILD instance pushes the cluster images"),
-    row("BuildRunnerRole", "refused", "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule-buildenv",
-        RUN_B, "a BUILD instance overwrites the build environment"),
+        "a step given cloud data writes its instance's report (a forged outcome)",
+    ),
+    row(
+        "TestStepRole",
+        "refused",
+        "s3:PutObject",
+        log_arn(f"runs/{RUN_A['aws:userid']}/checkout.log"),
+        STEP,
+        "a step given cloud data rewrites its run's logs",
+    ),
+    row(
+        "BuildRunnerRole",
+        "allowed",
+        "ecr:PutImage",
+        f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule",
+        RUN_B,
+        "a BUILD instance pushes the cluster images",
+    ),
+    row(
+        "BuildRunnerRole",
+        "refused",
+        "ecr:PutImage",
+        f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/sliderule-buildenv",
+        RUN_B,
+        "a BUILD instance overwrites the build environment",
+    ),
     # Run Command only on clusters' instances.
-    row("ClusterFunctionRole", "refused", "ssm:SendCommand", TEST_INSTANCE, {},
-        "the destroy role sends a command to a run's instance"),
-    row("ClusterFunctionRole", "allowed", "ssm:SendCommand", CLUSTER_INSTANCE, {},
-        "the destroy role saves a cluster's logs"),
-    row("SweepFunctionRole", "refused", "ssm:SendCommand", IMAGE_INSTANCE, {},
-        "the sweeper sends a command to an image run's instance"),
+    row(
+        "ClusterFunctionRole",
+        "refused",
+        "ssm:SendCommand",
+        TEST_INSTANCE,
+        {},
+        "the destroy role sends a command to a run's instance",
+    ),
+    row(
+        "ClusterFunctionRole",
+        "allowed",
+        "ssm:SendCommand",
+        CLUSTER_INSTANCE,
+        {},
+        "the destroy role saves a cluster's logs",
+    ),
+    row(
+        "SweepFunctionRole",
+        "refused",
+        "ssm:SendCommand",
+        IMAGE_INSTANCE,
+        {},
+        "the sweeper sends a command to an image run's instance",
+    ),
     # Images only of image runs' instances.
-    row("RunnerImageFunctionRole", "refused", "ec2:CreateImage", CLUSTER_INSTANCE, {},
-        "the image role images a cluster's instance"),
-    row("RunnerImageFunctionRole", "refused", "ec2:CreateImage", TEST_INSTANCE, {},
-        "the image role images a TEST instance"),
-    row("RunnerImageFunctionRole", "allowed", "ec2:CreateImage", IMAGE_INSTANCE, {},
-        "the image role images its run's instance"),
+    row(
+        "RunnerImageFunctionRole",
+        "refused",
+        "ec2:CreateImage",
+        CLUSTER_INSTANCE,
+        {},
+        "the image role images a cluster's instance",
+    ),
+    row(
+        "RunnerImageFunctionRole",
+        "refused",
+        "ec2:CreateImage",
+        TEST_INSTANCE,
+        {},
+        "the image role images a TEST instance",
+    ),
+    row(
+        "RunnerImageFunctionRole",
+        "allowed",
+        "ec2:CreateImage",
+        IMAGE_INSTANCE,
+        {},
+        "the image role images its run's instance",
+    ),
     # Termination only of run and image instances (a cluster goes as a whole stack).
-    row("SweepFunctionRole", "refused", "ec2:TerminateInstances", CLUSTER_INSTANCE, {},
-        "the sweeper ends a cluster's instance"),
-    row("SweepFunctionRole", "allowed", "ec2:TerminateInstances", TEST_INSTANCE, {},
-        "the sweeper ends a run's instance left behind"),
-    row("TestFunctionRole", "refused", "ec2:TerminateInstances", CLUSTER_INSTANCE, {},
-        "the TEST function ends a cluster's instance"),
-    row("CancelFunctionRole", "refused", "ec2:TerminateInstances", CLUSTER_INSTANCE, {},
-        "cancel ends a cluster's instance"),
+    row(
+        "SweepFunctionRole",
+        "refused",
+        "ec2:TerminateInstances",
+        CLUSTER_INSTANCE,
+        {},
+        "the sweeper ends a cluster's instance",
+    ),
+    row(
+        "SweepFunctionRole",
+        "allowed",
+        "ec2:TerminateInstances",
+        TEST_INSTANCE,
+        {},
+        "the sweeper ends a run's instance left behind",
+    ),
+    row(
+        "TestFunctionRole",
+        "refused",
+        "ec2:TerminateInstances",
+        CLUSTER_INSTANCE,
+        {},
+        "the TEST function ends a cluster's instance",
+    ),
+    row(
+        "CancelFunctionRole",
+        "refused",
+        "ec2:TerminateInstances",
+        CLUSTER_INSTANCE,
+        {},
+        "cancel ends a cluster's instance",
+    ),
 ]
 
 
@@ -415,8 +647,10 @@ def main(path: str) -> int:
     for line in failures:
         print(f"check-grants: {line}", file=sys.stderr)
     held = len(ROWS) - len(failures) - len(still_open)
-    print(f"check-grants: {len(ROWS)} requests of {len({r[0] for r in ROWS})} roles evaluated with their conditions: "
-          f"{held} hold, {len(still_open)} open, {len(failures)} problem(s)")
+    print(
+        f"check-grants: {len(ROWS)} requests of {len({r[0] for r in ROWS})} roles evaluated with their conditions: "
+        f"{held} hold, {len(still_open)} open, {len(failures)} problem(s)"
+    )
     return 1 if failures else 0
 
 

@@ -28,8 +28,12 @@ def summary(status: dict, cluster: str, kinds: list[str]) -> str:
         if run is None:
             lines += [f"### {kind}: no run of {cluster} found", ""]
             continue
-        lines += [f"### {kind} run `{run['run_id']}`: {run.get('state')}", "",
-                  "| step | status | duration | log |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"### {kind} run `{run['run_id']}`: {run.get('state')}",
+            "",
+            "| step | status | duration | log |",
+            "| --- | --- | --- | --- |",
+        ]
         for step in run.get("steps", []):
             what = step.get("status", "?") + (f": {step['reason']}" if step.get("reason") else "")
             seconds = step.get("duration_seconds")

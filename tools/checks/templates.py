@@ -18,7 +18,7 @@ import sys
 
 from cfnlint.decode import decode
 
-from launch_rules import launch_findings
+from guard.launch_rules import launch_findings
 
 REGION, ACCOUNT = "us-west-2", "123456789012"
 SAMPLE = {
@@ -48,8 +48,14 @@ class Resolver:
             if slot.get("Type") == "CommaDelimitedList" and isinstance(default, str):
                 default = default.split(",")
             self.parameters[name] = values.get(name, default)
-        self.pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
-                       "AWS::StackName": "sliderule-cluster-ci-1", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": NO_VALUE}
+        self.pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": "sliderule-cluster-ci-1",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": NO_VALUE,
+        }
 
     def condition(self, name):
         return bool(self.value(self.template.get("Conditions", {})[name]))
@@ -82,7 +88,7 @@ class Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, argument), = node.items()
+            ((key, argument),) = node.items()
             if key == "Ref":
                 return self.ref(argument)
             if key == "Condition":
@@ -178,10 +184,16 @@ def launch_problems(path, template, resolver):
 def expected_grants(values):
     """What the facts list for the cluster's instance role, with the sample values."""
     registry_account, _, _, registry_region = values["ContainerRegistry"].split(".")[:4]
-    read_buckets = [values["ProjectBucket"], *([values["ProjectPublicBucket"]] if values["ProjectPublicBucket"] else []),
-                    *values["PublicDataBuckets"]]
-    grants = {("ecr:GetAuthorizationToken", "*"), ("ec2:DescribeInstances", "*"),
-              ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{values['Domain']}/*")}
+    read_buckets = [
+        values["ProjectBucket"],
+        *([values["ProjectPublicBucket"]] if values["ProjectPublicBucket"] else []),
+        *values["PublicDataBuckets"],
+    ]
+    grants = {
+        ("ecr:GetAuthorizationToken", "*"),
+        ("ec2:DescribeInstances", "*"),
+        ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{values['Domain']}/*"),
+    }
     for action in ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"):
         # Any image of the registry: the server's execre endpoint runs images beyond the cluster's own.
         grants.add((action, f"arn:aws:ecr:{registry_region}:{registry_account}:repository/*"))
@@ -197,7 +209,10 @@ def expected_grants(values):
         if values[stream]:
             for action in ("firehose:PutRecord", "firehose:PutRecordBatch"):
                 grants.add((action, f"arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/{values[stream]}"))
-    managed = {"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"}
+    managed = {
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+    }
     return grants, managed
 
 
@@ -218,7 +233,7 @@ def granted(template, resolver, role="InstanceRole"):
     grants = set()
     for policy in properties.get("Policies", []):
         grants |= set(_statements(policy["PolicyDocument"]))
-    for name, resource in resources.items():
+    for _name, resource in resources.items():
         if resource.get("Type") == "AWS::IAM::Policy" and _included(resolver, resource):
             policy = resolver.value(resource["Properties"])
             if f"<{role}>" in policy.get("Roles", []):
@@ -236,7 +251,9 @@ def role_problems(path, template):
         for action, resource in sorted(expected - grants):
             problems.append(f"{path}: InstanceRole ({settings}) lacks {action} on {resource}, which the facts list")
         for action, resource in sorted(grants - expected):
-            problems.append(f"{path}: InstanceRole ({settings}) grants {action} on {resource}, which the facts do not list")
+            problems.append(
+                f"{path}: InstanceRole ({settings}) grants {action} on {resource}, which the facts do not list"
+            )
         for arn in sorted(expected_managed ^ managed):
             problems.append(f"{path}: InstanceRole ({settings}) managed policy {arn} differs from the facts")
     return problems
