@@ -101,7 +101,7 @@ pub async fn schedule_destroy(
     invocation: Invocation,
 ) -> Result<Answer<ScheduleDestroyResponse>> {
     let (event, dry_run) = dry_run_of(event)?;
-    let request = ScheduleDestroyRequest::parse(event, provisioner.clock.now())?;
+    let request = ScheduleDestroyRequest::parse(event, provisioner.ports.clock.now())?;
     if dry_run {
         return provisioner.plan_schedule_destroy(&request).await.map(Answer::Plan);
     }

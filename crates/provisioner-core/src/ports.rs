@@ -470,6 +470,18 @@ pub struct ClusterPorts {
     pub clock: Arc<dyn Clock>,
 }
 
+impl ClusterPorts {
+    /// These ports with the registry `deploy` checks images in.
+    pub fn with_images(self, images: Arc<dyn Images>) -> ClusterPorts {
+        ClusterPorts { images, ..self }
+    }
+
+    /// These ports with what keeps a cluster's logs before it is destroyed.
+    pub fn with_logs(self, logs: Arc<dyn ClusterLogs>) -> ClusterPorts {
+        ClusterPorts { logs, ..self }
+    }
+}
+
 /// What the run side (test, build, the sweeper's resumes) asks of the cloud and of time.
 #[derive(Clone)]
 pub struct RunPorts {

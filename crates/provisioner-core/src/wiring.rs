@@ -7,28 +7,23 @@ use std::sync::Arc;
 
 use crate::aws::{cloudformation, cluster_logs, dynamodb, ec2, scheduler, sns, Aws};
 use crate::catalog::Catalog;
-use crate::ports::{ClusterLogs, ClusterPorts, Images, NoImages, RunPorts};
+use crate::ports::{ClusterPorts, NoImages, NoLogs, RunPorts};
 use crate::service::runner::Runner;
 use crate::service::survey::Operations;
 use crate::service::Provisioner;
 use crate::settings::Settings;
 
-/// The cluster side's ports, with `images` as the registry (only `deploy` gives a real one) and
-/// `logs` as what keeps a cluster's logs (only what destroys gives a real one).
-pub fn cluster_ports(
-    aws: &Aws,
-    settings: &Settings,
-    images: Arc<dyn Images>,
-    logs: Arc<dyn ClusterLogs>,
-) -> Result<ClusterPorts, String> {
+/// The cluster side's ports, without a registry or a keeper of a cluster's logs: `deploy` adds
+/// the one ([`ClusterPorts::with_images`]), what destroys the other ([`ClusterPorts::with_logs`]).
+pub fn cluster_ports(aws: &Aws, settings: &Settings) -> Result<ClusterPorts, String> {
     Ok(ClusterPorts {
         stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
         schedules: Arc::new(scheduler::EventBridgeSchedules::new(aws, settings.schedule_target()?)),
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
-        images,
+        images: Arc::new(NoImages),
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?).with_runner_roles(settings.runner_roles())),
-        logs,
+        logs: Arc::new(NoLogs),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: settings.clock(),
     })
@@ -57,7 +52,7 @@ pub fn operations(aws: &Aws, settings: &Settings) -> Result<Operations, String> 
     let catalog = Arc::new(Catalog::shipped().map_err(|error| error.to_string())?);
     let provisioner = Provisioner::new(
         catalog.clone(),
-        cluster_ports(aws, settings, Arc::new(NoImages), Arc::new(cluster_logs::RunCommandLogs::new(aws)))?,
+        cluster_ports(aws, settings)?.with_logs(Arc::new(cluster_logs::RunCommandLogs::new(aws))),
         settings.cluster_parameters(),
     );
     Ok(Operations::new(provisioner, runner(aws, settings, catalog)?))

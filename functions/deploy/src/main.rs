@@ -2,7 +2,6 @@
 use std::sync::Arc;
 
 use provisioner_core::aws::{ecr::EcrImages, Aws};
-use provisioner_core::ports::NoLogs;
 use provisioner_core::service::Provisioner;
 use provisioner_core::{catalog::Catalog, lambda, settings::Settings, wiring};
 
@@ -12,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = Settings::from_env();
     let aws = Aws::from_env().await;
     // The one function that checks the registry: it alone links ECR.
-    let ports = wiring::cluster_ports(&aws, &settings, Arc::new(EcrImages::new(&aws)), Arc::new(NoLogs))?;
+    let ports = wiring::cluster_ports(&aws, &settings)?.with_images(Arc::new(EcrImages::new(&aws)));
     let provisioner = Provisioner::new(Arc::new(Catalog::shipped()?), ports, settings.cluster_parameters());
     lambda::serve("deploy", aws.calls, provisioner, lambda::deploy).await
 }

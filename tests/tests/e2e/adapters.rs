@@ -287,7 +287,7 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     assert!(scheduled.schedule_name.starts_with(&format!("destroy.{cluster}.")));
     let destroyed = first.destroy(request, &invocation("four")).await.unwrap();
     assert_eq!(destroyed.schedules_removed, vec![scheduled.schedule_name]);
-    assert!(first.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
+    assert!(first.ports.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
 }
 
 /// The budget over the real adapters: the month's history read back by a Scan counts a destroyed
@@ -314,7 +314,7 @@ async fn a_deploy_past_the_budget_creates_nothing_and_the_months_history_counts(
         detail: None,
         stack_created_at: Some(created),
     };
-    provisioner.history.record(&cluster, &destroyed).await.unwrap();
+    provisioner.ports.history.record(&cluster, &destroyed).await.unwrap();
     let hours = now.duration_since(created.max(start_of_month(now))).as_secs_f64() / 3600.0;
     let profile = provisioner.catalog.profile_for(&cluster).unwrap();
     let rate = profile.hourly_cost(&Default::default(), provisioner.catalog.prices()).unwrap();
@@ -328,10 +328,10 @@ async fn a_deploy_past_the_budget_creates_nothing_and_the_months_history_counts(
     let refused = provisioner.deploy(deploy.clone(), &invocation("budget")).await.unwrap_err();
     assert_eq!(refused.code(), "BudgetExceeded", "{refused}");
     assert!(refused.to_string().contains("of its 0.00 USD budget"), "{refused}");
-    assert!(provisioner.stacks.describe(&format!("sliderule-cluster-{cluster}")).await.unwrap().is_none());
+    assert!(provisioner.ports.stacks.describe(&format!("sliderule-cluster-{cluster}")).await.unwrap().is_none());
     assert_eq!(provisioner.plan_deploy(&deploy).await.unwrap_err().code(), "BudgetExceeded");
     // The refusal is in the cluster's history too.
-    let history = provisioner.history.of(&cluster, Timestamp::now(), 50).await.unwrap();
+    let history = provisioner.ports.history.of(&cluster, Timestamp::now(), 50).await.unwrap();
     assert_eq!((history[0].operation.as_str(), history[0].outcome.as_str()), ("deploy", "BudgetExceeded"));
 }
 

@@ -415,6 +415,24 @@ impl StepResult {
     }
 }
 
+/// What every answer about a run says of it: `test`, `build`, `runner_image` and `cancel` answers
+/// and `status`'s active and recent runs flatten it beside what each adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    pub cluster: ClusterName,
+    pub version: GitRef,
+    /// Who started it, when they said.
+    pub requested_by: Option<RequestedBy>,
+    pub instance_id: Option<String>,
+    /// In plan order, each with its log once it has one.
+    pub steps: Vec<StepResult>,
+    pub log_location: String,
+    /// Oldest first, each with its instance, market, times and outcome.
+    pub attempts: Vec<Attempt>,
+}
+
 /// A run's record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {
@@ -517,6 +535,21 @@ impl RunRecord {
     /// Whether its instance is kept up for debugging at `now`.
     pub fn held_at(&self, now: Timestamp) -> bool {
         self.held_until.is_some_and(|until| until > now)
+    }
+
+    /// What every answer about it says of it.
+    pub fn view(&self) -> RunView {
+        RunView {
+            run_id: self.run_id.clone(),
+            kind: self.kind,
+            cluster: self.cluster.clone(),
+            version: self.version.clone(),
+            requested_by: self.requested_by.clone(),
+            instance_id: self.instance_id.clone(),
+            steps: self.steps_with_logs(),
+            log_location: self.log_location.clone(),
+            attempts: self.attempts.clone(),
+        }
     }
 
     /// Its steps, each with its log's place once it has one.

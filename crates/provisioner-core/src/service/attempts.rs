@@ -66,10 +66,10 @@ impl Runner {
             reason,
             attempts,
         };
-        let Some(run_id) = self.instances.run_of(&event.instance_id).await? else {
+        let Some(run_id) = self.ports.instances.run_of(&event.instance_id).await? else {
             return Ok(answer(EventAction::Ignored, None, "it is not an instance of a run".into(), Vec::new()));
         };
-        let Some(mut record) = self.runs.get(&run_id).await? else {
+        let Some(mut record) = self.ports.runs.get(&run_id).await? else {
             return Ok(answer(EventAction::Ignored, Some(run_id), "its run has no record".into(), Vec::new()));
         };
         let current = record.instance_id.as_deref() == Some(event.instance_id.as_str());
@@ -102,7 +102,7 @@ impl Runner {
             return Ok(answer(EventAction::Recorded, Some(run_id), reason, record.attempts));
         }
         // The deadman's shutdown, or the sweeper's termination, of a run past its limit: no retry.
-        if record.timed_out(self.clock.now()) {
+        if record.timed_out(self.ports.clock.now()) {
             self.time_out(&mut record).await?;
             let reason = format!("{why}: its run reached its time limit and ended as {}", record.state.as_str());
             return Ok(answer(EventAction::Recorded, Some(run_id), reason, record.attempts));
@@ -123,7 +123,7 @@ impl Runner {
         let profile = self.catalog.profile_for(&record.cluster)?.clone();
         self.terminate_attempt(record).await?;
         if record.attempt_number() >= profile.runner.max_attempts {
-            record.end_attempt(outcome, Some(self.clock.now()));
+            record.end_attempt(outcome, Some(self.ports.clock.now()));
             let state =
                 if outcome == AttemptOutcome::Capacity { RunState::CapacityUnavailable } else { RunState::Lost };
             let failure = format!("{why}; it used up its {} attempt(s)", record.attempts.len());
@@ -146,7 +146,7 @@ impl Runner {
         outcome: AttemptOutcome,
         why: &str,
     ) -> Result<Option<UserData>> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         record.end_attempt(outcome, Some(now));
         tracing::warn!(run_id = %record.run_id, attempt = record.attempt_number(), outcome = outcome.as_str(), %why,
             "attempt ended; beginning the next");
@@ -160,10 +160,10 @@ impl Runner {
             (None, None, None, None, None);
         record.images.clear();
         record.holds = None;
-        match self.runs.begin_attempt(record).await {
+        match self.ports.runs.begin_attempt(record).await {
             Ok(()) => {}
             Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Conflict | AwsErrorKind::Indeterminate)) => {
-                let fresh = self.runs.get(&record.run_id).await?;
+                let fresh = self.ports.runs.get(&record.run_id).await?;
                 // The answer to our own write may have been lost and the SDK's retry refused: the
                 // record then holds the very attempt we began, and it is ours to launch.
                 let ours = fresh
@@ -206,7 +206,7 @@ impl Runner {
             };
             let why = format!("no capacity ({})", refused.join(", "));
             if record.attempt_number() >= profile.runner.max_attempts {
-                record.end_attempt(AttemptOutcome::Capacity, Some(self.clock.now()));
+                record.end_attempt(AttemptOutcome::Capacity, Some(self.ports.clock.now()));
                 let error = Error::CapacityUnavailable(format!(
                     "{} run {} was not started: {why} in each of its {} attempt(s) ({}); try again later or add \
                      instance types to the profile",
@@ -217,7 +217,7 @@ impl Runner {
                 ));
                 return Err(self.abandon(record, RunState::CapacityUnavailable, error).await);
             }
-            self.clock.sleep(CAPACITY_RETRY_PAUSE).await;
+            self.ports.clock.sleep(CAPACITY_RETRY_PAUSE).await;
             match self.begin_next_attempt(record, profile, AttemptOutcome::Capacity, &why).await? {
                 Some(next) => user_data = next,
                 None => return Ok(()),
@@ -228,33 +228,40 @@ impl Runner {
     /// Terminates the current attempt's instances (recorded, and found by tag).
     async fn terminate_attempt(&self, record: &RunRecord) -> Result<()> {
         let number = record.attempt_number().max(1);
-        let mut instances: Vec<String> = self
-            .instances
-            .of_run(&record.run_id)
-            .await?
-            .into_iter()
-            .filter(|instance| instance.attempt() == number)
+        self.terminate_instances(record, |attempt| attempt == number, None).await
+    }
+
+    /// Terminates the run's instances of the attempts `of_attempt` takes, the recorded one and
+    /// those found by tag (one never recorded too), but `kept`: the one clean-up of instances.
+    pub(super) async fn terminate_instances(
+        &self,
+        record: &RunRecord,
+        of_attempt: impl Fn(u32) -> bool,
+        kept: Option<&String>,
+    ) -> Result<()> {
+        let mut instances: Vec<String> = (self.ports.instances.of_run(&record.run_id).await?.into_iter())
+            .filter(|instance| of_attempt(instance.attempt()))
             .map(|instance| instance.id)
             .collect();
         instances.extend(record.instance_id.clone());
         instances.sort();
         instances.dedup();
-        for instance_id in &instances {
-            self.instances.terminate(instance_id).await?;
+        for instance_id in instances.iter().filter(|id| Some(*id) != kept) {
+            self.ports.instances.terminate(instance_id).await?;
         }
         Ok(())
     }
 
     /// Ends the hold of an ended run's instance: terminates it now.
     pub(super) async fn end_hold(&self, record: &mut RunRecord) -> Result<()> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         if !record.held_at(now) {
             return Ok(());
         }
         if let Some(instance_id) = record.instance_id.clone() {
-            self.instances.terminate(&instance_id).await?;
+            self.ports.instances.terminate(&instance_id).await?;
         }
-        self.runs.end_hold(&record.run_id, now).await?;
+        self.ports.runs.end_hold(&record.run_id, now).await?;
         record.held_until = Some(now);
         tracing::info!(run_id = %record.run_id, "hold ended");
         Ok(())

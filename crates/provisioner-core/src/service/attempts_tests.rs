@@ -101,7 +101,7 @@ async fn interruption_warnings_begin_the_next_attempt_until_none_is_left_then_th
 async fn the_same_event_delivered_twice_changes_nothing_more() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
-    let instance = started.instance_id.unwrap();
+    let instance = started.run.instance_id.clone().unwrap();
     let first = world.runner.instance_event(warning(&instance)).await.unwrap();
     assert_eq!(first.action, EventAction::Retried);
     // Redelivered, and the state changes the termination itself brings.
@@ -117,7 +117,7 @@ async fn the_same_event_delivered_twice_changes_nothing_more() {
 async fn events_that_end_no_current_attempt_are_ignored() {
     let world = RunWorld::new(NOW);
     let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
-    let instance = started.instance_id.unwrap();
+    let instance = started.run.instance_id.clone().unwrap();
     for state in ["pending", "running"] {
         let answer = world.runner.instance_event(state_change(&instance, state)).await.unwrap();
         assert_eq!(answer.action, EventAction::Ignored, "{state}");
@@ -140,7 +140,7 @@ async fn a_failed_step_is_never_retried() {
     let started = world.runner.run(RunKind::Test, start_held(0), &world.invocation("r1")).await.unwrap();
     report_all(&world, &started.run_id, 2);
     // The instance powers off after reporting; its going is no reason to try again.
-    let instance = started.instance_id.unwrap();
+    let instance = started.run.instance_id.clone().unwrap();
     world.instances.set_state(&instance, Some(InstanceState::ShuttingDown));
     let answer = world.runner.instance_event(state_change(&instance, "shutting-down")).await.unwrap();
     assert_eq!(answer.action, EventAction::Recorded, "{}", answer.reason);
@@ -188,7 +188,7 @@ async fn an_instance_that_never_checks_in_is_replaced_after_the_boot_timeout() {
     pass(2).await;
     let answer = world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r3")).await.unwrap();
     assert_eq!((answer.attempts.len(), answer.attempts[0].outcome), (2, AttemptOutcome::BootTimeout));
-    assert!(world.instances.terminated().contains(&started.instance_id.unwrap()));
+    assert!(world.instances.terminated().contains(&started.run.instance_id.unwrap()));
 
     // One that checked in is not.
     world.runs.report(&answer.run_id, &[], None);
@@ -252,7 +252,7 @@ async fn a_passing_run_is_never_held() {
     report_all(&world, &started.run_id, 0);
     let done = world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r2")).await.unwrap();
     assert_eq!((done.status, done.held_until), ("success", None));
-    assert_eq!(world.instances.terminated(), vec![started.instance_id.unwrap()]);
+    assert_eq!(world.instances.terminated(), vec![started.run.instance_id.unwrap()]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,7 +261,7 @@ async fn cancel_ends_a_hold_at_once_and_answers_the_outcome_unchanged() {
     let started = world.runner.run(RunKind::Test, start_held(60), &world.invocation("r1")).await.unwrap();
     report_all(&world, &started.run_id, 1);
     world.runner.run(RunKind::Test, resume(&started.run_id), &world.invocation("r2")).await.unwrap_err();
-    let instance = started.instance_id.unwrap();
+    let instance = started.run.instance_id.clone().unwrap();
     assert!(!world.instances.terminated().contains(&instance));
     let request = crate::domain::CancelRequest { run_id: started.run_id.clone(), requested_by: None };
     let cancelled = world.runner.cancel(request).await.unwrap();

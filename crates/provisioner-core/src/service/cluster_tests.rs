@@ -9,7 +9,7 @@ use super::*;
 use crate::domain::stack_status::KNOWN_STATUSES;
 use crate::domain::{ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest, StackPhase, StackStatus};
 use crate::error::Error;
-use crate::ports::Lease;
+use crate::ports::{Clock, Lease};
 use crate::testing::{Call, Fault, StackBehaviour, World};
 
 const NOW: &str = "2026-11-23T12:00:00Z";

@@ -43,7 +43,7 @@ impl Day {
     async fn start(&mut self, name: &'static str, kind: RunKind, cluster: &str, hold: u32, ends: RunState) {
         let invocation = self.ops.world.invocation(name);
         let started = self.ops.runs.runner.run(kind, start(cluster, hold), &invocation).await.unwrap();
-        self.runs.insert(name, (started.run_id, ends));
+        self.runs.insert(name, (started.run.run_id, ends));
     }
 
     /// Plays the instance: every step reported, the first `failing` failed, and the outcome.
@@ -160,7 +160,7 @@ async fn a_day_in_the_life_on_fakes_that_behave_like_the_cloud_keeps_every_invar
                 for (name, answer) in names.iter().zip(answers) {
                     if let Ok(started) = answer {
                         let name: &'static str = name;
-                        day.runs.insert(name, (started.run_id, RunState::Succeeded));
+                        day.runs.insert(name, (started.run.run_id, RunState::Succeeded));
                     }
                 }
             }

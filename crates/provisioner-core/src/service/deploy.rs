@@ -75,7 +75,7 @@ impl Provisioner {
         let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
         let asked = request.version.as_ref().map(ToString::to_string);
         let outcome = self.deploy_checked(request, invocation).await;
-        super::alert_if_failed(&*self.notices, "deploy", &cluster, &outcome).await;
+        super::alert_if_failed(&*self.ports.notices, "deploy", &cluster, &outcome).await;
         let (version, detail) = match &outcome {
             Ok(response) => {
                 let action = serde_json::to_value(response.action).ok().and_then(|a| a.as_str().map(str::to_owned));
@@ -102,7 +102,7 @@ impl Provisioner {
             profile,
             version,
             stack_name: stack_name(cluster),
-            started: self.clock.now(),
+            started: self.ports.clock.now(),
             requested_by: request.requested_by.clone(),
         })
     }
@@ -111,14 +111,14 @@ impl Provisioner {
         let target = self.target(&request)?;
         let cluster = target.cluster;
         // Step 1 before the lock: a running cluster answers in one call.
-        if let Some(stack) = self.stacks.describe(&target.stack_name).await? {
+        if let Some(stack) = self.ports.stacks.describe(&target.stack_name).await? {
             if stack.status.phase() == StackPhase::Running {
                 return Ok(self.deploy_response(&target, stack, DeployAction::AlreadyRunning));
             }
         }
         // While another operation holds the cluster, a stack that becomes running is the answer.
         let running_now = || async {
-            match self.stacks.describe(&target.stack_name).await {
+            match self.ports.stacks.describe(&target.stack_name).await {
                 Ok(Some(stack)) if stack.status.phase() == StackPhase::Running => {
                     Some(self.deploy_response(&target, stack, DeployAction::Waited))
                 }
@@ -131,12 +131,12 @@ impl Provisioner {
     async fn deploy_locked(&self, target: &Target<'_>, invocation: &Invocation) -> Result<DeployResponse> {
         let (cluster, stack_name) = (target.cluster, target.stack_name.as_str());
         // The table again under the lock: another deploy may have finished while we waited.
-        let mut stack = self.stacks.describe(stack_name).await?;
+        let mut stack = self.ports.stacks.describe(stack_name).await?;
         if let Some(running) = stack.clone().filter(|s| s.status.phase() == StackPhase::Running) {
             return Ok(self.deploy_response(target, running, DeployAction::AlreadyRunning));
         }
         // Step 2.
-        let scheduled = self.schedules.list(&schedule_prefix(cluster)).await?;
+        let scheduled = self.ports.schedules.list(&schedule_prefix(cluster)).await?;
         if let Some(first) = scheduled.iter().min_by_key(|s| s.at) {
             return Err(Error::ScheduledForDelete { cluster: cluster.to_string(), at: first.at.to_string() });
         }
@@ -167,7 +167,7 @@ impl Provisioner {
                         None => self.ready_to_create(target).await?,
                     };
                     created = true;
-                    match self.stacks.create(&spec).await {
+                    match self.ports.stacks.create(&spec).await {
                         Ok(stack_id) => {
                             tracing::info!(stack = stack_name, %stack_id, version = %target.version, "stack create \
                                 started");
@@ -190,7 +190,7 @@ impl Provisioner {
                     replaced = true;
                     action = DeployAction::Replaced;
                     tracing::info!(stack = stack_name, status = %status_text(&stack), "replacing failed stack");
-                    self.stacks.delete(stack_name).await?;
+                    self.ports.stacks.delete(stack_name).await?;
                     wait_for_stack(self, stack_name, Until::DeleteEnded, limit, &mut seen).await?
                 }
                 // Step 5.
@@ -221,7 +221,7 @@ impl Provisioner {
                 "the provisioner has no container registry setting; set ContainerRegistry in its template".into(),
             )
         })?;
-        let missing = self.images.missing(registry, &target.profile.images, &target.version).await?;
+        let missing = self.ports.images.missing(registry, &target.profile.images, &target.version).await?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -269,7 +269,7 @@ impl Provisioner {
     /// cluster at its profile's maximum lifetime.
     async fn schedule_default_destroy(&self, target: &Target<'_>, response: &mut DeployResponse) {
         let Some(lifetime) = target.profile.default_ttl else { return };
-        let at = crate::domain::time::whole_seconds(self.clock.now()) + lifetime;
+        let at = crate::domain::time::whole_seconds(self.ports.clock.now()) + lifetime;
         match self.create_destroy_schedule(target.cluster, at, target.requested_by.as_ref()).await {
             Ok(name) => {
                 tracing::info!(cluster = %target.cluster, schedule = %name, %at, "destroy scheduled at the default \
@@ -314,7 +314,7 @@ impl Provisioner {
             note,
             time_to_destroy: None,
             outputs: stack.outputs,
-            elapsed_seconds: seconds_between(target.started, self.clock.now()),
+            elapsed_seconds: seconds_between(target.started, self.ports.clock.now()),
         }
     }
 
@@ -340,7 +340,7 @@ impl Provisioner {
 
     /// " (reasons: a; b)" from the stack's failed events, or its status reason; never fails.
     pub(super) async fn reasons(&self, stack_name: &str, stack: &Option<StackSnapshot>) -> String {
-        let mut reasons = match self.stacks.failure_reasons(stack_name).await {
+        let mut reasons = match self.ports.stacks.failure_reasons(stack_name).await {
             Ok(reasons) => reasons,
             Err(error) => {
                 tracing::warn!(stack = stack_name, %error, "could not read stack events");
@@ -368,13 +368,13 @@ impl Provisioner {
     pub async fn plan_deploy(&self, request: &DeployRequest) -> Result<Plan> {
         let target = self.target(request)?;
         let (cluster, profile, now) = (target.cluster, target.profile, target.started);
-        let stack = self.stacks.describe(&target.stack_name).await?;
+        let stack = self.ports.stacks.describe(&target.stack_name).await?;
         if let Some(running) = stack.as_ref().filter(|s| s.status.phase() == StackPhase::Running) {
             let version = running.parameters.get("Version").map_or("?", String::as_str);
             let branch = format!("step 1: {} is running at version {version}: success, nothing changes", running.name);
             return Ok(Plan::new("deploy", branch, Vec::new()));
         }
-        let scheduled = self.schedules.list(&schedule_prefix(cluster)).await?;
+        let scheduled = self.ports.schedules.list(&schedule_prefix(cluster)).await?;
         if let Some(first) = scheduled.iter().min_by_key(|s| s.at) {
             return Err(Error::ScheduledForDelete { cluster: cluster.to_string(), at: first.at.to_string() });
         }

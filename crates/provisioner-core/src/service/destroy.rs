@@ -67,10 +67,10 @@ impl Provisioner {
         let (cluster, requested_by) = (request.cluster.clone(), request.requested_by.clone());
         let found_created_at = OnceLock::new();
         let outcome = self.destroy_checked(request, invocation, &found_created_at).await;
-        super::alert_if_failed(&*self.notices, "destroy", &cluster, &outcome).await;
+        super::alert_if_failed(&*self.ports.notices, "destroy", &cluster, &outcome).await;
         let detail = match &outcome {
             Ok(response) => {
-                let now = self.clock.now();
+                let now = self.ports.clock.now();
                 // Nobody signed a fired schedule's event: the schedule that was due names it.
                 let fired = response
                     .schedules_removed
@@ -103,13 +103,13 @@ impl Provisioner {
         invocation: &Invocation,
         found_created_at: &OnceLock<Timestamp>,
     ) -> Result<DestroyResponse> {
-        let started = self.clock.now();
+        let started = self.ports.clock.now();
         let cluster = request.cluster;
         self.catalog.profile_for(&cluster)?;
         with_lock(self, invocation, &cluster, "destroy", async {
             let stack_name = stack_name(&cluster);
             let limit = self.stack_wait_until(invocation, started);
-            let mut stack = self.stacks.describe(&stack_name).await?;
+            let mut stack = self.ports.stacks.describe(&stack_name).await?;
             if let Some(created_at) = stack.as_ref().and_then(|s| s.created_at) {
                 let _ = found_created_at.set(created_at);
             }
@@ -142,7 +142,7 @@ impl Provisioner {
                                 status_text(&stack)
                             )));
                         }
-                        self.stacks.delete(&stack_name).await?;
+                        self.ports.stacks.delete(&stack_name).await?;
                         delete_calls += 1;
                         tracing::info!(stack = %stack_name, attempt = delete_calls, "stack delete started");
                         wait_for_stack(self, &stack_name, Until::DeleteEnded, limit, &mut seen).await?
@@ -172,7 +172,7 @@ impl Provisioner {
                 schedules_removed,
                 logs,
                 logs_note,
-                elapsed_seconds: seconds_between(started, self.clock.now()),
+                elapsed_seconds: seconds_between(started, self.ports.clock.now()),
             })
         })
         .await
@@ -186,12 +186,12 @@ impl Provisioner {
             tracing::warn!(cluster = %cluster, %why, "the cluster's logs were not kept");
             KeptLogs::NotKept(why)
         };
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let bucket = self.settings.get("LogBucket").map(String::as_str).unwrap_or_default();
         let Some(location) = logs_location(bucket, cluster, now) else {
             return not_kept("no log bucket is configured (the provisioner's run-log bucket)".into());
         };
-        let instances = match self.logs.instances(stack_name).await {
+        let instances = match self.ports.logs.instances(stack_name).await {
             Ok(instances) if instances.is_empty() => return not_kept("the cluster had no running instance".into()),
             Ok(instances) => instances,
             Err(error) => return not_kept(format!("its instances could not be listed ({})", error.code())),
@@ -201,7 +201,7 @@ impl Provisioner {
         let mut refused = Vec::new();
         for instance in &instances {
             let Some(destination) = instance_destination(&location, instance) else { continue };
-            match self.logs.copy_logs(instance, &destination).await {
+            match self.ports.logs.copy_logs(instance, &destination).await {
                 Ok(command) => pending.push((instance.clone(), command)),
                 Err(error) => refused.push(format!("{instance}: {error}")),
             }
@@ -213,18 +213,18 @@ impl Provisioner {
         loop {
             let mut still = Vec::new();
             for (instance, command) in pending {
-                match self.logs.outcome(&command, &instance).await {
+                match self.ports.logs.outcome(&command, &instance).await {
                     Ok(CommandOutcome::Succeeded) => copied.push(instance),
                     Ok(CommandOutcome::Failed(why)) => failed.push(format!("{instance}: {why}")),
                     Ok(CommandOutcome::Running) | Err(_) => still.push((instance, command)),
                 }
             }
             pending = still;
-            let now = self.clock.now();
+            let now = self.ports.clock.now();
             if pending.is_empty() || now >= until {
                 break;
             }
-            self.clock.sleep(LOGS_POLL.min(until.duration_since(now).unsigned_abs())).await;
+            self.ports.clock.sleep(LOGS_POLL.min(until.duration_since(now).unsigned_abs())).await;
         }
         failed.extend(pending.iter().map(|(instance, _)| format!("{instance}: not done in {LOGS_WAIT_SECONDS} s")));
         if copied.is_empty() {
@@ -237,8 +237,8 @@ impl Provisioner {
     /// Deletes every destroy schedule of `cluster`, whatever its name suffix.
     pub(super) async fn remove_destroy_schedules(&self, cluster: &ClusterName) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for schedule in self.schedules.list(&schedule_prefix(cluster)).await? {
-            self.schedules.delete(&schedule.name).await?;
+        for schedule in self.ports.schedules.list(&schedule_prefix(cluster)).await? {
+            self.ports.schedules.delete(&schedule.name).await?;
             tracing::info!(cluster = %cluster, schedule = %schedule.name, at = %schedule.at, "destroy schedule \
                 removed");
             removed.push(schedule.name);
@@ -254,8 +254,8 @@ impl Provisioner {
         let cluster = &request.cluster;
         self.catalog.profile_for(cluster)?;
         let name = stack_name(cluster);
-        let stack = self.stacks.describe(&name).await?;
-        let schedules = self.schedules.list(&schedule_prefix(cluster)).await?;
+        let stack = self.ports.stacks.describe(&name).await?;
+        let schedules = self.ports.schedules.list(&schedule_prefix(cluster)).await?;
         let status = status_text(&stack);
         let (branch, mut plan) = match phase_of(&stack) {
             StackPhase::Absent => ("step 1: there is no stack: nothing to delete".to_owned(), Vec::new()),

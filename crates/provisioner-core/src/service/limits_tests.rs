@@ -164,7 +164,7 @@ async fn a_start_beyond_the_profile_cap_is_busy_naming_the_active_runs() {
     let mut active = Vec::new();
     for (index, name) in ["ci-a", "ci-b", "ci-c"].into_iter().enumerate() {
         let request = world.invocation(&format!("r{index}"));
-        active.push(world.runner.run(RunKind::Build, start(name, "v5.1.0"), &request).await.unwrap().run_id);
+        active.push(world.runner.run(RunKind::Build, start(name, "v5.1.0"), &request).await.unwrap().run.run_id);
     }
     let error = world.runner.run(RunKind::Build, start("ci-d", "v5.1.0"), &world.invocation("r3")).await.unwrap_err();
     assert_eq!(error.code(), "Busy");

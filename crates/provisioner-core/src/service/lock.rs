@@ -59,7 +59,7 @@ where
     C: FnMut() -> F,
     F: Future<Output = Option<T>>,
 {
-    let (clock, timeouts) = (&provisioner.clock, &provisioner.timeouts);
+    let (clock, timeouts) = (&provisioner.ports.clock, &provisioner.timeouts);
     let give_up_at = provisioner.work_deadline(invocation);
     let waiting_since = clock.now();
     let mut last_looked = waiting_since;
@@ -68,7 +68,7 @@ where
     loop {
         let now = clock.now();
         let lease = provisioner.lease(invocation, operation, now);
-        match provisioner.locks.try_acquire(cluster, &lease, waiting_since, now).await {
+        match provisioner.ports.locks.try_acquire(cluster, &lease, waiting_since, now).await {
             Ok(None) => {
                 tracing::info!(cluster = %cluster, operation, waited_seconds = (now - waiting_since).as_secs(), "lock \
                     acquired");
@@ -93,7 +93,7 @@ where
         }
         if now + signed(timeouts.lock_poll) > give_up_at {
             // Leave the line; and an attempt whose answer was lost may have taken the lock.
-            let _ = provisioner.locks.release(cluster, &lease.owner).await;
+            let _ = provisioner.ports.locks.release(cluster, &lease.owner).await;
             return Err(match (holder, failure) {
                 (None, Some(error)) => error,
                 (holder, _) => busy(cluster, holder, now),
@@ -103,7 +103,7 @@ where
         if clock.now() >= last_looked + signed(timeouts.stack_poll) {
             last_looked = clock.now();
             if let Some(answer) = meanwhile().await {
-                let _ = provisioner.locks.release(cluster, &lease.owner).await;
+                let _ = provisioner.ports.locks.release(cluster, &lease.owner).await;
                 tracing::info!(cluster = %cluster, operation, "answered while waiting for the lock");
                 return Ok(Turn::Answered(answer));
             }
@@ -125,14 +125,14 @@ impl Held {
     /// Renews the lease while the holder works. Returns only when the lock is lost: someone else
     /// holds it, or it could not be renewed before its lease would end.
     async fn keep(&self, provisioner: &Provisioner, cluster: &ClusterName) -> Error {
-        let (clock, timeouts) = (&provisioner.clock, &provisioner.timeouts);
+        let (clock, timeouts) = (&provisioner.ports.clock, &provisioner.timeouts);
         let mut expires_at = self.lease.expires_at;
         let mut pause = timeouts.lock_renew;
         loop {
             clock.sleep(pause).await;
             let now = clock.now();
             let lease = Lease { expires_at: now + signed(timeouts.lock_lease), ..self.lease.clone() };
-            match provisioner.locks.renew(&self.cluster, &lease).await {
+            match provisioner.ports.locks.renew(&self.cluster, &lease).await {
                 Ok(None) => {
                     expires_at = lease.expires_at;
                     pause = timeouts.lock_renew;
@@ -157,12 +157,12 @@ impl Held {
     /// Releases the lock, trying again on failure until the lease would have ended anyway or the
     /// answer is due.
     pub(super) async fn release(self, provisioner: &Provisioner, invocation: &Invocation) {
-        let clock = &provisioner.clock;
+        let clock = &provisioner.ports.clock;
         let until =
             (invocation.deadline - RELEASE_DEADLINE_MARGIN).min(clock.now() + signed(provisioner.timeouts.lock_lease));
         let mut pause = RELEASE_PAUSE;
         loop {
-            match provisioner.locks.release(&self.cluster, &self.lease.owner).await {
+            match provisioner.ports.locks.release(&self.cluster, &self.lease.owner).await {
                 Ok(()) => return,
                 Err(error) if clock.now() + signed(pause) > until => {
                     tracing::warn!(cluster = %self.cluster, %error, "could not release lock; its lease ends within a minute");

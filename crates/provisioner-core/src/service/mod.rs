@@ -33,7 +33,7 @@ use crate::catalog::Catalog;
 use crate::domain::resource_names::schedule_name;
 use crate::domain::{ClusterName, HistoryEntry, RequestedBy};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, ClusterLogs, ClusterPorts, History, Images, Locks, Notices, Runs, Schedules, Stacks};
+use crate::ports::{ClusterPorts, Notices};
 use crate::settings::ClusterSettings;
 use budget::Ledger;
 
@@ -91,62 +91,32 @@ pub struct Invocation {
 #[derive(Clone)]
 pub struct Provisioner {
     pub catalog: Arc<Catalog>,
-    pub stacks: Arc<dyn Stacks>,
-    pub schedules: Arc<dyn Schedules>,
-    pub locks: Arc<dyn Locks>,
-    /// Only `deploy` asks it anything.
-    pub images: Arc<dyn Images>,
-    /// Every operation on a cluster is added to its history.
-    pub history: Arc<dyn History>,
-    /// Only the budget reads them.
-    pub runs: Arc<dyn Runs>,
+    /// What it asks of the cloud and of time: `images` only in `deploy`, `logs` only in `destroy`,
+    /// `runs` only for the budget.
+    pub ports: ClusterPorts,
     /// A deploy that would create is checked against the profile's budget.
     pub ledger: Ledger,
-    /// A destroy keeps the cluster's container logs before its instances go.
-    pub logs: Arc<dyn ClusterLogs>,
-    pub clock: Arc<dyn Clock>,
     pub timeouts: Timeouts,
     /// The account's settings that cluster stacks take as parameters.
     pub settings: ClusterSettings,
-    /// Where a failed deploy or destroy is reported.
-    pub notices: Arc<dyn Notices>,
 }
 
 impl Provisioner {
     /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
-        let ClusterPorts { stacks, schedules, locks, images, history, runs, logs, notices, clock } = ports;
-        let ledger = Ledger::new(catalog.clone(), stacks.clone(), history.clone(), runs.clone(), clock.clone());
-        Provisioner {
-            runs,
-            ledger,
-            catalog,
-            stacks,
-            schedules,
-            locks,
-            images,
-            history,
-            logs,
-            clock,
-            timeouts: Timeouts::default(),
-            settings,
-            notices,
-        }
+        let ledger = Ledger::new(
+            catalog.clone(),
+            ports.stacks.clone(),
+            ports.history.clone(),
+            ports.runs.clone(),
+            ports.clock.clone(),
+        );
+        Provisioner { catalog, ports, ledger, timeouts: Timeouts::default(), settings }
     }
 
     /// Its ports, to build another side or a variant over the same ones.
     pub fn ports(&self) -> ClusterPorts {
-        ClusterPorts {
-            stacks: self.stacks.clone(),
-            schedules: self.schedules.clone(),
-            locks: self.locks.clone(),
-            images: self.images.clone(),
-            history: self.history.clone(),
-            runs: self.runs.clone(),
-            logs: self.logs.clone(),
-            notices: self.notices.clone(),
-            clock: self.clock.clone(),
-        }
+        self.ports.clone()
     }
 
     /// The history entry of `operation`, asked by `requested_by`, that ended as `outcome`, now.
@@ -159,7 +129,7 @@ impl Provisioner {
         HistoryEntry {
             operation: operation.to_owned(),
             // To the millisecond: two operations in one second keep their order.
-            at: self.clock.now().round(jiff::Unit::Millisecond).unwrap_or_else(|_| self.clock.now()),
+            at: self.ports.clock.now().round(jiff::Unit::Millisecond).unwrap_or_else(|_| self.ports.clock.now()),
             requested_by: requested_by.map(|who| who.as_str().to_owned()),
             outcome: outcome.as_ref().map_or_else(|error| error.code().to_owned(), |_| "success".to_owned()),
             version: None,
@@ -174,7 +144,7 @@ impl Provisioner {
         if self.catalog.profile_for(cluster).is_err() {
             return;
         }
-        if let Err(error) = self.history.record(cluster, &entry).await {
+        if let Err(error) = self.ports.history.record(cluster, &entry).await {
             tracing::warn!(cluster = %cluster, operation = entry.operation, %error, "could not add the operation to the cluster's history");
         }
     }
@@ -223,7 +193,7 @@ impl Provisioner {
     ) -> Result<String> {
         let name = schedule_name(cluster, at);
         let input = crate::domain::ClusterRequest::new(cluster.clone()).to_event();
-        self.schedules.create(&name, at, &input, requested_by).await?;
+        self.ports.schedules.create(&name, at, &input, requested_by).await?;
         Ok(name)
     }
 }

@@ -14,14 +14,15 @@ use super::plan::{Plan, PlannedWrite};
 use super::{seconds_between, signed, Invocation, Timeouts};
 use crate::catalog::{Catalog, Profile};
 use crate::domain::attempt::{describe_all, instance_log_location};
+use crate::domain::run::RunView;
 use crate::domain::tags;
 use crate::domain::UserData;
-use crate::domain::{Attempt, AttemptOutcome, Market};
+use crate::domain::{AttemptOutcome, Market};
 use crate::domain::{CancelRequest, RequestedBy, RunId, RunKind, RunRecord, RunRequest, RunState, StepResult};
 use crate::domain::{ClusterName, GitRef, ImageTag};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::instance::{render, RunValues};
-use crate::ports::{Clock, History, InstanceState, Instances, LaunchSpec, Notices, RunPorts, Runs, Slots, Stacks};
+use crate::ports::{InstanceState, LaunchSpec, RunPorts, Slots};
 use crate::settings::RunSettings;
 
 /// How long after a run started a wait keeps looking for an instance it has no record of, before
@@ -124,62 +125,41 @@ pub const RUN_RECORD_RETENTION: SignedDuration = SignedDuration::from_hours(32 *
 #[derive(Clone)]
 pub struct Runner {
     pub catalog: Arc<Catalog>,
-    pub runs: Arc<dyn Runs>,
-    pub instances: Arc<dyn Instances>,
-    /// Only the budget reads them.
-    pub stacks: Arc<dyn Stacks>,
-    pub history: Arc<dyn History>,
+    /// What it asks of the cloud and of time (`stacks` and `history` only for the budget).
+    pub ports: RunPorts,
     /// A start is checked against the profile's budget.
     pub ledger: Ledger,
-    pub clock: Arc<dyn Clock>,
     pub settings: RunSettings,
     pub timeouts: Timeouts,
-    /// Where a run that failed or was lost is reported.
-    pub notices: Arc<dyn Notices>,
 }
 
 /// What `cancel` answers: the run's outcome (`cancelled`, or how it had ended), and the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelResponse {
     pub status: &'static str,
-    pub run_id: RunId,
     pub outcome: &'static str,
-    pub kind: RunKind,
-    pub cluster: ClusterName,
-    pub version: GitRef,
-    pub instance_id: Option<String>,
+    #[serde(flatten)]
+    pub run: RunView,
     /// Why it ended, when the function ended it (for a cancel: when, and by whom when known).
     pub failure: Option<String>,
     pub ended_at: Option<String>,
-    pub steps: Vec<StepResult>,
-    pub log_location: String,
-    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResponse {
     /// `success` or `running`.
     pub status: &'static str,
-    pub run_id: RunId,
-    pub kind: RunKind,
-    pub cluster: ClusterName,
-    pub version: GitRef,
+    #[serde(flatten)]
+    pub run: RunView,
     pub commit: Option<String>,
     /// The repository layout found in the checkout.
     pub layout: Option<String>,
     pub state: RunState,
-    pub instance_id: Option<String>,
-    pub steps: Vec<StepResult>,
     pub images: Vec<String>,
-    pub log_location: String,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub elapsed_seconds: f64,
-    /// Oldest first, each with its instance, market, times and outcome.
-    pub attempts: Vec<Attempt>,
     pub hold_minutes: u32,
-    /// Who started it, when they said.
-    pub requested_by: Option<RequestedBy>,
     /// The runner image a TEST run's instances launch from (null: the plain Amazon Linux AMI).
     pub runner_image: Option<String>,
     /// The image a runner image run made, once it is available.
@@ -192,23 +172,32 @@ pub struct RunResponse {
     pub connect: Option<String>,
 }
 
+// Both answers read as the run they are about.
+impl std::ops::Deref for RunResponse {
+    type Target = RunView;
+    fn deref(&self) -> &RunView {
+        &self.run
+    }
+}
+
+impl std::ops::Deref for CancelResponse {
+    type Target = RunView;
+    fn deref(&self) -> &RunView {
+        &self.run
+    }
+}
+
 impl Runner {
     /// The run side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: RunPorts, settings: RunSettings) -> Runner {
-        let RunPorts { runs, instances, stacks, history, notices, clock } = ports;
-        let ledger = Ledger::new(catalog.clone(), stacks.clone(), history.clone(), runs.clone(), clock.clone());
-        Runner {
-            catalog,
-            runs,
-            instances,
-            stacks,
-            history,
-            ledger,
-            clock,
-            settings,
-            timeouts: Timeouts::default(),
-            notices,
-        }
+        let ledger = Ledger::new(
+            catalog.clone(),
+            ports.stacks.clone(),
+            ports.history.clone(),
+            ports.runs.clone(),
+            ports.clock.clone(),
+        );
+        Runner { catalog, ports, ledger, settings, timeouts: Timeouts::default() }
     }
 
     /// Starts or resumes a run and waits for it. The answer comes by `wait_seconds` whatever AWS
@@ -216,7 +205,7 @@ impl Runner {
     /// cut off is picked up by the next ask or sweep, as after a crash. Cut off before its run was
     /// recorded or read, it answers `Busy`, nothing started.
     pub async fn run(&self, kind: RunKind, request: RunRequest, invocation: &Invocation) -> Result<RunResponse> {
-        let started = self.clock.now();
+        let started = self.ports.clock.now();
         let by_deadline = invocation.deadline - signed(self.timeouts.deadline_margin);
         let wait_until = match request.wait_seconds() {
             Some(seconds) => by_deadline.min(started + SignedDuration::from_secs(seconds as i64)),
@@ -252,17 +241,17 @@ impl Runner {
 
     /// `work`'s result, or `None` when `until` came first (the work is dropped where it stood).
     async fn by<T>(&self, until: Timestamp, work: impl std::future::Future<Output = T>) -> Option<T> {
-        let left = until.duration_since(self.clock.now());
+        let left = until.duration_since(self.ports.clock.now());
         tokio::select! {
             biased;
             done = work => Some(done),
-            () = self.clock.sleep(left.try_into().unwrap_or(Duration::ZERO)) => None,
+            () = self.ports.clock.sleep(left.try_into().unwrap_or(Duration::ZERO)) => None,
         }
     }
 
     /// The answer of a start or wait whose time ran out: `running` with the run as last known.
     fn cut_off(&self, kind: RunKind, request: &RunRequest, known: &Known, started: Timestamp) -> Result<RunResponse> {
-        let seconds = self.clock.now().duration_since(started).as_secs();
+        let seconds = self.ports.clock.now().duration_since(started).as_secs();
         let last_known = known.borrow().clone();
         let Some(record) = last_known else {
             let what = match request {
@@ -289,14 +278,14 @@ impl Runner {
     /// CANCEL: ends an active run at once, its instances terminated and its outcome `cancelled`;
     /// a run that had ended answers how it ended, unchanged.
     pub async fn cancel(&self, request: CancelRequest) -> Result<CancelResponse> {
-        let Some(mut record) = self.runs.get(&request.run_id).await? else {
+        let Some(mut record) = self.ports.runs.get(&request.run_id).await? else {
             return Err(Error::invalid(format!(
                 "there is no run {}; cancel a run_id that test or build answered with",
                 request.run_id
             )));
         };
         let by = request.requested_by.as_ref().map(|who| format!(" by {}", who.as_str())).unwrap_or_default();
-        let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.clock.now()));
+        let why = format!("cancelled at {}{by}", crate::domain::time::whole_seconds(self.ports.clock.now()));
         // Another invocation may end it first (then its ending is the answer), or start its next
         // attempt first (then that attempt is cancelled).
         for _ in 0..CANCEL_ATTEMPTS {
@@ -318,16 +307,9 @@ impl Runner {
         Ok(CancelResponse {
             status: "success",
             outcome: record.state.as_str(),
-            steps: record.steps_with_logs(),
-            run_id: record.run_id,
-            kind: record.kind,
-            cluster: record.cluster,
-            version: record.version,
-            instance_id: record.instance_id,
+            run: record.view(),
             failure: record.failure,
             ended_at: record.ended_at.map(|t| t.to_string()),
-            log_location: record.log_location,
-            attempts: record.attempts,
         })
     }
 
@@ -342,7 +324,7 @@ impl Runner {
         known: &Known,
     ) -> Result<RunId> {
         let profile = self.catalog.profile_for(&cluster)?;
-        let now = crate::domain::time::whole_seconds(self.clock.now());
+        let now = crate::domain::time::whole_seconds(self.ports.clock.now());
         let run_id = RunId::new(kind, &cluster, now);
         let runner_image = self.runner_image_for(kind, profile, now).await;
         let record = RunRecord {
@@ -365,7 +347,7 @@ impl Runner {
         // (or another answered), kept when it started and its launch failed (the run goes on).
         let keep = match &started {
             Ok(id) => *id == record.run_id,
-            Err(_) => self.runs.get(&record.run_id).await.ok().flatten().is_some_and(|run| !run.state.ended()),
+            Err(_) => self.ports.runs.get(&record.run_id).await.ok().flatten().is_some_and(|run| !run.state.ended()),
         };
         if !keep {
             self.free_slot(&record).await;
@@ -380,7 +362,7 @@ impl Runner {
         if profile.monthly_budget_usd.is_none() {
             return Ok(());
         }
-        match self.runs.active(record, now).await {
+        match self.ports.runs.active(record, now).await {
             Ok(Some(active)) => return Err(Ok(active)),
             Ok(None) => {}
             Err(error) => return Err(Err(error)),
@@ -469,7 +451,7 @@ impl Runner {
     ) -> Result<RunId> {
         let run_id = record.run_id.clone();
         for attempt in 1..=START_ATTEMPTS {
-            let active = match self.runs.start(&record, now).await {
+            let active = match self.ports.runs.start(&record, now).await {
                 Ok(active) => active,
                 // It may have been written: asking again tells, as the pointer then names this run.
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Indeterminate) && attempt < START_ATTEMPTS => {
@@ -488,14 +470,14 @@ impl Runner {
                     launched?;
                     return Ok(run_id);
                 }
-                Some(active) => match self.runs.get(&active).await? {
+                Some(active) => match self.ports.runs.get(&active).await? {
                     // A run that ended but was not released (its invocation crashed): release it and start ours.
                     Some(old) if old.state.ended() => {
-                        self.runs.release(&old).await?;
+                        self.ports.runs.release(&old).await?;
                         self.free_slot(&old).await;
                     }
                     // A pointer to a record that was never written: drop it.
-                    None => self.runs.release(&RunRecord { run_id: active, ..record.clone() }).await?,
+                    None => self.ports.runs.release(&RunRecord { run_id: active, ..record.clone() }).await?,
                     Some(_) => {
                         tracing::info!(run_id = %active, "the same run is active; answering with it");
                         return Ok(active);
@@ -520,13 +502,13 @@ impl Runner {
         let slots = Slots { profile: profile.name.clone(), kind: record.kind, cap };
         let mut active = Vec::new();
         for _ in 0..2 {
-            let Some(holders) = self.runs.take_slot(&slots, &record.run_id, record.deadline, now).await? else {
+            let Some(holders) = self.ports.runs.take_slot(&slots, &record.run_id, record.deadline, now).await? else {
                 return Ok(None);
             };
             active.clear();
             let mut freed = false;
             for holder in holders {
-                match self.runs.get(&holder).await? {
+                match self.ports.runs.get(&holder).await? {
                     Some(run) if !run.state.ended() => {
                         if run.cluster == record.cluster && run.version == record.version {
                             tracing::info!(run_id = %run.run_id, "the same run is active; answering with it");
@@ -537,7 +519,7 @@ impl Runner {
                     run => {
                         if let Some(why) = slot_abandoned(&holder, run.as_ref(), now) {
                             tracing::info!(run_id = %holder, %why, "freeing a slot nobody holds");
-                            self.runs.free_slot(&slots.profile, slots.kind, &holder).await?;
+                            self.ports.runs.free_slot(&slots.profile, slots.kind, &holder).await?;
                             freed = true;
                         }
                     }
@@ -557,7 +539,7 @@ impl Runner {
         if profile.max_concurrent_runs.of(record.kind).is_none() {
             return;
         }
-        if let Err(error) = self.runs.free_slot(&profile.name, record.kind, &record.run_id).await {
+        if let Err(error) = self.ports.runs.free_slot(&profile.name, record.kind, &record.run_id).await {
             tracing::warn!(run_id = %record.run_id, %error, "could not free the run's slot; it frees itself at the \
                 run's deadline");
         }
@@ -674,7 +656,7 @@ impl Runner {
     async fn launch_resolved(&self, record: &RunRecord, spec: &LaunchSpec) -> Result<Launched> {
         let mut pause = LAUNCH_RETRY_PAUSE;
         for attempt in 1..=LAUNCH_ATTEMPTS {
-            match self.instances.launch(spec).await {
+            match self.ports.instances.launch(spec).await {
                 Ok(instance_id) => return Ok(Launched::Instance(instance_id)),
                 // Throttled launched nothing but may go through in a moment; the same token keeps
                 // an indeterminate one from launching twice.
@@ -687,7 +669,7 @@ impl Runner {
                 Err(error) => return Err(error),
             }
             // Also after the last attempt: an instance it launched takes a moment to be listed.
-            self.clock.sleep(pause).await;
+            self.ports.clock.sleep(pause).await;
             pause *= 2;
         }
         // Any attempt may have been the indeterminate kind.
@@ -696,7 +678,7 @@ impl Runner {
 
     /// The current attempt's instance found by tag (its others, if any, are terminated).
     async fn find_instance(&self, record: &RunRecord) -> Option<String> {
-        let found = match self.instances.of_run(&record.run_id).await {
+        let found = match self.ports.instances.of_run(&record.run_id).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(run_id = %record.run_id, %error, "could not look for the run's instance");
@@ -723,14 +705,14 @@ impl Runner {
     async fn terminate_stray(&self, record: &RunRecord, instance_id: &str) {
         let mut pause = LAUNCH_RETRY_PAUSE;
         for attempt in 1..=RECORD_ATTEMPTS {
-            match self.instances.terminate(instance_id).await {
+            match self.ports.instances.terminate(instance_id).await {
                 Ok(()) => return,
                 Err(error) if attempt == RECORD_ATTEMPTS => {
                     tracing::warn!(run_id = %record.run_id, instance_id, %error, "could not terminate it; it stops at \
                         its time limit");
                 }
                 Err(_) => {
-                    self.clock.sleep(pause).await;
+                    self.ports.clock.sleep(pause).await;
                     pause *= 2;
                 }
             }
@@ -753,7 +735,7 @@ impl Runner {
         record.state = RunState::Running;
         let mut pause = LAUNCH_RETRY_PAUSE;
         for attempt in 1..=RECORD_ATTEMPTS {
-            match self.runs.update(record).await {
+            match self.ports.runs.update(record).await {
                 Ok(()) => return,
                 Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => {
                     tracing::warn!(run_id = %record.run_id, %instance_id, "the run ended before its instance was \
@@ -764,7 +746,7 @@ impl Runner {
                 Err(error) if attempt < RECORD_ATTEMPTS => {
                     tracing::warn!(run_id = %record.run_id, %instance_id, %error, "could not record the instance; \
                         trying again");
-                    self.clock.sleep(pause).await;
+                    self.ports.clock.sleep(pause).await;
                     pause *= 2;
                 }
                 Err(error) => {
@@ -779,12 +761,12 @@ impl Runner {
     pub(super) async fn abandon(&self, record: &mut RunRecord, state: RunState, error: Error) -> Error {
         record.state = state;
         record.failure = Some(error.to_string());
-        record.ended_at = Some(self.clock.now());
+        record.ended_at = Some(self.ports.clock.now());
         record.end_attempt(state.attempt_outcome(), record.ended_at);
-        if let Err(write) = self.runs.update(record).await {
+        if let Err(write) = self.ports.runs.update(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch");
         }
-        if let Err(write) = self.runs.release(record).await {
+        if let Err(write) = self.ports.runs.release(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not release the run");
         }
         self.free_slot(record).await;
@@ -795,7 +777,7 @@ impl Runner {
     async fn wait(&self, run_id: &RunId, wait_until: Timestamp, known: &Known) -> Result<RunResponse> {
         let mut last_reported = String::new();
         loop {
-            let mut record = self.runs.get(run_id).await?.ok_or_else(|| {
+            let mut record = self.ports.runs.get(run_id).await?.ok_or_else(|| {
                 Error::invalid(format!("there is no run {run_id}; start one with a cluster and a version"))
             })?;
             let progress =
@@ -812,12 +794,12 @@ impl Runner {
             if record.state.ended() {
                 return self.answer(record);
             }
-            let now = self.clock.now();
+            let now = self.ports.clock.now();
             if now >= wait_until {
                 return Ok(self.response("running", record));
             }
             let left = wait_until.duration_since(now).unsigned_abs();
-            self.clock.sleep(self.timeouts.run_poll.min(left)).await;
+            self.ports.clock.sleep(self.timeouts.run_poll.min(left)).await;
         }
     }
 
@@ -832,7 +814,7 @@ impl Runner {
             }
             return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
         }
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let Some(attempt) = record.current_attempt().cloned() else {
             let why = "it has no attempt recorded (an older provisioner started it)".to_owned();
             return self.conclude(record, RunState::Lost, Some(why)).await;
@@ -856,10 +838,10 @@ impl Runner {
             let why = format!("its instance {instance_id} received a spot interruption notice");
             return self.retry(record, AttemptOutcome::Interrupted, why).await.map(drop);
         }
-        let state = self.instances.state(&instance_id).await?;
+        let state = self.ports.instances.state(&instance_id).await?;
         if !state.is_some_and(InstanceState::is_working) {
             // It may have reported just before going: read once more.
-            if let Some(fresh) = self.runs.get(&record.run_id).await? {
+            if let Some(fresh) = self.ports.runs.get(&record.run_id).await? {
                 if fresh.outcome.is_some() || fresh.attempt_number() != record.attempt_number() {
                     *record = fresh;
                     return Box::pin(self.check_progress(record)).await;
@@ -904,35 +886,23 @@ impl Runner {
         state: RunState,
         failure: Option<String>,
     ) -> Result<()> {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let held = (state == RunState::Failed && record.hold_minutes > 0).then(|| record.instance_id.clone()).flatten();
         // Every instance of the run goes, also one that was never recorded; not one of a later
         // attempt another invocation began (then this write is refused and the run goes on).
-        let mut instances: Vec<String> = self
-            .instances
-            .of_run(&record.run_id)
-            .await?
-            .into_iter()
-            .filter(|instance| instance.attempt() <= record.attempt_number().max(1))
-            .map(|instance| instance.id)
-            .collect();
-        instances.extend(record.instance_id.clone());
-        instances.sort();
-        instances.dedup();
-        for instance_id in instances.iter().filter(|id| Some(*id) != held.as_ref()) {
-            self.instances.terminate(instance_id).await?;
-        }
+        let current = record.attempt_number().max(1);
+        self.terminate_instances(record, |attempt| attempt <= current, held.as_ref()).await?;
         record.state = state;
         record.failure = failure;
         record.ended_at = Some(now);
         record.held_until = held.is_some().then(|| now + SignedDuration::from_mins(i64::from(record.hold_minutes)));
         record.end_attempt(state.attempt_outcome(), Some(now));
-        match self.runs.update(record).await {
+        match self.ports.runs.update(record).await {
             Ok(()) => self.report_end(record).await,
             // Another invocation ended it first (its ending stands), or began its next attempt; or
             // the answer to our own write was lost (then the record holds our very ending).
             Err(error) if matches!(error.aws_kind(), Some(AwsErrorKind::Conflict | AwsErrorKind::Indeterminate)) => {
-                let fresh = self.runs.get(&record.run_id).await?;
+                let fresh = self.ports.runs.get(&record.run_id).await?;
                 let ours = fresh
                     .as_ref()
                     .is_some_and(|fresh| fresh.state == record.state && fresh.ended_at == record.ended_at);
@@ -951,7 +921,7 @@ impl Runner {
             }
             Err(error) => return Err(error),
         }
-        self.runs.release(record).await?;
+        self.ports.runs.release(record).await?;
         self.free_slot(record).await;
         tracing::info!(run_id = %record.run_id, state = record.state.as_str(), "run ended");
         Ok(())
@@ -979,7 +949,7 @@ impl Runner {
             Err(error) => error.to_string(),
             Ok(_) => format!("run {} ended as {}", record.run_id, record.state.as_str()),
         };
-        super::alert(&*self.notices, &subject, &message).await;
+        super::alert(&*self.ports.notices, &subject, &message).await;
     }
 
     fn answer(&self, record: RunRecord) -> Result<RunResponse> {
@@ -1002,7 +972,7 @@ impl Runner {
                 }
                 let mut message = format!("{run} failed: {what}; read the logs at {}", record.log_location);
                 if let (Some(instance), Some(until)) = (&record.instance_id, record.held_until) {
-                    if record.held_at(self.clock.now()) {
+                    if record.held_at(self.ports.clock.now()) {
                         message.push_str(&format!(
                             "; its instance {instance} is held until {until}: {} (cancel the run to end the hold)",
                             self.connect_command(instance)
@@ -1037,32 +1007,23 @@ impl Runner {
     }
 
     fn response(&self, status: &'static str, record: RunRecord) -> RunResponse {
-        let now = self.clock.now();
+        let now = self.ports.clock.now();
         let end = record.ended_at.unwrap_or(now);
-        let steps = record.steps_with_logs();
         let held = record.held_at(now);
         let connect = record.instance_id.as_deref().filter(|_| held).map(|id| self.connect_command(id));
         RunResponse {
             status,
             elapsed_seconds: seconds_between(record.started_at, end),
-            run_id: record.run_id,
-            kind: record.kind,
-            cluster: record.cluster,
-            version: record.version,
+            run: record.view(),
             commit: record.commit,
             layout: record.layout,
             state: record.state,
-            instance_id: record.instance_id,
-            steps,
             images: record.images,
-            log_location: record.log_location,
             started_at: record.started_at.to_string(),
             ended_at: record.ended_at.map(|t| t.to_string()),
             connect,
             held_until: record.held_until.filter(|_| held).map(|t| t.to_string()),
-            attempts: record.attempts,
             hold_minutes: record.hold_minutes,
-            requested_by: record.requested_by,
             image_id: record
                 .runner_image
                 .clone()
@@ -1081,7 +1042,7 @@ impl Runner {
             return Err(Error::invalid("dry_run plans a start, not the resume of a run_id"));
         };
         let profile = self.catalog.profile_for(cluster)?;
-        let now = crate::domain::time::whole_seconds(self.clock.now());
+        let now = crate::domain::time::whole_seconds(self.ports.clock.now());
         let run_id = RunId::new(kind, cluster, now);
         let record = RunRecord {
             requested_by: requested_by.clone(),
@@ -1090,7 +1051,7 @@ impl Runner {
         };
         // The same checks of every value as a start: a bad one is the same error.
         let user_data = self.user_data(profile, &record)?;
-        if let Some(active) = self.runs.active(&record, now).await? {
+        if let Some(active) = self.ports.runs.active(&record, now).await? {
             let branch = format!("the same {kind} run of {version} on {cluster} is active: it answers with {active}");
             return Ok(Plan::new(kind.as_str(), branch, Vec::new()));
         }
@@ -1100,8 +1061,8 @@ impl Runner {
         if let Some(cap) = profile.max_concurrent_runs.of(kind) {
             let slots = Slots { profile: profile.name.clone(), kind, cap };
             let mut active = Vec::new();
-            for holder in self.runs.slots_held(&slots, now).await? {
-                active.extend(self.runs.get(&holder).await?.filter(|run| !run.state.ended()));
+            for holder in self.ports.runs.slots_held(&slots, now).await? {
+                active.extend(self.ports.runs.get(&holder).await?.filter(|run| !run.state.ended()));
             }
             if active.len() >= cap as usize {
                 return Err(runs_capped(&slots, active));

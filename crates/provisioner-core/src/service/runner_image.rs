@@ -48,7 +48,7 @@ impl Runner {
         if kind != RunKind::Test {
             return None;
         }
-        let images = match self.instances.runner_images().await {
+        let images = match self.ports.instances.runner_images().await {
             Ok(images) => images,
             Err(error) => {
                 tracing::warn!(%error, "could not list the runner images; the run installs its tools itself");
@@ -65,7 +65,7 @@ impl Runner {
     pub(super) async fn launch_image(&self, record: &RunRecord, profile: &Profile) -> Result<String> {
         match &record.runner_image {
             Some(image) if record.kind == RunKind::Test => Ok(image.clone()),
-            _ => self.instances.latest_image(&profile.runner.architecture).await,
+            _ => self.ports.instances.latest_image(&profile.runner.architecture).await,
         }
     }
 
@@ -80,7 +80,7 @@ impl Runner {
         };
         let profile = self.catalog.profile_for(&record.cluster)?;
         let architecture = profile.runner.architecture.clone();
-        let mut images = self.instances.runner_images().await?;
+        let mut images = self.ports.instances.runner_images().await?;
         if record.runner_image.is_none() {
             let made = images.iter().find(|image| image.run_id.as_ref() == Some(&record.run_id));
             let image_id = match made {
@@ -89,9 +89,10 @@ impl Runner {
                     let hash = self.catalog.plans().runner_image.hash();
                     let name = image_name(&architecture, &record.run_id);
                     let build_image = &self.settings.build_image;
-                    let mut tags = image_tags(&architecture, &hash, build_image, &record.run_id, self.clock.now());
+                    let mut tags =
+                        image_tags(&architecture, &hash, build_image, &record.run_id, self.ports.clock.now());
                     tags.extend(record.holds.clone().unwrap_or_default().tags());
-                    match self.instances.create_image(&instance_id, &name, &tags).await {
+                    match self.ports.instances.create_image(&instance_id, &name, &tags).await {
                         Ok(id) => id,
                         Err(error) if error.aws_kind() == Some(AwsErrorKind::NotFound) => {
                             let why = format!("its instance {instance_id} was gone before it could be imaged");
@@ -103,16 +104,16 @@ impl Runner {
             };
             tracing::info!(run_id = %record.run_id, %image_id, %instance_id, "imaging the runner instance");
             record.runner_image = Some(image_id);
-            self.runs.update(record).await?;
+            self.ports.runs.update(record).await?;
             // A small image may be available at once; EC2 may also list a new image a moment later.
-            images = self.instances.runner_images().await?;
+            images = self.ports.instances.runner_images().await?;
         }
         let image_id = record.runner_image.clone().unwrap_or_default();
         let state = images.iter().find(|image| image.id == image_id).map(|image| image.state.as_str());
         match state {
             Some("available") => self.conclude(record, RunState::Succeeded, None).await,
             // Being made, or not listed yet: EC2 lists a new image a moment after making it.
-            Some("pending") | None if self.clock.now() < record.deadline => Ok(()),
+            Some("pending") | None if self.ports.clock.now() < record.deadline => Ok(()),
             other => {
                 let why = format!("its image {image_id} is {}", other.unwrap_or("not listed by the run's time limit"));
                 self.conclude(record, RunState::Failed, Some(why)).await

@@ -46,7 +46,7 @@ async fn image_run_passed(world: &RunWorld) -> RunId {
     let started = world.runner.runner_image(make_image(0), &world.invocation("i1")).await.unwrap();
     let passed: Vec<(&str, StepStatus)> = started.steps.iter().map(|s| (s.name.as_str(), StepStatus::Passed)).collect();
     world.runs.report(&started.run_id, &passed, Some("succeeded"));
-    started.run_id
+    started.run.run_id
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,7 +91,7 @@ async fn the_image_run_images_its_instance_once_its_steps_passed_then_terminates
     let done = world.runner.runner_image(resume(&started.run_id, 60), &world.invocation("i4")).await.unwrap();
     assert_eq!((done.status, done.state), ("success", RunState::Succeeded));
     assert_eq!(done.image_id.as_deref(), Some(image.id.as_str()));
-    assert_eq!(world.instances.terminated(), vec![started.instance_id.unwrap()]);
+    assert_eq!(world.instances.terminated(), vec![started.run.instance_id.unwrap()]);
     assert_eq!(world.instances.images().len(), 1, "one image, whatever the number of looks");
 }
 

@@ -178,7 +178,7 @@ async fn a_run_past_its_time_limit_is_terminated_and_timed_out() {
     let error = world.runner.run(RunKind::Test, resume(&started.run_id, 0), &world.invocation("r2")).await.unwrap_err();
     assert_eq!(error.code(), "RunTimedOut");
     assert!(error.to_string().contains("time limit of 180 minutes"), "{error}");
-    assert_eq!(world.instances.terminated(), vec![started.instance_id.unwrap()]);
+    assert_eq!(world.instances.terminated(), vec![started.run.instance_id.unwrap()]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -195,7 +195,7 @@ async fn a_waiting_invocation_answers_running_after_wait_seconds() {
     let invocation = world.invocation("r3");
     let response = world
         .runner
-        .run(RunKind::Build, RunRequest::Resume { run_id: started.run_id, wait_seconds: None }, &invocation)
+        .run(RunKind::Build, RunRequest::Resume { run_id: started.run.run_id, wait_seconds: None }, &invocation)
         .await
         .unwrap();
     assert_eq!(response.status, "running");

@@ -54,13 +54,13 @@ impl Provisioner {
         self.check_within_lifetime(&request)?;
         let ScheduleDestroyRequest { cluster, time_to_destroy, requested_by } = request;
         with_lock(self, invocation, &cluster, "schedule_destroy", async {
-            let now = self.clock.now();
+            let now = self.ports.clock.now();
             if time_to_destroy <= now {
                 return Err(Error::invalid(format!(
                     "time_to_destroy {time_to_destroy} passed while waiting for the cluster; give a later time"
                 )));
             }
-            let existing = self.schedules.list(&schedule_prefix(&cluster)).await?;
+            let existing = self.ports.schedules.list(&schedule_prefix(&cluster)).await?;
             // Step 1.
             too_late_to_reschedule(&cluster, &existing, now)?;
             // Steps 2 and 3, creating before removing: should a call fail, the cluster keeps a
@@ -98,7 +98,7 @@ impl Provisioner {
         let (cluster, time_to_destroy) = (&request.cluster, request.time_to_destroy);
         let profile = self.catalog.profile_for(cluster)?;
         let Some(max) = profile.max_ttl else { return Ok(()) };
-        let latest = self.clock.now() + max;
+        let latest = self.ports.clock.now() + max;
         if time_to_destroy > latest {
             return Err(Error::invalid(format!(
                 "time_to_destroy {time_to_destroy} is beyond the '{}' profile's maximum lifetime of {} minutes from \
@@ -113,7 +113,7 @@ impl Provisioner {
 
     async fn remove_schedules(&self, schedules: &[&ScheduleEntry], removed: &mut Vec<String>) -> Result<()> {
         for schedule in schedules {
-            self.schedules.delete(&schedule.name).await?;
+            self.ports.schedules.delete(&schedule.name).await?;
             removed.push(format!("{}@{}", schedule.name, schedule.at));
         }
         Ok(())
@@ -126,8 +126,8 @@ impl Provisioner {
     pub async fn plan_schedule_destroy(&self, request: &ScheduleDestroyRequest) -> Result<Plan> {
         let (cluster, time_to_destroy) = (&request.cluster, request.time_to_destroy);
         self.check_within_lifetime(request)?;
-        let now = self.clock.now();
-        let existing = self.schedules.list(&schedule_prefix(cluster)).await?;
+        let now = self.ports.clock.now();
+        let existing = self.ports.schedules.list(&schedule_prefix(cluster)).await?;
         too_late_to_reschedule(cluster, &existing, now)?;
         let name = schedule_name(cluster, time_to_destroy);
         let kept = existing.iter().any(|s| s.name == name && s.at == time_to_destroy);

@@ -13,9 +13,8 @@ use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::history::HISTORY_SHOWN;
 use crate::domain::resource_names::{scheduled_cluster, stack_cluster};
-use crate::domain::{
-    Attempt, ClusterName, HistoryEntry, RequestedBy, RunId, RunKind, RunRecord, StepResult, StepStatus,
-};
+use crate::domain::run::RunView;
+use crate::domain::{ClusterName, HistoryEntry, RunId, RunKind, RunRecord, StepStatus};
 use crate::error::Result;
 use crate::ports::{StackSnapshot, TaggedInstance};
 
@@ -116,38 +115,40 @@ pub struct ClusterStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
-    pub run_id: RunId,
-    pub requested_by: Option<RequestedBy>,
-    pub kind: String,
-    pub cluster: String,
-    pub version: String,
+    #[serde(flatten)]
+    pub run: RunView,
     pub state: String,
     pub steps_done: usize,
     pub steps_total: usize,
     pub current_step: Option<String>,
-    pub instance_id: Option<String>,
     pub instance_type: Option<String>,
     pub age_minutes: i64,
     pub cost_so_far_usd: Option<f64>,
-    pub steps: Vec<StepResult>,
-    pub log_location: String,
-    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentRun {
-    pub run_id: RunId,
-    pub requested_by: Option<RequestedBy>,
-    pub kind: String,
-    pub cluster: String,
-    pub version: String,
+    #[serde(flatten)]
+    pub run: RunView,
     pub state: String,
     pub failed_steps: Vec<String>,
     pub ended_at: Option<String>,
     pub minutes: Option<i64>,
-    pub log_location: String,
-    pub steps: Vec<StepResult>,
-    pub attempts: Vec<Attempt>,
+}
+
+// Both read as the run they are about.
+impl std::ops::Deref for RunStatus {
+    type Target = RunView;
+    fn deref(&self) -> &RunView {
+        &self.run
+    }
+}
+
+impl std::ops::Deref for RecentRun {
+    type Target = RunView;
+    fn deref(&self) -> &RunView {
+        &self.run
+    }
 }
 
 fn minutes_between(from: Timestamp, to: Timestamp) -> i64 {
@@ -173,8 +174,9 @@ impl Operations {
             }));
         };
         self.provisioner.catalog.profile_for(&cluster)?;
-        let now = self.provisioner.clock.now();
-        let (survey, history) = tokio::join!(self.survey(), self.provisioner.history.of(&cluster, now, HISTORY_SHOWN));
+        let now = self.provisioner.ports.clock.now();
+        let (survey, history) =
+            tokio::join!(self.survey(), self.provisioner.ports.history.of(&cluster, now, HISTORY_SHOWN));
         let mut survey = survey?;
         // The budget counts every cluster of the profile: before the survey is narrowed to one.
         let profile = self.provisioner.catalog.profile_for(&cluster)?.name.clone();
@@ -303,11 +305,7 @@ fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
                 .find(|s| s.status == StepStatus::Running)
                 .or_else(|| run.steps.iter().find(|s| s.status == StepStatus::Pending));
             RunStatus {
-                run_id: run.run_id.clone(),
-                requested_by: run.requested_by.clone(),
-                kind: run.kind.to_string(),
-                cluster: run.cluster.to_string(),
-                version: run.version.to_string(),
+                run: run.view(),
                 state: run.state.as_str().to_owned(),
                 steps_done: run
                     .steps
@@ -316,13 +314,9 @@ fn active_runs(prices: &Prices, survey: &Survey) -> Vec<RunStatus> {
                     .count(),
                 steps_total: run.steps.len(),
                 current_step: current.map(|s| s.name.clone()),
-                instance_id: run.instance_id.clone(),
                 instance_type: instance.map(|i| i.instance_type.clone()),
                 age_minutes: minutes_between(run.started_at, now),
                 cost_so_far_usd: cost,
-                steps: run.steps_with_logs(),
-                log_location: run.log_location.clone(),
-                attempts: run.attempts.clone(),
             }
         })
         .collect()
@@ -357,18 +351,11 @@ fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
         .into_iter()
         .take(RECENT_RUNS)
         .map(|run| RecentRun {
-            run_id: run.run_id.clone(),
-            requested_by: run.requested_by.clone(),
-            kind: run.kind.to_string(),
-            cluster: run.cluster.to_string(),
-            version: run.version.to_string(),
+            run: run.view(),
             state: run.state.as_str().to_owned(),
             failed_steps: run.failed_steps().into_iter().map(str::to_owned).collect(),
             ended_at: run.ended_at.map(|t| crate::domain::time::whole_seconds(t).to_string()),
             minutes: run.ended_at.map(|end| minutes_between(run.started_at, end)),
-            log_location: run.log_location.clone(),
-            steps: run.steps_with_logs(),
-            attempts: run.attempts.clone(),
         })
         .collect()
 }

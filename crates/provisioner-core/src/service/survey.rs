@@ -67,15 +67,15 @@ impl Operations {
 
     /// The survey: six listings and the slots items, read together.
     pub async fn survey(&self) -> Result<Survey> {
-        let now = self.provisioner.clock.now();
+        let now = self.provisioner.ports.clock.now();
         let month = month_of(now);
         let (stacks, schedules, runs, instances, month_history, runner_images, slots) = tokio::join!(
-            self.provisioner.stacks.list(STACK_NAME_PREFIX),
-            self.provisioner.schedules.list(DESTROY_SCHEDULE_PREFIX),
-            self.runner.runs.list(),
-            self.runner.instances.of_runs(),
-            self.provisioner.history.month(&month),
-            self.runner.instances.runner_images(),
+            self.provisioner.ports.stacks.list(STACK_NAME_PREFIX),
+            self.provisioner.ports.schedules.list(DESTROY_SCHEDULE_PREFIX),
+            self.runner.ports.runs.list(),
+            self.runner.ports.instances.of_runs(),
+            self.provisioner.ports.history.month(&month),
+            self.runner.ports.instances.runner_images(),
             self.slots(now),
         );
         Ok(Survey {
@@ -99,7 +99,7 @@ impl Operations {
             })
         });
         let reads = capped.map(|slots| async move {
-            let held = self.runner.runs.slots_held(&slots, now).await?;
+            let held = self.runner.ports.runs.slots_held(&slots, now).await?;
             Ok((slots, held))
         });
         futures::future::try_join_all(reads).await

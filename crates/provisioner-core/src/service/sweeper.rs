@@ -399,7 +399,7 @@ impl Operations {
     /// SWEEP: acts on every finding, reports what it did as one event, one metric line and (when
     /// it acted) one alert. Idempotent: what one sweep fixed, the next finds fixed.
     pub async fn sweep(&self, invocation: &Invocation) -> Result<SweepResponse> {
-        let started = self.provisioner.clock.now();
+        let started = self.provisioner.ports.clock.now();
         let survey = self.survey().await?;
         let found = findings(&self.provisioner.catalog, &survey);
         let mut actions = Vec::new();
@@ -408,7 +408,7 @@ impl Operations {
             // Each rule finds its action's kind of target; what is only reported is left as it is.
             match (finding.action, finding.target.clone()) {
                 (SweepAction::TerminateInstance, Target::Instance(id)) => {
-                    let outcome = self.runner.instances.terminate(&id).await;
+                    let outcome = self.runner.ports.instances.terminate(&id).await;
                     actions.push(swept(finding, outcome.map(|()| "terminated".to_owned())));
                 }
                 (SweepAction::ResumeRun, Target::Run(run_id)) => {
@@ -435,6 +435,7 @@ impl Operations {
                     let outcome = match survey.runner_images.iter().find(|image| image.id == id) {
                         Some(image) => self
                             .runner
+                            .ports
                             .instances
                             .retire_image(image)
                             .await
@@ -448,6 +449,7 @@ impl Operations {
                     let outcome = match slots {
                         Some(slots) => self
                             .runner
+                            .ports
                             .runs
                             .free_slot(&slots.profile, slots.kind, &holder)
                             .await
@@ -477,7 +479,7 @@ impl Operations {
                 instances: survey.instances.len(),
             },
             actions,
-            elapsed_seconds: super::seconds_between(started, self.provisioner.clock.now()),
+            elapsed_seconds: super::seconds_between(started, self.provisioner.ports.clock.now()),
         };
         Ok(response)
     }
@@ -506,7 +508,7 @@ impl Operations {
     /// A warning whose sending failed is confirmed never, so a later sweep sends it.
     async fn warn(&self, survey: &Survey, cluster: &ClusterName, claimant: &str) -> Result<Option<String>> {
         let Some(schedule) = survey.first_destroy_schedule(cluster.as_str()) else { return Ok(None) };
-        let history = &self.provisioner.history;
+        let history = &self.provisioner.ports.history;
         let notice = OnceNotice::DestroyWarning { schedule: schedule.name.clone(), at: schedule.at };
         if !history.claim(&notice, claimant, survey.now).await? {
             return Ok(None);
@@ -521,7 +523,7 @@ impl Operations {
             schedule.name,
             schedule.requested_by.as_deref().map(|who| format!(", made by {who}")).unwrap_or_default()
         );
-        let notices = &*self.provisioner.notices;
+        let notices = &*self.provisioner.ports.notices;
         let sent = match schedule.requested_by.as_deref() {
             Some(who) => notices.publish_for(&subject, &message, who).await,
             None => notices.publish(&subject, &message).await,
@@ -557,7 +559,7 @@ impl Operations {
         let Some(spend) = survey.spend(catalog).into_iter().find(|spend| spend.profile == profile) else {
             return Ok(None);
         };
-        let history = &self.provisioner.history;
+        let history = &self.provisioner.ports.history;
         let mut claimed = Vec::new();
         for percent in spend.alert_levels() {
             let notice = OnceNotice::BudgetAlert {
@@ -583,7 +585,7 @@ impl Operations {
              clusters/catalog.yaml.",
             spend.describe()
         );
-        self.provisioner.notices.publish(&subject, &message).await?;
+        self.provisioner.ports.notices.publish(&subject, &message).await?;
         for (_, notice) in &claimed {
             history.confirm(notice).await?;
         }
@@ -620,7 +622,7 @@ impl Operations {
             .map(|a| format!("- {:?} {}: {} -> {}", a.finding.action, a.finding.target, a.finding.reason, a.result))
             .collect();
         let subject = format!("SlideRule provisioner: the sweeper acted on {} thing(s)", lines.len());
-        alert(&*self.provisioner.notices, &subject, &lines.join("\n")).await;
+        alert(&*self.provisioner.ports.notices, &subject, &lines.join("\n")).await;
     }
 }
 

@@ -55,9 +55,9 @@ pub(super) async fn wait_for_stack(
     limit: Timestamp,
     seen: &mut Option<String>,
 ) -> Result<Waited> {
-    let clock = &provisioner.clock;
+    let clock = &provisioner.ports.clock;
     loop {
-        let stack = provisioner.stacks.describe(stack_name).await?;
+        let stack = provisioner.ports.stacks.describe(stack_name).await?;
         let status = status_of(&stack);
         if seen.as_deref() != Some(status) {
             tracing::info!(
