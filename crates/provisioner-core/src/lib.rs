@@ -99,6 +99,7 @@ pub mod ports;
 pub mod service;
 pub mod settings;
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod wiring;
 
