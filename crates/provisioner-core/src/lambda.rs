@@ -18,7 +18,7 @@ use crate::domain::{CancelRequest, InstanceEvent, RunKind, RunRequest, RunnerIma
 use crate::domain::{ClusterRequest, DeployRequest, ScheduleDestroyRequest};
 use crate::error::Result;
 use crate::service::plan::Answer;
-use crate::service::runner::{CancelResponse, RunResponse, Runner};
+use crate::service::run::{CancelResponse, RunResponse, Runner};
 use crate::service::status::StatusResponse;
 use crate::service::survey::Operations;
 use crate::service::sweeper::SweepResponse;
@@ -122,12 +122,12 @@ pub async fn destroy(
     provisioner.destroy(request, &invocation).await.map(Answer::Done)
 }
 
-/// TEST(cluster, version): see `service/runner.rs`.
+/// TEST(cluster, version): see `service/run/` (`ask.rs`, `start.rs`).
 pub async fn test(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
     run(runner, RunKind::Test, event, invocation).await
 }
 
-/// BUILD(cluster, version): see `service/runner.rs`.
+/// BUILD(cluster, version): see `service/run/` (`ask.rs`, `start.rs`).
 pub async fn build(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
     run(runner, RunKind::Build, event, invocation).await
 }
@@ -141,7 +141,7 @@ async fn run(runner: Runner, kind: RunKind, event: Value, invocation: Invocation
     runner.run(kind, request, &invocation).await.map(Answer::Done)
 }
 
-/// RUNNER_IMAGE: see `service/runner_image.rs`.
+/// RUNNER_IMAGE: see `service/run/image.rs`.
 pub async fn runner_image(runner: Runner, event: Value, invocation: Invocation) -> Result<Answer<RunResponse>> {
     let (event, dry_run) = dry_run_of(event)?;
     let request = RunnerImageRequest::parse(event)?;
@@ -151,12 +151,12 @@ pub async fn runner_image(runner: Runner, event: Value, invocation: Invocation) 
     runner.runner_image(request, &invocation).await.map(Answer::Done)
 }
 
-/// CANCEL(run_id): see `service/runner.rs` (`Runner::cancel`).
+/// CANCEL(run_id): see `service/run/conclude.rs` (`Runner::cancel`).
 pub async fn cancel(runner: Runner, event: Value, _: Invocation) -> Result<CancelResponse> {
     runner.cancel(CancelRequest::parse(event)?).await
 }
 
-/// INSTANCE_EVENT(EventBridge EC2 event): see `service/attempts.rs` (`Runner::instance_event`).
+/// INSTANCE_EVENT(EventBridge EC2 event): see `service/run/progress.rs` (`Runner::instance_event`).
 pub async fn instance_event(runner: Runner, event: Value, _: Invocation) -> Result<InstanceEventResponse> {
     runner.instance_event(InstanceEvent::parse(event)?).await
 }

@@ -21,7 +21,7 @@
 //! - payloads the runtime cannot take (not JSON, nested past 127 levels, duplicate keys): [`lambda`]
 //!   `screen_payload`
 //! - which clusters exist and their templates: [`catalog`], `clusters/`
-//! - TEST(cluster, version), BUILD(cluster, version): [`service::runner`]
+//! - TEST(cluster, version), BUILD(cluster, version): [`service::run`]
 //! - TEST/BUILD: the steps an instance runs, and its user-data: [`instance::plan`], [`instance::script`];
 //!   the user-data gzip-compressed within EC2's 16 KB: [`domain::user_data`]
 //! - TEST/BUILD: repository layouts, steps that are not applicable: [`instance::plan::Layout`],
@@ -32,26 +32,26 @@
 //! - the names and tags of what the provisioner makes (stacks `sliderule-cluster-<name>`, destroy
 //!   schedules, instance tags): [`domain::resource_names`]; a run's client token and log location:
 //!   [`domain::RunId`]
-//! - a run never loses its instance: unclear launches, instances found by tag: [`service::runner`] (`launch_resolved`)
+//! - a run never loses its instance: unclear launches, instances found by tag: [`service::run`] `launch.rs` (`launch_resolved`)
 //! - attempts: retries of what the cloud ended (interrupted, lost, boot timeout, capacity), the
-//!   on-demand last attempt and fallback, `instance_event`, holds: [`service`] `attempts.rs`,
+//!   on-demand last attempt and fallback, `instance_event`, holds: [`service::run`] `progress.rs`, `conclude.rs`,
 //!   [`domain::attempt`], [`domain::instance_event`]; the profile's `max_attempts`,
 //!   `on_demand_fallback`, `boot_timeout_minutes`: [`catalog::RunnerProfile`]
-//! - a run's time limit: `RunTimedOut`, its attempt `timed_out`, never retried: [`service::runner`]
-//!   (`time_out`), [`domain::RunRecord::timed_out`]; the deadman's shutdown reported as such:
+//! - a run's time limit: `RunTimedOut`, its attempt `timed_out`, never retried: [`service::run`]
+//!   `progress.rs` (`time_out`), [`domain::RunRecord::timed_out`]; the deadman's shutdown reported as such:
 //!   [`instance::script`] (`going_away`)
 //! - what each resource is (`sliderule:kind`: a run's, an image run's, a cluster's), which the
 //!   sweeper and the roles' grants select by: [`domain::resource_names`] (`tags::KIND`),
 //!   [`ports::Instances::of_runs`], `template.yaml`
 //! - exact caps: every check first, the slot last, freed by others only after
-//!   [`service::runner::SLOT_LEASE`]: [`service::runner`] (`take_slot`, `slot_abandoned`); leaked
+//!   [`service::run::SLOT_LEASE`]: [`service::run`] `start.rs` (`take_slot`, `slot_abandoned`); leaked
 //!   slots reclaimed by [`service::sweeper`] (`FreeSlot`)
 //! - the clock the functions read, which the local stack moves (`make local-advance`):
 //!   [`settings::Settings::clock`], [`ports::MovedClock`]; a day in the life: on fakes that
 //!   behave like the cloud, [`service`] `day_tests.rs`; on the local stack, `tests/tests/day`
-//! - CANCEL(run_id): [`service::runner`] (`Runner::cancel`)
+//! - CANCEL(run_id): [`service::run`] `conclude.rs` (`Runner::cancel`)
 //! - RUNNER_IMAGE: the image run, imaging its instance, the image a TEST run launches from, the
-//!   steps it holds: [`service`] `runner_image.rs`, [`domain::runner_image`] (`choose`, `to_retire`),
+//!   steps it holds: [`service::run`] `image.rs`, [`domain::runner_image`] (`choose`, `to_retire`),
 //!   [`instance::plan::ImageRole`], the catalog's `runner_image` and `runner_image_max_age_days`;
 //!   retired by [`service::sweeper`]
 //! - who asked (`requested_by`), recorded on stacks, schedules, runs and instances:
@@ -72,7 +72,7 @@
 //! - the invariants under faults and crashes (the fault storm): [`testing`] `fault_storm.rs`, [`testing::Faults`]
 //! - a profile's default and maximum lifetime (`default_ttl_minutes`, `max_ttl_minutes`), its caps on
 //!   concurrent runs, the price table: [`catalog`], `clusters/catalog.yaml`; applied in [`service`] `deploy.rs`
-//!   (`schedule_default_destroy`), `schedule_destroy.rs`, [`service::runner`] (`check_cap`)
+//!   (`schedule_default_destroy`), `schedule_destroy.rs`, [`service::run`] (`check_cap`)
 //! - the sweeper's rules: [`service::sweeper`] ([`service::sweeper::findings`]); the status report:
 //!   [`service::status`]; the survey both start from: [`service::survey`]
 //! - alerts (failed deploys, destroys and runs, sweeper actions): [`ports::Notices`], [`service`] `alert`,
@@ -81,7 +81,7 @@
 //! - valid versions (git refs): [`domain::names::GitRef`]
 //! - error codes of the contract: [`error`]
 //! - what is asked of AWS: [`ports`]; adapters in [`aws`]; each side put together by one constructor
-//!   (`Provisioner::new`, `service::runner::Runner::new`, `service::survey::Operations::new`) over
+//!   (`Provisioner::new`, `service::run::Runner::new`, `service::survey::Operations::new`) over
 //!   [`ports::ClusterPorts`] or [`ports::RunPorts`], which [`wiring`] builds from the adapters
 //! - what each function is built from: `functions/*/src/main.rs`
 //! - the Lambda glue (events in, responses and `errorType` out): [`lambda`]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::aws::{cloudformation, cluster_logs, dynamodb, ec2, scheduler, sns, Aws};
 use crate::catalog::Catalog;
 use crate::ports::{ClusterPorts, NoImages, NoLogs, RunPorts};
-use crate::service::runner::Runner;
+use crate::service::run::Runner;
 use crate::service::survey::Operations;
 use crate::service::Provisioner;
 use crate::settings::Settings;

@@ -77,6 +77,36 @@ fn is_missing_instance<E: aws_sdk_ec2::error::ProvideErrorMetadata>(error: &E) -
     error.code().is_some_and(|c| c.starts_with("InvalidInstanceID"))
 }
 
+/// Tokens required (IMDSv2), and one hop: a container on Docker's bridge network (one more) gets
+/// no token, so no role credentials (the AMI's default is 2); steps reach only a stand-in.
+fn metadata_options() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_put_response_hop_limit(1)
+        .build()
+}
+
+/// An encrypted gp3 root volume of `volume_gb`, deleted with the instance.
+fn root_volume(volume_gb: i32) -> BlockDeviceMapping {
+    let ebs = EbsBlockDevice::builder()
+        .volume_size(volume_gb)
+        .volume_type(VolumeType::Gp3)
+        .encrypted(true)
+        .delete_on_termination(true)
+        .build();
+    BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(ebs).build()
+}
+
+/// A one-time spot request, terminated on interruption.
+fn one_time_spot() -> InstanceMarketOptionsRequest {
+    let spot = SpotMarketOptions::builder()
+        .spot_instance_type(SpotInstanceType::OneTime)
+        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+        .build();
+    InstanceMarketOptionsRequest::builder().market_type(MarketType::Spot).spot_options(spot).build()
+}
+
 #[async_trait]
 impl Instances for Ec2Instances {
     async fn latest_image(&self, architecture: &str) -> Result<String> {
@@ -104,44 +134,14 @@ impl Instances for Ec2Instances {
             .max_count(1)
             .user_data(aws_smithy_types::base64::encode(spec.user_data.as_bytes()))
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-            .metadata_options(
-                InstanceMetadataOptionsRequest::builder()
-                    .http_tokens(HttpTokensState::Required)
-                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    // One hop: a container on Docker's bridge network (one more) gets no token, so
-                    // no role credentials (the AMI's default is 2); steps reach only a stand-in.
-                    .http_put_response_hop_limit(1)
-                    .build(),
-            )
-            .block_device_mappings(
-                BlockDeviceMapping::builder()
-                    .device_name("/dev/xvda")
-                    .ebs(
-                        EbsBlockDevice::builder()
-                            .volume_size(spec.volume_gb)
-                            .volume_type(VolumeType::Gp3)
-                            .encrypted(true)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            )
+            .metadata_options(metadata_options())
+            .block_device_mappings(root_volume(spec.volume_gb))
             .tag_specifications(tagged(ResourceType::Instance))
             .tag_specifications(tagged(ResourceType::Volume))
             .client_token(&spec.client_token);
         // Together with the limits of every other request, checked in make test by tools/guard/aws_guard.py.
         if spec.market == Market::Spot {
-            request = request.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            );
+            request = request.instance_market_options(one_time_spot());
         }
         if let Some(subnet) = &spec.subnet_id {
             request = request.subnet_id(subnet);

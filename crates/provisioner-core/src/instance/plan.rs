@@ -231,6 +231,71 @@ impl Step {
     }
 }
 
+/// A step's name (lowercase words, once, not the checkout's), its command, and needs that come earlier.
+fn check_form(step: &Step, earlier: &BTreeSet<&str>) -> Result<(), String> {
+    let name = step.name.as_str();
+    let well_formed = name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !well_formed {
+        return Err(format!("step name '{name}' is not lowercase words joined by '-'"));
+    }
+    if earlier.contains(name) {
+        return Err(format!("step '{name}' appears twice (or is the built-in checkout)"));
+    }
+    if step.run.trim().is_empty() || step.run.contains('\0') {
+        return Err(format!("step '{name}' has no command"));
+    }
+    match step.needs.iter().find(|need| !earlier.contains(need.as_str())) {
+        Some(need) => Err(format!("step '{name}' needs '{need}', which is not an earlier step")),
+        None => Ok(()),
+    }
+}
+
+/// What a step is given and where it runs: the token and cloud data on the host as the step user,
+/// root on the host with neither, cloud data in TEST alone, in a component some layout names.
+fn check_privileges(step: &Step, what: &str, components: &BTreeSet<String>) -> Result<(), String> {
+    let name = &step.name;
+    if step.github_token && step.place != StepPlace::Host {
+        return Err(format!("step '{name}' runs in the container, where the GitHub token is not given"));
+    }
+    if step.root && step.place != StepPlace::Host {
+        return Err(format!("step '{name}' runs in the container: it cannot run as the instance's root"));
+    }
+    if step.root && (step.github_token || step.cloud_data) {
+        return Err(format!("step '{name}' runs as root, which is given no secret and no step credentials"));
+    }
+    if step.cloud_data && what != "test" {
+        return Err(format!("step '{name}' reads cloud data, which only TEST steps are given"));
+    }
+    match &step.component {
+        Some(component) if !components.contains(component) => {
+            Err(format!("step '{name}' runs in component '{component}', which no layout names"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Each condition on a relative path, with a one-line pattern and reason.
+fn check_conditions(step: &Step) -> Result<(), String> {
+    let name = &step.name;
+    for condition in &step.not_applicable_if {
+        let (path, pattern) = match condition {
+            Condition::Missing { missing, .. } => (missing, None),
+            Condition::Matches { path, matches, .. } => (path, Some(matches)),
+        };
+        if !is_relative_path(path) {
+            return Err(format!("step '{name}' has a condition on path '{path}', which is not a relative path"));
+        }
+        let printable =
+            |text: &str| !text.trim().is_empty() && text.len() <= 300 && !text.chars().any(char::is_control);
+        if pattern.is_some_and(|p| !printable(p)) || !printable(condition.reason()) {
+            return Err(format!("step '{name}' has a condition without a one-line pattern and reason"));
+        }
+    }
+    Ok(())
+}
+
 impl Plan {
     /// Checks names, order, commands and the components steps run in, so a bad plan fails when
     /// the catalog loads.
@@ -244,86 +309,41 @@ impl Plan {
         }
         let mut earlier: BTreeSet<&str> = BTreeSet::from([CHECKOUT_STEP]);
         for step in &self.steps {
-            let name = step.name.as_str();
-            let well_formed = name.len() <= 48
-                && name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !well_formed {
-                return Err(bad(format!("step name '{name}' is not lowercase words joined by '-'")));
-            }
-            if earlier.contains(name) {
-                return Err(bad(format!("step '{name}' appears twice (or is the built-in checkout)")));
-            }
-            if step.run.trim().is_empty() || step.run.contains('\0') {
-                return Err(bad(format!("step '{name}' has no command")));
-            }
-            for need in &step.needs {
-                if !earlier.contains(need.as_str()) {
-                    return Err(bad(format!("step '{name}' needs '{need}', which is not an earlier step")));
-                }
-            }
-            if step.github_token && step.place != StepPlace::Host {
-                return Err(bad(format!("step '{name}' runs in the container, where the GitHub token is not given")));
-            }
-            if step.root && step.place != StepPlace::Host {
-                return Err(bad(format!("step '{name}' runs in the container: it cannot run as the instance's root")));
-            }
-            if step.root && (step.github_token || step.cloud_data) {
-                return Err(bad(format!(
-                    "step '{name}' runs as root, which is given no secret and no step credentials"
-                )));
-            }
-            if step.cloud_data && what != "test" {
-                return Err(bad(format!("step '{name}' reads cloud data, which only TEST steps are given")));
-            }
-            if let Some(component) = &step.component {
-                if !components.contains(component) {
-                    return Err(bad(format!("step '{name}' runs in component '{component}', which no layout names")));
-                }
-            }
-            let image_step = |need: &String| self.steps.iter().find(|s| &s.name == need).and_then(|s| s.image);
-            for need in step.needs.iter().filter(|need| *need != CHECKOUT_STEP) {
-                match (step.image, image_step(need)) {
-                    (Some(_), Some(ImageRole::Holds | ImageRole::Also))
-                    | (None, None | Some(ImageRole::Holds | ImageRole::Also)) => {}
-                    (Some(_), _) => {
-                        return Err(bad(format!(
-                            "step '{name}' is the runner image's, and needs '{need}', which the image does not hold"
-                        )))
-                    }
-                    (None, Some(ImageRole::Only)) => {
-                        return Err(bad(format!("step '{name}' needs '{need}', which only the runner image run runs")))
-                    }
-                }
-            }
-            match (step.image, &step.held_check) {
-                (Some(ImageRole::Holds), None) => {
-                    return Err(bad(format!("step '{name}' is held by the runner image but has no held_check")))
-                }
-                (Some(ImageRole::Holds), Some(_)) | (_, None) => {}
-                (_, Some(_)) => {
-                    return Err(bad(format!("step '{name}' has a held_check but the image does not hold it")))
-                }
-            }
-            for condition in &step.not_applicable_if {
-                let (path, pattern) = match condition {
-                    Condition::Missing { missing, .. } => (missing, None),
-                    Condition::Matches { path, matches, .. } => (path, Some(matches)),
-                };
-                if !is_relative_path(path) {
-                    return Err(bad(format!(
-                        "step '{name}' has a condition on path '{path}', which is not a relative path"
-                    )));
-                }
-                let printable =
-                    |text: &str| !text.trim().is_empty() && text.len() <= 300 && !text.chars().any(char::is_control);
-                if pattern.is_some_and(|p| !printable(p)) || !printable(condition.reason()) {
-                    return Err(bad(format!("step '{name}' has a condition without a one-line pattern and reason")));
-                }
-            }
-            earlier.insert(name);
+            check_form(step, &earlier).map_err(bad)?;
+            check_privileges(step, what, components).map_err(bad)?;
+            self.check_image_role(step).map_err(bad)?;
+            check_conditions(step).map_err(bad)?;
+            earlier.insert(step.name.as_str());
         }
         Ok(())
+    }
+
+    /// A step of the runner image needs only steps the image holds; a TEST step needs no step only
+    /// the image run runs; a held step says how to check it is held.
+    fn check_image_role(&self, step: &Step) -> Result<(), String> {
+        let name = &step.name;
+        let image_step = |need: &String| self.steps.iter().find(|s| &s.name == need).and_then(|s| s.image);
+        for need in step.needs.iter().filter(|need| *need != CHECKOUT_STEP) {
+            match (step.image, image_step(need)) {
+                (Some(_), Some(ImageRole::Holds | ImageRole::Also))
+                | (None, None | Some(ImageRole::Holds | ImageRole::Also)) => {}
+                (Some(_), _) => {
+                    return Err(format!(
+                        "step '{name}' is the runner image's, and needs '{need}', which the image does not hold"
+                    ))
+                }
+                (None, Some(ImageRole::Only)) => {
+                    return Err(format!("step '{name}' needs '{need}', which only the runner image run runs"))
+                }
+            }
+        }
+        match (step.image, &step.held_check) {
+            (Some(ImageRole::Holds), None) => {
+                Err(format!("step '{name}' is held by the runner image but has no held_check"))
+            }
+            (Some(ImageRole::Holds), Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => Err(format!("step '{name}' has a held_check but the image does not hold it")),
+        }
     }
 
     /// A plan of `steps` run one after another.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Profile};
+use crate::catalog::{Catalog, Prices, Profile};
 use crate::domain::history::{month_of, start_of_month};
 use crate::domain::resource_names::{stack_cluster, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord, StackPhase};
@@ -109,42 +109,55 @@ pub struct SpendSources<'a> {
 
 /// Every profile's estimated spend in `sources.now`'s month, in catalog order.
 pub fn month_spend(catalog: &Catalog, sources: &SpendSources) -> Vec<ProfileSpend> {
-    let now = sources.now;
-    let month_start = start_of_month(now);
-    let prices = catalog.prices();
-    let mut spends: Vec<ProfileSpend> = catalog
-        .profiles()
-        .iter()
-        .map(|profile| ProfileSpend {
-            profile: profile.name.clone(),
-            month: month_of(now),
-            spent_usd: 0.0,
-            clusters_usd: 0.0,
-            runs_usd: 0.0,
-            budget_usd: profile.monthly_budget_usd,
-            percent_of_budget: None,
-            running: Vec::new(),
-        })
-        .collect();
-    let profile_of = |cluster: &ClusterName| catalog.profile_for(cluster).ok();
+    let mut spends: Vec<ProfileSpend> =
+        catalog.profiles().iter().map(|profile| ProfileSpend::nothing(profile, sources.now)).collect();
+    let standing = add_standing_clusters(catalog, sources, &mut spends);
+    add_gone_clusters(catalog, sources, &standing, &mut spends);
+    for run in sources.runs {
+        let Ok(profile) = catalog.profile_for(&run.cluster) else { continue };
+        if let Some(spend) = spend_of(&mut spends, profile) {
+            spend.add_run(run, catalog.prices(), sources.now);
+        }
+    }
+    for spend in &mut spends {
+        spend.settle();
+    }
+    spends
+}
 
-    // Clusters that stand, from their creation.
+/// Adds each cluster that stands, from its creation; answers them (cluster, creation).
+fn add_standing_clusters(
+    catalog: &Catalog,
+    sources: &SpendSources,
+    spends: &mut [ProfileSpend],
+) -> Vec<(ClusterName, Timestamp)> {
+    let (now, month_start) = (sources.now, start_of_month(sources.now));
     let mut standing = Vec::new();
     for stack in sources.stacks {
         let Some(cluster) = stack_cluster(&stack.name) else { continue };
-        let (Some(profile), Some(created)) = (profile_of(&cluster), stack.created_at) else { continue };
+        let (Ok(profile), Some(created)) = (catalog.profile_for(&cluster), stack.created_at) else { continue };
         // A failed create left nothing that bills.
         if matches!(stack.status.phase(), StackPhase::FailedReplaceable | StackPhase::Absent) {
             continue;
         }
         standing.push((cluster.clone(), created));
-        let rate = profile.hourly_cost(&stack.parameters, prices).unwrap_or(0.0);
-        if let Some(spend) = spend_of(&mut spends, profile) {
+        let rate = profile.hourly_cost(&stack.parameters, catalog.prices()).unwrap_or(0.0);
+        if let Some(spend) = spend_of(spends, profile) {
             spend.clusters_usd += rate * hours_within(created, now, month_start, now);
             spend.running.push(format!("cluster {cluster} ({} USD/h)", usd(rate)));
         }
     }
-    // Clusters that are gone: from their creation to the last destroy that saw them.
+    standing
+}
+
+/// Adds each cluster that is gone: from its creation to the last destroy that saw it.
+fn add_gone_clusters(
+    catalog: &Catalog,
+    sources: &SpendSources,
+    standing: &[(ClusterName, Timestamp)],
+    spends: &mut [ProfileSpend],
+) {
+    let (now, month_start) = (sources.now, start_of_month(sources.now));
     let mut gone: BTreeMap<(ClusterName, Timestamp), Timestamp> = BTreeMap::new();
     for (cluster, entry) in sources.history {
         let Some(created) = entry.stack_created_at.filter(|_| entry.operation == "destroy") else { continue };
@@ -155,55 +168,63 @@ pub fn month_spend(catalog: &Catalog, sources: &SpendSources) -> Vec<ProfileSpen
         *until = (*until).max(entry.at);
     }
     for ((cluster, created), until) in gone {
-        let Some(profile) = profile_of(&cluster) else { continue };
-        let rate = profile.hourly_cost(&BTreeMap::new(), prices).unwrap_or(0.0);
-        if let Some(spend) = spend_of(&mut spends, profile) {
+        let Ok(profile) = catalog.profile_for(&cluster) else { continue };
+        let rate = profile.hourly_cost(&BTreeMap::new(), catalog.prices()).unwrap_or(0.0);
+        if let Some(spend) = spend_of(spends, profile) {
             spend.clusters_usd += rate * hours_within(created, until, month_start, now);
         }
     }
+}
 
-    // Runs: each attempt's instance, and a failed run's held instance.
-    for run in sources.runs {
-        let Some(profile) = profile_of(&run.cluster) else { continue };
-        let Some(spend) = spend_of(&mut spends, profile) else { continue };
+impl ProfileSpend {
+    /// The profile's spend before anything is added: none.
+    fn nothing(profile: &Profile, now: Timestamp) -> ProfileSpend {
+        ProfileSpend {
+            profile: profile.name.clone(),
+            month: month_of(now),
+            spent_usd: 0.0,
+            clusters_usd: 0.0,
+            runs_usd: 0.0,
+            budget_usd: profile.monthly_budget_usd,
+            percent_of_budget: None,
+            running: Vec::new(),
+        }
+    }
+
+    /// Adds a run: each attempt's instance, and a failed run's held instance.
+    fn add_run(&mut self, run: &RunRecord, prices: &Prices, now: Timestamp) {
+        let month_start = start_of_month(now);
         let price = |instance_type: Option<&String>| instance_type.and_then(|t| prices.hourly(t)).unwrap_or(0.0);
         let active = !run.state.ended();
         for attempt in &run.attempts {
             let Some(instance_type) = attempt.instance_type.as_ref() else { continue };
             // One still running costs until now; one whose end was not recorded, until the run's.
             let end = attempt.ended_at.or(if active { None } else { run.ended_at }).unwrap_or(now);
-            spend.runs_usd += price(Some(instance_type)) * hours_within(attempt.started_at, end, month_start, now);
+            self.runs_usd += price(Some(instance_type)) * hours_within(attempt.started_at, end, month_start, now);
         }
         let last_type = run.attempts.last().and_then(|attempt| attempt.instance_type.as_ref());
         if let (Some(ended), Some(held_until)) = (run.ended_at, run.held_until) {
-            spend.runs_usd += price(last_type) * hours_within(ended, held_until, month_start, now);
+            self.runs_usd += price(last_type) * hours_within(ended, held_until, month_start, now);
             if held_until > now {
-                spend.running.push(format!("held instance of {} run {}", run.kind, run.run_id));
+                self.running.push(format!("held instance of {} run {}", run.kind, run.run_id));
             }
         }
         if active {
             let on = last_type.map(|t| format!(", {t}")).unwrap_or_default();
-            spend.running.push(format!("{} run {} on {}{on}", run.kind, run.run_id, run.cluster));
+            self.running.push(format!("{} run {} on {}{on}", run.kind, run.run_id, run.cluster));
         }
     }
 
-    for spend in &mut spends {
-        spend.clusters_usd = cents(spend.clusters_usd);
-        spend.runs_usd = cents(spend.runs_usd);
-        spend.spent_usd = cents(spend.clusters_usd + spend.runs_usd);
+    /// Rounds to the cent and sets the totals and the share of the budget.
+    fn settle(&mut self) {
+        self.clusters_usd = cents(self.clusters_usd);
+        self.runs_usd = cents(self.runs_usd);
+        self.spent_usd = cents(self.clusters_usd + self.runs_usd);
         // A budget of 0 is spent from the start.
-        spend.percent_of_budget =
-            spend.budget_usd.map(
-                |budget| {
-                    if budget > 0.0 {
-                        (spend.spent_usd / budget * 1000.0).round() / 10.0
-                    } else {
-                        100.0
-                    }
-                },
-            );
+        self.percent_of_budget =
+            self.budget_usd
+                .map(|budget| if budget > 0.0 { (self.spent_usd / budget * 1000.0).round() / 10.0 } else { 100.0 });
     }
-    spends
 }
 
 /// The budget check of a start: reads what the spend is estimated from, and only for a profile

@@ -128,6 +128,8 @@ impl Provisioner {
         with_lock_or(self, invocation, cluster, "deploy", running_now, self.deploy_locked(&target, invocation)).await
     }
 
+    /// The spec's DEPLOY decision table, row by row in its order, under the cluster's lock: kept
+    /// whole (over 60 lines) so that it reads as the spec does.
     async fn deploy_locked(&self, target: &Target<'_>, invocation: &Invocation) -> Result<DeployResponse> {
         let (cluster, stack_name) = (target.cluster, target.stack_name.as_str());
         // The table again under the lock: another deploy may have finished while we waited.

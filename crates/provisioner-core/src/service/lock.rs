@@ -76,13 +76,8 @@ where
             }
             Ok(Some(current)) => {
                 if holder.as_ref().is_none_or(|h| h.owner != current.owner) {
-                    tracing::info!(
-                        cluster = %cluster,
-                        operation,
-                        holder = %current.operation,
-                        holder_since = %current.acquired_at,
-                        "waiting for lock"
-                    );
+                    let (holder, holder_since) = (&current.operation, current.acquired_at);
+                    tracing::info!(cluster = %cluster, operation, %holder, %holder_since, "waiting for lock");
                 }
                 holder = Some(current);
             }

@@ -1,18 +1,16 @@
 //! The functions of the spec, as orchestration over the ports. The cluster side ([`Provisioner`]):
 //! `deploy.rs`, `schedule_destroy.rs`, `destroy.rs`, each one function's decision table in the
-//! spec's order, sharing `wait.rs` and `lock.rs`. The run side: `runner.rs` (TEST and BUILD),
-//! `attempts.rs` (retries, `instance_event`, holds).
+//! spec's order, sharing `wait.rs` and `lock.rs`. The run side (TEST, BUILD, RUNNER_IMAGE): `run/`,
+//! cut by stage (ask, start, launch, progress, conclude, image).
 //! Keeping watch, over both sides: `survey.rs`, `sweeper.rs`, `status.rs`. Each side is put
 //! together in one place: `Provisioner::new`, `Runner::new`, `Operations::new`.
 
-mod attempts;
 pub mod budget;
 mod deploy;
 mod destroy;
 mod lock;
 pub mod plan;
-pub mod runner;
-mod runner_image;
+pub mod run;
 mod schedule_destroy;
 pub mod status;
 pub mod survey;
@@ -24,9 +22,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use attempts::{EventAction, InstanceEventResponse};
 pub use deploy::DeployResponse;
 pub use destroy::DestroyResponse;
+pub use run::{EventAction, InstanceEventResponse};
 pub use schedule_destroy::ScheduleDestroyResponse;
 
 use crate::catalog::Catalog;
@@ -207,8 +205,6 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 }
 
 #[cfg(test)]
-mod attempts_tests;
-#[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
 mod cluster_tests;
@@ -218,9 +214,5 @@ mod day_tests;
 mod limits_tests;
 #[cfg(test)]
 mod plan_tests;
-#[cfg(test)]
-mod runner_image_tests;
-#[cfg(test)]
-mod runner_tests;
 #[cfg(test)]
 mod sweeper_tests;

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use super::budget::{month_spend, ProfileSpend, SpendSources};
-use super::runner::Runner;
+use super::run::Runner;
 use super::Provisioner;
 use crate::catalog::Catalog;
 use crate::domain::history::month_of;

@@ -16,7 +16,7 @@
 //!   (and the alert topic) is warned, once per schedule: a reschedule is warned again;
 //! - when a profile's estimated spend this month reaches 80 % and then 100 % of its budget, the
 //!   alert topic is told, once a month per level (`budget.rs`);
-//! - a profile's slot is freed when its run ended, or had no record [`super::runner::SLOT_LEASE`]
+//! - a profile's slot is freed when its run ended, or had no record [`super::run::SLOT_LEASE`]
 //!   after its start (the start crashed): a leaked slot is reclaimed within one sweep;
 //! - runner images beyond the newest two per architecture, and failed ones, are deregistered with
 //!   their snapshots, never one an active run launches from ([`crate::domain::runner_image::to_retire`]).
@@ -29,7 +29,7 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
-use super::runner::{slot_abandoned, LAUNCH_GRACE};
+use super::run::{slot_abandoned, LAUNCH_GRACE};
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
@@ -405,65 +405,13 @@ impl Operations {
         let mut actions = Vec::new();
         let mut destroys = Vec::new();
         for finding in found {
-            // Each rule finds its action's kind of target; what is only reported is left as it is.
             match (finding.action, finding.target.clone()) {
-                (SweepAction::TerminateInstance, Target::Instance(id)) => {
-                    let outcome = self.runner.ports.instances.terminate(&id).await;
-                    actions.push(swept(finding, outcome.map(|()| "terminated".to_owned())));
-                }
-                (SweepAction::ResumeRun, Target::Run(run_id)) => {
-                    let outcome = self.resume(&survey, &run_id).await;
-                    actions.push(swept(finding, outcome));
-                }
-                (SweepAction::WarnDestroy, Target::Cluster(cluster)) => {
-                    // Once per schedule: a warning another sweep sent is not an action of this one.
-                    match self.warn(&survey, &cluster, &invocation.request_id).await {
-                        Ok(None) => {}
-                        Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
-                        Err(error) => actions.push(swept(finding, Err(error))),
-                    }
-                }
-                (SweepAction::AlertBudget, Target::Profile(profile)) => {
-                    // Once a month per level: an alert another sweep sent is not an action of this one.
-                    match self.alert_budget(&survey, &profile, &invocation.request_id).await {
-                        Ok(None) => {}
-                        Ok(Some(result)) => actions.push(SweptAction { finding, result, ok: true }),
-                        Err(error) => actions.push(swept(finding, Err(error))),
-                    }
-                }
-                (SweepAction::RetireImage, Target::Image(id)) => {
-                    let outcome = match survey.runner_images.iter().find(|image| image.id == id) {
-                        Some(image) => self
-                            .runner
-                            .ports
-                            .instances
-                            .retire_image(image)
-                            .await
-                            .map(|()| format!("deregistered, {} snapshot(s) deleted", image.snapshots.len())),
-                        None => Ok("gone already".to_owned()),
-                    };
-                    actions.push(swept(finding, outcome));
-                }
-                (SweepAction::FreeSlot, Target::Run(holder)) => {
-                    let slots = survey.slots.iter().find(|(_, holders)| holders.contains(&holder)).map(|(s, _)| s);
-                    let outcome = match slots {
-                        Some(slots) => self
-                            .runner
-                            .ports
-                            .runs
-                            .free_slot(&slots.profile, slots.kind, &holder)
-                            .await
-                            .map(|()| "freed".to_owned()),
-                        None => Ok("freed already".to_owned()),
-                    };
-                    actions.push(swept(finding, outcome));
-                }
                 (SweepAction::DestroyCluster, Target::Cluster(cluster)) => destroys.push(async move {
                     let request = ClusterRequest { cluster, requested_by: RequestedBy::parse(SWEEPER).ok() };
                     let outcome = self.provisioner.destroy(request, invocation).await;
                     swept(finding, outcome.map(|response| format!("destroyed ({:?})", response.action)))
                 }),
-                _ => actions.push(SweptAction { finding, result: "reported".into(), ok: true }),
+                _ => actions.extend(self.act(&survey, finding, invocation).await),
             }
         }
         // Together, in this task: each may wait up to the spec's 10 minutes.
@@ -482,6 +430,46 @@ impl Operations {
             elapsed_seconds: super::seconds_between(started, self.provisioner.ports.clock.now()),
         };
         Ok(response)
+    }
+
+    /// Acts on one finding that is not a destroy: `None` for a warning or alert another sweep sent
+    /// (not an action of this one). Each rule finds its action's kind of target; what is only
+    /// reported is left as it is.
+    async fn act(&self, survey: &Survey, finding: Finding, invocation: &Invocation) -> Option<SweptAction> {
+        let claimant = &invocation.request_id;
+        let outcome = match (finding.action, finding.target.clone()) {
+            (SweepAction::TerminateInstance, Target::Instance(id)) => {
+                self.runner.ports.instances.terminate(&id).await.map(|()| "terminated".to_owned())
+            }
+            (SweepAction::ResumeRun, Target::Run(run_id)) => self.resume(survey, &run_id).await,
+            (SweepAction::WarnDestroy, Target::Cluster(cluster)) => {
+                self.warn(survey, &cluster, claimant).await.transpose()?
+            }
+            (SweepAction::AlertBudget, Target::Profile(profile)) => {
+                self.alert_budget(survey, &profile, claimant).await.transpose()?
+            }
+            (SweepAction::RetireImage, Target::Image(id)) => self.retire_image(survey, &id).await,
+            (SweepAction::FreeSlot, Target::Run(holder)) => self.free_slot(survey, &holder).await,
+            _ => Ok("reported".into()),
+        };
+        Some(swept(finding, outcome))
+    }
+
+    /// Deregisters a runner image and deletes its snapshots.
+    async fn retire_image(&self, survey: &Survey, id: &str) -> Result<String> {
+        let Some(image) = survey.runner_images.iter().find(|image| image.id == id) else {
+            return Ok("gone already".to_owned());
+        };
+        self.runner.ports.instances.retire_image(image).await?;
+        Ok(format!("deregistered, {} snapshot(s) deleted", image.snapshots.len()))
+    }
+
+    /// Frees the slot `holder` holds.
+    async fn free_slot(&self, survey: &Survey, holder: &RunId) -> Result<String> {
+        let slots = survey.slots.iter().find(|(_, holders)| holders.contains(holder)).map(|(slots, _)| slots);
+        let Some(slots) = slots else { return Ok("freed already".to_owned()) };
+        self.runner.ports.runs.free_slot(&slots.profile, slots.kind, holder).await?;
+        Ok("freed".to_owned())
     }
 
     /// Resumes a run as a waiting invocation would, and says where it stands after.

@@ -31,7 +31,7 @@ use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, Schedule
 use crate::domain::{RunId, RunKind, RunRequest};
 use crate::error::Result;
 use crate::ports::{Clock, ClusterPorts, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
-use crate::service::runner::Runner;
+use crate::service::run::Runner;
 use crate::service::survey::Operations;
 use crate::service::{Invocation, Provisioner};
 use crate::testing::{Call, FakeLocks, RunWorld, World};
@@ -332,7 +332,7 @@ impl Storm {
         let asked = tokio::time::Instant::now();
         let answer = ask.await;
         let took = asked.elapsed();
-        let bound = Duration::from_secs(wait).max(crate::service::runner::LEAST_ANSWER_TIME.unsigned_abs());
+        let bound = Duration::from_secs(wait).max(crate::service::run::LEAST_ANSWER_TIME.unsigned_abs());
         if took > bound {
             self.violation(format!("an ask with wait_seconds {wait} answered after {took:?}"));
         }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
-use crate::service::runner::Runner;
+use crate::service::run::Runner;
 use crate::service::survey::Operations;
 use crate::service::{Invocation, Provisioner};
 use crate::settings::{ClusterSettings, RunSettings};

@@ -1,16 +1,13 @@
 //! RUNNER_IMAGE: a run of the TEST plan's host-tool steps whose instance, once they passed, is
-//! made into an AMI (then terminated); the image TEST runs launch from; and which images the
-//! sweeper retires. The rules of choice and retirement are in [`crate::domain::runner_image`].
+//! made into an AMI (then terminated): the image TEST runs launch from (`launch.rs` chooses it).
+//! The rules of choice and retirement are in [`crate::domain::runner_image`].
 
-use jiff::Timestamp;
-
-use super::plan::Plan;
-use super::runner::{RunResponse, Runner};
-use super::Invocation;
-use crate::catalog::Profile;
-use crate::domain::runner_image::{choose, image_name, image_tags};
+use super::*;
+use crate::domain::runner_image::{image_name, image_tags};
 use crate::domain::{RunKind, RunRecord, RunRequest, RunState, RunnerImageRequest};
 use crate::error::{AwsErrorKind, Result};
+use crate::service::plan::Plan;
+use crate::service::Invocation;
 
 impl Runner {
     /// RUNNER_IMAGE: starts the image run of the architecture asked (the catalog's TEST one by
@@ -39,34 +36,6 @@ impl Runner {
             }
             RunnerImageRequest::Resume { run_id, wait_seconds } => RunRequest::Resume { run_id, wait_seconds },
         })
-    }
-
-    /// The runner image a `kind` run of `profile` launches from at `now`: for TEST, the newest of
-    /// its architecture and plan within the profile's age; none for other runs, when none fits,
-    /// or when the images cannot be listed (the run then installs its tools itself).
-    pub(super) async fn runner_image_for(&self, kind: RunKind, profile: &Profile, now: Timestamp) -> Option<String> {
-        if kind != RunKind::Test {
-            return None;
-        }
-        let images = match self.ports.instances.runner_images().await {
-            Ok(images) => images,
-            Err(error) => {
-                tracing::warn!(%error, "could not list the runner images; the run installs its tools itself");
-                return None;
-            }
-        };
-        let runner = &profile.runner;
-        let hash = self.catalog.plans().runner_image.hash();
-        let chosen = choose(&images, &runner.architecture, &hash, runner.runner_image_max_age_days, now);
-        chosen.map(|image| image.id.clone())
-    }
-
-    /// The AMI a run's instance boots: its runner image, else the current Amazon Linux one.
-    pub(super) async fn launch_image(&self, record: &RunRecord, profile: &Profile) -> Result<String> {
-        match &record.runner_image {
-            Some(image) if record.kind == RunKind::Test => Ok(image.clone()),
-            _ => self.ports.instances.latest_image(&profile.runner.architecture).await,
-        }
     }
 
     /// A runner image run whose steps passed: makes the image of its instance (once: an image

@@ -405,7 +405,7 @@ async fn an_ambiguous_launch_that_launched_nothing_is_followed_by_the_next_attem
         answer = world.runner.run(RunKind::Test, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
     }
     let retried_after = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
-    assert!(retried_after <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_secs(30), "{retried_after:?}");
+    assert!(retried_after <= crate::service::run::LAUNCH_GRACE + SignedDuration::from_secs(30), "{retried_after:?}");
     assert_eq!((answer.attempts[0].outcome, answer.attempts[0].instance_id.as_deref()), (AttemptOutcome::Lost, None));
     assert_eq!(answer.state, RunState::Running);
     assert_eq!(world.instances.instances().len(), 1, "one instance, of the second attempt");
@@ -541,13 +541,13 @@ async fn a_start_whose_calls_are_throttled_answers_by_its_bound_and_the_run_goes
     let asked = tokio::time::Instant::now();
     let started = world.runner.run(RunKind::Test, start("ci-1", "main", 2), &world.invocation("r1")).await.unwrap();
     let took = asked.elapsed();
-    assert!(took <= crate::service::runner::LEAST_ANSWER_TIME.unsigned_abs(), "answered after {took:?}");
+    assert!(took <= crate::service::run::LEAST_ANSWER_TIME.unsigned_abs(), "answered after {took:?}");
     assert_eq!((started.status, started.state), ("running", RunState::Launching));
     let mut answer = started.clone();
     while answer.instance_id.is_none() {
         answer = world.runner.run(RunKind::Test, resume(&started.run_id, 30), &world.invocation("r2")).await.unwrap();
         let waited = world.clock.now().duration_since(NOW.parse::<Timestamp>().unwrap());
-        assert!(waited <= crate::service::runner::LAUNCH_GRACE + SignedDuration::from_mins(1), "{waited:?}");
+        assert!(waited <= crate::service::run::LAUNCH_GRACE + SignedDuration::from_mins(1), "{waited:?}");
     }
     assert_eq!(answer.state, RunState::Running);
     let live: Vec<_> = world.instances.instances().into_iter().filter(|(_, i)| i.live()).collect();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::attempts::EventAction;
+use super::progress::EventAction;
 use crate::domain::{AttemptOutcome, InstanceEvent, Market, RunId, RunKind, RunRequest, RunState, StepStatus};
 use crate::ports::{Clock, InstanceState};
 use crate::testing::requests::{cluster, NOW};

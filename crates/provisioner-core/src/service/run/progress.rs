@@ -1,30 +1,28 @@
-//! A run's attempts: what follows an attempt the cloud ended (a spot interruption, a vanished
-//! instance, one that never checked in, no capacity), the EC2 events that say so
-//! (`instance_event`), and the hold of a failed run's instance.
+//! A run under way: its reports and its instance checked (by the wait, the sweeper and EC2's
+//! events), and what follows an attempt the cloud ended.
 //!
-//! - An attempt the cloud ended is followed at once by the next, from a clean start, up to the
-//!   profile's `max_attempts`; the last runs on demand when the profile says so. The old
-//!   instance goes before the next is launched: a run never has two live instances.
+//! - An attempt the cloud ended (a spot interruption, a vanished instance, one that never checked
+//!   in, no instance) is followed at once by the next, from a clean start, up to the profile's
+//!   `max_attempts`; the last runs on demand when the profile says so. The old instance goes
+//!   before the next is launched: a run never has two live instances.
 //! - Exactly one caller moves a run to its next attempt ([`crate::ports::Runs::begin_attempt`]), so
 //!   a redelivered event, the waiting function and the sweeper can all see the same ending.
 //! - A run out of attempts ends `RunLost` (or `CapacityUnavailable` when the last could not be
 //!   launched), naming every attempt. A failed step is never retried.
-//! - A failed run started with `hold_minutes` keeps its instance that long; `cancel` and the
-//!   sweeper end the hold.
 
-use std::time::Duration;
-
+use jiff::SignedDuration;
 use serde::Serialize;
 
-use super::runner::{AttemptLaunch, Runner};
+use super::*;
 use crate::catalog::Profile;
-use crate::domain::attempt::describe_all;
-use crate::domain::{Attempt, AttemptOutcome, InstanceChange, InstanceEvent, RunId, RunRecord, RunState};
-use crate::domain::{StepResult, UserData};
-use crate::error::{AwsErrorKind, Error, Result};
+use crate::domain::{Attempt, AttemptOutcome, InstanceChange, InstanceEvent, StepResult, UserData};
+use crate::domain::{RunId, RunKind, RunRecord, RunState};
+use crate::error::{AwsErrorKind, Result};
+use crate::ports::InstanceState;
 
-/// Between launches of attempts that found no capacity: long enough for the market to move.
-const CAPACITY_RETRY_PAUSE: Duration = Duration::from_secs(20);
+/// How long after a run started a wait keeps looking for an instance it has no record of, before
+/// it ends the run as lost: longer than any launch (with its retries) takes.
+pub const LAUNCH_GRACE: SignedDuration = SignedDuration::from_mins(3);
 
 /// What `instance_event` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +50,81 @@ pub struct InstanceEventResponse {
 }
 
 impl Runner {
+    /// Ends the run when its instance finished or outlived its time limit; follows an attempt the
+    /// cloud ended (interrupted, vanished, never checked in, no instance) with the next; adopts an
+    /// instance found by its tag. The sweeper calls it for runs nobody waits on.
+    pub(crate) async fn check_progress(&self, record: &mut RunRecord) -> Result<()> {
+        if let Some(outcome) = record.outcome.clone() {
+            let passed = outcome == "succeeded" && record.failed_steps().is_empty();
+            if passed && record.kind == RunKind::RunnerImage {
+                return self.make_image(record).await;
+            }
+            return self.conclude(record, if passed { RunState::Succeeded } else { RunState::Failed }, None).await;
+        }
+        let now = self.ports.clock.now();
+        let Some(attempt) = record.current_attempt().cloned() else {
+            let why = "it has no attempt recorded (an older provisioner started it)".to_owned();
+            return self.conclude(record, RunState::Lost, Some(why)).await;
+        };
+        if record.timed_out(now) {
+            return self.time_out(record).await;
+        }
+        let Some(instance_id) = record.instance_id.clone() else {
+            // Launching, here or in another invocation, or launched and not recorded: look by tag.
+            if let Some(found) = self.find_instance(record).await {
+                tracing::info!(run_id = %record.run_id, instance_id = %found, "found the run's instance by its tag");
+                self.adopt(record, found).await;
+                return Ok(());
+            }
+            if now >= attempt.started_at + LAUNCH_GRACE {
+                return self.retry(record, AttemptOutcome::Lost, "it never got an instance".into()).await.map(drop);
+            }
+            return Ok(());
+        };
+        if record.interrupted() {
+            let why = format!("its instance {instance_id} received a spot interruption notice");
+            return self.retry(record, AttemptOutcome::Interrupted, why).await.map(drop);
+        }
+        let state = self.ports.instances.state(&instance_id).await?;
+        if !state.is_some_and(InstanceState::is_working) {
+            // It may have reported just before going: read once more.
+            if let Some(fresh) = self.ports.runs.get(&record.run_id).await? {
+                if fresh.outcome.is_some() || fresh.attempt_number() != record.attempt_number() {
+                    *record = fresh;
+                    return Box::pin(self.check_progress(record)).await;
+                }
+            }
+            let why = format!(
+                "its instance {instance_id} is {} and never reported an outcome",
+                state.map_or("gone", InstanceState::as_str)
+            );
+            return self.retry(record, AttemptOutcome::Lost, why).await.map(drop);
+        }
+        if record.missed_check_in(now) {
+            let why = format!("its instance {instance_id} did not check in by {}", attempt.check_in_by);
+            return self.retry(record, AttemptOutcome::BootTimeout, why).await.map(drop);
+        }
+        Ok(())
+    }
+
+    /// Ends a run that reached its time limit (or whose deadman fired): `RunTimedOut`, naming the
+    /// limit and the step it was in, its attempt `timed_out`. Never retried, whatever EC2 then
+    /// says of its instance.
+    pub(super) async fn time_out(&self, record: &mut RunRecord) -> Result<()> {
+        let Some(attempt) = record.current_attempt().cloned() else { return Ok(()) };
+        let minutes = attempt.deadline.duration_since(attempt.started_at).as_mins();
+        let steps = record.steps_under_way();
+        let place =
+            if steps.is_empty() { "outside any step".to_owned() } else { format!("in step {}", steps.join(", ")) };
+        let instance = record.instance_id.as_deref().unwrap_or("none");
+        let why = format!(
+            "attempt {} reached the run's time limit of {minutes} minutes at {} {place}; its instance ({instance}) \
+             was terminated",
+            attempt.number, attempt.deadline
+        );
+        self.conclude(record, RunState::TimedOut, Some(why)).await
+    }
+
     /// INSTANCE_EVENT: a spot interruption warning for the current attempt's instance ends the
     /// attempt as `interrupted`, a state change of it to shutting-down, stopping, stopped or
     /// terminated as `lost`; either begins the next attempt at once. Anything else is ignored, and
@@ -139,7 +212,7 @@ impl Runner {
 
     /// Ends the current attempt as `outcome` and makes the next one current, from a clean start;
     /// answers its user-data, or `None` when another caller moved the run first.
-    async fn begin_next_attempt(
+    pub(super) async fn begin_next_attempt(
         &self,
         record: &mut RunRecord,
         profile: &Profile,
@@ -188,87 +261,5 @@ impl Runner {
             Ok(user_data) => Ok(Some(user_data)),
             Err(error) => Err(self.abandon(record, RunState::Failed, error).await),
         }
-    }
-
-    /// Launches the current attempt; an attempt no market had capacity for ends as `capacity` and
-    /// the next follows after a pause, until none is left: then the run ends `CapacityUnavailable`
-    /// naming every attempt.
-    pub(super) async fn launch_attempts(
-        &self,
-        record: &mut RunRecord,
-        profile: &Profile,
-        mut user_data: UserData,
-    ) -> Result<()> {
-        loop {
-            let refused = match self.launch(record, profile, &user_data).await? {
-                AttemptLaunch::Started => return Ok(()),
-                AttemptLaunch::NoCapacity(refused) => refused,
-            };
-            let why = format!("no capacity ({})", refused.join(", "));
-            if record.attempt_number() >= profile.runner.max_attempts {
-                record.end_attempt(AttemptOutcome::Capacity, Some(self.ports.clock.now()));
-                let error = Error::CapacityUnavailable(format!(
-                    "{} run {} was not started: {why} in each of its {} attempt(s) ({}); try again later or add \
-                     instance types to the profile",
-                    record.kind,
-                    record.run_id,
-                    record.attempts.len(),
-                    describe_all(&record.attempts)
-                ));
-                return Err(self.abandon(record, RunState::CapacityUnavailable, error).await);
-            }
-            self.ports.clock.sleep(CAPACITY_RETRY_PAUSE).await;
-            match self.begin_next_attempt(record, profile, AttemptOutcome::Capacity, &why).await? {
-                Some(next) => user_data = next,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Terminates the current attempt's instances (recorded, and found by tag).
-    async fn terminate_attempt(&self, record: &RunRecord) -> Result<()> {
-        let number = record.attempt_number().max(1);
-        self.terminate_instances(record, |attempt| attempt == number, None).await
-    }
-
-    /// Terminates the run's instances of the attempts `of_attempt` takes, the recorded one and
-    /// those found by tag (one never recorded too), but `kept`: the one clean-up of instances.
-    pub(super) async fn terminate_instances(
-        &self,
-        record: &RunRecord,
-        of_attempt: impl Fn(u32) -> bool,
-        kept: Option<&String>,
-    ) -> Result<()> {
-        let mut instances: Vec<String> = (self.ports.instances.of_run(&record.run_id).await?.into_iter())
-            .filter(|instance| of_attempt(instance.attempt()))
-            .map(|instance| instance.id)
-            .collect();
-        instances.extend(record.instance_id.clone());
-        instances.sort();
-        instances.dedup();
-        for instance_id in instances.iter().filter(|id| Some(*id) != kept) {
-            self.ports.instances.terminate(instance_id).await?;
-        }
-        Ok(())
-    }
-
-    /// Ends the hold of an ended run's instance: terminates it now.
-    pub(super) async fn end_hold(&self, record: &mut RunRecord) -> Result<()> {
-        let now = self.ports.clock.now();
-        if !record.held_at(now) {
-            return Ok(());
-        }
-        if let Some(instance_id) = record.instance_id.clone() {
-            self.ports.instances.terminate(&instance_id).await?;
-        }
-        self.ports.runs.end_hold(&record.run_id, now).await?;
-        record.held_until = Some(now);
-        tracing::info!(run_id = %record.run_id, "hold ended");
-        Ok(())
-    }
-
-    /// How to reach a held instance: Session Manager, so no inbound port opens.
-    pub fn connect_command(&self, instance_id: &str) -> String {
-        format!("aws ssm start-session --target {instance_id} --region {}", self.settings.region)
     }
 }
