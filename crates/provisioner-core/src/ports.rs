@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::names::RequestedBy;
+use crate::domain::names::{GitRef, RequestedBy};
 use crate::domain::run::{RunId, RunKind, RunRecord};
+use crate::domain::test_results::TestSummary;
 use crate::domain::{ClusterName, HistoryEntry, ImageTag, Market, OnceNotice, RunnerImage, StackStatus, UserData};
 use crate::error::Result;
 
@@ -125,6 +126,17 @@ pub trait History: Send + Sync {
     async fn claim(&self, notice: &OnceNotice, claimant: &str, now: Timestamp) -> Result<bool>;
     /// Says `notice` was sent: its claim is never taken again.
     async fn confirm(&self, notice: &OnceNotice) -> Result<()>;
+}
+
+/// The ended TEST runs of each profile and version, which per-test results are compared with.
+#[async_trait]
+pub trait TestHistory: Send + Sync {
+    /// The summaries kept of `profile`'s ended TEST runs of `version`, newest first (see
+    /// [`crate::domain::test_results::keep_summaries`]): one item read, whatever the table holds.
+    async fn summaries(&self, profile: &str, version: &GitRef) -> Result<Vec<TestSummary>>;
+    /// Adds an ended run's summary (again: no change), keeping what `keep_summaries` keeps.
+    /// Exact under concurrent adds.
+    async fn add(&self, profile: &str, version: &GitRef, summary: &TestSummary) -> Result<()>;
 }
 
 /// Who holds a lock, and until when.
@@ -487,6 +499,8 @@ impl ClusterPorts {
 pub struct RunPorts {
     pub runs: Arc<dyn Runs>,
     pub instances: Arc<dyn Instances>,
+    /// What a TEST run's per-test results are compared with.
+    pub test_history: Arc<dyn TestHistory>,
     /// Only the budget reads these: a start counts the profile's clusters too.
     pub stacks: Arc<dyn Stacks>,
     pub history: Arc<dyn History>,

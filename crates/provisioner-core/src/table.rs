@@ -101,6 +101,7 @@ pub mod run {
     pub const REQUESTED_BY: &str = "requested_by";
     pub const RUNNER_IMAGE: &str = "runner_image";
     pub const HOLDS: &str = "holds";
+    pub const TESTS: &str = "tests";
     /// Fields of [`HOLDS`].
     pub const HOLDS_BUILD_IMAGE_DIGEST: &str = "build_image_digest";
     pub const HOLDS_TOOLS: &str = "tools";
@@ -111,6 +112,8 @@ pub mod run {
     pub const STEP_STARTED_AT: &str = "started_at";
     pub const STEP_ENDED_AT: &str = "ended_at";
     pub const STEP_REASON: &str = "reason";
+    /// A test step's suite: counts and failing test ids, as compact JSON (`StepTests`).
+    pub const STEP_TESTS: &str = "tests";
 
     pub const ATTRIBUTES: &[Attribute] = &[
         function(KIND, "test, build or runner_image"),
@@ -132,6 +135,7 @@ pub mod run {
         function(REQUESTED_BY, "who started it (the start's requested_by); absent when nobody said"),
         function(RUNNER_IMAGE, "the AMI a TEST run launches from, or the one a runner image run made"),
         function(STEPS, "each step of the plan by name, pending: the current attempt's report says more"),
+        function(TESTS, "a TEST run's per-test results and their comparison, as JSON, set when it ended"),
     ];
 }
 
@@ -150,7 +154,7 @@ pub mod report {
     pub const ATTRIBUTES: &[Attribute] = &[
         instance(RUN_ID, "the run it carries out: a report of another run is not read"),
         instance(ATTEMPT, "the attempt it carries out: only the current attempt's report is read"),
-        instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason"),
+        instance(STEPS, "each step by name: status, exit_code, started_at, ended_at, reason, tests"),
         instance(COMMIT, "the commit the version resolved to"),
         instance(LAYOUT, "the repository layout found in the checkout"),
         instance(IMAGES, "the images a build pushed"),
@@ -247,6 +251,26 @@ pub mod slots {
     ];
 }
 
+/// `test-history#<profile>#<version>`: the ended TEST runs of a profile and version that the
+/// comparison of per-test results reads (`TestSummary`), one item read and one written per run.
+pub mod test_history {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "test-history#";
+    pub const SUMMARIES: &str = "summaries";
+    pub const VERSION: &str = "version";
+
+    /// The item of `profile`'s TEST runs of `version`.
+    pub fn key(profile: &str, version: &crate::domain::GitRef) -> String {
+        format!("{PREFIX}{profile}#{version}")
+    }
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(SUMMARIES, "the newest ended runs within 14 days, as a JSON list: run, commit, end, suites, failures"),
+        function(VERSION, "bumped by every write, which is conditioned on the version it read"),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +284,7 @@ mod tests {
             active::ATTRIBUTES,
             slots::ATTRIBUTES,
             history::ATTRIBUTES,
+            test_history::ATTRIBUTES,
         ] {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);

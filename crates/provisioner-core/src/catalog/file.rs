@@ -179,6 +179,44 @@ pub struct RunnerProfile {
     #[serde(default = "default_runner_image_max_age_days")]
     #[schemars(range(min = 1, max = 90))]
     pub runner_image_max_age_days: u32,
+    /// The alert of a failed TEST run none of whose test failures is new (each failed the
+    /// previous run too): `one_line` (a short alert) or `none`.
+    #[serde(default)]
+    pub known_failures_alert: KnownFailuresAlert,
+    /// What recent failed launches and interruptions change in where runs launch.
+    #[serde(default)]
+    pub launch_memory: LaunchMemory,
+}
+
+/// How a failed TEST run with no new test failure is alerted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownFailuresAlert {
+    /// One line: the run, and that it has no new failure.
+    #[default]
+    OneLine,
+    /// No alert: the nightly's summary still shows it.
+    None,
+}
+
+/// Launch errors and spot interruptions remembered: a type that failed with a capacity error, or
+/// was interrupted, within `avoid_minutes` is tried last; after `interruptions` interruptions of
+/// a profile's runs within `avoid_minutes`, its runs launch on demand for `on_demand_minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchMemory {
+    #[schemars(range(min = 1, max = 1440))]
+    pub avoid_minutes: u32,
+    #[schemars(range(min = 1, max = 100))]
+    pub interruptions: u32,
+    #[schemars(range(min = 1, max = 1440))]
+    pub on_demand_minutes: u32,
+}
+
+impl Default for LaunchMemory {
+    fn default() -> Self {
+        LaunchMemory { avoid_minutes: 30, interruptions: 2, on_demand_minutes: 60 }
+    }
 }
 
 fn default_runner_image_max_age_days() -> u32 {
@@ -224,6 +262,8 @@ impl Default for RunnerProfile {
             on_demand_fallback: default_on_demand_fallback(),
             boot_timeout_minutes: default_boot_timeout_minutes(),
             runner_image_max_age_days: default_runner_image_max_age_days(),
+            known_failures_alert: KnownFailuresAlert::default(),
+            launch_memory: LaunchMemory::default(),
         }
     }
 }
@@ -270,6 +310,16 @@ impl RunnerProfile {
             return Err(format!(
                 "profile '{profile}' has a runner time limit of {} minutes; use 10 to 720",
                 self.time_limit_minutes
+            ));
+        }
+        let memory = self.launch_memory;
+        let memory_ok = (1..=1440).contains(&memory.avoid_minutes)
+            && (1..=100).contains(&memory.interruptions)
+            && (1..=1440).contains(&memory.on_demand_minutes);
+        if !memory_ok {
+            return Err(format!(
+                "profile '{profile}' has launch_memory {memory:?}; use avoid_minutes and on_demand_minutes of 1 to 1440, \
+                 interruptions of 1 to 100"
             ));
         }
         if !(1..=90).contains(&self.runner_image_max_age_days) {

@@ -10,6 +10,7 @@ pub mod resource_names;
 pub mod run;
 pub mod runner_image;
 pub mod stack_status;
+pub mod test_results;
 pub mod time;
 pub mod user_data;
 

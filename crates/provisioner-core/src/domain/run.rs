@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::domain::attempt::{Attempt, AttemptOutcome};
 use crate::domain::names::shown;
 use crate::domain::requests::from_event;
+use crate::domain::test_results::{StepTests, TestResults};
 use crate::domain::{ClusterName, GitRef, RequestedBy};
 use crate::error::Error;
 
@@ -391,6 +392,9 @@ pub struct StepResult {
     /// loses at most the last minute of it. None for a step that never ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// What its test suite reported: counts and failing test ids (a step with a `results` format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<StepTests>,
 }
 
 impl StepResult {
@@ -411,6 +415,7 @@ impl StepResult {
             ended_at: None,
             duration_seconds: None,
             log: None,
+            tests: None,
         }
     }
 }
@@ -431,6 +436,9 @@ pub struct RunView {
     pub log_location: String,
     /// Oldest first, each with its instance, market, times and outcome.
     pub attempts: Vec<Attempt>,
+    /// A TEST run's per-test results and what changed since the last run, once it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestResults>,
 }
 
 /// A run's record.
@@ -478,6 +486,8 @@ pub struct RunRecord {
     pub runner_image: Option<String>,
     /// A runner image run's: what its instance said the image holds.
     pub holds: Option<super::runner_image::ImageHolds>,
+    /// A TEST run's per-test results and their comparison, set when it ended.
+    pub tests: Option<TestResults>,
 }
 
 impl RunRecord {
@@ -549,6 +559,7 @@ impl RunRecord {
             steps: self.steps_with_logs(),
             log_location: self.log_location.clone(),
             attempts: self.attempts.clone(),
+            tests: self.tests.clone(),
         }
     }
 
@@ -595,6 +606,7 @@ pub fn step_results(order: &[String], reported: &BTreeMap<String, BTreeMap<Strin
                 started_at: started,
                 ended_at: ended,
                 log: None,
+                tests: field("tests").and_then(|json| StepTests::parse(&json)),
             }
         })
         .collect()

@@ -4,5 +4,5 @@
 pub mod plan;
 pub mod script;
 
-pub use plan::{Condition, ImageRole, Layout, Plan, Step, StepPlace, CHECKOUT_STEP};
+pub use plan::{Condition, ImageRole, Layout, Plan, ResultsFormat, Step, StepPlace, CHECKOUT_STEP};
 pub use script::{longest_values, render, shell_quote, RunValues};

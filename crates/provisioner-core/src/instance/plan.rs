@@ -69,7 +69,8 @@ pub struct Step {
     /// Bash commands, run with `set -euo pipefail` in the step's directory. They may use $CLUSTER,
     /// $ORGANIZATION, $VERSION, $IMAGE_TAG, $COMMIT, $DOMAIN, $REGION, $REGISTRY, $BUILD_IMAGE,
     /// $PROJECT_BUCKET, $PROJECT_FOLDER, $LAYOUT, $REPO_DIR, $WORK_DIR, $DATA_DIR, $CONDA_DIR,
-    /// $LOG_DIR, $HOME (the step user's, for a host step not run as root) and $IMAGE_HOLDS (on a
+    /// $LOG_DIR, $STEP (its name), $RESULTS_FILE (see `results`), $HOME (the step user's, for a host
+    /// step not run as root) and $IMAGE_HOLDS (on a
     /// runner image: what it holds, as `KEY=VALUE` lines), and the function `build_image_digest`.
     pub run: String,
     #[serde(default)]
@@ -110,6 +111,32 @@ pub struct Step {
     /// is reported held without a check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_check: Option<String>,
+    /// TEST steps only: the format of the report the step's test suite writes, which the run reads
+    /// per test (counts and failing ids) and uploads beside the step's log. `junit`: pytest's, to
+    /// which the runtime points every pytest the step runs (`PYTEST_ADDOPTS`); `jest`: jest's JSON,
+    /// which the step writes to `$RESULTS_FILE` (`--json --outputFile "$RESULTS_FILE"`);
+    /// `selftest`: the Lua selftests' summary in the step's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<ResultsFormat>,
+}
+
+/// The report format of a step's test suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultsFormat {
+    Junit,
+    Jest,
+    Selftest,
+}
+
+impl ResultsFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultsFormat::Junit => "junit",
+            ResultsFormat::Jest => "jest",
+            ResultsFormat::Selftest => "selftest",
+        }
+    }
 }
 
 /// The steps of one kind of run, in order, after the checkout, and how many run side by side.
@@ -227,6 +254,7 @@ impl Step {
             cloud_data: false,
             image: None,
             held_check: None,
+            results: None,
         }
     }
 }
@@ -267,6 +295,12 @@ fn check_privileges(step: &Step, what: &str, components: &BTreeSet<String>) -> R
     }
     if step.cloud_data && what != "test" {
         return Err(format!("step '{name}' reads cloud data, which only TEST steps are given"));
+    }
+    if step.results.is_some() && (what != "test" || step.root) {
+        return Err(format!("step '{name}' reports test results, which only TEST steps of the step user do"));
+    }
+    if step.place == StepPlace::Container && matches!(step.results, Some(ResultsFormat::Junit | ResultsFormat::Jest)) {
+        return Err(format!("step '{name}' runs in the container, where its suite's report file is not given"));
     }
     match &step.component {
         Some(component) if !components.contains(component) => {

@@ -167,19 +167,53 @@ record_state() {
     "{\":state\":{\"S\":\"$1\"},\":now\":{\"S\":\"$(now)\"},\":none\":{\"M\":{}}}"
 }
 
-# report_step NAME STATUS EXIT_CODE STARTED ENDED [REASON]
+# report_step NAME STATUS EXIT_CODE STARTED ENDED [REASON] [TESTS]
 report_step() {
-  local reason=""
+  local reason="" tests=""
   [[ -n ${6:-} ]] && reason=",\"reason\":{\"S\":$(json_string "$6")}"
+  [[ -n ${7:-} ]] && tests=",\"tests\":{\"S\":$(json_string "$7")}"
   local fields="\"status\":{\"S\":\"$2\"},\"exit_code\":{\"N\":\"$3\"},"
-  fields+="\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}$reason"
+  fields+="\"started_at\":{\"S\":\"$4\"},\"ended_at\":{\"S\":\"$5\"}$reason$tests"
   record 'SET #steps.#step = :step' "{\"#steps\":\"steps\",\"#step\":\"$1\"}" "{\":step\":{\"M\":{$fields}}}"
 }
 
+# The counts and failing test ids of a step's suite report ($1 the format: junit, jest or
+# selftest; $2 the report, the step's log for selftest; $3 the step's directory, which jest's
+# paths are made relative to), as compact JSON; nothing when there is no report it can read.
+# At most 50 failing ids, each at most 200 characters: the full report is uploaded.
+suite_results() {
+  [[ -s $2 ]] && (($(stat -c %s "$2") <= 100000000)) || return 0
+  timeout 120 python3 - "$@" 2>>"$LOG_DIR/report.log" <<'PY'
+import json,os,sys,xml.etree.ElementTree as E
+f,p,d=sys.argv[1:4];n={"passed":0,"failed":0,"skipped":0};x=[]
+def t(i,o):
+ n[o]+=1
+ if o=="failed":x.append(i[:200])
+if f=="junit":
+ for c in E.parse(p).getroot().iter("testcase"):
+  a,k,m=c.get("name",""),c.get("classname",""),c.get("file") or "";q=m[:-3].replace("/",".")
+  i="::".join([m,*k[len(q):].split(".")[1:],a]) if m.endswith(".py") and (k+".").startswith(q+".") else k+"::"+a
+  t(i,"failed" if c.find("failure") is not None or c.find("error") is not None else "skipped" if c.find("skipped") is not None else "passed")
+elif f=="jest":
+ for s in json.load(open(p)).get("testResults",[]):
+  for c in s.get("assertionResults",[]):t(os.path.relpath(s.get("name",""),d)+"::"+c.get("fullName",""),{"passed":"passed","failed":"failed"}.get(c.get("status"),"skipped"))
+else:
+ e=None
+ for l in open(p,errors="replace"):
+  l=l.strip()
+  if l.startswith("Executed test: "):e=l[15:]
+  elif l.startswith("Number of errors: ") and e is not None:t(e,"passed" if l.endswith(" 0") else "failed");e=None
+  elif l.startswith("Skipped test: "):t(l[14:],"skipped")
+n["failing"]=x[:50];print(json.dumps(n,separators=(",",":")))
+PY
+}
+
+# upload_log NAME [FILE SUFFIX]: the step's log, or FILE as NAME.SUFFIX (its suite's report).
 upload_log() {
-  [[ -f "$LOG_DIR/$1.log" && -n $CALLER ]] || return 0
-  aws s3 cp --only-show-errors --region "$REGION" "$LOG_DIR/$1.log" "$LOG_LOCATION$1.log" \
-    2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1" >>"$LOG_DIR/report.log"
+  local file=${2:-$LOG_DIR/$1.log} suffix=${3:-log}
+  [[ -f $file && -n $CALLER ]] || return 0
+  aws s3 cp --only-show-errors --region "$REGION" "$file" "$LOG_LOCATION$1.$suffix" \
+    2>>"$LOG_DIR/report.log" || echo "$(now) upload failed: $1.$suffix" >>"$LOG_DIR/report.log"
 }
 
 # Uploads the log of running step $1 every LOG_UPLOAD_SECONDS, until stopped or its step's job
@@ -388,7 +422,14 @@ run_step() {
   printf '%s\n' "$started" >"$LOG_DIR/running/$name"
   report_step "$name" running -1 "$started" "$started"
   mkdir -p "$dir"
-  local runner=(bash -euo pipefail -c "$commands")
+  local runner=(bash -euo pipefail -c "$commands") results="" results_file="" tests=""
+  # A test step's suite writes its report where the step user may ($RESULTS_FILE).
+  if [[ ,$given, == *,results:* ]]; then
+    results=${given#*results:}
+    results=${results%%,*}
+    results_file="$STEP_HOME/$name.results"
+    rm -f "$results_file"
+  fi
   case $place in
     host)
       if ((!STEPS_WALLED)); then
@@ -401,7 +442,11 @@ run_step() {
       fi
       # Its own home and conda environments: the base environment and the tools stay root's.
       runner=(runuser -m -u "$STEP_USER" -- env HOME="$STEP_HOME" PATH="$PATH"
-        CONDA_ENVS_DIRS="$STEP_HOME/conda/envs" CONDA_PKGS_DIRS="$STEP_HOME/conda/pkgs" "${runner[@]}")
+        CONDA_ENVS_DIRS="$STEP_HOME/conda/envs" CONDA_PKGS_DIRS="$STEP_HOME/conda/pkgs"
+        STEP="$name" RESULTS_FILE="$results_file" "${runner[@]}")
+      # Every pytest the step runs (through conda, or a make target) writes its JUnit report.
+      [[ $results == junit ]] && runner=(env PYTEST_ADDOPTS="--junitxml=$results_file -o junit_family=xunit1"
+        "${runner[@]}")
       ;;
     container)
       if ((!STEPS_WALLED)); then
@@ -415,7 +460,7 @@ run_step() {
       # data. As the step user, as the repository's own build target runs it, so the wall holds.
       runner=(docker run --rm --network host --user "$STEP_IDS" -e HOME=/tmp -v "$REPO_DIR:$REPO_DIR"
         -v "$DATA_DIR:/data" -w "$dir" -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT
-        -e DOMAIN -e REGION -e LAYOUT -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION"
+        -e DOMAIN -e REGION -e LAYOUT -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" -e STEP="$name"
         "$BUILD_IMAGE" "${runner[@]}")
       ;;
   esac
@@ -430,8 +475,13 @@ run_step() {
   stop_uploader
   local status=failed
   ((code == 0)) && status=passed
-  report_step "$name" "$status" "$code" "$started" "$(now)"
+  case $results in
+    selftest) tests=$(suite_results selftest "$LOG_DIR/$name.log" "$dir") ;;
+    ?*) tests=$(suite_results "$results" "$results_file" "$dir") ;;
+  esac
+  report_step "$name" "$status" "$code" "$started" "$(now)" "" "$tests"
   upload_log "$name"
+  [[ -n $results_file ]] && upload_log "$name" "$results_file" results
   step_ended "$name" "$status"
 }
 

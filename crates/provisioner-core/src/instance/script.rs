@@ -336,9 +336,11 @@ fn step_call(step: &super::plan::Step) -> String {
         StepPlace::Container => "container",
     };
     // What the step is given beyond the run's values.
+    let results = step.results.map(|format| format!("results:{}", format.as_str()));
     let given: Vec<&str> = [(step.github_token, "token"), (step.cloud_data, "cloud")]
         .into_iter()
         .filter_map(|(given, word)| given.then_some(word))
+        .chain(results.as_deref())
         .collect();
     let mut call = format!(
         "run_step {} {} {} {} {} {}",

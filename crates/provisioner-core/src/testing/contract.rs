@@ -168,6 +168,7 @@ pub fn run_record(kind: RunKind, cluster: &str, version: &str, now: Timestamp) -
         runner_image: Some("ami-0123456789abcdef0".into()),
         // Written by the instance alone.
         holds: None,
+        tests: None,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod requests;
 mod runs;
 mod schedules;
 mod stacks;
+mod test_history;
 mod worlds;
 
 pub use clock::TestClock;
@@ -31,4 +32,5 @@ pub use notices::FakeNotices;
 pub use runs::FakeRuns;
 pub use schedules::FakeSchedules;
 pub use stacks::{FakeStacks, StackBehaviour};
+pub use test_history::FakeTestHistory;
 pub use worlds::{test_run_settings, test_settings, OpsWorld, RunWorld, World};

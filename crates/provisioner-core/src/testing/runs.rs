@@ -80,6 +80,13 @@ impl FakeRuns {
         }
     }
 
+    /// Plays a test step's suite report: its counts and failing ids, as the instance reads them.
+    pub fn report_tests(&self, id: &RunId, step: &str, tests: crate::domain::test_results::StepTests) {
+        let mut records = self.records.lock().unwrap();
+        let record = records.get_mut(id.as_str()).expect("a run");
+        record.steps.iter_mut().find(|s| s.name == step).expect("a step of the plan").tests = Some(tests);
+    }
+
     /// Plays a runner image run's instance saying what its image holds.
     pub fn report_holds(&self, id: &RunId, holds: crate::domain::runner_image::ImageHolds) {
         self.records.lock().unwrap().get_mut(id.as_str()).expect("a run").holds = Some(holds);
@@ -209,6 +216,9 @@ impl Runs for FakeRuns {
         }
         if record.runner_image.is_some() {
             stored.runner_image = record.runner_image.clone();
+        }
+        if record.tests.is_some() {
+            stored.tests = record.tests.clone();
         }
         if !record.log_location.is_empty() {
             stored.log_location = record.log_location.clone();

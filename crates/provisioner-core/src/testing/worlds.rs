@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 
 use super::{
     FakeClusterLogs, FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules,
-    FakeStacks, Faults, TestClock,
+    FakeStacks, FakeTestHistory, Faults, TestClock,
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
@@ -133,6 +133,7 @@ pub struct RunWorld {
     pub stacks: Arc<FakeStacks>,
     pub history: Arc<FakeHistory>,
     pub notices: Arc<FakeNotices>,
+    pub test_history: Arc<FakeTestHistory>,
     pub runner: Runner,
 }
 
@@ -169,9 +170,11 @@ impl RunWorld {
         let instances = FakeInstances::new(clock.clone(), faults.clone());
         // CloudFormation launches the clusters' instances where the runs' are.
         stacks.launch_instances_in(instances.clone());
+        let test_history = FakeTestHistory::new(faults.clone());
         let ports = RunPorts {
             runs: runs.clone(),
             instances: instances.clone(),
+            test_history: test_history.clone(),
             stacks: stacks.clone(),
             history: history.clone(),
             notices: notices.clone(),
@@ -179,7 +182,7 @@ impl RunWorld {
         };
         let catalog = Arc::new(Catalog::shipped().expect("the shipped catalog loads"));
         let runner = Runner::new(catalog, ports, test_run_settings());
-        RunWorld { clock, faults, runs, instances, stacks, history, notices, runner }
+        RunWorld { clock, faults, runs, instances, stacks, history, notices, test_history, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {

@@ -14,7 +14,6 @@ use crate::domain::{HistoryEntry, OnceNotice};
 use crate::error::Result;
 use crate::ports::History;
 use crate::table::{self, history as history_item};
-pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 
 /// The entries of one month's history item, in no order.
 fn history_entries(item: &HashMap<String, AttributeValue>) -> impl Iterator<Item = HistoryEntry> + '_ {

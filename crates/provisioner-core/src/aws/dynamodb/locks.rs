@@ -14,7 +14,6 @@ use crate::table::lock;
 use crate::table::lock::{
     ACQUIRED_AT, EXPIRES_EPOCH, NEXT_ASKED, NEXT_OPERATION, NEXT_OWNER, NEXT_SINCE, NEXT_SINCE_MS, OPERATION,
 };
-pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 
 /// How long an expired lock item is kept for inspection before TTL removes it.
 pub(super) const KEEP_EXPIRED_SECONDS: i64 = 24 * 60 * 60;

@@ -8,6 +8,7 @@
 mod history;
 mod locks;
 mod runs;
+mod test_history;
 
 use locks::KEEP_EXPIRED_SECONDS;
 use runs::{overlay_report, report_key};

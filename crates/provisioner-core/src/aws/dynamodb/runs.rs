@@ -17,7 +17,6 @@ use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{Runs, Slots};
 use crate::table::{active, report, run, slots};
-pub use crate::table::{KEY, TTL as TTL_ATTRIBUTE};
 
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -94,6 +93,7 @@ fn run_from(item: &HashMap<String, AttributeValue>) -> Option<RunRecord> {
             let field = |name: &str| holds.get(name).and_then(|v| v.as_s().ok()).cloned();
             ImageHolds::checked(field(run::HOLDS_BUILD_IMAGE_DIGEST), field(run::HOLDS_TOOLS))
         }),
+        tests: text_of(item, run::TESTS).and_then(|json| serde_json::from_str(&json).ok()),
     })
 }
 
@@ -371,6 +371,7 @@ impl Runs for DynamoStore {
             (run::HELD_UNTIL, ":held_until", record.held_until.map(|t| t.to_string())),
             (run::RUNNER_IMAGE, ":runner_image", record.runner_image.clone()),
             (run::LOG_LOCATION, ":log_location", Some(record.log_location.clone()).filter(|l| !l.is_empty())),
+            (run::TESTS, ":tests", record.tests.as_ref().and_then(|tests| serde_json::to_string(tests).ok())),
         ];
         for (name, value, text) in optional {
             if let Some(text) = text {

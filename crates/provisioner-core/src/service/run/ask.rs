@@ -179,6 +179,10 @@ impl Runner {
                 if let Some(failure) = &record.failure {
                     what.push_str(&format!("; {failure}"));
                 }
+                // New test failures first: what changed is what a reader looks for.
+                if let Some(tests) = record.tests.as_ref().filter(|tests| !tests.failed.is_empty()) {
+                    what = format!("{}; {what}", super::describe_failures(tests));
+                }
                 let mut message = format!("{run} failed: {what}; read the logs at {}", record.log_location);
                 if let (Some(instance), Some(until)) = (&record.instance_id, record.held_until) {
                     if record.held_at(self.ports.clock.now()) {

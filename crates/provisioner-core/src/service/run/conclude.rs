@@ -8,6 +8,7 @@ use jiff::SignedDuration;
 use serde::Serialize;
 
 use super::*;
+use crate::catalog::KnownFailuresAlert;
 use crate::domain::run::RunView;
 use crate::domain::{CancelRequest, RunRecord, RunState};
 use crate::error::{AwsErrorKind, Error, Result};
@@ -92,6 +93,7 @@ impl Runner {
         record.ended_at = Some(now);
         record.held_until = held.is_some().then(|| now + SignedDuration::from_mins(i64::from(record.hold_minutes)));
         record.end_attempt(state.attempt_outcome(), Some(now));
+        self.compare_tests(record).await;
         match self.ports.runs.update(record).await {
             Ok(()) => self.report_end(record).await,
             // Another invocation ended it first (its ending stands), or began its next attempt; or
@@ -122,27 +124,32 @@ impl Runner {
         Ok(())
     }
 
-    /// Once per run, by whoever ended it: its steps as metrics, and an alert unless it succeeded.
+    /// Once per run, by whoever ended it: its steps as metrics, its test summary kept, and an
+    /// alert unless it succeeded (one line, or none, when all its failures are known ones).
     async fn report_end(&self, record: &RunRecord) {
         crate::metrics::run_steps(record);
+        self.keep_test_summary(record).await;
         // A cancelled run was ended by someone who knows.
         if matches!(record.state, RunState::Succeeded | RunState::Cancelled) {
             return;
         }
-        let subject = format!(
-            "SlideRule provisioner: {} run of {} on {} {}",
-            record.kind,
-            record.version,
-            record.cluster,
-            match record.state {
-                RunState::Lost => "was lost (RunLost)",
-                RunState::TimedOut => "timed out (RunTimedOut)",
-                _ => "failed",
+        let run = format!("{} run of {} on {}", record.kind, record.version, record.cluster);
+        let new = record.tests.as_ref().filter(|tests| !tests.failed.is_empty()).map(|tests| tests.new.len());
+        let ending = match (record.state, new) {
+            (RunState::Lost, _) => "was lost (RunLost)".to_owned(),
+            (RunState::TimedOut, _) => "timed out (RunTimedOut)".to_owned(),
+            (_, Some(new)) => format!("failed: {new} new test failure(s)"),
+            _ => "failed".to_owned(),
+        };
+        let subject = format!("SlideRule provisioner: {run} {ending}");
+        let message = match (self.known_failures_only(record), self.answer(record.clone())) {
+            (Some(KnownFailuresAlert::None), _) => return,
+            (Some(KnownFailuresAlert::OneLine), _) => {
+                let tests = record.tests.as_ref().map(|tests| tests.describe()).unwrap_or_default();
+                format!("{} failed with no new test failure ({tests})", record.run_id)
             }
-        );
-        let message = match self.answer(record.clone()) {
-            Err(error) => error.to_string(),
-            Ok(_) => format!("run {} ended as {}", record.run_id, record.state.as_str()),
+            (None, Err(error)) => error.to_string(),
+            (None, Ok(_)) => format!("run {} ended as {}", record.run_id, record.state.as_str()),
         };
         crate::service::alert(&*self.ports.notices, &subject, &message).await;
     }

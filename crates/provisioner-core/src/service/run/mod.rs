@@ -9,6 +9,7 @@
 //! - `launch.rs`: an attempt's instance launched (types, subnets, markets) and adopted;
 //! - `progress.rs`: a run under way checked, and an attempt the cloud ended followed by the next;
 //! - `conclude.rs`: a run ended (its instances, record, slot, alert), `cancel`, holds;
+//! - `results.rs`: a TEST run's per-test results compared with the last run's when it ends;
 //! - `image.rs`: RUNNER_IMAGE, a run whose instance becomes the image TEST runs boot from.
 
 mod ask;
@@ -16,6 +17,7 @@ mod conclude;
 mod image;
 mod launch;
 mod progress;
+mod results;
 mod start;
 
 #[cfg(test)]
@@ -24,6 +26,8 @@ mod ask_tests;
 mod image_tests;
 #[cfg(test)]
 mod progress_tests;
+#[cfg(test)]
+mod results_tests;
 
 use std::sync::Arc;
 
@@ -37,6 +41,7 @@ use ask::Known;
 pub use ask::{RunResponse, LEAST_ANSWER_TIME};
 pub use conclude::CancelResponse;
 pub use progress::{EventAction, InstanceEventResponse, LAUNCH_GRACE};
+pub use results::describe_failures;
 pub use start::{slot_abandoned, RUN_RECORD_RETENTION, SLOT_LEASE};
 
 /// Everything TEST and BUILD need, built once per process.

@@ -182,6 +182,7 @@ impl Runner {
             requested_by: None,
             runner_image: None,
             holds: None,
+            tests: None,
         }
     }
 
