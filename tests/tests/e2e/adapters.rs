@@ -225,6 +225,12 @@ async fn the_dynamodb_adapter_keeps_the_history_contract() {
 }
 
 #[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_test_history_contract() {
+    let (_, name) = table().await;
+    contract::test_history(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &unique("ci-")).await;
+}
+
+#[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
     let run_id = RunId::parse(&format!("test-{}-20261123t120000-ab12", unique("ci-"))).unwrap();
     contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use provisioner_core::catalog::Catalog;
+use provisioner_core::domain::test_results::StepTests;
 use provisioner_core::domain::{ClusterName, GitRef, ImageTag, RunId, RunKind};
 use provisioner_core::instance::{render, Layout, Plan, RunValues, Step, StepPlace};
 use provisioner_core::settings::RunSettings;
@@ -329,6 +330,24 @@ async fn a_test_run_on_layout(layout: &str, server: &str, ams: &str, not_applica
         }
     }
     assert_eq!(text(&run.record, run::OUTCOME), "succeeded", "not-applicable steps neither fail nor pass the run");
+
+    // Each suite's own report is read per test (the stubbed suites pass two tests each) and
+    // uploaded beside the step's log.
+    let tests = step_field(&run.record, run::STEP_TESTS);
+    let catalog = Catalog::shipped().unwrap();
+    for step in catalog.plans().test.steps.iter().filter(|step| step.results.is_some()) {
+        if not_applicable.contains(&step.name.as_str()) {
+            assert!(!tests.contains_key(&step.name), "{}: {tests:?}", step.name);
+            continue;
+        }
+        let read: serde_json::Value = serde_json::from_str(&tests[&step.name]).unwrap();
+        assert_eq!((read["passed"].as_u64(), read["failed"].as_u64()), (Some(2), Some(0)), "{}: {read}", step.name);
+    }
+    assert!(
+        run.logs.iter().any(|log| log.starts_with("<?xml") && log.contains("<testcase")),
+        "a JUnit report uploaded"
+    );
+    assert!(run.logs.iter().any(|log| log.contains("\"testResults\"")), "jest's report uploaded");
 
     // The debug build and the selftests in the layout's server make directory, never at the root.
     let targets = sandbox.targets();
@@ -671,6 +690,37 @@ async fn a_failing_step_fails_the_run_while_independent_steps_still_run() {
         record[run::STEPS].as_m().unwrap()["debug-build"].as_m().unwrap()[run::STEP_EXIT_CODE].as_n().unwrap().clone();
     assert_eq!(exit_code, "3");
     assert_eq!(sandbox.calls().last().map(String::as_str), Some("shutdown -h now"));
+}
+
+/// A suite that fails a test fails its step, and the run reads which test from the suite's own
+/// report: a pytest node id (a test of a class too), a jest file and name, a Lua selftest.
+#[tokio::test]
+async fn failing_tests_are_read_from_each_suites_own_report() {
+    let values = values(&unique("runs-"), &unique("logs-"), RunKind::Test, "main");
+    let plan = Catalog::shipped().unwrap().plans().test.clone();
+    let dynamodb = run_record(&values, &plan.step_names()).await;
+    let sandbox = sandbox_with_layout("D");
+    let failing = [
+        ("python-client-pytests", "tests/test_atl06.py::TestAlgorithm::test_gs"),
+        ("nodejs-client-jests", "tests/atl06.test.js::atl06 returns elevations"),
+        ("lua-selftests", "atl03_reader_unittest.lua"),
+    ];
+    let lines: Vec<String> = failing.iter().map(|(step, id)| format!("{step}:{id}")).collect();
+    std::fs::write(sandbox.dir.join("fail-tests"), lines.join("\n") + "\n").unwrap();
+    sandbox.run(&render(&plan, &layouts(), &values).unwrap());
+
+    let record = record(&dynamodb, &values).await;
+    let (statuses, tests) = (step_statuses(&record), step_field(&record, run::STEP_TESTS));
+    for (step, id) in failing {
+        assert_eq!(statuses[step], "failed", "{step}: {statuses:?}");
+        let read: serde_json::Value = serde_json::from_str(&tests[step]).unwrap();
+        assert_eq!(read["failing"], serde_json::json!([id]), "{step}: {read}");
+        assert_eq!((read["passed"].as_u64(), read["failed"].as_u64()), (Some(2), Some(1)), "{step}: {read}");
+    }
+    assert_eq!(statuses["ams-pytests"], "passed");
+    let read = StepTests::parse(&tests["ams-pytests"]).unwrap();
+    assert_eq!((read.counts.passed, read.failing.len()), (2, 0));
+    assert_eq!(text(&record, run::OUTCOME), "failed");
 }
 
 /// When each step started and ended, in seconds from the first start, by the lines its command

@@ -443,7 +443,7 @@ run_step() {
       # Its own home and conda environments: the base environment and the tools stay root's.
       runner=(runuser -m -u "$STEP_USER" -- env HOME="$STEP_HOME" PATH="$PATH"
         CONDA_ENVS_DIRS="$STEP_HOME/conda/envs" CONDA_PKGS_DIRS="$STEP_HOME/conda/pkgs"
-        STEP="$name" RESULTS_FILE="$results_file" "${runner[@]}")
+        STEP="$name" RESULTS="$results" RESULTS_FILE="$results_file" "${runner[@]}")
       # Every pytest the step runs (through conda, or a make target) writes its JUnit report.
       [[ $results == junit ]] && runner=(env PYTEST_ADDOPTS="--junitxml=$results_file -o junit_family=xunit1"
         "${runner[@]}")
@@ -461,6 +461,7 @@ run_step() {
       runner=(docker run --rm --network host --user "$STEP_IDS" -e HOME=/tmp -v "$REPO_DIR:$REPO_DIR"
         -v "$DATA_DIR:/data" -w "$dir" -e CLUSTER -e ORGANIZATION -e VERSION -e IMAGE_TAG -e COMMIT
         -e DOMAIN -e REGION -e LAYOUT -e PROJECT_BUCKET -e PROJECT_FOLDER -e AWS_REGION="$REGION" -e STEP="$name"
+        -e RESULTS="$results"
         "$BUILD_IMAGE" "${runner[@]}")
       ;;
   esac

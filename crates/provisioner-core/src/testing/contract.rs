@@ -6,11 +6,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::history::{month_of, start_of_month};
 use crate::domain::tags;
+use crate::domain::test_results::TestSummary;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
 use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
     History, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
+    TestHistory,
 };
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
@@ -452,6 +454,40 @@ pub async fn history(history: &dyn History, cluster: &ClusterName, other: &Clust
     assert!(history.claim(&alert(100), "sweep-2", now).await.unwrap(), "another level");
 }
 
+/// A profile and version's test history: summaries read back newest first, one per run however
+/// often added, another profile's or version's apart, concurrent adds all kept, old ones dropped.
+/// `profile` must have no history.
+pub async fn test_history(history: &dyn TestHistory, profile: &str) {
+    let version = GitRef::parse("main").unwrap();
+    let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+    assert!(history.summaries(profile, &version).await.unwrap().is_empty());
+    let summary = |minutes_ago: i64, id: &str| TestSummary {
+        run_id: RunId::parse(&format!("test-ci-1-20261202t1200{:02}-{id}", minutes_ago % 60)).unwrap(),
+        commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        ended_at: now - SignedDuration::from_mins(minutes_ago),
+        ran: vec!["python-client-pytests".into()],
+        failed: Vec::new(),
+    };
+    let (older, newer) = (summary(30, "aaaa"), summary(10, "bbbb"));
+    history.add(profile, &version, &older).await.unwrap();
+    history.add(profile, &version, &newer).await.unwrap();
+    history.add(profile, &version, &newer).await.unwrap();
+    assert_eq!(history.summaries(profile, &version).await.unwrap(), [newer.clone(), older.clone()]);
+    assert!(history.summaries(profile, &GitRef::parse("v5.5.0").unwrap()).await.unwrap().is_empty());
+    assert!(history.summaries(&format!("{profile}-other"), &version).await.unwrap().is_empty());
+    // Adds at once all land: each is conditioned on what it read.
+    let together: Vec<TestSummary> = ["c001", "c002", "c003", "c004"].iter().map(|id| summary(5, id)).collect();
+    let adds = together.iter().map(|s| history.add(profile, &version, s));
+    for added in futures::future::join_all(adds).await {
+        added.unwrap();
+    }
+    assert_eq!(history.summaries(profile, &version).await.unwrap().len(), 6);
+    // Fifteen days on, only the newest and what is within 14 days of it are kept.
+    let late = TestSummary { ended_at: now + SignedDuration::from_hours(15 * 24), ..summary(0, "dddd") };
+    history.add(profile, &version, &late).await.unwrap();
+    assert_eq!(history.summaries(profile, &version).await.unwrap(), [late]);
+}
+
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.
 pub async fn images(images: &dyn Images, registry: &str, held: &str, absent: &str, tag: &ImageTag) {
     let asked = [held.to_owned(), absent.to_owned()];
@@ -465,7 +501,9 @@ mod tests {
 
     use super::*;
     use crate::testing::Faults;
-    use crate::testing::{FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks};
+    use crate::testing::{
+        FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks, FakeTestHistory,
+    };
     use crate::testing::{StackBehaviour, TestClock};
 
     /// The cluster stack spec the suites create.
@@ -503,6 +541,11 @@ mod tests {
     async fn the_fake_history_keeps_the_contract() {
         let (cluster, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
         super::history(&*FakeHistory::new(Faults::none()), &cluster, &other).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_test_history_keeps_the_contract() {
+        super::test_history(&*FakeTestHistory::new(Faults::none()), "ci").await;
     }
 
     #[tokio::test]
