@@ -30,6 +30,22 @@ fn simulate(instance_id: &str, fail: Option<&str>) {
     );
 }
 
+/// Plays the instance with STEP:TEST_ID failing in its suite's own report (`--fail-test`).
+fn simulate_failing_tests(instance_id: &str, tests: &[&str]) {
+    let mut command = Command::new(repo_root().join("tools/simulate-instance"));
+    command.arg(instance_id);
+    for test in tests {
+        command.args(["--fail-test", test]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn resume(kind: &str, run_id: &str) -> provisioner_e2e::Invoked {
     make_invoke(kind, &json!({"run_id": run_id, "wait_seconds": 30}).to_string())
 }
@@ -192,6 +208,52 @@ fn attempts(answer: &Value) -> Vec<(String, String, String)> {
             (text("instance_id"), text("market"), text("outcome"))
         })
         .collect()
+}
+
+/// What a nightly reads: three TEST runs of one version on one cluster, failing test X, then X
+/// again, then none, answer X `new`, then `still_failing` since the first run, then `fixed`, in
+/// `status`'s recent runs of the cluster; the failed runs' answers lead with what is new.
+#[tokio::test]
+async fn three_runs_of_a_version_say_new_then_still_failing_since_the_first_then_fixed() {
+    // A version of its own: the comparison is per profile and version, and other tests run main.
+    let (cluster, version) = (unique("ci-nightly-"), unique("nightly-"));
+    const STEP: &str = "python-client-pytests";
+    const TEST: &str = "tests/test_atl06.py::TestAlgorithm::test_gs";
+    let failing = format!("{STEP}:{TEST}");
+    let mut runs = Vec::new();
+    for fails in [vec![failing.as_str()], vec![failing.as_str()], vec![]] {
+        let started = start("test", &cluster, &version);
+        simulate_failing_tests(started["instance_id"].as_str().unwrap(), &fails);
+        let run_id = started["run_id"].as_str().unwrap().to_owned();
+        let answer = resume("test", &run_id);
+        runs.push((run_id, answer));
+    }
+    runs[0].1.assert_error("TestsFailed");
+    let message = runs[0].1.answer["errorMessage"].as_str().unwrap();
+    assert!(message.contains(&format!("1 new failure(s): {TEST}")), "{message}");
+    runs[1].1.assert_error("TestsFailed");
+    let message = runs[1].1.answer["errorMessage"].as_str().unwrap();
+    assert!(message.contains(&format!("1 still failing (the oldest since {})", runs[0].0)), "{message}");
+    assert_eq!(runs[2].1.exit, 0, "{:#}", runs[2].1.answer);
+    assert_eq!(runs[2].1.answer["tests"]["fixed"], json!([TEST]), "{:#}", runs[2].1.answer);
+
+    let status = make_invoke("status", &json!({"cluster": cluster}).to_string());
+    let recent = status.answer["recent_runs"].as_array().unwrap();
+    let tests_of = |run_id: &str| {
+        let run = recent.iter().find(|run| run["run_id"] == run_id).unwrap_or_else(|| panic!("{run_id}: {recent:#?}"));
+        run["tests"].clone()
+    };
+    let (first, second, third) = (tests_of(&runs[0].0), tests_of(&runs[1].0), tests_of(&runs[2].0));
+    assert_eq!(first["compared_with"], Value::Null, "{first:#}");
+    assert_eq!(first["new"], json!([TEST]), "{first:#}");
+    assert_eq!(first["failed"], json!([{"id": TEST, "step": STEP, "status": "new", "since": runs[0].0}]), "{first:#}");
+    // Every suite's tests: two each pass in the sandbox, over the layout's five suites.
+    assert_eq!(first["counts"], json!({"passed": 10, "failed": 1, "skipped": 0}), "{first:#}");
+    assert_eq!(second["compared_with"], json!(runs[0].0), "{second:#}");
+    assert_eq!(second["new"], json!([]), "{second:#}");
+    assert_eq!(second["still_failing"], json!([{"id": TEST, "step": STEP, "since": runs[0].0}]), "{second:#}");
+    assert_eq!(third["compared_with"], json!(runs[1].0), "{third:#}");
+    assert_eq!((third["fixed"].clone(), third["failed"].clone()), (json!([TEST]), json!([])), "{third:#}");
 }
 
 /// A spot interruption (EC2's warning, through the EventBridge rule) ends the attempt and begins
