@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Prints, as Markdown for a GitHub job summary, every step of the newest run of each KIND on
-CLUSTER: its status, duration and log location, from a `status` answer (a JSON file).
+CLUSTER (its status, duration and log location) and, for a TEST run, what changed since the
+previous run of its version: new failures first, then those still failing (since when), fixed and
+flaky tests; from a `status` answer (a JSON file).
 
 usage: run_summary.py STATUS_JSON CLUSTER KIND [KIND ...]
 
@@ -41,7 +43,33 @@ def summary(status: dict, cluster: str, kinds: list[str]) -> str:
             log = "-" if step.get("status") in ("pending", None) else f"{run.get('log_location', '')}{step['name']}.log"
             lines.append(f"| {cell(step.get('name'))} | {cell(what)} | {duration} | {cell(log)} |")
         lines.append("")
+        lines += changes(run.get("tests"))
     return "\n".join(lines)
+
+
+def changes(tests: dict | None) -> list[str]:
+    """What changed since the run compared with, as a table: the question a nightly is read for."""
+    if not tests:
+        return []
+    counts = tests.get("counts", {})
+    compared = tests.get("compared_with")
+    lines = [
+        f"**Tests:** {counts.get('passed', 0)} passed, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped; "
+        + (f"compared with `{compared}`" if compared else "no earlier run of this version to compare with"),
+        "",
+    ]
+    rows = [
+        ("new failure", f["id"], f["step"], "this run") for f in tests.get("failed", []) if f.get("status") == "new"
+    ]
+    rows += [("still failing", f["id"], f["step"], f"since `{f['since']}`") for f in tests.get("still_failing", [])]
+    rows += [("fixed", test, "", "") for test in tests.get("fixed", [])]
+    rows += [("flaky", test, "", "failed and passed on this commit in 14 days") for test in tests.get("flaky", [])]
+    if not rows:
+        return [*lines, "No test failed, and none was fixed.", ""]
+    lines += ["| change | test | step | since |", "| --- | --- | --- | --- |"]
+    lines += [f"| {cell(change)} | {cell(test)} | {cell(step)} | {cell(since)} |" for change, test, step, since in rows]
+    return [*lines, ""]
 
 
 def main() -> int:
