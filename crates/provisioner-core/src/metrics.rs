@@ -116,6 +116,16 @@ pub fn run_steps(record: &RunRecord) {
     run_step_lines(Timestamp::now(), record).into_iter().for_each(emit);
 }
 
+/// One attempt's boot time (launch to its first step), by instance type: a slow image or a bad
+/// type shows before it fails.
+pub fn boot_time_line(at: Timestamp, instance_type: &str, seconds: u32) -> String {
+    line(at, &[&["InstanceType"]], &[("InstanceType", instance_type)], &[("BootTime", "Seconds", f64::from(seconds))])
+}
+
+pub fn boot_time(instance_type: &str, seconds: u32) {
+    emit(boot_time_line(Timestamp::now(), instance_type, seconds));
+}
+
 /// One sweep: how many actions of each kind it took.
 pub fn sweep_line(at: Timestamp, actions: &[(&str, usize)]) -> String {
     let metrics: Vec<(&str, &str, f64)> = actions.iter().map(|(name, count)| (*name, "Count", *count as f64)).collect();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use crate::domain::launch_log::LaunchEvent;
 use crate::domain::names::{GitRef, RequestedBy};
 use crate::domain::run::{RunId, RunKind, RunRecord};
 use crate::domain::test_results::TestSummary;
@@ -137,6 +138,16 @@ pub trait TestHistory: Send + Sync {
     /// Adds an ended run's summary (again: no change), keeping what `keep_summaries` keeps.
     /// Exact under concurrent adds.
     async fn add(&self, profile: &str, version: &GitRef, summary: &TestSummary) -> Result<()>;
+}
+
+/// What launches taught: failed launches, interruptions and boot times of the last 7 days.
+#[async_trait]
+pub trait LaunchLog: Send + Sync {
+    /// Keeps `event` (again: no change), with those of the last 7 days (at most 1,000).
+    /// Exact under concurrent records.
+    async fn record(&self, event: &LaunchEvent) -> Result<()>;
+    /// The events of the 7 days before `now`, oldest first: one item read.
+    async fn recent(&self, now: Timestamp) -> Result<Vec<LaunchEvent>>;
 }
 
 /// Who holds a lock, and until when.
@@ -501,6 +512,8 @@ pub struct RunPorts {
     pub instances: Arc<dyn Instances>,
     /// What a TEST run's per-test results are compared with.
     pub test_history: Arc<dyn TestHistory>,
+    /// Failed launches, interruptions and boot times, which launches learn from.
+    pub launch_log: Arc<dyn LaunchLog>,
     /// Only the budget reads these: a start counts the profile's clusters too.
     pub stacks: Arc<dyn Stacks>,
     pub history: Arc<dyn History>,

@@ -271,6 +271,22 @@ pub mod test_history {
     ];
 }
 
+/// `launch-log`: every failed launch, spot interruption and boot time of the last 7 days
+/// (`LaunchEvent`), which the next launches order their instance types by: one item.
+pub mod launch_log {
+    use super::{function, Attribute};
+
+    /// The item's key: there is one.
+    pub const KEY_VALUE: &str = "launch-log";
+    pub const EVENTS: &str = "events";
+    pub const VERSION: &str = "version";
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(EVENTS, "the last 7 days' events (at most 1,000), oldest first, as a JSON list"),
+        function(VERSION, "bumped by every write, which is conditioned on the version it read"),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +301,7 @@ mod tests {
             slots::ATTRIBUTES,
             history::ATTRIBUTES,
             test_history::ATTRIBUTES,
+            launch_log::ATTRIBUTES,
         ] {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);

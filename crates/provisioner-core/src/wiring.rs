@@ -35,6 +35,7 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
         runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?).with_runner_roles(settings.runner_roles())),
         instances: Arc::new(ec2::Ec2Instances::new(aws)),
         test_history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        launch_log: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),

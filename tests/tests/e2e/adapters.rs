@@ -231,6 +231,14 @@ async fn the_dynamodb_adapter_keeps_the_test_history_contract() {
 }
 
 #[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_launch_log_contract() {
+    let (_, name) = table().await;
+    let run_id =
+        provisioner_core::domain::RunId::parse(&format!("test-{}-20261206t120000-ab12", unique("ci-"))).unwrap();
+    contract::launch_log(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &run_id).await;
+}
+
+#[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
     let run_id = RunId::parse(&format!("test-{}-20261123t120000-ab12", unique("ci-"))).unwrap();
     contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;

@@ -188,6 +188,8 @@ pub struct RunnerProfile {
     pub launch_memory: LaunchMemory,
 }
 
+pub use crate::domain::launch_log::LaunchMemory;
+
 /// How a failed TEST run with no new test failure is alerted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -197,26 +199,6 @@ pub enum KnownFailuresAlert {
     OneLine,
     /// No alert: the nightly's summary still shows it.
     None,
-}
-
-/// Launch errors and spot interruptions remembered: a type that failed with a capacity error, or
-/// was interrupted, within `avoid_minutes` is tried last; after `interruptions` interruptions of
-/// a profile's runs within `avoid_minutes`, its runs launch on demand for `on_demand_minutes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct LaunchMemory {
-    #[schemars(range(min = 1, max = 1440))]
-    pub avoid_minutes: u32,
-    #[schemars(range(min = 1, max = 100))]
-    pub interruptions: u32,
-    #[schemars(range(min = 1, max = 1440))]
-    pub on_demand_minutes: u32,
-}
-
-impl Default for LaunchMemory {
-    fn default() -> Self {
-        LaunchMemory { avoid_minutes: 30, interruptions: 2, on_demand_minutes: 60 }
-    }
 }
 
 fn default_runner_image_max_age_days() -> u32 {

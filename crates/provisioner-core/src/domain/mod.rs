@@ -4,6 +4,7 @@ pub mod attempt;
 pub mod cluster_logs;
 pub mod history;
 pub mod instance_event;
+pub mod launch_log;
 pub mod names;
 pub mod requests;
 pub mod resource_names;

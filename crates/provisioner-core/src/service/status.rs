@@ -12,6 +12,7 @@ use super::survey::{Operations, Survey};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::history::HISTORY_SHOWN;
+use crate::domain::launch_log::{boot_times, launch_errors, BootTimes, LaunchErrors};
 use crate::domain::resource_names::{scheduled_cluster, stack_cluster};
 use crate::domain::run::RunView;
 use crate::domain::{ClusterName, HistoryEntry, RunId, RunKind, RunRecord, StepStatus};
@@ -45,6 +46,11 @@ pub struct StatusResponse {
     pub runner_images: Vec<RunnerImageStatus>,
     /// The last runner image run, when one is kept.
     pub last_image_refresh: Option<ImageRefresh>,
+    /// Every failed launch and spot interruption of the last 7 days, by instance type, market and
+    /// code, the latest first.
+    pub launch_errors: Vec<LaunchErrors>,
+    /// How long each instance type took from launch to its first step over the last 7 days.
+    pub boot_times: Vec<BootTimes>,
 }
 
 /// A runner image as status lists it.
@@ -214,6 +220,8 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         budgets: survey.spend(catalog),
         prices: PriceBasis { as_of: prices.as_of.clone(), basis: prices.basis.clone() },
         runner_images: runner_images(catalog, survey),
+        launch_errors: launch_errors(&survey.launch_events, survey.now),
+        boot_times: boot_times(&survey.launch_events, survey.now),
         last_image_refresh: survey
             .runs
             .iter()

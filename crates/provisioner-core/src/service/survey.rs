@@ -11,6 +11,7 @@ use super::run::Runner;
 use super::Provisioner;
 use crate::catalog::Catalog;
 use crate::domain::history::month_of;
+use crate::domain::launch_log::LaunchEvent;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord, RunnerImage};
 use crate::domain::{RunId, RunKind};
@@ -38,6 +39,8 @@ pub struct Survey {
     pub runner_images: Vec<RunnerImage>,
     /// Every capped profile's slots of each kind, and the runs holding them.
     pub slots: Vec<(Slots, Vec<RunId>)>,
+    /// Failed launches, interruptions and boot times of the last 7 days (none when unreadable).
+    pub launch_events: Vec<LaunchEvent>,
 }
 
 impl Survey {
@@ -69,7 +72,7 @@ impl Operations {
     pub async fn survey(&self) -> Result<Survey> {
         let now = self.provisioner.ports.clock.now();
         let month = month_of(now);
-        let (stacks, schedules, runs, instances, month_history, runner_images, slots) = tokio::join!(
+        let (stacks, schedules, runs, instances, month_history, runner_images, slots, launch_events) = tokio::join!(
             self.provisioner.ports.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.ports.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.ports.runs.list(),
@@ -77,7 +80,13 @@ impl Operations {
             self.provisioner.ports.history.month(&month),
             self.runner.ports.instances.runner_images(),
             self.slots(now),
+            self.runner.ports.launch_log.recent(now),
         );
+        // What launches taught is shown, never needed: an unreadable log empties it.
+        let launch_events = launch_events.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not read the launch log");
+            Vec::new()
+        });
         Ok(Survey {
             slots: slots?,
             now,
@@ -87,6 +96,7 @@ impl Operations {
             runs: runs?,
             instances: instances?,
             runner_images: runner_images?,
+            launch_events,
         })
     }
 

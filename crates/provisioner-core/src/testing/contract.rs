@@ -5,14 +5,15 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::history::{month_of, start_of_month};
+use crate::domain::launch_log::{LaunchEvent, LaunchOutcome};
 use crate::domain::tags;
 use crate::domain::test_results::TestSummary;
 use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Market, StackPhase};
 use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
-    History, Images, Instances, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec, Stacks,
-    TestHistory,
+    History, Images, Instances, LaunchLog, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec,
+    Stacks, TestHistory,
 };
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
@@ -488,6 +489,39 @@ pub async fn test_history(history: &dyn TestHistory, profile: &str) {
     assert_eq!(history.summaries(profile, &version).await.unwrap(), [late]);
 }
 
+/// The launch log: events read back oldest first, the same event kept once whoever saw it when,
+/// concurrent records all kept, only the last 7 days read. Every test shares one log: the suite
+/// counts the events of its own `run_id` alone.
+pub async fn launch_log(log: &dyn LaunchLog, run_id: &RunId) {
+    let now = Timestamp::now();
+    let event = |minutes_ago: i64, instance_type: &str, outcome: LaunchOutcome| LaunchEvent {
+        at: now - SignedDuration::from_mins(minutes_ago),
+        run_id: run_id.clone(),
+        attempt: 1,
+        profile: "ci".into(),
+        instance_type: instance_type.into(),
+        market: Market::Spot,
+        subnet: Some("subnet-1".into()),
+        outcome,
+    };
+    let refused = |minutes_ago, instance_type| {
+        event(minutes_ago, instance_type, LaunchOutcome::Refused { code: "InsufficientInstanceCapacity".into() })
+    };
+    let ours = |events: Vec<LaunchEvent>| events.into_iter().filter(|e| &e.run_id == run_id).collect::<Vec<_>>();
+    log.record(&refused(8 * 24 * 60, "old.large")).await.unwrap();
+    log.record(&refused(20, "a.large")).await.unwrap();
+    log.record(&refused(19, "a.large")).await.unwrap();
+    let together = ["b.large", "c.large", "d.large"].map(|t| event(10, t, LaunchOutcome::Interrupted));
+    for recorded in futures::future::join_all(together.iter().map(|e| log.record(e))).await {
+        recorded.unwrap();
+    }
+    let read = ours(log.recent(now).await.unwrap());
+    let types: Vec<&str> = read.iter().map(|e| e.instance_type.as_str()).collect();
+    assert_eq!(types.len(), 4, "a week kept, the same refusal once: {read:?}");
+    assert_eq!(read[0], refused(20, "a.large"), "oldest first, as first seen");
+    assert!(["b.large", "c.large", "d.large"].iter().all(|t| types.contains(t)), "{types:?}");
+}
+
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.
 pub async fn images(images: &dyn Images, registry: &str, held: &str, absent: &str, tag: &ImageTag) {
     let asked = [held.to_owned(), absent.to_owned()];
@@ -500,10 +534,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::testing::Faults;
     use crate::testing::{
         FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks, FakeTestHistory,
     };
+    use crate::testing::{FakeLaunchLog, Faults};
     use crate::testing::{StackBehaviour, TestClock};
 
     /// The cluster stack spec the suites create.
@@ -541,6 +575,12 @@ mod tests {
     async fn the_fake_history_keeps_the_contract() {
         let (cluster, other) = (ClusterName::parse("ci-1").unwrap(), ClusterName::parse("ci-2").unwrap());
         super::history(&*FakeHistory::new(Faults::none()), &cluster, &other).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_launch_log_keeps_the_contract() {
+        let run_id = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
+        super::launch_log(&*FakeLaunchLog::new(Faults::none()), &run_id).await;
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use super::{
-    FakeClusterLogs, FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeNotices, FakeRuns, FakeSchedules,
-    FakeStacks, FakeTestHistory, Faults, TestClock,
+    FakeClusterLogs, FakeHistory, FakeImages, FakeInstances, FakeLaunchLog, FakeLocks, FakeNotices, FakeRuns,
+    FakeSchedules, FakeStacks, FakeTestHistory, Faults, TestClock,
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
@@ -134,6 +134,7 @@ pub struct RunWorld {
     pub history: Arc<FakeHistory>,
     pub notices: Arc<FakeNotices>,
     pub test_history: Arc<FakeTestHistory>,
+    pub launch_log: Arc<FakeLaunchLog>,
     pub runner: Runner,
 }
 
@@ -171,10 +172,12 @@ impl RunWorld {
         // CloudFormation launches the clusters' instances where the runs' are.
         stacks.launch_instances_in(instances.clone());
         let test_history = FakeTestHistory::new(faults.clone());
+        let launch_log = FakeLaunchLog::new(faults.clone());
         let ports = RunPorts {
             runs: runs.clone(),
             instances: instances.clone(),
             test_history: test_history.clone(),
+            launch_log: launch_log.clone(),
             stacks: stacks.clone(),
             history: history.clone(),
             notices: notices.clone(),
@@ -182,7 +185,7 @@ impl RunWorld {
         };
         let catalog = Arc::new(Catalog::shipped().expect("the shipped catalog loads"));
         let runner = Runner::new(catalog, ports, test_run_settings());
-        RunWorld { clock, faults, runs, instances, stacks, history, notices, test_history, runner }
+        RunWorld { clock, faults, runs, instances, stacks, history, notices, test_history, launch_log, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {

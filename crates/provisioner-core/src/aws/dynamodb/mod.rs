@@ -6,6 +6,8 @@
 //! and conditional writes they share.
 
 mod history;
+mod launch_log;
+mod lists;
 mod locks;
 mod runs;
 mod test_history;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::*;
 use crate::catalog::KnownFailuresAlert;
 use crate::domain::run::RunView;
-use crate::domain::{CancelRequest, RunRecord, RunState};
+use crate::domain::{AttemptOutcome, CancelRequest, RunRecord, RunState};
 use crate::error::{AwsErrorKind, Error, Result};
 
 /// Endings a cancel tries while other callers keep beginning the run's next attempt.
@@ -128,6 +128,8 @@ impl Runner {
     /// alert unless it succeeded (one line, or none, when all its failures are known ones).
     async fn report_end(&self, record: &RunRecord) {
         crate::metrics::run_steps(record);
+        let ended = record.current_attempt().map_or(AttemptOutcome::Running, |attempt| attempt.outcome);
+        self.note_attempt_end(record, ended).await;
         self.keep_test_summary(record).await;
         // A cancelled run was ended by someone who knows.
         if matches!(record.state, RunState::Succeeded | RunState::Cancelled) {

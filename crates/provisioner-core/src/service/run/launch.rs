@@ -9,9 +9,10 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::catalog::Profile;
 use crate::domain::attempt::{describe_all, instance_log_location};
+use crate::domain::launch_log::LaunchOutcome;
 use crate::domain::runner_image::choose;
 use crate::domain::tags;
-use crate::domain::{AttemptOutcome, Market, UserData};
+use crate::domain::{AttemptOutcome, UserData};
 use crate::domain::{RunKind, RunRecord, RunState};
 use crate::error::{AwsErrorKind, Error, Result};
 use crate::ports::LaunchSpec;
@@ -122,11 +123,7 @@ impl Runner {
         } else {
             self.settings.subnets.iter().map(Some).collect()
         };
-        let first = record.current_attempt().map_or(Market::Spot, |attempt| attempt.market);
-        let markets = match first {
-            Market::Spot if profile.runner.on_demand_fallback => vec![Market::Spot, Market::OnDemand],
-            market => vec![market],
-        };
+        let (instance_types, markets) = self.launch_choices(record, profile).await;
         let mut refused = Vec::new();
         let mut choice = 0;
         for market in markets {
@@ -134,7 +131,7 @@ impl Runner {
                 attempt.market = market;
             }
             for subnet in &subnets {
-                for instance_type in &profile.runner.instance_types {
+                for instance_type in &instance_types {
                     let spec = LaunchSpec {
                         image_id: image_id.clone(),
                         instance_type: instance_type.clone(),
@@ -200,6 +197,8 @@ impl Runner {
         };
         let (instance_type, subnet) = (&spec.instance_type, &spec.subnet_id);
         tracing::warn!(run_id = %record.run_id, %instance_type, ?subnet, %code, ?kind, "launch refused");
+        let outcome = LaunchOutcome::Refused { code: code.clone() };
+        self.note_launch(record, instance_type, spec.market, subnet.clone(), outcome).await;
         let place = subnet.as_ref().map(|s| format!(" in {s}")).unwrap_or_default();
         let why = format!("{instance_type} ({}){place}: {code}", spec.market);
         match kind {

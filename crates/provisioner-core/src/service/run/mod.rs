@@ -7,6 +7,7 @@
 //! - `ask.rs`: a call starts or resumes its run, waits, and answers;
 //! - `start.rs`: the checks, the record and the slot of a new run, and its dry run;
 //! - `launch.rs`: an attempt's instance launched (types, subnets, markets) and adopted;
+//! - `learn.rs`: refused launches, interruptions and boot times noted, and the order they teach;
 //! - `progress.rs`: a run under way checked, and an attempt the cloud ended followed by the next;
 //! - `conclude.rs`: a run ended (its instances, record, slot, alert), `cancel`, holds;
 //! - `results.rs`: a TEST run's per-test results compared with the last run's when it ends;
@@ -16,6 +17,7 @@ mod ask;
 mod conclude;
 mod image;
 mod launch;
+mod learn;
 mod progress;
 mod results;
 mod start;
@@ -24,6 +26,8 @@ mod start;
 mod ask_tests;
 #[cfg(test)]
 mod image_tests;
+#[cfg(test)]
+mod learn_tests;
 #[cfg(test)]
 mod progress_tests;
 #[cfg(test)]

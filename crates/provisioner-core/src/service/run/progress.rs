@@ -194,6 +194,7 @@ impl Runner {
         why: String,
     ) -> Result<EventAction> {
         let profile = self.catalog.profile_for(&record.cluster)?.clone();
+        self.note_attempt_end(record, outcome).await;
         self.terminate_attempt(record).await?;
         if record.attempt_number() >= profile.runner.max_attempts {
             record.end_attempt(outcome, Some(self.ports.clock.now()));
