@@ -7,6 +7,10 @@ deploys and destroys locally exactly as on AWS. It also leaves the default of a 
 (CommaDelimitedList) a string, so `!Join` over it joins characters: defaults are split as given
 values are. Its EC2 ignores RunInstances' ClientToken, where EC2 answers a repeated token with the
 instance it launched first: the provisioner relies on that to never launch twice, so it is added.
+It never runs short of capacity: a spot launch of a cluster's run is refused with EC2's
+InsufficientInstanceCapacity when PROVISIONER_NO_SPOT_CAPACITY names a file with a line
+`INSTANCE_TYPE CLUSTER` for it (the local stack's no-spot-capacity file), so the tests can see
+what a launch does then.
 Its CreateImage refuses snapshot tags (NotImplementedError), which EC2 puts on the image's
 snapshots: they are applied. Nothing else is changed in what it does.
 
@@ -15,9 +19,11 @@ AWS would refuse (its models and documented limits) to PROVISIONER_AWS_GUARD_LOG
 fails on any such request."""
 
 import io
+import os
 import sys
 import threading
 
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.instances import InstanceBackend
@@ -71,7 +77,27 @@ def _load_parameters_with_list_defaults(self):
 _run_instances = InstanceBackend.run_instances
 
 
+def _short_of_spot_capacity(kwargs) -> bool:
+    """Whether the file PROVISIONER_NO_SPOT_CAPACITY names says this spot launch finds no capacity."""
+    path = os.environ.get("PROVISIONER_NO_SPOT_CAPACITY")
+    if not path or kwargs.get("instance_market_options") != "spot":
+        return False
+    try:
+        with open(path, encoding="utf-8") as rules:
+            short = {tuple(line.split()[:2]) for line in rules if len(line.split()) >= 2}
+    except OSError:
+        return False
+    cluster = kwargs.get("tags", {}).get("instance", {}).get("sliderule:cluster")
+    return (kwargs.get("instance_type"), cluster) in short
+
+
 def _run_instances_once_per_token(self, image_id, count, user_data, security_group_names, **kwargs):
+    if _short_of_spot_capacity(kwargs):
+        raise EC2ClientError(
+            "InsufficientInstanceCapacity",
+            f"We currently do not have sufficient {kwargs.get('instance_type')} capacity in the Availability Zone"
+            " you requested.",
+        )
     token = kwargs.get("client_token")
     # moto's responses pass "ABCDE" when the request has no token.
     if token and token != "ABCDE":

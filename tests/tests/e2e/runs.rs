@@ -256,6 +256,34 @@ async fn three_runs_of_a_version_say_new_then_still_failing_since_the_first_then
     assert_eq!((third["fixed"].clone(), third["failed"].clone()), (json!([TEST]), json!([])), "{third:#}");
 }
 
+/// A spot launch EC2 refuses for capacity is kept with its code: the run launches the profile's
+/// next type, `status` shows the refusal in `launch_errors`, and the profile's next run tries the
+/// refused type last. On the `developers` profile, which no other test runs on.
+#[tokio::test]
+async fn a_type_short_of_spot_capacity_is_shown_and_tried_last_by_the_next_run() {
+    let short = provisioner_e2e::local_stack_state().join("no-spot-capacity");
+    std::fs::write(&short, "m7g.2xlarge developers\n").unwrap();
+    let first = start("test", "developers", "main");
+    std::fs::write(&short, "").unwrap();
+    let first_instance = described_instance(first["instance_id"].as_str().unwrap()).await;
+    assert_eq!(first_instance.instance_type().unwrap().as_str(), "m6g.2xlarge", "the next type of the profile");
+    let status = make_invoke("status", "{}");
+    let errors = status.answer["launch_errors"].as_array().unwrap();
+    let refused = errors
+        .iter()
+        .find(|e| e["instance_type"] == "m7g.2xlarge" && e["code"] == "InsufficientInstanceCapacity")
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert_eq!((refused["market"].as_str(), refused["count"].as_u64()), (Some("spot"), Some(1)), "{refused:#}");
+    let cancelled = make_invoke("cancel", &json!({"run_id": first["run_id"]}).to_string());
+    assert_eq!(cancelled.exit, 0, "{:#}", cancelled.answer);
+
+    let second = start("test", "developers", "main");
+    let second_instance = described_instance(second["instance_id"].as_str().unwrap()).await;
+    assert_eq!(second_instance.instance_type().unwrap().as_str(), "m6g.2xlarge", "the refused type is tried last");
+    let cancelled = make_invoke("cancel", &json!({"run_id": second["run_id"]}).to_string());
+    assert_eq!(cancelled.exit, 0, "{:#}", cancelled.answer);
+}
+
 /// A spot interruption (EC2's warning, through the EventBridge rule) ends the attempt and begins
 /// the next at once under the same run id; a vanished instance does too; the third and last
 /// attempt runs on demand, and it completes the run.
