@@ -294,6 +294,20 @@ def attempt_text(attempts) -> str:
     return f"{last.get('number')} ({last.get('market')})"
 
 
+def tests_text(tests) -> str:
+    """A run's test results in a cell: counts, then what changed since the run compared with."""
+    if not tests:
+        return "-"
+    counts = tests.get("counts", {})
+    text = f"{counts.get('passed', 0)} passed, {counts.get('failed', 0)} failed"
+    changes = [
+        f"{len(tests.get(key) or [])} {words}"
+        for key, words in (("new", "new"), ("still_failing", "still failing"), ("fixed", "fixed"), ("flaky", "flaky"))
+        if tests.get(key)
+    ]
+    return text + (f" ({', '.join(changes)})" if changes else "")
+
+
 def print_status(answer: dict) -> None:
     """The status answer as tables: clusters, active runs, recent runs, what the sweeper would do."""
     clusters = answer.get("clusters", [])
@@ -365,7 +379,7 @@ def print_status(answer: dict) -> None:
     recent = answer.get("recent_runs", [])
     table(
         f"Recent runs ({len(recent)})",
-        ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "OUTCOME", "FAILED STEPS", "ENDED", "MINUTES"],
+        ["RUN", "KIND", "CLUSTER", "VERSION", "BY", "OUTCOME", "FAILED STEPS", "TESTS", "ENDED", "MINUTES"],
         [
             [
                 r.get("run_id"),
@@ -375,6 +389,7 @@ def print_status(answer: dict) -> None:
                 r.get("requested_by"),
                 r.get("state"),
                 ",".join(r.get("failed_steps") or []),
+                tests_text(r.get("tests")),
                 r.get("ended_at"),
                 r.get("minutes"),
             ]
@@ -457,6 +472,20 @@ def print_status(answer: dict) -> None:
             for i in images
         ],
         "none: TEST runs install their tools (make runner-image makes one)",
+    )
+    errors = answer.get("launch_errors", [])
+    table(
+        f"Launch errors, last 7 days ({len(errors)})",
+        ["INSTANCE TYPE", "MARKET", "CODE", "COUNT", "LAST AT"],
+        [[e.get("instance_type"), e.get("market"), e.get("code"), e.get("count"), e.get("last_at")] for e in errors],
+        "none: every launch went through, and no instance was interrupted",
+    )
+    boots = answer.get("boot_times", [])
+    table(
+        f"Time to start, last 7 days ({len(boots)} types)",
+        ["INSTANCE TYPE", "BOOTS", "MEDIAN S", "SLOWEST S"],
+        [[b.get("instance_type"), b.get("boots"), b.get("median_seconds"), b.get("slowest_seconds")] for b in boots],
+        "no instance began a run in the last 7 days",
     )
     prices = answer.get("prices") or {}
     print(
