@@ -145,8 +145,7 @@ async fn make_status_lists_a_running_cluster_a_run_in_progress_and_their_costs()
         "Spend this month (",
         "Launch errors, last 7 days (",
         "Time to start, last 7 days (",
-    ]
-    {
+    ] {
         assert!(tables.contains(heading), "{heading}: {tables}");
     }
     // Each profile's spend this month against its budget: the cluster and the run count in ci's.
