@@ -194,7 +194,6 @@ impl Runner {
         why: String,
     ) -> Result<EventAction> {
         let profile = self.catalog.profile_for(&record.cluster)?.clone();
-        self.note_attempt_end(record, outcome).await;
         self.terminate_attempt(record).await?;
         if record.attempt_number() >= profile.runner.max_attempts {
             record.end_attempt(outcome, Some(self.ports.clock.now()));
@@ -204,6 +203,9 @@ impl Runner {
             self.conclude(record, state, Some(failure)).await?;
             return Ok(if record.state.ended() { EventAction::Recorded } else { EventAction::Ignored });
         }
+        // Before the next attempt's clean start wipes its steps; an ended run notes it once, when
+        // it concludes.
+        self.note_attempt_end(record, outcome).await;
         let Some(user_data) = self.begin_next_attempt(record, &profile, outcome, &why).await? else {
             return Ok(EventAction::Ignored);
         };
