@@ -15,29 +15,19 @@ fn start(kind: &str, cluster: &str, version: &str) -> Value {
     started.answer
 }
 
+/// Plays the instance with `tools/simulate-instance`, failing the stubs whose call has `fail`.
 fn simulate(instance_id: &str, fail: Option<&str>) {
-    let mut command = Command::new(repo_root().join("tools/simulate-instance"));
-    command.arg(instance_id);
-    if let Some(pattern) = fail {
-        command.args(["--fail", pattern]);
-    }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    simulate_with(instance_id, fail.map(|pattern| ["--fail", pattern]).iter().flatten().copied());
 }
 
 /// Plays the instance with STEP:TEST_ID failing in its suite's own report (`--fail-test`).
 fn simulate_failing_tests(instance_id: &str, tests: &[&str]) {
-    let mut command = Command::new(repo_root().join("tools/simulate-instance"));
-    command.arg(instance_id);
-    for test in tests {
-        command.args(["--fail-test", test]);
-    }
-    let output = command.output().unwrap();
+    simulate_with(instance_id, tests.iter().flat_map(|test| ["--fail-test", test]));
+}
+
+fn simulate_with<'a>(instance_id: &str, options: impl Iterator<Item = &'a str>) {
+    let output =
+        Command::new(repo_root().join("tools/simulate-instance")).arg(instance_id).args(options).output().unwrap();
     assert!(
         output.status.success(),
         "{}{}",
