@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use crate::domain::books::Books;
 use crate::domain::launch_log::LaunchEvent;
 use crate::domain::names::{GitRef, RequestedBy};
 use crate::domain::run::{RunId, RunKind, RunRecord};
@@ -106,6 +107,17 @@ pub trait ClusterLogs: Send + Sync {
     async fn copy_logs(&self, instance_id: &str, destination: &str) -> Result<String>;
     /// How `command_id` stands on `instance_id`.
     async fn outcome(&self, command_id: &str, instance_id: &str) -> Result<CommandOutcome>;
+}
+
+/// Each profile's books: its spend this month, kept as it happens (`domain::books`).
+#[async_trait]
+pub trait Spend: Send + Sync {
+    /// The books of `profile` as last written (empty when none were): one read.
+    async fn books(&self, profile: &str) -> Result<Books>;
+    /// Writes what `change` makes of `profile`'s books (`None`: nothing to change), conditioned
+    /// on the books it was given: a change another writer made first is read, and `change` asked
+    /// again. `false` when `change` made nothing of them.
+    async fn change(&self, profile: &str, change: &(dyn Fn(Books) -> Option<Books> + Send + Sync)) -> Result<bool>;
 }
 
 /// Each cluster's history of operations, kept 400 days.
@@ -485,8 +497,9 @@ pub struct ClusterPorts {
     /// Only `deploy` asks it anything; the others are given [`NoImages`].
     pub images: Arc<dyn Images>,
     pub history: Arc<dyn History>,
-    /// Only the budget reads it: a deploy that would create counts the profile's runs too.
-    pub runs: Arc<dyn Runs>,
+    /// The profiles' books: a deploy that would create reads them, one that creates begins its
+    /// cluster in them, a destroy settles it.
+    pub spend: Arc<dyn Spend>,
     /// Only a destroy asks it anything: the cluster's logs before its instances go.
     pub logs: Arc<dyn ClusterLogs>,
     pub notices: Arc<dyn Notices>,
@@ -514,9 +527,9 @@ pub struct RunPorts {
     pub test_history: Arc<dyn TestHistory>,
     /// Failed launches, interruptions and boot times, which launches learn from.
     pub launch_log: Arc<dyn LaunchLog>,
-    /// Only the budget reads these: a start counts the profile's clusters too.
-    pub stacks: Arc<dyn Stacks>,
-    pub history: Arc<dyn History>,
+    /// The profiles' books: a start reads them, a launch begins its attempt in them, its end
+    /// settles it.
+    pub spend: Arc<dyn Spend>,
     pub notices: Arc<dyn Notices>,
     pub clock: Arc<dyn Clock>,
 }

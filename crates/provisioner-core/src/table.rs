@@ -271,6 +271,26 @@ pub mod test_history {
     ];
 }
 
+/// `spend#<profile>`: the profile's books (`Books`): this month's settled spend and what still
+/// costs, read in one call by every budget check, changed with a write conditioned on the version.
+pub mod spend {
+    use super::{function, Attribute};
+
+    pub const PREFIX: &str = "spend#";
+    pub const BOOKS: &str = "books";
+    pub const VERSION: &str = "version";
+
+    /// The item of `profile`'s books.
+    pub fn key(profile: &str) -> String {
+        format!("{PREFIX}{profile}")
+    }
+
+    pub const ATTRIBUTES: &[Attribute] = &[
+        function(BOOKS, "the month, its settled sums, what still costs and what was settled lately, as JSON"),
+        function(VERSION, "bumped by every write, which is conditioned on the version it read"),
+    ];
+}
+
 /// `launch-log`: every failed launch, spot interruption and boot time of the last 7 days
 /// (`LaunchEvent`), which the next launches order their instance types by: one item.
 pub mod launch_log {
@@ -302,6 +322,7 @@ mod tests {
             history::ATTRIBUTES,
             test_history::ATTRIBUTES,
             launch_log::ATTRIBUTES,
+            spend::ATTRIBUTES,
         ] {
             let mut names: Vec<&str> = attributes.iter().map(|a| a.name).collect();
             names.extend([KEY, TTL]);

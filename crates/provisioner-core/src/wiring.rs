@@ -22,7 +22,7 @@ pub fn cluster_ports(aws: &Aws, settings: &Settings) -> Result<ClusterPorts, Str
         locks: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         images: Arc::new(NoImages),
         history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
-        runs: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?).with_runner_roles(settings.runner_roles())),
+        spend: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         logs: Arc::new(NoLogs),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: settings.clock(),
@@ -36,8 +36,7 @@ pub fn run_ports(aws: &Aws, settings: &Settings) -> Result<RunPorts, String> {
         instances: Arc::new(ec2::Ec2Instances::new(aws)),
         test_history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         launch_log: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
-        stacks: Arc::new(cloudformation::CloudFormationStacks::new(aws)),
-        history: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
+        spend: Arc::new(dynamodb::DynamoStore::new(aws, settings.table()?)),
         notices: sns::SnsNotices::or_none(aws, settings.alert_topic()),
         clock: settings.clock(),
     })

@@ -239,6 +239,12 @@ async fn the_dynamodb_adapter_keeps_the_launch_log_contract() {
 }
 
 #[tokio::test]
+async fn the_dynamodb_adapter_keeps_the_books_contract() {
+    let (_, name) = table().await;
+    contract::spend(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &unique("ci-")).await;
+}
+
+#[tokio::test]
 async fn the_ec2_adapter_keeps_the_instances_contract() {
     let run_id = RunId::parse(&format!("test-{}-20261123t120000-ab12", unique("ci-"))).unwrap();
     contract::instances(&Ec2Instances::new(&Aws::from_config(emulator().await)), &run_id).await;
@@ -257,7 +263,7 @@ async fn provisioner_of(catalog: Catalog, table_name: &str, group: &str) -> Prov
         locks: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         images: Arc::new(EcrImages::new(&Aws::from_config(config.clone()))),
         history: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
-        runs: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
+        spend: Arc::new(DynamoStore::new(&Aws::from_config(config.clone()), table_name)),
         logs: Arc::new(provisioner_core::aws::cluster_logs::RunCommandLogs::new(&Aws::from_config(config))),
         notices: Arc::new(NoNotices),
         clock: Arc::new(SystemClock),

@@ -1,6 +1,7 @@
 //! Validated inputs and the rules that do not depend on any cloud call, for clusters and for runs.
 
 pub mod attempt;
+pub mod books;
 pub mod cluster_logs;
 pub mod history;
 pub mod instance_event;

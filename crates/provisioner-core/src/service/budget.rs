@@ -1,10 +1,10 @@
 //! The budget: each profile's estimated spend in the calendar month (UTC) against its
-//! `monthly_budget_usd`, from what the provisioner already holds (no billing API):
-//! - each cluster's hours in the month times its instances' prices: a stack that still stands
-//!   from its creation, one that is gone from the creation its destroy's history entry recorded
-//!   to that destroy;
-//! - each run's attempts, and the hold of a failed run's instance, times the instance type's
-//!   on-demand price (an upper bound for spot).
+//! `monthly_budget_usd`, from what the provisioner already holds (no billing API). Each profile's
+//! books (`domain::books`) keep it as it happens: a cluster is begun before its stack is created
+//! and settled when a destroy removed it; a run's attempt before its instance is launched and when
+//! it ended; a failed run's held instance when the run ended and when its hold did. A check is one
+//! read of them. The sweeper recounts them from the records once a day ([`recount`]) and corrects
+//! any difference.
 //!
 //! A start that would add cost (a deploy that creates, a run) is refused with `BudgetExceeded`
 //! once the spend reached the budget; nothing running is stopped. The sweeper alerts at 80 % and
@@ -17,11 +17,13 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Prices, Profile};
+use crate::domain::books::{attempt_entry_id, hold_entry_id, hours_within, Books, CostKind, SpendEntry};
 use crate::domain::history::{month_of, start_of_month};
 use crate::domain::resource_names::{stack_cluster, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord, StackPhase};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, History, Runs, StackSnapshot, Stacks};
+use crate::ports::{Clock, Spend, StackSnapshot};
+use crate::service::survey::Operations;
 
 /// The levels of the budget at which the sweeper alerts, once a month each.
 pub const ALERT_PERCENTS: [u32; 2] = [80, 100];
@@ -84,20 +86,30 @@ fn cents(amount: f64) -> f64 {
     (amount * 100.0).round() / 100.0
 }
 
-/// Hours of `[from, to]` within `[month_start, now]`.
-fn hours_within(from: Timestamp, to: Timestamp, month_start: Timestamp, now: Timestamp) -> f64 {
-    let (from, to) = (from.max(month_start), to.min(now));
-    if to <= from {
-        return 0.0;
+impl ProfileSpend {
+    /// `profile`'s spend at `now` as its books say.
+    pub fn of_books(profile: &Profile, books: &Books, now: Timestamp) -> ProfileSpend {
+        let spent = books.spent(now);
+        let (clusters_usd, runs_usd) = (cents(spent.clusters_usd), cents(spent.runs_usd));
+        let spent_usd = cents(clusters_usd + runs_usd);
+        let budget_usd = profile.monthly_budget_usd;
+        // A budget of 0 is spent from the start.
+        let percent_of_budget =
+            budget_usd.map(|budget| if budget > 0.0 { (spent_usd / budget * 1000.0).round() / 10.0 } else { 100.0 });
+        ProfileSpend {
+            profile: profile.name.clone(),
+            month: month_of(now),
+            spent_usd,
+            clusters_usd,
+            runs_usd,
+            budget_usd,
+            percent_of_budget,
+            running: spent.running,
+        }
     }
-    to.duration_since(from).as_secs_f64() / 3600.0
 }
 
-fn spend_of<'a>(spends: &'a mut [ProfileSpend], profile: &Profile) -> Option<&'a mut ProfileSpend> {
-    spends.iter_mut().find(|spend| spend.profile == profile.name)
-}
-
-/// What a month's spend is estimated from, as read at `now`.
+/// What a month's spend is recounted from, as read at `now`.
 pub struct SpendSources<'a> {
     pub now: Timestamp,
     /// The cluster stacks that stand (`Stacks::list` of the cluster prefix).
@@ -107,31 +119,47 @@ pub struct SpendSources<'a> {
     pub runs: &'a [RunRecord],
 }
 
-/// Every profile's estimated spend in `sources.now`'s month, in catalog order.
-pub fn month_spend(catalog: &Catalog, sources: &SpendSources) -> Vec<ProfileSpend> {
-    let mut spends: Vec<ProfileSpend> =
-        catalog.profiles().iter().map(|profile| ProfileSpend::nothing(profile, sources.now)).collect();
-    let standing = add_standing_clusters(catalog, sources, &mut spends);
-    add_gone_clusters(catalog, sources, &standing, &mut spends);
-    for run in sources.runs {
-        let Ok(profile) = catalog.profile_for(&run.cluster) else { continue };
-        if let Some(spend) = spend_of(&mut spends, profile) {
-            spend.add_run(run, catalog.prices(), sources.now);
+/// Every profile's books recounted from the records, in catalog order:
+/// - each cluster's hours in the month times its instances' prices: a stack that still stands
+///   from its creation, one that is gone from the creation its destroy's history entry recorded
+///   to that destroy;
+/// - each run's attempts, and the hold of a failed run's instance, times the instance type's
+///   on-demand price (an upper bound for spot).
+pub fn recount(catalog: &Catalog, sources: &SpendSources) -> Vec<(String, Books)> {
+    let month = month_of(sources.now);
+    let mut books: BTreeMap<&str, Books> = catalog
+        .profiles()
+        .iter()
+        .map(|profile| {
+            (profile.name.as_str(), Books { month: month.clone(), recounted_at: Some(sources.now), ..Books::default() })
+        })
+        .collect();
+    let of = |cluster: &ClusterName| catalog.profile_for(cluster).ok().map(|profile| profile.name.as_str());
+    let standing = standing_clusters(catalog, sources);
+    for (cluster, entry) in &standing {
+        if let Some(books) = of(cluster).and_then(|profile| books.get_mut(profile)) {
+            books.entries.push(entry.clone());
         }
     }
-    for spend in &mut spends {
-        spend.settle();
+    for (cluster, cost) in gone_clusters(catalog, sources, &standing) {
+        if let Some(books) = of(&cluster).and_then(|profile| books.get_mut(profile)) {
+            books.clusters_usd += cost;
+        }
     }
-    spends
+    for run in sources.runs {
+        if let Some(books) = of(&run.cluster).and_then(|profile| books.get_mut(profile)) {
+            add_run(books, run, catalog.prices(), sources.now);
+        }
+    }
+    catalog
+        .profiles()
+        .iter()
+        .filter_map(|profile| Some((profile.name.clone(), books.remove(profile.name.as_str())?)))
+        .collect()
 }
 
-/// Adds each cluster that stands, from its creation; answers them (cluster, creation).
-fn add_standing_clusters(
-    catalog: &Catalog,
-    sources: &SpendSources,
-    spends: &mut [ProfileSpend],
-) -> Vec<(ClusterName, Timestamp)> {
-    let (now, month_start) = (sources.now, start_of_month(sources.now));
+/// Each cluster that stands, from its creation, as an entry.
+fn standing_clusters(catalog: &Catalog, sources: &SpendSources) -> Vec<(ClusterName, SpendEntry)> {
     let mut standing = Vec::new();
     for stack in sources.stacks {
         let Some(cluster) = stack_cluster(&stack.name) else { continue };
@@ -140,123 +168,217 @@ fn add_standing_clusters(
         if matches!(stack.status.phase(), StackPhase::FailedReplaceable | StackPhase::Absent) {
             continue;
         }
-        standing.push((cluster.clone(), created));
         let rate = profile.hourly_cost(&stack.parameters, catalog.prices()).unwrap_or(0.0);
-        if let Some(spend) = spend_of(spends, profile) {
-            spend.clusters_usd += rate * hours_within(created, now, month_start, now);
-            spend.running.push(format!("cluster {cluster} ({} USD/h)", usd(rate)));
-        }
+        standing.push((cluster.clone(), SpendEntry::cluster(cluster.as_str(), rate, created)));
     }
     standing
 }
 
-/// Adds each cluster that is gone: from its creation to the last destroy that saw it.
-fn add_gone_clusters(
+/// Each cluster that is gone, with its cost in the month: from its creation to the last destroy
+/// that saw it.
+fn gone_clusters(
     catalog: &Catalog,
     sources: &SpendSources,
-    standing: &[(ClusterName, Timestamp)],
-    spends: &mut [ProfileSpend],
-) {
+    standing: &[(ClusterName, SpendEntry)],
+) -> Vec<(ClusterName, f64)> {
     let (now, month_start) = (sources.now, start_of_month(sources.now));
     let mut gone: BTreeMap<(ClusterName, Timestamp), Timestamp> = BTreeMap::new();
     for (cluster, entry) in sources.history {
         let Some(created) = entry.stack_created_at.filter(|_| entry.operation == "destroy") else { continue };
-        if standing.contains(&(cluster.clone(), created)) {
+        if standing.iter().any(|(name, standing)| name == cluster && standing.since == created) {
             continue;
         }
         let until = gone.entry((cluster.clone(), created)).or_insert(entry.at);
         *until = (*until).max(entry.at);
     }
+    let mut costs = Vec::new();
     for ((cluster, created), until) in gone {
         let Ok(profile) = catalog.profile_for(&cluster) else { continue };
         let rate = profile.hourly_cost(&BTreeMap::new(), catalog.prices()).unwrap_or(0.0);
-        if let Some(spend) = spend_of(spends, profile) {
-            spend.clusters_usd += rate * hours_within(created, until, month_start, now);
-        }
+        costs.push((cluster, rate * hours_within(created, until, month_start, now)));
     }
+    costs
 }
 
-impl ProfileSpend {
-    /// The profile's spend before anything is added: none.
-    fn nothing(profile: &Profile, now: Timestamp) -> ProfileSpend {
-        ProfileSpend {
-            profile: profile.name.clone(),
-            month: month_of(now),
-            spent_usd: 0.0,
-            clusters_usd: 0.0,
-            runs_usd: 0.0,
-            budget_usd: profile.monthly_budget_usd,
-            percent_of_budget: None,
-            running: Vec::new(),
-        }
-    }
-
-    /// Adds a run: each attempt's instance, and a failed run's held instance.
-    fn add_run(&mut self, run: &RunRecord, prices: &Prices, now: Timestamp) {
-        let month_start = start_of_month(now);
-        let price = |instance_type: Option<&String>| instance_type.and_then(|t| prices.hourly(t)).unwrap_or(0.0);
-        let active = !run.state.ended();
-        for attempt in &run.attempts {
-            let Some(instance_type) = attempt.instance_type.as_ref() else { continue };
-            // One still running costs until now; one whose end was not recorded, until the run's.
-            let end = attempt.ended_at.or(if active { None } else { run.ended_at }).unwrap_or(now);
-            self.runs_usd += price(Some(instance_type)) * hours_within(attempt.started_at, end, month_start, now);
-        }
-        let last_type = run.attempts.last().and_then(|attempt| attempt.instance_type.as_ref());
-        if let (Some(ended), Some(held_until)) = (run.ended_at, run.held_until) {
-            self.runs_usd += price(last_type) * hours_within(ended, held_until, month_start, now);
-            if held_until > now {
-                self.running.push(format!("held instance of {} run {}", run.kind, run.run_id));
+/// A run's cost in the books: each attempt's instance (settled once it ended, an entry while it
+/// runs), and a failed run's held instance.
+fn add_run(books: &mut Books, run: &RunRecord, prices: &Prices, now: Timestamp) {
+    let month_start = start_of_month(now);
+    let price = |instance_type: &str| prices.hourly(instance_type).unwrap_or(0.0);
+    let active = !run.state.ended();
+    for attempt in &run.attempts {
+        let Some(instance_type) = attempt.instance_type.as_ref() else { continue };
+        // One whose end was not recorded ended with the run.
+        match attempt.ended_at.or(if active { None } else { run.ended_at }) {
+            Some(end) => {
+                books.runs_usd += price(instance_type) * hours_within(attempt.started_at, end, month_start, now)
             }
-        }
-        if active {
-            let on = last_type.map(|t| format!(", {t}")).unwrap_or_default();
-            self.running.push(format!("{} run {} on {}{on}", run.kind, run.run_id, run.cluster));
+            None => books.entries.push(attempt_entry(
+                run,
+                attempt.number,
+                instance_type,
+                price(instance_type),
+                attempt.started_at,
+            )),
         }
     }
-
-    /// Rounds to the cent and sets the totals and the share of the budget.
-    fn settle(&mut self) {
-        self.clusters_usd = cents(self.clusters_usd);
-        self.runs_usd = cents(self.runs_usd);
-        self.spent_usd = cents(self.clusters_usd + self.runs_usd);
-        // A budget of 0 is spent from the start.
-        self.percent_of_budget =
-            self.budget_usd
-                .map(|budget| if budget > 0.0 { (self.spent_usd / budget * 1000.0).round() / 10.0 } else { 100.0 });
+    let last_type = run.attempts.last().and_then(|attempt| attempt.instance_type.as_deref());
+    if let (Some(ended), Some(held_until)) = (run.ended_at, run.held_until) {
+        let rate = last_type.map_or(0.0, price);
+        if held_until > now {
+            books.entries.push(hold_entry(run, rate, ended, held_until));
+        } else {
+            books.runs_usd += rate * hours_within(ended, held_until, month_start, now);
+        }
     }
 }
 
-/// The budget check of a start: reads what the spend is estimated from, and only for a profile
-/// that has a budget.
+/// The entry of a run's attempt on an instance of `instance_type`.
+pub fn attempt_entry(
+    run: &RunRecord,
+    attempt: u32,
+    instance_type: &str,
+    usd_per_hour: f64,
+    since: Timestamp,
+) -> SpendEntry {
+    SpendEntry {
+        id: attempt_entry_id(run.run_id.as_str(), attempt),
+        kind: CostKind::Run,
+        usd_per_hour,
+        since,
+        until: None,
+        label: format!("{} run {} on {}, {instance_type}", run.kind, run.run_id, run.cluster),
+    }
+}
+
+/// The entry of a failed run's instance held until `until`.
+pub fn hold_entry(run: &RunRecord, usd_per_hour: f64, since: Timestamp, until: Timestamp) -> SpendEntry {
+    SpendEntry {
+        id: hold_entry_id(run.run_id.as_str()),
+        kind: CostKind::Run,
+        usd_per_hour,
+        since,
+        until: Some(until),
+        label: format!("held instance of {} run {}", run.kind, run.run_id),
+    }
+}
+
+/// Every profile's spend recounted from the records, in catalog order.
+pub fn month_spend(catalog: &Catalog, sources: &SpendSources) -> Vec<ProfileSpend> {
+    recount(catalog, sources)
+        .iter()
+        .filter_map(|(name, books)| {
+            let profile = catalog.profiles().iter().find(|profile| profile.name == *name)?;
+            Some(ProfileSpend::of_books(profile, books, sources.now))
+        })
+        .collect()
+}
+
+/// A recount of a profile's books by the sweeper.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recount {
+    pub profile: String,
+    pub result: String,
+    /// Whether the books differed from the records, and were corrected.
+    pub corrected: bool,
+    pub ok: bool,
+}
+
+impl Operations {
+    /// Recounts the books of `profiles` from the records and corrects them. The records are read
+    /// after the books, so a change of the books meanwhile (then that profile's recount is
+    /// skipped, and the next sweep's counts) cannot be lost. The one full read of the table and
+    /// of the month's history, for all of them.
+    pub async fn recount_books(&self, profiles: &[String]) -> Vec<Recount> {
+        let recount = |profile: &String, result: Result<(bool, String)>| {
+            let (ok, corrected, result) = match result {
+                Ok((corrected, result)) => (true, corrected, result),
+                Err(error) => (false, false, format!("failed: {error} ({})", error.code())),
+            };
+            Recount { profile: profile.clone(), result, corrected, ok }
+        };
+        let read = futures::future::join_all(profiles.iter().map(|p| self.provisioner.ports.spend.books(p))).await;
+        let recounted = match self.recounted().await {
+            Ok(recounted) => recounted,
+            Err(error) => return profiles.iter().map(|profile| recount(profile, Err(error.clone()))).collect(),
+        };
+        let mut recounts = Vec::new();
+        for (profile, read) in profiles.iter().zip(read) {
+            let fresh = recounted.iter().find(|(name, _)| name == profile).map(|(_, books)| books.clone());
+            let outcome = match (read, fresh) {
+                (Ok(read), Some(fresh)) => self.correct(profile, read, fresh).await,
+                (Ok(_), None) => Ok((false, "no such profile in the catalog".into())),
+                (Err(error), _) => Err(error),
+            };
+            recounts.push(recount(profile, outcome));
+        }
+        recounts
+    }
+
+    /// Every profile's books recounted from the records as they are now.
+    async fn recounted(&self) -> Result<Vec<(String, Books)>> {
+        let (provisioner, runner) = (&self.provisioner, &self.runner);
+        let now = provisioner.ports.clock.now();
+        let month = month_of(now);
+        let (stacks, history, runs) = tokio::join!(
+            provisioner.ports.stacks.list(STACK_NAME_PREFIX),
+            provisioner.ports.history.month(&month),
+            runner.ports.runs.list(),
+        );
+        let (stacks, history, runs) = (stacks?, history?, runs?);
+        Ok(recount(&provisioner.catalog, &SpendSources { now, stacks: &stacks, history: &history, runs: &runs }))
+    }
+
+    /// Replaces `read` with `recounted` unless the books changed since they were read: whether it
+    /// corrected a difference, and what it found.
+    async fn correct(&self, profile: &str, read: Books, mut recounted: Books) -> Result<(bool, String)> {
+        let now = self.provisioner.ports.clock.now();
+        recounted.settled = read.clone().at(now).settled;
+        let (kept, counted) = (read.spent(now), recounted.spent(now));
+        let kept_usd = cents(kept.clusters_usd + kept.runs_usd);
+        let counted_usd = cents(counted.clusters_usd + counted.runs_usd);
+        let unchanged = |books: Books| (books == read).then(|| recounted.clone());
+        if !self.provisioner.ports.spend.change(profile, &unchanged).await? {
+            let skipped = "skipped: the books changed while they were recounted; the next sweep recounts them";
+            return Ok((false, skipped.into()));
+        }
+        let difference = cents(counted_usd - kept_usd);
+        if difference.abs() < 0.01 {
+            return Ok((false, format!("the books agree with the records ({} USD this month)", usd(counted_usd))));
+        }
+        tracing::warn!(profile, kept_usd, counted_usd, difference, "the books differed from the records; corrected");
+        let found = format!(
+            "corrected: the books said {} USD this month, the records {} USD (a difference of {} USD)",
+            usd(kept_usd),
+            usd(counted_usd),
+            usd(difference)
+        );
+        Ok((true, found))
+    }
+}
+
+/// The budget check of a start, and the books it reads: one read of the profile's books.
 #[derive(Clone)]
 pub struct Ledger {
     catalog: Arc<Catalog>,
-    stacks: Arc<dyn Stacks>,
-    history: Arc<dyn History>,
-    runs: Arc<dyn Runs>,
+    spend: Arc<dyn Spend>,
     clock: Arc<dyn Clock>,
 }
 
 impl Ledger {
-    pub fn new(
-        catalog: Arc<Catalog>,
-        stacks: Arc<dyn Stacks>,
-        history: Arc<dyn History>,
-        runs: Arc<dyn Runs>,
-        clock: Arc<dyn Clock>,
-    ) -> Ledger {
-        Ledger { catalog, stacks, history, runs, clock }
+    pub fn new(catalog: Arc<Catalog>, spend: Arc<dyn Spend>, clock: Arc<dyn Clock>) -> Ledger {
+        Ledger { catalog, spend, clock }
     }
 
-    /// Every profile's spend this month: three reads (the stacks, the month's history, the runs).
+    /// `profile`'s spend this month: one read.
+    pub async fn spend_of(&self, profile: &Profile) -> Result<ProfileSpend> {
+        let books = self.spend.books(&profile.name).await?;
+        Ok(ProfileSpend::of_books(profile, &books, self.clock.now()))
+    }
+
+    /// Every profile's spend this month, in catalog order: one read each, together.
     pub async fn spend(&self) -> Result<Vec<ProfileSpend>> {
-        let now = self.clock.now();
-        let month = month_of(now);
-        let (stacks, history, runs) =
-            tokio::join!(self.stacks.list(STACK_NAME_PREFIX), self.history.month(&month), self.runs.list());
-        let (stacks, history, runs) = (stacks?, history?, runs?);
-        Ok(month_spend(&self.catalog, &SpendSources { now, stacks: &stacks, history: &history, runs: &runs }))
+        futures::future::try_join_all(self.catalog.profiles().iter().map(|profile| self.spend_of(profile))).await
     }
 
     /// `BudgetExceeded` when `profile` has a budget its spend this month has reached, before
@@ -265,15 +387,31 @@ impl Ledger {
         if profile.monthly_budget_usd.is_none() {
             return Ok(());
         }
-        let spends = self.spend().await?;
-        match spends.into_iter().find(|spend| spend.profile == profile.name) {
-            Some(spend) if spend.exhausted() => Err(Error::BudgetExceeded(format!(
-                "{}; {start} was not started: destroy what is no longer needed, wait for next month, or raise \
-                    monthly_budget_usd of profile '{}' in clusters/catalog.yaml",
-                spend.describe(),
-                profile.name
-            ))),
-            _ => Ok(()),
+        let spend = self.spend_of(profile).await?;
+        if !spend.exhausted() {
+            return Ok(());
+        }
+        Err(Error::BudgetExceeded(format!(
+            "{}; {start} was not started: destroy what is no longer needed, wait for next month, or raise \
+                monthly_budget_usd of profile '{}' in clusters/catalog.yaml",
+            spend.describe(),
+            profile.name
+        )))
+    }
+
+    /// Counts `entry` in `profile`'s books from now on: before it costs, so a failure here starts
+    /// nothing (the caller fails).
+    pub async fn begin(&self, profile: &str, entry: SpendEntry) -> Result<()> {
+        let now = self.clock.now();
+        self.spend.change(profile, &move |books: Books| books.begin(entry.clone(), now)).await.map(drop)
+    }
+
+    /// Ends entry `id` of `profile`'s books at `end` (without cost when `free`). A failure leaves
+    /// it counting, which only brings the budget's refusal sooner; the sweeper's recount ends it.
+    pub async fn settle(&self, profile: &str, id: &str, end: Timestamp, free: bool) {
+        let change = |books: Books| books.settle(id, end, free);
+        if let Err(error) = self.spend.change(profile, &change).await {
+            tracing::warn!(profile, id, %error, "could not settle an entry of the books; the recount will");
         }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::budget::{month_spend, SpendSources};
+use super::budget::{attempt_entry, month_spend, SpendSources};
 use crate::catalog::Catalog;
+use crate::domain::books::attempt_entry_id;
 use crate::domain::{AttemptOutcome, ClusterName, HistoryEntry, RunKind, RunRecord, RunState, StackStatus};
 use crate::ports::{Clock, StackSnapshot};
 use crate::testing::contract::{attempt, run_record};
@@ -175,6 +176,19 @@ fn spent_run(cluster_name: &str, now: Timestamp, hours: i64) -> RunRecord {
     record
 }
 
+/// A run that ended at `now` after `hours` on an m7g.2xlarge, recorded and counted in the books
+/// as its launch and its end would.
+async fn put_spent_run(ops: &OpsWorld, cluster_name: &str, now: Timestamp, hours: i64) {
+    let record = spent_run(cluster_name, now, hours);
+    ops.world.runs.put(record.clone());
+    let profile = ops.world.provisioner.catalog.profile_for(&record.cluster).unwrap().name.clone();
+    let attempt = &record.attempts[0];
+    let entry = attempt_entry(&record, attempt.number, "m7g.2xlarge", 0.3264, attempt.started_at);
+    let ledger = &ops.world.provisioner.ledger;
+    ledger.begin(&profile, entry).await.unwrap();
+    ledger.settle(&profile, &attempt_entry_id(record.run_id.as_str(), attempt.number), now, false).await;
+}
+
 const LATE_IN_THE_MONTH: &str = "2026-11-28T12:00:00Z";
 
 #[tokio::test(start_paused = true)]
@@ -182,7 +196,7 @@ async fn past_the_budget_a_deploy_that_would_create_and_a_new_run_are_refused_an
     let ops = OpsWorld::new(LATE_IN_THE_MONTH);
     let now = ops.world.clock.now();
     // Under the developers' 500 USD (600 hours: 195.84 USD): everything starts.
-    ops.world.runs.put(spent_run("developers", now, 600));
+    put_spent_run(&ops, "developers", now, 600).await;
     let invocation = ops.world.invocation("d1");
     ops.world.provisioner.deploy(deploy("developers"), &invocation).await.unwrap();
     let active = ops.runs.runner.run(RunKind::Test, start("developers", "main"), &ops.world.invocation("t1")).await;
@@ -190,8 +204,8 @@ async fn past_the_budget_a_deploy_that_would_create_and_a_new_run_are_refused_an
     assert!(ops.world.notices.sent().is_empty());
 
     // Past it (1800 hours: 587.52 USD).
-    ops.world.runs.put(spent_run("developers", now, 600));
-    ops.world.runs.put(spent_run("developers", now, 600));
+    put_spent_run(&ops, "developers", now, 600).await;
+    put_spent_run(&ops, "developers", now, 600).await;
     let launched = ops.runs.instances.launches().len();
     let refused = ops.runs.runner.run(RunKind::Test, start("developers", "v5.5.0"), &ops.world.invocation("t2")).await;
     let error = refused.unwrap_err();
@@ -246,8 +260,8 @@ async fn the_sweeper_alerts_at_80_and_100_percent_once_a_month_each_and_status_s
         sent.into_iter().filter(|(subject, _)| subject.contains("monthly budget")).collect::<Vec<_>>()
     };
     // 1300 hours at 0.3264: 424.32 USD, 84.9 % of 500.
-    ops.world.runs.put(spent_run("developers", now, 650));
-    ops.world.runs.put(spent_run("developers", now, 650));
+    put_spent_run(&ops, "developers", now, 650).await;
+    put_spent_run(&ops, "developers", now, 650).await;
     let status = ops.operations.status().await.unwrap();
     let developers = status.budgets.iter().find(|spend| spend.profile == "developers").unwrap();
     assert_eq!(
@@ -267,7 +281,7 @@ async fn the_sweeper_alerts_at_80_and_100_percent_once_a_month_each_and_status_s
     assert_eq!(budget_alerts().len(), 1);
 
     // Past 100 %: told again, once.
-    ops.world.runs.put(spent_run("developers", now, 300));
+    put_spent_run(&ops, "developers", now, 300).await;
     assert_eq!(sweep(&ops, "s3").await, ["alerted at 100%"]);
     assert!(sweep(&ops, "s4").await.is_empty());
     let alerts = budget_alerts();
@@ -285,4 +299,29 @@ async fn the_sweeper_alerts_at_80_and_100_percent_once_a_month_each_and_status_s
 async fn sweep(ops: &OpsWorld, id: &str) -> Vec<String> {
     let swept = ops.operations.sweep(&ops.world.invocation(id)).await.unwrap();
     swept.actions.into_iter().map(|action| action.result).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daily_recount_finds_what_the_books_missed_corrects_it_and_alerts_once() {
+    let ops = OpsWorld::new(LATE_IN_THE_MONTH);
+    let now = ops.world.clock.now();
+    let first = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert_eq!(first.recounts.len(), 2, "every profile on the first day: {:?}", first.recounts);
+    assert!(first.recounts.iter().all(|r| r.ok && !r.corrected), "{:?}", first.recounts);
+    // A run whose books were never written (a lost write): 100 hours at 0.3264.
+    ops.world.runs.put(spent_run("developers", now, 100));
+    let missed = ops.operations.status().await.unwrap();
+    assert_eq!(missed.budgets.iter().find(|b| b.profile == "developers").unwrap().spent_usd, 0.0);
+    let later = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert!(later.recounts.is_empty(), "once a day: {:?}", later.recounts);
+
+    tokio::time::advance(std::time::Duration::from_secs(24 * 3600)).await;
+    let next_day = ops.operations.sweep(&ops.world.invocation("s3")).await.unwrap();
+    let developers = next_day.recounts.iter().find(|r| r.profile == "developers").unwrap();
+    assert!(developers.corrected, "{developers:?}");
+    assert!(developers.result.contains("the books said 0.00 USD this month, the records 32.64 USD"), "{developers:?}");
+    let alerts: Vec<_> = ops.world.notices.sent().into_iter().filter(|(s, _)| s.contains("books")).collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let status = ops.operations.status().await.unwrap();
+    assert_eq!(status.budgets.iter().find(|b| b.profile == "developers").unwrap().spent_usd, 32.64);
 }

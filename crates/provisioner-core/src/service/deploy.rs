@@ -16,6 +16,7 @@ use super::plan::{Plan, PlannedWrite};
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
 use crate::catalog::Profile;
+use crate::domain::books::{cluster_entry_id, SpendEntry};
 use crate::domain::names::{MAIN_IMAGE_TAG, RELEASE_IMAGE_TAG};
 use crate::domain::resource_names::{schedule_prefix, stack_name};
 use crate::domain::tags;
@@ -161,6 +162,7 @@ impl Provisioner {
                     return Ok(response);
                 }
                 StackPhase::Absent if created => {
+                    self.settle_cluster(target, true).await;
                     return Err(self.deploy_failed(cluster, stack_name, &stack).await);
                 }
                 StackPhase::Absent => {
@@ -169,6 +171,7 @@ impl Provisioner {
                         None => self.ready_to_create(target).await?,
                     };
                     created = true;
+                    self.count_cluster(target, &spec).await?;
                     match self.ports.stacks.create(&spec).await {
                         Ok(stack_id) => {
                             tracing::info!(stack = stack_name, %stack_id, version = %target.version, "stack create \
@@ -179,7 +182,10 @@ impl Provisioner {
                         }
                         // Someone outside the lock created it first: wait for theirs.
                         Err(error) if error.aws_kind() == Some(AwsErrorKind::Conflict) => action = DeployAction::Waited,
-                        Err(error) => return Err(error),
+                        Err(error) => {
+                            self.settle_cluster(target, true).await;
+                            return Err(error);
+                        }
                     }
                     wait_for_stack(self, stack_name, Until::Settled, limit, &mut seen).await?
                 }
@@ -195,8 +201,11 @@ impl Provisioner {
                     self.ports.stacks.delete(stack_name).await?;
                     wait_for_stack(self, stack_name, Until::DeleteEnded, limit, &mut seen).await?
                 }
-                // Step 5.
+                // Step 5. A failed create left nothing that bills.
                 StackPhase::FailedReplaceable | StackPhase::FailedNeedsAttention => {
+                    if created && phase_of(&stack) == StackPhase::FailedReplaceable {
+                        self.settle_cluster(target, true).await;
+                    }
                     return Err(self.deploy_failed(cluster, stack_name, &stack).await);
                 }
             };
@@ -215,6 +224,22 @@ impl Provisioner {
         self.check_images(target).await?;
         self.ledger.allow(target.profile, &format!("cluster '{}'", target.cluster)).await?;
         Ok(spec)
+    }
+
+    /// Begins the cluster in its profile's books, before its stack is created: a cluster the
+    /// books cannot count is not created.
+    async fn count_cluster(&self, target: &Target<'_>, spec: &StackSpec) -> Result<()> {
+        let parameters: BTreeMap<String, String> = spec.parameters.iter().cloned().collect();
+        let rate = target.profile.hourly_cost(&parameters, self.catalog.prices()).unwrap_or(0.0);
+        let entry = SpendEntry::cluster(target.cluster.as_str(), rate, self.ports.clock.now());
+        self.ledger.begin(&target.profile.name, entry).await
+    }
+
+    /// Settles the cluster in its profile's books now (`free`: its create failed, and left
+    /// nothing that bills).
+    async fn settle_cluster(&self, target: &Target<'_>, free: bool) {
+        let id = cluster_entry_id(target.cluster.as_str());
+        self.ledger.settle(&target.profile.name, &id, self.ports.clock.now(), free).await;
     }
 
     async fn check_images(&self, target: &Target<'_>) -> Result<()> {

@@ -16,6 +16,7 @@ use super::lock::with_lock;
 use super::plan::{Plan, PlannedWrite};
 use super::wait::{phase_of, wait_for_stack, Until};
 use super::{seconds_between, Invocation, Provisioner};
+use crate::domain::books::cluster_entry_id;
 use crate::domain::cluster_logs::{instance_destination, logs_location, LOGS_WAIT_SECONDS};
 use crate::domain::resource_names::{schedule_prefix, scheduled_time, stack_name};
 use crate::domain::{ClusterName, ClusterRequest, HistoryEntry, StackPhase};
@@ -90,20 +91,33 @@ impl Provisioner {
             Err(error) => Some(error.to_string()),
         };
         let entry = self.history_entry("destroy", requested_by.as_ref(), &outcome);
-        // Whatever the outcome: once the stack is gone, this says when it was made.
-        let stack_created_at = found_created_at.get().copied();
+        // Whatever the outcome: once the stack is gone, this says when it was made (a failed
+        // create's stack billed nothing, and is not counted).
+        let found = found_created_at.get().copied();
+        let stack_created_at = found.filter(|(_, failed_create)| !failed_create).map(|(created, _)| created);
+        if let (Ok(_), Some((_, failed_create))) = (&outcome, found) {
+            self.settle_destroyed(&cluster, failed_create).await;
+        }
         self.record_history(&cluster, HistoryEntry { detail, stack_created_at, ..entry }).await;
         outcome
     }
 
-    /// Destroys the cluster; `found_created_at` learns when the stack it found was created.
+    /// Settles a destroyed cluster in its profile's books (`free`: its stack was a failed create).
+    async fn settle_destroyed(&self, cluster: &ClusterName, free: bool) {
+        let Ok(profile) = self.catalog.profile_for(cluster) else { return };
+        let id = cluster_entry_id(cluster.as_str());
+        self.ledger.settle(&profile.name, &id, self.ports.clock.now(), free).await;
+    }
+
+    /// Destroys the cluster; `found_created_at` learns when the stack it found was created, and
+    /// whether it was a failed create.
     /// The spec's DESTROY decision table, steps 1 to 3 in its order: kept whole (over 60 lines)
     /// so that it reads as the spec does.
     async fn destroy_checked(
         &self,
         request: ClusterRequest,
         invocation: &Invocation,
-        found_created_at: &OnceLock<Timestamp>,
+        found_created_at: &OnceLock<(Timestamp, bool)>,
     ) -> Result<DestroyResponse> {
         let started = self.ports.clock.now();
         let cluster = request.cluster;
@@ -113,7 +127,7 @@ impl Provisioner {
             let limit = self.stack_wait_until(invocation, started);
             let mut stack = self.ports.stacks.describe(&stack_name).await?;
             if let Some(created_at) = stack.as_ref().and_then(|s| s.created_at) {
-                let _ = found_created_at.set(created_at);
+                let _ = found_created_at.set((created_at, phase_of(&stack) == StackPhase::FailedReplaceable));
             }
             let mut seen = stack.as_ref().map(|s| s.status.as_str().to_owned());
             let action = if stack.is_none() { DestroyAction::AlreadyAbsent } else { DestroyAction::Deleted };

@@ -102,13 +102,7 @@ pub struct Provisioner {
 impl Provisioner {
     /// The cluster side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: ClusterPorts, settings: ClusterSettings) -> Provisioner {
-        let ledger = Ledger::new(
-            catalog.clone(),
-            ports.stacks.clone(),
-            ports.history.clone(),
-            ports.runs.clone(),
-            ports.clock.clone(),
-        );
+        let ledger = Ledger::new(catalog.clone(), ports.spend.clone(), ports.clock.clone());
         Provisioner { catalog, ports, ledger, timeouts: Timeouts::default(), settings }
     }
 

@@ -1,20 +1,19 @@
-//! What `status` and `sweep` both start from: one survey of the account, six listing calls made
-//! together (the cluster stacks, the destroy schedules, the run records, the instances of
-//! runs, the month's history of every cluster, which the budget counts, and the runner
-//! images), and one read of each capped profile's slots. The sweeper's rules are in
+//! What `status` and `sweep` both start from: one survey of the account, five listing calls made
+//! together (the cluster stacks, the destroy schedules, the run records, the instances of runs and
+//! the runner images), one read of each capped profile's slots and one of each profile's books. The sweeper's rules are in
 //! `sweeper.rs`, the report in `status.rs`.
 
 use jiff::Timestamp;
 
-use super::budget::{month_spend, ProfileSpend, SpendSources};
+use super::budget::ProfileSpend;
 use super::run::Runner;
 use super::Provisioner;
 use crate::catalog::Catalog;
-use crate::domain::history::month_of;
+use crate::domain::books::Books;
 use crate::domain::launch_log::LaunchEvent;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
-use crate::domain::{ClusterName, HistoryEntry, RunRecord, RunnerImage};
 use crate::domain::{RunId, RunKind};
+use crate::domain::{RunRecord, RunnerImage};
 use crate::error::Result;
 use crate::ports::{ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
 
@@ -26,7 +25,7 @@ pub struct Operations {
     pub runner: Runner,
 }
 
-/// What the account holds, as six listing calls saw it.
+/// What the account holds, as the listing calls saw it.
 #[derive(Debug, Clone)]
 pub struct Survey {
     pub now: Timestamp,
@@ -34,8 +33,8 @@ pub struct Survey {
     pub schedules: Vec<ScheduleEntry>,
     pub runs: Vec<RunRecord>,
     pub instances: Vec<TaggedInstance>,
-    /// Every cluster's history entries of `now`'s month.
-    pub month_history: Vec<(ClusterName, HistoryEntry)>,
+    /// Each profile's books, in catalog order.
+    pub books: Vec<(String, Books)>,
     pub runner_images: Vec<RunnerImage>,
     /// Every capped profile's slots of each kind, and the runs holding them.
     pub slots: Vec<(Slots, Vec<RunId>)>,
@@ -51,9 +50,10 @@ impl Survey {
 
     /// Every profile's estimated spend this month, against its budget.
     pub fn spend(&self, catalog: &Catalog) -> Vec<ProfileSpend> {
-        let sources =
-            SpendSources { now: self.now, stacks: &self.stacks, history: &self.month_history, runs: &self.runs };
-        month_spend(catalog, &sources)
+        let books = |name: &str| self.books.iter().find(|(profile, _)| profile == name).map(|(_, books)| books);
+        let empty = Books::default();
+        let spend = |profile| ProfileSpend::of_books(profile, books(&profile.name).unwrap_or(&empty), self.now);
+        catalog.profiles().iter().map(spend).collect()
     }
 
     /// The first destroy schedule of `cluster`.
@@ -68,16 +68,15 @@ impl Operations {
         Operations { provisioner, runner }
     }
 
-    /// The survey: six listings and the slots items, read together.
+    /// The survey: five listings, the slots items and the books, read together.
     pub async fn survey(&self) -> Result<Survey> {
         let now = self.provisioner.ports.clock.now();
-        let month = month_of(now);
-        let (stacks, schedules, runs, instances, month_history, runner_images, slots, launch_events) = tokio::join!(
+        let (stacks, schedules, runs, instances, books, runner_images, slots, launch_events) = tokio::join!(
             self.provisioner.ports.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.ports.schedules.list(DESTROY_SCHEDULE_PREFIX),
             self.runner.ports.runs.list(),
             self.runner.ports.instances.of_runs(),
-            self.provisioner.ports.history.month(&month),
+            self.books(),
             self.runner.ports.instances.runner_images(),
             self.slots(now),
             self.runner.ports.launch_log.recent(now),
@@ -90,7 +89,7 @@ impl Operations {
         Ok(Survey {
             slots: slots?,
             now,
-            month_history: month_history?,
+            books: books?,
             stacks: stacks?,
             schedules: schedules?,
             runs: runs?,
@@ -98,6 +97,18 @@ impl Operations {
             runner_images: runner_images?,
             launch_events,
         })
+    }
+
+    /// Each profile's books: one read each.
+    async fn books(&self) -> Result<Vec<(String, Books)>> {
+        let spend = &self.provisioner.ports.spend;
+        let reads = self
+            .provisioner
+            .catalog
+            .profiles()
+            .iter()
+            .map(|profile| async move { Ok((profile.name.clone(), spend.books(&profile.name).await?)) });
+        futures::future::try_join_all(reads).await
     }
 
     /// Each capped profile's slots of each kind, with their holders: one read each.

@@ -16,6 +16,9 @@
 //!   (and the alert topic) is warned, once per schedule: a reschedule is warned again;
 //! - when a profile's estimated spend this month reaches 80 % and then 100 % of its budget, the
 //!   alert topic is told, once a month per level (`budget.rs`);
+//! - once a day, each profile's books are recounted from the records (stacks, the month's
+//!   history, the runs: the one full read of the table); a difference is corrected, and reported
+//!   in the answer's `recounts` and by an alert (`budget.rs`);
 //! - a profile's slot is freed when its run ended, or had no record [`super::run::SLOT_LEASE`]
 //!   after its start (the start crashed): a leaked slot is reclaimed within one sweep;
 //! - runner images beyond the newest two per architecture, and failed ones, are deregistered with
@@ -29,10 +32,12 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
+use super::budget::Recount;
 use super::run::{slot_abandoned, LAUNCH_GRACE};
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
 use crate::catalog::Catalog;
+use crate::domain::books::RECOUNT_EVERY;
 use crate::domain::history::start_of_month;
 use crate::domain::resource_names::stack_cluster;
 use crate::domain::runner_image::{to_retire, KEPT_PER_ARCHITECTURE};
@@ -171,6 +176,9 @@ pub struct SweepResponse {
     /// What was done, one entry per finding; empty when nothing was wrong.
     pub actions: Vec<SweptAction>,
     pub surveyed: Surveyed,
+    /// The profiles' books recounted from the records by this sweep (once a day each).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recounts: Vec<Recount>,
     pub elapsed_seconds: f64,
 }
 
@@ -418,6 +426,7 @@ impl Operations {
         actions.extend(futures::future::join_all(destroys).await);
         actions.sort_by(|a, b| a.finding.cmp(&b.finding));
         self.report(&actions).await;
+        let recounts = self.recount_due(&survey).await;
         let response = SweepResponse {
             status: "success",
             surveyed: Surveyed {
@@ -427,6 +436,7 @@ impl Operations {
                 instances: survey.instances.len(),
             },
             actions,
+            recounts,
             elapsed_seconds: super::seconds_between(started, self.provisioner.ports.clock.now()),
         };
         Ok(response)
@@ -578,6 +588,26 @@ impl Operations {
             history.confirm(notice).await?;
         }
         Ok(Some(format!("alerted at {percent}%")))
+    }
+
+    /// Recounts the books of each profile not recounted for [`RECOUNT_EVERY`]; alerts when one
+    /// differed from the records.
+    async fn recount_due(&self, survey: &Survey) -> Vec<Recount> {
+        let due: Vec<String> = (survey.books.iter())
+            .filter(|(_, books)| books.recounted_at.is_none_or(|at| survey.now - at >= RECOUNT_EVERY))
+            .map(|(profile, _)| profile.clone())
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let recounts = self.recount_books(&due).await;
+        let corrected: Vec<String> =
+            (recounts.iter().filter(|r| r.corrected)).map(|r| format!("- {}: {}", r.profile, r.result)).collect();
+        if !corrected.is_empty() {
+            let subject = format!("SlideRule provisioner: the books of {} profile(s) were corrected", corrected.len());
+            alert(&*self.provisioner.ports.notices, &subject, &corrected.join("\n")).await;
+        }
+        recounts
     }
 
     /// One structured event, one metric line, and an alert when the sweep acted.

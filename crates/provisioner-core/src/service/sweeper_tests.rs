@@ -26,9 +26,15 @@ async fn an_idle_sweep_lists_five_things_and_does_nothing() {
     let swept = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
     assert!(swept.actions.is_empty(), "{:?}", swept.actions);
     assert_eq!((swept.surveyed.clusters, swept.surveyed.schedules), (1, 1));
-    assert_eq!(ops.world.stacks.calls(), [Call::ListStacks("sliderule-cluster-".into())]);
+    // The survey's listing, and the first day's recount of the books, for every profile at once.
+    let listed = [Call::ListStacks("sliderule-cluster-".into())];
+    assert_eq!(ops.world.stacks.calls(), [listed.clone(), listed.clone()].concat());
+    assert_eq!(swept.recounts.len(), 2, "{:?}", swept.recounts);
     assert_eq!(ops.world.schedules.calls(), [Call::ListSchedules("destroy.".into())]);
     assert!(ops.world.notices.sent().is_empty(), "nothing to report, no alert");
+    let again = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert!(again.actions.is_empty() && again.recounts.is_empty(), "{again:?}");
+    assert_eq!(ops.world.stacks.calls().len(), 3, "the next sweep lists once");
 }
 
 #[tokio::test(start_paused = true)]

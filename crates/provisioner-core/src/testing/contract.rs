@@ -4,6 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::domain::books::{Books, SpendEntry};
 use crate::domain::history::{month_of, start_of_month};
 use crate::domain::launch_log::{LaunchEvent, LaunchOutcome};
 use crate::domain::tags;
@@ -12,8 +13,8 @@ use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Mark
 use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
-    History, Images, Instances, LaunchLog, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, StackSpec,
-    Stacks, TestHistory,
+    History, Images, Instances, LaunchLog, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, Spend,
+    StackSpec, Stacks, TestHistory,
 };
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
@@ -522,6 +523,34 @@ pub async fn launch_log(log: &dyn LaunchLog, run_id: &RunId) {
     assert!(["b.large", "c.large", "d.large"].iter().all(|t| types.contains(t)), "{types:?}");
 }
 
+/// A profile's books: empty before the first write; a change read back; no change when the
+/// change makes nothing; concurrent changes all kept (each asked again over the others').
+pub async fn spend(spend: &dyn Spend, profile: &str) {
+    let now = Timestamp::now();
+    assert_eq!(spend.books(profile).await.unwrap(), Books::default());
+    let entry =
+        |id: &str| SpendEntry { id: id.into(), ..SpendEntry::cluster("c", 1.5, now - SignedDuration::from_hours(2)) };
+    assert!(spend.change(profile, &|books: Books| books.begin(entry("a"), now)).await.unwrap());
+    let books = spend.books(profile).await.unwrap();
+    assert_eq!(books.entries, [entry("a")]);
+    assert!(
+        !spend.change(profile, &|books: Books| books.settle("none", now, false)).await.unwrap(),
+        "nothing to settle"
+    );
+    let together = ["b", "c", "d"]
+        .map(|id| async move { spend.change(profile, &move |books: Books| books.begin(entry(id), now)).await });
+    for changed in futures::future::join_all(together).await {
+        assert!(changed.unwrap());
+    }
+    assert!(spend.change(profile, &|books: Books| books.settle("a", now, false)).await.unwrap());
+    let books = spend.books(profile).await.unwrap();
+    let mut ids: Vec<&str> = books.entries.iter().map(|e| e.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["b", "c", "d"]);
+    assert_eq!(books.clusters_usd, 3.0, "a's two hours at 1.5");
+    assert!(spend.books("another-profile-of-the-contract").await.unwrap().entries.is_empty(), "each profile its own");
+}
+
 /// Which of the repositories lack the tag: `held` has it, `absent` does not exist.
 pub async fn images(images: &dyn Images, registry: &str, held: &str, absent: &str, tag: &ImageTag) {
     let asked = [held.to_owned(), absent.to_owned()];
@@ -537,7 +566,7 @@ mod tests {
     use crate::testing::{
         FakeHistory, FakeImages, FakeInstances, FakeLocks, FakeRuns, FakeSchedules, FakeStacks, FakeTestHistory,
     };
-    use crate::testing::{FakeLaunchLog, Faults};
+    use crate::testing::{FakeLaunchLog, FakeSpend, Faults};
     use crate::testing::{StackBehaviour, TestClock};
 
     /// The cluster stack spec the suites create.
@@ -581,6 +610,11 @@ mod tests {
     async fn the_fake_launch_log_keeps_the_contract() {
         let run_id = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
         super::launch_log(&*FakeLaunchLog::new(Faults::none()), &run_id).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_books_keep_the_contract() {
+        super::spend(&*FakeSpend::new(Faults::none()), "ci").await;
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 
 use super::{
     FakeClusterLogs, FakeHistory, FakeImages, FakeInstances, FakeLaunchLog, FakeLocks, FakeNotices, FakeRuns,
-    FakeSchedules, FakeStacks, FakeTestHistory, Faults, TestClock,
+    FakeSchedules, FakeSpend, FakeStacks, FakeTestHistory, Faults, TestClock,
 };
 use crate::catalog::Catalog;
 use crate::ports::{Clock, ClusterPorts, RunPorts};
@@ -71,8 +71,10 @@ pub struct World {
     pub locks: Arc<FakeLocks>,
     pub images: Arc<FakeImages>,
     pub history: Arc<FakeHistory>,
-    /// The run records the budget of a deploy counts (a [`RunWorld`] sharing this world writes them).
+    /// The run records a [`RunWorld`] sharing this world writes.
     pub runs: Arc<FakeRuns>,
+    /// The profiles' books, shared with such a [`RunWorld`].
+    pub spend: Arc<FakeSpend>,
     pub logs: Arc<FakeClusterLogs>,
     pub notices: Arc<FakeNotices>,
     pub provisioner: Provisioner,
@@ -92,6 +94,7 @@ impl World {
         let history = FakeHistory::new(faults.clone());
         let logs = FakeClusterLogs::new(faults.clone());
         let runs = FakeRuns::new(faults.clone());
+        let spend = FakeSpend::new(faults.clone());
         for profile in catalog.profiles() {
             images.push(&profile.images, profile.default_version.as_str());
         }
@@ -101,13 +104,13 @@ impl World {
             locks: locks.clone(),
             images: images.clone(),
             history: history.clone(),
-            runs: runs.clone(),
+            spend: spend.clone(),
             logs: logs.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let provisioner = Provisioner::new(Arc::new(catalog), ports, test_settings());
-        World { clock, faults, stacks, schedules, locks, images, history, runs, logs, notices, provisioner }
+        World { clock, faults, stacks, schedules, locks, images, history, runs, spend, logs, notices, provisioner }
     }
 
     /// An invocation with the Lambda maximum of 15 minutes left.
@@ -129,9 +132,10 @@ pub struct RunWorld {
     pub faults: Arc<Faults>,
     pub runs: Arc<FakeRuns>,
     pub instances: Arc<FakeInstances>,
-    /// The clusters and histories the budget of a start counts.
+    /// The clusters and histories a [`World`] shared with it has, which the recount reads.
     pub stacks: Arc<FakeStacks>,
     pub history: Arc<FakeHistory>,
+    pub spend: Arc<FakeSpend>,
     pub notices: Arc<FakeNotices>,
     pub test_history: Arc<FakeTestHistory>,
     pub launch_log: Arc<FakeLaunchLog>,
@@ -144,30 +148,28 @@ impl RunWorld {
         let faults = Faults::none();
         let runs = FakeRuns::new(faults.clone());
         let (stacks, history) = (FakeStacks::new(clock.clone(), faults.clone()), FakeHistory::new(faults.clone()));
-        RunWorld::over(clock, faults.clone(), runs, stacks, history, FakeNotices::new(faults))
+        let shared = Shared {
+            stacks,
+            history,
+            spend: FakeSpend::new(faults.clone()),
+            notices: FakeNotices::new(faults.clone()),
+        };
+        RunWorld::over(clock, faults, runs, shared)
     }
 
     /// A runner over the clock, faults, run records, stacks, history and alert topic of `world`.
     pub fn sharing(world: &World) -> RunWorld {
-        let (stacks, history) = (world.stacks.clone(), world.history.clone());
-        RunWorld::over(
-            world.clock.clone(),
-            world.faults.clone(),
-            world.runs.clone(),
-            stacks,
-            history,
-            world.notices.clone(),
-        )
+        let shared = Shared {
+            stacks: world.stacks.clone(),
+            history: world.history.clone(),
+            spend: world.spend.clone(),
+            notices: world.notices.clone(),
+        };
+        RunWorld::over(world.clock.clone(), world.faults.clone(), world.runs.clone(), shared)
     }
 
-    fn over(
-        clock: Arc<TestClock>,
-        faults: Arc<Faults>,
-        runs: Arc<FakeRuns>,
-        stacks: Arc<FakeStacks>,
-        history: Arc<FakeHistory>,
-        notices: Arc<FakeNotices>,
-    ) -> RunWorld {
+    fn over(clock: Arc<TestClock>, faults: Arc<Faults>, runs: Arc<FakeRuns>, shared: Shared) -> RunWorld {
+        let Shared { stacks, history, spend, notices } = shared;
         let instances = FakeInstances::new(clock.clone(), faults.clone());
         // CloudFormation launches the clusters' instances where the runs' are.
         stacks.launch_instances_in(instances.clone());
@@ -178,19 +180,26 @@ impl RunWorld {
             instances: instances.clone(),
             test_history: test_history.clone(),
             launch_log: launch_log.clone(),
-            stacks: stacks.clone(),
-            history: history.clone(),
+            spend: spend.clone(),
             notices: notices.clone(),
             clock: clock.clone(),
         };
         let catalog = Arc::new(Catalog::shipped().expect("the shipped catalog loads"));
         let runner = Runner::new(catalog, ports, test_run_settings());
-        RunWorld { clock, faults, runs, instances, stacks, history, notices, test_history, launch_log, runner }
+        RunWorld { clock, faults, runs, instances, stacks, history, spend, notices, test_history, launch_log, runner }
     }
 
     pub fn invocation(&self, request_id: &str) -> Invocation {
         Invocation { request_id: request_id.to_owned(), deadline: self.clock.now() + SignedDuration::from_mins(15) }
     }
+}
+
+/// What a run world shares with a cluster world.
+struct Shared {
+    stacks: Arc<FakeStacks>,
+    history: Arc<FakeHistory>,
+    spend: Arc<FakeSpend>,
+    notices: Arc<FakeNotices>,
 }
 
 /// Both sides over one clock, one set of faults and one alert topic, and the operations over them.

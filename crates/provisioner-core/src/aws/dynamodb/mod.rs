@@ -1,15 +1,17 @@
-//! The DynamoDB table, one adapter of three ports over it: [`Locks`] (`locks.rs`: one item per
+//! The DynamoDB table, one adapter of the ports over it: [`Locks`] (`locks.rs`: one item per
 //! lock, taken with a conditional put so only one holder wins, with a lease so a crashed holder
 //! does not keep it), [`Runs`] (`runs.rs`: a record per run under `run#<id>`, a pointer per kind,
-//! cluster and version to its active run, the slots of capped profiles, the instances' reports)
-//! and [`History`] (`history.rs`: an item per cluster and month). Here: the store and the reads
-//! and conditional writes they share.
+//! cluster and version to its active run, the slots of capped profiles, the instances' reports),
+//! [`History`] (`history.rs`: an item per cluster and month), the test history, the launch log and
+//! [`Spend`] (`spend.rs`: each profile's books), these three JSON values changed by version
+//! (`lists.rs`). Here: the store and the reads and conditional writes they share.
 
 mod history;
 mod launch_log;
 mod lists;
 mod locks;
 mod runs;
+mod spend;
 mod test_history;
 
 use locks::KEEP_EXPIRED_SECONDS;

@@ -127,6 +127,7 @@ impl Runner {
     /// Once per run, by whoever ended it: its steps as metrics, its test summary kept, and an
     /// alert unless it succeeded (one line, or none, when all its failures are known ones).
     async fn report_end(&self, record: &RunRecord) {
+        self.settle_run(record).await;
         crate::metrics::run_steps(record);
         let ended = record.current_attempt().map_or(AttemptOutcome::Running, |attempt| attempt.outcome);
         self.note_attempt_end(record, ended).await;
@@ -162,8 +163,9 @@ impl Runner {
         record.failure = Some(error.to_string());
         record.ended_at = Some(self.ports.clock.now());
         record.end_attempt(state.attempt_outcome(), record.ended_at);
-        if let Err(write) = self.ports.runs.update(record).await {
-            tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch");
+        match self.ports.runs.update(record).await {
+            Ok(()) => self.settle_run(record).await,
+            Err(write) => tracing::warn!(run_id = %record.run_id, %write, "could not record the failed launch"),
         }
         if let Err(write) = self.ports.runs.release(record).await {
             tracing::warn!(run_id = %record.run_id, %write, "could not release the run");
@@ -209,6 +211,7 @@ impl Runner {
             self.ports.instances.terminate(&instance_id).await?;
         }
         self.ports.runs.end_hold(&record.run_id, now).await?;
+        self.settle_hold(record, now).await;
         record.held_until = Some(now);
         tracing::info!(run_id = %record.run_id, "hold ended");
         Ok(())

@@ -163,6 +163,9 @@ impl Runner {
     /// adopted) or may have (the wait finds it by its tag, or ends the attempt when none appears),
     /// else why it was refused.
     async fn try_launch(&self, record: &mut RunRecord, spec: &LaunchSpec) -> Result<Option<Refusal>> {
+        if let Err(error) = self.count_attempt(record, &spec.instance_type).await {
+            return Err(self.abandon(record, RunState::Failed, error).await);
+        }
         let error = match self.launch_resolved(record, spec).await {
             Ok(Launched::Instance(instance_id)) => {
                 let (instance_type, market) = (&spec.instance_type, spec.market);

@@ -10,11 +10,13 @@
 //! - `learn.rs`: refused launches, interruptions and boot times noted, and the order they teach;
 //! - `progress.rs`: a run under way checked, and an attempt the cloud ended followed by the next;
 //! - `conclude.rs`: a run ended (its instances, record, slot, alert), `cancel`, holds;
+//! - `costs.rs`: its attempts and held instance begun and settled in its profile's books;
 //! - `results.rs`: a TEST run's per-test results compared with the last run's when it ends;
 //! - `image.rs`: RUNNER_IMAGE, a run whose instance becomes the image TEST runs boot from.
 
 mod ask;
 mod conclude;
+mod costs;
 mod image;
 mod launch;
 mod learn;
@@ -52,7 +54,7 @@ pub use start::{slot_abandoned, RUN_RECORD_RETENTION, SLOT_LEASE};
 #[derive(Clone)]
 pub struct Runner {
     pub catalog: Arc<Catalog>,
-    /// What it asks of the cloud and of time (`stacks` and `history` only for the budget).
+    /// What it asks of the cloud and of time.
     pub ports: RunPorts,
     /// A start is checked against the profile's budget.
     pub ledger: Ledger,
@@ -63,13 +65,7 @@ pub struct Runner {
 impl Runner {
     /// The run side over `ports`: the one place it is put together (mains, tests, the storm).
     pub fn new(catalog: Arc<Catalog>, ports: RunPorts, settings: RunSettings) -> Runner {
-        let ledger = Ledger::new(
-            catalog.clone(),
-            ports.stacks.clone(),
-            ports.history.clone(),
-            ports.runs.clone(),
-            ports.clock.clone(),
-        );
+        let ledger = Ledger::new(catalog.clone(), ports.spend.clone(), ports.clock.clone());
         Runner { catalog, ports, ledger, settings, timeouts: Timeouts::default() }
     }
 }

@@ -260,6 +260,9 @@ impl Runner {
             }
             Err(error) => return Err(error),
         }
+        if let Some(ended) = record.attempts.iter().rev().nth(1) {
+            self.settle_attempt(record, ended).await;
+        }
         match self.user_data(profile, record) {
             Ok(user_data) => Ok(Some(user_data)),
             Err(error) => Err(self.abandon(record, RunState::Failed, error).await),
