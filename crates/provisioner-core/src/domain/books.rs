@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use super::history::{month_of, start_of_month};
 
-/// How long a settled id is remembered: a late begin of it (a launch that lost the race with the
-/// run's end) is refused within that time, so it is not counted twice.
+/// How long a settled run's id is remembered: a late begin of it (a launch that lost the race with
+/// the run's end) is refused within that time, so it is not counted twice. A cluster's is not: its
+/// operations take turns under its lock, and a destroyed cluster may be deployed again at once.
 pub const SETTLED_KEPT: SignedDuration = SignedDuration::from_hours(48);
+/// An entry begun this lately is kept by a recount that does not find it in the records: what it
+/// counts may not be recorded yet (a stack being created, an instance being launched).
+pub const JUST_BEGUN: SignedDuration = SignedDuration::from_mins(15);
 /// How often the sweeper recounts a profile's books from the records.
 pub const RECOUNT_EVERY: SignedDuration = SignedDuration::from_hours(24);
 
@@ -92,7 +96,7 @@ pub struct Books {
     pub runs_usd: f64,
     /// What still costs.
     pub entries: Vec<SpendEntry>,
-    /// Ids settled lately, with when ([`SETTLED_KEPT`]).
+    /// Runs' ids settled lately, with when ([`SETTLED_KEPT`]).
     #[serde(default)]
     pub settled: Vec<(String, Timestamp)>,
     /// When the sweeper last recounted them.
@@ -168,7 +172,9 @@ impl Books {
                 CostKind::Run => books.runs_usd += cost,
             }
         }
-        books.settled.push((entry.id, end));
+        if entry.kind == CostKind::Run {
+            books.settled.push((entry.id, end));
+        }
         Some(books)
     }
 }
@@ -203,6 +209,15 @@ mod tests {
         assert!(books.spent(now).running.is_empty());
         assert_eq!(books.clone().settle("run#a#1", at("2026-12-05T12:00:00Z"), false), None, "settled once");
         assert_eq!(books.begin(run("run#a#1", "2026-12-05T08:00:00Z"), now), None, "a late begin is refused");
+    }
+
+    #[test]
+    fn a_destroyed_cluster_may_be_begun_again_at_once() {
+        let now = at("2026-12-05T10:00:00Z");
+        let cluster = SpendEntry::cluster("ci-1", 1.0, at("2026-12-05T08:00:00Z"));
+        let books = Books::default().begin(cluster.clone(), now).unwrap().settle("cluster#ci-1", now, false).unwrap();
+        let again = books.begin(SpendEntry { since: now, ..cluster }, now).unwrap();
+        assert_eq!(again.spent(at("2026-12-05T11:00:00Z")).clusters_usd, 3.0);
     }
 
     #[test]

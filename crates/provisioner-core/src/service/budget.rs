@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Prices, Profile};
-use crate::domain::books::{attempt_entry_id, hold_entry_id, hours_within, Books, CostKind, SpendEntry};
+use crate::domain::books::{attempt_entry_id, hold_entry_id, hours_within, Books, CostKind, SpendEntry, JUST_BEGUN};
 use crate::domain::history::{month_of, start_of_month};
 use crate::domain::resource_names::{stack_cluster, STACK_NAME_PREFIX};
 use crate::domain::{ClusterName, HistoryEntry, RunRecord, StackPhase};
@@ -334,6 +334,10 @@ impl Operations {
     async fn correct(&self, profile: &str, read: Books, mut recounted: Books) -> Result<(bool, String)> {
         let now = self.provisioner.ports.clock.now();
         recounted.settled = read.clone().at(now).settled;
+        let unrecorded = |entry: &&SpendEntry| recounted.entries.iter().all(|counted| counted.id != entry.id);
+        let just_begun: Vec<SpendEntry> =
+            read.entries.iter().filter(|entry| now - entry.since < JUST_BEGUN).filter(unrecorded).cloned().collect();
+        recounted.entries.extend(just_begun);
         let (kept, counted) = (read.spent(now), recounted.spent(now));
         let kept_usd = cents(kept.clusters_usd + kept.runs_usd);
         let counted_usd = cents(counted.clusters_usd + counted.runs_usd);

@@ -325,3 +325,22 @@ async fn the_daily_recount_finds_what_the_books_missed_corrects_it_and_alerts_on
     let status = ops.operations.status().await.unwrap();
     assert_eq!(status.budgets.iter().find(|b| b.profile == "developers").unwrap().spent_usd, 32.64);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recount_keeps_what_was_just_begun_and_drops_it_a_day_later_when_nothing_recorded_it() {
+    let ops = OpsWorld::new(LATE_IN_THE_MONTH);
+    let now = ops.world.clock.now();
+    // A launch begun in the books whose record is not written yet.
+    let record = spent_run("developers", now, 1);
+    let entry = attempt_entry(&record, 1, "m7g.2xlarge", 0.3264, now);
+    ops.world.provisioner.ledger.begin("developers", entry).await.unwrap();
+    let first = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert!(first.recounts.iter().all(|r| !r.corrected), "{:?}", first.recounts);
+    assert_eq!(ops.world.spend.kept("developers").entries.len(), 1, "kept: it may not be recorded yet");
+
+    tokio::time::advance(std::time::Duration::from_secs(24 * 3600)).await;
+    let next_day = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    let developers = next_day.recounts.iter().find(|r| r.profile == "developers").unwrap();
+    assert!(developers.corrected, "{developers:?}");
+    assert!(ops.world.spend.kept("developers").entries.is_empty());
+}

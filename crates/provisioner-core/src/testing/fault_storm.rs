@@ -9,7 +9,10 @@
 //!   failed run's held instance, and that one never past its hold once the sweeper has run;
 //! - a run never has two live instances;
 //! - a run never begins another attempt after its instance reported a failed step;
-//! - no profile has more runs with a live instance than its cap.
+//! - no profile has more runs with a live instance than its cap;
+//! - after it, each profile's books equal a recount from the records when no fault was injected,
+//!   are never below it when faults were (a lost settle only counts longer), and equal it after
+//!   the sweeper's recount.
 //!
 //! Among the operations: spot interruptions (EC2's warning, delivered once or twice; the
 //! instance's own notice; an instance that vanishes without a word) and cancels.
@@ -25,12 +28,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::resource_names::{schedule_prefix, stack_name};
+use crate::domain::history::month_of;
+use crate::domain::resource_names::{schedule_prefix, stack_name, STACK_NAME_PREFIX};
 use crate::domain::tags;
 use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, ScheduleDestroyRequest};
-use crate::domain::{RunId, RunKind, RunRequest};
+use crate::domain::{HistoryEntry, RunId, RunKind, RunRecord, RunRequest};
 use crate::error::Result;
-use crate::ports::{Clock, ClusterPorts, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::ports::{Clock, ClusterPorts, History, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
+use crate::service::budget::{month_spend, SpendSources};
 use crate::service::run::Runner;
 use crate::service::survey::Operations;
 use crate::service::{Invocation, Provisioner};
@@ -192,6 +197,8 @@ impl Storm {
         let ports = ClusterPorts {
             stacks: Arc::new(WitnessedStacks { inner: world.stacks.clone(), witness: witness.clone() }),
             schedules: Arc::new(WitnessedSchedules { inner: world.schedules.clone(), witness }),
+            // One set of books for clusters and runs, as in the table.
+            spend: runs.spend.clone(),
             ..world.provisioner.ports()
         };
         let provisioner =
@@ -472,6 +479,52 @@ impl Storm {
     }
 
     /// No profile has more runs of a kind with a live instance than its cap allows.
+    /// The books against a recount from the records: equal when no fault hit them (`exact`), and
+    /// never below it (a lost settle only counts longer); equal after the sweeper's recount.
+    async fn check_books(&self, operations: &Operations, exact: bool) {
+        let catalog = &self.provisioner.catalog;
+        let profiles: Vec<String> = catalog.profiles().iter().map(|profile| profile.name.clone()).collect();
+        let now = self.world.clock.now();
+        let (stacks, history, runs) = self.spend_sources(now).await;
+        let records = month_spend(catalog, &SpendSources { now, stacks: &stacks, history: &history, runs: &runs });
+        let kept = |profile: &str| {
+            let books = self.runs.spend.kept(profile);
+            let spent = books.spent(now);
+            ((spent.clusters_usd + spent.runs_usd) * 100.0).round() / 100.0
+        };
+        for spend in &records {
+            let books = kept(&spend.profile);
+            if books < spend.spent_usd - 0.01 || (exact && (books - spend.spent_usd).abs() >= 0.01) {
+                self.violation(format!(
+                    "the books of {} say {books:.2} USD, the records {:.2} USD",
+                    spend.profile, spend.spent_usd
+                ));
+            }
+        }
+        for recount in operations.recount_books(&profiles).await {
+            let records = records.iter().find(|spend| spend.profile == recount.profile).map_or(0.0, |s| s.spent_usd);
+            if !recount.ok || (kept(&recount.profile) - records).abs() >= 0.01 {
+                self.violation(format!(
+                    "the recount left the books of {} unequal to the records: {recount:?}",
+                    recount.profile
+                ));
+            }
+        }
+        if records.iter().all(|spend| spend.spent_usd == 0.0) {
+            self.violation("nothing cost anything: the storm checked no books".into());
+        }
+    }
+
+    /// What the recount reads, from the fakes as they are.
+    async fn spend_sources(
+        &self,
+        now: Timestamp,
+    ) -> (Vec<StackSnapshot>, Vec<(ClusterName, HistoryEntry)>, Vec<RunRecord>) {
+        let stacks = self.world.stacks.list(STACK_NAME_PREFIX).await.unwrap_or_default();
+        let history = self.world.history.month(&month_of(now)).await.unwrap_or_default();
+        (stacks, history, self.runs.runs.all())
+    }
+
     fn check_caps(&self) {
         // (profile, kind) -> its cap and the runs of that kind with a live instance.
         let mut running: BTreeMap<(String, &str), (u32, BTreeSet<String>)> = BTreeMap::new();
@@ -556,7 +609,7 @@ impl Storm {
             *figures.answers.entry(answer).or_default() += 1;
         }
         figures.faults_injected = self.world.faults.injected() + self.runs.faults.injected();
-        self.settle().await;
+        self.settle(rate == 0.0).await;
         figures.own_writes_met = self.world.faults.own_writes_met() + self.runs.faults.own_writes_met();
         let runs = self.runs.runs.all();
         figures.retried = runs.iter().filter(|run| run.attempts.len() > 1).count();
@@ -568,7 +621,7 @@ impl Storm {
 
     /// After the storm, without faults: every run ends, every cluster is destroyed, and nothing is
     /// left running, held or scheduled.
-    async fn settle(&self) {
+    async fn settle(&self, exact: bool) {
         self.world.faults.calm();
         self.runs.faults.calm();
         // Runs end now, and an ending or a new attempt whose answer is lost must still count.
@@ -595,6 +648,7 @@ impl Storm {
         }
         self.check_holds();
         self.check_calm_attempts_launched(calm_from);
+        self.check_books(&operations, exact).await;
         let live: BTreeSet<String> =
             self.runs.instances.instances().into_iter().filter(|(_, i)| i.live()).map(|(id, _)| id).collect();
         if !live.is_empty() {
