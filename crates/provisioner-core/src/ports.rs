@@ -252,6 +252,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// Which ended runs [`Runs::ended`] finds: of a cluster, of a kind, or all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndedRuns {
+    pub cluster: Option<ClusterName>,
+    pub kind: Option<RunKind>,
+}
+
+impl EndedRuns {
+    pub fn keeps(&self, kind: RunKind, cluster: &ClusterName) -> bool {
+        self.kind.is_none_or(|wanted| wanted == kind) && self.cluster.as_ref().is_none_or(|wanted| wanted == cluster)
+    }
+}
+
 /// Run records, and the pointer from each kind, cluster and version to its active run.
 #[async_trait]
 pub trait Runs: Send + Sync {
@@ -276,8 +289,19 @@ pub trait Runs: Send + Sync {
     async fn end_hold(&self, run_id: &RunId, at: Timestamp) -> Result<()>;
     /// Ends `record` being the active run of its kind, cluster and version, if it still is.
     async fn release(&self, record: &RunRecord) -> Result<()>;
-    /// Every run record kept (30 days past each run's deadline), in no order.
+    /// Every run record kept (32 days past each run's deadline), in no order: the whole table,
+    /// read only by the sweeper's daily recount of the books.
     async fn list(&self) -> Result<Vec<RunRecord>>;
+    /// Every run that may still have an instance (not ended, or ended and holding one), found
+    /// through one item only such runs are in, not a scan: it may also name a run that ended
+    /// since, until [`Runs::forget`].
+    async fn live(&self) -> Result<Vec<RunRecord>>;
+    /// Takes ended runs out of what [`Runs::live`] finds (the sweeper's clean-up); each is among
+    /// the runs [`Runs::ended`] finds.
+    async fn forget(&self, records: &[RunRecord]) -> Result<()>;
+    /// Up to `count` runs that `wanted` keeps that ended by `now`, the latest end first, within
+    /// the retention of run records: read day by day, one item each.
+    async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>>;
     /// Takes one of `slots.cap` slots of `slots.profile`'s runs of `slots.kind` for `run_id` until
     /// `deadline`: `Ok(None)` when taken, or already held by `run_id`; when all are held by runs
     /// whose deadline has not passed at `now`, takes nothing and returns their ids. Exact under

@@ -180,6 +180,29 @@ pub mod active {
     ];
 }
 
+/// `runs-live`: every run that may still have an instance (not ended, or ended and holding one),
+/// one attribute per run, named by its id (its start, RFC 3339): what status and the sweeper read
+/// instead of every record. A run is added before its record is written and removed when it ends
+/// without a hold, when its hold ends, or by the sweeper once it finds it ended.
+pub mod live_runs {
+    /// The item's key: there is one.
+    pub const KEY_VALUE: &str = "runs-live";
+}
+
+/// `runs-ended#<YYYY-MM-DD>`: the runs that ended that day (UTC), one attribute per run, named by
+/// its id: `ENDED-AT KIND CLUSTER`. Status reads the last days' items for the last runs; kept as
+/// long as run records.
+pub mod ended_runs {
+    pub const PREFIX: &str = "runs-ended#";
+    /// How many days back a read looks: run records are kept 32 days past their deadline.
+    pub const KEPT_DAYS: i64 = 33;
+
+    /// The item of the runs that ended on `day` (`YYYY-MM-DD`).
+    pub fn key(day: &str) -> String {
+        format!("{PREFIX}{day}")
+    }
+}
+
 /// `history#<cluster>#<YYYY-MM>`: the cluster's operations of one calendar month (UTC), kept 400
 /// days past the month's end. Read newest month first, a bounded number of items.
 pub mod history {

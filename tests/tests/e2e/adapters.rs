@@ -16,7 +16,10 @@ use provisioner_core::domain::history::start_of_month;
 use provisioner_core::domain::ScheduleDestroyRequest;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, HistoryEntry, ImageTag, RunId};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{ClusterPorts, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
+use provisioner_core::ports::{
+    ClusterPorts, History, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock,
+};
+use provisioner_core::service::budget::{month_spend, SpendSources};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::settings::ScheduleTarget;
 use provisioner_core::testing::contract;
@@ -310,8 +313,8 @@ async fn two_deploys_at_once_through_dynamodb_create_one_stack() {
     assert!(first.ports.stacks.describe(&destroyed.stack_name).await.unwrap().is_none());
 }
 
-/// The budget over the real adapters: the month's history read back by a Scan counts a destroyed
-/// cluster's hours, and a profile whose budget is spent (0 here) gets no new cluster.
+/// The budget over the real adapters: the recount's reads (the month's history by a Scan) count a
+/// destroyed cluster's hours, and a profile whose budget is spent (0 here) gets no new cluster.
 #[tokio::test]
 async fn a_deploy_past_the_budget_creates_nothing_and_the_months_history_counts() {
     let (_, table_name) = table().await;
@@ -338,11 +341,16 @@ async fn a_deploy_past_the_budget_creates_nothing_and_the_months_history_counts(
     let hours = now.duration_since(created.max(start_of_month(now))).as_secs_f64() / 3600.0;
     let profile = provisioner.catalog.profile_for(&cluster).unwrap();
     let rate = profile.hourly_cost(&Default::default(), provisioner.catalog.prices()).unwrap();
-    let spend = provisioner.ledger.spend().await.unwrap();
+    let month = provisioner_core::domain::history::month_of(now);
+    let stacks = provisioner.ports.stacks.list("sliderule-cluster-").await.unwrap();
+    let history = provisioner.ports.history.month(&month).await.unwrap();
+    let sources = SpendSources { now, stacks: &stacks, history: &history, runs: &[] };
+    let spend = month_spend(&provisioner.catalog, &sources);
     let ci = spend.iter().find(|spend| spend.profile == "ci").unwrap();
     // At least: other tests' ci clusters stand on the same emulator.
     assert!(ci.clusters_usd >= (rate * hours * 100.0).round() / 100.0 - 0.01, "{ci:?} for {hours} h at {rate}");
     assert!(ci.exhausted());
+    assert!(provisioner.ledger.spend().await.unwrap().iter().any(|spend| spend.profile == "ci" && spend.exhausted()));
 
     let deploy = DeployRequest { cluster: cluster.clone(), version: None, requested_by: None };
     let refused = provisioner.deploy(deploy.clone(), &invocation("budget")).await.unwrap_err();

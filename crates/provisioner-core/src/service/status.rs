@@ -17,7 +17,7 @@ use crate::domain::resource_names::{scheduled_cluster, stack_cluster};
 use crate::domain::run::RunView;
 use crate::domain::{ClusterName, HistoryEntry, RunId, RunKind, RunRecord, StepStatus};
 use crate::error::Result;
-use crate::ports::{StackSnapshot, TaggedInstance};
+use crate::ports::{EndedRuns, StackSnapshot, TaggedInstance};
 
 /// How many ended runs status lists.
 pub const RECENT_RUNS: usize = 10;
@@ -181,8 +181,9 @@ impl Operations {
         };
         self.provisioner.catalog.profile_for(&cluster)?;
         let now = self.provisioner.ports.clock.now();
+        let of_cluster = EndedRuns { cluster: Some(cluster.clone()), kind: None };
         let (survey, history) =
-            tokio::join!(self.survey(), self.provisioner.ports.history.of(&cluster, now, HISTORY_SHOWN));
+            tokio::join!(self.survey_of(&of_cluster), self.provisioner.ports.history.of(&cluster, now, HISTORY_SHOWN));
         let mut survey = survey?;
         // The budget counts every cluster of the profile: before the survey is narrowed to one.
         let profile = self.provisioner.catalog.profile_for(&cluster)?.name.clone();
@@ -192,6 +193,7 @@ impl Operations {
         survey.stacks.retain(|stack| stack_cluster(&stack.name).is_some_and(|c| c.as_str() == name));
         survey.schedules.retain(|s| scheduled_cluster(&s.name) == Some(name));
         survey.runs.retain(|run| run.cluster == cluster);
+        survey.last_image_run = survey.last_image_run.filter(|run| run.cluster == cluster);
         let runs: std::collections::BTreeSet<String> = survey.runs.iter().map(|r| r.run_id.to_string()).collect();
         survey.instances.retain(|i| i.tag(crate::domain::tags::RUN_ID).is_some_and(|id| runs.contains(id)));
         let mut status =
@@ -222,9 +224,7 @@ pub fn status_of(catalog: &Catalog, survey: &Survey, connect: &dyn Fn(&str) -> S
         runner_images: runner_images(catalog, survey),
         launch_errors: launch_errors(&survey.launch_events, survey.now),
         boot_times: boot_times(&survey.launch_events, survey.now),
-        last_image_refresh: survey
-            .runs
-            .iter()
+        last_image_refresh: (survey.runs.iter().chain(&survey.last_image_run))
             .filter(|run| run.kind == RunKind::RunnerImage)
             .max_by_key(|run| run.started_at)
             .map(|run| ImageRefresh {
@@ -353,7 +353,7 @@ fn held_instances(survey: &Survey, connect: &dyn Fn(&str) -> String) -> Vec<Held
 
 /// The last [`RECENT_RUNS`] ended runs, newest first.
 fn recent_runs(survey: &Survey) -> Vec<RecentRun> {
-    let mut ended: Vec<&RunRecord> = survey.runs.iter().filter(|run| run.state.ended()).collect();
+    let mut ended: Vec<&RunRecord> = survey.recent.iter().collect();
     ended.sort_by_key(|run| std::cmp::Reverse((run.ended_at.unwrap_or(run.started_at), run.run_id.to_string())));
     ended
         .into_iter()

@@ -1,21 +1,27 @@
-//! What `status` and `sweep` both start from: one survey of the account, five listing calls made
-//! together (the cluster stacks, the destroy schedules, the run records, the instances of runs and
-//! the runner images), one read of each capped profile's slots and one of each profile's books. The sweeper's rules are in
+//! What `status` and `sweep` both start from: one survey of the account, read together: four
+//! listing calls (the cluster stacks, the destroy schedules, the instances of runs, the runner
+//! images), the live runs and the last ended ones (items only they are in, then their records),
+//! one read of each capped profile's slots and one of each profile's books; then the records of
+//! the runs an instance or a slot names that were not among them. Nothing it reads grows with
+//! the history kept. The sweeper's rules are in
 //! `sweeper.rs`, the report in `status.rs`.
+
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 
 use super::budget::ProfileSpend;
 use super::run::Runner;
+use super::status::RECENT_RUNS;
 use super::Provisioner;
 use crate::catalog::Catalog;
 use crate::domain::books::Books;
 use crate::domain::launch_log::LaunchEvent;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
 use crate::domain::{RunId, RunKind};
-use crate::domain::{RunRecord, RunnerImage};
+use crate::domain::{tags, RunRecord, RunnerImage};
 use crate::error::Result;
-use crate::ports::{ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
+use crate::ports::{EndedRuns, ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
 
 /// Both sides of the provisioner: the sweeper destroys through the provisioner and resumes runs
 /// through the runner.
@@ -31,7 +37,12 @@ pub struct Survey {
     pub now: Timestamp,
     pub stacks: Vec<StackSnapshot>,
     pub schedules: Vec<ScheduleEntry>,
+    /// The live runs (not ended, or holding their instance), and the runs an instance or a slot
+    /// names.
     pub runs: Vec<RunRecord>,
+    /// The last ended runs ([`RECENT_RUNS`]), the latest end first; and the last image run.
+    pub recent: Vec<RunRecord>,
+    pub last_image_run: Option<RunRecord>,
     pub instances: Vec<TaggedInstance>,
     /// Each profile's books, in catalog order.
     pub books: Vec<(String, Books)>,
@@ -68,13 +79,22 @@ impl Operations {
         Operations { provisioner, runner }
     }
 
-    /// The survey: five listings, the slots items and the books, read together.
+    /// The survey of everything.
     pub async fn survey(&self) -> Result<Survey> {
+        self.survey_of(&EndedRuns::default()).await
+    }
+
+    /// The survey, its last ended runs those `recent` keeps.
+    pub async fn survey_of(&self, recent: &EndedRuns) -> Result<Survey> {
         let now = self.provisioner.ports.clock.now();
-        let (stacks, schedules, runs, instances, books, runner_images, slots, launch_events) = tokio::join!(
+        let runs = &self.runner.ports.runs;
+        let image_runs = EndedRuns { kind: Some(RunKind::RunnerImage), ..EndedRuns::default() };
+        let (ended, last_image_run) =
+            tokio::join!(runs.ended(RECENT_RUNS, recent, now), runs.ended(1, &image_runs, now));
+        let (stacks, schedules, live, instances, books, runner_images, slots, launch_events) = tokio::join!(
             self.provisioner.ports.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.ports.schedules.list(DESTROY_SCHEDULE_PREFIX),
-            self.runner.ports.runs.list(),
+            runs.live(),
             self.runner.ports.instances.of_runs(),
             self.books(),
             self.runner.ports.instances.runner_images(),
@@ -86,17 +106,40 @@ impl Operations {
             tracing::warn!(%error, "could not read the launch log");
             Vec::new()
         });
+        let (slots, instances) = (slots?, instances?);
+        let runs = self.with_named_runs(live?, &instances, &slots).await?;
         Ok(Survey {
-            slots: slots?,
+            slots,
             now,
             books: books?,
             stacks: stacks?,
             schedules: schedules?,
-            runs: runs?,
-            instances: instances?,
+            runs,
+            recent: ended?,
+            last_image_run: last_image_run?.pop(),
+            instances,
             runner_images: runner_images?,
             launch_events,
         })
+    }
+
+    /// `live` and the records of the runs an instance or a slot names that are not among them
+    /// (one read each: an instance of an ended run, a slot its run did not free).
+    async fn with_named_runs(
+        &self,
+        mut runs: Vec<RunRecord>,
+        instances: &[TaggedInstance],
+        slots: &[(Slots, Vec<RunId>)],
+    ) -> Result<Vec<RunRecord>> {
+        let known: BTreeSet<String> = runs.iter().map(|run| run.run_id.to_string()).collect();
+        let tagged = instances.iter().filter_map(|instance| RunId::parse(instance.tag(tags::RUN_ID)?).ok());
+        let holders = slots.iter().flat_map(|(_, holders)| holders.iter().cloned());
+        let mut named: Vec<RunId> = tagged.chain(holders).filter(|id| !known.contains(id.as_str())).collect();
+        named.sort_by_key(ToString::to_string);
+        named.dedup();
+        let reads = named.iter().map(|id| self.runner.ports.runs.get(id));
+        runs.extend(futures::future::try_join_all(reads).await?.into_iter().flatten());
+        Ok(runs)
     }
 
     /// Each profile's books: one read each.

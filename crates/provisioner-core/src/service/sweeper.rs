@@ -409,6 +409,7 @@ impl Operations {
     pub async fn sweep(&self, invocation: &Invocation) -> Result<SweepResponse> {
         let started = self.provisioner.ports.clock.now();
         let survey = self.survey().await?;
+        self.forget_ended(&survey).await;
         let found = findings(&self.provisioner.catalog, &survey);
         let mut actions = Vec::new();
         let mut destroys = Vec::new();
@@ -588,6 +589,19 @@ impl Operations {
             history.confirm(notice).await?;
         }
         Ok(Some(format!("alerted at {percent}%")))
+    }
+
+    /// Takes the runs that ended (and hold nothing) out of the live runs: what their ending did
+    /// not, when its write was lost.
+    async fn forget_ended(&self, survey: &Survey) {
+        let ended: Vec<RunRecord> =
+            survey.runs.iter().filter(|run| run.state.ended() && !run.held_at(survey.now)).cloned().collect();
+        if ended.is_empty() {
+            return;
+        }
+        if let Err(error) = self.runner.ports.runs.forget(&ended).await {
+            tracing::warn!(%error, "could not take ended runs out of the live runs; the next sweep does");
+        }
     }
 
     /// Recounts the books of each profile not recounted for [`RECOUNT_EVERY`]; alerts when one

@@ -13,8 +13,8 @@ use crate::domain::{Attempt, AttemptOutcome, ClusterName, GitRef, ImageTag, Mark
 use crate::domain::{HistoryEntry, OnceNotice, RequestedBy, RunId, RunKind, RunRecord, RunState, StepResult};
 use crate::error::AwsErrorKind;
 use crate::ports::{
-    History, Images, Instances, LaunchLog, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots, Spend,
-    StackSpec, Stacks, TestHistory,
+    EndedRuns, History, Images, Instances, LaunchLog, LaunchSpec, Lease, Locks, Runs, ScheduleEntry, Schedules, Slots,
+    Spend, StackSpec, Stacks, TestHistory,
 };
 
 /// Describe, create, create again (a conflict), delete, delete again, for the stack `spec` names
@@ -214,6 +214,9 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     assert_eq!(runs.get(&second.run_id).await.unwrap(), None, "a refused start writes nothing");
     assert_eq!(runs.start(&build, now).await.unwrap(), None, "another kind is another run");
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&first), "read back as written");
+    let live = live_ids(runs).await;
+    assert!(live.contains(&first.run_id) && live.contains(&build.run_id), "started runs are live: {live:?}");
+    assert!(!live.contains(&second.run_id), "a refused start is not");
 
     let running =
         RunRecord { state: RunState::Running, instance_id: Some("i-0123456789abcdef0".into()), ..first.clone() };
@@ -248,6 +251,7 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
         ..running.clone()
     };
     runs.update(&ended).await.unwrap();
+    assert!(live_ids(runs).await.contains(&first.run_id), "a run holding its instance is live");
     let late = runs.update(&running).await.expect_err("an ended run is not written");
     assert_eq!(late.aws_kind(), Some(AwsErrorKind::Conflict), "{late}");
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&ended), "its ending stands");
@@ -255,8 +259,26 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     runs.end_hold(&first.run_id, early).await.unwrap();
     let ended = RunRecord { held_until: Some(early), ..ended };
     assert_eq!(runs.get(&first.run_id).await.unwrap().as_ref(), Some(&ended), "its hold ended early");
+    assert!(!live_ids(runs).await.contains(&first.run_id), "its hold ended, it is not live");
     runs.end_hold(&build.run_id, early).await.expect("a run that holds nothing");
     assert_eq!(runs.get(&build.run_id).await.unwrap().unwrap().held_until, None, "and it still holds nothing");
+    runs.forget(std::slice::from_ref(&build)).await.unwrap();
+    assert!(live_ids(runs).await.contains(&build.run_id), "a run that has not ended is not forgotten");
+    let built =
+        RunRecord { state: RunState::Succeeded, ended_at: Some(now + SignedDuration::from_mins(9)), ..build.clone() };
+    runs.update(&built).await.unwrap();
+    assert!(!live_ids(runs).await.contains(&build.run_id), "ended without a hold, it is not live");
+    let of_cluster = EndedRuns { cluster: Some(ClusterName::parse(cluster).unwrap()), kind: None };
+    let at = now + SignedDuration::from_mins(10);
+    let ended_ids: Vec<RunId> = runs.ended(10, &of_cluster, at).await.unwrap().into_iter().map(|r| r.run_id).collect();
+    assert_eq!(ended_ids, [build.run_id.clone(), first.run_id.clone()], "the latest end first");
+    let tests = EndedRuns { kind: Some(RunKind::Test), ..of_cluster.clone() };
+    let ended_tests = runs.ended(10, &tests, at).await.unwrap();
+    assert_eq!(ended_tests.iter().map(|r| &r.run_id).collect::<Vec<_>>(), [&first.run_id], "of a kind");
+    assert_eq!(runs.ended(1, &of_cluster, at).await.unwrap().len(), 1, "at most as many as asked");
+    let before = now + SignedDuration::from_mins(7);
+    let ended_before = runs.ended(10, &of_cluster, before).await.unwrap();
+    assert_eq!(ended_before.iter().map(|r| &r.run_id).collect::<Vec<_>>(), [&first.run_id], "ended by then");
     let never_started = runs.update(&second).await.expect_err("a run that does not exist is not written");
     assert_eq!(never_started.aws_kind(), Some(AwsErrorKind::Conflict), "{never_started}");
 
@@ -275,6 +297,11 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
         assert!(found.is_some(), "{} is listed", kept.run_id);
     }
     slots(runs, cluster, now).await;
+}
+
+/// The ids of the runs [`Runs::live`] finds.
+async fn live_ids(runs: &dyn Runs) -> Vec<RunId> {
+    runs.live().await.unwrap().into_iter().map(|run| run.run_id).collect()
 }
 
 /// A profile's slots: taken up to the cap, then refused naming the holders; the same run again

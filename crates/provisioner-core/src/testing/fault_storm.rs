@@ -35,7 +35,7 @@ use crate::domain::{ClusterName, ClusterRequest, DeployRequest, GitRef, Schedule
 use crate::domain::{HistoryEntry, RunId, RunKind, RunRecord, RunRequest};
 use crate::error::Result;
 use crate::ports::{Clock, ClusterPorts, History, ScheduleEntry, Schedules, StackSnapshot, StackSpec, Stacks};
-use crate::service::budget::{month_spend, SpendSources};
+use crate::service::budget::{month_spend, ProfileSpend, SpendSources};
 use crate::service::run::Runner;
 use crate::service::survey::Operations;
 use crate::service::{Invocation, Provisioner};
@@ -240,7 +240,8 @@ impl Storm {
                     .provisioner
                     .destroy(ClusterRequest::new(ClusterName::parse(cluster).unwrap()), &invocation)
                     .await;
-                // A deploy may make it again once the lock is released, before the answer.
+                // A deploy (or a schedule_destroy) may make it again once the lock is released,
+                // before the answer.
                 if outcome.is_ok() && self.creations_of(cluster) == created_before {
                     self.check_destroyed(cluster, &request_id);
                 }
@@ -380,14 +381,18 @@ impl Storm {
     }
 
     /// How many times the cluster's stack was created so far.
+    /// The stacks and schedules made for `cluster` so far.
     fn creations_of(&self, cluster: &str) -> usize {
-        let stack = stack_name(&ClusterName::parse(cluster).unwrap());
-        self.world
-            .stacks
-            .calls()
-            .iter()
-            .filter(|call| matches!(call, Call::CreateStack(name) if *name == stack))
-            .count()
+        let name = ClusterName::parse(cluster).unwrap();
+        let (stack, schedules) = (stack_name(&name), schedule_prefix(&name));
+        let stacks = self.world.stacks.calls();
+        let made = self.world.schedules.calls();
+        let stacks = stacks.iter().filter(|call| matches!(call, Call::CreateStack(made) if *made == stack)).count();
+        stacks
+            + made
+                .iter()
+                .filter(|call| matches!(call, Call::CreateSchedule(made) if made.starts_with(&schedules)))
+                .count()
     }
 
     fn check_destroyed(&self, cluster: &str, request_id: &str) {
@@ -487,10 +492,10 @@ impl Storm {
         let now = self.world.clock.now();
         let (stacks, history, runs) = self.spend_sources(now).await;
         let records = month_spend(catalog, &SpendSources { now, stacks: &stacks, history: &history, runs: &runs });
-        let kept = |profile: &str| {
-            let books = self.runs.spend.kept(profile);
-            let spent = books.spent(now);
-            ((spent.clusters_usd + spent.runs_usd) * 100.0).round() / 100.0
+        // Rounded as status rounds it, as the records' spend is.
+        let kept = |name: &str| {
+            let profile = catalog.profiles().iter().find(|profile| profile.name == name).expect("a profile");
+            ProfileSpend::of_books(profile, &self.runs.spend.kept(name), now).spent_usd
         };
         for spend in &records {
             let books = kept(&spend.profile);

@@ -1,6 +1,6 @@
 //! Run records in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -10,7 +10,7 @@ use super::faults::fake_failure;
 use super::Faults;
 use crate::domain::{RunId, RunKind, RunRecord, StepResult, StepStatus};
 use crate::error::{AwsErrorKind, Result};
-use crate::ports::{Runs, Slots};
+use crate::ports::{EndedRuns, Runs, Slots};
 
 /// Run records in memory, with the DynamoDB adapter's semantics.
 #[derive(Default)]
@@ -20,6 +20,9 @@ pub struct FakeRuns {
     active: Mutex<HashMap<String, (RunId, Timestamp)>>,
     /// `<profile>#<kind>` -> the runs holding a slot, with their deadlines.
     slots: Mutex<HashMap<String, HashMap<RunId, Timestamp>>>,
+    /// What [`Runs::live`] finds, and the ended runs by their end, as the adapter's items hold them.
+    live: Mutex<BTreeSet<String>>,
+    ended: Mutex<BTreeMap<String, Timestamp>>,
 }
 
 fn active_key(record: &RunRecord) -> String {
@@ -48,9 +51,24 @@ impl FakeRuns {
         holders
     }
 
-    /// Puts `record` as it is, as if it had run: a run of the past, for what counts them.
+    /// Puts `record` as it is, as if it had run: a run of the past, for what counts them (found
+    /// as live, or among the ended, as its state says).
     pub fn put(&self, record: RunRecord) {
+        self.index(&record, true);
         self.records.lock().unwrap().insert(record.run_id.to_string(), record);
+    }
+
+    /// Notes `record` among the live runs (when `live` and it may have an instance) or the ended.
+    fn index(&self, record: &RunRecord, live: bool) {
+        let id = record.run_id.to_string();
+        if record.state.ended() {
+            self.ended.lock().unwrap().insert(id.clone(), record.ended_at.unwrap_or(record.started_at));
+        }
+        if live && (!record.state.ended() || record.held_until.is_some()) {
+            self.live.lock().unwrap().insert(id);
+        } else {
+            self.live.lock().unwrap().remove(&id);
+        }
     }
 
     pub fn record(&self, id: &RunId) -> Option<RunRecord> {
@@ -164,6 +182,9 @@ impl Runs for FakeRuns {
     /// of: the record, then the pointer; a pointer to another run removes the record again.
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         tokio::task::yield_now().await;
+        let noted = self.faults.draw("NoteLiveRun").await?;
+        self.live.lock().unwrap().insert(record.run_id.to_string());
+        noted.answer(())?;
         let written = self.faults.draw("PutRun").await?;
         self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
         written.answer(())?;
@@ -174,6 +195,7 @@ impl Runs for FakeRuns {
         if let Some(id) = current {
             if id != record.run_id {
                 self.records.lock().unwrap().remove(record.run_id.as_str());
+                self.live.lock().unwrap().remove(record.run_id.as_str());
             }
             return pointed.answer(Some(id));
         }
@@ -224,6 +246,12 @@ impl Runs for FakeRuns {
             stored.log_location = record.log_location.clone();
         }
         stored.attempts = record.attempts.clone();
+        let stored = stored.clone();
+        drop(records);
+        // An ending, as the adapter notes it after its write.
+        if stored.state.ended() {
+            self.index(&stored, true);
+        }
         effect.answer(())
     }
 
@@ -257,6 +285,7 @@ impl Runs for FakeRuns {
         if let Some(stored) = self.records.lock().unwrap().get_mut(run_id.as_str()) {
             if stored.held_until.is_some() {
                 stored.held_until = Some(at);
+                self.live.lock().unwrap().remove(run_id.as_str());
             }
         }
         effect.answer(())
@@ -265,6 +294,39 @@ impl Runs for FakeRuns {
     async fn list(&self) -> Result<Vec<RunRecord>> {
         tokio::task::yield_now().await;
         self.faults.draw("ListRuns").await?.answer(self.all())
+    }
+
+    async fn live(&self) -> Result<Vec<RunRecord>> {
+        tokio::task::yield_now().await;
+        let effect = self.faults.draw("LiveRuns").await?;
+        let ids: Vec<String> = self.live.lock().unwrap().iter().cloned().collect();
+        let records = self.records.lock().unwrap();
+        effect.answer(ids.iter().filter_map(|id| records.get(id).cloned()).collect())
+    }
+
+    async fn forget(&self, forgotten: &[RunRecord]) -> Result<()> {
+        let effect = self.faults.draw("ForgetRuns").await?;
+        for record in forgotten.iter().filter(|record| record.state.ended()) {
+            self.index(record, false);
+        }
+        effect.answer(())
+    }
+
+    async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>> {
+        tokio::task::yield_now().await;
+        let effect = self.faults.draw("EndedRuns").await?;
+        let mut ended: Vec<(Timestamp, String)> =
+            self.ended.lock().unwrap().iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, id.clone())).collect();
+        ended.sort_by(|a, b| b.cmp(a));
+        let records = self.records.lock().unwrap();
+        let found = ended
+            .iter()
+            .filter_map(|(_, id)| records.get(id))
+            .filter(|record| wanted.keeps(record.kind, &record.cluster))
+            .take(count)
+            .cloned()
+            .collect();
+        effect.answer(found)
     }
 
     async fn release(&self, record: &RunRecord) -> Result<()> {

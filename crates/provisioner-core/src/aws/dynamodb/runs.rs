@@ -15,8 +15,8 @@ use crate::domain::runner_image::ImageHolds;
 use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
-use crate::ports::{Runs, Slots};
-use crate::table::{active, report, run, slots};
+use crate::ports::{EndedRuns, Runs, Slots};
+use crate::table::{active, ended_runs, live_runs, report, run, slots};
 
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -212,6 +212,94 @@ impl DynamoStore {
     }
 }
 
+/// Live and ended runs: the items status and the sweeper read instead of every record.
+impl DynamoStore {
+    fn live_key() -> AttributeValue {
+        s(live_runs::KEY_VALUE)
+    }
+
+    /// Adds `record` to the live runs.
+    async fn note_live(&self, record: &RunRecord) -> Result<()> {
+        self.update_item(Self::live_key())
+            .update_expression("SET #run = :started")
+            .expression_attribute_names("#run", record.run_id.as_str())
+            .expression_attribute_values(":started", s(&record.started_at.to_string()))
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        Ok(())
+    }
+
+    /// Takes `run_id` out of the live runs.
+    async fn drop_live(&self, run_id: &RunId) -> Result<()> {
+        self.update_item(Self::live_key())
+            .update_expression("REMOVE #run")
+            .expression_attribute_names("#run", run_id.as_str())
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        Ok(())
+    }
+
+    /// Notes an ended run on its end's day, and takes it out of the live runs unless it holds
+    /// its instance.
+    async fn note_ended(&self, record: &RunRecord) -> Result<()> {
+        let ended = record.ended_at.unwrap_or(record.started_at);
+        let day = ended.strftime("%Y-%m-%d").to_string();
+        let kept_until = ended + jiff::SignedDuration::from_hours(24 * ended_runs::KEPT_DAYS);
+        self.update_item(s(&ended_runs::key(&day)))
+            .update_expression("SET #run = :ended, #ttl = :ttl")
+            .expression_attribute_names("#run", record.run_id.as_str())
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":ended", s(&format!("{ended} {} {}", record.kind, record.cluster)))
+            .expression_attribute_values(":ttl", n(kept_until.as_second()))
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        if record.held_until.is_none() {
+            self.drop_live(&record.run_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The runs of the item under `key`, one attribute each (not the key or TTL).
+    async fn runs_of_item(&self, key: AttributeValue) -> Result<Vec<(RunId, String)>> {
+        let item = self.read(key).await?.unwrap_or_default();
+        Ok(item
+            .into_iter()
+            .filter(|(name, _)| name != KEY && name != TTL_ATTRIBUTE)
+            .filter_map(|(name, value)| Some((RunId::parse(&name).ok()?, value.as_s().ok()?.clone())))
+            .collect())
+    }
+
+    /// The records of `ids` (with their reports), read together; one that is gone is left out.
+    async fn records_of(&self, ids: impl Iterator<Item = RunId>) -> Result<Vec<RunRecord>> {
+        let ids: Vec<RunId> = ids.collect();
+        let reads = ids.iter().map(|id| self.get(id));
+        Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
+    }
+
+    /// The ended runs `wanted` keeps of the `days` items, read together: (end, id), in no order.
+    async fn ended_on(&self, days: &[String], wanted: &EndedRuns, now: Timestamp) -> Result<Vec<(Timestamp, RunId)>> {
+        let reads = days.iter().map(|day| self.runs_of_item(s(&ended_runs::key(day))));
+        let mut found = Vec::new();
+        for (id, entry) in futures::future::try_join_all(reads).await?.into_iter().flatten() {
+            let mut fields = entry.split(' ');
+            let ended = fields.next().and_then(|t| t.parse::<Timestamp>().ok());
+            let kind = fields.next().and_then(RunKind::parse);
+            let cluster = fields.next().and_then(|c| ClusterName::parse(c).ok());
+            let (Some(ended), Some(kind), Some(cluster)) = (ended, kind, cluster) else { continue };
+            if ended <= now && wanted.keeps(kind, &cluster) {
+                found.push((ended, id));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Days read together when looking back for ended runs.
+const DAYS_READ_TOGETHER: usize = 7;
+
 #[async_trait]
 impl Runs for DynamoStore {
     async fn take_slot(
@@ -293,7 +381,9 @@ impl Runs for DynamoStore {
     }
 
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
-        // The record first: a crash before the pointer leaves only an orphan record, which TTL removes.
+        // Live first, so no run is missed; then the record: a crash before the pointer leaves only
+        // an orphan record, which TTL removes.
+        self.note_live(record).await?;
         let mut put = self
             .client
             .put_item()
@@ -346,6 +436,7 @@ impl Runs for DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "DeleteItem", error))?;
+        self.drop_live(&record.run_id).await?;
         Ok(active)
     }
 
@@ -384,6 +475,9 @@ impl Runs for DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        if record.state.ended() {
+            self.note_ended(record).await?;
+        }
         Ok(())
     }
 
@@ -443,7 +537,10 @@ impl Runs for DynamoStore {
             .send()
             .await;
         // Nothing held: nothing to end.
-        written(outcome, "UpdateItem").map(|_| ())
+        if written(outcome, "UpdateItem")? {
+            self.drop_live(run_id).await?;
+        }
+        Ok(())
     }
 
     async fn release(&self, record: &RunRecord) -> Result<()> {
@@ -459,6 +556,36 @@ impl Runs for DynamoStore {
         // Another run is active there already: nothing to end.
         written(outcome, "DeleteItem")?;
         Ok(())
+    }
+
+    async fn live(&self) -> Result<Vec<RunRecord>> {
+        let ids = self.runs_of_item(Self::live_key()).await?;
+        self.records_of(ids.into_iter().map(|(id, _)| id)).await
+    }
+
+    async fn forget(&self, records: &[RunRecord]) -> Result<()> {
+        for record in records.iter().filter(|record| record.state.ended()) {
+            self.note_ended(&RunRecord { held_until: None, ..record.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>> {
+        let today = jiff::tz::TimeZone::UTC.to_datetime(now).date();
+        let days: Vec<String> = (0..ended_runs::KEPT_DAYS)
+            .filter_map(|back| today.checked_sub(jiff::Span::new().days(back)).ok())
+            .map(|day| day.strftime("%Y-%m-%d").to_string())
+            .collect();
+        let mut found = Vec::new();
+        // Newest days first: once enough are found, an older day holds none that ended later.
+        for together in days.chunks(DAYS_READ_TOGETHER) {
+            found.extend(self.ended_on(together, wanted, now).await?);
+            if found.len() >= count {
+                break;
+            }
+        }
+        found.sort_by(|a, b| b.cmp(a));
+        self.records_of(found.into_iter().take(count).map(|(_, id)| id)).await
     }
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
