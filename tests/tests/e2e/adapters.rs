@@ -16,9 +16,7 @@ use provisioner_core::domain::history::start_of_month;
 use provisioner_core::domain::ScheduleDestroyRequest;
 use provisioner_core::domain::{ClusterName, ClusterRequest, DeployRequest, HistoryEntry, ImageTag, RunId};
 use provisioner_core::error::AwsErrorKind;
-use provisioner_core::ports::{
-    ClusterPorts, History, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock,
-};
+use provisioner_core::ports::{ClusterPorts, Images, Locks, NoNotices, Schedules, StackSpec, Stacks, SystemClock};
 use provisioner_core::service::budget::{month_spend, SpendSources};
 use provisioner_core::service::{Invocation, Provisioner, Timeouts};
 use provisioner_core::settings::ScheduleTarget;

@@ -18,8 +18,8 @@ use crate::catalog::Catalog;
 use crate::domain::books::Books;
 use crate::domain::launch_log::LaunchEvent;
 use crate::domain::resource_names::{scheduled_cluster, DESTROY_SCHEDULE_PREFIX, STACK_NAME_PREFIX};
-use crate::domain::{RunId, RunKind};
 use crate::domain::{tags, RunRecord, RunnerImage};
+use crate::domain::{RunId, RunKind};
 use crate::error::Result;
 use crate::ports::{EndedRuns, ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
 
