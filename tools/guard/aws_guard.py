@@ -35,6 +35,9 @@ class Checked:
     agent: str = ""
     findings: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    # For a DynamoDB read: the items it read (a Scan's or Query's scanned items), which the
+    # benchmark's growth table sums per call.
+    items_read: int | None = None
 
 
 # The app name of requests a test plants to prove, end to end, that the guard refuses what AWS
@@ -116,6 +119,21 @@ def check(request):
 _log_lock = threading.Lock()
 
 
+def dynamodb_items_read(operation: str, body: bytes) -> int | None:
+    """How many items a DynamoDB read answered with `body` read: None for another operation."""
+    if operation not in ("GetItem", "Scan", "Query", "BatchGetItem"):
+        return None
+    try:
+        answer = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if operation == "GetItem":
+        return 1 if answer.get("Item") else 0
+    if operation == "BatchGetItem":
+        return sum(len(items) for items in answer.get("Responses", {}).values())
+    return int(answer.get("ScannedCount", answer.get("Count", 0)))
+
+
 def record(checked, path=None):
     path = path or os.environ.get("PROVISIONER_AWS_GUARD_LOG")
     if not path or checked is None:
@@ -126,6 +144,8 @@ def record(checked, path=None):
         "agent": checked.agent,
         "findings": [asdict(f) for f in checked.findings],
     }
+    if checked.items_read is not None:
+        line["items_read"] = checked.items_read
     with _log_lock, open(path, "a", encoding="utf-8") as log:
         log.write(json.dumps(line) + "\n")
 

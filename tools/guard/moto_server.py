@@ -153,6 +153,10 @@ def _dispatch_checked(self, environ, start_response):
         if checked is not None and (checked.service, checked.operation) == ("dynamodb", "UpdateItem"):
             size = _updated_item_size(checked.params, aws_guard.region_of(headers))
             checked.findings += aws_guard.check_updated_item(checked.params.get("TableName"), size)
+        if checked is not None and checked.service == "dynamodb":
+            answer = b"".join(response)
+            response = [answer]
+            checked.items_read = aws_guard.dynamodb_items_read(checked.operation, answer)
     aws_guard.record(checked)
     return response
 

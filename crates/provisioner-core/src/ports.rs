@@ -302,6 +302,8 @@ pub trait Runs: Send + Sync {
     /// Up to `count` runs that `wanted` keeps that ended by `now`, the latest end first, within
     /// the retention of run records: read day by day, one item each.
     async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>>;
+    /// The run of `kind` that ended last: one read, whenever it ended.
+    async fn last_ended(&self, kind: RunKind) -> Result<Option<RunRecord>>;
     /// Takes one of `slots.cap` slots of `slots.profile`'s runs of `slots.kind` for `run_id` until
     /// `deadline`: `Ok(None)` when taken, or already held by `run_id`; when all are held by runs
     /// whose deadline has not passed at `now`, takes nothing and returns their ids. Exact under

@@ -189,6 +189,18 @@ pub mod live_runs {
     pub const KEY_VALUE: &str = "runs-live";
 }
 
+/// `runs-last#<kind>`: the run of that kind that ended last (status shows the last runner image
+/// run, however long ago).
+pub mod last_run {
+    pub const PREFIX: &str = "runs-last#";
+    pub const RUN_ID: &str = "run_id";
+
+    /// The item of the last ended run of `kind`.
+    pub fn key(kind: crate::domain::RunKind) -> String {
+        format!("{PREFIX}{kind}")
+    }
+}
+
 /// `runs-ended#<YYYY-MM-DD>`: the runs that ended that day (UTC), one attribute per run, named by
 /// its id: `ENDED-AT KIND CLUSTER`. Status reads the last days' items for the last runs; kept as
 /// long as run records.

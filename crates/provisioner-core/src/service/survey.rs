@@ -88,9 +88,8 @@ impl Operations {
     pub async fn survey_of(&self, recent: &EndedRuns) -> Result<Survey> {
         let now = self.provisioner.ports.clock.now();
         let runs = &self.runner.ports.runs;
-        let image_runs = EndedRuns { kind: Some(RunKind::RunnerImage), ..EndedRuns::default() };
         let (ended, last_image_run) =
-            tokio::join!(runs.ended(RECENT_RUNS, recent, now), runs.ended(1, &image_runs, now));
+            tokio::join!(runs.ended(RECENT_RUNS, recent, now), runs.last_ended(RunKind::RunnerImage));
         let (stacks, schedules, live, instances, books, runner_images, slots, launch_events) = tokio::join!(
             self.provisioner.ports.stacks.list(STACK_NAME_PREFIX),
             self.provisioner.ports.schedules.list(DESTROY_SCHEDULE_PREFIX),
@@ -116,7 +115,7 @@ impl Operations {
             schedules: schedules?,
             runs,
             recent: ended?,
-            last_image_run: last_image_run?.pop(),
+            last_image_run: last_image_run?,
             instances,
             runner_images: runner_images?,
             launch_events,

@@ -276,6 +276,8 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     let ended_tests = runs.ended(10, &tests, at).await.unwrap();
     assert_eq!(ended_tests.iter().map(|r| &r.run_id).collect::<Vec<_>>(), [&first.run_id], "of a kind");
     assert_eq!(runs.ended(1, &of_cluster, at).await.unwrap().len(), 1, "at most as many as asked");
+    let last_build = runs.last_ended(RunKind::Build).await.unwrap().map(|run| run.run_id);
+    assert_eq!(last_build.as_ref(), Some(&build.run_id), "the last build that ended");
     let before = now + SignedDuration::from_mins(7);
     let ended_before = runs.ended(10, &of_cluster, before).await.unwrap();
     assert_eq!(ended_before.iter().map(|r| &r.run_id).collect::<Vec<_>>(), [&first.run_id], "ended by then");

@@ -329,6 +329,17 @@ impl Runs for FakeRuns {
         effect.answer(found)
     }
 
+    async fn last_ended(&self, kind: RunKind) -> Result<Option<RunRecord>> {
+        let effect = self.faults.draw("LastEndedRun").await?;
+        let ended = self.ended.lock().unwrap().clone();
+        let records = self.records.lock().unwrap();
+        let last = (ended.iter().filter_map(|(id, at)| Some((at, records.get(id)?))))
+            .filter(|(_, record)| record.kind == kind)
+            .max_by_key(|(at, record)| (**at, record.run_id.to_string()))
+            .map(|(_, record)| record.clone());
+        effect.answer(last)
+    }
+
     async fn release(&self, record: &RunRecord) -> Result<()> {
         let effect = self.faults.draw("ReleaseRun").await?;
         let mut active = self.active.lock().unwrap();

@@ -16,7 +16,7 @@ use crate::domain::{ClusterName, GitRef};
 use crate::domain::{RequestedBy, RunId, RunKind, RunRecord, RunState, StepStatus};
 use crate::error::{AwsErrorKind, AwsFailure, Error, Result};
 use crate::ports::{EndedRuns, Runs, Slots};
-use crate::table::{active, ended_runs, live_runs, report, run, slots};
+use crate::table::{active, ended_runs, last_run, live_runs, report, run, slots};
 
 /// Reads and conditional writes of a slots item before a take gives up (another start won each).
 const SLOT_ATTEMPTS: u32 = 8;
@@ -253,6 +253,13 @@ impl DynamoStore {
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":ended", s(&format!("{ended} {} {}", record.kind, record.cluster)))
             .expression_attribute_values(":ttl", n(kept_until.as_second()))
+            .send()
+            .await
+            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+        self.update_item(s(&last_run::key(record.kind)))
+            .update_expression("SET #run = :run")
+            .expression_attribute_names("#run", last_run::RUN_ID)
+            .expression_attribute_values(":run", s(record.run_id.as_str()))
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
@@ -586,6 +593,15 @@ impl Runs for DynamoStore {
         }
         found.sort_by(|a, b| b.cmp(a));
         self.records_of(found.into_iter().take(count).map(|(_, id)| id)).await
+    }
+
+    async fn last_ended(&self, kind: RunKind) -> Result<Option<RunRecord>> {
+        let item = self.read(s(&last_run::key(kind))).await?;
+        let Some(id) = item.and_then(|item| text_of(&item, last_run::RUN_ID)).and_then(|id| RunId::parse(&id).ok())
+        else {
+            return Ok(None);
+        };
+        self.get(&id).await
     }
 
     async fn list(&self) -> Result<Vec<RunRecord>> {
