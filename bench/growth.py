@@ -105,7 +105,7 @@ def run_item(index: int, now: datetime, rng: random.Random) -> tuple[dict, str, 
     return item, ended.strftime("%Y-%m-%d"), f"{stamp(ended)} {kind} {cluster}", run_id
 
 
-def seed(table, client, start: int, count: int, now: datetime) -> None:
+def seed(table, start: int, count: int, now: datetime) -> None:
     """Adds `count` ended runs and `count` history entries, numbered from `start`."""
     rng = random.Random(start)
     days: dict[str, dict[str, str]] = {}
@@ -114,17 +114,11 @@ def seed(table, client, start: int, count: int, now: datetime) -> None:
             item, day, entry, run_id = run_item(index, now, rng)
             batch.put_item(Item=_plain(item))
             days.setdefault(day, {})[run_id] = entry
-    for day, entries in days.items():
-        names = {f"#r{i}": run_id for i, run_id in enumerate(entries)}
-        values = {f":r{i}": {"S": entry} for i, entry in enumerate(entries.values())}
-        for chunk in _chunks(list(names), 100):
-            client.update_item(
-                TableName=table.name,
-                Key={"pk": {"S": f"runs-ended#{day}"}},
-                UpdateExpression="SET " + ", ".join(f"{name} = :{name[1:]}" for name in chunk),
-                ExpressionAttributeNames={name: names[name] for name in chunk},
-                ExpressionAttributeValues={f":{name[1:]}": values[f":{name[1:]}"] for name in chunk},
-            )
+    # Each day's item of ended runs whole, as the runs' endings left it (seeded days are new).
+    with table.batch_writer() as batch:
+        for day, entries in days.items():
+            existing = table.get_item(Key={"pk": f"runs-ended#{day}"}).get("Item", {})
+            batch.put_item(Item={**existing, **entries, "pk": f"runs-ended#{day}"})
     # History: 1,000 entries to a cluster's month item (as a busy cluster's month holds), seven
     # clusters, month after month back from this one.
     for first in range(start, start + count, 1000):
@@ -145,11 +139,6 @@ def _plain(item: dict) -> dict:
 
     deserializer = TypeDeserializer()
     return {key: deserializer.deserialize(value) for key, value in item.items()}
-
-
-def _chunks(items: list, size: int):
-    for first in range(0, len(items), size):
-        yield items[first : first + size]
 
 
 def requests_since(log: Path, offset: int) -> tuple[int, int]:
@@ -215,7 +204,6 @@ def growth(bench, stack_state: Path, environment: dict) -> dict:
     )
     endpoint = environment["AWS_ENDPOINT_URL"]
     table = session.resource("dynamodb", endpoint_url=endpoint).Table(environment["PROVISIONER_TABLE"])
-    client = session.client("dynamodb", endpoint_url=endpoint)
 
     def invoke(function: str, event: dict) -> None:
         bench.invoke(function, [event], deadline_seconds=60)
@@ -225,7 +213,7 @@ def growth(bench, stack_state: Path, environment: dict) -> dict:
     now = datetime.now(timezone.utc)
     for size in SIZES:
         began = time.perf_counter()
-        seed(table, client, seeded, size - seeded, now)
+        seed(table, seeded, size - seeded, now)
         seeded = size
         print(f"growth: {size} records seeded in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
         figures[size] = measure_size(bench, log, invoke)

@@ -62,9 +62,14 @@
 //! - logs kept before a destroy (Run Command): [`service`] `destroy.rs` (`keep_logs`),
 //!   [`domain::cluster_logs`], [`ports::ClusterLogs`]
 //! - the warning 30 minutes before a scheduled destroy: [`service::sweeper`] (`warn`, `WARN_BEFORE`)
-//! - a budget per profile (`monthly_budget_usd`): the month's estimated spend, `BudgetExceeded`,
-//!   the 80/100 % alerts, spend in status: [`service::budget`] (`month_spend`, `Ledger::allow`),
-//!   [`service::sweeper`] (`alert_budget`), [`catalog::Profile::monthly_budget_usd`]
+//! - a budget per profile (`monthly_budget_usd`): each profile's books (spend kept as it happens,
+//!   one read per check): [`domain::books`], [`ports::Spend`]; `BudgetExceeded`, the daily recount
+//!   from the records, spend in status: [`service::budget`] (`Ledger::allow`, `recount`,
+//!   `recount_books`); where costs begin and end: [`service`] `deploy.rs`, `destroy.rs`,
+//!   [`service::run`] `costs.rs`; the 80/100 % alerts: [`service::sweeper`] (`alert_budget`)
+//! - live and last ended runs without a scan (status, the sweeper): [`ports::Runs`] (`live`,
+//!   `ended`, `last_ended`), the items in [`table`]; what a request costs as history grows:
+//!   `bench/growth.py`
 //! - the instance's side of attempts (IMDSv2 spot notice watcher, reports fenced by attempt, the
 //!   hold at power-off): [`instance::script`]
 //! - what an AWS failure means (throttled, refused, capacity, quota, unknown outcome): [`error::AwsErrorKind`],

@@ -194,6 +194,7 @@ pub mod live_runs {
 pub mod last_run {
     pub const PREFIX: &str = "runs-last#";
     pub const RUN_ID: &str = "run_id";
+    pub const ENDED_EPOCH_MS: &str = "ended_ms";
 
     /// The item of the last ended run of `kind`.
     pub fn key(kind: crate::domain::RunKind) -> String {

@@ -256,13 +256,18 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
-        self.update_item(s(&last_run::key(record.kind)))
-            .update_expression("SET #run = :run")
+        // Only a later end moves the pointer (the sweeper forgets runs that ended long ago too).
+        let pointed = self
+            .update_item(s(&last_run::key(record.kind)))
+            .update_expression("SET #run = :run, #ended = :at")
+            .condition_expression("attribute_not_exists(#ended) OR #ended < :at")
             .expression_attribute_names("#run", last_run::RUN_ID)
+            .expression_attribute_names("#ended", last_run::ENDED_EPOCH_MS)
             .expression_attribute_values(":run", s(record.run_id.as_str()))
+            .expression_attribute_values(":at", n(ended.as_millisecond()))
             .send()
-            .await
-            .map_err(|error| aws_error(SERVICE, "UpdateItem", error))?;
+            .await;
+        written(pointed, "UpdateItem")?;
         if record.held_until.is_none() {
             self.drop_live(&record.run_id).await?;
         }
