@@ -309,9 +309,6 @@ impl DynamoStore {
     }
 }
 
-/// Days read together when looking back for ended runs.
-const DAYS_READ_TOGETHER: usize = 7;
-
 #[async_trait]
 impl Runs for DynamoStore {
     async fn take_slot(
@@ -590,8 +587,16 @@ impl Runs for DynamoStore {
             .collect();
         let mut found = Vec::new();
         // Newest days first: once enough are found, an older day holds none that ended later.
-        for together in days.chunks(DAYS_READ_TOGETHER) {
-            found.extend(self.ended_on(together, wanted, now).await?);
+        // Today alone first (a busy day has them all), then the week, then the rest, each read
+        // together.
+        let mut read = 0;
+        for upto in [1, 7, days.len()] {
+            let upto = upto.min(days.len());
+            if read >= upto {
+                continue;
+            }
+            found.extend(self.ended_on(&days[read..upto], wanted, now).await?);
+            read = upto;
             if found.len() >= count {
                 break;
             }
