@@ -352,3 +352,17 @@ class PlantedViolationsAreCaught(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ItemsReadAreCounted(unittest.TestCase):
+    """What the growth bench sums: the items each DynamoDB read read."""
+
+    def test_each_read_counts_its_items(self):
+        count = aws_guard.dynamodb_items_read
+        self.assertEqual(count("GetItem", json.dumps({"Item": {"pk": {"S": "a"}}}).encode()), 1)
+        self.assertEqual(count("GetItem", b"{}"), 0)
+        self.assertEqual(count("Scan", json.dumps({"Count": 2, "ScannedCount": 7}).encode()), 7)
+        self.assertEqual(count("Query", json.dumps({"Count": 3}).encode()), 3)
+        batch = {"Responses": {"t": [{"pk": {"S": "a"}}, {"pk": {"S": "b"}}]}}
+        self.assertEqual(count("BatchGetItem", json.dumps(batch).encode()), 2)
+        self.assertIsNone(count("PutItem", b"{}"))
