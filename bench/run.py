@@ -7,7 +7,7 @@ to a local AWS emulator started here; the AWS calls of each invocation come from
 interceptor's log event ("AWS calls"). Warm throughput serves many events to one process. The wait
 loop's completion latency comes from `wait-latency` (fakes under paused time). The TEST plan's
 steps side by side are timed in the sandbox (`steps.py`). What a request costs as the table grows
-to 100,000 records is measured on an emulator of its own (`growth.py`).
+to 100,000 records is `growth.py`, which `make bench` runs next.
 
 Prints a table and writes bench/results.md and bench/results.json."""
 
@@ -28,7 +28,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import growth
 import steps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,12 +334,6 @@ def main() -> None:
         ).stdout
     )
     side_by_side = steps.play_both()
-    # On an emulator of its own: it seeds up to 100,000 records.
-    growth_stack, growth_environment = start_emulator()
-    try:
-        grown = growth.growth(Bench(growth_environment), Path(growth_stack["LOCAL_STACK_STATE"]), growth_environment)
-    finally:
-        stop_emulator(growth_stack)
 
     rows = []
     for name, results in cold.items():
@@ -374,7 +367,6 @@ def main() -> None:
         "wait_latency": latency,
         "user_data": user_data,
         "steps_side_by_side": side_by_side,
-        "growth": {str(size): rows for size, rows in grown.items()},
     }
     markdown = render(report)
     print(markdown)
@@ -471,8 +463,6 @@ def render(report: dict) -> str:
     ]
     if "steps_side_by_side" in report:
         lines += steps.render(report["steps_side_by_side"])
-    if "growth" in report:
-        lines += ["", *growth.render({int(size): rows for size, rows in report["growth"].items()})]
     return "\n".join(lines) + "\n"
 
 

@@ -63,9 +63,9 @@
 //!   [`domain::cluster_logs`], [`ports::ClusterLogs`]
 //! - the warning 30 minutes before a scheduled destroy: [`service::sweeper`] (`warn`, `WARN_BEFORE`)
 //! - a budget per profile (`monthly_budget_usd`): each profile's books (spend kept as it happens,
-//!   one read per check): [`domain::books`], [`ports::Spend`]; `BudgetExceeded`, the daily recount
-//!   from the records, spend in status: [`service::budget`] (`Ledger::allow`, `recount`,
-//!   `recount_books`); where costs begin and end: [`service`] `deploy.rs`, `destroy.rs`,
+//!   one read per check): [`domain::books`], [`ports::Spend`]; `BudgetExceeded`, spend in status:
+//!   [`service::budget`] (`Ledger::allow`, `recount`); the sweeper's daily recount that corrects
+//!   them: [`service::recount`]; where costs begin and end: [`service`] `deploy.rs`, `destroy.rs`,
 //!   [`service::run`] `costs.rs`; the 80/100 % alerts: [`service::sweeper`] (`alert_budget`)
 //! - live and last ended runs without a scan (status, the sweeper): [`ports::Runs`] (`live`,
 //!   `ended`, `last_ended`), the items in [`table`]; what a request costs as history grows:

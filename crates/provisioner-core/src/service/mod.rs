@@ -2,14 +2,16 @@
 //! `deploy.rs`, `schedule_destroy.rs`, `destroy.rs`, each one function's decision table in the
 //! spec's order, sharing `wait.rs` and `lock.rs`. The run side (TEST, BUILD, RUNNER_IMAGE): `run/`,
 //! cut by stage (ask, start, launch, progress, conclude, image).
-//! Keeping watch, over both sides: `survey.rs`, `sweeper.rs`, `status.rs`. Each side is put
-//! together in one place: `Provisioner::new`, `Runner::new`, `Operations::new`.
+//! Keeping watch, over both sides: `survey.rs`, `sweeper.rs` (and its daily `recount.rs` of the
+//! books), `status.rs`. Each side is put together in one place: `Provisioner::new`,
+//! `Runner::new`, `Operations::new`.
 
 pub mod budget;
 mod deploy;
 mod destroy;
 mod lock;
 pub mod plan;
+pub mod recount;
 pub mod run;
 mod schedule_destroy;
 pub mod status;

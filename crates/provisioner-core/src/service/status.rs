@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::budget::ProfileSpend;
-use super::survey::{Operations, Survey};
+use super::survey::{Operations, Survey, RECENT_RUNS};
 use super::sweeper::{findings, Finding};
 use crate::catalog::{Catalog, Prices};
 use crate::domain::history::HISTORY_SHOWN;
@@ -18,9 +18,6 @@ use crate::domain::run::RunView;
 use crate::domain::{ClusterName, HistoryEntry, RunId, RunKind, RunRecord, StepStatus};
 use crate::error::Result;
 use crate::ports::{EndedRuns, StackSnapshot, TaggedInstance};
-
-/// How many ended runs status lists.
-pub const RECENT_RUNS: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusResponse {

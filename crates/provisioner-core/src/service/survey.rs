@@ -12,7 +12,6 @@ use jiff::Timestamp;
 
 use super::budget::ProfileSpend;
 use super::run::Runner;
-use super::status::RECENT_RUNS;
 use super::Provisioner;
 use crate::catalog::Catalog;
 use crate::domain::books::Books;
@@ -22,6 +21,9 @@ use crate::domain::{tags, RunRecord, RunnerImage};
 use crate::domain::{RunId, RunKind};
 use crate::error::Result;
 use crate::ports::{EndedRuns, ScheduleEntry, Slots, StackSnapshot, TaggedInstance};
+
+/// How many ended runs status lists.
+pub const RECENT_RUNS: usize = 10;
 
 /// Both sides of the provisioner: the sweeper destroys through the provisioner and resumes runs
 /// through the runner.

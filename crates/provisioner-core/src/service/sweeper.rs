@@ -32,7 +32,7 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 
-use super::budget::Recount;
+use super::recount::Recount;
 use super::run::{slot_abandoned, LAUNCH_GRACE};
 use super::survey::{Operations, Survey};
 use super::{alert, Invocation};
