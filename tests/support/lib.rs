@@ -41,6 +41,7 @@ pub async fn emulator() -> SdkConfig {
         "the local AWS emulator is not answering at {url}; run the tests with `make test` (or `make local-up` first)"
     );
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(provisioner_core::aws::https_client())
         .region(Region::new("us-east-1"))
         .endpoint_url(url)
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))

@@ -16,6 +16,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -46,6 +47,7 @@ impl Aws {
     /// local emulator), with our retry and timeout policy.
     pub async fn from_env() -> Aws {
         let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             // In every request's User-Agent: tools/guard/aws_guard.py tells the functions' calls by it.
             .app_name(aws_config::AppName::new(APP_NAME).expect("a valid app name"))
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
@@ -63,6 +65,13 @@ impl Aws {
     pub fn region(&self) -> Option<String> {
         self.config.region().map(|region| region.to_string())
     }
+}
+
+/// The HTTP(S) client of every SDK configuration: hyper with rustls, as the SDK's default client,
+/// on ring rather than aws-lc (the workspace's Cargo.toml says why).
+pub fn https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 /// A client of one SDK crate made from an [`Aws`], its calls recorded in the [`CallLog`].
@@ -257,6 +266,7 @@ mod tests {
         let closed = listener.local_addr().unwrap();
         drop(listener);
         let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             .region(aws_config::Region::new("us-west-2"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("a", "b", None, None, "test"))
             .endpoint_url(format!("http://{closed}"))
