@@ -135,7 +135,12 @@ def serve(path):
     if os.path.exists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    # Only its owner may connect: a call runs as the server's user.
+    umask = os.umask(0o077)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
     listener.listen(64)
     # Children are reaped as they end; each child sets it back, as the CLI may wait for its own.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
