@@ -299,6 +299,10 @@ pub trait Runs: Send + Sync {
     /// Takes ended runs out of what [`Runs::live`] finds (the sweeper's clean-up); each is among
     /// the runs [`Runs::ended`] finds.
     async fn forget(&self, records: &[RunRecord]) -> Result<()>;
+    /// Takes out of what [`Runs::live`] finds the runs noted there before `noted_before` that have
+    /// no record: a start that failed between its two writes (the sweeper's daily clean-up).
+    /// Answers their ids; a run noted again meanwhile stays.
+    async fn forget_unrecorded(&self, noted_before: Timestamp) -> Result<Vec<RunId>>;
     /// Up to `count` runs that `wanted` keeps that ended by `now`, the latest end first, within
     /// the retention of run records: read day by day, one item each.
     async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>>;

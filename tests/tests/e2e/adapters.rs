@@ -165,6 +165,34 @@ async fn the_dynamodb_adapter_keeps_the_runs_contract() {
     contract::runs(&DynamoStore::new(&Aws::from_config(emulator().await), &name), &unique("ci-")).await;
 }
 
+/// A start that failed between its two writes leaves a live run with no record: the adapter
+/// takes it out once it is older than the cutoff, and nothing else.
+#[tokio::test]
+async fn the_dynamodb_adapter_takes_out_live_runs_never_recorded() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use provisioner_core::table::{live_runs, KEY};
+    let (client, name) = table().await;
+    let cutoff = provisioner_core::domain::time::whole_seconds(Timestamp::now());
+    let old = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
+    let recent = RunId::parse("test-ci-contract-20261123t130000-cd34").unwrap();
+    for (id, noted) in
+        [(&old, cutoff - SignedDuration::from_mins(20)), (&recent, cutoff + SignedDuration::from_mins(1))]
+    {
+        client
+            .update_item()
+            .table_name(&name)
+            .key(KEY, AttributeValue::S(live_runs::KEY_VALUE.into()))
+            .update_expression("SET #run = :noted")
+            .expression_attribute_names("#run", id.as_str())
+            .expression_attribute_values(":noted", AttributeValue::S(noted.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
+    contract::unrecorded_live_runs(&store, &unique("ci-"), &old, &recent, cutoff).await;
+}
+
 /// A run is read with what its current instance reported (its `report#ROLE-ID:INSTANCE-ID`
 /// item, the only one its role may write), and with no report of another run or attempt.
 #[tokio::test]

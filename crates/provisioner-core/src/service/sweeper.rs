@@ -18,7 +18,8 @@
 //!   alert topic is told, once a month per level (`budget.rs`);
 //! - once a day, each profile's books are recounted from the records (stacks, the month's
 //!   history, the runs: the one full read of the table); a difference is corrected, and reported
-//!   in the answer's `recounts` and by an alert (`budget.rs`);
+//!   in the answer's `recounts` and by an alert (`budget.rs`); and the live runs whose start
+//!   failed before it wrote their record are taken out of the live runs;
 //! - a profile's slot is freed when its run ended, or had no record [`super::run::SLOT_LEASE`]
 //!   after its start (the start crashed): a leaked slot is reclaimed within one sweep;
 //! - runner images beyond the newest two per architecture, and failed ones, are deregistered with
@@ -56,6 +57,9 @@ pub const WARN_BEFORE: SignedDuration = SignedDuration::from_mins(30);
 /// A destroy schedule this long past its time whose cluster still exists failed (its retries and
 /// dead-letter queue take less): the sweeper destroys the cluster.
 pub const OVERDUE_AFTER: SignedDuration = SignedDuration::from_mins(30);
+/// How long after its start a live run with no record is taken for a start that failed between
+/// its two writes (they are a moment apart; the start's checks come before both).
+const UNRECORDED_LIVE_GRACE: SignedDuration = SignedDuration::from_hours(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -604,6 +608,21 @@ impl Operations {
         }
     }
 
+    /// Takes out of the live runs those whose start failed before it wrote their record (with the
+    /// daily recount): every survey would look for their records again.
+    async fn forget_unrecorded(&self, now: Timestamp) {
+        match self.runner.ports.runs.forget_unrecorded(now - UNRECORDED_LIVE_GRACE).await {
+            Ok(forgotten) if !forgotten.is_empty() => {
+                let runs: Vec<String> = forgotten.iter().map(ToString::to_string).collect();
+                tracing::warn!(?runs, "took runs whose record was never written out of the live runs");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not take unrecorded runs out of the live runs; tomorrow's sweep does")
+            }
+        }
+    }
+
     /// Recounts the books of each profile not recounted for [`RECOUNT_EVERY`]; alerts when one
     /// differed from the records.
     async fn recount_due(&self, survey: &Survey) -> Vec<Recount> {
@@ -614,6 +633,7 @@ impl Operations {
         if due.is_empty() {
             return Vec::new();
         }
+        self.forget_unrecorded(survey.now).await;
         let recounts = self.recount_books(&due).await;
         let corrected: Vec<String> =
             (recounts.iter().filter(|r| r.corrected)).map(|r| format!("- {}: {}", r.profile, r.result)).collect();

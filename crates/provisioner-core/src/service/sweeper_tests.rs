@@ -37,6 +37,26 @@ async fn an_idle_sweep_lists_five_things_and_does_nothing() {
     assert_eq!(ops.world.stacks.calls().len(), 3, "the next sweep lists once");
 }
 
+/// A start that failed between its two writes leaves a live run with no record: the daily sweep
+/// takes it out once it is an hour old, and not before.
+#[tokio::test(start_paused = true)]
+async fn a_live_run_whose_record_was_never_written_is_taken_out_by_the_daily_sweep() {
+    let ops = OpsWorld::new(NOW);
+    // Every try of the start, as the runner retries it.
+    ops.world.faults.script("PutRun", Fault::ServerError, 10);
+    let failed = ops.runs.runner.run(RunKind::Test, start("ci-1", "main"), &ops.world.invocation("r1")).await;
+    assert!(failed.is_err(), "{failed:?}");
+    let unrecorded = ops.runs.runs.live_ids();
+    assert_eq!((unrecorded.len(), ops.runs.runs.count()), (1, 0), "live, with no record: {unrecorded:?}");
+    let first = ops.operations.sweep(&ops.world.invocation("s1")).await.unwrap();
+    assert!(!first.recounts.is_empty(), "the day's work is due");
+    assert_eq!(ops.runs.runs.live_ids(), unrecorded, "a start of a moment ago may still write its record");
+    pass(24 * 60).await;
+    let next_day = ops.operations.sweep(&ops.world.invocation("s2")).await.unwrap();
+    assert!(!next_day.recounts.is_empty(), "the next day's work is due");
+    assert!(ops.runs.runs.live_ids().is_empty(), "taken out: {:?}", ops.runs.runs.live_ids());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_terminates_instances_past_their_time_of_ended_missing_or_other_runs() {
     let ops = OpsWorld::new(NOW);

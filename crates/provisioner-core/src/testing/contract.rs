@@ -301,6 +301,24 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     slots(runs, cluster, now).await;
 }
 
+/// Live runs whose record was never written, `old` noted before `cutoff` and `recent` after it
+/// (planted by the caller): only what is older than the cutoff is taken out, and a run with a
+/// record, however old, never is.
+pub async fn unrecorded_live_runs(runs: &dyn Runs, cluster: &str, old: &RunId, recent: &RunId, cutoff: Timestamp) {
+    let recorded = run_record(RunKind::Test, cluster, "main", cutoff - SignedDuration::from_hours(3));
+    assert_eq!(runs.start(&recorded, recorded.started_at).await.unwrap(), None);
+    assert_eq!(
+        runs.forget_unrecorded(cutoff).await.unwrap(),
+        std::slice::from_ref(old),
+        "only the old one without a record"
+    );
+    assert_eq!(live_ids(runs).await, std::slice::from_ref(&recorded.run_id), "the recorded run stays live");
+    let later = cutoff + SignedDuration::from_hours(24);
+    assert_eq!(runs.forget_unrecorded(later).await.unwrap(), std::slice::from_ref(recent), "the recent one, once old");
+    assert_eq!(runs.forget_unrecorded(later).await.unwrap(), [], "each is taken out once");
+    assert_eq!(live_ids(runs).await, std::slice::from_ref(&recorded.run_id));
+}
+
 /// The ids of the runs [`Runs::live`] finds.
 async fn live_ids(runs: &dyn Runs) -> Vec<RunId> {
     runs.live().await.unwrap().into_iter().map(|run| run.run_id).collect()
@@ -654,6 +672,17 @@ mod tests {
     #[tokio::test]
     async fn the_fake_runs_keep_the_contract() {
         super::runs(&*FakeRuns::new(Faults::none()), "ci-contract").await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_runs_take_out_live_runs_never_recorded() {
+        let runs = FakeRuns::new(Faults::none());
+        let cutoff = crate::domain::time::whole_seconds(Timestamp::now());
+        let old = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
+        let recent = RunId::parse("test-ci-contract-20261123t130000-cd34").unwrap();
+        runs.plant_unrecorded(&old, cutoff - SignedDuration::from_mins(20));
+        runs.plant_unrecorded(&recent, cutoff + SignedDuration::from_mins(1));
+        super::unrecorded_live_runs(&*runs, "ci-contract", &old, &recent, cutoff).await;
     }
 
     #[tokio::test]

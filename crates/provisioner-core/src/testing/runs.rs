@@ -1,6 +1,6 @@
 //! Run records in memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -21,7 +21,8 @@ pub struct FakeRuns {
     /// `<profile>#<kind>` -> the runs holding a slot, with their deadlines.
     slots: Mutex<HashMap<String, HashMap<RunId, Timestamp>>>,
     /// What [`Runs::live`] finds, and the ended runs by their end, as the adapter's items hold them.
-    live: Mutex<BTreeSet<String>>,
+    /// Live runs with when each was noted (its start).
+    live: Mutex<BTreeMap<String, Timestamp>>,
     ended: Mutex<BTreeMap<String, Timestamp>>,
 }
 
@@ -65,10 +66,21 @@ impl FakeRuns {
             self.ended.lock().unwrap().insert(id.clone(), record.ended_at.unwrap_or(record.started_at));
         }
         if live && (!record.state.ended() || record.held_until.is_some()) {
-            self.live.lock().unwrap().insert(id);
+            self.live.lock().unwrap().insert(id, record.started_at);
         } else {
             self.live.lock().unwrap().remove(&id);
         }
+    }
+
+    /// Notes `id` among the live runs at `noted` with no record, as a start that failed between
+    /// its two writes leaves it.
+    pub fn plant_unrecorded(&self, id: &RunId, noted: Timestamp) {
+        self.live.lock().unwrap().insert(id.to_string(), noted);
+    }
+
+    /// The ids the live runs name, recorded or not.
+    pub fn live_ids(&self) -> Vec<String> {
+        self.live.lock().unwrap().keys().cloned().collect()
     }
 
     pub fn record(&self, id: &RunId) -> Option<RunRecord> {
@@ -183,7 +195,7 @@ impl Runs for FakeRuns {
     async fn start(&self, record: &RunRecord, now: Timestamp) -> Result<Option<RunId>> {
         tokio::task::yield_now().await;
         let noted = self.faults.draw("NoteLiveRun").await?;
-        self.live.lock().unwrap().insert(record.run_id.to_string());
+        self.live.lock().unwrap().insert(record.run_id.to_string(), record.started_at);
         noted.answer(())?;
         let written = self.faults.draw("PutRun").await?;
         self.records.lock().unwrap().insert(record.run_id.to_string(), record.clone());
@@ -299,7 +311,7 @@ impl Runs for FakeRuns {
     async fn live(&self) -> Result<Vec<RunRecord>> {
         tokio::task::yield_now().await;
         let effect = self.faults.draw("LiveRuns").await?;
-        let ids: Vec<String> = self.live.lock().unwrap().iter().cloned().collect();
+        let ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
         let records = self.records.lock().unwrap();
         effect.answer(ids.iter().filter_map(|id| records.get(id).cloned()).collect())
     }
@@ -310,6 +322,21 @@ impl Runs for FakeRuns {
             self.index(record, false);
         }
         effect.answer(())
+    }
+
+    async fn forget_unrecorded(&self, noted_before: Timestamp) -> Result<Vec<RunId>> {
+        tokio::task::yield_now().await;
+        let effect = self.faults.draw("ForgetUnrecordedRuns").await?;
+        let records = self.records.lock().unwrap();
+        let mut live = self.live.lock().unwrap();
+        let unrecorded: Vec<String> = (live.iter())
+            .filter(|(id, noted)| **noted < noted_before && !records.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &unrecorded {
+            live.remove(id);
+        }
+        effect.answer(unrecorded.iter().filter_map(|id| RunId::parse(id).ok()).collect())
     }
 
     async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>> {

@@ -579,6 +579,32 @@ impl Runs for DynamoStore {
         Ok(())
     }
 
+    async fn forget_unrecorded(&self, noted_before: Timestamp) -> Result<Vec<RunId>> {
+        let noted = self.runs_of_item(Self::live_key()).await?;
+        let old: Vec<(RunId, String)> =
+            noted.into_iter().filter(|(_, at)| at.parse::<Timestamp>().is_ok_and(|at| at < noted_before)).collect();
+        let records = futures::future::try_join_all(old.iter().map(|(id, _)| self.read(run_key(id)))).await?;
+        let mut forgotten = Vec::new();
+        for ((id, at), record) in old.into_iter().zip(records) {
+            if record.is_some() {
+                continue;
+            }
+            // Unless a start asked again noted it anew meanwhile.
+            let removed = self
+                .update_item(Self::live_key())
+                .update_expression("REMOVE #run")
+                .condition_expression("#run = :noted")
+                .expression_attribute_names("#run", id.as_str())
+                .expression_attribute_values(":noted", s(&at))
+                .send()
+                .await;
+            if written(removed, "UpdateItem")? {
+                forgotten.push(id);
+            }
+        }
+        Ok(forgotten)
+    }
+
     async fn ended(&self, count: usize, wanted: &EndedRuns, now: Timestamp) -> Result<Vec<RunRecord>> {
         let today = jiff::tz::TimeZone::UTC.to_datetime(now).date();
         let days: Vec<String> = (0..ended_runs::KEPT_DAYS)
