@@ -321,6 +321,7 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
     let from_image_cluster = unique("ci-day-");
     let mut held_id = String::new();
     let mut images: Vec<(String, String)> = Vec::new();
+    let mut retired = 0;
     let mut day = Day {
         standing: standing.clone(),
         scheduled: scheduled.clone(),
@@ -353,13 +354,14 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
                 assert_eq!(failed["errorType"], "TestsFailed", "{failed:#}");
                 day.runs.push(("test", held_id.clone(), "TestsFailed"));
             }
-            // Runner image refreshes: the second after the build environment moved (a new digest).
-            120 | 200 => {
+            // Runner image refreshes, each after the build environment moved (a new digest): the
+            // third leaves the first beyond the newest two, for the sweeper to retire.
+            120 | 200 | 300 => {
                 let image_run = make_invoke("runner_image", r#"{"wait_seconds": 0, "requested_by": "nightly"}"#);
                 assert_eq!(image_run.answer["status"], "running", "{:#}", image_run.answer);
                 let run_id = image_run.answer["run_id"].as_str().unwrap().to_owned();
                 check_in(&run_id).await;
-                let digest = format!("sha256:{}", if minute == 120 { "a1" } else { "b2" }.repeat(32));
+                let digest = format!("sha256:{}", ["a1", "b2", "c3"][images.len()].repeat(32));
                 let steps = image_run.answer["steps"].as_array().unwrap().clone();
                 finish(&run_id, &steps, false, Some((&digest, "git=2.47.1 docker=25.0.5"))).await;
                 images.push((run_id.clone(), digest));
@@ -393,6 +395,7 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
             );
         }
         let actions = swept["actions"].as_array().cloned().unwrap_or_default();
+        retired += actions.iter().filter(|a| a["action"] == "retire_image").count();
         if actions.iter().any(|a| a["action"] == "warn_destroy" && a["target"] == day.scheduled.as_str()) {
             assert!((210..240).contains(&minute), "warned at minute {minute}");
             day.warned = true;
@@ -415,6 +418,7 @@ async fn a_day_in_the_life_keeps_every_invariant_over_eight_hours() {
     assert_eq!(attempts.len(), 1, "never retried: {attempts:#?}");
     assert_eq!(attempts[0]["outcome"], "timed_out");
     assert!(day.destroyed_scheduled);
+    assert_eq!(retired, 1, "the first of the day's three runner images was retired, once");
     let status = make_invoke("status", "{}").assert_success().clone();
     let clusters: Vec<&str> =
         status["clusters"].as_array().unwrap().iter().filter_map(|c| c["cluster"].as_str()).collect();
