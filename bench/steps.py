@@ -7,6 +7,8 @@ time is over it.
 Run alone with `python bench/steps.py`; `make bench` includes it."""
 
 import json
+import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -100,6 +102,8 @@ def play(layout: str = "D", image: bool = False) -> dict:
             "PROVISIONER_WORK_DIR": str(sandbox / "work"),
             "PROVISIONER_DATA_DIR": str(sandbox / "data"),
             "PROVISIONER_DISCOVERY_TIMEOUT_SECONDS": "0",
+            # The steps run as this user: the sandbox makes no step user (as simulate-instance).
+            "PROVISIONER_STEP_USER": pwd.getpwuid(os.getuid()).pw_name,
         }
         started = time.monotonic()
         subprocess.run(
