@@ -173,11 +173,7 @@ async fn the_dynamodb_adapter_takes_out_live_runs_never_recorded() {
     use provisioner_core::table::{live_runs, KEY};
     let (client, name) = table().await;
     let cutoff = provisioner_core::domain::time::whole_seconds(Timestamp::now());
-    let old = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
-    let recent = RunId::parse("test-ci-contract-20261123t130000-cd34").unwrap();
-    for (id, noted) in
-        [(&old, cutoff - SignedDuration::from_mins(20)), (&recent, cutoff + SignedDuration::from_mins(1))]
-    {
+    for (id, noted) in contract::unrecorded_plants(cutoff) {
         client
             .update_item()
             .table_name(&name)
@@ -190,7 +186,7 @@ async fn the_dynamodb_adapter_takes_out_live_runs_never_recorded() {
             .unwrap();
     }
     let store = DynamoStore::new(&Aws::from_config(emulator().await), &name);
-    contract::unrecorded_live_runs(&store, &unique("ci-"), &old, &recent, cutoff).await;
+    contract::unrecorded_live_runs(&store, &unique("ci-"), cutoff).await;
 }
 
 /// A run is read with what its current instance reported (its `report#ROLE-ID:INSTANCE-ID`

@@ -431,7 +431,7 @@ impl Operations {
         actions.extend(futures::future::join_all(destroys).await);
         actions.sort_by(|a, b| a.finding.cmp(&b.finding));
         self.report(&actions).await;
-        let recounts = self.recount_due(&survey).await;
+        let recounts = self.daily_work(&survey).await;
         let response = SweepResponse {
             status: "success",
             surveyed: Surveyed {
@@ -623,9 +623,10 @@ impl Operations {
         }
     }
 
-    /// Recounts the books of each profile not recounted for [`RECOUNT_EVERY`]; alerts when one
-    /// differed from the records.
-    async fn recount_due(&self, survey: &Survey) -> Vec<Recount> {
+    /// The daily work, when a profile's books were not recounted for [`RECOUNT_EVERY`]: takes
+    /// unrecorded runs out of the live runs, recounts those books, and alerts when one differed
+    /// from the records.
+    async fn daily_work(&self, survey: &Survey) -> Vec<Recount> {
         let due: Vec<String> = (survey.books.iter())
             .filter(|(_, books)| books.recounted_at.is_none_or(|at| survey.now - at >= RECOUNT_EVERY))
             .map(|(profile, _)| profile.clone())

@@ -301,20 +301,25 @@ pub async fn runs(runs: &dyn Runs, cluster: &str) {
     slots(runs, cluster, now).await;
 }
 
-/// Live runs whose record was never written, `old` noted before `cutoff` and `recent` after it
-/// (planted by the caller): only what is older than the cutoff is taken out, and a run with a
-/// record, however old, never is.
-pub async fn unrecorded_live_runs(runs: &dyn Runs, cluster: &str, old: &RunId, recent: &RunId, cutoff: Timestamp) {
+/// The live runs with no record that [`unrecorded_live_runs`] expects planted, as a start that
+/// failed between its two writes leaves them: one noted before `cutoff`, one after it.
+pub fn unrecorded_plants(cutoff: Timestamp) -> [(RunId, Timestamp); 2] {
+    [
+        (RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap(), cutoff - SignedDuration::from_mins(20)),
+        (RunId::parse("test-ci-contract-20261123t130000-cd34").unwrap(), cutoff + SignedDuration::from_mins(1)),
+    ]
+}
+
+/// Live runs whose record was never written ([`unrecorded_plants`], planted by the caller): only
+/// what is older than the cutoff is taken out, and a run with a record, however old, never is.
+pub async fn unrecorded_live_runs(runs: &dyn Runs, cluster: &str, cutoff: Timestamp) {
+    let [(old, _), (recent, _)] = unrecorded_plants(cutoff);
     let recorded = run_record(RunKind::Test, cluster, "main", cutoff - SignedDuration::from_hours(3));
     assert_eq!(runs.start(&recorded, recorded.started_at).await.unwrap(), None);
-    assert_eq!(
-        runs.forget_unrecorded(cutoff).await.unwrap(),
-        std::slice::from_ref(old),
-        "only the old one without a record"
-    );
+    assert_eq!(runs.forget_unrecorded(cutoff).await.unwrap(), [old], "only the old one without a record");
     assert_eq!(live_ids(runs).await, std::slice::from_ref(&recorded.run_id), "the recorded run stays live");
     let later = cutoff + SignedDuration::from_hours(24);
-    assert_eq!(runs.forget_unrecorded(later).await.unwrap(), std::slice::from_ref(recent), "the recent one, once old");
+    assert_eq!(runs.forget_unrecorded(later).await.unwrap(), [recent], "the recent one, once old");
     assert_eq!(runs.forget_unrecorded(later).await.unwrap(), [], "each is taken out once");
     assert_eq!(live_ids(runs).await, std::slice::from_ref(&recorded.run_id));
 }
@@ -678,11 +683,10 @@ mod tests {
     async fn the_fake_runs_take_out_live_runs_never_recorded() {
         let runs = FakeRuns::new(Faults::none());
         let cutoff = crate::domain::time::whole_seconds(Timestamp::now());
-        let old = RunId::parse("test-ci-contract-20261123t120000-ab12").unwrap();
-        let recent = RunId::parse("test-ci-contract-20261123t130000-cd34").unwrap();
-        runs.plant_unrecorded(&old, cutoff - SignedDuration::from_mins(20));
-        runs.plant_unrecorded(&recent, cutoff + SignedDuration::from_mins(1));
-        super::unrecorded_live_runs(&*runs, "ci-contract", &old, &recent, cutoff).await;
+        for (id, noted) in super::unrecorded_plants(cutoff) {
+            runs.plant_unrecorded(&id, noted);
+        }
+        super::unrecorded_live_runs(&*runs, "ci-contract", cutoff).await;
     }
 
     #[tokio::test]
